@@ -1,0 +1,1 @@
+"""Code shared by the xdpguard services: settings, errors, Kafka plumbing, structs, codecs."""

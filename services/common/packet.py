@@ -1,0 +1,38 @@
+"""The pure, in-memory packet record every part of xdpguard agrees on.
+
+Capture turns kernel ring-buffer events into it, the codec carries it through Kafka, and the
+feature module, training, evaluation and the scorer consume it. Addresses are text (IPv4 or
+IPv6) so the record is independent of the kernel's layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+
+PROTO_NAMES = {PROTO_ICMP: "icmp", PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMPV6: "icmpv6"}
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    ts_ns: int            # capture time, Unix epoch nanoseconds
+    src: str              # source address, textual IPv4 or IPv6
+    dst: str              # destination address
+    sport: int            # 0 when the protocol has no ports (or a non-first fragment)
+    dport: int
+    proto: int            # IP protocol number
+    tcp_flags: int        # TCP flag byte (0 for other protocols)
+    length: int           # whole frame length incl. the Ethernet header
+    ifindex: int = 0
+    sample_rate: int = 1  # 1-in-N sampling in force when captured: this record stands for N packets
+    node: str = ""        # capturing node id
+    seq: int = 0          # per-node sequence number (loss is measurable end to end)
+
+    def flow_key(self) -> tuple[str, str, int, int, int]:
+        """Directional 5-tuple, as the seed aggregated flows."""
+        return (self.src, self.dst, self.sport, self.dport, self.proto)

@@ -1,0 +1,88 @@
+"""The rule model of DESIGN.md ("Rules"), shared by CLI, scorer verdicts, enforcer and evaluation.
+
+A rule has a scope (exact 5-tuple flow, source prefix, destination rate limit), an action, an
+origin, a creation time and an optional expiry. Times are Unix epoch nanoseconds so a rule means
+the same after a reboot; the map layer converts expiry to the kernel's monotonic clock.
+`Rule.key()` is the rule's identity: the Kafka key in the compacted `rules` topic and the
+de-duplication key everywhere else.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+
+
+class Scope(str, Enum):
+    FLOW = "flow"               # exact 5-tuple
+    SRC_PREFIX = "src_prefix"   # source CIDR, any destination/port
+    DST_LIMIT = "dst_limit"     # destination (+proto, port, TCP-flag mask) -> packets per second
+
+
+class Action(str, Enum):
+    DROP = "drop"
+    PASS = "pass"
+    LIMIT = "limit"
+
+
+class Origin(str, Enum):
+    MANUAL = "manual"
+    MODEL = "model"
+
+
+@dataclass(frozen=True)
+class Rule:
+    scope: Scope
+    action: Action
+    src: str = ""          # FLOW: source address; SRC_PREFIX: CIDR
+    dst: str = ""          # FLOW and DST_LIMIT: destination address
+    sport: int = 0
+    dport: int = 0         # DST_LIMIT: 0 = any port
+    proto: int = 0         # DST_LIMIT: 0 = any protocol
+    tcp_flags: int = 0     # DST_LIMIT: packets whose flags include all of these bits (0 = any)
+    rate_pps: int = 0      # DST_LIMIT: packets per second let through
+    origin: Origin = Origin.MODEL
+    created_ns: int = 0
+    expires_ns: int = 0    # 0 = never
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", Scope(self.scope))
+        object.__setattr__(self, "action", Action(self.action))
+        object.__setattr__(self, "origin", Origin(self.origin))
+        for name in ("sport", "dport"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} {getattr(self, name)} out of range 0-65535")
+        if not 0 <= self.proto <= 255:
+            raise ValueError(f"protocol {self.proto} out of range 0-255")
+        if self.scope is Scope.FLOW:
+            ipaddress.ip_address(self.src), ipaddress.ip_address(self.dst)
+        elif self.scope is Scope.SRC_PREFIX:
+            object.__setattr__(self, "src", str(ipaddress.ip_network(self.src, strict=False)))
+        elif self.scope is Scope.DST_LIMIT:
+            ipaddress.ip_address(self.dst)
+            if self.action is not Action.LIMIT or self.rate_pps <= 0:
+                raise ValueError("a destination limit needs action limit and a rate above 0")
+
+    def key(self) -> str:
+        if self.scope is Scope.FLOW:
+            return f"flow/{self.proto}/{self.src}/{self.sport}/{self.dst}/{self.dport}"
+        if self.scope is Scope.SRC_PREFIX:
+            return f"src/{self.src}"
+        return f"limit/{self.proto}/{self.dst}/{self.dport}/{self.tcp_flags}"
+
+    def expired(self, now_ns: int) -> bool:
+        return self.expires_ns != 0 and now_ns >= self.expires_ns
+
+    def with_times(self, created_ns: int, ttl_s: float | None) -> "Rule":
+        expires = 0 if not ttl_s else created_ns + int(ttl_s * 1e9)
+        return replace(self, created_ns=created_ns, expires_ns=expires)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scope"], d["action"], d["origin"] = self.scope.value, self.action.value, self.origin.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rule":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}  # tolerate unknown fields
+        return cls(**known)

@@ -1,0 +1,54 @@
+"""`xdpguard`: the node CLI. Each verb group lives in its own module with a `register(subparsers)`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from services.common.errors import XdpguardError
+
+# Verb modules, in the order their verbs appear in --help.
+VERB_MODULES = [
+    "services.manager.topics_cmd",
+    "services.manager.demo_cmd",
+]
+
+EPILOG = """examples:
+  xdpguard topics create          create the Kafka topics (idempotent)
+  xdpguard topics wait --timeout 60
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="xdpguard", description="XDP firewall driven by a streaming ML pipeline",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    sub.required = True
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except XdpguardError as exc:
+        print(f"xdpguard {args.verb}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+import pytest
+
+from services.common.config import describe, load
+from services.common.errors import ConfigError
+from services.common.rules import Action, Rule, Scope
+from services.common.settings import CommonSettings
+
+
+def test_settings_read_from_prefixed_env():
+    s = load(CommonSettings, {"XDPGUARD_KAFKA_BOOTSTRAP": "k:1", "XDPGUARD_PACKETS_PARTITIONS": "3"})
+    assert s.kafka_bootstrap == "k:1" and s.packets_partitions == 3
+    assert s.topic("packets") == "xdpguard.packets"
+
+
+def test_bad_setting_names_the_variable():
+    with pytest.raises(ConfigError, match="XDPGUARD_PACKETS_PARTITIONS"):
+        load(CommonSettings, {"XDPGUARD_PACKETS_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match="at least 1"):
+        load(CommonSettings, {"XDPGUARD_PACKETS_PARTITIONS": "0"})
+
+
+def test_every_setting_is_documented():
+    rows = describe(CommonSettings)
+    assert all(env.startswith("XDPGUARD_") and doc for env, _, doc in rows)
+
+
+def test_rule_keys_and_roundtrip():
+    r = Rule(Scope.SRC_PREFIX, Action.DROP, src="10.1.2.3/24")
+    assert r.src == "10.1.2.0/24" and r.key() == "src/10.1.2.0/24"
+    assert Rule.from_dict({**r.to_dict(), "future_field": 1}) == r
+    with pytest.raises(ValueError):
+        Rule(Scope.FLOW, Action.DROP, src="10.0.0.1", dst="10.0.0.2", dport=70000)
+    with pytest.raises(ValueError):
+        Rule(Scope.DST_LIMIT, Action.DROP, dst="10.0.0.2")
