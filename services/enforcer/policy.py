@@ -1,0 +1,231 @@
+"""The enforcer's security policy, as pure logic: no kernel, no Kafka, no clock of its own.
+
+`Policy.decide(order, now_ns)` answers what to do with one verdict: apply a rule (perhaps after
+evicting older model rules to stay within the bound), refresh one already installed, or refuse it
+with a reason. `Policy.expire(now_ns)` lists the rules whose TTL ran out. The service (enforcer.py)
+carries the decisions out on the pinned maps and the `rules` topic; dry-run mode only logs them.
+
+The promises (issue 7): the allowlist and this host's own addresses can never be targeted; every
+model rule has a TTL; model rules are capped per second, per minute and per source; the model rule
+set is bounded, the oldest model rules are evicted first and manual rules never; each verdict id is
+acted on at most once. Every refusal and eviction carries a reason so it can be counted and logged.
+"""
+from __future__ import annotations
+
+import heapq
+import ipaddress
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from services.common.rules import Origin, Rule, Scope
+
+ALL_NODES = ("", "*", "all")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    node_id: str
+    allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    local_addresses: tuple[str, ...] = ()
+    ttl_s: float = 600.0            # model rules without a TTL of their own
+    max_ttl_s: float = 3600.0       # a verdict cannot ask for more
+    max_per_second: int = 50
+    max_per_minute: int = 1000
+    max_per_source: int = 32        # installed model rules whose target is one source address
+    max_model_rules: int = 50_000   # bound on installed model rules (well below the map sizes)
+    seen_ids: int = 100_000         # verdict ids remembered for at-most-once
+
+
+@dataclass(frozen=True)
+class Order:
+    """What the enforcer needs from a verdict (the adapter builds it from the codec's record)."""
+    id: str
+    node: str
+    rule: Rule
+    ttl_s: float = 0.0
+    reason: str = ""
+
+
+class Outcome(str, Enum):
+    APPLY = "apply"        # install `rule` (after removing `evict`)
+    REFRESH = "refresh"    # same rule already installed: extend its expiry
+    IGNORE = "ignore"      # not for this node, or a verdict id seen before
+    REFUSE = "refuse"      # against the policy; `reason` says which part
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str = ""
+    rule: Rule | None = None
+    evict: tuple[Rule, ...] = ()
+
+
+@dataclass
+class _Installed:
+    rule: Rule
+    source: str  # the address the rule targets, for the per-source cap ("" if none)
+
+
+@dataclass
+class Policy:
+    config: PolicyConfig
+    _allow: list[Network] = field(default_factory=list)
+    _local: set[str] = field(default_factory=set)
+    _rules: "OrderedDict[str, _Installed]" = field(default_factory=OrderedDict)  # oldest first
+    _per_source: dict[str, int] = field(default_factory=dict)
+    _recent: deque = field(default_factory=deque)  # install times (ns) within the last minute
+    _seen: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self._allow = [ipaddress.ip_network(c, strict=False) for c in self.config.allowlist]
+        self._local = {str(ipaddress.ip_address(a)) for a in self.config.local_addresses}
+
+    # -- state the service feeds in ------------------------------------------------------------
+    def allow(self, cidr: str) -> None:
+        self._allow.append(ipaddress.ip_network(cidr, strict=False))
+
+    def allowlist(self) -> list[str]:
+        return [str(n) for n in self._allow]
+
+    def track(self, rule: Rule) -> None:
+        """Record a rule known to be installed (restored, or found in the maps at start)."""
+        self._forget(rule.key())
+        self._rules[rule.key()] = _Installed(rule, _target(rule))
+        if rule.origin is Origin.MODEL and self._rules[rule.key()].source:
+            src = self._rules[rule.key()].source
+            self._per_source[src] = self._per_source.get(src, 0) + 1
+
+    def untrack(self, rule: Rule) -> None:
+        self._forget(rule.key())
+
+    def installed(self) -> list[Rule]:
+        return [i.rule for i in self._rules.values()]
+
+    def model_count(self) -> int:
+        return sum(1 for i in self._rules.values() if i.rule.origin is Origin.MODEL)
+
+    # -- decisions -----------------------------------------------------------------------------
+    def decide(self, order: Order, now_ns: int) -> Decision:
+        if order.node not in ALL_NODES and order.node != self.config.node_id:
+            return Decision(Outcome.IGNORE, "for another node")
+        if order.id:
+            if order.id in self._seen:
+                return Decision(Outcome.IGNORE, "verdict already handled")
+            self._seen[order.id] = None
+            while len(self._seen) > self.config.seen_ids:
+                self._seen.popitem(last=False)
+        refusal = self.protected(order.rule)
+        if refusal:
+            return Decision(Outcome.REFUSE, refusal)
+        ttl = order.ttl_s if order.ttl_s > 0 else self.config.ttl_s
+        ttl = min(ttl, self.config.max_ttl_s)
+        rule = replace(order.rule, origin=Origin.MODEL).with_times(now_ns, ttl)
+        current = self._rules.get(rule.key())
+        if current is not None:
+            if current.rule.origin is Origin.MANUAL:
+                return Decision(Outcome.REFUSE, "a manual rule with this key exists")
+            if current.rule.action is rule.action:
+                # Only rewrite when half the TTL is gone, so a verdict every window is not a write.
+                left = current.rule.expires_ns - now_ns
+                if current.rule.expires_ns and left > (rule.expires_ns - now_ns) / 2:
+                    return Decision(Outcome.IGNORE, "already installed")
+                return Decision(Outcome.REFRESH, "extended",
+                                replace(rule, created_ns=current.rule.created_ns))
+        cap = self._rate_refusal(now_ns)
+        if cap:
+            return Decision(Outcome.REFUSE, cap)
+        src = _target(rule)
+        if src and current is None and self._per_source.get(src, 0) >= self.config.max_per_source:
+            return Decision(Outcome.REFUSE, f"per-source cap ({self.config.max_per_source}) for {src}")
+        evict = self._evictions(1 if current is None else 0)
+        return Decision(Outcome.APPLY, order.reason, rule, tuple(evict))
+
+    def protected(self, rule: Rule) -> str:
+        """Why `rule` may not be installed from a verdict ("" if it may)."""
+        for addr in _addresses(rule):
+            if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                for net in self._allow:
+                    if net.version == addr.version and (addr.overlaps(net)):
+                        return f"{addr} overlaps allowlisted {net}"
+                for local in self._local:
+                    if ipaddress.ip_address(local) in addr:
+                        return f"{addr} contains local address {local}"
+            else:
+                for net in self._allow:
+                    if addr in net:
+                        return f"{addr} is allowlisted ({net})"
+                if rule.scope is not Scope.DST_LIMIT and str(addr) in self._local:
+                    return f"{addr} is a local address"
+        return ""
+
+    def commit(self, decision: Decision, now_ns: int) -> None:
+        """Record that `decision` was carried out (or would have been, in dry run)."""
+        for old in decision.evict:
+            self._forget(old.key())
+        if decision.rule is None:
+            return
+        if decision.outcome is Outcome.APPLY:
+            self._recent.append(now_ns)
+        self.track(decision.rule)
+
+    def expire(self, now_ns: int) -> list[Rule]:
+        """Rules whose expiry has passed, removed from the policy's view."""
+        gone = [i.rule for i in self._rules.values() if i.rule.expired(now_ns)]
+        for rule in gone:
+            self._forget(rule.key())
+        return gone
+
+    def evict_for_full_map(self) -> Rule | None:
+        """The map said full although the bound was not reached: the oldest model rule to drop."""
+        victims = self._evictions(1, force=True)
+        return victims[0] if victims else None
+
+    # -- internals -----------------------------------------------------------------------------
+    def _rate_refusal(self, now_ns: int) -> str:
+        while self._recent and now_ns - self._recent[0] >= 60_000_000_000:
+            self._recent.popleft()
+        if len(self._recent) >= self.config.max_per_minute:
+            return f"rate cap ({self.config.max_per_minute}/min)"
+        last_second = sum(1 for t in self._recent if now_ns - t < 1_000_000_000)
+        if last_second >= self.config.max_per_second:
+            return f"rate cap ({self.config.max_per_second}/s)"
+        return ""
+
+    def _evictions(self, incoming: int, force: bool = False) -> list[Rule]:
+        excess = self.model_count() + incoming - self.config.max_model_rules
+        if force:
+            excess = max(excess, 1)
+        if excess <= 0:
+            return []
+        # Oldest first by creation time; manual rules are never evicted.
+        model = (i.rule for i in self._rules.values() if i.rule.origin is Origin.MODEL)
+        return heapq.nsmallest(excess, model, key=lambda r: r.created_ns)
+
+    def _forget(self, key: str) -> None:
+        old = self._rules.pop(key, None)
+        if old is not None and old.rule.origin is Origin.MODEL and old.source:
+            left = self._per_source.get(old.source, 0) - 1
+            if left > 0:
+                self._per_source[old.source] = left
+            else:
+                self._per_source.pop(old.source, None)
+
+
+def _target(rule: Rule) -> str:
+    """The source a rule acts against (per-source cap), '' for destination limits."""
+    if rule.scope is Scope.FLOW:
+        return rule.src
+    if rule.scope is Scope.SRC_PREFIX:
+        return rule.src.split("/")[0] if rule.src.endswith(("/32", "/128")) else rule.src
+    return ""
+
+
+def _addresses(rule: Rule):
+    if rule.scope is Scope.FLOW:
+        return [ipaddress.ip_address(rule.src)]
+    if rule.scope is Scope.SRC_PREFIX:
+        return [ipaddress.ip_network(rule.src, strict=False)]
+    return [ipaddress.ip_address(rule.dst)]
