@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+
+from aiokafka.errors import KafkaError
 
 from services.common.errors import XdpguardError
 
 # Verb modules, in the order their verbs appear in --help.
 VERB_MODULES = [
     "services.manager.topics_cmd",
+    "services.manager.groups_cmd",
     "services.manager.demo_cmd",
 ]
 
@@ -29,6 +33,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="xdpguard", description="XDP firewall driven by a streaming ML pipeline",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log library messages too")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     sub.required = True
     for name in VERB_MODULES:
@@ -39,10 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # aiokafka logs every failed connection attempt; the CLI reports the outcome once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except XdpguardError as exc:
         print(f"xdpguard {args.verb}: error: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        print(f"xdpguard {args.verb}: error: Kafka: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

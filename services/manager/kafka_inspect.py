@@ -1,0 +1,225 @@
+"""Read-only views of the cluster for operators: topic layout, records as JSON, consumer groups.
+
+Adapter code (aiokafka); the CLI verbs in topics_cmd.py and groups_cmd.py only format its results.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import msgpack
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.protocol.admin import DescribeGroupsRequest_v1
+from aiokafka.protocol.api import Request
+
+from services.common.errors import ConfigError, DecodeError
+from services.common.kafka import client_options
+from services.common.settings import CommonSettings
+from services.common.topics import _start
+
+
+@dataclass
+class PartitionInfo:
+    partition: int
+    leader: int
+    replicas: list[int]
+    isr: list[int]
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    partitions: list[PartitionInfo]
+
+    @property
+    def records(self) -> int:
+        return sum(p.end - p.start for p in self.partitions)
+
+
+@dataclass
+class MemberInfo:
+    member_id: str
+    client_id: str
+    host: str
+    partitions: list[TopicPartition]
+
+
+@dataclass
+class GroupInfo:
+    group_id: str
+    state: str
+    protocol: str
+    members: list[MemberInfo]
+    lag: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # tp -> (committed, end)
+
+    @property
+    def total_lag(self) -> int:
+        return sum(max(end - committed, 0) for committed, end in self.lag.values())
+
+
+class _DescribeGroupsV1(Request[DescribeGroupsRequest_v1]):
+    """DescribeGroups pinned to v1: aiokafka 0.14 pairs its v3 request with the v2 response
+    schema, so against Kafka 3.x the negotiated v3 answer fails to decode."""
+
+    API_KEY = 15
+
+    def __init__(self, groups: list[str]):
+        self._groups = groups
+
+    def build(self, request_struct_class):
+        return DescribeGroupsRequest_v1(self._groups)
+
+
+def resolve_topic(common: CommonSettings, name: str) -> str:
+    """Accept short names (`packets`) as well as full ones (`xdpguard.packets`)."""
+    return name if name.startswith(common.topic_prefix) else common.topic(name)
+
+
+async def describe_topics(common: CommonSettings, names: list[str] | None = None) -> list[TopicInfo]:
+    admin = AIOKafkaAdminClient(**client_options(common))
+    consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
+    try:
+        await _start(admin, common)
+        await consumer.start()
+        raw = await admin.describe_topics(names)
+        infos = []
+        for t in sorted(raw, key=lambda t: t["topic"]):
+            if t["error_code"] and names:
+                raise ConfigError(f"topic {t['topic']} does not exist")
+            if t["error_code"]:
+                continue
+            parts = [PartitionInfo(p["partition"], p["leader"], list(p["replicas"]), list(p["isr"]))
+                     for p in sorted(t["partitions"], key=lambda p: p["partition"])]
+            tps = [TopicPartition(t["topic"], p.partition) for p in parts]
+            if tps:
+                starts = await consumer.beginning_offsets(tps)
+                ends = await consumer.end_offsets(tps)
+                for p, tp in zip(parts, tps):
+                    p.start, p.end = starts[tp], ends[tp]
+            infos.append(TopicInfo(t["topic"], parts))
+        return infos
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
+               from_beginning: bool = False, follow: bool = False,
+               partition: int | None = None) -> AsyncIterator[Any]:
+    """Yield records of `topic`: the last `last` per partition (default), or all from the
+    beginning; with follow, keep yielding new ones until cancelled."""
+    consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise ConfigError(f"topic {topic} does not exist")
+        if partition is not None and partition not in parts:
+            raise ConfigError(f"topic {topic} has no partition {partition} (0-{max(parts)})")
+        tps = [TopicPartition(topic, p) for p in sorted(parts) if partition in (None, p)]
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            if from_beginning:
+                consumer.seek(tp, starts[tp])
+            else:
+                consumer.seek(tp, max(starts[tp], ends[tp] - (10 if last is None else last)))
+        pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+        while follow or pending:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in sorted(batch.items(), key=lambda kv: kv[0].partition):
+                for rec in records:
+                    yield rec
+                    if rec.offset + 1 >= ends[tp]:
+                        pending.discard(tp)
+            if not follow:
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def consumer_groups(common: CommonSettings, only: str | None = None) -> list[GroupInfo]:
+    admin = AIOKafkaAdminClient(**client_options(common))
+    consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
+    try:
+        await _start(admin, common)
+        await consumer.start()
+        ids = sorted(g[0] for g in await admin.list_consumer_groups())
+        if only is not None:
+            if only not in ids:
+                raise ConfigError(f"consumer group {only} does not exist")
+            ids = [only]
+        groups = []
+        responses = []
+        for gid in ids:
+            node = await admin.find_coordinator(gid)
+            responses.append(await admin._send_request(_DescribeGroupsV1([gid]), node))
+        for resp in responses:
+            for g in resp.groups:
+                error_code, group_id, state, _ptype, protocol, members = g[:6]
+                infos = []
+                for m in members:
+                    member_id, client_id, host, _meta, assignment = m[:5]
+                    tps = (ConsumerProtocolMemberAssignment.decode(assignment).partitions()
+                           if assignment else [])
+                    infos.append(MemberInfo(member_id, client_id, host, sorted(tps)))
+                groups.append(GroupInfo(group_id, state, protocol, infos))
+        for g in groups:
+            offsets = await admin.list_consumer_group_offsets(g.group_id)
+            tps = [tp for tp, om in offsets.items() if om.offset >= 0]
+            ends = await consumer.end_offsets(tps) if tps else {}
+            g.lag = {tp: (offsets[tp].offset, ends[tp]) for tp in sorted(tps)}
+        return sorted(groups, key=lambda g: g.group_id)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def record_to_json(topic_kind: str, value: bytes | None) -> list[Any]:
+    """Decode one record's value into JSON-ready objects (a micro-batch gives several)."""
+    if value is None:
+        return [None]  # tombstone
+    try:
+        from services.common import codec  # the schema-aware decoder, when present
+        to_jsonable = getattr(codec, "to_jsonable", None)
+    except ImportError:
+        to_jsonable = None
+    if to_jsonable is not None:
+        try:
+            return to_jsonable(topic_kind, value)
+        except DecodeError:
+            pass  # fall back to a schema-less view so the operator still sees something
+    try:
+        return [_jsonable(msgpack.unpackb(value, raw=False, strict_map_key=False))]
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is shown, not fatal
+        return [{"_undecodable": str(exc), "_base64": base64.b64encode(value).decode()}]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        if len(obj) in (4, 16):
+            return str(ipaddress.ip_address(obj))
+        try:
+            return obj.decode()
+        except UnicodeDecodeError:
+            return base64.b64encode(obj).decode()
+    return obj
+
