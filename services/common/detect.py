@@ -1,0 +1,130 @@
+"""Turn one closed, scored window into Rule suggestions with a human-readable reason. Pure.
+
+Given the window's flows (5-tuple keys), their scores (higher = more anomalous) and the window's
+per-source / per-destination aggregates, the anomalous flows (score >= threshold) are covered by
+the narrowest rule that still works, in this order:
+
+1. DST_LIMIT: anomalous flows towards ONE destination from at least `spoof_min_sources`
+   distinct sources (a spoofed or reflected flood: blocking sources would never match twice).
+   Protocol, port (when >= 90% of those flows share it) and SYN-only flag mask are taken from
+   the anomalous flows; the limit is `limit_pps`.
+2. SRC_PREFIX: a source with at least `src_min_flows` anomalous flows (scans, sweeps, brute
+   force), as /32 (IPv4) or /128 (IPv6) unless the prefix lengths say otherwise.
+3. FLOW: every remaining anomalous flow, exactly.
+
+`flow_only=True` reproduces the seed's behaviour (exact 5-tuple drops only).
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from .features import WindowState, agg_features
+from .packet import PROTO_NAMES, PROTO_TCP, TCP_ACK, TCP_SYN
+from .rules import Action, Rule, Scope
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    spoof_min_sources: int = 32   # distinct anomalous sources to one destination -> rate limit
+    src_min_flows: int = 3        # anomalous flows of one source -> block the source
+    prefix_v4: int = 32
+    prefix_v6: int = 128
+    limit_pps: int = 50           # packets/s a flooded destination still gets
+    ttl_s: float = 600.0          # rule lifetime (0 = never expires)
+    max_rules: int = 512          # per window; the highest scores win
+    flow_only: bool = False       # the seed's method: exact 5-tuples only
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    rule: Rule
+    reason: str
+    score: float       # highest score among the flows it covers
+    flows: int         # anomalous flows of the window it covers
+
+
+def _proto_name(proto: int) -> str:
+    return PROTO_NAMES.get(proto, str(proto))
+
+
+def _agg_text(agg: dict | None) -> str:
+    if not agg:
+        return ""
+    f = agg_features(agg)
+    return (f"{f[0]:.0f} flows, {f[1]:.0f} pkts, {f[3]:.0f} peers, {f[4]:.0f} ports, "
+            f"SYN-no-ACK {f[5]:.0%}")
+
+
+def _prefix(addr: str, p: DetectParams) -> str:
+    ip = ipaddress.ip_address(addr)
+    length = p.prefix_v4 if ip.version == 4 else p.prefix_v6
+    return str(ipaddress.ip_network(f"{addr}/{length}", strict=False))
+
+
+def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
+            threshold: float, *, window_end_ns: int, params: DetectParams = DetectParams(),
+            ) -> list[Suggestion]:
+    """Rules for the anomalous flows of one closed window (see module doc). `keys[i]` is the
+    5-tuple (src, dst, sport, dport, proto) scored `scores[i]`; rules are created at
+    `window_end_ns` and expire `params.ttl_s` later."""
+    p = params
+    bad = [(k, float(s)) for k, s in zip(keys, scores) if s >= threshold]
+    if not bad:
+        return []
+    out: list[Suggestion] = []
+    covered: set[tuple] = set()
+
+    def add(rule: Rule, reason: str, group: list[tuple[tuple, float]]) -> None:
+        top = max(s for _, s in group)
+        out.append(Suggestion(rule.with_times(window_end_ns, p.ttl_s),
+                              f"{reason} (score {top:.3f} >= {threshold:.3f})", top, len(group)))
+        covered.update(k for k, _ in group)
+
+    if not p.flow_only:
+        by_dst: dict[str, list] = defaultdict(list)
+        for k, s in bad:
+            by_dst[k[1]].append((k, s))
+        for dst, group in by_dst.items():
+            if len({k[0] for k, _ in group}) < p.spoof_min_sources:
+                continue
+            proto = Counter(k[4] for k, _ in group).most_common(1)[0][0]
+            group = [(k, s) for k, s in group if k[4] == proto]
+            dport, n = Counter(k[3] for k, _ in group).most_common(1)[0]
+            dport = dport if n >= 0.9 * len(group) else 0
+            flags = [window.flows[k]["flags"] for k, _ in group if k in window.flows]
+            syn_only = proto == PROTO_TCP and flags and all(
+                f & TCP_SYN and not f & TCP_ACK for f in flags)
+            mask = TCP_SYN if syn_only else 0
+            rule = Rule(Scope.DST_LIMIT, Action.LIMIT, dst=dst, dport=dport, proto=proto,
+                        tcp_flags=mask, rate_pps=p.limit_pps)
+            what = f"{_proto_name(proto)}{'/' + str(dport) if dport else ''}"
+            add(rule, f"flood from {len({k[0] for k, _ in group})} sources -> {dst} {what}"
+                      f"{' SYN-only' if mask else ''} [{_agg_text(window.dsts.get(dst))}]: "
+                      f"limit to {p.limit_pps} pps", group)
+
+        by_src: dict[str, list] = defaultdict(list)
+        for k, s in bad:
+            if k not in covered:
+                by_src[k[0]].append((k, s))
+        for src, group in by_src.items():
+            if len(group) < p.src_min_flows:
+                continue
+            prefix = _prefix(src, p)
+            add(Rule(Scope.SRC_PREFIX, Action.DROP, src=prefix),
+                f"source {prefix}: {len(group)} anomalous flows [{_agg_text(window.srcs.get(src))}]",
+                group)
+
+    for k, s in bad:
+        if k in covered:
+            continue
+        src, dst, sport, dport, proto = k
+        st = window.flows.get(k, {})
+        add(Rule(Scope.FLOW, Action.DROP, src=src, dst=dst, sport=sport, dport=dport, proto=proto),
+            f"flow {src}:{sport} -> {dst}:{dport} ({_proto_name(proto)}), "
+            f"{st.get('packets', '?')} pkts {st.get('bytes', '?')} bytes", [(k, s)])
+
+    out.sort(key=lambda sg: -sg.score)
+    return out[:p.max_rules]

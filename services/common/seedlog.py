@@ -1,0 +1,65 @@
+"""The seed's JSON-lines packet log (`firewall_log.json`) and commands file (I/O adapter).
+
+Log lines: `{"src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", "len",
+"timestamp"}`; `len` is the whole frame incl. Ethernet, `timestamp` nanoseconds since boot (so
+not epoch: Packet.ts_ns then holds boot-time ns, which only matters for differences).
+Missing fields get the seed's defaults (ports/proto/flags 0, len 64); undecodable lines are
+skipped and counted, as the seed did.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .packet import Packet
+
+
+@dataclass
+class SeedLog:
+    packets: list[Packet] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def packet_from_entry(obj: dict) -> Packet:
+    return Packet(ts_ns=int(obj.get("timestamp", 0) or 0), src=str(obj.get("src_ip", "0.0.0.0")),
+                  dst=str(obj.get("dst_ip", "0.0.0.0")), sport=int(obj.get("src_port", 0) or 0),
+                  dport=int(obj.get("dst_port", 0) or 0), proto=int(obj.get("proto", 0) or 0),
+                  tcp_flags=int(obj.get("tcp_flags", 0) or 0), length=int(obj.get("len", 64)))
+
+
+def entry_from_packet(pkt: Packet) -> dict:
+    return {"src_ip": pkt.src, "dst_ip": pkt.dst, "src_port": pkt.sport, "dst_port": pkt.dport,
+            "proto": pkt.proto, "tcp_flags": pkt.tcp_flags, "len": pkt.length,
+            "timestamp": pkt.ts_ns}
+
+
+def parse_lines(lines: Iterable[str]) -> SeedLog:
+    log = SeedLog()
+    for lineno, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            log.packets.append(packet_from_entry(obj))
+        except (ValueError, TypeError) as exc:
+            log.skipped.append((lineno, str(exc)))
+    return log
+
+
+def read_log(path: str | os.PathLike) -> SeedLog:
+    with open(path, encoding="utf-8") as fh:
+        return parse_lines(fh)
+
+
+def write_log(path: str | os.PathLike, packets: Iterable[Packet]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for pkt in packets:
+            fh.write(json.dumps(entry_from_packet(pkt)) + "\n")
+            n += 1
+    return n
