@@ -1,0 +1,163 @@
+/* xdpguard: every struct shared between the XDP program and user space.
+ *
+ * services/common/structs.py mirrors this file with ctypes; tests/kernel/test_dp_structs.py
+ * compiles this header and compares sizes and offsets, so change both together.
+ *
+ * Addresses are 16 bytes everywhere: IPv6 as is, IPv4 as v4-mapped (::ffff:a.b.c.d), so one
+ * map per rule kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n).
+ * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
+ * (bpf_ktime_get_ns); 0 means "never expires". Padding is explicit so C and ctypes agree.
+ */
+#ifndef XDPGUARD_H
+#define XDPGUARD_H
+
+#ifndef __KERNEL__
+#include <stdint.h>
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+#endif
+
+#define XG_MAGIC 0x58444731u /* "XDG1": bump when any struct below changes */
+
+#define XG_ACT_DROP 1
+#define XG_ACT_PASS 2
+#define XG_ACT_LIMIT 3
+
+#define XG_ORIGIN_MANUAL 1
+#define XG_ORIGIN_MODEL 2
+
+#define XG_LIMIT_MASKS 4 /* distinct TCP-flag masks per limited destination */
+
+/* exact 5-tuple rule key (map "exact") */
+struct xg_flow_key {
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __u16 sport;
+    __u16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+/* exact rule value; the map is per-CPU, so packets/bytes are per-CPU counters */
+struct xg_rule {
+    __u64 expires_ns; /* monotonic, 0 = never */
+    __u64 created_ns; /* Unix epoch, informational */
+    __u64 packets;
+    __u64 bytes;
+    __u8 action;
+    __u8 origin;
+    __u8 pad[6];
+};
+
+/* LPM key for "allow" and "src_prefix" (prefixlen counts bits of the 16-byte address) */
+struct xg_lpm_key {
+    __u32 prefixlen;
+    __u8 addr[16];
+};
+
+/* source-prefix rule value (map "src_prefix"; counters in per-CPU "src_stats") */
+struct xg_prefix {
+    __u64 expires_ns;
+    __u64 created_ns;
+    __u32 prefixlen; /* the rule's own length: the kernel masks the address to find src_stats */
+    __u8 action;
+    __u8 origin;
+    __u8 pad[2];
+};
+
+/* allowlist value (map "allow") */
+struct xg_allow {
+    __u64 created_ns;
+    __u8 origin;
+    __u8 pad[7];
+};
+
+/* destination rate-limit key (map "dst_limit"); 0 = any for proto, dport and tcp_flags */
+struct xg_limit_key {
+    __u8 daddr[16];
+    __u16 dport;
+    __u8 proto;
+    __u8 tcp_flags; /* matches packets whose flags include all of these bits */
+};
+
+/* token bucket as GCRA: tat is the theoretical arrival time of the next packet */
+struct xg_limit {
+    __u64 expires_ns;
+    __u64 created_ns;
+    __u64 interval_ns; /* 1e9 / rate */
+    __u64 burst_ns;    /* how far tat may run ahead of now (burst = burst_ns / interval_ns) */
+    __u64 tat;
+    __u32 rate_pps;
+    __u8 origin;
+    __u8 pad[3];
+};
+
+/* key of "limit_dst" */
+struct xg_addr {
+    __u8 b[16];
+};
+
+/* which keys to try for a limited destination (map "limit_dst", maintained by user space) */
+struct xg_limit_dst {
+    __u8 masks[XG_LIMIT_MASKS]; /* TCP-flag masks in use, most specific first */
+    __u8 nmasks;
+    __u8 pad[3];
+};
+
+/* per-CPU counters of one prefix or limit rule ("src_stats", "limit_stats") */
+struct xg_counter {
+    __u64 packets;
+    __u64 bytes;
+    __u64 dropped;
+};
+
+/* global per-CPU counters (map "stats", one entry) */
+struct xg_stats {
+    __u64 seen;
+    __u64 passed;       /* every XDP_PASS, whatever the reason */
+    __u64 allowed;      /* matched the allowlist */
+    __u64 rule_pass;    /* matched a pass rule (exact or prefix) or a limit within rate */
+    __u64 drop_exact;
+    __u64 drop_prefix;
+    __u64 drop_limit;
+    __u64 unmatched;    /* default pass */
+    __u64 events;       /* samples written to the ring buffer */
+    __u64 events_lost;  /* samples lost because the ring buffer was full */
+    __u64 parse_fail;   /* truncated or malformed headers (passed) */
+    __u64 non_ip;       /* neither IPv4 nor IPv6 (passed) */
+    __u64 fragments;    /* non-first fragments (matched with ports 0) */
+};
+
+/* run-time configuration (map "config", one entry) */
+struct xg_config {
+    __u32 magic;       /* XG_MAGIC of the build that loaded the program */
+    __u32 sample_rate; /* 1-in-N unmatched packets to the ring; 0 = off */
+    __u32 exact_max;   /* map sizes the program was loaded with (layout check) */
+    __u32 prefix_max;
+    __u32 allow_max;
+    __u32 limit_max;
+    __u32 ring_bytes;
+    __u32 pad;
+};
+
+#define XG_EV_FRAGMENT 0x01
+#define XG_EV_IPV6 0x02
+
+/* ring-buffer event of one sampled unmatched packet */
+struct xg_event {
+    __u64 ts_ns; /* monotonic */
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __u16 sport;
+    __u16 dport;
+    __u32 len; /* whole frame incl. Ethernet header */
+    __u32 ifindex;
+    __u8 proto;
+    __u8 tcp_flags;
+    __u8 flags; /* XG_EV_* */
+    __u8 pad;
+};
+
+#endif

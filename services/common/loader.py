@@ -1,0 +1,222 @@
+"""Load the XDP program with BCC, pin it, attach it to interfaces, detach it, report status.
+
+Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* the state):
+
+    prog                      the program (one program serves every interface)
+    config stats allow exact src_prefix src_stats dst_limit limit_dst limit_stats events
+    link.<mode>.<ifname>      one pinned BPF link per attached interface (mode native|generic)
+
+Attachments are BPF links, so an interface stays attached after the CLI exits, `unload`
+detaches by unpinning the link, and "nothing else attached" is simply "no link.* pin left".
+A second `load` on another interface reuses the pinned program and maps.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import bpfsys
+from .errors import ConfigError, KernelError, NotLoaded, NotSupported
+from .structs import XG_MAGIC, Config
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+SOURCE = BPF_DIR / "xdpguard.c"
+PROG_NAME = "xdpguard"
+MAP_NAMES = ("config", "stats", "allow", "exact", "src_prefix", "src_stats", "dst_limit",
+             "limit_dst", "limit_stats", "events")
+MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Map sizes, fixed when the program is loaded."""
+    exact: int = 262144
+    prefix: int = 65536
+    allow: int = 16384
+    limit: int = 4096
+    ring_pages: int = 256   # ring buffer pages (power of two); 256 x 4 KiB = 1 MiB
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 1:
+                raise ConfigError(f"map size {name} must be at least 1")
+        if self.ring_pages & (self.ring_pages - 1):
+            raise ConfigError(f"ring_pages {self.ring_pages} is not a power of two")
+
+    def cflags(self) -> list[str]:
+        return [f"-DXG_EXACT_MAX={self.exact}", f"-DXG_PREFIX_MAX={self.prefix}",
+                f"-DXG_ALLOW_MAX={self.allow}", f"-DXG_LIMIT_MAX={self.limit}",
+                f"-DXG_RING_PAGES={self.ring_pages}"]
+
+
+def compile_program(sizes: Sizes = Sizes(), extra_cflags: tuple[str, ...] = (), text: str | None = None):
+    """BCC-compile and load (into the kernel, unattached) the XDP program: (BPF, prog fd)."""
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise NotSupported(f"BCC is not available ({exc}); install python3-bpfcc") from None
+    cflags = [f"-I{BPF_DIR}", *sizes.cflags(), *extra_cflags]
+    try:
+        if text is not None:
+            b = BPF(text=text, cflags=cflags)
+        else:
+            b = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+        fn = b.load_func(PROG_NAME.encode() if text is None else b"prog", BPF.XDP)
+    except Exception as exc:  # BCC raises bare Exception for compile/verifier failures
+        raise KernelError(f"loading the XDP program failed: {exc}") from None
+    return b, fn.fd
+
+
+def _pins(pin_dir: str) -> Path:
+    return Path(pin_dir)
+
+
+def _link_pins(pin_dir: str) -> list[Path]:
+    d = _pins(pin_dir)
+    return sorted(d.glob("link.*")) if d.is_dir() else []
+
+
+def _link_name(path: Path) -> tuple[str, str]:
+    _, mode, iface = path.name.split(".", 2)
+    return mode, iface
+
+
+def is_loaded(pin_dir: str) -> bool:
+    return (_pins(pin_dir) / "prog").exists()
+
+
+def prog_fd(pin_dir: str) -> int:
+    """A new fd of the pinned program (caller closes it)."""
+    if not is_loaded(pin_dir):
+        raise NotLoaded(f"no xdpguard program pinned in {pin_dir}; run `xdpguard load -i IFACE`")
+    return bpfsys.obj_get(str(_pins(pin_dir) / "prog"))
+
+
+def _remove_pins(pin_dir: str) -> None:
+    d = _pins(pin_dir)
+    for name in ("prog", *MAP_NAMES):
+        try:
+            (d / name).unlink()
+        except FileNotFoundError:
+            pass
+    for p in _link_pins(pin_dir):
+        p.unlink(missing_ok=True)
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def _load_and_pin(pin_dir: str, sizes: Sizes) -> None:
+    b, fd = compile_program(sizes)
+    try:
+        d = _pins(pin_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = Config(magic=XG_MAGIC, sample_rate=1, exact_max=sizes.exact, prefix_max=sizes.prefix,
+                     allow_max=sizes.allow, limit_max=sizes.limit, ring_bytes=sizes.ring_pages * 4096)
+        bpfsys.update(b["config"].map_fd, ctypes.c_int(0), cfg)
+        try:
+            for name in MAP_NAMES:
+                bpfsys.obj_pin(b[name].map_fd, str(d / name))
+            bpfsys.obj_pin(fd, str(d / "prog"))  # last: its presence means "fully loaded"
+        except KernelError:
+            _remove_pins(pin_dir)
+            raise
+    finally:
+        b.cleanup()
+
+
+def _attach(pin_dir: str, iface: str, mode: str) -> str:
+    try:
+        ifindex = socket.if_nametoindex(iface)
+    except OSError:
+        raise ConfigError(f"no interface named {iface!r} in this network namespace") from None
+    for p in _link_pins(pin_dir):
+        if _link_name(p)[1] == iface:
+            fd = bpfsys.obj_get(str(p))
+            try:
+                live = bpfsys.link_info(fd)["ifindex"] == ifindex
+            finally:
+                os.close(fd)
+            if live:
+                return _link_name(p)[0]
+            p.unlink()  # the device it was attached to is gone
+    pfd = prog_fd(pin_dir)
+    try:
+        tried = ["native", "generic"] if mode == "auto" else [mode]
+        for i, m in enumerate(tried):
+            try:
+                lfd = bpfsys.link_create_xdp(pfd, ifindex, MODES[m])
+            except bpfsys.BpfErrno as exc:
+                if i + 1 < len(tried):
+                    continue
+                if exc.errno == 16:  # EBUSY
+                    raise KernelError(f"{iface} already has another XDP program attached") from None
+                raise KernelError(f"attaching to {iface} in {m} mode failed: {exc}") from None
+            try:
+                bpfsys.obj_pin(lfd, str(_pins(pin_dir) / f"link.{m}.{iface}"))
+            finally:
+                os.close(lfd)
+            return m
+    finally:
+        os.close(pfd)
+    raise AssertionError("unreachable")
+
+
+def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str = "/sys/fs/bpf/xdpguard",
+         sizes: Sizes | None = None) -> dict[str, str]:
+    """Load (or reuse) the pinned program and attach it to `ifaces`: {iface: mode}.
+
+    With no interfaces the program and maps are only loaded and pinned (tests, benchmarks).
+    Sizes apply to a fresh load only; an already loaded program keeps its own."""
+    if mode not in ("auto", *MODES):
+        raise ConfigError(f"unknown XDP mode {mode!r} (native, generic or auto)")
+    if not is_loaded(pin_dir):
+        _remove_pins(pin_dir)  # leftovers of an interrupted load
+        _load_and_pin(pin_dir, sizes or Sizes())
+    return {iface: _attach(pin_dir, iface, mode) for iface in ifaces}
+
+
+def unload(iface: str, pin_dir: str = "/sys/fs/bpf/xdpguard") -> bool:
+    """Detach from `iface`; remove every pin when no interface is left. True if pins were removed."""
+    links = [p for p in _link_pins(pin_dir) if _link_name(p)[1] == iface]
+    if not links:
+        if not is_loaded(pin_dir):
+            raise NotLoaded(f"no xdpguard program pinned in {pin_dir}")
+        raise NotLoaded(f"xdpguard is not attached to {iface}")
+    for p in links:
+        p.unlink()  # the last reference to the link: the kernel detaches the program
+    if not _link_pins(pin_dir):
+        _remove_pins(pin_dir)
+        return True
+    return False
+
+
+def unload_all(pin_dir: str) -> None:
+    """Detach everywhere and remove every pin (tests, `unload --all`)."""
+    _remove_pins(pin_dir)
+
+
+def status(pin_dir: str = "/sys/fs/bpf/xdpguard") -> dict:
+    """What is pinned and attached: loaded, prog_id, attached [{iface, ifindex, mode, live}]."""
+    if not is_loaded(pin_dir):
+        return {"loaded": False, "pin_dir": pin_dir, "prog_id": 0, "attached": []}
+    fd = prog_fd(pin_dir)
+    try:
+        pid = bpfsys.prog_id(fd)
+    finally:
+        os.close(fd)
+    attached = []
+    for p in _link_pins(pin_dir):
+        mode, iface = _link_name(p)
+        lfd = bpfsys.obj_get(str(p))
+        try:
+            info = bpfsys.link_info(lfd)
+        finally:
+            os.close(lfd)
+        attached.append({"iface": iface, "ifindex": info["ifindex"], "mode": mode,
+                         "live": info["ifindex"] != 0 and info["prog_id"] == pid})
+    return {"loaded": True, "pin_dir": pin_dir, "prog_id": pid, "attached": attached}

@@ -1,0 +1,121 @@
+"""Read sampled packet events from the PINNED ring buffer of an already loaded program.
+
+libbpf's ring_buffer__new/poll (bundled in libbcc) on the pinned map's fd, so a separate
+process (the capture service, `xdpguard monitor`) reads the live program's events without
+reloading it. Kernel monotonic timestamps become Unix epoch ns; `raw_ts` keeps the monotonic
+value for the seed's log format. Several readers of one ring compete for events: run one.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+from . import bpfsys
+from .bpfsys import MAP_TYPE_RINGBUF
+from .datapath import mono_offset_ns
+from .errors import KernelError, MapMismatch, NotLoaded
+from .packet import Packet
+from .structs import Event, Stats, addr_text
+
+EVENT_SIZE = ctypes.sizeof(Event)
+
+
+def event_to_packet(ev: Event, offset_ns: int, sample_rate: int = 1, node: str = "") -> Packet:
+    return Packet(ts_ns=ev.ts_ns + offset_ns, src=addr_text(ev.saddr), dst=addr_text(ev.daddr),
+                  sport=ev.sport, dport=ev.dport, proto=ev.proto, tcp_flags=ev.tcp_flags,
+                  length=ev.len, ifindex=ev.ifindex, sample_rate=sample_rate, node=node)
+
+
+class RingReader:
+    """poll(timeout_ms) -> list[Packet]; lost() -> events the kernel could not queue since open.
+
+    One thread at a time may poll (the capture service gives it a dedicated thread); close()
+    may be called from another thread once polling has stopped."""
+
+    def __init__(self, pin_dir: str = "/sys/fs/bpf/xdpguard", node: str = ""):
+        path = os.path.join(pin_dir, "events")
+        if not os.path.exists(path):
+            raise NotLoaded(f"no xdpguard ring buffer pinned at {path}; run `xdpguard load -i IFACE`")
+        self.node = node
+        self._fd = bpfsys.obj_get(path)
+        self._stats_fd = self._config_fd = -1
+        self._rb = None
+        try:
+            info = bpfsys.map_info(self._fd)
+            if info.type != MAP_TYPE_RINGBUF:
+                raise MapMismatch(f"{path} is not a ring buffer (map type {info.type})")
+            self._stats_fd = bpfsys.obj_get(os.path.join(pin_dir, "stats"))
+            self._config_fd = bpfsys.obj_get(os.path.join(pin_dir, "config"))
+            self._batch: list[Packet] = []
+            self._raw: list[int] = []
+            self._cb = bpfsys.RingSampleFn(self._on_event)  # keep a reference: C holds it
+            rb = bpfsys.lib().ring_buffer__new(self._fd, ctypes.cast(self._cb, ctypes.c_void_p),
+                                               None, None)
+            if not rb:
+                raise KernelError(f"ring_buffer__new on {path}: {os.strerror(ctypes.get_errno())}")
+            self._rb = rb
+        except BaseException:
+            self._close_fds()
+            raise
+        self._lock = threading.Lock()
+        self._offset = mono_offset_ns()
+        self._rate = self._sample_rate()
+        self._lost0 = self._kernel_lost()
+
+    def _on_event(self, _ctx, data, size) -> int:
+        if size < EVENT_SIZE:
+            return 0
+        ev = Event.from_buffer_copy(ctypes.string_at(data, EVENT_SIZE))
+        self._raw.append(ev.ts_ns)
+        self._batch.append(event_to_packet(ev, self._offset, self._rate, self.node))
+        return 0
+
+    def _sample_rate(self) -> int:
+        from .structs import Config
+        cfg = Config()
+        bpfsys.lookup(self._config_fd, ctypes.c_uint32(0), cfg)
+        return cfg.sample_rate
+
+    def _kernel_lost(self) -> int:
+        arr = (Stats * bpfsys.possible_cpus())()
+        bpfsys.lookup(self._stats_fd, ctypes.c_uint32(0), arr)
+        return sum(s.events_lost for s in arr)
+
+    def poll(self, timeout_ms: int = 100) -> list[Packet]:
+        """Wait up to timeout_ms for events; returns those read (possibly none)."""
+        with self._lock:
+            if self._rb is None:
+                raise KernelError("ring reader is closed")
+            self._rate = self._sample_rate()
+            self._batch, self._raw = [], []
+            rc = bpfsys.lib().ring_buffer__poll(self._rb, timeout_ms)
+            if rc < 0 and -rc != 4:  # EINTR: a signal arrived, return what we have
+                raise KernelError(f"ring_buffer__poll: {os.strerror(-rc)}")
+            return self._batch
+
+    def last_raw_ts(self) -> list[int]:
+        """Monotonic timestamps of the last poll's packets, in order (seed log format)."""
+        return list(self._raw)
+
+    def lost(self) -> int:
+        return self._kernel_lost() - self._lost0
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._stats_fd, self._config_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._stats_fd = self._config_fd = -1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._rb is not None:
+                bpfsys.lib().ring_buffer__free(self._rb)
+                self._rb = None
+                self._close_fds()
+
+    def __enter__(self) -> "RingReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

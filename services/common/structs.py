@@ -1,0 +1,120 @@
+"""ctypes mirror of bpf/xdpguard.h (the only place these layouts are written down in Python).
+
+tests/kernel/test_dp_structs.py compiles the header and compares every size and offset, so
+a change to one side that is not made to the other fails the test, not a production map.
+"""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
+
+XG_MAGIC = 0x58444731
+XG_LIMIT_MASKS = 4
+
+ACT_DROP, ACT_PASS, ACT_LIMIT = 1, 2, 3
+ORIGIN_MANUAL, ORIGIN_MODEL = 1, 2
+EV_FRAGMENT, EV_IPV6 = 0x01, 0x02
+
+Addr16 = u8 * 16
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [("saddr", Addr16), ("daddr", Addr16), ("sport", u16), ("dport", u16),
+                ("proto", u8), ("pad", u8 * 3)]
+
+
+class RuleVal(ctypes.Structure):
+    _fields_ = [("expires_ns", u64), ("created_ns", u64), ("packets", u64), ("bytes", u64),
+                ("action", u8), ("origin", u8), ("pad", u8 * 6)]
+
+
+class LpmKey(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("addr", Addr16)]
+
+
+class PrefixVal(ctypes.Structure):
+    _fields_ = [("expires_ns", u64), ("created_ns", u64), ("prefixlen", u32),
+                ("action", u8), ("origin", u8), ("pad", u8 * 2)]
+
+
+class AllowVal(ctypes.Structure):
+    _fields_ = [("created_ns", u64), ("origin", u8), ("pad", u8 * 7)]
+
+
+class LimitKey(ctypes.Structure):
+    _fields_ = [("daddr", Addr16), ("dport", u16), ("proto", u8), ("tcp_flags", u8)]
+
+
+class LimitVal(ctypes.Structure):
+    _fields_ = [("expires_ns", u64), ("created_ns", u64), ("interval_ns", u64),
+                ("burst_ns", u64), ("tat", u64), ("rate_pps", u32), ("origin", u8),
+                ("pad", u8 * 3)]
+
+
+class AddrKey(ctypes.Structure):
+    _fields_ = [("b", Addr16)]
+
+
+class LimitDst(ctypes.Structure):
+    _fields_ = [("masks", u8 * XG_LIMIT_MASKS), ("nmasks", u8), ("pad", u8 * 3)]
+
+
+class Counter(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64), ("dropped", u64)]
+
+
+STAT_FIELDS = ("seen", "passed", "allowed", "rule_pass", "drop_exact", "drop_prefix",
+               "drop_limit", "unmatched", "events", "events_lost", "parse_fail", "non_ip",
+               "fragments")
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [(name, u64) for name in STAT_FIELDS]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [("magic", u32), ("sample_rate", u32), ("exact_max", u32), ("prefix_max", u32),
+                ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32)]
+
+
+class Event(ctypes.Structure):
+    _fields_ = [("ts_ns", u64), ("saddr", Addr16), ("daddr", Addr16), ("sport", u16),
+                ("dport", u16), ("len", u32), ("ifindex", u32), ("proto", u8),
+                ("tcp_flags", u8), ("flags", u8), ("pad", u8)]
+
+
+# C struct name -> mirror, for the layout test
+MIRRORS = {
+    "xg_flow_key": FlowKey, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
+    "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
+    "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
+    "xg_event": Event,
+}
+
+
+def addr_bytes(text: str) -> bytes:
+    """16-byte map form of an address: IPv6 as is, IPv4 v4-mapped."""
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return b"\0" * 10 + b"\xff\xff" + ip.packed
+    return ip.packed
+
+
+def addr_text(raw: bytes) -> str:
+    ip = ipaddress.IPv6Address(bytes(raw))
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+
+
+def lpm_key(cidr: str) -> LpmKey:
+    net = ipaddress.ip_network(cidr, strict=False)
+    plen = net.prefixlen + (96 if net.version == 4 else 0)
+    return LpmKey(plen, Addr16(*addr_bytes(str(net.network_address))))
+
+
+def lpm_text(key: LpmKey) -> str:
+    raw = bytes(key.addr)
+    ip = ipaddress.IPv6Address(raw)
+    if ip.ipv4_mapped is not None and key.prefixlen >= 96:
+        return str(ipaddress.ip_network(f"{ip.ipv4_mapped}/{key.prefixlen - 96}"))
+    return str(ipaddress.ip_network(f"{ip}/{key.prefixlen}"))
