@@ -92,3 +92,16 @@ def pin_dir():
     path = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private_broker(kafka_bootstrap):
+    """A broker of this test's own (started), for tests that stop or kill Kafka."""
+    from tests.support.broker import PrivateBroker
+
+    b = PrivateBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.destroy()

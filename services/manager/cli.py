@@ -14,6 +14,7 @@ from services.common.errors import XdpguardError
 VERB_MODULES = [
     "services.manager.topics_cmd",
     "services.manager.groups_cmd",
+    "services.manager.config_cmd",
     "services.manager.demo_cmd",
 ]
 
