@@ -4,10 +4,11 @@ Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* 
 
     prog                      the program (one program serves every interface)
     config stats allow exact src_prefix src_stats dst_limit limit_dst limit_stats events
-    link.<mode>.<ifname>      one pinned BPF link per attached interface (mode native|generic)
+    link_<mode>_<ifname>      one pinned BPF link per attached interface (mode native|generic;
+                              bpffs refuses dots in names, so "." in ifname is written %2E)
 
 Attachments are BPF links, so an interface stays attached after the CLI exits, `unload`
-detaches by unpinning the link, and "nothing else attached" is simply "no link.* pin left".
+detaches by unpinning the link, and "nothing else attached" is simply "no link_* pin left".
 A second `load` on another interface reuses the pinned program and maps.
 """
 from __future__ import annotations
@@ -76,12 +77,16 @@ def _pins(pin_dir: str) -> Path:
 
 def _link_pins(pin_dir: str) -> list[Path]:
     d = _pins(pin_dir)
-    return sorted(d.glob("link.*")) if d.is_dir() else []
+    return sorted(d.glob("link_*")) if d.is_dir() else []
+
+
+def _link_pin(pin_dir: str, mode: str, iface: str) -> Path:
+    return _pins(pin_dir) / f"link_{mode}_{iface.replace('%', '%25').replace('.', '%2E')}"
 
 
 def _link_name(path: Path) -> tuple[str, str]:
-    _, mode, iface = path.name.split(".", 2)
-    return mode, iface
+    _, mode, iface = path.name.split("_", 2)
+    return mode, iface.replace("%2E", ".").replace("%25", "%")
 
 
 def is_loaded(pin_dir: str) -> bool:
@@ -157,7 +162,7 @@ def _attach(pin_dir: str, iface: str, mode: str) -> str:
                     raise KernelError(f"{iface} already has another XDP program attached") from None
                 raise KernelError(f"attaching to {iface} in {m} mode failed: {exc}") from None
             try:
-                bpfsys.obj_pin(lfd, str(_pins(pin_dir) / f"link.{m}.{iface}"))
+                bpfsys.obj_pin(lfd, str(_link_pin(pin_dir, m, iface)))
             finally:
                 os.close(lfd)
             return m

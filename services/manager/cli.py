@@ -12,6 +12,9 @@ from services.common.errors import XdpguardError
 
 # Verb modules, in the order their verbs appear in --help.
 VERB_MODULES = [
+    "services.manager.load_cmd",
+    "services.manager.rules_cmd",
+    "services.manager.monitor_cmd",
     "services.manager.topics_cmd",
     "services.manager.groups_cmd",
     "services.manager.config_cmd",

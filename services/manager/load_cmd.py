@@ -1,0 +1,86 @@
+"""`xdpguard load|unload|status`: attach the XDP program, detach it, show what is loaded."""
+from __future__ import annotations
+
+import json
+
+from services.common import loader
+from services.common.datapath import Datapath
+from services.common.errors import ConfigError
+from services.common.settings import load_common
+
+
+def pin_dir() -> str:
+    return load_common().pin_dir
+
+
+def register(sub) -> None:
+    p = sub.add_parser("load", help="load the XDP program and attach it to interfaces")
+    p.add_argument("-i", "--iface", action="append", required=True, help="interface (repeatable)")
+    p.add_argument("--mode", choices=("native", "generic", "auto"), default="auto",
+                   help="driver (native) or generic (skb) XDP; auto tries native first")
+    d = loader.Sizes()
+    p.add_argument("--exact-max", type=int, default=d.exact, help=f"exact rules (default {d.exact})")
+    p.add_argument("--prefix-max", type=int, default=d.prefix, help=f"source prefixes (default {d.prefix})")
+    p.add_argument("--allow-max", type=int, default=d.allow, help=f"allowlist prefixes (default {d.allow})")
+    p.add_argument("--limit-max", type=int, default=d.limit, help=f"limit rules (default {d.limit})")
+    p.add_argument("--ring-pages", type=int, default=d.ring_pages,
+                   help=f"ring buffer size in 4 KiB pages, power of two (default {d.ring_pages})")
+    p.set_defaults(func=cmd_load)
+
+    u = sub.add_parser("unload", help="detach from interfaces (pins go when none is left)")
+    u.add_argument("-i", "--iface", action="append", default=[], help="interface (repeatable)")
+    u.add_argument("--all", action="store_true", help="detach everywhere and remove every pin")
+    u.set_defaults(func=cmd_unload)
+
+    s = sub.add_parser("status", help="program, interfaces, sample rate and map occupancy")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+
+
+def cmd_load(args) -> int:
+    sizes = loader.Sizes(exact=args.exact_max, prefix=args.prefix_max, allow=args.allow_max,
+                         limit=args.limit_max, ring_pages=args.ring_pages)
+    was_loaded = loader.is_loaded(pin_dir())
+    modes = loader.load(args.iface, mode=args.mode, pin_dir=pin_dir(), sizes=sizes)
+    if was_loaded:
+        print(f"program already loaded in {pin_dir()} (map sizes unchanged)")
+    for iface, mode in modes.items():
+        print(f"attached to {iface} ({mode})")
+    return 0
+
+
+def cmd_unload(args) -> int:
+    if args.all:
+        loader.unload_all(pin_dir())
+        print(f"detached everywhere, pins removed from {pin_dir()}")
+        return 0
+    if not args.iface:
+        raise ConfigError("name an interface with -i IFACE (or --all)")
+    for iface in args.iface:
+        removed = loader.unload(iface, pin_dir())
+        print(f"detached from {iface}" + (f"; no interface left, pins removed from {pin_dir()}"
+                                          if removed else ""))
+    return 0
+
+
+def cmd_status(args) -> int:
+    st = loader.status(pin_dir())
+    if st["loaded"]:
+        with Datapath.open(pin_dir()) as dp:
+            st["sample_rate"] = dp.sample_rate()
+            st["maps"] = {k: {"entries": n, "max": m} for k, (n, m) in dp.occupancy().items()}
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    if not st["loaded"]:
+        print(f"not loaded (nothing pinned in {st['pin_dir']})")
+        return 0
+    print(f"loaded: program id {st['prog_id']}, pins in {st['pin_dir']}")
+    for a in st["attached"] or [{"iface": "(none)", "mode": "-", "ifindex": 0, "live": True}]:
+        state = "" if a["live"] else "  (device gone: run unload)"
+        print(f"  interface {a['iface']:<16} mode {a['mode']:<8} ifindex {a['ifindex']}{state}")
+    rate = st["sample_rate"]
+    print(f"sampling: {'off' if rate == 0 else f'1 in {rate}'} unmatched packets")
+    for name, m in st["maps"].items():
+        print(f"  map {name:<11} {m['entries']:>8} / {m['max']}")
+    return 0

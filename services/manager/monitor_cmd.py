@@ -1,0 +1,78 @@
+"""`xdpguard monitor`: append sampled unmatched packets to a JSON-lines log in the seed's format.
+
+One object per line with the seed's keys in the seed's order: src_ip, dst_ip, src_port, dst_port,
+proto, tcp_flags, len (whole frame), timestamp (ns since boot, the kernel's monotonic clock).
+The first SIGINT/SIGTERM stops after the current poll; lost events are reported on stderr.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+from services.common.datapath import Datapath
+from services.common.errors import ConfigError
+from services.common.ringbuf import RingReader
+from services.manager.load_cmd import pin_dir
+
+
+def register(sub) -> None:
+    m = sub.add_parser("monitor", help="log sampled unmatched packets as JSON lines (seed format)")
+    m.add_argument("--file", default="firewall_log.json", help="output file, appended (default "
+                   "firewall_log.json; - for stdout)")
+    m.add_argument("--sample", type=int, help="set the kernel's sampling to 1 in N (0 = off) first")
+    m.add_argument("--duration", type=float, help="stop after this many seconds")
+    m.add_argument("--count", type=int, help="stop after this many packets")
+    m.set_defaults(func=cmd_monitor)
+
+
+def seed_line(pkt, raw_ts: int) -> str:
+    return json.dumps({"src_ip": pkt.src, "dst_ip": pkt.dst, "src_port": pkt.sport,
+                       "dst_port": pkt.dport, "proto": pkt.proto, "tcp_flags": pkt.tcp_flags,
+                       "len": pkt.length, "timestamp": raw_ts})
+
+
+def cmd_monitor(args) -> int:
+    if args.sample is not None:
+        if args.sample < 0:
+            raise ConfigError("--sample must be 0 (off) or N for 1 in N")
+        with Datapath.open(pin_dir()) as dp:
+            dp.set_sample_rate(args.sample)
+    stop = {"n": 0}
+
+    def on_signal(signum, _frame):
+        stop["n"] += 1
+        if stop["n"] > 1:  # a second signal forces the exit
+            raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    written, reported_lost = 0, 0
+    deadline = time.monotonic() + args.duration if args.duration else None
+    out = sys.stdout if args.file == "-" else open(args.file, "a", encoding="utf-8")
+    try:
+        with RingReader(pin_dir()) as reader:
+            print(f"monitoring {pin_dir()} -> {args.file} (Ctrl-C to stop)", file=sys.stderr)
+            while not stop["n"]:
+                if deadline and time.monotonic() >= deadline:
+                    break
+                pkts = reader.poll(200)
+                for pkt, raw in zip(pkts, reader.last_raw_ts()):
+                    out.write(seed_line(pkt, raw) + "\n")
+                written += len(pkts)
+                out.flush()
+                lost = reader.lost()
+                if lost > reported_lost:
+                    print(f"warning: {lost - reported_lost} events lost (ring buffer full)",
+                          file=sys.stderr)
+                    reported_lost = lost
+                if args.count and written >= args.count:
+                    break
+            lost = reader.lost()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"{written} packets written to {args.file}, {lost} events lost", file=sys.stderr)
+    return 0
