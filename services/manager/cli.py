@@ -17,6 +17,7 @@ VERB_MODULES = [
     "services.manager.monitor_cmd",
     "services.manager.topics_cmd",
     "services.manager.groups_cmd",
+    "services.manager.top_cmd",
     "services.manager.config_cmd",
     "services.manager.demo_cmd",
 ]
