@@ -76,13 +76,15 @@ class Publisher:
         self._inflight = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._abort = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._producer: AIOKafkaProducer | None = None
 
     # -- called from the event loop, never blocks ---------------------------------------------
-    def submit(self, packets: list[Packet], sample_rate: int = 1) -> int:
-        """Number, stamp and queue `packets`; returns how many were accepted."""
+    def submit(self, packets: list[Packet], sample_rate: int | None = None) -> int:
+        """Number, stamp and queue `packets`; returns how many were accepted. `sample_rate`
+        overrides the rate the reader stamped (None keeps it)."""
         room = self.buffer_events - self._npending - self._inflight
         if room < len(packets):
             self.stats.refused_full += len(packets) - max(room, 0)
@@ -92,7 +94,8 @@ class Publisher:
         for p in packets:
             _set(p, "seq", seq)
             _set(p, "node", node)
-            _set(p, "sample_rate", sample_rate)
+            if sample_rate is not None:
+                _set(p, "sample_rate", sample_rate)
             pending[partition_for(p, n)].append(p)
             seq += 1
         self.next_seq = seq
@@ -115,12 +118,22 @@ class Publisher:
         """Wait until everything accepted so far is acknowledged (or `timeout` passes)."""
         try:
             async with asyncio.timeout(timeout):
-                while self.buffered:
+                while self.buffered and not self._abort.is_set():
                     self._idle.clear()
-                    await self._idle.wait()
-            return True
+                    idle = asyncio.ensure_future(self._idle.wait())
+                    abort = asyncio.ensure_future(self._abort.wait())
+                    try:
+                        await asyncio.wait({idle, abort}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        idle.cancel()
+                        abort.cancel()
+            return not self.buffered
         except TimeoutError:
             return False
+
+    def abort_flush(self) -> None:
+        """Make a running flush()/stop() give up waiting at once (a second SIGTERM)."""
+        self._abort.set()
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Drain for up to `drain_timeout` s, then stop the client. Idempotent."""
