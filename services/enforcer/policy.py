@@ -61,6 +61,7 @@ class Decision:
     reason: str = ""
     rule: Rule | None = None
     evict: tuple[Rule, ...] = ()
+    code: str = ""         # short label for metrics: allowlisted, local, rate, per_source, manual
 
 
 @dataclass
@@ -119,14 +120,15 @@ class Policy:
                 self._seen.popitem(last=False)
         refusal = self.protected(order.rule)
         if refusal:
-            return Decision(Outcome.REFUSE, refusal)
+            code = "local" if "local" in refusal else "allowlisted"
+            return Decision(Outcome.REFUSE, refusal, code=code)
         ttl = order.ttl_s if order.ttl_s > 0 else self.config.ttl_s
         ttl = min(ttl, self.config.max_ttl_s)
         rule = replace(order.rule, origin=Origin.MODEL).with_times(now_ns, ttl)
         current = self._rules.get(rule.key())
         if current is not None:
             if current.rule.origin is Origin.MANUAL:
-                return Decision(Outcome.REFUSE, "a manual rule with this key exists")
+                return Decision(Outcome.REFUSE, "a manual rule with this key exists", code="manual")
             if current.rule.action is rule.action:
                 # Only rewrite when half the TTL is gone, so a verdict every window is not a write.
                 left = current.rule.expires_ns - now_ns
@@ -136,10 +138,11 @@ class Policy:
                                 replace(rule, created_ns=current.rule.created_ns))
         cap = self._rate_refusal(now_ns)
         if cap:
-            return Decision(Outcome.REFUSE, cap)
+            return Decision(Outcome.REFUSE, cap, code="rate")
         src = _target(rule)
         if src and current is None and self._per_source.get(src, 0) >= self.config.max_per_source:
-            return Decision(Outcome.REFUSE, f"per-source cap ({self.config.max_per_source}) for {src}")
+            return Decision(Outcome.REFUSE, f"per-source cap ({self.config.max_per_source}) for {src}",
+                            code="per_source")
         evict = self._evictions(1 if current is None else 0)
         return Decision(Outcome.APPLY, order.reason, rule, tuple(evict))
 

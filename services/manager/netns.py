@@ -4,10 +4,9 @@ a veth pair, XDP on the victim's end, everything removed again by `teardown()`.
 Layout (docs/capture.md, "Demo layout"): the services (capture, scorer, enforcer) stay in the
 ROOT network namespace, where Kafka listens on 127.0.0.1; they reach the XDP program only
 through its pins in bpffs, which every network namespace shares (nsenter --net keeps the mount
-namespace). The program is loaded and pinned from the root namespace (loader.load with no
-interface) and attached to the victim's veth from inside the victim namespace with a netlink
-XDP attach: on this kernel a bpf_link created in another network namespace cannot be pinned
-(EPERM), and the netlink attachment needs no pin. Deleting the namespace detaches it.
+namespace). The program is loaded, pinned and attached (a pinned bpf_link) by loader.load
+called from a thread switched into the victim namespace; unloading removes the link pin, and
+deleting the namespace would detach it too.
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ import threading
 from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
-XDP_FLAGS_SKB_MODE = 1 << 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -94,20 +92,18 @@ def create(tag: str | None = None) -> Topology:
     return t
 
 
-def attach_xdp(t: Topology, prog_fd: int, generic: bool = True) -> None:
-    """Attach the loaded program (by fd) to the victim's veth, from inside the victim namespace."""
-    from bcc import libbcc
+def attach_xdp(t: Topology, pin_dir: str, mode: str = "generic") -> dict[str, str]:
+    """Load the program (pinned under pin_dir) and attach it to the victim's veth, from inside
+    the victim namespace (a veth has no native XDP here: generic mode)."""
+    from services.common import loader
     with in_netns(t.victim):
-        rc = libbcc.lib.bpf_attach_xdp(t.veth_victim.encode(), prog_fd,
-                                       XDP_FLAGS_SKB_MODE if generic else 0)
-    if rc < 0:
-        raise OSError(-rc, f"attaching XDP to {t.veth_victim} in {t.victim} failed")
+        return loader.load([t.veth_victim], mode=mode, pin_dir=pin_dir)
 
 
-def detach_xdp(t: Topology) -> None:
-    from bcc import libbcc
-    with contextlib.suppress(OSError), in_netns(t.victim):
-        libbcc.lib.bpf_attach_xdp(t.veth_victim.encode(), -1, XDP_FLAGS_SKB_MODE)
+def detach_xdp(t: Topology, pin_dir: str) -> None:
+    """Detach and remove every pin (tolerates a half-done load)."""
+    from services.common import loader
+    loader.unload_all(pin_dir)
 
 
 def teardown(t: Topology) -> None:

@@ -84,17 +84,9 @@ def metric(text: str, name: str) -> float:
 
 
 def attach_victim(pair, pin_dir: str) -> None:
-    """Load and pin the program, attach it (netlink, generic mode) to the veth of namespace b.
-    See services/manager/netns.py for why not a pinned bpf_link."""
+    """Load, pin and attach the program (generic mode) to the veth of namespace b."""
     from services.common import loader
-    from services.manager.netns import XDP_FLAGS_SKB_MODE, in_netns
+    from services.manager.netns import in_netns
 
-    loader.load([], pin_dir=pin_dir)
-    fd = loader.prog_fd(pin_dir)
-    try:
-        from bcc import libbcc
-        with in_netns(pair.b):
-            rc = libbcc.lib.bpf_attach_xdp(pair.veth_b.encode(), fd, XDP_FLAGS_SKB_MODE)
-        assert rc >= 0, f"XDP attach to {pair.veth_b} failed: {rc}"
-    finally:
-        os.close(fd)
+    with in_netns(pair.b):
+        loader.load([pair.veth_b], mode="generic", pin_dir=pin_dir)

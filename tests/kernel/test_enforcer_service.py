@@ -1,0 +1,124 @@
+"""The enforcer as a real process against real pinned maps and the real broker: verdicts become
+kernel rules (allowlisted and local targets refused), every rule is written to the compacted
+`rules` topic, expired rules leave the maps and are tombstoned, a "reboot" (pins removed, program
+loaded again, enforcer restarted) brings the rule set back exactly, and dry run touches nothing."""
+import asyncio
+import time
+
+from aiokafka import AIOKafkaProducer
+
+from services.common import codec, loader
+from services.common.datapath import Datapath
+from services.common.kafka import client_options
+from services.common.rules import Action, Rule, Scope
+from services.common.topics import ensure_topics
+from services.common.verdict import Verdict
+from services.enforcer.ruleslog import read_rules
+from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
+
+NODE = "node-test"
+
+
+def verdict(rule: Rule, ttl_s: float = 600, node: str = "*", window: int = 0) -> Verdict:
+    now = time.time_ns()
+    return Verdict(rule=rule.with_times(now, ttl_s), score=-0.3, threshold=-0.09, model_id="m1",
+                   window_start_ns=window or now, window_end_ns=(window or now) + 10**9, node=node,
+                   reason="test")
+
+
+async def publish(common, verdicts):
+    producer = AIOKafkaProducer(**client_options(common), acks="all")
+    await producer.start()
+    try:
+        for v in verdicts:
+            await producer.send_and_wait(common.topic("verdicts"), codec.encode_verdict(v))
+    finally:
+        await producer.stop()
+
+
+def installed(pin_dir) -> dict[str, Rule]:
+    with Datapath.open(pin_dir) as dp:
+        return {s.rule.key(): s.rule for s in dp.rules()}
+
+
+def wait_for(pred, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_enforcer(broker, pin_dir, tmp_path, **extra):
+    port = free_port()
+    env = common_env(broker, pin_dir, NODE) | {
+        "ENFORCER_METRICS_PORT": str(port), "ENFORCER_FROM_BEGINNING": "1",
+        "ENFORCER_SWEEP_INTERVAL_MS": "200", "ENFORCER_PROTECT_ADDRESSES": "198.51.100.200"} | extra
+    svc = Service("services.enforcer", env, tmp_path)
+    wait_healthy(port, svc)
+    return svc, port
+
+
+def test_verdicts_become_rules_survive_a_reboot_and_expire(broker, pin_dir, tmp_path):
+    asyncio.run(ensure_topics(broker))
+    loader.load([], pin_dir=pin_dir)
+    block = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24")
+    flow = Rule(Scope.FLOW, Action.DROP, src="198.51.100.7", dst="192.0.2.1", sport=1234,
+                dport=80, proto=6)
+    short = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.51.100.9/32")
+    refused = [Rule(Scope.SRC_PREFIX, Action.DROP, src="127.0.0.1/32"),
+               Rule(Scope.SRC_PREFIX, Action.DROP, src="198.51.100.200/32"),
+               Rule(Scope.SRC_PREFIX, Action.DROP, src="0.0.0.0/0")]
+    enf = None
+    try:
+        enf, port = start_enforcer(broker, pin_dir, tmp_path)
+        asyncio.run(publish(broker, [verdict(block), verdict(flow), verdict(short, ttl_s=2),
+                                     verdict(flow, node="another-node", window=1)]
+                            + [verdict(r) for r in refused]))
+        wait_for(lambda: {block.key(), flow.key(), short.key()} <= set(installed(pin_dir)),
+                 what="rules in the maps")
+        rules = installed(pin_dir)
+        assert rules[block.key()].expires_ns > time.time_ns() + 500 * 10**9  # the 10 min TTL
+        assert not any(r.key() in rules for r in refused)
+        page = http_get(port, "/metrics")[1]
+        assert metric(page, "xdpguard_enforcer_rules_applied_total") == 3
+        assert metric(page, "xdpguard_enforcer_rules_refused_total") == 3
+        wait_for(lambda: short.key() not in installed(pin_dir), what="expiry of the 2 s rule")
+        wait_for(lambda: metric(http_get(port, "/metrics")[1],
+                                "xdpguard_enforcer_rules_expired_total") == 1, what="expired metric")
+        topic, _ = asyncio.run(read_rules(broker, node=NODE))
+        assert set(topic) == {block.key(), flow.key()}  # the expired one is tombstoned
+        assert enf.stop() == 0, enf.log()
+
+        # "Reboot": pins gone, program loaded again, enforcer restarted -> the same rule set.
+        loader.unload_all(pin_dir)
+        loader.load([], pin_dir=pin_dir)
+        assert installed(pin_dir) == {}
+        enf, port = start_enforcer(broker, pin_dir, tmp_path)
+        after = installed(pin_dir)
+        assert set(after) == {block.key(), flow.key()}
+        assert after[block.key()].expires_ns // 10**6 == rules[block.key()].expires_ns // 10**6
+        assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_rules_restored_total") == 2
+    finally:
+        if enf is not None:
+            enf.stop()
+        loader.unload_all(pin_dir)
+
+
+def test_dry_run_logs_what_it_would_do_and_touches_nothing(broker, pin_dir, tmp_path):
+    asyncio.run(ensure_topics(broker))
+    loader.load([], pin_dir=pin_dir)
+    enf = None
+    try:
+        enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_DRY_RUN="1")
+        rule = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24")
+        asyncio.run(publish(broker, [verdict(rule)]))
+        wait_for(lambda: "dry run: would apply" in enf.log(), what="dry-run log line")
+        assert installed(pin_dir) == {}
+        assert asyncio.run(read_rules(broker))[0] == {}
+        assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_dry_run_actions_total") == 1
+    finally:
+        if enf is not None:
+            enf.stop()
+        loader.unload_all(pin_dir)
