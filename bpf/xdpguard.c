@@ -187,7 +187,7 @@ static __always_inline int limit_allows(struct xg_limit *l, __u64 now)
         l->tat = now + l->interval_ns;
         return 1;
     }
-    if (tat - now > l->burst_ns)
+    if (tat - now > l->burst_ns - l->interval_ns) // burst_ns / interval_ns packets at once
         return 0;
     __sync_fetch_and_add(&l->tat, l->interval_ns);
     return 1;

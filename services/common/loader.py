@@ -122,10 +122,10 @@ def _load_and_pin(pin_dir: str, sizes: Sizes) -> None:
         d.mkdir(parents=True, exist_ok=True)
         cfg = Config(magic=XG_MAGIC, sample_rate=1, exact_max=sizes.exact, prefix_max=sizes.prefix,
                      allow_max=sizes.allow, limit_max=sizes.limit, ring_bytes=sizes.ring_pages * 4096)
-        bpfsys.update(b["config"].map_fd, ctypes.c_int(0), cfg)
+        bpfsys.update(b[b"config"].map_fd, ctypes.c_int(0), cfg)
         try:
             for name in MAP_NAMES:
-                bpfsys.obj_pin(b[name].map_fd, str(d / name))
+                bpfsys.obj_pin(b[name.encode()].map_fd, str(d / name))
             bpfsys.obj_pin(fd, str(d / "prog"))  # last: its presence means "fully loaded"
         except KernelError:
             _remove_pins(pin_dir)

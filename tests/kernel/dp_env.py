@@ -1,0 +1,69 @@
+"""Shared set-up of the BPF_PROG_TEST_RUN tests: one loaded (unattached) program per module,
+its maps emptied before every test, frames built with scapy."""
+from __future__ import annotations
+
+import os
+import uuid
+
+from services.common import bpfsys, loader
+from services.common.datapath import Datapath
+from services.common.ringbuf import RingReader
+from services.common.structs import FlowKey, LimitKey, LpmKey, AddrKey
+
+XDP_DROP, XDP_PASS = 1, 2
+SMALL = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=16)
+
+
+class Env:
+    def __init__(self, sizes: loader.Sizes = SMALL):
+        self.pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+        loader.load([], pin_dir=self.pin_dir, sizes=sizes)
+        self.fd = loader.prog_fd(self.pin_dir)
+        self.dp = Datapath.open(self.pin_dir)
+        self.ring = RingReader(self.pin_dir)
+
+    def run(self, frame, repeat: int = 1) -> int:
+        return bpfsys.prog_test_run(self.fd, bytes(frame), repeat)[0]
+
+    def events(self):
+        out = []
+        while True:
+            got = self.ring.poll(0)
+            if not got:
+                return out
+            out.extend(got)
+
+    def reset(self) -> None:
+        """Empty every rule map, sampling back to 1 in 1, drain the ring."""
+        maps = self.dp._maps
+        for name, key in (("exact", FlowKey), ("src_prefix", LpmKey), ("src_stats", LpmKey),
+                          ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
+                          ("limit_stats", LimitKey)):
+            for k in bpfsys.keys(maps[name].fd, key):
+                bpfsys.delete(maps[name].fd, k)
+        self.dp.set_sample_rate(1)
+        self.events()
+
+    def close(self) -> None:
+        self.ring.close()
+        self.dp.close()
+        os.close(self.fd)
+        loader.unload_all(self.pin_dir)
+
+
+class Delta:
+    """Counter changes across a block: `with Delta(env) as d: ...; d["drop_exact"]`."""
+
+    def __init__(self, env: Env):
+        self.env = env
+
+    def __enter__(self):
+        self.before = self.env.dp.stats()
+        return self
+
+    def __exit__(self, *exc):
+        after = self.env.dp.stats()
+        self.values = {k: after[k] - self.before[k] for k in after}
+
+    def __getitem__(self, key):
+        return self.values[key]
