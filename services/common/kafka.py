@@ -1,6 +1,7 @@
 """Kafka client options built from CommonSettings, so every client honours TLS/SASL the same way."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .settings import CommonSettings
@@ -39,3 +40,15 @@ def bootstrap_hosts(common: CommonSettings) -> list[str]:
         else:
             hosts.append(server.rsplit(":", 1)[0])
     return hosts
+
+
+async def stop_quietly(client) -> None:
+    """Stop an aiokafka client. aiokafka 0.14 can raise the CancelledError of its own internal
+    task when a consumer is stopped right after it started; that one is not ours to propagate,
+    a cancellation of the calling task is."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

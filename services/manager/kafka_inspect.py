@@ -18,7 +18,7 @@ from aiokafka.protocol.admin import DescribeGroupsRequest_v1
 from aiokafka.protocol.api import Request
 
 from services.common.errors import ConfigError, DecodeError
-from services.common.kafka import client_options
+from services.common.kafka import client_options, stop_quietly
 from services.common.settings import CommonSettings
 from services.common.topics import _start
 
@@ -110,6 +110,19 @@ async def describe_topics(common: CommonSettings, names: list[str] | None = None
         await admin.close()
 
 
+async def topic_partitions(common: CommonSettings, topic: str) -> list[int]:
+    """Partition ids of `topic` ([] when it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(common))
+    try:
+        await _start(admin, common)
+        for t in await admin.describe_topics([topic]):
+            if t["topic"] == topic and not t["error_code"]:
+                return sorted(p["partition"] for p in t["partitions"])
+        return []
+    finally:
+        await admin.close()
+
+
 async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
                from_beginning: bool = False, follow: bool = False,
                partition: int | None = None) -> AsyncIterator[Any]:
@@ -119,10 +132,7 @@ async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
+        parts = await topic_partitions(common, topic)
         if not parts:
             raise ConfigError(f"topic {topic} does not exist")
         if partition is not None and partition not in parts:
@@ -149,7 +159,7 @@ async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
 
 
 async def consumer_groups(common: CommonSettings, only: str | None = None) -> list[GroupInfo]:

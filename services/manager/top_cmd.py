@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.common.packet import PROTO_NAMES
+from services.common.kafka import stop_quietly
 from services.common.settings import load_common
 
 DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit")
@@ -101,11 +102,13 @@ async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) 
     from services.common.errors import DecodeError
     from services.common.kafka import client_options
 
+    from .kafka_inspect import topic_partitions
+
     topic = common.topic("verdicts")
+    parts = await topic_partitions(common, topic)
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
             return
@@ -122,7 +125,7 @@ async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) 
                     except DecodeError:
                         continue  # top only shows; the services count and dead-letter these
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
 
 
 async def _run(args, dp) -> None:
