@@ -1,0 +1,297 @@
+"""Differential fuzzing of the XDP program: random, mutated and truncated frames, a rule set, and
+a reference model (pure Python, written from DESIGN.md "Rules" and bpf/xdpguard.c's documented
+parse rules) that says what the kernel must answer for each frame.
+
+The invariant the reliability promise needs is "nothing without a matching rule is dropped";
+the model checks more: allowlisted sources always pass, exact and prefix rules give their action,
+a rate-limited destination may pass or drop, everything else passes, and every sampled event
+carries exactly the 5-tuple the reference parser reads. Used by
+tests/kernel/test_rel_fuzz_xdp.py (a seeded few thousand frames) and bench/fuzz_xdp.py (>= 1e6).
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+from dataclasses import dataclass, field
+
+from services.common.rules import Action, Rule, Scope
+from services.common.structs import addr_bytes
+
+XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
+ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+HOPOPTS, ROUTING, FRAGMENT, DSTOPTS = 0, 43, 44, 60
+TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
+MIN_FRAME = 14      # BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header
+MAX_FRAME = 3000    # and longer than a page minus head/tail room
+
+# Address pools: rules target some of them, frames draw from all of them.
+V4 = ["10.66.0.1", "10.66.5.9", "10.66.7.7", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.2.0.2",
+      "10.2.0.3", "10.77.1.1", "192.0.2.1", "198.51.100.4", "10.9.9.9"]
+V6 = ["fd66::1", "fd66:0:5::9", "fd00::1", "fd00::2", "fd00::3", "2001:db8::1", "fd77::1"]
+
+
+def rule_set(now_ns: int) -> tuple[list[Rule], list[str]]:
+    """Rules of every scope and action (one already expired) and an allowlist overlapping them."""
+    past = now_ns - 10**9
+    rules = [
+        Rule(Scope.FLOW, Action.DROP, src="10.1.0.1", dst="10.2.0.2", sport=1000, dport=80, proto=TCP),
+        Rule(Scope.FLOW, Action.DROP, src="10.1.0.2", dst="10.2.0.2", sport=53, dport=53, proto=UDP),
+        Rule(Scope.FLOW, Action.DROP, src="10.1.0.3", dst="10.2.0.2", proto=UDP),  # fragments
+        Rule(Scope.FLOW, Action.DROP, src="10.1.0.1", dst="10.2.0.3", proto=ICMP),
+        Rule(Scope.FLOW, Action.DROP, src="fd00::1", dst="fd00::2", sport=1000, dport=80, proto=TCP),
+        Rule(Scope.FLOW, Action.DROP, src="fd00::3", dst="fd00::2", proto=UDP),
+        Rule(Scope.FLOW, Action.PASS, src="10.66.0.1", dst="10.2.0.2", sport=1000, dport=80, proto=TCP),
+        Rule(Scope.FLOW, Action.DROP, src="10.66.7.7", dst="10.2.0.2", sport=1000, dport=80, proto=TCP),
+        Rule(Scope.SRC_PREFIX, Action.DROP, src="10.66.0.0/16"),
+        Rule(Scope.SRC_PREFIX, Action.PASS, src="10.66.5.0/24"),
+        Rule(Scope.SRC_PREFIX, Action.DROP, src="fd66::/32"),
+        Rule(Scope.SRC_PREFIX, Action.PASS, src="fd66:0:5::/48"),
+        Rule(Scope.SRC_PREFIX, Action.DROP, src="10.77.0.0/16", created_ns=past - 10**9,
+             expires_ns=past),
+        Rule(Scope.FLOW, Action.DROP, src="10.9.9.9", dst="10.2.0.2", sport=1000, dport=80,
+             proto=TCP, created_ns=past - 10**9, expires_ns=past),
+        Rule(Scope.DST_LIMIT, Action.LIMIT, dst="192.0.2.1", dport=80, proto=TCP, tcp_flags=0x02,
+             rate_pps=1000),
+        Rule(Scope.DST_LIMIT, Action.LIMIT, dst="192.0.2.1", proto=UDP, rate_pps=5),
+        Rule(Scope.DST_LIMIT, Action.LIMIT, dst="2001:db8::1", rate_pps=1),
+    ]
+    allow = ["10.66.7.0/24", "fd00::1/128"]
+    return rules, allow
+
+
+@dataclass
+class Parsed:
+    saddr: bytes
+    daddr: bytes
+    sport: int = 0
+    dport: int = 0
+    proto: int = 0
+    tcp_flags: int = 0
+    fragment: bool = False
+
+
+def _v4mapped(raw4: bytes) -> bytes:
+    return b"\0" * 10 + b"\xff\xff" + raw4
+
+
+def _l4(f: bytes, cur: int, p: Parsed) -> Parsed | None:
+    end = len(f)
+    if p.proto == TCP:
+        if cur + 20 > end:
+            return None
+        p.sport, p.dport = struct.unpack_from("!HH", f, cur)
+        p.tcp_flags = f[cur + 13]
+    elif p.proto == UDP:
+        if cur + 8 > end:
+            return None
+        p.sport, p.dport = struct.unpack_from("!HH", f, cur)
+    elif p.proto in (ICMP, ICMP6):
+        if cur + 4 > end:
+            return None
+    return p
+
+
+def parse(f: bytes) -> Parsed | str:
+    """Parsed fields, or "fail" (truncated/malformed) or "non_ip"; both must pass."""
+    end = len(f)
+    if end < 14:
+        return "fail"
+    proto = struct.unpack_from("!H", f, 12)[0]
+    cur = 14
+    for _ in range(2):
+        if proto not in (ETH_VLAN, ETH_QINQ):
+            break
+        if cur + 4 > end:
+            return "fail"
+        proto = struct.unpack_from("!H", f, cur + 2)[0]
+        cur += 4
+    if proto == ETH_IP:
+        if cur + 20 > end:
+            return "fail"
+        ver, hlen = f[cur] >> 4, (f[cur] & 0x0F) * 4
+        if ver != 4 or hlen < 20 or cur + hlen > end:
+            return "fail"
+        p = Parsed(_v4mapped(f[cur + 12:cur + 16]), _v4mapped(f[cur + 16:cur + 20]), proto=f[cur + 9])
+        if struct.unpack_from("!H", f, cur + 6)[0] & 0x1FFF:
+            p.fragment = True
+            return p
+        return _l4(f, cur + hlen, p) or "fail"
+    if proto == ETH_IP6:
+        if cur + 40 > end:
+            return "fail"
+        p = Parsed(bytes(f[cur + 8:cur + 24]), bytes(f[cur + 24:cur + 40]))
+        nh = f[cur + 6]
+        cur += 40
+        for _ in range(4):
+            if nh in (HOPOPTS, ROUTING, DSTOPTS):
+                if cur + 8 > end:
+                    return "fail"
+                nh, cur = f[cur], cur + (f[cur + 1] + 1) * 8
+            elif nh == FRAGMENT:
+                if cur + 8 > end:
+                    return "fail"
+                nh, off = f[cur], struct.unpack_from("!H", f, cur + 2)[0] & 0xFFF8
+                cur += 8
+                if off:
+                    p.proto, p.fragment = nh, True
+                    return p
+            else:
+                break
+        if nh in (HOPOPTS, ROUTING, DSTOPTS, FRAGMENT):
+            return "fail"
+        p.proto = nh
+        return _l4(f, cur, p) or "fail"
+    return "non_ip"
+
+
+@dataclass
+class Model:
+    """What the kernel must answer, from the same rules the maps hold."""
+    rules: list[Rule]
+    allow: list[str]
+    now_ns: int
+    _exact: dict = field(default_factory=dict)
+    _prefix: list = field(default_factory=list)
+    _allow: list = field(default_factory=list)
+    _limits: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for r in self.rules:
+            if r.expired(self.now_ns):
+                continue
+            if r.scope is Scope.FLOW:
+                self._exact[(addr_bytes(r.src), addr_bytes(r.dst), r.sport, r.dport, r.proto)] = r
+            elif r.scope is Scope.SRC_PREFIX:
+                self._prefix.append((_net16(r.src), r))
+            else:
+                self._limits[(addr_bytes(r.dst), r.proto, r.dport, r.tcp_flags)] = r
+        self._allow = [_net16(c) for c in self.allow]
+        self._prefix.sort(key=lambda x: -x[0][1])  # longest prefix first
+
+    def expect(self, f: bytes) -> tuple[set[int], str, Parsed | None]:
+        """(verdicts allowed, why, parsed or None): the kernel's answer must be in the set."""
+        p = parse(f)
+        if isinstance(p, str):
+            return {XDP_PASS}, p, None
+        if any(_in(p.saddr, n) for n in self._allow):
+            return {XDP_PASS}, "allow", p
+        r = self._exact.get((p.saddr, p.daddr, p.sport, p.dport, p.proto))
+        if r is not None:
+            return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "exact", p
+        for net, r in self._prefix:
+            if _in(p.saddr, net):
+                return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "prefix", p
+        if self._limit(p):
+            return {XDP_PASS, XDP_DROP}, "limit", p
+        return {XDP_PASS}, "unmatched", p
+
+    def _limit(self, p: Parsed) -> bool:
+        masks = sorted({m for (d, _, _, m) in self._limits if d == p.daddr},
+                       key=lambda m: (-bin(m).count("1"), m))
+        for m in masks:
+            if p.tcp_flags & m != m:
+                continue
+            if (p.daddr, p.proto, p.dport, m) in self._limits or (p.daddr, p.proto, 0, m) in self._limits:
+                return True
+            if m == 0 and (p.daddr, 0, 0, 0) in self._limits:
+                return True
+        return False
+
+
+def _net16(cidr: str) -> tuple[int, int]:
+    net = ipaddress.ip_network(cidr, strict=False)
+    plen = net.prefixlen + (96 if net.version == 4 else 0)
+    return int.from_bytes(addr_bytes(str(net.network_address)), "big"), plen
+
+
+def _in(addr16: bytes, net: tuple[int, int]) -> bool:
+    base, plen = net
+    shift = 128 - plen
+    return (int.from_bytes(addr16, "big") >> shift) == (base >> shift)
+
+
+# --- frame generation -----------------------------------------------------------------------
+
+class Frames:
+    """A seeded stream of frames: well-formed ones aimed at the rules, the same mutated
+    (truncated, bytes flipped, trailers added), and raw garbage with IP-ish EtherTypes."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        rng = self.rng
+        kind = rng.random()
+        if kind < 0.08:  # garbage
+            n = rng.randrange(MIN_FRAME, 200)
+            f = bytearray(rng.randbytes(n))
+            f[12:14] = struct.pack("!H", rng.choice((ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ, 0x0806,
+                                                     rng.randrange(65536))))
+            return bytes(f)
+        f = bytearray(self.wellformed())
+        if kind < 0.45:
+            return bytes(f)
+        if kind < 0.70:  # truncated anywhere from the Ethernet header on
+            return bytes(f[:rng.randrange(MIN_FRAME, len(f) + 1)])
+        if kind < 0.93:  # a few bytes flipped (headers only: that is where parsing happens)
+            for _ in range(rng.randrange(1, 4)):
+                i = rng.randrange(12, min(len(f), 14 + 8 + 40 + 24 + 20))
+                f[i] = rng.randrange(256) if rng.random() < 0.5 else f[i] ^ (1 << rng.randrange(8))
+            return bytes(f[:MAX_FRAME])
+        f += rng.randbytes(rng.randrange(0, MAX_FRAME - len(f)))  # oversized payload
+        return bytes(f)
+
+    def wellformed(self) -> bytes:
+        rng = self.rng
+        v6 = rng.random() < 0.35
+        pool = V6 if v6 else V4
+        src, dst = rng.choice(pool), rng.choice(pool)
+        proto = rng.choice((TCP, TCP, UDP, UDP, ICMP6 if v6 else ICMP, rng.randrange(256)))
+        sport = rng.choice((1000, 53, 0, rng.randrange(65536)))
+        dport = rng.choice((80, 53, 0, rng.randrange(65536)))
+        flags = rng.choice((0x02, 0x12, 0x10, 0x04, rng.randrange(256)))
+        payload = rng.randbytes(rng.choice((0, 0, 8, 40, rng.randrange(1, 1200))))
+        if proto == TCP:
+            l4 = struct.pack("!HHIIBBHHH", sport, dport, rng.getrandbits(32), 0, 5 << 4, flags,
+                             1024, 0, 0) + payload
+        elif proto == UDP:
+            l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+        else:
+            l4 = struct.pack("!BBH", 8, 0, 0) + payload
+        frag_later = rng.random() < 0.1
+        if v6:
+            nh, ext = proto, b""
+            for _ in range(rng.choice((0, 0, 0, 1, 2, 5))):
+                kind = rng.choice((HOPOPTS, ROUTING, DSTOPTS, FRAGMENT))
+                if kind == FRAGMENT:
+                    off = rng.randrange(1, 8192) if frag_later else 0
+                    ext = struct.pack("!BBHI", nh, 0, off << 3, rng.getrandbits(32)) + ext
+                else:
+                    n = rng.choice((0, 0, 1))
+                    ext = struct.pack("!BB", nh, n) + bytes(6 + 8 * n) + ext
+                nh = kind
+            body = ext + l4
+            ip = struct.pack("!IHBB", 6 << 28, len(body), nh, 64) + addr_bytes(src) + addr_bytes(dst)
+            ethertype = ETH_IP6
+        else:
+            opts = bytes(4 * rng.choice((0, 0, 0, 1, 10)))
+            ihl = 5 + len(opts) // 4
+            frag = rng.randrange(1, 8192) if frag_later else rng.choice((0, 0, 0x2000))
+            ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(l4), rng.getrandbits(16),
+                             frag, 64, proto, 0, ipaddress.IPv4Address(src).packed,
+                             ipaddress.IPv4Address(dst).packed) + opts
+            body = l4
+            ethertype = ETH_IP
+        eth = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01"
+        tags = b""
+        for _ in range(rng.choice((0, 0, 0, 0, 1, 2, 3))):
+            tags += struct.pack("!HH", rng.choice((ETH_VLAN, ETH_QINQ)), rng.randrange(4096))
+        if tags:  # each tag is TPID + TCI; the inner EtherType follows the last tag
+            first_tpid = tags[:2]
+            tags = tags[2:] + struct.pack("!H", ethertype)
+            return eth + first_tpid + tags + ip + body
+        return eth + struct.pack("!H", ethertype) + ip + body
