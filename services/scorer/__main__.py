@@ -1,0 +1,45 @@
+"""`python -m services.scorer worker` — one scorer worker (run N of them with the same env).
+
+Settings: SCORER_* and XDPGUARD_* environment variables (docs/scorer.md). Faust's own CLI
+parses the arguments (`worker`, `--loglevel`, ...); SIGTERM stops the worker cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.common.detect import DetectParams
+from services.common.errors import XdpguardError
+from services.common.model import load_model
+from services.common.settings import load_common
+from services.common.topics import ensure_topics
+
+from .app import create_app
+from .scoring import Policy
+from .settings import load_scorer
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        s, common = load_scorer(), load_common()
+        detector = load_model(s.model)
+        asyncio.run(ensure_topics(common))  # packets/verdicts/deadletter; faust makes its own
+    except XdpguardError as exc:
+        print(f"scorer: {exc}", file=sys.stderr)
+        sys.exit(2)
+    policy = Policy(
+        params=DetectParams(spoof_min_sources=s.spoof_min_sources, limit_pps=s.limit_pps,
+                            ttl_s=s.verdict_ttl_s),
+        emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
+    app, _ = create_app(s, common, detector, policy)
+    if argv and argv[0] == "worker" and not any(a.startswith("--loglevel") or a == "-l" for a in argv):
+        argv = [*argv, f"--loglevel={s.log_level}"]
+    sys.argv = [sys.argv[0] if sys.argv else "scorer", *argv]
+    import mode.loop
+    mode.loop.use("uvloop")  # before faust's CLI creates the loop
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

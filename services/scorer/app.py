@@ -1,0 +1,312 @@
+"""The faust adapter: topics, tables, agents and the closing timer around the pure stages.
+
+    packets (raw, by source) --ingest--> stage 1 windows (table `src-records`: the raw records
+        of open windows, keyed partition/offset, so a new owner replays them)
+      --close--> `<app id>-scorer-flows` (internal, by destination) --collect--> stage 2 windows
+        (table `dst-chunks`) --close--> one batched model call --> verdicts
+
+Both tables are faust Tables with changelog topics; the adapter writes them through
+`table.data` + `table.send_changelog(partition, ...)` because windows close in a timer (outside
+any stream event) and each key is pinned to the partition it belongs to. Restore is lazy: a
+partition is rebuilt from its table the first time the worker touches it after an assignment.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import faust
+import mode
+import msgpack
+
+from services.common.codec import decode_packet_columns, encode_deadletter, encode_verdict
+from services.common.errors import DecodeError
+from services.common.health import HealthServer
+from services.common.settings import CommonSettings
+from services.common.topics import DEADLETTER, PACKETS, VERDICTS
+
+from .metrics import ScorerMetrics
+from .scoring import Policy, score_batch, verdicts_for
+from .settings import ScorerSettings
+from .windows import DstPartition, FlowChunk, SourcePartition
+
+log = logging.getLogger("xdpguard.scorer")
+RAW = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+TABLE_RAW = dict(key_type=bytes, value_type=bytes)  # bytes types make faust use the raw codec
+# Closed windows leave tombstones: let compaction drop them quickly so restores stay short.
+CHANGELOG_CONFIG = {"segment.ms": "60000", "min.cleanable.dirty.ratio": "0.05",
+                    "delete.retention.ms": "60000"}
+
+
+def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
+    opts = dict(
+        broker=[f"kafka://{h.strip()}" for h in common.kafka_bootstrap.split(",") if h.strip()],
+        store="memory://", topic_partitions=common.packets_partitions,
+        topic_replication_factor=common.replication_factor,
+        table_standby_replicas=s.standby_replicas,
+        # DESIGN/issue 5: faust's 60 s defaults made every join take ~30 s (docs/scorer.md).
+        broker_session_timeout=s.session_timeout_s, broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_s,
+        consumer_auto_offset_reset=s.offset_reset, web_enabled=s.web_port > 0,
+        producer_acks=-1, key_serializer="raw", value_serializer="raw")
+    if s.web_port > 0:
+        opts["web_port"] = s.web_port
+    if s.datadir:
+        opts["datadir"] = s.datadir
+    creds = _credentials(common)
+    if creds is not None:
+        opts["broker_credentials"] = creds
+    return opts
+
+
+def _credentials(common: CommonSettings):
+    if common.security_protocol == "PLAINTEXT":
+        return None
+    from services.common.kafka import client_options
+    ssl_context = client_options(common).get("ssl_context")
+    if common.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=common.sasl_username, password=common.sasl_password,
+                                     mechanism=common.sasl_mechanism or "PLAIN",
+                                     ssl_context=ssl_context)
+    return faust.SSLCredentials(ssl_context)
+
+
+class Scorer(mode.Service):
+    """Per-worker runtime: stage states, closing, scoring, publishing, metrics."""
+
+    def __init__(self, app: faust.App, s: ScorerSettings, common: CommonSettings, detector,
+                 policy: Policy, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.app, self.s, self.common, self.detector, self.policy = app, s, common, detector, policy
+        self.n = common.packets_partitions
+        self.width_ns = int(s.window_s * 1e9)
+        self.metrics = ScorerMetrics()
+        self.packets_topic = app.topic(common.topic(PACKETS), partitions=self.n, **RAW)
+        self.flows_topic = app.topic(f"{app.conf.id}-scorer-flows", partitions=self.n,
+                                     internal=True, **RAW)
+        self.verdicts_topic = app.topic(common.topic(VERDICTS), **RAW)
+        self.dead_topic = app.topic(common.topic(DEADLETTER), **RAW)
+        self.src_table = app.Table("src-records", partitions=self.n,
+                                   extra_topic_configs=CHANGELOG_CONFIG, **TABLE_RAW)
+        self.dst_table = app.Table("dst-chunks", partitions=self.n,
+                                   extra_topic_configs=CHANGELOG_CONFIG, **TABLE_RAW)
+        self.sources: dict[int, SourcePartition] = {}
+        self.dests: dict[int, DstPartition] = {}
+        self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
+        self.health: HealthServer | None = None
+        self.started_at = time.time()
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        if self.s.metrics_port:
+            self.health = HealthServer(self.metrics.registry, self.healthy,
+                                       host=self.s.metrics_host, port=self.s.metrics_port)
+            await self.health.start()
+
+    async def on_stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
+
+    def healthy(self) -> tuple[bool, str]:
+        return True, json.dumps({
+            "app": self.app.conf.id, "packets_partitions": sorted(self.sources),
+            "flows_partitions": sorted(self.dests), "rebalancing": bool(self.app.rebalancing),
+            "open_windows": sum(len(p.windows) for p in self.sources.values()),
+            "uptime_s": round(time.time() - self.started_at, 1)})
+
+    async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        # The next owner restores these from the changelog; our copy would go stale.
+        for tp in revoked:
+            if tp.topic == self.packets_topic.get_topic_name():
+                self.sources.pop(tp.partition, None)
+            elif tp.topic == self.flows_topic.get_topic_name():
+                self.dests.pop(tp.partition, None)
+        self.metrics.partitions.set(len(self.sources))
+
+    # --- table helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _put(table, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        table.send_changelog(partition, key, value)
+
+    @staticmethod
+    def _keys(table, partition: int) -> list[bytes]:
+        prefix = b"%d/" % partition
+        return sorted(k for k in list(table.data.keys()) if k.startswith(prefix))
+
+    # --- stage 1 ----------------------------------------------------------------------------
+    def _source(self, p: int) -> SourcePartition:
+        part = self.sources.get(p)
+        if part is None:
+            part = self._restore_source(p)
+        return part
+
+    def _restore_source(self, p: int) -> SourcePartition:
+        part = self.sources[p] = SourcePartition(p, self.width_ns, int(self.s.lateness_s * 1e9))
+        seen, replayed = -1, 0
+        hw = self.src_table.data.get(b"%d/hw" % p)
+        if hw:
+            part.closed_upto, seen = msgpack.unpackb(hw)
+        for key in self._keys(self.src_table, p):
+            if b"/r/" not in key:
+                continue
+            offset = int(key.rsplit(b"/", 1)[1])
+            try:
+                replayed += part.add(offset, decode_packet_columns(self.src_table.data[key]))
+            except DecodeError:
+                continue  # only decodable records are ever stored
+            seen = max(seen, offset)
+        self.seen[p] = seen
+        self.metrics.partitions.set(len(self.sources))
+        if replayed:
+            log.info("packets partition %d: restored %d events in %d open windows", p, replayed,
+                     len(part.windows))
+        return part
+
+    async def on_packets(self, partition: int, offset: int, value: bytes) -> None:
+        part = self._source(partition)
+        if offset <= self.seen.get(partition, -1):
+            return  # already folded in before a restart/rebalance (restored from the table)
+        self.seen[partition] = offset
+        self.metrics.records.inc()
+        try:
+            cols = decode_packet_columns(value)
+        except DecodeError as exc:
+            await self._dead(self.packets_topic.get_topic_name(), partition, offset, str(exc), value)
+            return
+        late = part.late
+        accepted = part.add(offset, cols)
+        self.metrics.events.inc(accepted)
+        if part.late != late:
+            self.metrics.late.inc(part.late - late)
+        if accepted:
+            self._put(self.src_table, partition, b"%d/r/%020d" % (partition, offset), value)
+        if part.due():
+            await self._close_sources([partition])
+
+    async def _close_sources(self, partitions) -> None:
+        for p in partitions:
+            part = self.sources.get(p)
+            if part is None:
+                continue
+            due = part.due()
+            for ws in due:
+                chunks, done = part.close(ws, self.n)
+                for c in chunks:
+                    await self.flows_topic.send(key=c.key(), value=c.encode(),
+                                                partition=c.dst_partition)
+                for off in done:
+                    self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
+                self.metrics.windows_closed.labels("source").inc()
+            if due:
+                self._put(self.src_table, p, b"%d/hw" % p,
+                          msgpack.packb([part.closed_upto, self.seen.get(p, -1)]))
+
+    # --- stage 2 ----------------------------------------------------------------------------
+    def _dest(self, q: int) -> DstPartition:
+        part = self.dests.get(q)
+        if part is None:
+            part = self.dests[q] = DstPartition(q, self.width_ns, self.s.close_idle_s)
+            hw = self.dst_table.data.get(b"%d/hw" % q)
+            if hw:
+                part.closed_upto = msgpack.unpackb(hw)
+            for key in self._keys(self.dst_table, q):
+                if b"/c/" in key:
+                    try:
+                        part.add(key, FlowChunk.decode(self.dst_table.data[key]))
+                    except DecodeError:
+                        continue
+        return part
+
+    async def on_chunk(self, partition: int, offset: int, value: bytes) -> None:
+        part = self._dest(partition)
+        try:
+            chunk = FlowChunk.decode(value)
+        except DecodeError as exc:
+            await self._dead(self.flows_topic.get_topic_name(), partition, offset, str(exc), value)
+            return
+        key = b"%d/c/%s" % (partition, chunk.key())
+        if part.add(key, chunk):
+            self._put(self.dst_table, partition, key, value)
+
+    async def _close_dests(self) -> None:
+        closed = []
+        for q, part in list(self.dests.items()):
+            due = part.due()
+            for ws in due:
+                w = part.close(ws)
+                for key in w.chunk_keys:
+                    self._put(self.dst_table, q, key, None)
+                closed.append(w)
+                self.metrics.windows_closed.labels("dest").inc()
+            if due:
+                self._put(self.dst_table, q, b"%d/hw" % q, msgpack.packb(part.closed_upto))
+        closed = [w for w in closed if w.rows]
+        if not closed:
+            return
+        t0 = time.perf_counter()
+        # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
+        all_scores = await asyncio.get_running_loop().run_in_executor(
+            None, score_batch, self.detector, closed)
+        self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
+        thr, model_id = self.detector.threshold, self.detector.model_id
+        for w, scores in zip(closed, all_scores):
+            self.metrics.windows_scored.inc()
+            self.metrics.flows_scored.inc(len(scores))
+            self.metrics.anomalies.inc(int((scores >= thr).sum()))
+            for v in verdicts_for(w, scores, threshold=thr, model_id=model_id, policy=self.policy):
+                await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
+                self.metrics.verdicts.labels(v.rule.action.value).inc()
+            self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
+
+    # --- timer and dead letters ---------------------------------------------------------------
+    async def tick(self) -> None:
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        actives = self.app.assignor.assigned_actives()
+        for tp in actives:  # restore partitions that receive no traffic, so their windows close
+            if tp.topic == self.packets_topic.get_topic_name() and tp.partition not in self.sources:
+                self._restore_source(tp.partition)
+            elif tp.topic == self.flows_topic.get_topic_name() and tp.partition not in self.dests:
+                self._dest(tp.partition)
+        await self._close_sources([p for p, part in self.sources.items() if part.windows])
+        await self._close_dests()
+        self.metrics.open_windows.labels("source").set(sum(len(p.windows) for p in self.sources.values()))
+        self.metrics.open_windows.labels("dest").set(sum(len(p.windows) for p in self.dests.values()))
+
+    async def _dead(self, topic: str, partition: int, offset: int, reason: str, raw: bytes) -> None:
+        log.warning("%s[%d]@%d: %s -> dead letter", topic, partition, offset, reason)
+        self.metrics.decode_errors.labels(topic).inc()
+        await self.dead_topic.send(value=encode_deadletter(topic, partition, offset, reason,
+                                                           raw, "scorer"))
+
+
+def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Policy
+               ) -> tuple[faust.App, Scorer]:
+    app = faust.App(f"{common.topic_prefix}{s.app_id}", **faust_settings(s, common))
+    scorer = Scorer(app, s, common, detector, policy)
+    app.service(scorer)  # started and stopped with the worker
+
+    @app.agent(scorer.packets_topic, name="ingest")
+    async def ingest(stream):
+        async for event in stream.events():
+            m = event.message
+            await scorer.on_packets(m.partition, m.offset, m.value)
+
+    @app.agent(scorer.flows_topic, name="collect")
+    async def collect(stream):
+        async for event in stream.events():
+            m = event.message
+            await scorer.on_chunk(m.partition, m.offset, m.value)
+
+    @app.timer(interval=s.tick_s, name="close-windows")
+    async def close_windows():
+        await scorer.tick()
+
+    return app, scorer

@@ -1,0 +1,71 @@
+"""Closed windows -> one batched model call -> detect's rule suggestions -> verdicts. Pure.
+
+All windows closed in one timer tick are scored with ONE `score_rows` call (the model's cost is
+per call as much as per row), then each window's scores go through services.common.detect.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from services.common.detect import DetectParams, suggest
+from services.common.features import FEATURE_NAMES, WindowState
+from services.common.rules import Action, Rule, Scope
+from services.common.verdict import ALL_NODES, Verdict
+
+from .windows import ClosedWindow
+
+
+@dataclass(frozen=True)
+class Policy:
+    params: DetectParams = field(default_factory=DetectParams)
+    emit_pass: bool = False      # pass verdicts for flows below threshold
+    pass_ttl_s: float = 60.0
+    target_origin: bool = False  # exact-flow verdicts go to the capturing node only
+
+
+def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
+    """Scores of every window's rows, from a single model call."""
+    sizes = [len(w.rows) for w in windows]
+    if sum(sizes) == 0:
+        return [np.zeros(0) for _ in windows]
+    X = np.asarray([r for w in windows for r in w.rows], dtype=np.float64)
+    X = X.reshape(len(X), len(FEATURE_NAMES))
+    scores = np.asarray(detector.score_rows(X), dtype=np.float64)
+    return np.split(scores, np.cumsum(sizes)[:-1])
+
+
+def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
+                 policy: Policy, now_ns: int | None = None) -> list[Verdict]:
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    state = WindowState(window.window_ns)
+    state.flows, state.dsts = window.flows, window.dsts
+    out = []
+    for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
+                     params=policy.params):
+        node = ALL_NODES
+        if policy.target_origin and s.rule.scope is Scope.FLOW:
+            node = window.nodes.get(_flow_key(s.rule), ALL_NODES) or ALL_NODES
+        out.append(Verdict(rule=s.rule, score=s.score, threshold=threshold, model_id=model_id,
+                           window_start_ns=window.window_ns, window_end_ns=window.end_ns,
+                           node=node, reason=s.reason, created_ns=now_ns))
+    if policy.emit_pass:
+        for key, score in zip(window.keys, scores):
+            if score >= threshold:
+                continue
+            src, dst, sport, dport, proto = key
+            rule = Rule(Scope.FLOW, Action.PASS, src=src, dst=dst, sport=sport, dport=dport,
+                        proto=proto).with_times(window.end_ns, policy.pass_ttl_s)
+            node = (window.nodes.get(key) or ALL_NODES) if policy.target_origin else ALL_NODES
+            out.append(Verdict(rule=rule, score=float(score), threshold=threshold,
+                               model_id=model_id, window_start_ns=window.window_ns,
+                               window_end_ns=window.end_ns, node=node,
+                               reason=f"score {score:.3f} < {threshold:.3f}", created_ns=now_ns))
+    return out
+
+
+def _flow_key(rule: Rule) -> tuple:
+    return (rule.src, rule.dst, rule.sport, rule.dport, rule.proto)

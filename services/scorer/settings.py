@@ -1,0 +1,53 @@
+"""Scorer settings (prefix SCORER_), read once at start through services.common.config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import load, setting
+from services.common.model import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    app_id: str = setting("SCORER_APP_ID", "xdpguard-scorer",
+                          "faust app id = consumer group; the topic prefix is prepended")
+    window_s: float = setting("SCORER_WINDOW_S", 1.0, "tumbling event-time window length, seconds")
+    lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
+                                "a window closes when the watermark passes its end + this")
+    close_idle_s: float = setting("SCORER_CLOSE_IDLE_S", 0.15,
+                                  "stage 2 closes a window after this long without new flows")
+    tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing")
+    model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)")
+    emit_pass: bool = setting("SCORER_EMIT_PASS", False, "also publish pass verdicts for normal flows")
+    pass_ttl_s: float = setting("SCORER_PASS_TTL_S", 60.0, "TTL of pass verdicts, seconds")
+    verdict_ttl_s: float = setting("SCORER_VERDICT_TTL_S", 600.0, "TTL of drop/limit verdicts (0 = none)")
+    limit_pps: int = setting("SCORER_LIMIT_PPS", 50, "packets/s a flooded destination still gets")
+    spoof_min_sources: int = setting("SCORER_SPOOF_MIN_SOURCES", 32,
+                                     "anomalous sources to one destination that make a rate limit")
+    target_origin: bool = setting("SCORER_TARGET_ORIGIN", False,
+                                  "exact-flow verdicts go to the capturing node only (else all nodes)")
+    session_timeout_s: float = setting("SCORER_SESSION_TIMEOUT_S", 10.0, "Kafka group session timeout")
+    rebalance_timeout_s: float = setting("SCORER_REBALANCE_TIMEOUT_S", 10.0, "Kafka rebalance timeout")
+    heartbeat_s: float = setting("SCORER_HEARTBEAT_S", 1.0, "Kafka group heartbeat interval")
+    offset_reset: str = setting("SCORER_OFFSET_RESET", "earliest",
+                                "where a new group starts reading packets: earliest or latest")
+    standby_replicas: int = setting("SCORER_STANDBY_REPLICAS", 1,
+                                    "workers keeping a warm copy of each window table partition")
+    web_port: int = setting("SCORER_WEB_PORT", 0, "faust web server port (0 = faust web disabled)")
+    datadir: str = setting("SCORER_DATADIR", "", "faust data directory (default: ./<app id>-data)")
+    metrics_port: int = setting("SCORER_METRICS_PORT", 0,
+                                "Prometheus /metrics and /healthz port (0 = off)")
+    metrics_host: str = setting("SCORER_METRICS_HOST", "127.0.0.1", "address of the metrics server")
+    log_level: str = setting("SCORER_LOG_LEVEL", "info", "faust worker log level")
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.lateness_s < 0 or self.close_idle_s < 0 or self.tick_s <= 0:
+            raise ValueError("SCORER_WINDOW_S/TICK_S must be > 0, LATENESS_S/CLOSE_IDLE_S >= 0")
+        if self.offset_reset not in ("earliest", "latest"):
+            raise ValueError("SCORER_OFFSET_RESET must be earliest or latest")
+        if self.heartbeat_s >= self.session_timeout_s:
+            raise ValueError("SCORER_HEARTBEAT_S must be below SCORER_SESSION_TIMEOUT_S")
+
+
+def load_scorer(**overrides) -> ScorerSettings:
+    return load(ScorerSettings, **overrides)

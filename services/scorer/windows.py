@@ -1,0 +1,252 @@
+"""Event-time tumbling windows of the scorer, in two stages. Pure: no Kafka, no faust.
+
+Stage 1, per `packets` partition (= per set of SOURCE addresses): packet events -> per-flow
+state per window. A window closes when the partition's watermark passes its end + lateness; the
+watermark is the newest event time seen, advanced by the wall-clock time elapsed since the last
+record arrived, so the last window of a burst closes without waiting for more traffic. A closed
+window yields its flows, each with its source's aggregate features (complete: a source lives on
+one partition), grouped by DESTINATION partition for stage 2.
+
+Stage 2, per intermediate `scorer-flows` partition (= per set of DESTINATION addresses): flow
+chunks from every source partition -> per-destination aggregates, then one feature row per flow
+(features.row order), scored in a batch by the caller. A window closes when no chunk for it has
+arrived for `idle` seconds, or when chunks two windows newer arrive.
+
+Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
+The aggregates are rebuilt per flow rather than per packet: counts add up, and the distinct-count
+sketches are idempotent per item, so the result equals features.WindowState's per-packet one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgpack
+from aiokafka.partitioner import murmur2
+
+from services.common.codec import PacketColumns, address_bytes
+from services.common.errors import DecodeError
+from services.common.features import (SRC_FEATURES, agg_features, agg_new, flow_features,
+                                       flow_key_text, sketch_add)
+from services.common.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+
+FLOWS_VERSION = 1
+CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
+FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source aggregate features
+Clock = Callable[[], float]
+
+
+def flow_dict(key: tuple, st: list) -> dict:
+    """A stage flow state in features' flow-state form."""
+    return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
+            "proto": key[4], "sport": key[2], "dport": key[3]}
+
+
+def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> None:
+    packets, proto = st[2], key[4]
+    agg["packets"] += packets
+    agg["bytes"] += st[3]
+    agg["syn_noack"] += st[5]
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+        agg["icmp"] += packets
+    elif proto == PROTO_UDP:
+        agg["udp"] += packets
+    sketch_add(agg["flows"], flow_key_text(key))
+    sketch_add(agg["peers"], peer)
+    sketch_add(agg["ports"], f"{proto}/{key[3]}")
+
+
+def dst_partition(dst: str, num_partitions: int) -> int:
+    return (murmur2(address_bytes(dst)) & 0x7FFFFFFF) % num_partitions
+
+
+@dataclass
+class FlowChunk:
+    """Flows of one window from one source partition, bound for one destination partition."""
+    window_ns: int
+    src_partition: int
+    dst_partition: int
+    index: int
+    flows: list[list]  # [src, dst, sport, dport, proto, *state, *src_features(9)]
+
+    def key(self) -> bytes:
+        return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
+                              "sp": self.src_partition, "dp": self.dst_partition,
+                              "i": self.index, "f": self.flows}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "FlowChunk":
+        try:
+            rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
+                raise DecodeError(f"flows: unsupported record {rec.get('t')!r} v{rec.get('v')!r}")
+            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"])
+        except DecodeError:
+            raise
+        except Exception as exc:  # any shape error of an internal record means "malformed"
+            raise DecodeError(f"flows: malformed ({type(exc).__name__}: {exc})") from None
+        if not all(type(f) is list and len(f) >= FLOW_LEN for f in chunk.flows):
+            raise DecodeError("flows: malformed flow entry")
+        return chunk
+
+
+@dataclass
+class SourcePartition:
+    """Stage 1 state of one `packets` partition."""
+    partition: int
+    width_ns: int
+    lateness_ns: int
+    clock: Clock = time.monotonic
+    windows: dict[int, dict[tuple, list]] = field(default_factory=dict)
+    closed_upto: int = -1          # start of the newest closed window; older events are late
+    max_ts: int = 0
+    last_arrival: float = 0.0
+    records: dict[int, int] = field(default_factory=dict)  # offset -> newest window it feeds
+    late: int = 0
+
+    def __post_init__(self) -> None:
+        self.last_arrival = self.clock()
+
+    def add(self, offset: int, c: PacketColumns) -> int:
+        """Fold one decoded record into its windows; returns the events accepted."""
+        width, closed, windows = self.width_ns, self.closed_upto, self.windows
+        cur, flows, newest, max_ts, accepted = -1, None, -1, self.max_ts, 0
+        for ts, src, dst, sp, dp, pr, fl, ln, sr, node in zip(
+                c.ts_ns, c.src, c.dst, c.sport, c.dport, c.proto, c.tcp_flags, c.length,
+                c.sample_rate, c.node):
+            ws = ts - ts % width
+            if ws != cur:
+                if ws <= closed:
+                    self.late += 1
+                    continue
+                cur = ws
+                flows = windows.get(ws)
+                if flows is None:
+                    flows = windows[ws] = {}
+                if ws > newest:
+                    newest = ws
+            if ts > max_ts:
+                max_ts = ts
+            n = sr or 1
+            syn = n if pr == PROTO_TCP and fl & 0x12 == 0x02 else 0  # SYN without ACK
+            key = (src, dst, sp, dp, pr)
+            st = flows.get(key)
+            if st is None:
+                flows[key] = [ts, ts, n, ln * n, fl, syn, node]
+            else:
+                if ts < st[0]:
+                    st[0] = ts
+                if ts > st[1]:
+                    st[1] = ts
+                st[2] += n
+                st[3] += ln * n
+                st[4] |= fl
+                st[5] += syn
+            accepted += 1
+        self.max_ts = max_ts
+        self.last_arrival = self.clock()
+        if newest >= 0:
+            self.records[offset] = max(newest, self.records.get(offset, -1))
+        return accepted
+
+    def watermark(self) -> int:
+        return self.max_ts + int((self.clock() - self.last_arrival) * 1e9)
+
+    def due(self) -> list[int]:
+        """Starts of the windows whose end + lateness the watermark has passed, oldest first."""
+        limit = self.watermark() - self.width_ns - self.lateness_ns
+        return sorted(ws for ws in self.windows if ws <= limit)
+
+    def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:
+        """Close window `ws`: its flow chunks for stage 2, and the record offsets no open
+        window needs any more (their stored copies can be deleted)."""
+        flows = self.windows.pop(ws, {})
+        self.closed_upto = max(self.closed_upto, ws)
+        srcs: dict[str, dict] = {}
+        for key, st in flows.items():
+            agg = srcs.get(key[0])
+            if agg is None:
+                agg = srcs[key[0]] = agg_new()
+            _agg_add_flow(agg, key, st, key[1])
+        src_feats = {s: agg_features(a) for s, a in srcs.items()}
+        groups: dict[int, list[list]] = {}
+        for key, st in flows.items():
+            q = dst_partition(key[1], num_dst_partitions)
+            groups.setdefault(q, []).append([*key, *st, *src_feats[key[0]]])
+        chunks = [FlowChunk(ws, self.partition, q, i // CHUNK_FLOWS, fl[i:i + CHUNK_FLOWS])
+                  for q, fl in sorted(groups.items()) for i in range(0, len(fl), CHUNK_FLOWS)]
+        done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
+        for off in done:
+            del self.records[off]
+        return chunks, done
+
+
+@dataclass
+class ClosedWindow:
+    """A stage 2 window ready to score: flows towards this partition's destinations."""
+    window_ns: int
+    end_ns: int
+    partition: int
+    keys: list[tuple]
+    flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
+    nodes: dict[tuple, str]
+    dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
+    rows: list[list[float]]       # features.FEATURE_NAMES order
+    chunk_keys: list[bytes]
+
+
+@dataclass
+class DstPartition:
+    """Stage 2 state of one `scorer-flows` partition."""
+    partition: int
+    width_ns: int
+    idle_s: float
+    clock: Clock = time.monotonic
+    windows: dict[int, dict[bytes, FlowChunk]] = field(default_factory=dict)
+    arrival: dict[int, float] = field(default_factory=dict)
+    closed_upto: int = -1
+    late: int = 0
+
+    def add(self, key: bytes, chunk: FlowChunk) -> bool:
+        """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
+        if chunk.window_ns <= self.closed_upto:
+            self.late += len(chunk.flows)
+            return False
+        self.windows.setdefault(chunk.window_ns, {})[key] = chunk
+        self.arrival[chunk.window_ns] = self.clock()
+        return True
+
+    def due(self) -> list[int]:
+        if not self.windows:
+            return []
+        now, newest = self.clock(), max(self.windows)
+        return sorted(ws for ws in self.windows
+                      if now - self.arrival[ws] >= self.idle_s or ws + 2 * self.width_ns <= newest)
+
+    def close(self, ws: int) -> ClosedWindow:
+        chunks = self.windows.pop(ws, {})
+        self.arrival.pop(ws, None)
+        self.closed_upto = max(self.closed_upto, ws)
+        flows: dict[tuple, dict] = {}
+        nodes: dict[tuple, str] = {}
+        src_feats: dict[tuple, list] = {}
+        dsts: dict[str, dict] = {}
+        for chunk in chunks.values():
+            for f in chunk.flows:
+                key, st = tuple(f[:5]), f[5:12]
+                flows[key] = flow_dict(key, st)
+                nodes[key] = st[6]
+                src_feats[key] = f[12:FLOW_LEN]
+                agg = dsts.get(key[1])
+                if agg is None:
+                    agg = dsts[key[1]] = agg_new()
+                _agg_add_flow(agg, key, st, key[0])
+        dst_feats = {d: agg_features(a) for d, a in dsts.items()}
+        keys = list(flows)
+        rows = [flow_features(flows[k]) + src_feats[k] + dst_feats[k[1]] for k in keys]
+        return ClosedWindow(ws, ws + self.width_ns, self.partition, keys, flows, nodes, dsts,
+                            rows, list(chunks))
