@@ -35,13 +35,7 @@ class Env:
 
     def reset(self) -> None:
         """Empty every rule map, sampling back to 1 in 1, drain the ring."""
-        maps = self.dp._maps
-        for name, key in (("exact", FlowKey), ("src_prefix", LpmKey), ("src_stats", LpmKey),
-                          ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
-                          ("limit_stats", LimitKey)):
-            for k in bpfsys.keys(maps[name].fd, key):
-                bpfsys.delete(maps[name].fd, k)
-        self.dp.set_sample_rate(1)
+        clear_rules(self.dp)
         self.events()
 
     def close(self) -> None:
@@ -49,6 +43,17 @@ class Env:
         self.dp.close()
         os.close(self.fd)
         loader.unload_all(self.pin_dir)
+
+
+def clear_rules(dp: Datapath) -> None:
+    """Empty every rule map of a loaded program and set sampling back to 1 in 1."""
+    maps = dp._maps
+    for name, key in (("exact", FlowKey), ("src_prefix", LpmKey), ("src_stats", LpmKey),
+                      ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
+                      ("limit_stats", LimitKey)):
+        for k in bpfsys.keys(maps[name].fd, key):
+            bpfsys.delete(maps[name].fd, k)
+    dp.set_sample_rate(1)
 
 
 class Delta:
