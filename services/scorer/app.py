@@ -95,6 +95,7 @@ class Scorer(mode.Service):
         self.sources: dict[int, SourcePartition] = {}
         self.dests: dict[int, DstPartition] = {}
         self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
+        self.announced: dict[int, int] = {}  # packets partition -> progress last broadcast
         self.health: HealthServer | None = None
         self.started_at = time.time()
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -122,6 +123,7 @@ class Scorer(mode.Service):
         for tp in revoked:
             if tp.topic == self.packets_topic.get_topic_name():
                 self.sources.pop(tp.partition, None)
+                self.announced.pop(tp.partition, None)
             elif tp.topic == self.flows_topic.get_topic_name():
                 self.dests.pop(tp.partition, None)
         self.metrics.partitions.set(len(self.sources))
@@ -207,15 +209,28 @@ class Scorer(mode.Service):
             if due:
                 self._put(self.src_table, p, b"%d/hw" % p,
                           msgpack.packb([part.closed_upto, self.seen.get(p, -1)]))
+            await self._announce(p, part)
+
+    async def _announce(self, p: int, part: SourcePartition) -> None:
+        """Tell every stage 2 partition how far source partition `p` has got (see windows)."""
+        upto = part.progress(time.time_ns())
+        if upto <= self.announced.get(p, -1):
+            return
+        self.announced[p] = upto
+        value = msgpack.packb([p, upto])
+        for q in range(self.n):
+            await self.flows_topic.send(key=b"mark/%d" % p, value=value, partition=q)
 
     # --- stage 2 ----------------------------------------------------------------------------
     def _dest(self, q: int) -> DstPartition:
         part = self.dests.get(q)
         if part is None:
-            part = self.dests[q] = DstPartition(q, self.width_ns, self.s.close_idle_s)
+            part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s)
             hw = self.dst_table.data.get(b"%d/hw" % q)
             if hw:
-                part.closed_upto = msgpack.unpackb(hw)
+                part.closed_upto, progress = msgpack.unpackb(hw)
+                for p, upto in enumerate(progress):
+                    part.mark(p, upto)
             for key in self._keys(self.dst_table, q):
                 if b"/c/" in key:
                     try:
@@ -224,8 +239,16 @@ class Scorer(mode.Service):
                         continue
         return part
 
-    async def on_chunk(self, partition: int, offset: int, value: bytes) -> None:
+    async def on_chunk(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
         part = self._dest(partition)
+        if key and key.startswith(b"mark/"):
+            try:
+                src, upto = msgpack.unpackb(value)
+                part.mark(int(src), int(upto))
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                await self._dead(self.flows_topic.get_topic_name(), partition, offset,
+                                 f"bad progress mark: {exc}", value)
+            return
         try:
             chunk = FlowChunk.decode(value)
         except DecodeError as exc:
@@ -246,7 +269,8 @@ class Scorer(mode.Service):
                 closed.append(w)
                 self.metrics.windows_closed.labels("dest").inc()
             if due:
-                self._put(self.dst_table, q, b"%d/hw" % q, msgpack.packb(part.closed_upto))
+                self._put(self.dst_table, q, b"%d/hw" % q,
+                          msgpack.packb([part.closed_upto, part.progress]))
         closed = [w for w in closed if w.rows]
         if not closed:
             return
@@ -275,7 +299,7 @@ class Scorer(mode.Service):
                 self._restore_source(tp.partition)
             elif tp.topic == self.flows_topic.get_topic_name() and tp.partition not in self.dests:
                 self._dest(tp.partition)
-        await self._close_sources([p for p, part in self.sources.items() if part.windows])
+        await self._close_sources(list(self.sources))
         await self._close_dests()
         self.metrics.open_windows.labels("source").set(sum(len(p.windows) for p in self.sources.values()))
         self.metrics.open_windows.labels("dest").set(sum(len(p.windows) for p in self.dests.values()))
@@ -303,7 +327,7 @@ def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Poli
     async def collect(stream):
         async for event in stream.events():
             m = event.message
-            await scorer.on_chunk(m.partition, m.offset, m.value)
+            await scorer.on_chunk(m.partition, m.offset, m.key, m.value)
 
     @app.timer(interval=s.tick_s, name="close-windows")
     async def close_windows():

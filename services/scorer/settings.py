@@ -14,8 +14,9 @@ class ScorerSettings:
     window_s: float = setting("SCORER_WINDOW_S", 1.0, "tumbling event-time window length, seconds")
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this")
-    close_idle_s: float = setting("SCORER_CLOSE_IDLE_S", 0.15,
-                                  "stage 2 closes a window after this long without new flows")
+    close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 2.0,
+                                  "stage 2 closes a window this long after its first flows even if "
+                                  "a source partition has not reported (rebalance in progress)")
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing")
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)")
     emit_pass: bool = setting("SCORER_EMIT_PASS", False, "also publish pass verdicts for normal flows")
@@ -41,8 +42,8 @@ class ScorerSettings:
     log_level: str = setting("SCORER_LOG_LEVEL", "info", "faust worker log level")
 
     def __post_init__(self) -> None:
-        if self.window_s <= 0 or self.lateness_s < 0 or self.close_idle_s < 0 or self.tick_s <= 0:
-            raise ValueError("SCORER_WINDOW_S/TICK_S must be > 0, LATENESS_S/CLOSE_IDLE_S >= 0")
+        if self.window_s <= 0 or self.lateness_s < 0 or self.close_wait_s < 0 or self.tick_s <= 0:
+            raise ValueError("SCORER_WINDOW_S/TICK_S must be > 0, LATENESS_S/CLOSE_WAIT_S >= 0")
         if self.offset_reset not in ("earliest", "latest"):
             raise ValueError("SCORER_OFFSET_RESET must be earliest or latest")
         if self.heartbeat_s >= self.session_timeout_s:

@@ -9,8 +9,9 @@ one partition), grouped by DESTINATION partition for stage 2.
 
 Stage 2, per intermediate `scorer-flows` partition (= per set of DESTINATION addresses): flow
 chunks from every source partition -> per-destination aggregates, then one feature row per flow
-(features.row order), scored in a batch by the caller. A window closes when no chunk for it has
-arrived for `idle` seconds, or when chunks two windows newer arrive.
+(features.row order), scored in a batch by the caller. Every source partition broadcasts its
+progress (the newest window it has closed, or that passed without events) to every stage 2
+partition; a window closes when all source partitions are past it.
 
 Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
 The aggregates are rebuilt per flow rather than per packet: counts add up, and the distinct-count
@@ -161,6 +162,14 @@ class SourcePartition:
         limit = self.watermark() - self.width_ns - self.lateness_ns
         return sorted(ws for ws in self.windows if ws <= limit)
 
+    def progress(self, wall_ns: int) -> int:
+        """Start of the newest window this partition will not add to any more: windows up to it
+        are closed or never had events here. With no events yet, the wall clock stands in."""
+        if self.windows:
+            return max(self.closed_upto, min(self.windows) - self.width_ns)
+        mark = (self.watermark() if self.max_ts else wall_ns) - self.width_ns - self.lateness_ns
+        return max(self.closed_upto, mark - mark % self.width_ns)
+
     def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:
         """Close window `ws`: its flow chunks for stage 2, and the record offsets no open
         window needs any more (their stored copies can be deleted)."""
@@ -201,15 +210,23 @@ class ClosedWindow:
 
 @dataclass
 class DstPartition:
-    """Stage 2 state of one `scorer-flows` partition."""
+    """Stage 2 state of one `scorer-flows` partition. Window W closes once every source
+    partition has reported (a progress mark) that it closed W; `max_wait_s` after W's first
+    chunk it closes anyway (a source partition may be between owners during a rebalance)."""
     partition: int
     width_ns: int
-    idle_s: float
+    num_sources: int
+    max_wait_s: float
     clock: Clock = time.monotonic
     windows: dict[int, dict[bytes, FlowChunk]] = field(default_factory=dict)
-    arrival: dict[int, float] = field(default_factory=dict)
+    first_arrival: dict[int, float] = field(default_factory=dict)
+    progress: list[int] = field(default_factory=list)  # per source partition: closed up to
     closed_upto: int = -1
     late: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.progress:
+            self.progress = [-1] * self.num_sources
 
     def add(self, key: bytes, chunk: FlowChunk) -> bool:
         """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
@@ -217,19 +234,23 @@ class DstPartition:
             self.late += len(chunk.flows)
             return False
         self.windows.setdefault(chunk.window_ns, {})[key] = chunk
-        self.arrival[chunk.window_ns] = self.clock()
+        self.first_arrival.setdefault(chunk.window_ns, self.clock())
         return True
+
+    def mark(self, src_partition: int, closed_upto: int) -> None:
+        if 0 <= src_partition < self.num_sources:
+            self.progress[src_partition] = max(self.progress[src_partition], closed_upto)
 
     def due(self) -> list[int]:
         if not self.windows:
             return []
-        now, newest = self.clock(), max(self.windows)
+        now, done = self.clock(), min(self.progress)
         return sorted(ws for ws in self.windows
-                      if now - self.arrival[ws] >= self.idle_s or ws + 2 * self.width_ns <= newest)
+                      if ws <= done or now - self.first_arrival[ws] >= self.max_wait_s)
 
     def close(self, ws: int) -> ClosedWindow:
         chunks = self.windows.pop(ws, {})
-        self.arrival.pop(ws, None)
+        self.first_arrival.pop(ws, None)
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
         nodes: dict[tuple, str] = {}

@@ -55,7 +55,7 @@ def with_seq(packets: list[Packet]) -> list[Packet]:
     return [replace(p, seq=i) for i, p in enumerate(packets)]
 
 
-def make_model(directory: Path, *, seed: int = 0) -> Path:
+def make_model(directory: Path, *, seed: int = 0, threshold: float | None = None) -> Path:
     """Fit the detection engineer's estimator on crafted benign windows; threshold just above
     the highest benign score, so crafted benign traffic stays below it."""
     from services.common.model import save_model
@@ -67,7 +67,8 @@ def make_model(directory: Path, *, seed: int = 0) -> Path:
                    for k in range(4)])[:, cols]
     est = make_estimator(n_estimators=50, max_samples=256, seed=seed)
     est.fit(X)
-    threshold = float((-est.decision_function(X)).max()) + 0.02
+    if threshold is None:
+        threshold = float((-est.decision_function(X)).max()) + 0.02
     path = Path(directory) / "test-if.joblib"
     save_model(est, path, threshold=threshold, feature_names=TEST_FEATURES, name="test-if")
     return path

@@ -28,7 +28,7 @@ def run_stages(packets, clock=None, batch=50):
     """Feed packets through N source partitions and N destination partitions, close all."""
     clock = clock or Clock()
     srcs = {p: SourcePartition(p, W, 0, clock) for p in range(N)}
-    dsts = {q: DstPartition(q, W, 0.1, clock) for q in range(N)}
+    dsts = {q: DstPartition(q, W, N, 30.0, clock) for q in range(N)}
     by_part: dict[int, list] = {}
     for pkt in packets:
         by_part.setdefault(partition_for(pkt, N), []).append(pkt)
@@ -42,7 +42,8 @@ def run_stages(packets, clock=None, batch=50):
             for c in chunks:
                 c2 = FlowChunk.decode(c.encode())
                 dsts[c2.dst_partition].add(c2.key(), c2)
-    clock.t += 1.0
+        for q in dsts:
+            dsts[q].mark(p, part.progress(0))
     return [dsts[q].close(ws) for q in range(N) for ws in dsts[q].due()]
 
 
@@ -88,12 +89,33 @@ def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
     part = SourcePartition(0, W, 0, clock)
     part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     chunks, _ = part.close(T0, 1)
-    dst = DstPartition(0, W, 0.1, clock)
+    dst = DstPartition(0, W, 1, 5.0, clock)
     assert dst.add(chunks[0].key(), chunks[0]) and dst.add(chunks[0].key(), chunks[0])
-    clock.t += 1
+    assert dst.due() == []
+    dst.mark(0, part.progress(0))
     w = dst.close(dst.due()[0])
     assert len(w.keys) == len(chunks[0].flows)
     assert not dst.add(chunks[0].key(), chunks[0]) and dst.late == len(chunks[0].flows)
+
+
+def test_stage2_waits_for_every_source_partition_then_gives_up_after_max_wait():
+    clock = Clock()
+    src = SourcePartition(1, W, 0, clock)
+    src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
+    assert src.progress(T0 + 5 * W) == T0 - W  # an open window holds progress back
+    chunks, _ = src.close(T0, 1)
+    dst = DstPartition(0, W, 3, 2.0, clock)
+    dst.add(chunks[0].key(), chunks[0])
+    dst.mark(1, src.progress(0))
+    dst.mark(0, T0)
+    assert dst.due() == []          # partition 2 has not reported
+    idle = SourcePartition(2, W, 0, clock)
+    dst.mark(2, idle.progress(T0 + W + 1))  # no events: the wall clock says T0 has passed
+    assert dst.due() == [T0]
+    dst2 = DstPartition(0, W, 3, 2.0, clock)
+    dst2.add(chunks[0].key(), chunks[0])
+    clock.t += 2.0
+    assert dst2.due() == [T0]
 
 
 class FakeDetector:

@@ -1,0 +1,82 @@
+"""A real scorer worker (subprocess) against the real broker: a spoofed SYN flood gets a
+limit/drop verdict, benign traffic none; undecodable records go to the dead-letter topic with a
+reason and the worker keeps scoring."""
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+
+from services.common.codec import decode_deadletter, decode_verdict, encode_packets
+from services.common.topics import ensure_topics
+from tests.support.scorer_traffic import VICTIM, benign, make_model, syn_flood, with_seq
+from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def model(tmp_path):
+    return make_model(tmp_path)
+
+
+def now_window() -> int:
+    now = time.time_ns()
+    return now - now % 10**9
+
+
+async def start(broker, model, tmp_path, name="w1", **env):
+    await ensure_topics(broker)
+    w = Worker(broker, model, tmp_path, name, **env)
+    await wait_for(lambda: w.proc.poll() is not None or (w.health() or {}).get("packets_partitions"),
+                   40, f"{name} to own partitions")
+    assert w.proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+    return w
+
+
+async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, model, tmp_path):
+    w = await start(broker, model, tmp_path)
+    try:
+        async with TopicReader(broker, "verdicts") as verdicts:
+            t0 = now_window()
+            good = benign(t0, 3, clients=20, seed=1)
+            await produce_packets(broker, with_seq(good + syn_flood(t0 + 10**9, 1.0, pps=2000)))
+            await wait_for(lambda: verdicts.values, 20, "a verdict")
+            await wait_for(lambda: w.metric("scorer_flows_scored_total") >= 2000, 15, "all windows")
+            got = [decode_verdict(v) for v in verdicts.values]
+        assert got, "no verdict"
+        for v in got:
+            assert v.rule.action.value in ("drop", "limit")
+            assert VICTIM in (v.rule.dst, v.rule.src), f"benign traffic got a verdict: {v}"
+            assert v.score >= v.threshold and v.model_id.startswith("test-if") and v.reason
+            assert v.window_end_ns - v.window_start_ns == 10**9
+            assert v.rule.expires_ns - v.rule.created_ns == 600 * 10**9
+        assert any(v.rule.scope.value == "dst_limit" and v.rule.tcp_flags == 2 for v in got)
+        benign_addrs = {p.src for p in good} | {p.dst for p in good}
+        assert not any(v.rule.src in benign_addrs or v.rule.dst in benign_addrs for v in got)
+        assert w.metric("scorer_anomalies_total") >= 1000
+    finally:
+        assert w.stop() == 0  # SIGTERM: clean shutdown
+
+
+async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(broker, model, tmp_path):
+    w = await start(broker, model, tmp_path)
+    try:
+        bad = [b"\xc1garbage", msgpack.packb({"v": 99, "t": "pk", "n": 1}),
+               encode_packets(benign(now_window(), 0.5, clients=2))[:-7]]
+        async with TopicReader(broker, "deadletter") as dead, TopicReader(broker, "verdicts") as verdicts:
+            t0 = now_window()
+            await produce_packets(broker, with_seq(syn_flood(t0, 1.0, pps=1500)), raw=bad)
+            await wait_for(lambda: len(dead.values) >= 3, 20, "3 dead letters")
+            await wait_for(lambda: verdicts.values, 20, "a verdict after the bad records")
+            letters = [decode_deadletter(d) for d in dead.values]
+        assert sorted(d.raw for d in letters) == sorted(bad)
+        reasons = " | ".join(d.reason for d in letters)
+        assert "not msgpack" in reasons and "schema version 99" in reasons
+        for d in letters:
+            assert d.source_topic == broker.topic("packets") and d.partition == 0
+            assert d.service == "scorer" and d.raw_len == len(d.raw)
+        assert w.metric("scorer_decode_errors_total") == 3
+    finally:
+        assert w.stop() == 0
