@@ -8,8 +8,10 @@ the narrowest rule that still works, in this order:
    distinct sources (a spoofed or reflected flood: blocking sources would never match twice).
    Protocol, port (when >= 90% of those flows share it) and SYN-only flag mask are taken from
    the anomalous flows; the limit is `limit_pps`.
-2. SRC_PREFIX: a source with at least `src_min_flows` anomalous flows (scans, sweeps, brute
-   force), as /32 (IPv4) or /128 (IPv6) unless the prefix lengths say otherwise.
+2. SRC_PREFIX: a source with at least `src_min_flows` anomalous flows making up at least
+   `src_min_share` of its flows in the window (scans, sweeps, brute force: nearly all of an
+   attacker's flows look wrong; a benign host with a few odd flows keeps its other traffic),
+   as /32 (IPv4) or /128 (IPv6) unless the prefix lengths say otherwise.
 3. FLOW: every remaining anomalous flow, exactly.
 
 `flow_only=True` reproduces the seed's behaviour (exact 5-tuple drops only).
@@ -29,7 +31,8 @@ from .rules import Action, Rule, Scope
 @dataclass(frozen=True)
 class DetectParams:
     spoof_min_sources: int = 32   # distinct anomalous sources to one destination -> rate limit
-    src_min_flows: int = 3        # anomalous flows of one source -> block the source
+    src_min_flows: int = 3        # anomalous flows of one source -> block the source ...
+    src_min_share: float = 0.5    # ... when they are at least this share of its window's flows
     prefix_v4: int = 32
     prefix_v6: int = 128
     limit_pps: int = 50           # packets/s a flooded destination still gets
@@ -66,14 +69,17 @@ def _prefix(addr: str, p: DetectParams) -> str:
 
 def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
             threshold: float, *, window_end_ns: int, params: DetectParams = DetectParams(),
-            ) -> list[Suggestion]:
+            wide_threshold: float | None = None) -> list[Suggestion]:
     """Rules for the anomalous flows of one closed window (see module doc). `keys[i]` is the
     5-tuple (src, dst, sport, dport, proto) scored `scores[i]`; rules are created at
-    `window_end_ns` and expire `params.ttl_s` later."""
+    `window_end_ns` and expire `params.ttl_s` later. Only flows scoring >= `wide_threshold`
+    (default: `threshold`) count towards the wide rules (DST_LIMIT, SRC_PREFIX): their blast
+    radius is larger, so the model's calibration gives them a stricter threshold."""
     p = params
     bad = [(k, float(s)) for k, s in zip(keys, scores) if s >= threshold]
     if not bad:
         return []
+    wide = threshold if wide_threshold is None else max(threshold, wide_threshold)
     out: list[Suggestion] = []
     covered: set[tuple] = set()
 
@@ -86,7 +92,8 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
     if not p.flow_only:
         by_dst: dict[str, list] = defaultdict(list)
         for k, s in bad:
-            by_dst[k[1]].append((k, s))
+            if s >= wide:
+                by_dst[k[1]].append((k, s))
         for dst, group in by_dst.items():
             if len({k[0] for k, _ in group}) < p.spoof_min_sources:
                 continue
@@ -107,10 +114,11 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
 
         by_src: dict[str, list] = defaultdict(list)
         for k, s in bad:
-            if k not in covered:
+            if k not in covered and s >= wide:
                 by_src[k[0]].append((k, s))
+        src_flows = Counter(k[0] for k in keys)
         for src, group in by_src.items():
-            if len(group) < p.src_min_flows:
+            if len(group) < p.src_min_flows or len(group) < p.src_min_share * src_flows[src]:
                 continue
             prefix = _prefix(src, p)
             add(Rule(Scope.SRC_PREFIX, Action.DROP, src=prefix),

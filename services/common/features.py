@@ -12,8 +12,8 @@ states of the same key and window can be merged (`flow_merge`, `agg_merge`), so 
 partial aggregates combine exactly.
 
 Distinct counts (flows, peers, ports) use linear counting on a 4096-bit bitmap (64 words of 64
-bits, hashed with blake2b so every process agrees): 512 bytes per key, mergeable by OR, within
-~1% up to ~10k distinct items and saturating at ~34k (`SKETCH_MAX`). Exact sets would make one
+bits, hashed with blake2b so every process agrees): 512 bytes per key, mergeable by OR, exact
+for a few dozen items, within a few % up to ~10k, saturating at ~34k (`SKETCH_MAX`). Exact sets would make one
 spoofed-flood destination's state grow without bound.
 
 The model row of a flow is `row(flow, src_agg, dst_agg)`, raw values in FEATURE_NAMES order;
@@ -33,7 +33,7 @@ SEED_FEATURES: tuple[str, ...] = (
     "fin", "syn", "rst", "psh", "ack", "urg", "src_port", "src_low", "src_high", "dst_port",
     "dst_low", "dst_high")
 _AGG = ("flows", "packets", "bytes", "peers", "ports", "syn_noack_share", "icmp_share",
-        "udp_share", "pkts_per_flow")
+        "udp_share", "pkts_per_flow", "flows_per_peer")
 SRC_FEATURES: tuple[str, ...] = tuple(f"src_{n}" for n in _AGG)   # peers = distinct destinations
 DST_FEATURES: tuple[str, ...] = tuple(f"dst_{n}" for n in _AGG)   # peers = distinct sources
 FEATURE_NAMES: tuple[str, ...] = SEED_FEATURES + SRC_FEATURES + DST_FEATURES
@@ -66,7 +66,7 @@ def sketch_merge(a: list[int], b: list[int]) -> list[int]:
 
 
 def sketch_count(sk: list[int]) -> float:
-    ones = sum(bin(w).count("1") for w in sk)
+    ones = sum(w.bit_count() for w in sk)
     zeros = SKETCH_BITS - ones
     if zeros == 0:
         return float(SKETCH_MAX)
@@ -177,12 +177,14 @@ def agg_merge(a: dict, b: dict) -> dict:
 
 
 def agg_features(agg: dict) -> list[float]:
-    """flows, packets, bytes, peers, ports, syn_noack_share, icmp_share, udp_share, pkts_per_flow."""
+    """flows, packets, bytes, peers, ports, syn_noack_share, icmp_share, udp_share, pkts_per_flow,
+    flows_per_peer (repeated connections to one peer: brute force)."""
     packets = max(agg["packets"], 1)
     flows = max(sketch_count(agg["flows"]), 1.0)
-    return [flows, float(agg["packets"]), float(agg["bytes"]), sketch_count(agg["peers"]),
+    peers = sketch_count(agg["peers"])
+    return [flows, float(agg["packets"]), float(agg["bytes"]), peers,
             sketch_count(agg["ports"]), agg["syn_noack"] / packets, agg["icmp"] / packets,
-            agg["udp"] / packets, agg["packets"] / flows]
+            agg["udp"] / packets, agg["packets"] / flows, flows / max(peers, 1.0)]
 
 
 # --- whole windows ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ BEFORE anything is unpickled.
 
 Score sign: `Detector.score(X)` is the NEGATED `decision_function` of the estimator, so HIGHER
 means MORE anomalous, and a row is anomalous when `score >= threshold`.
+`wide_threshold` (>= threshold) gates source-prefix and destination-limit rules.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class Detector:
     feature_names: tuple[str, ...]
     model_id: str
     meta: dict = field(default_factory=dict)
+    wide_threshold: float | None = None  # for source/destination rules (None: = threshold)
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.feature_names if n not in FEATURE_NAMES]
@@ -83,7 +85,8 @@ class Detector:
 
 
 def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
-               feature_names: Sequence[str], training: dict | None = None,
+               feature_names: Sequence[str], wide_threshold: float | None = None,
+               training: dict | None = None,
                metrics: dict | None = None, params: dict | None = None,
                name: str = "xdpguard-if") -> dict:
     """Write the joblib file and its metadata JSON (atomically each); returns the metadata."""
@@ -103,6 +106,7 @@ def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
         "sha256": digest,
         "feature_names": list(feature_names),
         "threshold": float(threshold),
+        "wide_threshold": None if wide_threshold is None else float(wide_threshold),
         "score": "higher is more anomalous: -decision_function; anomalous when score >= threshold",
         "sklearn_version": _sklearn_version(),
         "training": training or {},
@@ -155,5 +159,6 @@ def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch:
     n_in = getattr(estimator, "n_features_in_", len(meta["feature_names"]))
     if n_in != len(meta["feature_names"]):
         raise ModelError(f"model expects {n_in} features, metadata names {len(meta['feature_names'])}")
+    wide = meta.get("wide_threshold")
     return Detector(estimator, float(meta["threshold"]), tuple(meta["feature_names"]),
-                    meta["model_id"], meta)
+                    meta["model_id"], meta, None if wide is None else float(wide))

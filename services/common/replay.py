@@ -77,7 +77,8 @@ class Pipeline:
             return WindowResult(win.start_ns, end, win, keys, X, np.zeros(len(keys)))
         scores = self.detector.score_rows(X)
         sugg = suggest(win, keys, scores, self.detector.threshold, window_end_ns=end,
-                       params=self.params)
+                       params=self.params,
+                       wide_threshold=getattr(self.detector, "wide_threshold", None))
         return WindowResult(win.start_ns, end, win, keys, X, scores, sugg)
 
 

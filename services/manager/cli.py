@@ -20,6 +20,10 @@ VERB_MODULES = [
     "services.manager.top_cmd",
     "services.manager.config_cmd",
     "services.manager.demo_cmd",
+    "services.manager.analyze_cmd",
+    "services.manager.flows_cmd",
+    "services.manager.train_cmd",
+    "services.manager.evaluate_cmd",
 ]
 
 EPILOG = """examples:

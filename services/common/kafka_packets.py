@@ -1,0 +1,75 @@
+"""Read packet events from the Kafka `packets` topic for a time range (training source).
+
+Offsets are looked up by record timestamp (`offsets_for_times`) on every partition, then read
+until the partition's end offset or a record newer than `to_ns`; each record is decoded with
+services.common.codec.decode_packets (single event or micro-batch) and packets outside the
+range are dropped. Undecodable records are counted, not fatal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import KafkaUnavailable
+from .packet import Packet
+from .settings import CommonSettings
+
+
+@dataclass
+class TopicRead:
+    packets: list[Packet] = field(default_factory=list)
+    records: int = 0
+    undecodable: int = 0
+
+
+async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
+                       topic: str | None = None, progress=None) -> TopicRead:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    from .codec import decode_packets
+    from .errors import DecodeError
+    from .kafka import client_options, stop_quietly
+
+    topic = topic or common.topic("packets")
+    out = TopicRead()
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(common))
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await stop_quietly(consumer)
+        raise KafkaUnavailable(f"cannot reach Kafka at {common.kafka_bootstrap}: {exc}") from None
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not parts:
+            return out
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.offsets_for_times({tp: from_ns // 1_000_000 for tp in parts})
+        todo = {}
+        for tp in parts:
+            off = starts.get(tp)
+            if off is None or off.offset >= ends[tp]:
+                continue
+            consumer.seek(tp, off.offset)
+            todo[tp] = ends[tp]
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for tp, recs in batch.items():
+                for rec in recs:
+                    out.records += 1
+                    if rec.timestamp * 1_000_000 > to_ns or rec.offset + 1 >= todo.get(tp, 0):
+                        todo.pop(tp, None)
+                    try:
+                        pk = decode_packets(rec.value)
+                    except DecodeError:
+                        out.undecodable += 1
+                        continue
+                    out.packets.extend(p for p in pk if from_ns <= p.ts_ns <= to_ns)
+                if progress:
+                    progress(len(recs))
+            if not batch:
+                break
+    finally:
+        await stop_quietly(consumer)
+    out.packets.sort(key=lambda p: p.ts_ns)
+    return out

@@ -1,0 +1,104 @@
+"""`xdpguard train`: fit the detector on captures, seed logs or the Kafka packets topic."""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+
+from services.common.errors import ConfigError
+
+from .progress import task_progress
+
+EPILOG = """examples:
+  xdpguard train --manifest ../shared/data/pcaps/manifest.csv            # the shipped model
+  xdpguard train --pcap office.pcapng --seed-log firewall_log.json --out models/site.joblib
+  xdpguard train --kafka-from 2026-11-26T10:00:00Z --kafka-to 2026-11-26T11:00:00Z
+Inputs are treated as benign traffic, except manifest rows labelled attack (scored for the
+training metrics, never fitted). Of every capture only the first --train-frac (time order) is
+used; the rest is left for `xdpguard evaluate`.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train and calibrate the detector", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", help="manifest CSV (file,label,kind) of pcap/pcapng captures")
+    p.add_argument("--pcap", nargs="*", default=[], help="benign pcap/pcapng files")
+    p.add_argument("--seed-log", nargs="*", default=[], help="benign seed-format JSON logs")
+    p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
+    p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
+    p.add_argument("--train-frac", type=float, default=0.5,
+                   help="share of each capture (time order) used for training (default 0.5)")
+    p.add_argument("--target-fpr", type=float, default=0.005,
+                   help="false-positive rate on held-back benign flow-windows (default 0.005)")
+    p.add_argument("--features", choices=("full", "seed"), default="full",
+                   help="full (seed 22 + window aggregates) or the seed's 22 only")
+    p.add_argument("--window", type=float, default=1.0, help="window seconds (default 1)")
+    p.add_argument("--trees", type=int, default=200, help="Isolation Forest trees (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="models/xdpguard-if.joblib", help="model file to write")
+    p.set_defaults(func=cmd_train)
+
+
+def _parse_time(text: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"not an ISO 8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1e9)
+
+
+def collect(args) -> list:
+    from services.common import training as T
+
+    captures = []
+    if args.manifest:
+        rows = T.read_manifest(args.manifest)
+        with task_progress("reading captures", len(rows)) as step:
+            captures += T.load_manifest(args.manifest, progress=lambda name: step(name))
+    captures += T.load_files(args.pcap) + T.load_files(args.seed_log)
+    if args.kafka_from:
+        import asyncio
+
+        from services.common.kafka_packets import read_packets
+        from services.common.settings import load_common
+
+        to_ns = _parse_time(args.kafka_to) if args.kafka_to else int(datetime.now().timestamp() * 1e9)
+        read = asyncio.run(read_packets(load_common(), _parse_time(args.kafka_from), to_ns))
+        print(f"kafka: {read.records} records, {len(read.packets)} packets, "
+              f"{read.undecodable} undecodable", file=sys.stderr)
+        captures.append(T.Capture("kafka:packets", "benign", "live", read.packets))
+    if not captures:
+        raise ConfigError("nothing to train on: give --manifest, --pcap, --seed-log or --kafka-from")
+    return captures
+
+
+def cmd_train(args) -> int:
+    from services.common import training as T
+    from services.common.model import save_model
+
+    if not 0 < args.train_frac <= 1 or not 0 < args.target_fpr < 1:
+        raise ConfigError("--train-frac must be in (0, 1] and --target-fpr in (0, 1)")
+    captures = collect(args)
+    train_parts = [c.split(args.train_frac)[0] for c in captures]
+    benign = [c for c in train_parts if c.label == "benign"]
+    attack = [c for c in train_parts if c.label == "attack"]
+    with task_progress("fitting", None):
+        res = T.train(benign, features=args.features, target_fpr=args.target_fpr,
+                      window_s=args.window, n_estimators=args.trees, seed=args.seed, attack=attack)
+    res.training["train_frac"] = args.train_frac
+    res.training["split"] = "time order within each capture: first train_frac trains, rest is test"
+    meta = save_model(res.estimator, args.out, threshold=res.threshold,
+                      wide_threshold=res.wide_threshold,
+                      feature_names=res.feature_names, training=res.training,
+                      metrics=res.metrics, params=res.params,
+                      name="xdpguard-if" if args.features == "full" else "seed-if")
+    print(f"wrote {args.out} ({meta['model_id']}): threshold {res.threshold:.4f} "
+          f"(wide rules {res.wide_threshold:.4f}), "
+          f"{res.metrics['fit_rows']} fit rows, calibration FPR {res.metrics['calibration_fpr']:.4f}")
+    for k, v in res.metrics.items():
+        if k.startswith("train_"):
+            print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+    return 0

@@ -1,0 +1,61 @@
+"""Rule suggestions: the narrowest rule that still stops the traffic, with a reason."""
+from services.common.detect import DetectParams, suggest
+from services.common.features import WindowState
+from services.common.packet import Packet
+from services.common.rules import Action, Scope
+
+END = 2_000_000_000
+
+
+def window(pkts):
+    w = WindowState(10**9)
+    for p in pkts:
+        w.add(p)
+    keys, _ = w.rows()
+    return w, keys
+
+
+def test_spoofed_flood_becomes_a_destination_limit():
+    w, keys = window([Packet(10**9 + i, f"198.51.{i // 200}.{i % 200}", "10.10.10.10", 1000 + i, 80,
+                             6, 0x02, 60) for i in range(100)])
+    out = suggest(w, keys, [1.0] * len(keys), 0.5, window_end_ns=END)
+    assert len(out) == 1
+    r = out[0].rule
+    assert (r.scope, r.action, r.dst, r.dport, r.proto, r.tcp_flags) == (
+        Scope.DST_LIMIT, Action.LIMIT, "10.10.10.10", 80, 6, 0x02)
+    assert r.rate_pps == DetectParams().limit_pps and r.created_ns == END and r.expires_ns > END
+    assert "100 sources" in out[0].reason and out[0].flows == 100
+
+
+def test_scanner_becomes_a_source_block():
+    w, keys = window([Packet(10**9 + i, "10.0.0.66", "10.0.0.1", 4444, p, 6, 0x02, 58)
+                      for i, p in enumerate(range(20, 60))])
+    out = suggest(w, keys, [0.9] * len(keys), 0.5, window_end_ns=END)
+    assert [(s.rule.scope, s.rule.src) for s in out] == [(Scope.SRC_PREFIX, "10.0.0.66/32")]
+    assert "40 anomalous flows" in out[0].reason
+
+
+def test_a_host_with_few_odd_flows_loses_only_those_flows():
+    pk = [Packet(10**9 + i, "10.0.0.5", "10.0.0.1", 5000 + i, 443, 6, 0x18, 1000) for i in range(10)]
+    w, keys = window(pk)
+    scores = [0.9, 0.9, 0.9] + [0.0] * 7  # 3 of 10 flows: below src_min_share
+    out = suggest(w, keys, scores, 0.5, window_end_ns=END)
+    assert sorted(s.rule.scope for s in out) == [Scope.FLOW] * 3
+    assert all(s.rule.action is Action.DROP for s in out)
+
+
+def test_nothing_above_threshold_means_no_rules_and_flow_only_is_the_seed():
+    pk = [Packet(10**9 + i, "10.0.0.66", "10.0.0.1", 4444, 20 + i, 6, 0x02, 58) for i in range(10)]
+    w, keys = window(pk)
+    assert suggest(w, keys, [0.1] * 10, 0.5, window_end_ns=END) == []
+    seed = suggest(w, keys, [0.9] * 10, 0.5, window_end_ns=END, params=DetectParams(flow_only=True))
+    assert len(seed) == 10 and {s.rule.scope for s in seed} == {Scope.FLOW}
+
+
+def test_rule_count_is_capped_by_score():
+    pk = [Packet(10**9 + i, f"10.1.{i // 200}.{i % 200}", f"10.2.0.{i % 200}", 1, 2, 17, 0, 60)
+          for i in range(50)]
+    w, keys = window(pk)
+    out = suggest(w, keys, [i / 50 + 0.5 for i in range(50)], 0.5, window_end_ns=END,
+                  params=DetectParams(max_rules=5))
+    assert len(out) == 5 and out[0].score == max(s.score for s in out)

@@ -1,0 +1,77 @@
+"""Model files: metadata written beside the joblib file, verified before anything is unpickled."""
+import json
+
+import numpy as np
+import pytest
+
+from services.common.errors import ModelError
+from services.common.features import FEATURE_NAMES, SEED_FEATURES
+from services.common.model import DEFAULT_MODEL, load_model, meta_path, save_model
+from services.common.training import make_estimator
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((200, len(SEED_FEATURES)))
+    est = make_estimator("seed", n_estimators=20, max_samples=64).fit(X)
+    path = tmp_path / "m.joblib"
+    save_model(est, path, threshold=0.1, feature_names=SEED_FEATURES, metrics={"x": 1})
+    return path, X
+
+
+def test_metadata_records_what_loading_checks(model_file):
+    path, _ = model_file
+    meta = json.loads(meta_path(path).read_text())
+    for key in ("feature_names", "threshold", "sklearn_version", "sha256", "training", "metrics",
+                "model_id"):
+        assert key in meta
+    assert meta["feature_names"] == list(SEED_FEATURES)
+
+
+def test_loaded_detector_scores_higher_for_outliers(model_file):
+    path, X = model_file
+    det = load_model(path)
+    assert det.threshold == 0.1 and det.feature_names == SEED_FEATURES
+    s = det.score(np.vstack([X[:5], np.full((1, X.shape[1]), 50.0)]))
+    assert s.shape == (6,) and s[-1] > s[:5].max()
+    full = np.zeros((2, len(FEATURE_NAMES)))
+    assert det.score_rows(full).shape == (2,)
+    assert det.score(np.zeros((0, len(SEED_FEATURES)))).shape == (0,)
+
+
+def test_changed_model_file_is_refused_before_unpickling(model_file, monkeypatch):
+    path, _ = model_file
+    path.write_bytes(path.read_bytes() + b"tampered")
+    import joblib
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: pytest.fail("unpickled an unverified file"))
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(path)
+
+
+def test_missing_metadata_and_other_sklearn_are_refused(model_file):
+    path, _ = model_file
+    meta = json.loads(meta_path(path).read_text())
+    meta["sklearn_version"] = "0.1"
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="scikit-learn"):
+        load_model(path)
+    meta_path(path).unlink()
+    with pytest.raises(ModelError, match="missing"):
+        load_model(path)
+
+
+def test_unknown_feature_names_are_refused(model_file):
+    path, _ = model_file
+    meta = json.loads(meta_path(path).read_text())
+    meta["feature_names"][0] = "bogus"
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unknown features"):
+        load_model(path)
+
+
+def test_shipped_model_loads_and_matches_its_card():
+    det = load_model()
+    assert DEFAULT_MODEL.is_file() and det.feature_names == FEATURE_NAMES
+    assert det.meta["metrics"]["calibration_fpr"] <= 0.02
+    assert det.model_id in (DEFAULT_MODEL.parent / "README.md").read_text()  # the card is current

@@ -1,0 +1,39 @@
+"""pcap/pcapng reading: link types, Ethernet-equivalent lengths, counts of the real captures."""
+import csv
+import struct
+
+from services.common.pcap import LINK_ETHERNET, LINK_SLL, LINK_SLL2, parse_frame, read_pcap
+
+IP = bytes.fromhex("4500003c1c4640004006b1e6c0a80001c0a800c7")  # 192.168.0.1 -> 192.168.0.199, TCP
+TCP = struct.pack("!HHIIBBHHH", 40000, 80, 0, 0, 0x50, 0x02, 1024, 0, 0) + b"\0" * 20
+
+
+def test_ethernet_vlan_sll_and_sll2_give_the_same_packet():
+    eth = b"\0" * 12 + b"\x08\x00" + IP + TCP
+    vlan = b"\0" * 12 + b"\x81\x00\x00\x05\x08\x00" + IP + TCP
+    sll = b"\0" * 14 + b"\x08\x00" + IP + TCP
+    sll2 = b"\x08\x00" + b"\0" * 18 + IP + TCP
+    a = parse_frame(LINK_ETHERNET, eth, len(eth), 7)
+    assert (a.src, a.dst, a.sport, a.dport, a.proto, a.tcp_flags, a.length) == (
+        "192.168.0.1", "192.168.0.199", 40000, 80, 6, 0x02, len(eth))
+    assert parse_frame(LINK_ETHERNET, vlan, len(vlan), 7).sport == 40000
+    for link, frame in ((LINK_SLL, sll), (LINK_SLL2, sll2)):
+        p = parse_frame(link, frame, len(frame), 7)
+        assert p == a  # Ethernet-equivalent length
+
+
+def test_non_ip_frames_are_skipped():
+    arp = b"\0" * 12 + b"\x08\x06" + b"\0" * 28
+    assert parse_frame(LINK_ETHERNET, arp, len(arp), 0) is None
+
+
+def test_real_captures_read_with_manifest_counts(shared_dir):
+    base = shared_dir / "data/pcaps"
+    rows = {r["file"]: r for r in csv.DictReader(open(base / "manifest.csv"))}
+    for name in ("chrissanders+packets/synscan.pcapng", "lucaderi+sgr/2022/Favilli/tests/hs-icmpScan.pcap",
+                 "chrissanders+packets/http_espn.pcapng"):
+        pk = read_pcap(base / name)
+        assert len(pk) == int(rows[name]["packets"])
+        assert len({p.flow_key() for p in pk}) == int(rows[name]["flows5"])
+        span = (max(p.ts_ns for p in pk) - min(p.ts_ns for p in pk)) / 1e9
+        assert abs(span - float(rows[name]["duration_s"])) < 0.01
