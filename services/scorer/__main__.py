@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> None:
                             ttl_s=s.verdict_ttl_s),
         emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
     app, _ = create_app(s, common, detector, policy)
-    if argv and argv[0] == "worker" and not any(a.startswith("--loglevel") or a == "-l" for a in argv):
-        argv = [*argv, f"--loglevel={s.log_level}"]
+    if argv and argv[0] == "worker":
+        # faust's CLI would override the app's web settings with its own defaults (web on 6066).
+        if not any(a.startswith("--loglevel") or a == "-l" for a in argv):
+            argv = [*argv, f"--loglevel={s.log_level}"]
+        if not any(a.startswith(("--with-web", "--without-web", "--web-port")) for a in argv):
+            argv = [*argv, f"--web-port={s.web_port}"] if s.web_port else [*argv, "--without-web"]
     sys.argv = [sys.argv[0] if sys.argv else "scorer", *argv]
     import mode.loop
     mode.loop.use("uvloop")  # before faust's CLI creates the loop

@@ -1,0 +1,105 @@
+"""Two real scorer workers in one group share the packets partitions and score every flow
+exactly once, also when one of them is killed with open windows (restored from the changelog)."""
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from services.common.codec import decode_verdict
+from services.common.features import window_start
+from services.common.topics import ensure_topics
+from tests.support.scorer_traffic import benign, make_model, with_seq
+from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+PASS_ALL = {"SCORER_EMIT_PASS": "1", "SCORER_PASS_TTL_S": "30"}
+
+
+def expected_flows(packets, width_ns):
+    return {(window_start(p.ts_ns, width_ns), p.flow_key()) for p in packets}
+
+
+def scored(values):
+    c = Counter()
+    for raw in values:
+        v = decode_verdict(raw)
+        r = v.rule
+        assert r.scope.value == "flow" and r.action.value == "pass", v
+        c[(v.window_start_ns, (r.src, r.dst, r.sport, r.dport, r.proto))] += 1
+    return c
+
+
+def diag(w) -> str:
+    names = ("scorer_events_total", "scorer_flows_scored_total", "scorer_late_events_total",
+             "scorer_windows_closed_total", "scorer_open_windows")
+    return f"{w.health()} " + ", ".join(f"{n}={w.metric(n)}" for n in names)
+
+
+async def two_workers(broker, tmp_path, **env):
+    model = make_model(tmp_path, threshold=1e9)  # nothing anomalous: one pass verdict per flow
+    await ensure_topics(broker)
+    workers = [Worker(broker, model, tmp_path, f"w{i}", **PASS_ALL, **env) for i in (1, 2)]
+
+    def shared():
+        if any(w.proc.poll() is not None for w in workers):
+            return True
+        parts = [set((w.health() or {}).get("packets_partitions") or ()) for w in workers]
+        return all(parts) and not parts[0] & parts[1] and parts[0] | parts[1] == set(range(8)) and parts
+
+    parts = await wait_for(shared, 50, "both workers to own disjoint partitions")
+    for w in workers:
+        assert w.proc.poll() is None, (tmp_path / "w1.log").read_text()[-2000:]
+    return workers, parts
+
+
+async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tmp_path):
+    workers, parts = await two_workers(broker, tmp_path)
+    try:
+        assert all(len(p) >= 2 for p in parts)
+        async with TopicReader(broker, "verdicts") as verdicts:
+            now = time.time_ns()
+            packets = with_seq(benign(now - now % 10**9, 2.5, clients=40, seed=3))
+            want = expected_flows(packets, 10**9)
+            await produce_packets(broker, packets, batch=50)
+            try:
+                await wait_for(lambda: len(verdicts.values) >= len(want), 25, f"{len(want)} verdicts")
+            except AssertionError:
+                raise AssertionError(f"{len(verdicts.values)} of {len(want)} verdicts; "
+                                     + "; ".join(diag(w) for w in workers)) from None
+            got = scored(verdicts.values)
+        assert set(got) == want and set(got.values()) == {1}
+        per_worker = [w.metric("scorer_events_total") for w in workers]
+        assert all(n > 0 for n in per_worker) and sum(per_worker) == len(packets)
+    finally:
+        assert [w.stop() for w in workers] == [0, 0]
+
+
+async def test_killed_worker_windows_are_restored_and_scored_once(broker, tmp_path):
+    width_s = 15
+    workers, parts = await two_workers(broker, tmp_path, SCORER_WINDOW_S=str(width_s))
+    victim, survivor = workers
+    try:
+        async with TopicReader(broker, "verdicts") as verdicts:
+            w_ns = width_s * 10**9
+            now = time.time_ns()
+            start = now - now % w_ns + w_ns  # the next window: stays open ~15 s after the data
+            packets = with_seq(benign(start, 1.0, clients=40, seed=4))
+            want = expected_flows(packets, w_ns)
+            await produce_packets(broker, packets, batch=50)
+            await wait_for(lambda: victim.metric("scorer_events_total") > 0
+                           and survivor.metric("scorer_events_total")
+                           + victim.metric("scorer_events_total") == len(packets), 15, "events in")
+            await wait_for(lambda: False, 1.0, "") if False else None
+            victim.stop(signal.SIGKILL)
+            assert not verdicts.values  # the window is still open
+            await wait_for(lambda: set((survivor.health() or {}).get("packets_partitions") or ())
+                           == set(range(8)), 30, "the survivor to take every partition")
+            await wait_for(lambda: len(verdicts.values) >= len(want), 40, f"{len(want)} verdicts")
+            got = scored(verdicts.values)
+        assert set(got) == want and set(got.values()) == {1}
+    finally:
+        for w in workers:
+            w.stop()
