@@ -175,8 +175,11 @@ class Enforcer:
             self.metrics.applied.inc()
             if verdict.created_ns:
                 self.metrics.verdict_to_rule.observe(max(0, time.time_ns() - verdict.created_ns) / 1e9)
-            log.info("applied %s %s for %.0f s (score %.3f, %s)", rule.action.value, rule.key(),
-                     (rule.expires_ns - now) / 1e9, verdict.score, verdict.reason)
+            log.info("applied %s %s for %.0f s (score %.3f, %s; window end -> verdict %.0f ms, "
+                     "verdict -> rule %.0f ms)", rule.action.value, rule.key(),
+                     (rule.expires_ns - now) / 1e9, verdict.score, verdict.reason,
+                     (verdict.created_ns - verdict.window_end_ns) / 1e6,
+                     (time.time_ns() - verdict.created_ns) / 1e6)
         else:
             self.metrics.refreshed.inc()
         self._gauges()
