@@ -3,9 +3,10 @@
 Replays (each on its own timestamps, `replay.replay`):
   - every capture alone (benign ones give the false-alarm figures, attack ones the catch rate);
   - per attack capture, ALL benign test parts merged with it (each shifted to start at the same
-    instant), which gives the collateral damage while an attack is going on. The local (private)
-    IPv4 addresses of each benign capture are renumbered into its own 10.(200+i).0.0/16, or the
-    overlay would fuse e.g. every capture's 192.168.1.2 into one impossible host.
+    instant), which gives the collateral damage while an attack is going on. The addresses of
+    each benign capture are renumbered into its own space (10.(200+i).0.0/16, fd00:0:i::/48), or
+    the overlay would fuse hosts that several captures share (the same phone's IPv6 address,
+    every capture's 192.168.1.2) into one impossible host doing the work of five.
 Measures per replay: attack/benign packet drop share, benign flow drop share (a flow = 5-tuple
 over the replay, dropped if any of its packets was), time from the first attack packet to the
 first dropped one, the blocked share per second, and the (score, label) of every flow-window.
@@ -62,12 +63,11 @@ def _renumber(packets: Sequence[Packet], index: int) -> list[Packet]:
 
     def new(addr: str) -> str:
         if addr not in table:
-            ip = ipaddress.ip_address(addr)
-            if ip.version == 4 and ip.is_private:
-                n = len(table)
+            n = len(table)
+            if ipaddress.ip_address(addr).version == 4:
                 table[addr] = f"10.{200 + index % 50}.{n // 250}.{n % 250 + 1}"
             else:
-                table[addr] = addr
+                table[addr] = f"fd00:0:{index:x}::{n + 1:x}"
         return table[addr]
 
     return [dc_replace(p, src=new(p.src), dst=new(p.dst)) for p in packets]
@@ -98,6 +98,16 @@ def run_replay(name: str, kind: str, parts: Sequence[Capture], detector, cfg: Ev
     counts = {"attack_packets": int(is_att.sum()), "attack_dropped": int((drop & is_att).sum()),
               "benign_packets": int((~is_att).sum()), "benign_dropped": int((drop & ~is_att).sum()),
               "benign_flows": len(benign_flows), "benign_flows_dropped": sum(benign_flows.values())}
+    # the best any detector could do: block everything once the first attack window has
+    # closed and the reaction time has passed
+    if is_att.any():
+        first_ts = packets[int(np.argmax(is_att))].ts_ns
+        width = int(cfg.window_s * 1e9)
+        ready = first_ts - first_ts % width + width + int(cfg.reaction_s * 1e9)
+        att_ts = np.array([p.ts_ns for p, a in zip(packets, is_att) if a])
+        counts["attack_blockable"] = int((att_ts >= ready).sum())
+    else:
+        counts["attack_blockable"] = 0
     ttfb = None
     if is_att.any() and (drop & is_att).any():
         first = packets[int(np.argmax(is_att))].ts_ns
@@ -155,6 +165,7 @@ def summarize(stats: Sequence[ReplayStats]) -> dict:
     ttfb = [s.ttfb_s for s in stats if s.counts["attack_packets"]]
     return {
         "attack_packet_drop_share": c["attack_dropped"] / c["attack_packets"] if c["attack_packets"] else None,
+        "attack_drop_upper_bound": c["attack_blockable"] / c["attack_packets"] if c["attack_packets"] else None,
         "benign_packet_drop_share": c["benign_dropped"] / c["benign_packets"] if c["benign_packets"] else None,
         "benign_flow_drop_share": c["benign_flows_dropped"] / c["benign_flows"] if c["benign_flows"] else None,
         "roc_auc": roc, "pr_auc": pr, **det,
@@ -184,6 +195,7 @@ def evaluate(test: Sequence[Capture], detector, cfg: EvalConfig = EvalConfig(), 
         m = summarize([s for s in merged if s.kind == kind])
         k = summarize(a + b_alone)
         k["attack_packet_drop_share"] = summarize(a)["attack_packet_drop_share"]
+        k["attack_drop_upper_bound"] = summarize(a)["attack_drop_upper_bound"]
         k["time_to_first_block_s"] = summarize(a)["time_to_first_block_s"]
         # collateral damage measured while this attack runs (merged replay)
         k["benign_packet_drop_share"] = m["benign_packet_drop_share"]
@@ -195,6 +207,8 @@ def evaluate(test: Sequence[Capture], detector, cfg: EvalConfig = EvalConfig(), 
     overall["attack_packet_drop_share_pooled"] = overall["attack_packet_drop_share"]
     overall["attack_packet_drop_share"] = float(np.mean(kinds)) if kinds else None
     overall["attack_packet_drop_share_min_kind"] = float(min(kinds)) if kinds else None
+    bounds = [v["attack_drop_upper_bound"] for v in by_kind.values()]
+    overall["attack_drop_upper_bound"] = float(np.mean(bounds)) if bounds else None
     mo = summarize(merged) if merged else {}
     overall["merged_benign_packet_drop_share"] = mo.get("benign_packet_drop_share")
     overall["merged_benign_flow_drop_share"] = mo.get("benign_flow_drop_share")

@@ -66,7 +66,7 @@ def sketch_merge(a: list[int], b: list[int]) -> list[int]:
 
 
 def sketch_count(sk: list[int]) -> float:
-    ones = sum(w.bit_count() for w in sk)
+    ones = sum(map(int.bit_count, sk))
     zeros = SKETCH_BITS - ones
     if zeros == 0:
         return float(SKETCH_MAX)

@@ -97,6 +97,7 @@ def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     joblib.dump(estimator, tmp, compress=3)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; services running as other users read it
     os.replace(tmp, path)
     digest = sha256_file(path)
     meta = {
