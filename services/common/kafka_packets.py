@@ -21,8 +21,27 @@ class TopicRead:
     undecodable: int = 0
 
 
+async def _partitions(common: CommonSettings, topic: str) -> list[int]:
+    """Partition ids of `topic` (an unsubscribed consumer's metadata does not know them)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from .kafka import client_options
+
+    admin = AIOKafkaAdminClient(**client_options(common))
+    try:
+        await admin.start()
+        for t in await admin.describe_topics([topic]):
+            if t["topic"] == topic and not t["error_code"]:
+                return sorted(p["partition"] for p in t["partitions"])
+        return []
+    finally:
+        await admin.close()
+
+
 async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
-                       topic: str | None = None, progress=None) -> TopicRead:
+                       topic: str | None = None, progress=None, idle_polls: int = 10) -> TopicRead:
+    """Packets with `from_ns <= ts_ns <= to_ns`; gives up on a partition after `idle_polls`
+    empty one-second polls (a broker that stopped answering mid-read)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -39,7 +58,7 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
         await stop_quietly(consumer)
         raise KafkaUnavailable(f"cannot reach Kafka at {common.kafka_bootstrap}: {exc}") from None
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts = [TopicPartition(topic, p) for p in await _partitions(common, topic)]
         if not parts:
             return out
         consumer.assign(parts)
@@ -52,8 +71,10 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
                 continue
             consumer.seek(tp, off.offset)
             todo[tp] = ends[tp]
-        while todo:
+        idle = 0
+        while todo and idle < idle_polls:
             batch = await consumer.getmany(*todo, timeout_ms=1000)
+            idle = 0 if batch else idle + 1
             for tp, recs in batch.items():
                 for rec in recs:
                     out.records += 1
@@ -67,8 +88,6 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
                     out.packets.extend(p for p in pk if from_ns <= p.ts_ns <= to_ns)
                 if progress:
                     progress(len(recs))
-            if not batch:
-                break
     finally:
         await stop_quietly(consumer)
     out.packets.sort(key=lambda p: p.ts_ns)
