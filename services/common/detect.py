@@ -12,7 +12,8 @@ the narrowest rule that still works, in this order:
    `src_min_share` of its flows in the window (scans, sweeps, brute force: nearly all of an
    attacker's flows look wrong; a benign host with a few odd flows keeps its other traffic),
    as /32 (IPv4) or /128 (IPv6) unless the prefix lengths say otherwise.
-3. FLOW: every remaining anomalous flow, exactly.
+3. FLOW: every remaining anomalous flow, exactly, except flows towards a destination a wide
+   rule of this window already protects (their scores come from the victim's aggregate).
 
 `flow_only=True` reproduces the seed's behaviour (exact 5-tuple drops only).
 """
@@ -125,8 +126,12 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
                 f"source {prefix}: {len(group)} anomalous flows [{_agg_text(window.srcs.get(src))}]",
                 group)
 
+    # Destinations a wide rule already protects: their other flows score high because the
+    # destination's aggregate is extreme, not because of anything they do (a victim's own
+    # clients); dropping them would be collateral damage.
+    victims = {k[1] for k in covered}
     for k, s in bad:
-        if k in covered:
+        if k in covered or k[1] in victims:
             continue
         src, dst, sport, dport, proto = k
         st = window.flows.get(k, {})

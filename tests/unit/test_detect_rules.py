@@ -59,3 +59,11 @@ def test_rule_count_is_capped_by_score():
     out = suggest(w, keys, [i / 50 + 0.5 for i in range(50)], 0.5, window_end_ns=END,
                   params=DetectParams(max_rules=5))
     assert len(out) == 5 and out[0].score == max(s.score for s in out)
+
+
+def test_a_victims_other_clients_are_not_dropped_with_the_scanner():
+    pk = [Packet(10**9 + i, "10.0.0.66", "10.0.0.1", 4444, 20 + i, 6, 0x02, 58) for i in range(30)]
+    pk.append(Packet(10**9 + 99, "10.0.0.7", "10.0.0.1", 51000, 443, 6, 0x18, 400))
+    w, keys = window(pk)
+    out = suggest(w, keys, [0.9] * len(keys), 0.5, window_end_ns=END)  # the dst aggregate taints all
+    assert [(s.rule.scope, s.rule.src) for s in out] == [(Scope.SRC_PREFIX, "10.0.0.66/32")]
