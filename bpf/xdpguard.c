@@ -32,7 +32,8 @@
 BPF_ARRAY(config, struct xg_config, 1);
 BPF_PERCPU_ARRAY(stats, struct xg_stats, 1);
 BPF_LPM_TRIE(allow, struct xg_lpm_key, struct xg_allow, XG_ALLOW_MAX);
-BPF_PERCPU_HASH(exact, struct xg_flow_key, struct xg_rule, XG_EXACT_MAX);
+BPF_PERCPU_HASH(exact4, struct xg_flow4_key, struct xg_rule, XG_EXACT_MAX);
+BPF_PERCPU_HASH(exact6, struct xg_flow6_key, struct xg_rule, XG_EXACT_MAX);
 BPF_LPM_TRIE(src_prefix, struct xg_lpm_key, struct xg_prefix, XG_PREFIX_MAX);
 BPF_PERCPU_HASH(src_stats, struct xg_lpm_key, struct xg_counter, XG_PREFIX_MAX);
 BPF_HASH(dst_limit, struct xg_limit_key, struct xg_limit, XG_LIMIT_MAX);
@@ -293,13 +294,24 @@ int xdpguard(struct xdp_md *ctx)
         return XDP_PASS;
     }
 
-    struct xg_flow_key fk = {};
-    __builtin_memcpy(fk.saddr, p.saddr, 16);
-    __builtin_memcpy(fk.daddr, p.daddr, 16);
-    fk.sport = p.sport;
-    fk.dport = p.dport;
-    fk.proto = p.proto;
-    struct xg_rule *r = exact.lookup(&fk);
+    struct xg_rule *r;
+    if (p.flags & XG_EV_IPV6) {
+        struct xg_flow6_key fk = {};
+        __builtin_memcpy(fk.saddr, p.saddr, 16);
+        __builtin_memcpy(fk.daddr, p.daddr, 16);
+        fk.sport = p.sport;
+        fk.dport = p.dport;
+        fk.proto = p.proto;
+        r = exact6.lookup(&fk);
+    } else {
+        struct xg_flow4_key fk = {};
+        __builtin_memcpy(fk.saddr, p.saddr + 12, 4);
+        __builtin_memcpy(fk.daddr, p.daddr + 12, 4);
+        fk.sport = p.sport;
+        fk.dport = p.dport;
+        fk.proto = p.proto;
+        r = exact4.lookup(&fk);
+    }
     if (r && !expired(r->expires_ns, &now)) {
         r->packets++;
         r->bytes += len;

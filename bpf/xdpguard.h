@@ -3,8 +3,9 @@
  * services/common/structs.py mirrors this file with ctypes; tests/kernel/test_dp_structs.py
  * compiles this header and compares sizes and offsets, so change both together.
  *
- * Addresses are 16 bytes everywhere: IPv6 as is, IPv4 as v4-mapped (::ffff:a.b.c.d), so one
- * map per rule kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n).
+ * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
+ * kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n); the one exception
+ * is the exact 5-tuple map, split by family for speed.
  * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
  * (bpf_ktime_get_ns); 0 means "never expires". Padding is explicit so C and ctypes agree.
  */
@@ -19,7 +20,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444731u /* "XDG1": bump when any struct below changes */
+#define XG_MAGIC 0x58444732u /* "XDG2": bump when any struct below changes */
 
 #define XG_ACT_DROP 1
 #define XG_ACT_PASS 2
@@ -30,8 +31,19 @@ typedef uint64_t __u64;
 
 #define XG_LIMIT_MASKS 4 /* distinct TCP-flag masks per limited destination */
 
-/* exact 5-tuple rule key (map "exact") */
-struct xg_flow_key {
+/* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16
+ * bytes instead of 40 is most of the cost of an exact-rule drop (docs/benchmarks.md) */
+struct xg_flow4_key {
+    __u8 saddr[4];
+    __u8 daddr[4];
+    __u16 sport;
+    __u16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+/* IPv6 (map "exact6") */
+struct xg_flow6_key {
     __u8 saddr[16];
     __u8 daddr[16];
     __u16 sport;

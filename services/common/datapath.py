@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_
 from .errors import ConfigError, MapFull, MapMismatch, NotLoaded
 from .rules import Action, Origin, Rule, Scope
 from .structs import (ACT_DROP, ACT_PASS, ORIGIN_MANUAL, ORIGIN_MODEL, STAT_FIELDS, XG_LIMIT_MASKS,
-                      XG_MAGIC, Addr16, AddrKey, AllowVal, Config, Counter, FlowKey, LimitDst,
+                      XG_MAGIC, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key, LimitDst,
                       LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes, addr_text,
                       lpm_key, lpm_text)
 
@@ -64,7 +65,8 @@ class Datapath:
         "config": (MAP_TYPE_ARRAY, ctypes.c_uint32, Config, None),
         "stats": (MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, Stats, None),
         "allow": (MAP_TYPE_LPM_TRIE, LpmKey, AllowVal, "allow_max"),
-        "exact": (MAP_TYPE_PERCPU_HASH, FlowKey, RuleVal, "exact_max"),
+        "exact4": (MAP_TYPE_PERCPU_HASH, Flow4Key, RuleVal, "exact_max"),
+        "exact6": (MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max"),
         "src_prefix": (MAP_TYPE_LPM_TRIE, LpmKey, PrefixVal, "prefix_max"),
         "src_stats": (MAP_TYPE_PERCPU_HASH, LpmKey, Counter, "prefix_max"),
         "dst_limit": (MAP_TYPE_HASH, LimitKey, LimitVal, "limit_max"),
@@ -183,15 +185,20 @@ class Datapath:
     def occupancy(self) -> dict[str, tuple[int, int]]:
         """{map: (entries, max entries)} for the rule maps."""
         return {n: (len(bpfsys.keys(self._maps[n].fd, self._maps[n].key)), self._maps[n].max_entries)
-                for n in ("exact", "src_prefix", "allow", "dst_limit")}
+                for n in ("exact4", "exact6", "src_prefix", "allow", "dst_limit")}
 
     # -- rules -----------------------------------------------------------------------
     @staticmethod
-    def _flow_key(rule: Rule) -> FlowKey:
-        if (":" in rule.src) != (":" in rule.dst):
+    def _flow_key(rule: Rule):
+        """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps."""
+        src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)
+        if src.version != dst.version:
             raise ConfigError(f"source {rule.src} and destination {rule.dst} are different IP versions")
-        return FlowKey(Addr16(*addr_bytes(rule.src)), Addr16(*addr_bytes(rule.dst)),
-                       rule.sport, rule.dport, rule.proto)
+        if src.version == 4:
+            return "exact4", Flow4Key((ctypes.c_uint8 * 4)(*src.packed), (ctypes.c_uint8 * 4)(*dst.packed),
+                                      rule.sport, rule.dport, rule.proto)
+        return "exact6", Flow6Key(Addr16(*src.packed), Addr16(*dst.packed), rule.sport, rule.dport,
+                                  rule.proto)
 
     @staticmethod
     def _limit_key(rule: Rule) -> LimitKey:
@@ -204,8 +211,9 @@ class Datapath:
         if rule.scope is Scope.FLOW:
             if rule.action not in _ACTION:
                 raise ConfigError("an exact rule's action is drop or pass")
-            self._write("exact", self._flow_key(rule),
-                        RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin), "exact-rule")
+            name, key = self._flow_key(rule)
+            self._write(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
+                        f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})")
         elif rule.scope is Scope.SRC_PREFIX:
             if rule.action not in _ACTION:
                 raise ConfigError("a source-prefix rule's action is drop or pass")
@@ -234,7 +242,8 @@ class Datapath:
 
     def delete_rule(self, rule: Rule) -> bool:
         if rule.scope is Scope.FLOW:
-            return bpfsys.delete(self._maps["exact"].fd, self._flow_key(rule))
+            name, key = self._flow_key(rule)
+            return bpfsys.delete(self._maps[name].fd, key)
         if rule.scope is Scope.SRC_PREFIX:
             key = lpm_key(rule.src)
             found = bpfsys.delete(self._maps["src_prefix"].fd, key)
@@ -269,15 +278,8 @@ class Datapath:
 
     def rules(self) -> list[RuleStats]:
         out: list[RuleStats] = []
-        for key in bpfsys.keys(self._maps["exact"].fd, FlowKey):
-            v = self._read_sum("exact", key)
-            if v is None:
-                continue
-            rule = Rule(Scope.FLOW, _ACTION_BACK.get(v.action, Action.DROP), src=addr_text(key.saddr),
-                        dst=addr_text(key.daddr), sport=key.sport, dport=key.dport, proto=key.proto,
-                        origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
-                        expires_ns=to_epoch(v.expires_ns))
-            out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == ACT_DROP else 0))
+        for name, ktype in (("exact4", Flow4Key), ("exact6", Flow6Key)):
+            out.extend(self._exact_rules(name, ktype))
         for key in bpfsys.keys(self._maps["src_prefix"].fd, LpmKey):
             v = self._read_sum("src_prefix", key)
             if v is None:
@@ -297,6 +299,23 @@ class Datapath:
                         origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
                         expires_ns=to_epoch(v.expires_ns))
             out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
+        return out
+
+    def _exact_rules(self, name: str, ktype) -> list[RuleStats]:
+        out = []
+        for key in bpfsys.keys(self._maps[name].fd, ktype):
+            v = self._read_sum(name, key)
+            if v is None:
+                continue
+            if name == "exact4":
+                src, dst = str(ipaddress.IPv4Address(bytes(key.saddr))), str(ipaddress.IPv4Address(bytes(key.daddr)))
+            else:
+                src, dst = addr_text(key.saddr), addr_text(key.daddr)
+            rule = Rule(Scope.FLOW, _ACTION_BACK.get(v.action, Action.DROP), src=src, dst=dst,
+                        sport=key.sport, dport=key.dport, proto=key.proto,
+                        origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
+                        expires_ns=to_epoch(v.expires_ns))
+            out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == ACT_DROP else 0))
         return out
 
     # -- allowlist -------------------------------------------------------------------

@@ -9,7 +9,7 @@ import ctypes
 import ipaddress
 from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
 
-XG_MAGIC = 0x58444731
+XG_MAGIC = 0x58444732
 XG_LIMIT_MASKS = 4
 
 ACT_DROP, ACT_PASS, ACT_LIMIT = 1, 2, 3
@@ -19,7 +19,12 @@ EV_FRAGMENT, EV_IPV6 = 0x01, 0x02
 Addr16 = u8 * 16
 
 
-class FlowKey(ctypes.Structure):
+class Flow4Key(ctypes.Structure):
+    _fields_ = [("saddr", u8 * 4), ("daddr", u8 * 4), ("sport", u16), ("dport", u16),
+                ("proto", u8), ("pad", u8 * 3)]
+
+
+class Flow6Key(ctypes.Structure):
     _fields_ = [("saddr", Addr16), ("daddr", Addr16), ("sport", u16), ("dport", u16),
                 ("proto", u8), ("pad", u8 * 3)]
 
@@ -86,7 +91,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_flow_key": FlowKey, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
+    "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,

@@ -8,7 +8,7 @@ import uuid
 from services.common import bpfsys, loader
 from services.common.datapath import Datapath
 from services.common.ringbuf import RingReader
-from services.common.structs import FlowKey, LimitKey, LpmKey, AddrKey
+from services.common.structs import AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
 
 XDP_DROP, XDP_PASS = 1, 2
 SMALL = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=16)
@@ -48,7 +48,7 @@ class Env:
 def clear_rules(dp: Datapath) -> None:
     """Empty every rule map of a loaded program and set sampling back to 1 in 1."""
     maps = dp._maps
-    for name, key in (("exact", FlowKey), ("src_prefix", LpmKey), ("src_stats", LpmKey),
+    for name, key in (("exact4", Flow4Key), ("exact6", Flow6Key), ("src_prefix", LpmKey), ("src_stats", LpmKey),
                       ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
                       ("limit_stats", LimitKey)):
         for k in bpfsys.keys(maps[name].fd, key):

@@ -74,6 +74,14 @@ def test_source_prefix_blocks_every_port_and_protocol_and_counts(env):
     assert (rs.rule.src, rs.hits, rs.dropped) == ("10.1.0.0/16", 5, 5)
 
 
+def test_ipv6_exact_rule_lives_in_its_own_map(env):
+    rule = Rule("flow", "drop", src="fd00::1", dst="fd00::2", sport=7, dport=8, proto=17)
+    env.dp.add_rule(rule)
+    assert env.run(raw(ETH / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=7, dport=8))) == XDP_DROP
+    assert env.run(raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / UDP(sport=7, dport=8))) == XDP_PASS
+    assert [rs.rule for rs in env.dp.rules()] == [rule] and env.dp.occupancy()["exact6"][0] == 1
+
+
 def test_ipv6_source_prefix(env):
     env.dp.add_rule(Rule("src_prefix", "drop", src="fd00:bad::/32"))
     assert env.run(raw(ETH / IPv6(src="fd00:bad::7", dst="fd00::2") / UDP())) == XDP_DROP
@@ -166,7 +174,7 @@ def test_full_ring_counts_lost_events(env):
 def test_a_full_exact_map_raises_map_full(env):
     for i in range(64):
         env.dp.add_rule(exact(sport=i))
-    with pytest.raises(MapFull, match="exact-rule map is full"):
+    with pytest.raises(MapFull, match=r"exact-rule \(IPv4\) map is full"):
         env.dp.add_rule(exact(sport=1000))
     env.dp.add_rule(exact(sport=5, action="pass"))  # replacing an existing rule still works
 
@@ -175,19 +183,19 @@ def test_open_refuses_maps_of_another_layout(env, tmp_path):
     from bcc import BPF
     fake = env.pin_dir + "-fake"
     os.mkdir(fake)
-    b = BPF(text="BPF_HASH(exact, u32, u64, 64); BPF_PERCPU_HASH(exact2, struct xg_flow_key, struct xg_rule, 32);",
+    b = BPF(text="BPF_HASH(exact4, u32, u64, 64); BPF_PERCPU_HASH(exact2, struct xg_flow4_key, struct xg_rule, 32);",
             cflags=[f"-include{loader.BPF_DIR}/xdpguard.h"])
     try:
         for name in loader.MAP_NAMES + ("prog",):
-            if name != "exact":
+            if name != "exact4":
                 fd = bpfsys.obj_get(f"{env.pin_dir}/{name}")
                 bpfsys.obj_pin(fd, f"{fake}/{name}")
                 os.close(fd)
-        bpfsys.obj_pin(b[b"exact"].map_fd, f"{fake}/exact")
+        bpfsys.obj_pin(b[b"exact4"].map_fd, f"{fake}/exact4")
         with pytest.raises(MapMismatch, match="key/value sizes"):
             Datapath.open(fake)
-        os.unlink(f"{fake}/exact")
-        bpfsys.obj_pin(b[b"exact2"].map_fd, f"{fake}/exact")  # right layout, wrong size
+        os.unlink(f"{fake}/exact4")
+        bpfsys.obj_pin(b[b"exact2"].map_fd, f"{fake}/exact4")  # right layout, wrong size
         with pytest.raises(MapMismatch, match="holds 32 entries"):
             Datapath.open(fake)
     finally:
