@@ -4,7 +4,7 @@ program unloaded and loaded again, and a host "reboot" (every pin removed, progr
 enforcer restarted after a crash): each time `xdpguard list --json` shows exactly the rule set
 it showed before (counters aside), restored from the compacted `rules` topic. Bad records in
 `verdicts` and `rules` are counted and dead-lettered with their reason while the enforcer keeps
-running."""
+running. A verdict delivered twice (same id) is applied once."""
 import asyncio
 import json
 import os
@@ -63,8 +63,14 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
     enf = None
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        asyncio.run(publish(broker, [verdict(r, ttl_s=900) for r in RULES]))
+        # every verdict twice (same id, as a scorer re-scoring a restored window sends it)
+        vs = [verdict(r, ttl_s=900) for r in RULES]
+        asyncio.run(publish(broker, vs + vs))
         wait_for(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
+        wait_for(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(RULES),
+                 what="the duplicates handled")
+        assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == len(RULES)
+        assert metric(metrics(port), "xdpguard_enforcer_rules_refreshed_total") == 0
         before = rule_set(pin_dir)
 
         # 1. SIGKILL; a verdict arrives while it is down; restart: that verdict is applied once,
