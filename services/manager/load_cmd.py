@@ -15,7 +15,7 @@ def pin_dir() -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("load", help="load the XDP program and attach it to interfaces")
-    p.add_argument("-i", "--iface", action="append", required=True, help="interface (repeatable)")
+    p.add_argument("-i", "--iface", action="append", default=[], help="interface (repeatable)")
     p.add_argument("--mode", choices=("native", "generic", "auto"), default="auto",
                    help="driver (native) or generic (skb) XDP; auto tries native first")
     d = loader.Sizes()
@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--limit-max", type=int, default=d.limit, help=f"limit rules (default {d.limit})")
     p.add_argument("--ring-pages", type=int, default=d.ring_pages,
                    help=f"ring buffer size in 4 KiB pages, power of two (default {d.ring_pages})")
+    p.add_argument("--print-c", action="store_true",
+                   help="print the C source and the -D flags it would be compiled with, then exit")
     p.set_defaults(func=cmd_load)
 
     u = sub.add_parser("unload", help="detach from interfaces (pins go when none is left)")
@@ -40,6 +42,12 @@ def register(sub) -> None:
 def cmd_load(args) -> int:
     sizes = loader.Sizes(exact=args.exact_max, prefix=args.prefix_max, allow=args.allow_max,
                          limit=args.limit_max, ring_pages=args.ring_pages)
+    if args.print_c:
+        print(f"// cflags: -I{loader.BPF_DIR} {' '.join(sizes.cflags())}")
+        print(loader.SOURCE.read_text(), end="")
+        return 0
+    if not args.iface:
+        raise ConfigError("name at least one interface with -i IFACE")
     was_loaded = loader.is_loaded(pin_dir())
     modes = loader.load(args.iface, mode=args.mode, pin_dir=pin_dir(), sizes=sizes)
     if was_loaded:

@@ -57,6 +57,8 @@ def cmd_monitor(args) -> int:
                 if deadline and time.monotonic() >= deadline:
                     break
                 pkts = reader.poll(200)
+                if args.count:
+                    pkts = pkts[:max(0, args.count - written)]
                 for pkt, raw in zip(pkts, reader.last_raw_ts()):
                     out.write(seed_line(pkt, raw) + "\n")
                 written += len(pkts)

@@ -191,6 +191,13 @@ def test_status_and_unload_remove_pins_when_nothing_is_attached(node):  # last: 
     st = json.loads(node.cli("status", "--json").stdout)
     assert st["loaded"] and st["attached"][0]["iface"] == p.veth_b and st["attached"][0]["live"]
     assert st["attached"][0]["mode"] in ("native", "generic")
+    # a second interface (in the other namespace) reuses the pinned program
+    a_cli = lambda *args: p.run(p.a, CLI, *args, env=node.env, cwd=ROOT)  # noqa: E731
+    assert "already loaded" in a_cli("load", "-i", p.veth_a, "--mode", "generic").stdout
+    st = json.loads(node.cli("status", "--json").stdout)
+    modes = {a["iface"]: a["mode"] for a in st["attached"] if a["live"]}
+    assert modes.keys() == {p.veth_a, p.veth_b} and modes[p.veth_a] == "generic"
+    assert "pins removed" not in a_cli("unload", "-i", p.veth_a).stdout
     out = node.cli("unload", "-i", p.veth_b).stdout
     assert "pins removed" in out and not os.path.exists(node.pin_dir)
     bad = node.cli("list", check=False)
