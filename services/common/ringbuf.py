@@ -8,6 +8,7 @@ value for the seed's log format. Several readers of one ring compete for events:
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 
@@ -19,10 +20,11 @@ from .packet import Packet
 from .structs import Event, Stats, addr_text
 
 EVENT_SIZE = ctypes.sizeof(Event)
+_addr = functools.lru_cache(maxsize=65536)(lambda raw: addr_text(raw))  # ipaddress is slow
 
 
 def event_to_packet(ev: Event, offset_ns: int, sample_rate: int = 1, node: str = "") -> Packet:
-    return Packet(ts_ns=ev.ts_ns + offset_ns, src=addr_text(ev.saddr), dst=addr_text(ev.daddr),
+    return Packet(ts_ns=ev.ts_ns + offset_ns, src=_addr(bytes(ev.saddr)), dst=_addr(bytes(ev.daddr)),
                   sport=ev.sport, dport=ev.dport, proto=ev.proto, tcp_flags=ev.tcp_flags,
                   length=ev.len, ifindex=ev.ifindex, sample_rate=sample_rate, node=node)
 
