@@ -48,7 +48,8 @@ def sort_packets(packets: list[Packet]) -> list[Packet]:
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     for r in rows:
         for col in ("file", "label", "kind"):
             if col not in r:

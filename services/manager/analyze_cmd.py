@@ -84,10 +84,26 @@ def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
         for k, s in zip(w.keys, w.scores):
             score[k] = max(score.get(k, float("-inf")), float(s))
         suggestions += w.suggestions
+    # index the suggestions so a big log is not flows x rules: exact flows by key, host rules by
+    # address, the rest (shorter prefixes) scanned
+    from services.common.rules import Scope
+
+    by_flow, by_src, by_dst, other = {}, {}, {}, []
+    for sg in suggestions:
+        r = sg.rule
+        if r.scope is Scope.FLOW:
+            by_flow.setdefault((r.src, r.dst, r.sport, r.dport, r.proto), sg)
+        elif r.scope is Scope.DST_LIMIT:
+            by_dst.setdefault(r.dst, []).append(sg)
+        elif r.src.endswith(("/32", "/128")):
+            by_src.setdefault(r.src.rsplit("/", 1)[0], sg)
+        else:
+            other.append(sg)
     out = []
     for k, st in flows.items():
         s = score.get(k, 0.0)
-        cover = next((sg for sg in suggestions if rule_covers(sg.rule, k)), None)
+        cover = by_flow.get(k) or by_src.get(k[0]) or next(
+            (sg for sg in by_dst.get(k[1], []) + other if rule_covers(sg.rule, k)), None)
         label = int(s >= detector.threshold and cover is not None)
         out.append({"key": k, "state": st, "score": s, "label": label,
                     "rule": cover.rule if label else None, "reason": cover.reason if label else ""})
