@@ -62,7 +62,7 @@ def compile_program(sizes: Sizes = Sizes(), extra_cflags: tuple[str, ...] = (), 
     cflags = [f"-I{BPF_DIR}", *sizes.cflags(), *extra_cflags]
     try:
         if text is not None:
-            b = BPF(text=text, cflags=cflags)
+            b = BPF(text=text.encode(), cflags=cflags)
         else:
             b = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
         fn = b.load_func(PROG_NAME.encode() if text is None else b"prog", BPF.XDP)
