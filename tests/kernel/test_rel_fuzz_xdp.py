@@ -123,3 +123,21 @@ def test_rel_fuzz_model_agrees_with_the_kernel_on_known_frames(fuzz_env):
         assert fuzz_env.model.expect(f)[0] == want, pkt.summary()
         assert bpfsys.prog_test_run(fuzz_env.fd, f)[0] in want, pkt.summary()
     fuzz_env.drain()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (data plane, services/common/datapath.py add_rule; "
+                   "Rule does not bound it either): values beyond the map field's width are "
+                   "truncated by ctypes, so a limit of 2**32 + 7 pps is installed as 7 pps")
+def test_rel_out_of_range_rule_values_are_refused_not_truncated(fuzz_env):
+    from services.common.errors import XdpguardError
+    from services.common.rules import Action, Rule, Scope
+    rule = Rule(Scope.DST_LIMIT, Action.LIMIT, dst="198.18.0.1", rate_pps=2**32 + 7)
+    try:
+        with pytest.raises((ValueError, XdpguardError)):
+            fuzz_env.dp.add_rule(rule)
+    finally:
+        installed = [s.rule for s in fuzz_env.dp.rules() if s.rule.dst == "198.18.0.1"]
+        for r in installed:
+            fuzz_env.dp.delete_rule(r)
+        assert not installed or installed[0].rate_pps == rule.rate_pps, \
+            f"installed as {installed[0].rate_pps} pps"
