@@ -66,7 +66,8 @@ def write_report(out: str | Path, ours: dict, seed: dict | None, *, command: str
                  "i.e. the most any detector could drop with this window and reaction time. "
                  "detection_recall / detection_fpr: attack / benign flow-windows scored at or above "
                  "the threshold (mean over files), before timing decides what can still be "
-                 "dropped.\n")
+                 "dropped. time_to_first_block_s: the slowest capture of the group, n/a when one "
+                 "of them was never blocked.\n")
     lines += ["## By file (replayed alone)\n",
               "| file | kind | attack dropped | benign pkts dropped | benign flows dropped | "
               "first block (s) |", "|---|---|---|---|---|---|"]
