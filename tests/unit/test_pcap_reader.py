@@ -37,3 +37,28 @@ def test_real_captures_read_with_manifest_counts(shared_dir):
         assert len({p.flow_key() for p in pk}) == int(rows[name]["flows5"])
         span = (max(p.ts_ns for p in pk) - min(p.ts_ns for p in pk)) / 1e9
         assert abs(span - float(rows[name]["duration_s"])) < 0.01
+
+
+def test_sll_pcap_and_pcapng_files_read_end_to_end(tmp_path):
+    from scapy.utils import PcapNgWriter, RawPcapWriter
+
+    sll = b"\0" * 14 + b"\x08\x00" + IP + TCP
+    path = tmp_path / "sll.pcap"
+    w = RawPcapWriter(str(path), linktype=LINK_SLL)
+    w.write_header(None)
+    w.write_packet(sll, sec=1700000000, usec=250000)
+    w.close()
+    (p,) = read_pcap(path)
+    assert p.ts_ns == 1_700_000_000_250_000_000 and p.length == len(sll) - 2 and p.dport == 80
+
+    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import IP as ScapyIP, UDP
+    ng = tmp_path / "eth.pcapng"
+    w = PcapNgWriter(str(ng))
+    frame = Ether() / ScapyIP(src="10.1.1.1", dst="10.2.2.2") / UDP(sport=53, dport=5353)
+    frame.time = 1700000001.5
+    w.write(frame)
+    w.close()
+    (q,) = read_pcap(ng)
+    assert (q.src, q.dst, q.sport, q.dport, q.proto) == ("10.1.1.1", "10.2.2.2", 53, 5353, 17)
+    assert q.ts_ns == 1_700_000_001_500_000_000 and q.length == len(frame)
