@@ -48,14 +48,20 @@ def sort_packets(packets: list[Packet]) -> list[Packet]:
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
+    """Rows of a manifest CSV (columns file, label, kind at least); ConfigError when malformed."""
+    from .errors import ConfigError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest {path}: {exc.strerror}") from None
+    for n, r in enumerate(rows, start=2):
         for col in ("file", "label", "kind"):
-            if col not in r:
-                raise ValueError(f"{path}: manifest needs a {col!r} column")
+            if r.get(col) is None:
+                raise ConfigError(f"{path}: manifest needs a {col!r} column (line {n})")
         if r["label"] not in ("benign", "attack"):
-            raise ValueError(f"{path}: label {r['label']!r} is neither benign nor attack")
+            raise ConfigError(f"{path}:{n}: label {r['label']!r} is neither benign nor attack")
     return rows
 
 

@@ -86,3 +86,24 @@ def test_evaluate_verb_writes_md_png_json(manifest, tmp_path, monkeypatch):
     assert set(doc["by_kind"]) == {"icmp_sweep", "port_scan_tcp"}
     assert (out / "report.png").stat().st_size > 10_000
     assert "seed method" in (out / "report.md").read_text()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,label\nx.pcap,benign\n")
+    assert main(["evaluate", "--manifest", str(bad), "--out", str(tmp_path / "o")]) == 1
+    assert "'kind' column" in capsys.readouterr().err
+    bad.write_text("file,label,kind\nx.pcap,maybe,web\n")
+    assert main(["train", "--manifest", str(bad), "--out", str(tmp_path / "m.joblib")]) == 1
+    assert "neither benign nor attack" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "m.joblib")]) == 1
+    assert "nothing to train on" in capsys.readouterr().err
+
+
+def test_merged_replays_keep_benign_captures_apart():
+    from services.common.evaluation import _renumber
+
+    a = [p(1, src="192.168.1.2", dst="8.8.8.8"), p(2, src="8.8.8.8", dst="192.168.1.2")]
+    r0, r1 = _renumber(a, 0), _renumber(a, 1)
+    assert r0[0].src == r0[1].dst and r0[0].dst == r0[1].src        # a capture stays consistent
+    assert {r0[0].src, r0[0].dst}.isdisjoint({r1[0].src, r1[0].dst})  # two captures never share
