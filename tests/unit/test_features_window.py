@@ -97,3 +97,21 @@ def test_window_rows_follow_feature_names():
     assert keys == [("10.0.0.1", "10.0.0.2", 1, 2, 17)]
     assert len(rows[0]) == len(F.FEATURE_NAMES)
     assert F.window_start(2_500_000_000, 1_000_000_000) == 2_000_000_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(packets, min_size=1, max_size=40), st.randoms(use_true_random=False))
+def test_rows_do_not_depend_on_arrival_order(pkts, rnd):
+    """Partitions interleave packets arbitrarily in the scorer: features must not care."""
+    a, b = F.WindowState(0), F.WindowState(0)
+    shuffled = list(pkts)
+    rnd.shuffle(shuffled)
+    for p in pkts:
+        a.add(p)
+    for p in shuffled:
+        b.add(p)
+    ka, ra = a.rows()
+    kb, rb = b.rows()
+    assert dict(zip(ka, ra)) == dict(zip(kb, rb))
+    for k in ka:  # the window row is the module-level row() of its three states
+        assert dict(zip(ka, ra))[k] == F.row(a.flows[k], a.srcs[k[0]], a.dsts[k[1]])
