@@ -198,7 +198,9 @@ def main() -> int:
                        "capture_unacknowledged": c["buffered"],
                        "scorer_consumed": c["scorer_events_total"],
                        "scorer_late": c["scorer_late_events_total"],
-                       "lost_uncounted": c["events_published_total"] - c["scorer_events_total"]},
+                       # late events are counted (dropped after their window closed)
+                       "lost_uncounted": c["events_published_total"] - c["scorer_events_total"]
+                       - c["scorer_late_events_total"]},
             "rules": {"verdicts": c["verdicts_total"], "applied": c["rules_applied_total"],
                       "refreshed": c["rules_refreshed_total"], "refused": c["rules_refused_total"],
                       "evicted": c["rules_evicted_total"], "expired": c["rules_expired_total"],
