@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from services.common import codec
@@ -32,8 +33,9 @@ from services.common.kafka import client_options
 from services.common.packet import Packet
 from services.common.settings import CommonSettings
 
+from . import columns
+
 log = logging.getLogger("xdpguard.capture.publisher")
-_set = object.__setattr__  # Packet is frozen; capture owns the fresh objects it stamps
 
 
 @dataclass
@@ -59,7 +61,7 @@ def default_producer(common: CommonSettings, compression: str, request_timeout_m
 class Publisher:
     def __init__(self, common: CommonSettings, *, partitions: int | None = None,
                  buffer_events: int = 1_000_000, batch_events: int = 256, linger_ms: int = 5,
-                 compression: str = "gzip", request_timeout_ms: int = 10_000,
+                 compression: str = "lz4", request_timeout_ms: int = 10_000,
                  producer_factory: Callable[[], AIOKafkaProducer] | None = None,
                  first_seq: int = 0) -> None:
         self.topic = common.topic("packets")
@@ -71,7 +73,7 @@ class Publisher:
         self.stats = PublisherStats()
         self.next_seq = first_seq
         self._factory = producer_factory or default_producer(common, compression, request_timeout_ms)
-        self._pending: list[deque[Packet]] = [deque() for _ in range(self.partitions)]
+        self._pending: list[deque[np.ndarray]] = [deque() for _ in range(self.partitions)]
         self._npending = 0
         self._inflight = 0
         self._wake = asyncio.Event()
@@ -83,28 +85,39 @@ class Publisher:
 
     # -- called from the event loop, never blocks ---------------------------------------------
     def submit(self, packets: list[Packet], sample_rate: int | None = None) -> int:
-        """Number, stamp and queue `packets`; returns how many were accepted. `sample_rate`
-        overrides the rate the reader stamped (None keeps it)."""
-        room = self.buffer_events - self._npending - self._inflight
-        if room < len(packets):
-            self.stats.refused_full += len(packets) - max(room, 0)
-            packets = packets[:max(room, 0)]
-        seq, node, n, pending = self.next_seq, self.node, self.partitions, self._pending
-        partition_for = codec.partition_for
-        for p in packets:
-            _set(p, "seq", seq)
-            _set(p, "node", node)
-            if sample_rate is not None:
-                _set(p, "sample_rate", sample_rate)
-            pending[partition_for(p, n)].append(p)
-            seq += 1
-        self.next_seq = seq
-        self._npending += len(packets)
-        self.stats.accepted += len(packets)
-        if packets:
-            self._idle.clear()
-            self._wake.set()
-        return len(packets)
+        """Number and queue `packets` (tests, replays); returns how many were accepted.
+        `sample_rate` overrides each packet's own (None keeps it)."""
+        n = self._room(len(packets))
+        if n:
+            self._enqueue(columns.from_packets(packets[:n], self.next_seq, sample_rate))
+        return n
+
+    def submit_records(self, records: np.ndarray, offset_ns: int, sample_rate: int) -> int:
+        """Number and queue ring-buffer records (fastring.RECORD_DTYPE): the capture's hot path."""
+        n = self._room(len(records))
+        if n:
+            self._enqueue(columns.from_records(records[:n], offset_ns, self.next_seq, sample_rate))
+        return n
+
+    def _room(self, n: int) -> int:
+        room = max(self.buffer_events - self._npending - self._inflight, 0)
+        if room < n:
+            self.stats.refused_full += n - room  # refused before numbering: no sequence gap
+            return room
+        return n
+
+    def _enqueue(self, rows: np.ndarray) -> None:
+        batch = self.batch_events
+        for part, chunk in columns.split_by_partition(rows, self.partitions):
+            queue = self._pending[part]
+            for i in range(0, len(chunk), batch):
+                queue.append(chunk[i:i + batch])
+        n = len(rows)
+        self.next_seq += n
+        self._npending += n
+        self.stats.accepted += n
+        self._idle.clear()
+        self._wake.set()
 
     @property
     def buffered(self) -> int:
@@ -211,42 +224,41 @@ class Publisher:
 
     async def _send_partition(self, producer: AIOKafkaProducer, part: int, queue: deque) -> None:
         builder = producer.create_batch()
-        taken: list[Packet] = []
-        records = 0
+        taken: list[np.ndarray] = []
         while queue:
-            chunk = [queue.popleft() for _ in range(min(self.batch_events, len(queue)))]
-            if builder.append(key=None, value=codec.encode_packets(chunk), timestamp=None) is None:
-                queue.extendleft(reversed(chunk))  # the builder is full: next round
+            chunk = queue.popleft()
+            if builder.append(key=None, value=columns.encode(chunk, self.node), timestamp=None) is None:
+                queue.appendleft(chunk)  # the builder is full: next round
                 break
-            taken.extend(chunk)
-            records += 1
+            taken.append(chunk)
         if not taken:
             return
-        self._npending -= len(taken)
-        self._inflight += len(taken)
+        events = sum(len(c) for c in taken)
+        self._npending -= events
+        self._inflight += events
         try:
             future = await producer.send_batch(builder, self.topic, partition=part)
         except BaseException:
-            self._requeue(part, taken)
+            self._requeue(part, taken, events)
             raise
-        future.add_done_callback(lambda f: self._delivered(f, part, taken, records))
+        future.add_done_callback(lambda f: self._delivered(f, part, taken, events))
 
-    def _delivered(self, future: asyncio.Future, part: int, taken: list[Packet], records: int) -> None:
+    def _delivered(self, future: asyncio.Future, part: int, taken: list, events: int) -> None:
         if future.cancelled() or future.exception() is not None:
             self.stats.produce_errors += 1
             if not future.cancelled():
                 log.warning("batch of %d events to %s[%d] failed: %s; re-queued",
-                            len(taken), self.topic, part, future.exception())
-            self._requeue(part, taken)
+                            events, self.topic, part, future.exception())
+            self._requeue(part, taken, events)
             self._wake.set()
             return
-        self._inflight -= len(taken)
-        self.stats.acked += len(taken)
-        self.stats.records += records
+        self._inflight -= events
+        self.stats.acked += events
+        self.stats.records += len(taken)
         if not self.buffered:
             self._idle.set()
 
-    def _requeue(self, part: int, taken: list[Packet]) -> None:
-        self._inflight -= len(taken)
-        self._npending += len(taken)
+    def _requeue(self, part: int, taken: list, events: int) -> None:
+        self._inflight -= events
+        self._npending += events
         self._pending[part].extendleft(reversed(taken))

@@ -1,7 +1,8 @@
 """The capture service: pinned ring buffer -> reader thread -> bounded queue -> Publisher -> Kafka.
 
-The ring buffer's poll blocks, so it runs in a thread of its own that hands lists of Packets to
-the event loop through a bounded queue (a deque of lists plus counters): when the queue is full
+The ring buffer's poll blocks, so it runs in a thread of its own (fastring.FastRing: records
+copied in bulk as numpy arrays, no object per event) that hands arrays to the event loop through
+a bounded queue (a deque of arrays plus counters): when the queue is full
 the events are dropped and counted (`queue_overflow`), never blocking the kernel side. The loop
 stamps and publishes them (publisher.py). Every `adapt_interval` the sampling controller looks at
 losses and backlog and raises or lowers the kernel's 1-in-N rate; the events carry the rate.
@@ -17,6 +18,7 @@ from collections import deque
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from services.common.datapath import mono_offset_ns
 from services.common.settings import CommonSettings
 
 from .publisher import Publisher
@@ -43,7 +45,9 @@ class Capture:
         self.read = 0              # events taken from the ring buffer
         self.overflow = 0          # events dropped because the queue was full
         self.ring_lost = 0         # events the kernel could not put in the ring buffer
-        self._queue: deque[list] = deque()
+        self._queue: deque = deque()
+        self._rate = 1             # kernel sampling rate in force, stamped on every event
+        self._offset = 0           # epoch - monotonic, refreshed every adapt round
         self._queued = 0           # written by the reader thread ...
         self._taken = 0            # ... and by the loop: backlog = _queued - _taken
         self._stop = threading.Event()
@@ -56,7 +60,8 @@ class Capture:
     async def start(self) -> None:
         from services.common import loader
         from services.common.datapath import Datapath
-        from services.common.ringbuf import RingReader
+
+        from .fastring import FastRing
 
         s, pin_dir = self.settings, self.common.pin_dir
         if s.interfaces:
@@ -65,7 +70,9 @@ class Capture:
             log.info("XDP loaded on %s", ", ".join(f"{i} ({m})" for i, m in modes.items()))
         self.datapath = Datapath.open(pin_dir)
         self.datapath.set_sample_rate(self.sampling.rate)
-        self.reader = RingReader(pin_dir, node=self.common.node_id)
+        self.reader = FastRing(pin_dir)
+        self._rate = self.datapath.sample_rate()
+        self._offset = mono_offset_ns()
         await self.publisher.start()
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._read_ring, name="capture-ring", daemon=True)
@@ -124,9 +131,9 @@ class Capture:
         try:
             while not self._stop.is_set():
                 packets = self.reader.poll(poll_ms)
-                if not packets:
-                    continue
                 n = len(packets)
+                if not n:
+                    continue
                 self.read += n
                 if self._queued - self._taken + n > bound:
                     self.overflow += n  # the loop is behind: drop, count, let sampling react
@@ -144,11 +151,11 @@ class Capture:
     # -- event loop side -----------------------------------------------------------------------
     def _hand_over(self) -> int:
         n = 0
-        queue, submit = self._queue, self.publisher.submit
+        queue, submit = self._queue, self.publisher.submit_records
         while queue:
-            packets = queue.popleft()
-            submit(packets)
-            n += len(packets)
+            records = queue.popleft()
+            submit(records, self._offset, self._rate)
+            n += len(records)
         self._taken += n
         return n
 
@@ -172,6 +179,8 @@ class Capture:
             lost = (self.ring_lost - last_lost) + (self.overflow - last_overflow) + \
                 (refused - last_refused)
             last_lost, last_overflow, last_refused = self.ring_lost, self.overflow, refused
+            self._rate = self.datapath.sample_rate()  # also honours `xdpguard` changing it
+            self._offset = mono_offset_ns()
             if not self.settings.adaptive:
                 continue
             fill = max((self._queued - self._taken) / self.settings.queue_events,
@@ -179,6 +188,7 @@ class Capture:
             new = self.sampling.update(int(fill * 1000), 1000, lost)
             if new is not None:
                 self.datapath.set_sample_rate(new)
+                self._rate = new
                 log.warning("sampling now 1-in-%d (%d events lost in the last %d ms, backlog "
                             "%.0f%%)", new, lost, self.settings.adapt_interval_ms, fill * 100)
 
