@@ -180,6 +180,7 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=0, help="the core capture (and kcat) run on")
     ap.add_argument("--driver-cpu", type=int, default=1)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: no pins left
     if not shutil.which("kcat"):
         sys.exit("kcat not found")
     os.sched_setaffinity(0, {args.cpu})

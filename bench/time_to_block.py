@@ -16,6 +16,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
@@ -50,6 +51,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=30)
     ap.add_argument("--gap", type=float, default=2.0, help="quiet seconds between runs")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: no pins left
     stack = Stack()
     blocked, installed, missed = [], [], 0
     try:
