@@ -122,3 +122,49 @@ def test_dry_run_logs_what_it_would_do_and_touches_nothing(broker, pin_dir, tmp_
         if enf is not None:
             enf.stop()
         loader.unload_all(pin_dir)
+
+
+def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(broker, pin_dir,
+                                                                                tmp_path):
+    """Prefix map of 16 entries, one manual rule, 40 model verdicts: the map never overflows
+    silently; the oldest model rules make room (counted, logged), the manual rule stays; and the
+    ENFORCER_MAX_MODEL_RULES bound evicts the same way before the map is full."""
+    asyncio.run(ensure_topics(broker))
+    loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(prefix=16, ring_pages=16))
+    manual = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.0/15", origin="manual")
+    with Datapath.open(pin_dir) as dp:
+        dp.add_rule(manual)
+    enf = None
+    try:
+        enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_MAX_MODEL_RULES="12",
+                                   ENFORCER_MAX_RULES_PER_SECOND="1000")
+        flood = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.113.{i}/32") for i in range(40)]
+        asyncio.run(publish(broker, [verdict(r) for r in flood]))
+        wait_for(lambda: metric(http_get(port, "/metrics")[1],
+                                "xdpguard_enforcer_rules_applied_total") == 40, what="40 applied")
+        rules = installed(pin_dir)
+        assert manual.key() in rules
+        model = sorted(k for k, r in rules.items() if r.origin.value == "model")
+        applied = [line.split("applied drop ")[1].split()[0] for line in enf.log().splitlines()
+                   if "applied drop " in line]
+        assert model == sorted(applied[-12:])  # the 12 installed last stay (verdicts arrive
+        # through 4 partitions, so install order is not publication order)
+        page = http_get(port, "/metrics")[1]
+        assert metric(page, "xdpguard_enforcer_rules_evicted_total") == 28
+        assert metric(page, "xdpguard_enforcer_model_rules") == 12
+        assert "evicted" in enf.log()
+        # Above the map's own size: the bound is 100, the map holds 16 (one manual rule).
+        assert enf.stop() == 0, enf.log()
+        enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_MAX_MODEL_RULES="100",
+                                   ENFORCER_MAX_RULES_PER_SECOND="1000",
+                                   ENFORCER_GROUP_ID="second")
+        more = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.114.{i}/32") for i in range(10)]
+        asyncio.run(publish(broker, [verdict(r) for r in more]))
+        wait_for(lambda: all(r.key() in installed(pin_dir) for r in more), what="new rules in")
+        rules = installed(pin_dir)
+        assert manual.key() in rules and len(rules) == 16
+        assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_rules_evicted_total") >= 7
+    finally:
+        if enf is not None:
+            enf.stop()
+        loader.unload_all(pin_dir)
