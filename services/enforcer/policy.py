@@ -151,16 +151,18 @@ class Policy:
         for addr in _addresses(rule):
             if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
                 for net in self._allow:
-                    if net.version == addr.version and (addr.overlaps(net)):
+                    if any(n.version == net.version and n.overlaps(net) for n in _views(addr)):
                         return f"{addr} overlaps allowlisted {net}"
                 for local in self._local:
-                    if ipaddress.ip_address(local) in addr:
+                    ip = ipaddress.ip_address(local)
+                    if any(ip.version == n.version and ip in n for n in _views(addr)):
                         return f"{addr} contains local address {local}"
             else:
+                ip = _unmap(addr)
                 for net in self._allow:
-                    if addr in net:
+                    if ip.version == net.version and ip in net:
                         return f"{addr} is allowlisted ({net})"
-                if rule.scope is not Scope.DST_LIMIT and str(addr) in self._local:
+                if rule.scope is not Scope.DST_LIMIT and str(ip) in self._local:
                     return f"{addr} is a local address"
         return ""
 
@@ -220,10 +222,30 @@ class Policy:
 def _target(rule: Rule) -> str:
     """The source a rule acts against (per-source cap), '' for destination limits."""
     if rule.scope is Scope.FLOW:
-        return rule.src
+        return str(_unmap(ipaddress.ip_address(rule.src)))
     if rule.scope is Scope.SRC_PREFIX:
         return rule.src.split("/")[0] if rule.src.endswith(("/32", "/128")) else rule.src
     return ""
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _unmap(ip):
+    """The IPv4 address an IPv4-mapped IPv6 address stands for (the kernel keys both alike)."""
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
+
+
+def _views(net) -> list:
+    """`net` and, for IPv6 prefixes that reach into ::ffff:0:0/96, the IPv4 range they cover."""
+    views = [net]
+    if net.version == 6:
+        if net.subnet_of(_MAPPED):
+            views.append(ipaddress.IPv4Network(
+                (int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96)))
+        elif _MAPPED.subnet_of(net):
+            views.append(ipaddress.IPv4Network("0.0.0.0/0"))
+    return views
 
 
 def _addresses(rule: Rule):

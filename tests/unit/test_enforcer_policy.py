@@ -132,3 +132,14 @@ def test_dry_run_is_the_same_decision_without_side_effects():
     p = policy()
     d = p.decide(Order(id="x", node="", rule=flow()), T0)
     assert d.outcome is Outcome.APPLY and p.installed() == []
+
+
+def test_ipv4_mapped_spellings_of_protected_addresses_are_refused_too():
+    # The kernel keys ::ffff:a.b.c.d and a.b.c.d alike: the policy must see them alike.
+    p = policy()
+    for rule in (flow(src="::ffff:127.0.0.1", dst="::ffff:10.0.0.2"),
+                 flow(src="::ffff:10.0.0.2", dst="::ffff:10.0.0.9"),
+                 prefix("::ffff:192.0.2.10/128"), prefix("::ffff:0:0/96"), prefix("::/64")):
+        d = apply(p, rule)
+        assert d.outcome is Outcome.REFUSE, rule
+    assert apply(p, prefix("::ffff:203.0.113.0/120")).outcome is Outcome.APPLY
