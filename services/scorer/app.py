@@ -6,7 +6,7 @@
         (table `dst-chunks`) --close--> one batched model call --> verdicts
 
 Both tables are faust Tables with changelog topics; the adapter writes them through
-`table.data` + `table.send_changelog(partition, ...)` because windows close in a timer (outside
+`table.data` + an awaited send to `table.changelog_topic` (pinned partition) because windows close in a timer (outside
 any stream event) and each key is pinned to the partition it belongs to. Restore is lazy: a
 partition is rebuilt from its table the first time the worker touches it after an assignment.
 """
@@ -20,6 +20,7 @@ import time
 import faust
 import mode
 import msgpack
+from faust.types import TP
 
 from services.common.codec import decode_packet_columns, encode_deadletter, encode_verdict
 from services.common.errors import DecodeError
@@ -50,7 +51,11 @@ def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
         broker_session_timeout=s.session_timeout_s, broker_rebalance_timeout=s.rebalance_timeout_s,
         broker_heartbeat_interval=s.heartbeat_s,
         consumer_auto_offset_reset=s.offset_reset, web_enabled=s.web_port > 0,
-        producer_acks=-1, key_serializer="raw", value_serializer="raw")
+        producer_acks=-1, key_serializer="raw", value_serializer="raw",
+        # Waiting for stream buffers to drain at a rebalance stalled workers under a backlog
+        # (bench/scorer_bench.py); our state does not need it: every record is idempotent by
+        # offset and the new owner restores from the tables.
+        stream_wait_empty=False)
     if s.web_port > 0:
         opts["web_port"] = s.web_port
     if s.datadir:
@@ -130,12 +135,14 @@ class Scorer(mode.Service):
 
     # --- table helpers ----------------------------------------------------------------------
     @staticmethod
-    def _put(table, partition: int, key: bytes, value: bytes | None) -> None:
+    async def _put(table, partition: int, key: bytes, value: bytes | None) -> None:
         if value is None:
             table.data.pop(key, None)
         else:
             table.data[key] = value
-        table.send_changelog(partition, key, value)
+        # Straight to the producer: faust's send_soon buffer makes the fetcher wait for it to
+        # drain, which deadlocked workers that rebalanced under a backlog.
+        await table.changelog_topic.send(key=key, value=value, partition=partition)
 
     @staticmethod
     def _keys(table, partition: int) -> list[bytes]:
@@ -188,9 +195,14 @@ class Scorer(mode.Service):
         if part.late != late:
             self.metrics.late.inc(part.late - late)
         if accepted:
-            self._put(self.src_table, partition, b"%d/r/%020d" % (partition, offset), value)
+            await self._put(self.src_table, partition, b"%d/r/%020d" % (partition, offset), value)
+        self._update_backlog(partition, part)
         if part.due():
             await self._close_sources([partition])
+
+    def _update_backlog(self, p: int, part: SourcePartition) -> None:
+        highwater = self.app.consumer.highwater(TP(self.packets_topic.get_topic_name(), p))
+        part.backlog = highwater is not None and self.seen.get(p, -1) + 1 < highwater
 
     async def _close_sources(self, partitions) -> None:
         for p in partitions:
@@ -204,10 +216,10 @@ class Scorer(mode.Service):
                     await self.flows_topic.send(key=c.key(), value=c.encode(),
                                                 partition=c.dst_partition)
                 for off in done:
-                    self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
+                    await self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
                 self.metrics.windows_closed.labels("source").inc()
             if due:
-                self._put(self.src_table, p, b"%d/hw" % p,
+                await self._put(self.src_table, p, b"%d/hw" % p,
                           msgpack.packb([part.closed_upto, self.seen.get(p, -1)]))
             await self._announce(p, part)
 
@@ -256,7 +268,7 @@ class Scorer(mode.Service):
             return
         key = b"%d/c/%s" % (partition, chunk.key())
         if part.add(key, chunk):
-            self._put(self.dst_table, partition, key, value)
+            await self._put(self.dst_table, partition, key, value)
 
     async def _close_dests(self) -> None:
         closed = []
@@ -265,11 +277,11 @@ class Scorer(mode.Service):
             for ws in due:
                 w = part.close(ws)
                 for key in w.chunk_keys:
-                    self._put(self.dst_table, q, key, None)
+                    await self._put(self.dst_table, q, key, None)
                 closed.append(w)
                 self.metrics.windows_closed.labels("dest").inc()
             if due:
-                self._put(self.dst_table, q, b"%d/hw" % q,
+                await self._put(self.dst_table, q, b"%d/hw" % q,
                           msgpack.packb([part.closed_upto, part.progress]))
         closed = [w for w in closed if w.rows]
         if not closed:
@@ -299,6 +311,8 @@ class Scorer(mode.Service):
                 self._restore_source(tp.partition)
             elif tp.topic == self.flows_topic.get_topic_name() and tp.partition not in self.dests:
                 self._dest(tp.partition)
+        for p, part in self.sources.items():
+            self._update_backlog(p, part)
         await self._close_sources(list(self.sources))
         await self._close_dests()
         self.metrics.open_windows.labels("source").set(sum(len(p.windows) for p in self.sources.values()))

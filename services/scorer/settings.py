@@ -39,13 +39,15 @@ class ScorerSettings:
     metrics_port: int = setting("SCORER_METRICS_PORT", 0,
                                 "Prometheus /metrics and /healthz port (0 = off)")
     metrics_host: str = setting("SCORER_METRICS_HOST", "127.0.0.1", "address of the metrics server")
-    log_level: str = setting("SCORER_LOG_LEVEL", "info", "faust worker log level")
+    log_level: str = setting("SCORER_LOG_LEVEL", "info", "faust worker log level: crit, error, warn, info or debug")
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.lateness_s < 0 or self.close_wait_s < 0 or self.tick_s <= 0:
             raise ValueError("SCORER_WINDOW_S/TICK_S must be > 0, LATENESS_S/CLOSE_WAIT_S >= 0")
         if self.offset_reset not in ("earliest", "latest"):
             raise ValueError("SCORER_OFFSET_RESET must be earliest or latest")
+        if self.log_level not in ("crit", "error", "warn", "info", "debug"):
+            raise ValueError("SCORER_LOG_LEVEL must be crit, error, warn, info or debug")
         if self.heartbeat_s >= self.session_timeout_s:
             raise ValueError("SCORER_HEARTBEAT_S must be below SCORER_SESSION_TIMEOUT_S")
 

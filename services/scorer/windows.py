@@ -3,7 +3,8 @@
 Stage 1, per `packets` partition (= per set of SOURCE addresses): packet events -> per-flow
 state per window. A window closes when the partition's watermark passes its end + lateness; the
 watermark is the newest event time seen, advanced by the wall-clock time elapsed since the last
-record arrived, so the last window of a burst closes without waiting for more traffic. A closed
+record arrived when the partition has no backlog, so the last window of a burst closes without
+waiting for more traffic while a worker catching up never closes windows early. A closed
 window yields its flows, each with its source's aggregate features (complete: a source lives on
 one partition), grouped by DESTINATION partition for stage 2.
 
@@ -108,6 +109,7 @@ class SourcePartition:
     last_arrival: float = 0.0
     records: dict[int, int] = field(default_factory=dict)  # offset -> newest window it feeds
     late: int = 0
+    backlog: bool = False          # records are waiting: event time alone moves the watermark
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -155,6 +157,8 @@ class SourcePartition:
         return accepted
 
     def watermark(self) -> int:
+        if self.backlog:  # a pause in reading is not a pause in traffic
+            return self.max_ts
         return self.max_ts + int((self.clock() - self.last_arrival) * 1e9)
 
     def due(self) -> list[int]:

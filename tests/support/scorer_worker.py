@@ -50,12 +50,17 @@ class Worker:
             return None
 
     def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-            total = 0.0
-            for line in r.read().decode().splitlines():
-                if line.startswith(name) and not line.startswith("#"):
-                    total += float(line.rsplit(" ", 1)[1])
-            return total
+        """Sum of a metric's samples (0 while the worker is not serving yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Scorer throughput: packet events/s of 1 worker and of 2 workers (same run, same data).
+
+The packet events are produced ONCE to a fresh `packets` topic (capture's format: micro-batches
+of --batch events per partition, partitioned by source); then a 1-worker group and a 2-worker
+group (each its own app id, so each reads everything from the start) score them. A run's time
+is from the first event folded in to the last flow scored (windows closed, batched model
+calls, verdicts published), read from the workers' Prometheus counters. Nothing else runs
+meanwhile; the broker shares the machine's cores with the workers.
+
+Traffic (event time compressed to --rate events/s): benign TCP/UDP flows of ~8 packets from
+--sources clients to 50 servers, plus a spoofed SYN flood (--flood share of the events, one
+packet per flow — the expensive case: every event is a new flow).
+
+examples:
+  .venv/bin/python bench/scorer_bench.py                       # 400k events, model in models/
+  .venv/bin/python bench/scorer_bench.py --events 1000000 --flood 0.5
+  .venv/bin/python bench/scorer_bench.py --join                # group join/failover timings
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.common.model import DEFAULT_MODEL  # noqa: E402
+from services.common.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
+from services.common.settings import load_common  # noqa: E402
+from services.common.topics import ensure_topics  # noqa: E402
+from services.common.features import window_start  # noqa: E402
+from tests.support.scorer_worker import Worker, wait_for  # noqa: E402
+
+
+def args_timeout() -> float:
+    return float(os.environ.get("BENCH_TIMEOUT_S", "120"))
+
+
+def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> list[Packet]:
+    rng = random.Random(seed)
+    t0 = 1_900_000_000 * 10**9
+    clients = [f"10.{rng.randrange(1, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+               for _ in range(sources)]
+    servers = [f"192.168.{i // 250}.{i % 250 + 1}" for i in range(50)]
+    out: list[Packet] = []
+    step = 1e9 / rate
+    i = 0
+    while len(out) < n:
+        t = t0 + int(i * step)
+        if rng.random() < flood:
+            out.append(Packet(t, f"172.{16 + rng.randrange(16)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                              "192.168.0.1", rng.randrange(1024, 65535), 80, PROTO_TCP, 0x02, 60, 2, 1,
+                              "bench", i))
+            i += 1
+            continue
+        src, dst = rng.choice(clients), rng.choice(servers)
+        sport = rng.randrange(32768, 61000)
+        if rng.random() < 0.8:
+            flags = [0x02, 0x10] + [0x18] * rng.randrange(2, 10) + [0x11]
+            for k, fl in enumerate(flags):
+                out.append(Packet(t + k * 1000, src, dst, sport, rng.choice((80, 443)), PROTO_TCP,
+                                  fl, rng.choice((66, 400, 1514)), 2, 1, "bench", i + k))
+            i += len(flags)
+        else:
+            out.append(Packet(t, src, dst, sport, 53, PROTO_UDP, 0, 90, 2, 1, "bench", i))
+            i += 1
+    out = out[:n]
+    out.sort(key=lambda p: p.ts_ns)
+    return out
+
+
+def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[tuple[int, bytes]]:
+    """Capture's format: per-partition micro-batches, in time order."""
+    from services.common.codec import encode_packets, partition_for
+
+    pending: dict[int, list[Packet]] = {}
+    out = []
+    for p in packets:
+        part = partition_for(p, partitions)
+        buf = pending.setdefault(part, [])
+        buf.append(p)
+        if len(buf) >= batch:
+            out.append((part, encode_packets(buf)))
+            pending[part] = []
+    out.extend((part, encode_packets(buf)) for part, buf in pending.items() if buf)
+    return out
+
+
+_last: dict = {}
+
+
+def _stable(fn) -> bool:
+    """True once fn() has not changed for 2 s."""
+    v, now = fn(), time.monotonic()
+    if _last.get("v") != v:
+        _last.update(v=v, t=now)
+    return now - _last["t"] >= 2.0
+
+
+async def produce_records(common, records: list[tuple[int, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from services.common.kafka import client_options
+
+    producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=5,
+                                max_request_size=4 << 20)
+    await producer.start()
+    try:
+        topic = common.topic("packets")
+        for part, data in records:
+            await producer.send(topic, data, partition=part)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int, n_flows: int,
+                    tag: str) -> dict:
+    """Start `workers` workers on fresh topics, wait until they share the partitions, then
+    produce the records (the group is stable: a rebalance under a backlog is not measured)."""
+    common = load_common(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+    await ensure_topics(common)
+    app_id = f"bench-{tag}"
+    ws = [Worker(common, model, tmp, f"{common.topic_prefix}{app_id}-{i}", SCORER_APP_ID=app_id,
+                 SCORER_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warn"))
+          for i in range(workers)]
+    try:
+        def events():
+            return sum(w.metric("scorer_events_total") for w in ws)
+
+        def late():
+            return sum(w.metric("scorer_late_events_total") for w in ws)
+
+        def flows():
+            return sum(w.metric("scorer_flows_scored_total") for w in ws)
+
+        def shared():
+            if any(w.proc.poll() is not None for w in ws):
+                raise SystemExit(f"a worker died: see {tmp}")
+            parts = [set((w.health() or {}).get("packets_partitions") or ()) for w in ws]
+            return all(parts) and len(set().union(*parts)) == sum(map(len, parts)) == \
+                common.packets_partitions
+
+        t_start = time.monotonic()
+        await wait_for(shared, 90, "workers to share the partitions")
+        await asyncio.sleep(2.0)  # let a late rebalance settle
+        await wait_for(shared, 30, "a stable group")
+        join_s = time.monotonic() - t_start
+        t_send = time.monotonic()
+        await produce_records(common, records)
+        await wait_for(lambda: events() > 0, 30, "the first event", interval=0.05)
+        t_first = time.monotonic()
+        try:
+            await wait_for(lambda: events() + late() >= n_events, args_timeout(), "all events",
+                           interval=0.1)
+        except AssertionError:
+            for w in ws:  # mode's workers log every task's stack on SIGUSR1
+                w.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(3)
+            raise SystemExit(f"stuck: {[w.metric('scorer_events_total') for w in ws]} events, "
+                             f"{[w.health() for w in ws]}, logs in {tmp}") from None
+        t_ingested = time.monotonic()
+        lost = late()  # events after their window closed: the flows they would add are missing
+        await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
+                       f"{n_flows} flows scored", interval=0.1)
+        t_done, last = time.monotonic(), flows()
+        shares = [w.metric("scorer_events_total") for w in ws]
+        return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(t_first - t_send, 2),
+                "ingest_eps": n_events / (t_ingested - t_first),
+                "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
+                "late_events": late(), "verdicts": sum(w.metric("scorer_verdicts_total") for w in ws)}
+    finally:
+        for w in ws:
+            w.stop()
+
+
+async def join_timings(common, model: Path, tmp: Path, label: str, env: dict) -> dict:
+    """Worker start -> owns partitions; 2nd worker start -> both own some; SIGKILL one ->
+    survivor owns all."""
+    app_id = f"join-{uuid.uuid4().hex[:6]}"
+    env = {"SCORER_APP_ID": app_id, "SCORER_LOG_LEVEL": "warn", **env}
+    t = time.monotonic()
+    a = Worker(common, model, tmp, f"{app_id}-a", **env)
+    parts = lambda w: set((w.health() or {}).get("packets_partitions") or ())  # noqa: E731
+    out = {"settings": label}
+    try:
+        await wait_for(lambda: len(parts(a)) == common.packets_partitions, 120, "first worker")
+        out["first_ready_s"] = time.monotonic() - t
+        t = time.monotonic()
+        b = Worker(common, model, tmp, f"{app_id}-b", **env)
+        try:
+            await wait_for(lambda: parts(a) and parts(b) and not parts(a) & parts(b)
+                           and len(parts(a) | parts(b)) == common.packets_partitions, 180, "join")
+            out["second_join_s"] = time.monotonic() - t
+            t = time.monotonic()
+            b.stop(signal.SIGKILL)
+            await wait_for(lambda: len(parts(a)) == common.packets_partitions, 180, "failover")
+            out["failover_after_kill_s"] = time.monotonic() - t
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=400_000)
+    ap.add_argument("--rate", type=float, default=100_000, help="event-time rate of the traffic")
+    ap.add_argument("--flood", type=float, default=0.1, help="share of spoofed SYN events")
+    ap.add_argument("--sources", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=500, help="events per packets record")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--join", action="store_true", help="measure group join/failover times instead")
+    ap.add_argument("--only-two", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
+    model = Path(args.model)
+    if args.join:
+        common = load_common(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+        await ensure_topics(common)
+        for label, env in (("10 s session / 10 s rebalance / 1 s heartbeat (default)", {}),
+                           ("faust defaults: 60 s / 60 s / 3 s",
+                            {"SCORER_SESSION_TIMEOUT_S": "60", "SCORER_REBALANCE_TIMEOUT_S": "60",
+                             "SCORER_HEARTBEAT_S": "3"})):
+            print(await join_timings(common, model, tmp, label, env), flush=True)
+        return
+    packets = traffic(args.events, args.rate, args.flood, args.sources)
+    records = encode_records(packets, args.batch, load_common().packets_partitions)
+    n_flows = len({(window_start(p.ts_ns, 10**9), p.flow_key()) for p in packets})
+    print(f"{len(packets)} events in {len(records)} records, {n_flows} flows (window, 5-tuple); "
+          f"logs in {tmp}", flush=True)
+    if args.only_two:
+        print(await run_group(model, tmp, 2, records, len(packets), n_flows, "two"))
+        return
+    one = await run_group(model, tmp, 1, records, len(packets), n_flows, "one")
+    print(one, flush=True)
+    two = await run_group(model, tmp, 2, records, len(packets), n_flows, "two")
+    print(two, flush=True)
+    print(f"\n| workers | events/s (ingest) | events/s (to last flow scored) | flows scored |\n"
+          f"|---|---|---|---|\n"
+          f"| 1 | {one['ingest_eps']:,.0f} | {one['eps']:,.0f} | {one['flows']:,.0f} |\n"
+          f"| 2 | {two['ingest_eps']:,.0f} | {two['eps']:,.0f} | {two['flows']:,.0f} |\n"
+          f"\nspeed-up of 2 workers over 1: {two['eps'] / one['eps']:.2f}x "
+          f"(ingest {two['ingest_eps'] / one['ingest_eps']:.2f}x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
