@@ -32,8 +32,10 @@ class ScorerSettings:
     heartbeat_s: float = setting("SCORER_HEARTBEAT_S", 1.0, "Kafka group heartbeat interval")
     offset_reset: str = setting("SCORER_OFFSET_RESET", "earliest",
                                 "where a new group starts reading packets: earliest or latest")
-    standby_replicas: int = setting("SCORER_STANDBY_REPLICAS", 1,
-                                    "workers keeping a warm copy of each window table partition")
+    standby_replicas: int = setting("SCORER_STANDBY_REPLICAS", 0,
+                                    "faust standby replicas of the window tables (the memory "
+                                    "store drops standby data, so a new owner reads the "
+                                    "compacted changelog either way)")
     web_port: int = setting("SCORER_WEB_PORT", 0, "faust web server port (0 = faust web disabled)")
     datadir: str = setting("SCORER_DATADIR", "", "faust data directory (default: ./<app id>-data)")
     metrics_port: int = setting("SCORER_METRICS_PORT", 0,
