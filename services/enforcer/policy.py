@@ -81,12 +81,19 @@ class Policy:
     _seen: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self._allow = [ipaddress.ip_network(c, strict=False) for c in self.config.allowlist]
-        self._local = {str(ipaddress.ip_address(a)) for a in self.config.local_addresses}
+        self._base = [ipaddress.ip_network(c, strict=False) for c in self.config.allowlist]
+        self._allow = list(self._base)
+        self._local = {str(_unmap(ipaddress.ip_address(a))) for a in self.config.local_addresses}
 
     # -- state the service feeds in ------------------------------------------------------------
     def allow(self, cidr: str) -> None:
-        self._allow.append(ipaddress.ip_network(cidr, strict=False))
+        self._base.append(ipaddress.ip_network(cidr, strict=False))
+        self._allow.append(self._base[-1])
+
+    def set_kernel_allowlist(self, cidrs: list[str]) -> None:
+        """The kernel allowlist as it is now (`xdpguard allow add|del` while we run)."""
+        nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        self._allow = list(dict.fromkeys(self._base + nets))
 
     def allowlist(self) -> list[str]:
         return [str(n) for n in self._allow]

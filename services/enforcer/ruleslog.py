@@ -57,10 +57,11 @@ class RulesLog:
         await (await self._producer.send(topic, value, key=key))
 
 
-async def read_rules(common: CommonSettings, node: str | None = None,
-                     timeout: float = 30.0) -> tuple[dict[str, codec.RuleRecord], int]:
+async def read_rules(common: CommonSettings, node: str | None = None, timeout: float = 30.0,
+                     bad_records: list | None = None) -> tuple[dict[str, codec.RuleRecord], int]:
     """Latest record of every key in the rules topic (tombstoned keys left out), optionally only
-    those written by `node`; plus the number of undecodable records skipped."""
+    those written by `node`; plus the number of undecodable records skipped (each appended to
+    `bad_records` as (partition, offset, reason, key, value) if a list is given)."""
     topic = common.topic("rules")
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
@@ -89,6 +90,9 @@ async def read_rules(common: CommonSettings, node: str | None = None,
                         except DecodeError as exc:
                             bad += 1
                             log.warning("rules topic offset %s: %s", r.offset, exc)
+                            if bad_records is not None:
+                                bad_records.append((tp.partition, r.offset, str(exc), r.key,
+                                                    r.value))
                             continue
                         key = rec.key.decode()
                         if rec.deleted:

@@ -51,9 +51,12 @@ class Enforcer:
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = False
         self._beat = time.monotonic()
+        self._map_id = 0
+        self._manual: dict[str, Rule] = {}  # manual rules as last mirrored to the topic
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
+        self._map_id = self._maps_id()
         self.datapath = self._open_datapath(self.common.pin_dir)
         self.policy = Policy(PolicyConfig(
             node_id=self.common.node_id, allowlist=tuple(self._allowlist()),
@@ -87,8 +90,13 @@ class Enforcer:
             await self.consumer.position(tp)
 
     async def stop(self) -> None:
-        self.ready = False
+        was_ready, self.ready = self.ready, False
         try:
+            if was_ready:
+                try:
+                    await self._sync_manual()  # an `xdpguard add` just before stopping survives
+                except Exception as exc:  # stopping must go on; say what was not mirrored
+                    log.error("manual rules not mirrored to the rules topic: %s", exc)
             if self.consumer is not None:
                 await self.consumer.stop()
         finally:
@@ -120,6 +128,7 @@ class Enforcer:
             if not batch:
                 continue
             await self.consumer.commit()  # before acting: at most once
+            self._refresh_allowlist()
             for tp, records in batch.items():
                 for r in records:
                     try:
@@ -201,11 +210,73 @@ class Enforcer:
         value = codec.encode_deadletter(topic, partition, offset, reason, raw, "enforcer")
         await self.rules_log.send(self.common.topic("deadletter"), None, value)
 
+    def _refresh_allowlist(self) -> None:
+        """`xdpguard allow add` while we run: the policy sees it before the next decision."""
+        try:
+            self.policy.set_kernel_allowlist([str(c) for c in self.datapath.allowlist()])
+        except Exception as exc:  # keep the allowlist we have; say why it may be stale
+            log.warning("cannot re-read the kernel allowlist: %s", exc)
+
+    # -- program reloads and manual rules ------------------------------------------------------
+    def _maps_id(self) -> int:
+        """Id of the pinned config map (changes when the program is loaded again), 0 if none."""
+        import os
+
+        from services.common import bpfsys
+        path = os.path.join(self.common.pin_dir, "config")
+        try:
+            fd = bpfsys.obj_get(path)
+        except Exception:
+            return 0
+        try:
+            return bpfsys.map_info(fd).id
+        finally:
+            os.close(fd)
+
+    async def _check_reload(self) -> None:
+        """A program loaded again under us: open the new maps and put every rule back."""
+        current = self._maps_id()
+        if current == 0 or current == self._map_id:
+            return
+        log.warning("the XDP program was loaded again (maps %d -> %d): re-installing %d rules",
+                    self._map_id, current, len(self.policy.installed()))
+        old, self.datapath = self.datapath, self._open_datapath(self.common.pin_dir)
+        self._map_id = current
+        if old is not None:
+            old.close()
+        if self.settings.dry_run:
+            return
+        self._install_allowlist()
+        now = self.clock()
+        for rule in self.policy.installed():
+            if not rule.expired(now):
+                self.datapath.add_rule(rule)
+        self.metrics.restored.inc(len(self.policy.installed()))
+
+    async def _sync_manual(self) -> None:
+        """Mirror the operator's manual rules (written by `xdpguard add` to the maps only) into
+        the rules topic, so a reload or reboot restores them too; tombstone deleted ones."""
+        if self.settings.dry_run:
+            return
+        in_maps = {s.rule.key(): s.rule for s in self.datapath.rules()
+                   if s.rule.origin is Origin.MANUAL}
+        for key, rule in in_maps.items():
+            if not _same(self._manual.get(key), rule):
+                self.policy.track(rule)
+                await self.rules_log.write(rule)
+        for key, rule in list(self._manual.items()):
+            if key not in in_maps:
+                self.policy.untrack(rule)
+                await self.rules_log.remove(rule)
+        self._manual = in_maps
+
     # -- expiry --------------------------------------------------------------------------------
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_ms / 1000)
             self._beat = time.monotonic()
+            await self._check_reload()
+            await self._sync_manual()
             for rule in self.policy.expire(self.clock()):
                 await self._remove(rule, "expired")
                 self.metrics.expired.inc()
@@ -257,7 +328,11 @@ class Enforcer:
                 if rule.origin is Origin.MODEL:
                     self.policy.track(rule)
             return
-        records, bad = await read_rules(self.common, node=self.common.node_id)
+        bad_records: list = []
+        records, bad = await read_rules(self.common, node=self.common.node_id,
+                                        bad_records=bad_records)
+        for partition, offset, reason, _key, value in bad_records:
+            await self._deadletter(self.rules_log.topic, partition, offset, reason, value)
         now = self.clock()
         restored = 0
         for key, rec in records.items():
@@ -269,6 +344,8 @@ class Enforcer:
             if not self.settings.dry_run:
                 self.datapath.add_rule(rule)
             self.policy.track(rule)
+            if rule.origin is Origin.MANUAL:
+                self._manual[key] = rule  # already in the topic: no rewrite
             restored += 1
         stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
         for rule in stale:  # a model rule the topic no longer holds was removed while we were away
@@ -277,6 +354,12 @@ class Enforcer:
         self.metrics.restored.inc(restored)
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.rules_log.topic, bad, len(stale))
+
+
+def _same(a: Rule | None, b: Rule) -> bool:
+    """Equal as far as the maps can tell (expiry goes through the monotonic clock: jitter)."""
+    return a is not None and a.key() == b.key() and a.action is b.action and \
+        a.rate_pps == b.rate_pps and abs(a.expires_ns - b.expires_ns) < 50_000_000
 
 
 def _resolve(host: str) -> list[str]:
