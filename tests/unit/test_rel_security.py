@@ -164,16 +164,14 @@ def test_rel_policy_refuses_allowlisted_and_local_targets(rule):
     assert d.outcome is Outcome.REFUSE and d.code in ("allowlisted", "local"), d
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (enforcer, services/enforcer/policy.py protected()): an "
-                   "IPv4 target written IPv4-mapped (::ffff:a.b.c.d, and ::ffff:0:0/96 = every "
-                   "IPv4 source) is compared as IPv6 and passes the allowlist and local-address "
-                   "checks; the kernel stores both spellings as the same 16-byte key")
 @pytest.mark.parametrize("rule", [
     Rule(Scope.FLOW, Action.DROP, src="::ffff:10.250.1.2", dst="::ffff:10.0.0.1", proto=6),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="::ffff:192.0.2.7/128"),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="::ffff:0:0/96"),
 ], ids=lambda r: r.key())
 def test_rel_policy_refuses_ipv4_mapped_spellings_of_protected_addresses(rule):
+    """An IPv4 target written IPv4-mapped is the same kernel key as the IPv4 form (found by this
+    test; fixed in e253489)."""
     from services.common.structs import addr_bytes
     # the kernel key is the same as the IPv4 form's: this is the same target
     if rule.scope is Scope.FLOW:
