@@ -22,8 +22,9 @@ EPILOG = """examples:
 
 
 def register(sub) -> None:
+    import argparse
     p = sub.add_parser("demo", help="run the end-to-end demo (broker must be up; see scripts/demo)",
-                       epilog=EPILOG)
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pps", type=int, default=2000, help="SYN flood packets per second")
     p.add_argument("--quiet", type=float, default=3.0, help="benign-only seconds before the attack")
     p.add_argument("--after", type=float, default=3.0, help="seconds to keep flooding once blocked")
