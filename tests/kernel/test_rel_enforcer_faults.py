@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.common import codec, loader
@@ -86,12 +85,13 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         assert metric(page, "xdpguard_enforcer_rules_restored_total") == len(RULES)
         before = rule_set(pin_dir)
 
-        # 2. The program unloaded and loaded again (pins and maps are new, and empty), then the
-        #    enforcer restarted: the same rules.
+        # 2. The program unloaded and loaded again while the enforcer is stopped (pins and maps
+        #    are new, and empty), then the enforcer started: the same rules. (Reloaded under a
+        #    running enforcer: test_rel_program_reloaded_under_a_running_enforcer_...)
+        assert enf.stop() == 0, enf.log()
         xdpguard(pin_dir, "unload", "--all")
         attach_victim(netns_pair, pin_dir)
         assert rule_set(pin_dir) == []
-        assert enf.stop() == 0, enf.log()
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         assert rule_set(pin_dir) == before
         assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == 0
@@ -111,8 +111,6 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         loader.unload_all(pin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (enforcer): a program reloaded under a RUNNING enforcer "
-                   "gets no rules back until the enforcer restarts; it keeps writing the old maps")
 def test_rel_program_reloaded_under_a_running_enforcer_gets_its_rules_back(broker, netns_pair,
                                                                            pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
@@ -132,8 +130,6 @@ def test_rel_program_reloaded_under_a_running_enforcer_gets_its_rules_back(broke
         loader.unload_all(pin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (CLI/enforcer): `xdpguard add` writes only the maps, not "
-                   "the rules topic, so manual rules do not survive a program reload or a reboot")
 def test_rel_manual_rules_survive_a_reboot(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir)
@@ -260,8 +256,6 @@ def test_rel_bad_rule_records_are_skipped_on_restore_and_good_ones_restored(brok
         loader.unload_all(pin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (enforcer, ruleslog.read_rules): undecodable records in "
-                   "`rules` are counted and logged at restore but not sent to `deadletter`")
 def test_rel_bad_rule_records_go_to_deadletter(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir)

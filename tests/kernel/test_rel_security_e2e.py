@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from services.common import loader
 from services.common.datapath import Datapath
@@ -112,9 +111,6 @@ def test_rel_allowlist_wins_and_a_verdict_flood_is_capped_and_bounded(broker, ne
         loader.unload_all(pin_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (enforcer): the policy reads the kernel allowlist once at "
-                   "start; a prefix allowlisted later (xdpguard allow add) is not refused or counted "
-                   "(the kernel still lets its traffic through: allowlist first)")
 def test_rel_verdict_for_a_prefix_allowlisted_at_runtime_is_refused(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=64, prefix=64, allow=64, limit=16,
