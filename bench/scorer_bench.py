@@ -167,7 +167,8 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
             raise SystemExit(f"stuck: {[w.metric('scorer_events_total') for w in ws]} events, "
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_ingested = time.monotonic()
-        lost = late()  # events after their window closed: the flows they would add are missing
+        # events/flows after their window closed: what they would add is missing
+        lost = late() + sum(w.metric("scorer_late_flows_total") for w in ws)
         await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
                        f"{n_flows} flows scored", interval=0.1)
         t_done, last = time.monotonic(), flows()
@@ -175,7 +176,9 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
         return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(t_first - t_send, 2),
                 "ingest_eps": n_events / (t_ingested - t_first),
                 "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
-                "late_events": late(), "verdicts": sum(w.metric("scorer_verdicts_total") for w in ws)}
+                "late_events": late(),
+                "late_flows": sum(w.metric("scorer_late_flows_total") for w in ws),
+                "verdicts": sum(w.metric("scorer_verdicts_total") for w in ws)}
     finally:
         for w in ws:
             w.stop()

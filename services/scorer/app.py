@@ -37,6 +37,7 @@ log = logging.getLogger("xdpguard.scorer")
 RAW = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 TABLE_RAW = dict(key_type=bytes, value_type=bytes)  # bytes types make faust use the raw codec
 # Closed windows leave tombstones: let compaction drop them quickly so restores stay short.
+MARK_REPEAT_S = 0.5  # progress marks repeat: stage 2 tells a busy partition from an orphaned one
 CHANGELOG_CONFIG = {"segment.ms": "60000", "min.cleanable.dirty.ratio": "0.05",
                     "delete.retention.ms": "60000"}
 
@@ -100,7 +101,7 @@ class Scorer(mode.Service):
         self.sources: dict[int, SourcePartition] = {}
         self.dests: dict[int, DstPartition] = {}
         self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
-        self.announced: dict[int, int] = {}  # packets partition -> progress last broadcast
+        self.announced: dict[int, tuple[int, float]] = {}  # packets partition -> (progress, when)
         self.health: HealthServer | None = None
         self.started_at = time.time()
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -225,10 +226,11 @@ class Scorer(mode.Service):
 
     async def _announce(self, p: int, part: SourcePartition) -> None:
         """Tell every stage 2 partition how far source partition `p` has got (see windows)."""
-        upto = part.progress(time.time_ns())
-        if upto <= self.announced.get(p, -1):
+        upto, now = part.progress(time.time_ns()), time.monotonic()
+        last_upto, last_at = self.announced.get(p, (-1, 0.0))
+        if upto <= last_upto and now - last_at < MARK_REPEAT_S:
             return
-        self.announced[p] = upto
+        self.announced[p] = (upto, now)
         value = msgpack.packb([p, upto])
         for q in range(self.n):
             await self.flows_topic.send(key=b"mark/%d" % p, value=value, partition=q)
@@ -269,6 +271,8 @@ class Scorer(mode.Service):
         key = b"%d/c/%s" % (partition, chunk.key())
         if part.add(key, chunk):
             await self._put(self.dst_table, partition, key, value)
+        else:
+            self.metrics.late_flows.inc(len(chunk.flows))
 
     async def _close_dests(self) -> None:
         closed = []

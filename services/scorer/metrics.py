@@ -12,6 +12,8 @@ class ScorerMetrics:
                               "(rate() = events/s)", registry=r)
         self.late = Counter("scorer_late_events", "events for an already closed window (dropped)",
                             registry=r)
+        self.late_flows = Counter("scorer_late_flows", "flows reaching stage 2 after their window "
+                                  "closed (dropped)", registry=r)
         self.decode_errors = Counter("scorer_decode_errors", "records sent to the dead-letter topic",
                                      ["topic"], registry=r)
         self.windows_closed = Counter("scorer_windows_closed", "windows closed", ["stage"], registry=r)

@@ -15,8 +15,8 @@ class ScorerSettings:
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this")
     close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 2.0,
-                                  "stage 2 closes a window this long after its first flows even if "
-                                  "a source partition has not reported (rebalance in progress)")
+                                  "stage 2 stops waiting for a source partition silent this long "
+                                  "(no owner: a rebalance in progress)")
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing")
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)")
     emit_pass: bool = setting("SCORER_EMIT_PASS", False, "also publish pass verdicts for normal flows")

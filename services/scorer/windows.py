@@ -215,22 +215,24 @@ class ClosedWindow:
 @dataclass
 class DstPartition:
     """Stage 2 state of one `scorer-flows` partition. Window W closes once every source
-    partition has reported (a progress mark) that it closed W; `max_wait_s` after W's first
-    chunk it closes anyway (a source partition may be between owners during a rebalance)."""
+    partition has reported (a progress mark) that it is past W. A source partition silent for
+    `max_wait_s` (no owner: a worker died and the group has not rebalanced yet) is not waited
+    for; owners repeat their marks, so a busy partition is never mistaken for a silent one."""
     partition: int
     width_ns: int
     num_sources: int
     max_wait_s: float
     clock: Clock = time.monotonic
     windows: dict[int, dict[bytes, FlowChunk]] = field(default_factory=dict)
-    first_arrival: dict[int, float] = field(default_factory=dict)
-    progress: list[int] = field(default_factory=list)  # per source partition: closed up to
+    progress: list[int] = field(default_factory=list)      # per source partition: past up to
+    last_heard: list[float] = field(default_factory=list)  # per source partition: last mark
     closed_upto: int = -1
     late: int = 0
 
     def __post_init__(self) -> None:
         if not self.progress:
             self.progress = [-1] * self.num_sources
+        self.last_heard = [self.clock()] * self.num_sources
 
     def add(self, key: bytes, chunk: FlowChunk) -> bool:
         """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
@@ -238,23 +240,24 @@ class DstPartition:
             self.late += len(chunk.flows)
             return False
         self.windows.setdefault(chunk.window_ns, {})[key] = chunk
-        self.first_arrival.setdefault(chunk.window_ns, self.clock())
         return True
 
     def mark(self, src_partition: int, closed_upto: int) -> None:
         if 0 <= src_partition < self.num_sources:
             self.progress[src_partition] = max(self.progress[src_partition], closed_upto)
+            self.last_heard[src_partition] = self.clock()
 
     def due(self) -> list[int]:
         if not self.windows:
             return []
-        now, done = self.clock(), min(self.progress)
-        return sorted(ws for ws in self.windows
-                      if ws <= done or now - self.first_arrival[ws] >= self.max_wait_s)
+        now = self.clock()
+        alive = [up for up, heard in zip(self.progress, self.last_heard)
+                 if now - heard < self.max_wait_s]
+        done = min(alive) if alive else max(self.windows)
+        return sorted(ws for ws in self.windows if ws <= done)
 
     def close(self, ws: int) -> ClosedWindow:
         chunks = self.windows.pop(ws, {})
-        self.first_arrival.pop(ws, None)
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
         nodes: dict[tuple, str] = {}

@@ -114,7 +114,11 @@ def test_stage2_waits_for_every_source_partition_then_gives_up_after_max_wait():
     assert dst.due() == [T0]
     dst2 = DstPartition(0, W, 3, 2.0, clock)
     dst2.add(chunks[0].key(), chunks[0])
-    clock.t += 2.0
+    clock.t += 1.5
+    dst2.mark(0, T0 - W)  # partition 0 is busy (repeats its mark), 1 and 2 fall silent
+    clock.t += 1.0
+    assert dst2.due() == []
+    clock.t += 1.5
     assert dst2.due() == [T0]
 
 
