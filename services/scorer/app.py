@@ -158,7 +158,8 @@ class Scorer(mode.Service):
         return part
 
     def _restore_source(self, p: int) -> SourcePartition:
-        part = self.sources[p] = SourcePartition(p, self.width_ns, int(self.s.lateness_s * 1e9))
+        part = self.sources[p] = SourcePartition(p, self.width_ns, int(self.s.lateness_s * 1e9),
+                                                 idle_ns=int(self.s.idle_s * 1e9))
         seen, replayed = -1, 0
         hw = self.src_table.data.get(b"%d/hw" % p)
         if hw:

@@ -14,6 +14,9 @@ class ScorerSettings:
     window_s: float = setting("SCORER_WINDOW_S", 1.0, "tumbling event-time window length, seconds")
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this")
+    idle_s: float = setting("SCORER_IDLE_S", 0.3,
+                            "after this long without records the wall clock moves a caught-up "
+                            "partition's watermark (closes the last window of a burst)")
     close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 2.0,
                                   "stage 2 stops waiting for a source partition silent this long "
                                   "(no owner: a rebalance in progress)")

@@ -110,6 +110,7 @@ class SourcePartition:
     records: dict[int, int] = field(default_factory=dict)  # offset -> newest window it feeds
     late: int = 0
     backlog: bool = False          # records are waiting: event time alone moves the watermark
+    idle_ns: int = 0               # arrivals must pause this long before the clock moves it
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -159,7 +160,7 @@ class SourcePartition:
     def watermark(self) -> int:
         if self.backlog:  # a pause in reading is not a pause in traffic
             return self.max_ts
-        return self.max_ts + int((self.clock() - self.last_arrival) * 1e9)
+        return self.max_ts + max(0, int((self.clock() - self.last_arrival) * 1e9) - self.idle_ns)
 
     def due(self) -> list[int]:
         """Starts of the windows whose end + lateness the watermark has passed, oldest first."""
