@@ -227,7 +227,11 @@ class Scorer(mode.Service):
 
     async def _announce(self, p: int, part: SourcePartition) -> None:
         """Tell every stage 2 partition how far source partition `p` has got (see windows)."""
-        upto, now = part.progress(time.time_ns()), time.monotonic()
+        # A partition without events follows this worker's event clock (its busiest partition),
+        # not the wall clock: capture timestamps may run ahead of this host's clock.
+        event_clock = max((pt.watermark() for pt in self.sources.values() if pt.max_ts),
+                          default=time.time_ns())
+        upto, now = part.progress(event_clock), time.monotonic()
         last_upto, last_at = self.announced.get(p, (-1, 0.0))
         if upto <= last_upto and now - last_at < MARK_REPEAT_S:
             return

@@ -167,12 +167,13 @@ class SourcePartition:
         limit = self.watermark() - self.width_ns - self.lateness_ns
         return sorted(ws for ws in self.windows if ws <= limit)
 
-    def progress(self, wall_ns: int) -> int:
+    def progress(self, clock_ns: int) -> int:
         """Start of the newest window this partition will not add to any more: windows up to it
-        are closed or never had events here. With no events yet, the wall clock stands in."""
+        are closed or never had events here. With no events yet, `clock_ns` (the worker's event
+        clock) stands in."""
         if self.windows:
             return max(self.closed_upto, min(self.windows) - self.width_ns)
-        mark = (self.watermark() if self.max_ts else wall_ns) - self.width_ns - self.lateness_ns
+        mark = (self.watermark() if self.max_ts else clock_ns) - self.width_ns - self.lateness_ns
         return max(self.closed_upto, mark - mark % self.width_ns)
 
     def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:
