@@ -213,6 +213,53 @@ async def join_timings(common, model: Path, tmp: Path, label: str, env: dict) ->
     return out
 
 
+async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
+    """Real time: a spoofed SYN flood (2,000 pps in 10 ms micro-batches, timestamps = now) against
+    a new victim each run; seconds from its first packet to the first verdict naming the victim."""
+    from aiokafka import AIOKafkaProducer
+    from services.common.codec import decode_verdict, encode_packets, partition_for
+    from services.common.kafka import client_options
+    from tests.support.scorer_worker import TopicReader
+
+    common = load_common(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+    await ensure_topics(common)
+    w = Worker(common, model, tmp, f"{common.topic_prefix}lat", SCORER_LOG_LEVEL="warn")
+    producer = AIOKafkaProducer(**client_options(common), linger_ms=2)
+    await producer.start()
+    out = []
+    rng = random.Random(3)
+    try:
+        await wait_for(lambda: (w.health() or {}).get("packets_partitions"), 90, "the worker")
+        async with TopicReader(common, "verdicts") as verdicts:
+            for run in range(runs):
+                victim = f"10.77.{run}.1"
+                await asyncio.sleep(rng.uniform(1.0, 2.0))  # attacks start anywhere in a window
+                start, seq, seen = time.time(), 0, None
+                while time.time() - start < 6 and seen is None:
+                    now = time.time_ns()
+                    batch = [Packet(now, f"172.{16 + rng.randrange(16)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                                    victim, rng.randrange(1024, 65535), 80, PROTO_TCP, 0x02, 60, 2, 1,
+                                    "lat", seq + i) for i in range(20)]
+                    seq += 20
+                    parts: dict[int, list] = {}
+                    for p in batch:
+                        parts.setdefault(partition_for(p, common.packets_partitions), []).append(p)
+                    for part, ps in parts.items():
+                        await producer.send(common.topic("packets"), encode_packets(ps), partition=part)
+                    await asyncio.sleep(0.01)
+                    for raw in verdicts.values:
+                        if decode_verdict(raw).rule.dst == victim:
+                            seen = time.time() - start
+                            break
+                out.append(seen if seen is not None else float("nan"))
+                print(f"run {run}: first verdict after {out[-1]:.2f} s", flush=True)
+                await asyncio.sleep(1.5)  # let the flood's last window close before the next run
+    finally:
+        await producer.stop()
+        w.stop()
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=400_000)
@@ -222,10 +269,20 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="events per packets record")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--join", action="store_true", help="measure group join/failover times instead")
+    ap.add_argument("--latency", type=int, default=0, metavar="RUNS",
+                    help="measure first attack packet -> first verdict over RUNS floods instead")
     ap.add_argument("--only-two", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
     model = Path(args.model)
+    if args.latency:
+        import statistics
+        lat = sorted(x for x in await latency(model, tmp, args.latency) if x == x)
+        if lat:
+            p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+            print(f"first packet -> first verdict over {len(lat)} runs: p50 {statistics.median(lat):.2f} s, "
+                  f"p95 {p95:.2f} s, max {lat[-1]:.2f} s")
+        return
     if args.join:
         common = load_common(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         await ensure_topics(common)
