@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 from aiokafka.partitioner import murmur2
@@ -390,23 +390,3 @@ def decode_deadletter(data: bytes) -> DeadLetter:
         offset=_field(rec, "offset", int, k), reason=_field(rec, "reason", str, k), raw=raw,
         service=_field(rec, "service", str, k), raw_len=_field(rec, "raw_len", int, k, len(raw)),
         ts_ns=_field(rec, "ts", int, k, 0))
-
-
-def record_type(data: bytes) -> str:
-    """The `t` of any xdpguard record (for tools that read mixed topics)."""
-    return str(_unpack_any(data).get("t", ""))
-
-
-def _unpack_any(data: bytes) -> dict:
-    try:
-        rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:
-        raise DecodeError(f"not msgpack ({type(exc).__name__})") from None
-    if not isinstance(rec, dict):
-        raise DecodeError("not an xdpguard record")
-    return rec
-
-
-def iter_packets(records: Iterable[bytes]) -> Iterable[Packet]:
-    for data in records:
-        yield from decode_packets(data)
