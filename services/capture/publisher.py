@@ -80,6 +80,10 @@ class Publisher:
         self._idle = asyncio.Event()
         self._abort = asyncio.Event()
         self._stopping = False
+        # Set when a delivered batch failed: the idempotent producer's sequence state may be
+        # broken for good (OutOfOrderSequenceNumber after a broker restart), so resending on
+        # the same client can loop forever; a new client gets a new producer id.
+        self._rebuild = False
         self._task: asyncio.Task | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -178,6 +182,11 @@ class Publisher:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.1
+            if self._rebuild:
+                self._rebuild = False
+                log.warning("a batch to %s failed; rebuilding the producer client", self.topic)
+                await self._close_producer()
+                continue
             if not self._npending:
                 if not self._inflight:
                     self._idle.set()
@@ -250,6 +259,7 @@ class Publisher:
                 log.warning("batch of %d events to %s[%d] failed: %s; re-queued",
                             events, self.topic, part, future.exception())
             self._requeue(part, taken, events)
+            self._rebuild = True
             self._wake.set()
             return
         self._inflight -= events

@@ -179,10 +179,24 @@ def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str =
     Sizes apply to a fresh load only; an already loaded program keeps its own."""
     if mode not in ("auto", *MODES):
         raise ConfigError(f"unknown XDP mode {mode!r} (native, generic or auto)")
-    if not is_loaded(pin_dir):
+    fresh = not is_loaded(pin_dir)
+    if fresh:
         _remove_pins(pin_dir)  # leftovers of an interrupted load
         _load_and_pin(pin_dir, sizes or Sizes())
-    return {iface: _attach(pin_dir, iface, mode) for iface in ifaces}
+    attached: dict[str, str] = {}
+    try:
+        for iface in ifaces:
+            attached[iface] = _attach(pin_dir, iface, mode)
+    except BaseException:
+        # A failed load leaves the host as it found it: nothing new attached or pinned.
+        for iface in attached:
+            for p in _link_pins(pin_dir):
+                if _link_name(p)[1] == iface:
+                    p.unlink()
+        if fresh:
+            _remove_pins(pin_dir)
+        raise
+    return attached
 
 
 def unload(iface: str, pin_dir: str = "/sys/fs/bpf/xdpguard") -> bool:

@@ -54,6 +54,14 @@ class Rule:
                 raise ValueError(f"{name} {getattr(self, name)} out of range 0-65535")
         if not 0 <= self.proto <= 255:
             raise ValueError(f"protocol {self.proto} out of range 0-255")
+        if not 0 <= self.tcp_flags <= 255:
+            raise ValueError(f"TCP flags {self.tcp_flags:#x} out of range 0-0xff")
+        # The kernel's fields are this wide: refuse, never let ctypes truncate.
+        if not 0 <= self.rate_pps < 2**32:
+            raise ValueError(f"rate {self.rate_pps} pps out of range 0-{2**32 - 1}")
+        for name in ("created_ns", "expires_ns"):
+            if not 0 <= getattr(self, name) < 2**63:
+                raise ValueError(f"{name} {getattr(self, name)} out of range")
         if self.scope is Scope.FLOW:
             ipaddress.ip_address(self.src), ipaddress.ip_address(self.dst)
         elif self.scope is Scope.SRC_PREFIX:

@@ -55,11 +55,6 @@ async def _partitions(consumer, topic):
     return consumer.partitions_for_topic(topic) or set()
 
 
-@pytest.mark.xfail(strict=False, reason="BUG (capture, services/capture/publisher.py _delivered): after "
-                   "a broker restart the idempotent producer may get OutOfOrderSequenceNumber for "
-                   "every batch; the publisher re-queues and resends on the SAME client forever "
-                   "(only send_batch exceptions rebuild it), so it never drains (seen in 1 of 4 "
-                   "runs). Remove this marker with the fix: the test then guards the promise")
 async def test_rel_broker_stopped_and_killed_while_publishing_loses_nothing(private_broker):
     common = load_common(kafka_bootstrap=private_broker.bootstrap,
                          topic_prefix=f"r{uuid.uuid4().hex[:8]}.", packets_partitions=4)

@@ -171,9 +171,6 @@ def test_rel_a_bad_setting_is_one_error_line(loaded, capsys, monkeypatch):
     assert snapshot(capsys, loaded) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (data plane, services/common/loader.py load()): the "
-                   "program is compiled and pinned before the interface is checked, and a failed "
-                   "attach does not remove the pins it just created")
 def test_rel_failed_load_on_a_missing_interface_leaves_nothing_loaded(pin_dir, monkeypatch):
     """`load -i <typo>` on a host where nothing is loaded yet must not leave a program pinned
     (the operator would think nothing happened)."""
