@@ -206,6 +206,21 @@ class Publisher:
             log.warning("Kafka producer cannot start (%s); buffering", exc)
             await producer.stop()
             return False
+        try:
+            have = len(await producer.partitions_for(self.topic))
+        except Exception as exc:  # topic missing or metadata unavailable: try again later
+            log.warning("no metadata for %s (%s); buffering", self.topic, exc)
+            await producer.stop()
+            return False
+        if have < self.partitions:
+            # Sending to partitions the topic lacks fails every batch; say so once per attempt
+            # and retry slowly, so adding partitions (or fixing the setting) resumes the flow.
+            log.error("topic %s has %d partitions but XDPGUARD_PACKETS_PARTITIONS=%d: set it to "
+                      "%d or add partitions; buffering meanwhile", self.topic, have,
+                      self.partitions, have)
+            await producer.stop()
+            await asyncio.sleep(5)
+            return False
         self._producer = producer
         self.stats.connected = True
         return True

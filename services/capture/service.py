@@ -222,6 +222,18 @@ class _Collector:
                 ("kafka_connected", "1 while a producer client is connected", int(st.connected)),
                 ("up_since", "Unix time the service started", _STARTED)):
             yield GaugeMetricFamily(p + name, doc, value=value)
+        dp = getattr(c, "datapath", None)
+        if dp is not None:
+            # The kernel's own per-CPU counters, summed at scrape time (the drop panels).
+            try:
+                stats = dp.stats()
+            except OSError:
+                return  # program unloaded under us: the capture's own metrics still count
+            fam = CounterMetricFamily("xdpguard_xdp_packets", "XDP program counters (all CPUs)",
+                                      labels=["counter"])
+            for name, value in stats.items():
+                fam.add_metric([name], value)
+            yield fam
 
 
 _STARTED = time.time()

@@ -94,3 +94,22 @@ async def test_buffers_while_kafka_is_unreachable_and_resumes_without_gaps(broke
         await pub.stop()
     got = await consume_all(broker, 5500)
     assert sorted(p.seq for _, p in got) == list(range(5500))
+
+
+async def test_fewer_topic_partitions_than_configured_is_reported_and_buffered(broker, caplog):
+    """A packets topic with fewer partitions than XDPGUARD_PACKETS_PARTITIONS: every batch would
+    fail, so the publisher says so in one error and buffers instead of spinning on its client."""
+    from services.common.topics import TopicSpec
+
+    await ensure_topics(broker, [TopicSpec(broker.topic("packets"), 2, 1)])
+    pub = Publisher(broker, partitions=4, buffer_events=1000, batch_events=100)
+    await pub.start()
+    try:
+        assert pub.submit(packets(100)) == 100
+        await asyncio.sleep(2)
+        assert pub.stats.acked == 0 and pub.buffered == 100 and not pub.stats.connected
+        assert pub.stats.client_restarts <= 2  # retried slowly, not in a tight loop
+    finally:
+        await pub.stop(drain_timeout=0)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("has 2 partitions but XDPGUARD_PACKETS_PARTITIONS=4" in m for m in errors)

@@ -38,6 +38,10 @@ def test_capture_publishes_every_packet_in_order_and_reports_metrics(netns_pair,
         assert metric(page, "xdpguard_capture_events_published_total") >= SEND
         assert metric(page, "xdpguard_capture_queue_overflow_total") == 0
         assert metric(page, "xdpguard_capture_sample_rate") == 1
+        # the kernel's own counters, for the drop panels: every sent packet was seen
+        seen = [l for l in page.splitlines()
+                if l.startswith('xdpguard_xdp_packets_total{counter="seen"}')]
+        assert seen and float(seen[0].rsplit(" ", 1)[1]) >= SEND
         assert cap.stop() == 0, cap.log()
         assert "capture stopped" in cap.log()
     finally:
