@@ -69,3 +69,21 @@ def test_every_command_and_variable_exists_in_the_code(name):
         for var in svc.get("environment", {}):
             if var.startswith(OUR_PREFIXES):
                 assert re.search(rf"[\"']{var}[\"']", text), f"{svc_name}: {var} is not read anywhere"
+
+
+def test_grafana_dashboard_queries_metrics_the_services_export():
+    import json
+
+    dash = json.loads((COMPOSE / "grafana/provisioning/dashboards/xdpguard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {m for e in exprs for m in re.findall(r"\b(xdpguard_[a-z_]+)", e)}
+    assert names
+    text = code_text()
+    for name in names:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        # metrics are declared whole or as a service prefix plus a name
+        parts = re.match(r"(xdpguard_(?:capture|scorer|enforcer|xdp)_)(.*)", base)
+        assert parts, name
+        assert (f'"{base}"' in text or
+                (f'"{parts.group(1)}"' in text and f'"{parts.group(2)}"' in text)), \
+            f"{name} is not exported by any service"
