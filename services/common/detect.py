@@ -15,6 +15,15 @@ the narrowest rule that still works, in this order:
 3. FLOW: every remaining anomalous flow, exactly, except flows towards a destination a wide
    rule of this window already protects (their scores come from the victim's aggregate).
 
+Own evidence (`own_scores`): a flow towards a flooded destination scores high because the
+destination's aggregate (distinct sources, packet rate) is extreme, whoever sends it. The
+caller may pass, per flow, the score of the same row with the destination aggregate replaced
+by the flow's SOURCE aggregate (`own_row`: the destination as if this source were its only
+client). Source-prefix and exact-flow rules then count only flows whose own score is anomalous
+too, so a benign client of an attacked victim (a pinger, an HTTP client with completed
+handshakes) is never blocked, while the flooding / scanning / brute-forcing source, whose own
+aggregate carries the anomaly, still is. Destination limits keep the full score.
+
 `flow_only=True` reproduces the seed's behaviour (exact 5-tuple drops only).
 """
 from __future__ import annotations
@@ -24,7 +33,29 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .features import WindowState, agg_features
+from .features import SEED_FEATURES, SRC_FEATURES, WindowState, agg_features
+
+_SRC_AT = len(SEED_FEATURES)
+_DST_AT = _SRC_AT + len(SRC_FEATURES)
+
+
+def own_row(row: Sequence[float]) -> list[float]:
+    """The model row with its destination aggregate replaced by its source aggregate: what the
+    flow would look like if its source were the destination's only client (module doc)."""
+    return [*row[:_DST_AT], *row[_SRC_AT:_DST_AT], *row[_DST_AT + len(SRC_FEATURES):]]
+
+
+def own_scores(detector, rows, scores, threshold: float):
+    """Own-evidence scores (module doc): rescored only for rows at/above `threshold` (one model
+    call); the others keep their score (they are not anomalous either way)."""
+    import numpy as np
+    scores = np.asarray(scores, dtype=np.float64)
+    out = scores.copy()
+    idx = np.flatnonzero(scores >= threshold)
+    if len(idx):
+        X = np.asarray([own_row(rows[i]) for i in idx], dtype=np.float64)
+        out[idx] = np.asarray(detector.score_rows(X), dtype=np.float64)
+    return out
 from .packet import PROTO_NAMES, PROTO_TCP, TCP_ACK, TCP_SYN
 from .rules import Action, Rule, Scope
 
@@ -70,17 +101,20 @@ def _prefix(addr: str, p: DetectParams) -> str:
 
 def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
             threshold: float, *, window_end_ns: int, params: DetectParams = DetectParams(),
-            wide_threshold: float | None = None) -> list[Suggestion]:
+            wide_threshold: float | None = None,
+            own_scores: Sequence[float] | None = None) -> list[Suggestion]:
     """Rules for the anomalous flows of one closed window (see module doc). `keys[i]` is the
     5-tuple (src, dst, sport, dport, proto) scored `scores[i]`; rules are created at
     `window_end_ns` and expire `params.ttl_s` later. Only flows scoring >= `wide_threshold`
     (default: `threshold`) count towards the wide rules (DST_LIMIT, SRC_PREFIX): their blast
-    radius is larger, so the model's calibration gives them a stricter threshold."""
+    radius is larger, so the model's calibration gives them a stricter threshold.
+    `own_scores[i]` (optional, see module doc) gates source-prefix and exact-flow rules."""
     p = params
     bad = [(k, float(s)) for k, s in zip(keys, scores) if s >= threshold]
     if not bad:
         return []
     wide = threshold if wide_threshold is None else max(threshold, wide_threshold)
+    own = ({k: float(o) for k, o in zip(keys, own_scores)} if own_scores is not None else {})
     out: list[Suggestion] = []
     covered: set[tuple] = set()
 
@@ -115,7 +149,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
 
         by_src: dict[str, list] = defaultdict(list)
         for k, s in bad:
-            if k not in covered and s >= wide:
+            if k not in covered and s >= wide and own.get(k, s) >= wide:
                 by_src[k[0]].append((k, s))
         src_flows = Counter(k[0] for k in keys)
         for src, group in by_src.items():
@@ -131,7 +165,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
     # clients); dropping them would be collateral damage.
     victims = {k[1] for k in covered}
     for k, s in bad:
-        if k in covered or k[1] in victims:
+        if k in covered or k[1] in victims or own.get(k, s) < threshold:
             continue
         src, dst, sport, dport, proto = k
         st = window.flows.get(k, {})

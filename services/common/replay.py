@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .detect import DetectParams, Suggestion, suggest
+from .detect import DetectParams, Suggestion, own_scores, suggest
 from .features import WindowState, window_start
 from .packet import Packet
 from .rules import Rule, Scope
@@ -78,7 +78,8 @@ class Pipeline:
         scores = self.detector.score_rows(X)
         sugg = suggest(win, keys, scores, self.detector.threshold, window_end_ns=end,
                        params=self.params,
-                       wide_threshold=getattr(self.detector, "wide_threshold", None))
+                       wide_threshold=getattr(self.detector, "wide_threshold", None),
+                       own_scores=own_scores(self.detector, rows, scores, self.detector.threshold))
         return WindowResult(win.start_ns, end, win, keys, X, scores, sugg)
 
 

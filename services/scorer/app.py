@@ -29,7 +29,7 @@ from services.common.settings import CommonSettings
 from services.common.topics import DEADLETTER, PACKETS, VERDICTS
 
 from .metrics import ScorerMetrics
-from .scoring import Policy, score_batch, verdicts_for
+from .scoring import Policy, score_windows, verdicts_for
 from .settings import ScorerSettings
 from .windows import DstPartition, FlowChunk, SourcePartition
 
@@ -298,14 +298,16 @@ class Scorer(mode.Service):
         t0 = time.perf_counter()
         # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
         all_scores = await asyncio.get_running_loop().run_in_executor(
-            None, score_batch, self.detector, closed)
+            None, score_windows, self.detector, closed)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         thr, model_id = self.detector.threshold, self.detector.model_id
-        for w, scores in zip(closed, all_scores):
+        wide = getattr(self.detector, "wide_threshold", None)
+        for w, (scores, own) in zip(closed, all_scores):
             self.metrics.windows_scored.inc()
             self.metrics.flows_scored.inc(len(scores))
             self.metrics.anomalies.inc(int((scores >= thr).sum()))
-            for v in verdicts_for(w, scores, threshold=thr, model_id=model_id, policy=self.policy):
+            for v in verdicts_for(w, scores, threshold=thr, model_id=model_id, policy=self.policy,
+                                  wide_threshold=wide, own=own):
                 await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
                 self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))

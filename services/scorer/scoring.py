@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from services.common.detect import DetectParams, suggest
+from services.common.detect import DetectParams, own_scores, suggest
 from services.common.features import FEATURE_NAMES, WindowState
 from services.common.rules import Action, Rule, Scope
 from services.common.verdict import ALL_NODES, Verdict
@@ -38,14 +38,42 @@ def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 
+def own_batch(detector, windows: Sequence[ClosedWindow],
+              scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Own-evidence scores of every window's anomalous rows (detect.own_scores), one model
+    call for all windows of the tick."""
+    thr = detector.threshold
+    flat_rows = [r for w, s in zip(windows, scores) for r, x in zip(w.rows, s) if x >= thr]
+    if not flat_rows:
+        return [np.asarray(s, dtype=np.float64) for s in scores]
+    flat = own_scores(detector, flat_rows, np.full(len(flat_rows), thr), thr)
+    out, i = [], 0
+    for s in scores:
+        s = np.asarray(s, dtype=np.float64).copy()
+        idx = np.flatnonzero(s >= thr)
+        s[idx] = flat[i:i + len(idx)]
+        i += len(idx)
+        out.append(s)
+    return out
+
+
+def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(scores, own-evidence scores) of every window: two model calls at most."""
+    scores = score_batch(detector, windows)
+    return list(zip(scores, own_batch(detector, windows, scores)))
+
+
 def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
-                 policy: Policy, now_ns: int | None = None) -> list[Verdict]:
+                 policy: Policy, now_ns: int | None = None, wide_threshold: float | None = None,
+                 own: np.ndarray | None = None) -> list[Verdict]:
+    """Verdicts of one scored window. `wide_threshold` gates source/destination-wide rules
+    (the model's, see detect.suggest); `own` are the own-evidence scores (`own_batch`)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
     state.flows, state.dsts = window.flows, window.dsts
     out = []
     for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
-                     params=policy.params):
+                     params=policy.params, wide_threshold=wide_threshold, own_scores=own):
         node = ALL_NODES
         if policy.target_origin and s.rule.scope is Scope.FLOW:
             node = window.nodes.get(_flow_key(s.rule), ALL_NODES) or ALL_NODES

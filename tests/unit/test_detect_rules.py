@@ -67,3 +67,20 @@ def test_a_victims_other_clients_are_not_dropped_with_the_scanner():
     w, keys = window(pk)
     out = suggest(w, keys, [0.9] * len(keys), 0.5, window_end_ns=END)  # the dst aggregate taints all
     assert [(s.rule.scope, s.rule.src) for s in out] == [(Scope.SRC_PREFIX, "10.0.0.66/32")]
+
+
+def test_own_evidence_gates_source_and_flow_rules_not_destination_limits():
+    """A flow anomalous only through its destination's shared aggregate (own score low) is
+    neither blocked as a source nor as a flow; the flooder, anomalous on its own, is."""
+    flood = [Packet(10**9 + i, "10.0.0.66", "10.0.0.2", 2000 + i, 80, 6, 0x02, 54) for i in range(50)]
+    web = [Packet(10**9 + i, "10.0.0.11", "10.0.0.2", 40000 + i, 80, 6, 0x18, 150) for i in range(10)]
+    w, keys = window(flood + web)
+    scores = [0.9] * len(keys)                      # all flagged: they share the victim
+    own = [0.9 if k[0] == "10.0.0.66" else 0.1 for k in keys]
+    out = suggest(w, keys, scores, 0.5, window_end_ns=END, own_scores=own)
+    assert [(s.rule.scope, s.rule.src) for s in out] == [(Scope.SRC_PREFIX, "10.0.0.66/32")]
+    old = suggest(w, keys, scores, 0.5, window_end_ns=END)
+    assert (Scope.SRC_PREFIX, "10.0.0.11/32") in {(s.rule.scope, s.rule.src) for s in old}
+    lone = [Packet(10**9, "10.0.0.12", "10.0.0.3", 1, 53, 17, 0, 80)]
+    w2, k2 = window(lone)
+    assert suggest(w2, k2, [0.9], 0.5, window_end_ns=END, own_scores=[0.1]) == []

@@ -1,0 +1,109 @@
+"""A benign client of a flooded victim is never blocked (README "The demo", docs/benchmarks.md
+"## Soak"): the e2e test's / demo's / soak's traffic, crafted packet by packet, through the
+scorer's own two-stage windows, the shipped model and the rule logic. The hping3 flooder gets a
+source rule; the pinger (every 200 ms) and the HTTP client (a completed handshake every 100 ms)
+get none, in any window."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.common.model import load_model
+from services.common.packet import Packet
+from services.common.replay import Pipeline
+from services.common.rules import Scope
+from services.scorer.scoring import Policy, score_windows, verdicts_for
+from services.common.codec import decode_packet_columns, encode_packets, partition_for
+from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
+from tests.unit.test_scorer_windows import T0, W, Clock
+
+VICTIM, ATTACKER, PINGER, WEB = "10.251.93.2", "10.251.93.66", "10.251.93.10", "10.251.93.11"
+S = 10**9
+
+
+def ping(t0: int, seconds: float) -> list[Packet]:
+    out = []
+    for i in range(int(seconds / 0.2)):
+        t = t0 + int(i * 0.2 * S)
+        out.append(Packet(t, PINGER, VICTIM, 0, 0, 1, 0, 98))  # echo request (ident in sport: 0)
+    return out
+
+
+def http(t0: int, seconds: float) -> list[Packet]:
+    """curl every 100 ms: SYN, ACK, GET, ACK of the reply, FIN, ACK (client -> victim)."""
+    out, ms = [], 10**6
+    for i in range(int(seconds / 0.1)):
+        t, sp = t0 + int(i * 0.1 * S) + 3 * ms, 40000 + i
+        for dt, flags, ln in ((0, 0x02, 74), (1, 0x10, 66), (1, 0x18, 150), (3, 0x10, 66),
+                              (4, 0x11, 66), (5, 0x10, 66)):
+            out.append(Packet(t + dt * ms // 10, WEB, VICTIM, sp, 80, 6, flags, ln))
+    return out
+
+
+def hping(t0: int, seconds: float, pps: int = 2000) -> list[Packet]:
+    """hping3 -S -p 80 -i u500: one address, a new source port per packet, SYN only."""
+    rnd = random.Random(7)
+    return [Packet(t0 + i * S // pps, ATTACKER, VICTIM, rnd.randrange(1024, 65536), 80, 6, 0x02, 54)
+            for i in range(int(seconds * pps))]
+
+
+def traffic() -> list[Packet]:
+    t0 = T0 + 3 * S // 10  # windows do not line up with the attack's start
+    pk = ping(t0, 9) + http(t0, 9) + hping(t0 + 3 * S + 437 * 10**6, 5)
+    pk.sort(key=lambda p: p.ts_ns)
+    return [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length,
+                   seq=i) for i, p in enumerate(pk)]
+
+
+def run_stages(packets, n=4, batch=50):
+    """The scorer's stage 1 / stage 2 windows over `n` partitions (silent partitions excluded
+    as the worker does after max_wait), every window closed."""
+    clock = Clock()
+    srcs = {p: SourcePartition(p, W, 0, clock) for p in range(n)}
+    dsts = {q: DstPartition(q, W, n, 30.0, clock) for q in range(n)}
+    by_part: dict[int, list] = {}
+    for pkt in packets:
+        by_part.setdefault(partition_for(pkt, n), []).append(pkt)
+    for p, pkts in by_part.items():
+        for off, i in enumerate(range(0, len(pkts), batch)):
+            srcs[p].add(off, decode_packet_columns(encode_packets(pkts[i:i + batch])))
+    clock.t += 100.0
+    for p in by_part:
+        part = srcs[p]
+        for ws in part.due():
+            for c in part.close(ws, n)[0]:
+                c2 = FlowChunk.decode(c.encode())
+                dsts[c2.dst_partition].add(c2.key(), c2)
+        for q in dsts:
+            dsts[q].mark(p, part.progress(0))
+    return [dsts[q].close(ws) for q in range(n) for ws in dsts[q].due()]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_model()
+
+
+def _rules(verdicts):
+    return {(v.rule.scope, v.rule.src or v.rule.dst) for v in verdicts}
+
+
+def test_scorer_blocks_the_flooder_and_never_its_victims_clients(detector):
+    closed = [w for w in run_stages(traffic()) if w.rows]
+    assert len(closed) >= 8
+    verdicts = []
+    for w, (scores, own) in zip(closed, score_windows(detector, closed)):
+        verdicts += verdicts_for(w, scores, threshold=detector.threshold,
+                                 model_id=detector.model_id, policy=Policy(),
+                                 wide_threshold=detector.wide_threshold, own=own)
+    assert (Scope.SRC_PREFIX, f"{ATTACKER}/32") in _rules(verdicts)
+    blocked = [v for v in verdicts if v.rule.src in (PINGER, WEB, f"{PINGER}/32", f"{WEB}/32")]
+    assert blocked == [], [(v.rule.key(), v.reason) for v in blocked]
+
+
+def test_replay_pipeline_agrees(detector):
+    rules = {(s.rule.scope, s.rule.src) for res in Pipeline(detector, window_s=1.0).run(traffic())
+             for s in res.suggestions}
+    assert (Scope.SRC_PREFIX, f"{ATTACKER}/32") in rules
+    assert not {r for r in rules if r[1] in (PINGER, WEB, f"{PINGER}/32", f"{WEB}/32")}
