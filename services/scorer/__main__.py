@@ -6,6 +6,7 @@ parses the arguments (`worker`, `--loglevel`, ...); SIGTERM stops the worker cle
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 from services.common.detect import DetectParams
@@ -21,6 +22,10 @@ from .settings import load_scorer
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    # Until the worker installs its own handlers (first: clean stop, second: force), a stop
+    # signal during start-up ends the process with status 0: there is nothing to clean up yet.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_early)
     try:
         s, common = load_scorer(), load_common()
         detector = load_model(s.model)
@@ -43,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     import mode.loop
     mode.loop.use("uvloop")  # before faust's CLI creates the loop
     app.main()
+
+
+def _exit_early(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 import faust
@@ -42,8 +43,29 @@ CHANGELOG_CONFIG = {"segment.ms": "60000", "min.cleanable.dirty.ratio": "0.05",
                     "delete.retention.ms": "60000"}
 
 
+class ScorerWorker(faust.Worker):
+    """faust's worker with the scorer's signal contract: the first SIGTERM/SIGINT is a clean
+    stop (exit 0), a second one while stopping exits at once (status 1). faust/mode ignore
+    repeated signals, so a stop stuck on the broker could only be ended with SIGKILL."""
+
+    def _force_if_repeated(self) -> None:
+        if self._signal_stop_time:
+            log.warning("second stop signal while stopping: exiting now")
+            logging.shutdown()
+            os._exit(1)
+
+    def _on_sigterm(self) -> None:
+        self._force_if_repeated()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._force_if_repeated()
+        super()._on_sigint()
+
+
 def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
     opts = dict(
+        Worker=ScorerWorker,
         broker=[f"kafka://{h.strip()}" for h in common.kafka_bootstrap.split(",") if h.strip()],
         store="memory://", topic_partitions=common.packets_partitions,
         topic_replication_factor=common.replication_factor,
@@ -116,6 +138,13 @@ class Scorer(mode.Service):
     async def on_stop(self) -> None:
         if self.health is not None:
             await self.health.stop()
+
+    def stopping(self) -> bool:
+        """True once the worker is shutting down (app, this service or the producer)."""
+        if self.app.should_stop or self.should_stop:
+            return True
+        producer = getattr(self.app, "_producer", None)
+        return producer is not None and producer.should_stop
 
     def healthy(self) -> tuple[bool, str]:
         return True, json.dumps({
@@ -313,6 +342,19 @@ class Scorer(mode.Service):
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
 
     # --- timer and dead letters ---------------------------------------------------------------
+    async def tick_safely(self) -> None:
+        """The timer's body. A tick racing the worker's stop used to hit the stopped producer
+        (NotReady): faust marked the app crashed and the worker exited 1 on a plain SIGTERM.
+        Errors during shutdown end the tick quietly; other errors still crash the worker."""
+        if self.stopping():
+            return
+        try:
+            await self.tick()
+        except Exception as exc:
+            if not self.stopping():
+                raise
+            log.info("tick cut short by shutdown (%s: %s)", type(exc).__name__, exc)
+
     async def tick(self) -> None:
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
@@ -346,16 +388,26 @@ def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Poli
     async def ingest(stream):
         async for event in stream.events():
             m = event.message
-            await scorer.on_packets(m.partition, m.offset, m.value)
+            try:
+                await scorer.on_packets(m.partition, m.offset, m.value)
+            except Exception:
+                if not scorer.stopping():
+                    raise
+                return  # the shutdown stopped what it needed (producer, tables): not a crash
 
     @app.agent(scorer.flows_topic, name="collect")
     async def collect(stream):
         async for event in stream.events():
             m = event.message
-            await scorer.on_chunk(m.partition, m.offset, m.key, m.value)
+            try:
+                await scorer.on_chunk(m.partition, m.offset, m.key, m.value)
+            except Exception:
+                if not scorer.stopping():
+                    raise
+                return  # the shutdown stopped what it needed (producer, tables): not a crash
 
     @app.timer(interval=s.tick_s, name="close-windows")
     async def close_windows():
-        await scorer.tick()
+        await scorer.tick_safely()
 
     return app, scorer

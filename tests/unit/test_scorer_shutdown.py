@@ -1,0 +1,63 @@
+"""The scorer's stop contract: the first SIGTERM is a clean stop (exit 0), the second forces.
+A close-windows tick racing the stop (the producer already stopped: faust's NotReady) used to
+crash the app, so the worker exited 1 on about one SIGTERM in four."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from faust.exceptions import NotReady
+
+from services.common.settings import CommonSettings
+from services.scorer import app as scorer_app
+from services.scorer.scoring import Policy
+from services.scorer.settings import ScorerSettings
+
+
+class _Detector:
+    threshold, wide_threshold, model_id = 0.5, 0.5, "test"
+
+
+@pytest.fixture
+def scorer():
+    _, sc = scorer_app.create_app(ScorerSettings(), CommonSettings(), _Detector(), Policy())
+    return sc
+
+
+def _raise_not_ready():
+    async def tick():
+        raise NotReady("Producer service not yet started")
+    return tick
+
+
+def test_a_tick_racing_the_stop_is_not_a_crash(scorer, monkeypatch):
+    monkeypatch.setattr(scorer, "tick", _raise_not_ready())
+    monkeypatch.setattr(type(scorer), "stopping", lambda self: self._fake_stop)
+    scorer._fake_stop = False
+    with pytest.raises(NotReady):  # a real failure while running still crashes the worker
+        asyncio.run(scorer.tick_safely())
+    calls = []
+
+    async def tick():
+        calls.append(1)
+        scorer._fake_stop = True  # the stop begins during the tick ...
+        raise NotReady("Producer service not yet started")  # ... and the producer is gone
+    monkeypatch.setattr(scorer, "tick", tick)
+    asyncio.run(scorer.tick_safely())
+    asyncio.run(scorer.tick_safely())  # stopping: no tick at all
+    assert calls == [1]
+
+
+def test_the_worker_is_ours_and_a_second_signal_forces(monkeypatch):
+    opts = scorer_app.faust_settings(ScorerSettings(), CommonSettings())
+    assert opts["Worker"] is scorer_app.ScorerWorker
+    exits, stops = [], []
+    monkeypatch.setattr(scorer_app.os, "_exit", lambda code: exits.append(code))
+    w = scorer_app.ScorerWorker.__new__(scorer_app.ScorerWorker)
+    w._signal_stop_time = None
+    monkeypatch.setattr(scorer_app.faust.Worker, "_on_sigterm",
+                        lambda self: (stops.append(1), setattr(self, "_signal_stop_time", 1.0)))
+    w._on_sigterm()
+    assert stops == [1] and exits == []
+    w._on_sigterm()
+    assert exits == [1]
