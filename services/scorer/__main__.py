@@ -13,9 +13,8 @@ from services.common.detect import DetectParams
 from services.common.errors import XdpguardError
 from services.common.model import load_model
 from services.common.settings import load_common
-from services.common.topics import ensure_topics
 
-from .app import create_app
+from .app import create_app, ensure_scorer_topics
 from .scoring import Policy
 from .settings import load_scorer
 
@@ -29,15 +28,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         s, common = load_scorer(), load_common()
         detector = load_model(s.model)
-        asyncio.run(ensure_topics(common))  # packets/verdicts/deadletter; faust makes its own
+        policy = Policy(
+            params=DetectParams(spoof_min_sources=s.spoof_min_sources, limit_pps=s.limit_pps,
+                                ttl_s=s.verdict_ttl_s),
+            emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
+        app, scorer = create_app(s, common, detector, policy)
+        # packets/verdicts/deadletter AND faust's internal topics, before the worker joins.
+        asyncio.run(ensure_scorer_topics(common, app, scorer))
     except XdpguardError as exc:
         print(f"scorer: {exc}", file=sys.stderr)
         sys.exit(2)
-    policy = Policy(
-        params=DetectParams(spoof_min_sources=s.spoof_min_sources, limit_pps=s.limit_pps,
-                            ttl_s=s.verdict_ttl_s),
-        emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
-    app, _ = create_app(s, common, detector, policy)
     if argv and argv[0] == "worker":
         # faust's CLI would override the app's web settings with its own defaults (web on 6066).
         if not any(a.startswith("--loglevel") or a == "-l" for a in argv):

@@ -24,10 +24,11 @@ import msgpack
 from faust.types import TP
 
 from services.common.codec import decode_packet_columns, encode_deadletter, encode_verdict
-from services.common.errors import DecodeError
+from services.common.errors import ConfigError, DecodeError
 from services.common.health import HealthServer
 from services.common.settings import CommonSettings
-from services.common.topics import DEADLETTER, PACKETS, VERDICTS
+from services.common.topics import (DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics,
+                                    topic_specs)
 
 from .metrics import ScorerMetrics
 from .scoring import Policy, score_windows, verdicts_for
@@ -376,6 +377,58 @@ class Scorer(mode.Service):
         self.metrics.decode_errors.labels(topic).inc()
         await self.dead_topic.send(value=encode_deadletter(topic, partition, offset, reason,
                                                            raw, "scorer"))
+
+
+def internal_topic_specs(app: faust.App, scorer: "Scorer") -> list[TopicSpec]:
+    """Every topic faust would create for itself while starting (the `scorer-flows`
+    repartition topic, both tables' changelogs, the leader assignor's topic), with the
+    partition counts and configs faust would give them."""
+    conf = app.conf
+    topics = [scorer.flows_topic, scorer.src_table.changelog_topic,
+              scorer.dst_table.changelog_topic,
+              app.topic(f"{conf.id}-__assignor-__leader", partitions=1, internal=True)]
+    out = []
+    for t in topics:
+        config: dict[str, str] = {}
+        flags = sorted(f for f, on in (("compact", t.compacting), ("delete", t.deleting)) if on)
+        if flags:
+            config["cleanup.policy"] = ",".join(flags)
+        if t.retention:
+            config["retention.ms"] = str(int(float(t.retention) * 1000))
+        config.update({k: str(v) for k, v in (t.config or {}).items()})
+        for name in t.topics:
+            out.append(TopicSpec(name, t.partitions or conf.topic_partitions,
+                                 t.replicas or conf.topic_replication_factor or 1, config))
+    return out
+
+
+async def ensure_scorer_topics(common: CommonSettings, app: faust.App, scorer: "Scorer"
+                               ) -> list[str]:
+    """Create every topic the worker needs BEFORE it joins its group: the shared ones and
+    faust's internal ones. When faust created `<app id>-scorer-flows` itself while joining, the
+    first assignment could miss it ("Ignoring missing topic") and stage 2 never saw a flow."""
+    internal = internal_topic_specs(app, scorer)
+    created = await ensure_topics(common, topic_specs(common) + internal)
+    counts = await _partition_counts(common, [t.name for t in internal])
+    wrong = [f"{t.name} has {counts[t.name]} (needs {t.partitions})" for t in internal
+             if counts.get(t.name) not in (None, t.partitions)]
+    if wrong:  # faust would route windows to partitions nobody reads
+        raise ConfigError("scorer internal topics with the wrong partition count: "
+                          + "; ".join(wrong) + " (delete them or change XDPGUARD_PACKETS_PARTITIONS)")
+    return created
+
+
+async def _partition_counts(common: CommonSettings, names: list[str]) -> dict[str, int]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from services.common.kafka import client_options
+    admin = AIOKafkaAdminClient(**client_options(common))
+    await admin.start()
+    try:
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(names)
+                if not d.get("error_code")}
+    finally:
+        await admin.close()
 
 
 def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Policy
