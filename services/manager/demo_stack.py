@@ -86,7 +86,7 @@ class Stack:
                                   pin_dir=f"/sys/fs/bpf/xdpguard-demo-{self.tag}")
         self.pin_dir = self.common.pin_dir
         self.tmp = Path(tempfile.mkdtemp(prefix=f"xdpguard-demo-{self.tag}-"))
-        asyncio.run(ensure_topics(self.common, topic_specs(self.common) + [self._flows_spec()]))
+        asyncio.run(ensure_topics(self.common, topic_specs(self.common)))  # the scorer makes its own
         self.topo = netns.create(self.tag)
         t = self.topo
         say(f"namespaces {t.attacker} ({t.attacker_ip}, benign client {t.client_ip}) and "
@@ -105,16 +105,6 @@ class Stack:
             self.wait_healthy(p)
         say(f"capture, scorer and enforcer healthy in {time.monotonic() - t0:.1f} s (Kafka "
             f"{self.common.kafka_bootstrap}, topics {self.common.topic_prefix}*)")
-
-    def _flows_spec(self):
-        """The scorer's repartition topic, made before the worker starts: when faust creates it
-        while joining the group, the first assignment can miss it ("Ignoring missing topic") and
-        stage 2 then never sees a flow until the next rebalance."""
-        from services.common.topics import TopicSpec
-        from services.scorer.settings import load_scorer
-        app_id = self.scorer_env.get("SCORER_APP_ID") or load_scorer().app_id
-        return TopicSpec(f"{self.common.topic_prefix}{app_id}-scorer-flows",
-                         self.common.packets_partitions, self.common.replication_factor)
 
     def _spawn(self, name: str, args: list[str], port_var: str, extra: dict) -> None:
         port = free_port()
