@@ -133,13 +133,13 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
           for i in range(workers)]
     try:
         def events():
-            return sum(w.metric("scorer_events_total") for w in ws)
+            return sum(w.metric("xdpguard_scorer_events_total") for w in ws)
 
         def late():
-            return sum(w.metric("scorer_late_events_total") for w in ws)
+            return sum(w.metric("xdpguard_scorer_late_events_total") for w in ws)
 
         def flows():
-            return sum(w.metric("scorer_flows_scored_total") for w in ws)
+            return sum(w.metric("xdpguard_scorer_flows_scored_total") for w in ws)
 
         def shared():
             if any(w.proc.poll() is not None for w in ws):
@@ -164,21 +164,21 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
             for w in ws:  # mode's workers log every task's stack on SIGUSR1
                 w.proc.send_signal(signal.SIGUSR1)
             await asyncio.sleep(3)
-            raise SystemExit(f"stuck: {[w.metric('scorer_events_total') for w in ws]} events, "
+            raise SystemExit(f"stuck: {[w.metric('xdpguard_scorer_events_total') for w in ws]} events, "
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_ingested = time.monotonic()
         # events/flows after their window closed: what they would add is missing
-        lost = late() + sum(w.metric("scorer_late_flows_total") for w in ws)
+        lost = late() + sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws)
         await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
                        f"{n_flows} flows scored", interval=0.1)
         t_done, last = time.monotonic(), flows()
-        shares = [w.metric("scorer_events_total") for w in ws]
+        shares = [w.metric("xdpguard_scorer_events_total") for w in ws]
         return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(t_first - t_send, 2),
                 "ingest_eps": n_events / (t_ingested - t_first),
                 "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
                 "late_events": late(),
-                "late_flows": sum(w.metric("scorer_late_flows_total") for w in ws),
-                "verdicts": sum(w.metric("scorer_verdicts_total") for w in ws)}
+                "late_flows": sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws),
+                "verdicts": sum(w.metric("xdpguard_scorer_verdicts_total") for w in ws)}
     finally:
         for w in ws:
             w.stop()

@@ -97,9 +97,9 @@ def counters(stack: Stack) -> dict:
     c = {n: metric(cap, f"xdpguard_capture_{n}") for n in (
         "events_read_total", "ring_lost_total", "queue_overflow_total", "events_accepted_total",
         "events_refused_total", "events_published_total", "sample_rate", "buffered", "next_seq")}
-    c.update({n: metric(sco, n) for n in ("scorer_events_total", "scorer_records_total",
-                                          "scorer_late_events_total", "scorer_flows_scored_total",
-                                          "scorer_windows_scored_total", "scorer_verdicts_total")})
+    c.update({n: metric(sco, n) for n in ("xdpguard_scorer_events_total", "xdpguard_scorer_records_total",
+                                          "xdpguard_scorer_late_events_total", "xdpguard_scorer_flows_scored_total",
+                                          "xdpguard_scorer_windows_scored_total", "xdpguard_scorer_verdicts_total")})
     c.update({n: metric(enf, f"xdpguard_enforcer_{n}") for n in (
         "verdicts_total", "rules_applied_total", "rules_refreshed_total", "rules_refused_total",
         "rules_evicted_total", "rules_expired_total", "deadletters_total", "model_rules")})
@@ -117,7 +117,7 @@ def drain(stack: Stack, quiet_s: float = 5.0, limit_s: float = 90.0) -> None:
     last, still, deadline = None, time.monotonic(), time.monotonic() + limit_s
     while time.monotonic() < deadline:
         page = stack.metrics("scorer")
-        now = (metric(page, "scorer_records_total"), metric(page, "scorer_events_total"))
+        now = (metric(page, "xdpguard_scorer_records_total"), metric(page, "xdpguard_scorer_events_total"))
         if now != last:
             last, still = now, time.monotonic()
         elif time.monotonic() - still >= quiet_s:
@@ -196,11 +196,11 @@ def main() -> int:
                        "capture_read": c["events_read_total"], "capture_lost_counted": lost,
                        "capture_published": c["events_published_total"],
                        "capture_unacknowledged": c["buffered"],
-                       "scorer_consumed": c["scorer_events_total"],
-                       "scorer_late": c["scorer_late_events_total"],
+                       "scorer_consumed": c["xdpguard_scorer_events_total"],
+                       "scorer_late": c["xdpguard_scorer_late_events_total"],
                        # late events are counted (dropped after their window closed)
-                       "lost_uncounted": c["events_published_total"] - c["scorer_events_total"]
-                       - c["scorer_late_events_total"]},
+                       "lost_uncounted": c["events_published_total"] - c["xdpguard_scorer_events_total"]
+                       - c["xdpguard_scorer_late_events_total"]},
             "rules": {"verdicts": c["verdicts_total"], "applied": c["rules_applied_total"],
                       "refreshed": c["rules_refreshed_total"], "refused": c["rules_refused_total"],
                       "evicted": c["rules_evicted_total"], "expired": c["rules_expired_total"],

@@ -43,7 +43,7 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
             good = benign(t0, 3, clients=20, seed=1)
             await produce_packets(broker, with_seq(good + syn_flood(t0 + 10**9, 1.0, pps=2000)))
             await wait_for(lambda: verdicts.values, 20, "a verdict")
-            await wait_for(lambda: w.metric("scorer_flows_scored_total") >= 2000, 15, "all windows")
+            await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total") >= 2000, 15, "all windows")
             got = [decode_verdict(v) for v in verdicts.values]
         assert got, "no verdict"
         for v in got:
@@ -55,7 +55,7 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
         assert any(v.rule.scope.value == "dst_limit" and v.rule.tcp_flags == 2 for v in got)
         benign_addrs = {p.src for p in good} | {p.dst for p in good}
         assert not any(v.rule.src in benign_addrs or v.rule.dst in benign_addrs for v in got)
-        assert w.metric("scorer_anomalies_total") >= 1000
+        assert w.metric("xdpguard_scorer_anomalies_total") >= 1000
     finally:
         assert w.stop() == 0  # SIGTERM: clean shutdown
 
@@ -77,6 +77,6 @@ async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(b
         for d in letters:
             assert d.source_topic == broker.topic("packets") and d.partition == 0
             assert d.service == "scorer" and d.raw_len == len(d.raw)
-        assert w.metric("scorer_decode_errors_total") == 3
+        assert w.metric("xdpguard_scorer_decode_errors_total") == 3
     finally:
         assert w.stop() == 0

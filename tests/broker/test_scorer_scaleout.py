@@ -33,8 +33,8 @@ def scored(values):
 
 
 def diag(w) -> str:
-    names = ("scorer_events_total", "scorer_flows_scored_total", "scorer_late_events_total",
-             "scorer_windows_closed_total", "scorer_open_windows")
+    names = ("xdpguard_scorer_events_total", "xdpguard_scorer_flows_scored_total", "xdpguard_scorer_late_events_total",
+             "xdpguard_scorer_windows_closed_total", "xdpguard_scorer_open_windows")
     return f"{w.health()} " + ", ".join(f"{n}={w.metric(n)}" for n in names)
 
 
@@ -71,7 +71,7 @@ async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tm
                                      + "; ".join(diag(w) for w in workers)) from None
             got = scored(verdicts.values)
         assert set(got) == want and set(got.values()) == {1}
-        per_worker = [w.metric("scorer_events_total") for w in workers]
+        per_worker = [w.metric("xdpguard_scorer_events_total") for w in workers]
         assert all(n > 0 for n in per_worker) and sum(per_worker) == len(packets)
     finally:
         assert [w.stop() for w in workers] == [0, 0]
@@ -89,9 +89,9 @@ async def test_killed_worker_windows_are_restored_and_scored_once(broker, tmp_pa
             packets = with_seq(benign(start, 1.0, clients=40, seed=4))
             want = expected_flows(packets, w_ns)
             await produce_packets(broker, packets, batch=50)
-            await wait_for(lambda: victim.metric("scorer_events_total") > 0
-                           and survivor.metric("scorer_events_total")
-                           + victim.metric("scorer_events_total") == len(packets), 15, "events in")
+            await wait_for(lambda: victim.metric("xdpguard_scorer_events_total") > 0
+                           and survivor.metric("xdpguard_scorer_events_total")
+                           + victim.metric("xdpguard_scorer_events_total") == len(packets), 15, "events in")
             await wait_for(lambda: False, 1.0, "") if False else None
             victim.stop(signal.SIGKILL)
             assert not verdicts.values  # the window is still open

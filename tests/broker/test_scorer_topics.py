@@ -63,8 +63,7 @@ async def test_a_worker_on_fresh_topics_scores_without_a_missing_topic(broker, m
     try:
         t0 = now_window()
         await produce_packets(broker, with_seq(benign(t0, 2, clients=5) + syn_flood(t0, 1, pps=500)))
-        await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total")
-                       or w.metric("scorer_flows_scored_total"), 30, "flows scored (stage 2)")
+        await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total"), 30, "flows scored (stage 2)")
     finally:
         assert w.stop() == 0
     assert "Ignoring missing topic" not in (tmp_path / "fresh.log").read_text()

@@ -48,7 +48,7 @@ def test_a_syn_flood_is_blocked_in_the_kernel_while_a_benign_client_keeps_workin
         assert metric(cap, "xdpguard_capture_produce_errors_total") == 0
         assert metric(enf, "xdpguard_enforcer_rules_applied_total") >= 1
         assert metric(enf, "xdpguard_enforcer_map_occupancy") >= 1
-        assert metric(scorer, "scorer_records_total") > 0
+        assert metric(scorer, "xdpguard_scorer_records_total") > 0
         ok = True
     finally:
         stack.keep_logs = not ok
