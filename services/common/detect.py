@@ -19,8 +19,9 @@ Own evidence (`own_scores`): a flow towards a flooded destination scores high be
 destination's aggregate (distinct sources, packet rate) is extreme, whoever sends it. The
 caller may pass, per flow, the score of the same row with the destination aggregate replaced
 by the flow's SOURCE aggregate (`own_row`: the destination as if this source were its only
-client). Source-prefix and exact-flow rules then count only flows whose own score is anomalous
-too, so a benign client of an attacked victim (a pinger, an HTTP client with completed
+client). Source-prefix and exact-flow rules then count only flows whose own score reaches the
+wide threshold too (borderline flows, e.g. a benign client's pings scoring just above
+`threshold`, are not dropped), so a benign client of an attacked victim (a pinger, an HTTP client with completed
 handshakes) is never blocked, while the flooding / scanning / brute-forcing source, whose own
 aggregate carries the anomaly, still is. Destination limits keep the full score.
 
@@ -165,7 +166,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
     # clients); dropping them would be collateral damage.
     victims = {k[1] for k in covered}
     for k, s in bad:
-        if k in covered or k[1] in victims or own.get(k, s) < threshold:
+        if k in covered or k[1] in victims or own.get(k, s) < (wide if own else threshold):
             continue
         src, dst, sport, dport, proto = k
         st = window.flows.get(k, {})
