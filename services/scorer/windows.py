@@ -252,9 +252,13 @@ class DstPartition:
     def due(self) -> list[int]:
         if not self.windows:
             return []
-        now = self.clock()
+        # Silence is judged against the newest mark heard, not the wall clock: when this worker
+        # itself was stalled (a long scoring call on a busy CPU) every source looks silent to
+        # the wall clock, and closing everything then would drop the flows still in flight.
+        # A partition whose owner died falls behind the others, which keep marking.
+        newest = max(self.last_heard)
         alive = [up for up, heard in zip(self.progress, self.last_heard)
-                 if now - heard < self.max_wait_s]
+                 if newest - heard < self.max_wait_s]
         done = min(alive) if alive else max(self.windows)
         return sorted(ws for ws in self.windows if ws <= done)
 

@@ -119,7 +119,26 @@ def test_stage2_waits_for_every_source_partition_then_gives_up_after_max_wait():
     clock.t += 1.0
     assert dst2.due() == []
     clock.t += 1.5
+    dst2.mark(0, T0)  # 0 keeps marking: 1 and 2, silent for 4 s beside it, are not waited for
     assert dst2.due() == [T0]
+
+
+def test_stage2_does_not_close_windows_because_this_worker_itself_stalled():
+    """Every source silent at once means this worker was stalled (a long scoring call on a
+    busy CPU), not that every owner died: nothing closes before the marks say so."""
+    clock = Clock()
+    src = SourcePartition(1, W, 0, clock)
+    src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
+    chunks, _ = src.close(T0, 1)
+    dst = DstPartition(0, W, 3, 2.0, clock)
+    dst.add(chunks[0].key(), chunks[0])
+    for p in range(3):
+        dst.mark(p, T0 - W)
+    clock.t += 10
+    assert dst.due() == []
+    for p in range(3):
+        dst.mark(p, T0)
+    assert dst.due() == [T0]
 
 
 class FakeDetector:
