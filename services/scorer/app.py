@@ -125,6 +125,10 @@ class Scorer(mode.Service):
         self.dests: dict[int, DstPartition] = {}
         self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
         self.announced: dict[int, tuple[int, float]] = {}  # packets partition -> (progress, when)
+        # The ingest agent and the timer both close windows. Interleaved at a send, one could
+        # announce a partition past W while the other still had W's chunks to send, so stage 2
+        # closed W without them (late flows): closing is one critical section.
+        self.closing = asyncio.Lock()
         self.health: HealthServer | None = None
         self.started_at = time.time()
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -237,6 +241,10 @@ class Scorer(mode.Service):
         part.backlog = highwater is not None and self.seen.get(p, -1) + 1 < highwater
 
     async def _close_sources(self, partitions) -> None:
+        async with self.closing:
+            await self._close_sources_locked(partitions)
+
+    async def _close_sources_locked(self, partitions) -> None:
         for p in partitions:
             part = self.sources.get(p)
             if part is None:
@@ -258,9 +266,13 @@ class Scorer(mode.Service):
     async def _announce(self, p: int, part: SourcePartition) -> None:
         """Tell every stage 2 partition how far source partition `p` has got (see windows)."""
         # A partition without events follows this worker's event clock (its busiest partition),
-        # not the wall clock: capture timestamps may run ahead of this host's clock.
-        event_clock = max((pt.watermark() for pt in self.sources.values() if pt.max_ts),
-                          default=time.time_ns())
+        # but never ahead of the wall clock: records of it may be in flight, stamped as late as
+        # now, and a mark past their window would make stage 2 close it without them. Capture
+        # clocks running ahead of this host's delay closing (by the skew) only while some
+        # partition has had no event at all.
+        now_ns = time.time_ns()
+        event_clock = min(now_ns, max((pt.watermark() for pt in self.sources.values()
+                                       if pt.max_ts), default=now_ns))
         upto, now = part.progress(event_clock), time.monotonic()
         last_upto, last_at = self.announced.get(p, (-1, 0.0))
         if upto <= last_upto and now - last_at < MARK_REPEAT_S:

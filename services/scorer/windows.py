@@ -173,6 +173,10 @@ class SourcePartition:
         clock) stands in."""
         if self.windows:
             return max(self.closed_upto, min(self.windows) - self.width_ns)
+        if self.backlog and not self.max_ts:
+            # Records are waiting and none read yet: their times are unknown, so the clock must
+            # not vouch for them (their flows would reach stage 2 after it closed the window).
+            return self.closed_upto
         mark = (self.watermark() if self.max_ts else clock_ns) - self.width_ns - self.lateness_ns
         return max(self.closed_upto, mark - mark % self.width_ns)
 

@@ -43,7 +43,15 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
             good = benign(t0, 3, clients=20, seed=1)
             await produce_packets(broker, with_seq(good + syn_flood(t0 + 10**9, 1.0, pps=2000)))
             await wait_for(lambda: verdicts.values, 20, "a verdict")
-            await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total") >= 2000, 15, "all windows")
+            try:
+                await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total") >= 2000, 15,
+                               "all windows")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; " + ", ".join(
+                    f"{n}={w.metric(n)}" for n in ("xdpguard_scorer_flows_scored_total",
+                                                   "xdpguard_scorer_late_flows_total",
+                                                   "xdpguard_scorer_late_events_total",
+                                                   "xdpguard_scorer_open_windows"))) from None
             got = [decode_verdict(v) for v in verdicts.values]
         assert got, "no verdict"
         for v in got:
@@ -56,6 +64,7 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
         benign_addrs = {p.src for p in good} | {p.dst for p in good}
         assert not any(v.rule.src in benign_addrs or v.rule.dst in benign_addrs for v in got)
         assert w.metric("xdpguard_scorer_anomalies_total") >= 1000
+        assert w.metric("xdpguard_scorer_late_flows_total") == 0  # no window closed without its flows
     finally:
         assert w.stop() == 0  # SIGTERM: clean shutdown
 

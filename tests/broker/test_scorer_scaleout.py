@@ -34,7 +34,7 @@ def scored(values):
 
 def diag(w) -> str:
     names = ("xdpguard_scorer_events_total", "xdpguard_scorer_flows_scored_total", "xdpguard_scorer_late_events_total",
-             "xdpguard_scorer_windows_closed_total", "xdpguard_scorer_open_windows")
+             "xdpguard_scorer_late_flows_total", "xdpguard_scorer_windows_closed_total", "xdpguard_scorer_open_windows")
     return f"{w.health()} " + ", ".join(f"{n}={w.metric(n)}" for n in names)
 
 
@@ -73,6 +73,7 @@ async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tm
         assert set(got) == want and set(got.values()) == {1}
         per_worker = [w.metric("xdpguard_scorer_events_total") for w in workers]
         assert all(n > 0 for n in per_worker) and sum(per_worker) == len(packets)
+        assert sum(w.metric("xdpguard_scorer_late_flows_total") for w in workers) == 0
     finally:
         assert [w.stop() for w in workers] == [0, 0]
 

@@ -1,42 +1,16 @@
-"""Two network namespaces joined by a veth pair, and a way to run code inside one of them.
+"""Two network namespaces joined by a veth pair; `in_netns` runs code inside one of them.
 
 `in_netns` switches only the calling thread's network namespace (setns), not its mount
 namespace, so /sys/fs/bpf pins stay visible; `ip netns exec` would remount /sys and hide them.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import secrets
-import threading
 import subprocess
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-@contextlib.contextmanager
-def in_netns(name: str):
-    """Run the body inside network namespace `name` (this thread only)."""
-    own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
-    target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(target)
+# One implementation of the thread-local namespace switch: the product's (the demo uses it).
+from services.manager.netns import in_netns  # noqa: F401
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

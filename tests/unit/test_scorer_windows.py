@@ -165,3 +165,15 @@ def test_flood_gives_one_limit_verdict_and_benign_none():
                                     policy=Policy(emit_pass=True, pass_ttl_s=5))]
     n_benign = sum(1 for w in closed for k in w.keys if k[1] != "10.99.0.10")
     assert sum(v.rule.action.value == "pass" for v in passes) == n_benign
+
+
+def test_a_partition_with_unread_records_does_not_let_the_clock_vouch_for_them():
+    clock = Clock()
+    waiting = SourcePartition(3, W, 0, clock)
+    waiting.backlog = True  # records are fetched but none folded in yet
+    assert waiting.progress(T0 + 5 * W) == -1
+    waiting.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
+    assert waiting.progress(T0 + 5 * W) == T0 - W  # now its own windows hold it back
+    waiting.backlog = False
+    idle = SourcePartition(4, W, 0, clock)
+    assert idle.progress(T0 + 5 * W) > T0  # caught up and empty: the event clock moves it
