@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.manager.demo_stack import Stack, stop_traffic  # noqa: E402
+from services.manager.demo_stack import Stack, http_get, stop_traffic  # noqa: E402
 
 
 def first_drop(stack: Stack, src: str, timeout: float):
@@ -50,6 +50,7 @@ def main() -> int:
     ap.add_argument("--pps", type=int, default=2000)
     ap.add_argument("--timeout", type=float, default=30)
     ap.add_argument("--gap", type=float, default=2.0, help="quiet seconds between runs")
+    ap.add_argument("--verbose", action="store_true", help="print the scorer's /healthz after each run")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: no pins left
     stack = Stack()
@@ -75,6 +76,8 @@ def main() -> int:
                 installed.append((rule_ns - t0) / 1e9)
                 print(f"run {i + 1}: {src} rule after {installed[-1]:.2f} s, first drop seen "
                       f"after {blocked[-1]:.2f} s", flush=True)
+            if args.verbose:
+                print("  scorer:", http_get(stack.proc("scorer").port, "/healthz")[1], flush=True)
             time.sleep(args.gap)
     finally:
         stack.stop()

@@ -114,6 +114,13 @@ class Publisher:
         batch = self.batch_events
         for part, chunk in columns.split_by_partition(rows, self.partitions):
             queue = self._pending[part]
+            if queue and len(queue[-1]) < batch:
+                # Top up the partition's last micro-batch: at moderate rates each ring poll
+                # brings a few events, and one record per poll cost the scorer a record each
+                # (a 2,000 pps flood arrived as ~900 records/s and the scorer fell seconds behind).
+                room = batch - len(queue[-1])
+                queue[-1] = np.concatenate((queue[-1], chunk[:room]))
+                chunk = chunk[room:]
             for i in range(0, len(chunk), batch):
                 queue.append(chunk[i:i + batch])
         n = len(rows)

@@ -156,6 +156,14 @@ class Scorer(mode.Service):
             "app": self.app.conf.id, "packets_partitions": sorted(self.sources),
             "flows_partitions": sorted(self.dests), "rebalancing": bool(self.app.rebalancing),
             "open_windows": sum(len(p.windows) for p in self.sources.values()),
+            # What holds windows open: each owned packets partition's event-time lag behind this
+            # host's clock and the progress it last announced.
+            "sources": {p: {"lag_s": round((time.time_ns() - part.watermark()) / 1e9, 3)
+                            if part.max_ts else None, "unread": self._unread(p),
+                            "open": len(part.windows),
+                            "announced_lag_s": round((time.time_ns() - self.announced[p][0]) / 1e9, 3)
+                            if p in self.announced else None}
+                        for p, part in sorted(self.sources.items())},
             "uptime_s": round(time.time() - self.started_at, 1)})
 
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
@@ -236,9 +244,13 @@ class Scorer(mode.Service):
         if part.due():
             await self._close_sources([partition])
 
-    def _update_backlog(self, p: int, part: SourcePartition) -> None:
+    def _unread(self, p: int) -> int:
+        """Records of packets partition `p` fetched or known to exist but not folded in yet."""
         highwater = self.app.consumer.highwater(TP(self.packets_topic.get_topic_name(), p))
-        part.backlog = highwater is not None and self.seen.get(p, -1) + 1 < highwater
+        return 0 if highwater is None else max(0, highwater - self.seen.get(p, -1) - 1)
+
+    def _update_backlog(self, p: int, part: SourcePartition) -> None:
+        part.backlog = self._unread(p) > 0
 
     async def _close_sources(self, partitions) -> None:
         async with self.closing:

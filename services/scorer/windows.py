@@ -173,11 +173,19 @@ class SourcePartition:
         clock) stands in."""
         if self.windows:
             return max(self.closed_upto, min(self.windows) - self.width_ns)
-        if self.backlog and not self.max_ts:
-            # Records are waiting and none read yet: their times are unknown, so the clock must
-            # not vouch for them (their flows would reach stage 2 after it closed the window).
-            return self.closed_upto
-        mark = (self.watermark() if self.max_ts else clock_ns) - self.width_ns - self.lateness_ns
+        if self.backlog:
+            if not self.max_ts:
+                # Records are waiting and none read yet: their times are unknown, so the clock
+                # must not vouch for them (their flows would reach stage 2 after it closed).
+                return self.closed_upto
+            wm = self.max_ts
+        else:
+            # Caught up and nothing open: like a partition that never had events, follow the
+            # event clock. Its own watermark alone would keep, for good, the delay with which
+            # its last record was read (a partition that lagged under a flood held every later
+            # window of every destination back by that lag).
+            wm = max(self.watermark(), clock_ns) if self.max_ts else clock_ns
+        mark = wm - self.width_ns - self.lateness_ns
         return max(self.closed_upto, mark - mark % self.width_ns)
 
     def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:

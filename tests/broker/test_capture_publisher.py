@@ -64,6 +64,25 @@ async def test_sequence_numbers_are_contiguous_and_events_land_on_their_source_p
     assert {(p.node, p.sample_rate) for _, p in got} == {(broker.node_id, 4)}
 
 
+async def test_small_submits_are_packed_into_full_micro_batches(broker):
+    """Ring polls at moderate rates bring a few events each; they must not cost a record each."""
+    await ensure_topics(broker)
+    pub = Publisher(broker, batch_events=100)
+    await pub.start()
+    try:
+        one_source = [Packet(ts_ns=1_700_000_000_000_000_000 + i, src="10.1.1.1", dst="10.9.9.9",
+                             sport=1024 + i, dport=80, proto=6, tcp_flags=2, length=60, ifindex=3)
+                      for i in range(1000)]
+        for i in range(0, 1000, 3):  # 334 submits of 1-3 events, queued before a send round
+            assert pub.submit(one_source[i:i + 3]) == len(one_source[i:i + 3])
+        assert await pub.flush(30)
+    finally:
+        await pub.stop()
+    assert pub.stats.acked == 1000 and pub.stats.records == 10
+    got = await consume_all(broker, 1000)
+    assert [p.seq for _, p in got] == list(range(1000))  # one partition: in order
+
+
 async def test_buffers_while_kafka_is_unreachable_and_resumes_without_gaps(broker):
     await ensure_topics(broker)
     reachable = False
