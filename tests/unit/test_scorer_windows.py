@@ -177,3 +177,15 @@ def test_a_partition_with_unread_records_does_not_let_the_clock_vouch_for_them()
     waiting.backlog = False
     idle = SourcePartition(4, W, 0, clock)
     assert idle.progress(T0 + 5 * W) > T0  # caught up and empty: the event clock moves it
+
+
+def test_a_quiet_caught_up_partition_follows_the_event_clock_not_its_old_lag():
+    clock = Clock()
+    part = SourcePartition(5, W, 0, clock)
+    part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
+    part.close(T0, 1)
+    # Its last record was read late; its own watermark keeps that lag (~now - T0) for good.
+    far_later = T0 + 20 * W
+    assert part.progress(far_later) >= far_later - 2 * W
+    part.backlog = True  # unread records: only event time counts, the clock does not
+    assert part.progress(far_later) < T0 + W
