@@ -152,16 +152,17 @@ class Scorer(mode.Service):
         return producer is not None and producer.should_stop
 
     def healthy(self) -> tuple[bool, str]:
+        now_ns = time.time_ns()
         return True, json.dumps({
             "app": self.app.conf.id, "packets_partitions": sorted(self.sources),
             "flows_partitions": sorted(self.dests), "rebalancing": bool(self.app.rebalancing),
             "open_windows": sum(len(p.windows) for p in self.sources.values()),
             # What holds windows open: each owned packets partition's event-time lag behind this
             # host's clock and the progress it last announced.
-            "sources": {p: {"lag_s": round((time.time_ns() - part.watermark()) / 1e9, 3)
+            "sources": {p: {"lag_s": round((now_ns - part.watermark()) / 1e9, 3)
                             if part.max_ts else None, "unread": self._unread(p),
                             "open": len(part.windows),
-                            "announced_lag_s": round((time.time_ns() - self.announced[p][0]) / 1e9, 3)
+                            "announced_lag_s": round((now_ns - self.announced[p][0]) / 1e9, 3)
                             if p in self.announced else None}
                         for p, part in sorted(self.sources.items())},
             "uptime_s": round(time.time() - self.started_at, 1)})
@@ -254,26 +255,23 @@ class Scorer(mode.Service):
 
     async def _close_sources(self, partitions) -> None:
         async with self.closing:
-            await self._close_sources_locked(partitions)
-
-    async def _close_sources_locked(self, partitions) -> None:
-        for p in partitions:
-            part = self.sources.get(p)
-            if part is None:
-                continue
-            due = part.due()
-            for ws in due:
-                chunks, done = part.close(ws, self.n)
-                for c in chunks:
-                    await self.flows_topic.send(key=c.key(), value=c.encode(),
-                                                partition=c.dst_partition)
-                for off in done:
-                    await self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
-                self.metrics.windows_closed.labels("source").inc()
-            if due:
-                await self._put(self.src_table, p, b"%d/hw" % p,
-                          msgpack.packb([part.closed_upto, self.seen.get(p, -1)]))
-            await self._announce(p, part)
+            for p in partitions:
+                part = self.sources.get(p)
+                if part is None:
+                    continue
+                due = part.due()
+                for ws in due:
+                    chunks, done = part.close(ws, self.n)
+                    for c in chunks:
+                        await self.flows_topic.send(key=c.key(), value=c.encode(),
+                                                    partition=c.dst_partition)
+                    for off in done:
+                        await self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
+                    self.metrics.windows_closed.labels("source").inc()
+                if due:
+                    await self._put(self.src_table, p, b"%d/hw" % p,
+                                    msgpack.packb([part.closed_upto, self.seen.get(p, -1)]))
+                await self._announce(p, part)
 
     async def _announce(self, p: int, part: SourcePartition) -> None:
         """Tell every stage 2 partition how far source partition `p` has got (see windows)."""

@@ -169,22 +169,20 @@ class SourcePartition:
 
     def progress(self, clock_ns: int) -> int:
         """Start of the newest window this partition will not add to any more: windows up to it
-        are closed or never had events here. With no events yet, `clock_ns` (the worker's event
-        clock) stands in."""
+        are closed or never had events here. A caught-up partition with nothing open follows
+        `clock_ns` (the worker's event clock) when that is ahead of its own watermark."""
         if self.windows:
             return max(self.closed_upto, min(self.windows) - self.width_ns)
-        if self.backlog:
-            if not self.max_ts:
-                # Records are waiting and none read yet: their times are unknown, so the clock
-                # must not vouch for them (their flows would reach stage 2 after it closed).
-                return self.closed_upto
-            wm = self.max_ts
-        else:
-            # Caught up and nothing open: like a partition that never had events, follow the
-            # event clock. Its own watermark alone would keep, for good, the delay with which
-            # its last record was read (a partition that lagged under a flood held every later
-            # window of every destination back by that lag).
-            wm = max(self.watermark(), clock_ns) if self.max_ts else clock_ns
+        if self.backlog and not self.max_ts:
+            # Records are waiting and none read yet: their times are unknown, so the clock
+            # must not vouch for them (their flows would reach stage 2 after it closed).
+            return self.closed_upto
+        own = self.watermark() if self.max_ts else 0
+        # Under a backlog only event time counts. Caught up, the event clock moves it, as it
+        # does a partition that never had events: its own watermark alone would keep, for good,
+        # the delay with which its last record was read (a partition that lagged under a flood
+        # held every later window of every destination back by that lag).
+        wm = own if self.backlog else max(own, clock_ns)
         mark = wm - self.width_ns - self.lateness_ns
         return max(self.closed_upto, mark - mark % self.width_ns)
 
