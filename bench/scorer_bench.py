@@ -169,8 +169,12 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
         t_ingested = time.monotonic()
         # events/flows after their window closed: what they would add is missing
         lost = late() + sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws)
-        await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
-                       f"{n_flows} flows scored", interval=0.1)
+        try:
+            await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
+                           f"{n_flows} flows scored", interval=0.1)
+        except AssertionError:
+            raise SystemExit(f"stuck: {flows():.0f} of {n_flows} flows scored, "
+                             f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_done, last = time.monotonic(), flows()
         shares = [w.metric("xdpguard_scorer_events_total") for w in ws]
         return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(t_first - t_send, 2),
