@@ -248,23 +248,32 @@ class Scorer(mode.Service):
         return 0 if highwater is None else max(0, highwater - self.seen.get(p, -1) - 1)
 
     def _update_backlog(self, p: int, part: SourcePartition) -> None:
-        part.backlog = self._unread(p) > 0
+        # Not polled yet (just assigned): what waits in the partition is unknown, so it counts as
+        # a backlog and the clock does not vouch for it.
+        tp = TP(self.packets_topic.get_topic_name(), p)
+        part.backlog = self.app.consumer.highwater(tp) is None or self._unread(p) > 0
 
     async def _close_sources(self, partitions) -> None:
         # Called by both the ingest agent and the timer, deliberately without a lock: a lock
         # over closing stalled ingestion behind a slow tick, and the stalled partitions'
         # watermarks then ran ahead on the wall clock (4 of 6 two-worker bench runs lost events
-        # as late; docs/scorer.md "Closing").
+        # as late; docs/scorer.md "Closing"). Instead a window counts as being sent until all
+        # its chunks are queued, and neither closer announces progress past it meanwhile.
         for p in partitions:
             part = self.sources.get(p)
             if part is None:
                 continue
             due = part.due()
             for ws in due:
+                if ws not in part.windows:
+                    continue  # the other closer took it while this one was sending
                 chunks, done = part.close(ws, self.n)
-                for c in chunks:
-                    await self.flows_topic.send(key=c.key(), value=c.encode(),
-                                                partition=c.dst_partition)
+                try:
+                    for c in chunks:
+                        await self.flows_topic.send(key=c.key(), value=c.encode(),
+                                                    partition=c.dst_partition)
+                finally:
+                    part.sent(ws)
                 for off in done:
                     await self._put(self.src_table, p, b"%d/r/%020d" % (p, off), None)
                 self.metrics.windows_closed.labels("source").inc()
@@ -330,6 +339,9 @@ class Scorer(mode.Service):
             await self._put(self.dst_table, partition, key, value)
         else:
             self.metrics.late_flows.inc(len(chunk.flows))
+            log.warning("flows partition %d: %d flows of window %d from packets partition %d "
+                        "came after the window closed (source progress marks: %s)", partition,
+                        len(chunk.flows), chunk.window_ns, chunk.src_partition, part.progress)
 
     async def _close_dests(self) -> None:
         closed = []
@@ -366,17 +378,34 @@ class Scorer(mode.Service):
 
     # --- timer and dead letters ---------------------------------------------------------------
     async def tick_safely(self) -> None:
-        """The timer's body. A tick racing the worker's stop used to hit the stopped producer
+        await self._safely(self.tick)
+
+    async def marks_safely(self) -> None:
+        await self._safely(self.repeat_marks)
+
+    async def _safely(self, body) -> None:
+        """A timer's body. A tick racing the worker's stop used to hit the stopped producer
         (NotReady): faust marked the app crashed and the worker exited 1 on a plain SIGTERM.
         Errors during shutdown end the tick quietly; other errors still crash the worker."""
         if self.stopping():
             return
         try:
-            await self.tick()
+            await body()
         except Exception as exc:
             if not self.stopping():
                 raise
-            log.info("tick cut short by shutdown (%s: %s)", type(exc).__name__, exc)
+            log.info("%s cut short by shutdown (%s: %s)", body.__name__, type(exc).__name__, exc)
+
+    async def repeat_marks(self) -> None:
+        """Re-announce every owned packets partition's progress. Its own timer, because stage 2
+        takes a source partition silent for SCORER_CLOSE_WAIT_S for orphaned: when only the
+        closing timer repeated the marks of quiet partitions, one slow tick (a 1.4 s model call
+        on a loaded machine) made live partitions look dead and their windows closed early."""
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        for p, part in list(self.sources.items()):
+            self._update_backlog(p, part)
+            await self._announce(p, part)
 
     async def tick(self) -> None:
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
@@ -484,5 +513,9 @@ def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Poli
     @app.timer(interval=s.tick_s, name="close-windows")
     async def close_windows():
         await scorer.tick_safely()
+
+    @app.timer(interval=MARK_REPEAT_S / 2, name="progress-marks")
+    async def progress_marks():
+        await scorer.marks_safely()
 
     return app, scorer

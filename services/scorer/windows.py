@@ -111,6 +111,7 @@ class SourcePartition:
     late: int = 0
     backlog: bool = False          # records are waiting: event time alone moves the watermark
     idle_ns: int = 0               # arrivals must pause this long before the clock moves it
+    sending: set[int] = field(default_factory=set)  # closed windows whose chunks are in transit
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -169,8 +170,15 @@ class SourcePartition:
 
     def progress(self, clock_ns: int) -> int:
         """Start of the newest window this partition will not add to any more: windows up to it
-        are closed or never had events here. A caught-up partition with nothing open follows
-        `clock_ns` (the worker's event clock) when that is ahead of its own watermark."""
+        are closed (and their chunks sent) or never had events here. A caught-up partition with
+        nothing open follows `clock_ns` (the worker's event clock) when that is ahead of its own
+        watermark."""
+        upto = self._progress(clock_ns)
+        if self.sending:  # a mark must not overtake the chunks of a window still being sent
+            upto = min(upto, min(self.sending) - self.width_ns)
+        return upto
+
+    def _progress(self, clock_ns: int) -> int:
         if self.windows:
             return max(self.closed_upto, min(self.windows) - self.width_ns)
         if self.backlog and not self.max_ts:
@@ -188,9 +196,11 @@ class SourcePartition:
 
     def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:
         """Close window `ws`: its flow chunks for stage 2, and the record offsets no open
-        window needs any more (their stored copies can be deleted)."""
+        window needs any more (their stored copies can be deleted). The window counts as being
+        sent (progress stops short of it) until `sent(ws)`."""
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
+        self.sending.add(ws)
         srcs: dict[str, dict] = {}
         for key, st in flows.items():
             agg = srcs.get(key[0])
@@ -208,6 +218,10 @@ class SourcePartition:
         for off in done:
             del self.records[off]
         return chunks, done
+
+    def sent(self, ws: int) -> None:
+        """Every chunk of closed window `ws` is queued to stage 2, ahead of any later mark."""
+        self.sending.discard(ws)
 
 
 @dataclass

@@ -3,14 +3,13 @@ limit/drop verdict, benign traffic none; undecodable records go to the dead-lett
 reason and the worker keeps scoring."""
 from __future__ import annotations
 
-import time
-
 import msgpack
 import pytest
 
 from services.common.codec import decode_deadletter, decode_verdict, encode_packets
 from services.common.topics import ensure_topics
-from tests.support.scorer_traffic import VICTIM, benign, make_model, syn_flood, with_seq
+from tests.support.scorer_traffic import (VICTIM, benign, make_model, syn_flood, window_ahead,
+                                          with_seq)
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 def model(tmp_path):
     return make_model(tmp_path)
-
-
-def now_window() -> int:
-    now = time.time_ns()
-    return now - now % 10**9
 
 
 async def start(broker, model, tmp_path, name="w1", **env):
@@ -39,7 +33,7 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
     w = await start(broker, model, tmp_path)
     try:
         async with TopicReader(broker, "verdicts") as verdicts:
-            t0 = now_window()
+            t0 = window_ahead()
             good = benign(t0, 3, clients=20, seed=1)
             await produce_packets(broker, with_seq(good + syn_flood(t0 + 10**9, 1.0, pps=2000)))
             await wait_for(lambda: verdicts.values, 20, "a verdict")
@@ -73,9 +67,9 @@ async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(b
     w = await start(broker, model, tmp_path)
     try:
         bad = [b"\xc1garbage", msgpack.packb({"v": 99, "t": "pk", "n": 1}),
-               encode_packets(benign(now_window(), 0.5, clients=2))[:-7]]
+               encode_packets(benign(window_ahead(), 0.5, clients=2))[:-7]]
         async with TopicReader(broker, "deadletter") as dead, TopicReader(broker, "verdicts") as verdicts:
-            t0 = now_window()
+            t0 = window_ahead()
             await produce_packets(broker, with_seq(syn_flood(t0, 1.0, pps=1500)), raw=bad)
             await wait_for(lambda: len(dead.values) >= 3, 20, "3 dead letters")
             await wait_for(lambda: verdicts.values, 20, "a verdict after the bad records")

@@ -11,7 +11,7 @@ import pytest
 from services.common.codec import decode_verdict
 from services.common.features import window_start
 from services.common.topics import ensure_topics
-from tests.support.scorer_traffic import benign, make_model, with_seq
+from tests.support.scorer_traffic import benign, make_model, window_ahead, with_seq
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,8 +60,7 @@ async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tm
     try:
         assert all(len(p) >= 2 for p in parts)
         async with TopicReader(broker, "verdicts") as verdicts:
-            now = time.time_ns()
-            packets = with_seq(benign(now - now % 10**9, 2.5, clients=40, seed=3))
+            packets = with_seq(benign(window_ahead(), 2.5, clients=40, seed=3))
             want = expected_flows(packets, 10**9)
             await produce_packets(broker, packets, batch=50)
             try:

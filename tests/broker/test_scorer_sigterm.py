@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.broker.test_scorer_detects import model, now_window, start  # noqa: F401 (fixture)
-from tests.support.scorer_traffic import benign, syn_flood, with_seq
+from tests.broker.test_scorer_detects import model, start  # noqa: F401 (fixture)
+from tests.support.scorer_traffic import benign, syn_flood, window_ahead, with_seq
 from tests.support.scorer_worker import produce_packets, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 async def test_sigterm_under_traffic_is_a_clean_stop_every_time(broker, model, tmp_path):
     for i in range(2):
         w = await start(broker, model, tmp_path, name=f"t{i}", SCORER_TICK_S="0.005")
-        t0 = now_window()
+        t0 = window_ahead()
         await produce_packets(broker, with_seq(benign(t0, 2, clients=10, seed=i)
                                                + syn_flood(t0, 1.5, pps=2000)))
         await wait_for(lambda: w.metric("xdpguard_scorer_records_total"), 20, "records")

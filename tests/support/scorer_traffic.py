@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,15 @@ VICTIM = "10.99.0.10"
 # A small feature subset keeps the crafted-benign threshold tight (the shipped model uses all).
 TEST_FEATURES = ("dst_flows", "dst_packets", "dst_peers", "dst_syn_noack_share",
                  "dst_pkts_per_flow")
+
+
+def window_ahead(windows: int = 2, width_ns: int = 10**9) -> int:
+    """Start of the window `windows` ahead of now: where scorer tests start their traffic.
+    A capture stamps a packet moments before publishing it; a test that stamped from the
+    current window and took over a second to produce it (a loaded CI machine) sent records
+    that quiet partitions had already vouched for, and their flows came late."""
+    now = time.time_ns()
+    return now - now % width_ns + windows * width_ns
 
 
 def benign(t0_ns: int, seconds: float, *, clients: int = 20, seed: int = 1, node: str = "node-a",

@@ -78,6 +78,7 @@ def run_stages(packets, n=4, batch=50):
             for c in part.close(ws, n)[0]:
                 c2 = FlowChunk.decode(c.encode())
                 dsts[c2.dst_partition].add(c2.key(), c2)
+            part.sent(ws)
         for q in dsts:
             dsts[q].mark(p, part.progress(0))
     return [dsts[q].close(ws) for q in range(n) for ws in dsts[q].due()]

@@ -30,21 +30,22 @@ def _raise_not_ready():
     return tick
 
 
-def test_a_tick_racing_the_stop_is_not_a_crash(scorer, monkeypatch):
-    monkeypatch.setattr(scorer, "tick", _raise_not_ready())
+@pytest.mark.parametrize("body,timer", [("tick", "tick_safely"), ("repeat_marks", "marks_safely")])
+def test_a_timer_racing_the_stop_is_not_a_crash(scorer, monkeypatch, body, timer):
+    monkeypatch.setattr(scorer, body, _raise_not_ready())
     monkeypatch.setattr(type(scorer), "stopping", lambda self: self._fake_stop)
     scorer._fake_stop = False
     with pytest.raises(NotReady):  # a real failure while running still crashes the worker
-        asyncio.run(scorer.tick_safely())
+        asyncio.run(getattr(scorer, timer)())
     calls = []
 
     async def tick():
         calls.append(1)
         scorer._fake_stop = True  # the stop begins during the tick ...
         raise NotReady("Producer service not yet started")  # ... and the producer is gone
-    monkeypatch.setattr(scorer, "tick", tick)
-    asyncio.run(scorer.tick_safely())
-    asyncio.run(scorer.tick_safely())  # stopping: no tick at all
+    monkeypatch.setattr(scorer, body, tick)
+    asyncio.run(getattr(scorer, timer)())
+    asyncio.run(getattr(scorer, timer)())  # stopping: no tick at all
     assert calls == [1]
 
 

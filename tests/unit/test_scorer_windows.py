@@ -42,6 +42,7 @@ def run_stages(packets, clock=None, batch=50):
             for c in chunks:
                 c2 = FlowChunk.decode(c.encode())
                 dsts[c2.dst_partition].add(c2.key(), c2)
+            part.sent(ws)
         for q in dsts:
             dsts[q].mark(p, part.progress(0))
     return [dsts[q].close(ws) for q in range(N) for ws in dsts[q].due()]
@@ -89,6 +90,7 @@ def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
     part = SourcePartition(0, W, 0, clock)
     part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     chunks, _ = part.close(T0, 1)
+    part.sent(T0)
     dst = DstPartition(0, W, 1, 5.0, clock)
     assert dst.add(chunks[0].key(), chunks[0]) and dst.add(chunks[0].key(), chunks[0])
     assert dst.due() == []
@@ -104,6 +106,7 @@ def test_stage2_waits_for_every_source_partition_then_gives_up_after_max_wait():
     src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     assert src.progress(T0 + 5 * W) == T0 - W  # an open window holds progress back
     chunks, _ = src.close(T0, 1)
+    src.sent(T0)
     dst = DstPartition(0, W, 3, 2.0, clock)
     dst.add(chunks[0].key(), chunks[0])
     dst.mark(1, src.progress(0))
@@ -130,6 +133,7 @@ def test_stage2_does_not_close_windows_because_this_worker_itself_stalled():
     src = SourcePartition(1, W, 0, clock)
     src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     chunks, _ = src.close(T0, 1)
+    src.sent(T0)
     dst = DstPartition(0, W, 3, 2.0, clock)
     dst.add(chunks[0].key(), chunks[0])
     for p in range(3):
@@ -184,8 +188,33 @@ def test_a_quiet_caught_up_partition_follows_the_event_clock_not_its_old_lag():
     part = SourcePartition(5, W, 0, clock)
     part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     part.close(T0, 1)
+    part.sent(T0)
     # Its last record was read late; its own watermark keeps that lag (~now - T0) for good.
     far_later = T0 + 20 * W
     assert part.progress(far_later) >= far_later - 2 * W
     part.backlog = True  # unread records: only event time counts, the clock does not
     assert part.progress(far_later) < T0 + W
+
+
+def test_progress_never_passes_a_window_whose_chunks_are_still_being_sent():
+    # The ingest agent and the timer both close windows: while one awaits the sends of window
+    # W's chunks, the other must not announce W done, or stage 2 closes W before they arrive
+    # (CI saw 27-56 late flows per run on a loaded machine).
+    clock = Clock()
+    part = SourcePartition(1, W, 0, clock)
+    part.add(0, decode_packet_columns(encode_packets(benign(T0, 2.5, clients=4))))
+    part.add(1, decode_packet_columns(encode_packets(benign(T0 + 3 * W, 0.5, clients=1))))
+    clock.t += 10.0
+    first, second = part.due()[:2]
+    assert (first, second) == (T0, T0 + W)
+    chunks, _ = part.close(first, 2)
+    assert chunks and part.progress(T0 + 9 * W) == first - W  # W's chunks in transit
+    part.close(second, 2)
+    part.sent(second)  # a later window done first: still held by the one in transit
+    assert part.progress(T0 + 9 * W) == first - W
+    part.sent(first)
+    assert part.progress(T0 + 9 * W) == T0 + W  # now the next open window (T0 + 2W) holds it
+    for ws in part.due():
+        part.close(ws, 2)
+        part.sent(ws)
+    assert part.progress(T0 + 9 * W) >= T0 + 7 * W  # nothing open or in transit: the clock
