@@ -159,6 +159,8 @@ class Scorer(mode.Service):
             "sources": {p: {"lag_s": round((now_ns - part.watermark()) / 1e9, 3)
                             if part.max_ts else None, "unread": self._unread(p),
                             "open": len(part.windows),
+                            "polled_s_ago": round(time.monotonic() - part.polled_at, 3)
+                            if part.polled_at is not None else None,
                             "announced_lag_s": round((now_ns - self.announced[p][0]) / 1e9, 3)
                             if p in self.announced else None}
                         for p, part in sorted(self.sources.items())},
@@ -252,6 +254,20 @@ class Scorer(mode.Service):
         # a backlog and the clock does not vouch for it.
         tp = TP(self.packets_topic.get_topic_name(), p)
         part.backlog = self.app.consumer.highwater(tp) is None or self._unread(p) > 0
+        polled_ns = self._last_poll_ns(tp)
+        part.polled_at = None if polled_ns is None else \
+            time.monotonic() - max(0, time.time_ns() - polled_ns) / 1e9
+
+    def _last_poll_ns(self, tp: TP) -> int | None:
+        """Wall time of the newest fetch response for `tp` (aiokafka's last_poll_timestamp,
+        reached through faust's consumer thread: faust has no public call for it). Caught up as
+        of then means nothing more existed then; records appended since may still be unfetched
+        (a busy worker's fetches came 0.3 s+ apart and its partitions closed windows early)."""
+        try:
+            ms = self.app.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+        except Exception:  # not started, not assigned any more, or another faust: no bound
+            return None
+        return None if ms is None else ms * 1_000_000
 
     async def _close_sources(self, partitions) -> None:
         # Called by both the ingest agent and the timer, deliberately without a lock: a lock
@@ -289,10 +305,12 @@ class Scorer(mode.Service):
         # now, and a mark past their window would make stage 2 close it without them. Capture
         # clocks running ahead of this host's delay closing (by the skew) only while some
         # partition has had no event at all.
-        now_ns = time.time_ns()
+        now_ns, now = time.time_ns(), time.monotonic()
         event_clock = min(now_ns, max((pt.watermark() for pt in self.sources.values()
                                        if pt.max_ts), default=now_ns))
-        upto, now = part.progress(event_clock), time.monotonic()
+        if part.polled_at is not None:  # nor past the newest fetch response for it
+            event_clock = min(event_clock, now_ns - int((now - part.polled_at) * 1e9))
+        upto = part.progress(event_clock)
         last_upto, last_at = self.announced.get(p, (-1, 0.0))
         if upto <= last_upto and now - last_at < MARK_REPEAT_S:
             return

@@ -17,9 +17,12 @@ class ScorerSettings:
     idle_s: float = setting("SCORER_IDLE_S", 0.3,
                             "after this long without records the wall clock moves a caught-up "
                             "partition's watermark (closes the last window of a burst)")
-    close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 2.0,
+    # Above the group session timeout (10 s): a partition is orphaned at most that long, and a
+    # live worker stalled by a saturated CPU must not pass for a dead one (2 s did, in 2 of 10
+    # two-worker bench runs: a window closed without that partition's flows).
+    close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 12.0,
                                   "stage 2 stops waiting for a source partition silent this long "
-                                  "(no owner: a rebalance in progress)")
+                                  "(no owner: keep above SCORER_SESSION_TIMEOUT_S)")
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing")
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)")
     emit_pass: bool = setting("SCORER_EMIT_PASS", False, "also publish pass verdicts for normal flows")

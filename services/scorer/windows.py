@@ -112,6 +112,9 @@ class SourcePartition:
     backlog: bool = False          # records are waiting: event time alone moves the watermark
     idle_ns: int = 0               # arrivals must pause this long before the clock moves it
     sending: set[int] = field(default_factory=set)  # closed windows whose chunks are in transit
+    # When the consumer last heard from the broker about this partition (`clock` time; None:
+    # not tracked). Quiet time counts only up to there: later records may exist unfetched.
+    polled_at: float | None = None
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -161,7 +164,10 @@ class SourcePartition:
     def watermark(self) -> int:
         if self.backlog:  # a pause in reading is not a pause in traffic
             return self.max_ts
-        return self.max_ts + max(0, int((self.clock() - self.last_arrival) * 1e9) - self.idle_ns)
+        quiet_until = self.clock()
+        if self.polled_at is not None:
+            quiet_until = min(quiet_until, self.polled_at)
+        return self.max_ts + max(0, int((quiet_until - self.last_arrival) * 1e9) - self.idle_ns)
 
     def due(self) -> list[int]:
         """Starts of the windows whose end + lateness the watermark has passed, oldest first."""

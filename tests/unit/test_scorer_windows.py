@@ -218,3 +218,20 @@ def test_progress_never_passes_a_window_whose_chunks_are_still_being_sent():
         part.close(ws, 2)
         part.sent(ws)
     assert part.progress(T0 + 9 * W) >= T0 + 7 * W  # nothing open or in transit: the clock
+
+
+def test_quiet_time_counts_only_up_to_the_last_fetch_response():
+    # A busy worker's fetches came 0.3 s+ apart: records appended meanwhile existed unfetched,
+    # and a watermark moved by the wall clock closed their window (bench: late events in 4 of 9
+    # two-worker runs). Quietness is now trusted only as of the newest fetch response.
+    clock = Clock()
+    part = SourcePartition(2, W, 0, clock, idle_ns=0)
+    part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
+    start = part.watermark()
+    part.polled_at = clock.t  # the response that brought the record
+    clock.t += 5.0
+    assert part.watermark() == start and part.due() == []  # 5 s, but no response since
+    part.polled_at = clock.t - 2.0  # a response 3 s after the record: quiet for those 3 s
+    assert part.watermark() == start + 3 * W
+    part.polled_at = None  # not tracked: the wall clock alone
+    assert part.watermark() == start + 5 * W
