@@ -21,9 +21,9 @@ from pathlib import Path
 
 from . import bpfsys
 from .errors import ConfigError, KernelError, NotLoaded, NotSupported
+from .paths import BPF_DIR
 from .structs import XG_MAGIC, Config
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 SOURCE = BPF_DIR / "xdpguard.c"
 PROG_NAME = "xdpguard"
 MAP_NAMES = ("config", "stats", "allow", "exact4", "exact6", "src_prefix", "src_stats", "dst_limit",

@@ -27,9 +27,10 @@ import numpy as np
 
 from .errors import ModelError
 from .features import FEATURE_NAMES
+from .paths import MODELS_DIR
 
 FORMAT = "xdpguard-model/1"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "xdpguard-if.joblib"
+DEFAULT_MODEL = MODELS_DIR / "xdpguard-if.joblib"
 
 
 def sha256_file(path: str | os.PathLike) -> str:

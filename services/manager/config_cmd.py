@@ -9,11 +9,11 @@ import dataclasses
 import importlib
 
 from services.common.config import describe
-from services.common.model import DEFAULT_MODEL
+from services.common.paths import INSTALL_DIR
 
 # Defaults inside the checkout/installation are shown relative to it in the reference, so the
 # document does not depend on where it was generated.
-INSTALL_DIR = str(DEFAULT_MODEL.parents[1]) + "/"
+INSTALL_PREFIX = str(INSTALL_DIR) + "/"
 
 # (title, module) pairs; each module's settings dataclasses are listed in order of definition.
 SECTIONS = [
@@ -49,7 +49,7 @@ def reference_markdown() -> str:
         for cls in settings_classes(module):
             lines += [f"## {title}", "", "| variable | default | meaning |", "|---|---|---|"]
             for env, default, doc in describe(cls):
-                default = default.replace(INSTALL_DIR, "<install dir>/")
+                default = default.replace(INSTALL_PREFIX, "<install dir>/")
                 default = default.replace("|", "\\|") or '""'
                 lines.append(f"| `{env}` | `{default}` | {doc} |")
             lines.append("")

@@ -24,11 +24,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.paths import INSTALL_DIR
 from services.common.settings import CommonSettings, load_common
 
 from . import netns
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = INSTALL_DIR
 
 
 def free_port() -> int:
