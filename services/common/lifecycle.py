@@ -57,7 +57,10 @@ async def serve(service, *, metrics_host: str = "127.0.0.1", metrics_port: int =
         await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if run.done() and not run.cancelled() and run.exception() is not None:
-            log.error("service failed: %s", run.exception())
+            exc = run.exception()
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # "unhandled errors in a TaskGroup" names nothing
+            log.error("service failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             return 1
         return 0
     finally:
