@@ -487,15 +487,32 @@ async def ensure_scorer_topics(common: CommonSettings, app: faust.App, scorer: "
     return created
 
 
-async def _partition_counts(common: CommonSettings, names: list[str]) -> dict[str, int]:
+async def _partition_counts(common: CommonSettings, names: list[str],
+                            wait_s: float = 15.0) -> dict[str, int]:
+    """Partition count of each topic. A topic created a moment ago can still describe with an
+    error (no leader yet): asked again until it answers, so a wrong count is not passed over
+    as "unknown" (CI: the stale-topic check once let a 1-partition topic through)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     from services.common.kafka import client_options
     admin = AIOKafkaAdminClient(**client_options(common))
     await admin.start()
     try:
-        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(names)
-                if not d.get("error_code")}
+        counts: dict[str, int] = {}
+        deadline = time.monotonic() + wait_s
+        while True:
+            pending = [n for n in names if n not in counts]
+            for d in await admin.describe_topics(pending):
+                if not d.get("error_code") and d["partitions"]:
+                    counts[d["topic"]] = len(d["partitions"])
+            if len(counts) == len(names) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        missing = [n for n in names if n not in counts]
+        if missing:
+            log.warning("cannot check the partition count of %s (no answer within %.0f s)",
+                        ", ".join(missing), wait_s)
+        return counts
     finally:
         await admin.close()
 
