@@ -29,8 +29,6 @@ from services.common.settings import CommonSettings, load_common
 
 from . import netns
 
-ROOT = INSTALL_DIR
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -115,7 +113,7 @@ class Stack:
                "PYTHONUNBUFFERED": "1", port_var: str(port), **extra}
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
-            popen = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=out,
+            popen = subprocess.Popen([sys.executable, *args], env=env, cwd=INSTALL_DIR, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(Proc(name, popen, log, port))
 

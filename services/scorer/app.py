@@ -157,7 +157,8 @@ class Scorer(mode.Service):
             # What holds windows open: each owned packets partition's event-time lag behind this
             # host's clock and the progress it last announced.
             "sources": {p: {"lag_s": round((now_ns - part.watermark()) / 1e9, 3)
-                            if part.max_ts else None, "unread": self._unread(p),
+                            if part.max_ts else None,
+                            "unread": self._unread(self._packets_tp(p)) or 0,
                             "open": len(part.windows),
                             "polled_s_ago": round(time.monotonic() - part.polled_at, 3)
                             if part.polled_at is not None else None,
@@ -244,16 +245,23 @@ class Scorer(mode.Service):
         if part.due():
             await self._close_sources([partition])
 
-    def _unread(self, p: int) -> int:
-        """Records of packets partition `p` fetched or known to exist but not folded in yet."""
-        highwater = self.app.consumer.highwater(TP(self.packets_topic.get_topic_name(), p))
-        return 0 if highwater is None else max(0, highwater - self.seen.get(p, -1) - 1)
+    def _unread(self, tp: TP) -> int | None:
+        """Records of packets partition `tp` fetched or known to exist but not folded in yet;
+        None before its first fetch response (unknown)."""
+        highwater = self.app.consumer.highwater(tp)
+        if highwater is None:
+            return None
+        return max(0, highwater - self.seen.get(tp.partition, -1) - 1)
+
+    def _packets_tp(self, p: int) -> TP:
+        return TP(self.packets_topic.get_topic_name(), p)
 
     def _update_backlog(self, p: int, part: SourcePartition) -> None:
         # Not polled yet (just assigned): what waits in the partition is unknown, so it counts as
         # a backlog and the clock does not vouch for it.
-        tp = TP(self.packets_topic.get_topic_name(), p)
-        part.backlog = self.app.consumer.highwater(tp) is None or self._unread(p) > 0
+        tp = self._packets_tp(p)
+        unread = self._unread(tp)
+        part.backlog = unread is None or unread > 0
         polled_ns = self._last_poll_ns(tp)
         part.polled_at = None if polled_ns is None else \
             time.monotonic() - max(0, time.time_ns() - polled_ns) / 1e9
@@ -414,19 +422,23 @@ class Scorer(mode.Service):
                 raise
             log.info("%s cut short by shutdown (%s: %s)", body.__name__, type(exc).__name__, exc)
 
+    def _settling(self) -> bool:
+        """A rebalance or table recovery is under way: partitions are about to move."""
+        return bool(self.app.rebalancing or getattr(self.app, "in_recovery", False))
+
     async def repeat_marks(self) -> None:
         """Re-announce every owned packets partition's progress. Its own timer, because stage 2
         takes a source partition silent for SCORER_CLOSE_WAIT_S for orphaned: when only the
         closing timer repeated the marks of quiet partitions, one slow tick (a 1.4 s model call
         on a loaded machine) made live partitions look dead and their windows closed early."""
-        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+        if self._settling():
             return
         for p, part in list(self.sources.items()):
             self._update_backlog(p, part)
             await self._announce(p, part)
 
     async def tick(self) -> None:
-        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+        if self._settling():
             return
         actives = self.app.assignor.assigned_actives()
         for tp in actives:  # restore partitions that receive no traffic, so their windows close
