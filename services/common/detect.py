@@ -34,16 +34,17 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .features import SEED_FEATURES, SRC_FEATURES, WindowState, agg_features
+from .features import DST_FEATURES, SEED_FEATURES, SRC_FEATURES, WindowState, agg_features
 
 _SRC_AT = len(SEED_FEATURES)
 _DST_AT = _SRC_AT + len(SRC_FEATURES)
 
 
 def own_row(row: Sequence[float]) -> list[float]:
-    """The model row with its destination aggregate replaced by its source aggregate: what the
-    flow would look like if its source were the destination's only client (module doc)."""
-    return [*row[:_DST_AT], *row[_SRC_AT:_DST_AT], *row[_DST_AT + len(SRC_FEATURES):]]
+    """The model row with its destination aggregate replaced by its source aggregate (the
+    window's, same names after the prefix): what the flow would look like if its source were
+    the destination's only client (module doc)."""
+    return [*row[:_DST_AT], *row[_SRC_AT:_SRC_AT + len(DST_FEATURES)]]
 
 
 def own_scores(detector, rows, scores, threshold: float):

@@ -1,11 +1,13 @@
 """Feature extraction: ONE pure module for training, offline analysis, evaluation and the scorer.
 
-Three kinds of state, all plain dicts/lists/numbers (JSON- and msgpack-serialisable), so a faust
-table can hold them and a changelog can restore them:
+Four kinds of state; the per-window ones are plain dicts/lists/numbers (JSON- and
+msgpack-serialisable), so a faust table can hold them and a changelog can restore them:
 
     flow state  (key: directional 5-tuple, per window)  -> the seed's 22 features (`flow_features`)
-    source agg  (key: source address, per window)       -> SRC_FEATURES (`agg_features`)
+    source agg  (key: source address, per window)       -> SRC_AGG_FEATURES (`agg_features`)
     dest agg    (key: destination address, per window)  -> DST_FEATURES (`agg_features`)
+    horizon     (key: source address, last 10 windows)  -> HORIZON_FEATURES (`SourceHorizon`,
+                 built from closed windows' flows; in memory only)
 
 Every state is updated one packet at a time (`flow_update`, `src_update`, `dst_update`) and two
 states of the same key and window can be merged (`flow_merge`, `agg_merge`), so per-partition
@@ -16,7 +18,7 @@ bits, hashed with blake2b so every process agrees): 512 bytes per key, mergeable
 for a few dozen items, within a few % up to ~10k, saturating at ~34k (`SKETCH_MAX`). Exact sets would make one
 spoofed-flood destination's state grow without bound.
 
-The model row of a flow is `row(flow, src_agg, dst_agg)`, raw values in FEATURE_NAMES order;
+The model row of a flow is `row(flow, src_agg, horizon, dst_agg)`, raw values in FEATURE_NAMES order;
 any scaling (log1p) belongs to the model pipeline, not here.
 """
 from __future__ import annotations
@@ -34,7 +36,11 @@ SEED_FEATURES: tuple[str, ...] = (
     "dst_low", "dst_high")
 _AGG = ("flows", "packets", "bytes", "peers", "ports", "syn_noack_share", "icmp_share",
         "udp_share", "pkts_per_flow", "flows_per_peer")
-SRC_FEATURES: tuple[str, ...] = tuple(f"src_{n}" for n in _AGG)   # peers = distinct destinations
+SRC_AGG_FEATURES: tuple[str, ...] = tuple(f"src_{n}" for n in _AGG)   # peers = distinct dsts
+# The source over the last HORIZON_WINDOWS windows: distinct peers, and peers divided by
+# packets per peer ("sparse peers": many peers that each got a packet or two, a sweep).
+HORIZON_FEATURES: tuple[str, ...] = ("src_h_peers", "src_h_sparse_peers")
+SRC_FEATURES: tuple[str, ...] = SRC_AGG_FEATURES + HORIZON_FEATURES  # all known in stage 1
 DST_FEATURES: tuple[str, ...] = tuple(f"dst_{n}" for n in _AGG)   # peers = distinct sources
 FEATURE_NAMES: tuple[str, ...] = SEED_FEATURES + SRC_FEATURES + DST_FEATURES
 
@@ -56,9 +62,16 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def sketch_add(sk: list[int], item: str) -> None:
-    h = _hash(item) % SKETCH_BITS
+def sketch_pos(item: str) -> int:
+    """The sketch bit an item sets."""
+    return _hash(item) % SKETCH_BITS
+
+
+def sketch_add(sk: list[int], item: str) -> int:
+    """Add an item; returns its position (`sketch_pos`)."""
+    h = sketch_pos(item)
     sk[h >> 6] |= 1 << (h & 63)
+    return h
 
 
 def sketch_merge(a: list[int], b: list[int]) -> list[int]:
@@ -66,7 +79,10 @@ def sketch_merge(a: list[int], b: list[int]) -> list[int]:
 
 
 def sketch_count(sk: list[int]) -> float:
-    ones = sum(map(int.bit_count, sk))
+    return _linear_count(sum(map(int.bit_count, sk)))
+
+
+def _linear_count(ones: int) -> float:
     zeros = SKETCH_BITS - ones
     if zeros == 0:
         return float(SKETCH_MAX)
@@ -187,15 +203,104 @@ def agg_features(agg: dict) -> list[float]:
             agg["udp"] / packets, agg["packets"] / flows, flows / max(peers, 1.0)]
 
 
+# --- per-source horizon ---------------------------------------------------------------------------
+
+HORIZON_WINDOWS = 10
+
+
+class SourceHorizon:
+    """Every source's activity over the last `span` windows, the current one included. A slow
+    sweep (ten one-packet probes a second) looks like any client within one window; over ten
+    it has reached far more peers than a client, each with a packet or two.
+
+    Kept per window, so expiry drops whole windows: window start -> source -> [packets, peer
+    positions], the positions being the sketch bits (`sketch_pos`) of the window's peers, so
+    the distinct count is the sketches' estimate. A set with one member is stored as that int:
+    most sources of a spoofed flood appear once, with one peer, and must stay small. Windows
+    are added oldest first (aligned to the width, as `window_start` gives them)."""
+
+    __slots__ = ("width_ns", "span", "windows", "seen")
+
+    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
+        self.width_ns, self.span = width_ns, span
+        self.windows: dict[int, dict[str, list]] = {}
+        self.seen: dict[str, int] = {}  # source -> windows kept that hold it
+
+    def add(self, ws: int, flows: Iterable[tuple[FlowKey, int]]) -> None:
+        """Window `ws`'s flows as (5-tuple, packets)."""
+        entries: dict[str, list] = {}
+        for key, packets in flows:
+            horizon_count(entries, key[0], packets, sketch_pos(key[1]))
+        self.add_entries(ws, entries)
+
+    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
+        """Window `ws` as `horizon_count` built it (replacing an earlier copy of it); drops
+        windows older than the span."""
+        seen = self.seen
+        if ws in self.windows:
+            self._drop(ws)
+        for src, e in entries.items():
+            if len(e[1]) == 1:
+                e[1] = e[1].pop()
+            seen[src] = seen.get(src, 0) + 1
+        self.windows[ws] = entries
+        oldest = ws - (self.span - 1) * self.width_ns
+        for w in [w for w in self.windows if w < oldest]:
+            self._drop(w)
+
+    def _drop(self, ws: int) -> None:
+        seen = self.seen
+        for src in self.windows.pop(ws):
+            n = seen[src] - 1
+            if n:
+                seen[src] = n
+            else:
+                del seen[src]
+
+    def features_of(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
+        """HORIZON_FEATURES of each source over the span ending with window `ws`."""
+        span = [d for w in range(ws - (self.span - 1) * self.width_ns, ws + 1, self.width_ns)
+                if (d := self.windows.get(w)) is not None]
+        current, seen, out = self.windows.get(ws, {}), self.seen, {}
+        for src in srcs:
+            if seen.get(src) == 1 and src in current:  # most sources: in this window only
+                packets, pos = current[src]
+                n = 1 if type(pos) is int else len(pos)
+            else:
+                packets, peers = 0, set()
+                for e in (d[src] for d in span if src in d):
+                    packets += e[0]
+                    if type(e[1]) is int:
+                        peers.add(e[1])
+                    else:
+                        peers |= e[1]
+                n = len(peers)
+            n_peers = _linear_count(n)
+            out[src] = [n_peers, n_peers * n_peers / max(packets, 1)]
+        return out
+
+    def features(self, ws: int, src: str) -> list[float]:
+        return self.features_of(ws, (src,))[src]
+
+
+def horizon_count(entries: dict[str, list], src: str, packets: int, peer_pos: int) -> None:
+    """Count one flow of `src` (its packets, its peer's `sketch_pos`) into a window's entries."""
+    e = entries.get(src)
+    if e is None:
+        e = entries[src] = [0, set()]
+    e[0] += packets
+    e[1].add(peer_pos)
+
+
 # --- whole windows ---------------------------------------------------------------------------------
 
 def flow_key_text(key: Iterable) -> str:
     return "|".join(str(p) for p in key)
 
 
-def row(flow: dict, src_agg: dict, dst_agg: dict) -> list[float]:
-    """One model row in FEATURE_NAMES order."""
-    return flow_features(flow) + agg_features(src_agg) + agg_features(dst_agg)
+def row(flow: dict, src_agg: dict, horizon: list[float], dst_agg: dict) -> list[float]:
+    """One model row in FEATURE_NAMES order (`horizon`: SourceHorizon.features of the source)."""
+    return flow_features(flow) + agg_features(src_agg) + horizon + agg_features(dst_agg)
 
 
 class WindowState:
@@ -220,12 +325,21 @@ class WindowState:
         src_update(self.srcs.get(pkt.src) or self.srcs.setdefault(pkt.src, agg_new()), pkt)
         dst_update(self.dsts.get(pkt.dst) or self.dsts.setdefault(pkt.dst, agg_new()), pkt)
 
-    def rows(self) -> tuple[list[FlowKey], list[list[float]]]:
-        """(flow keys, model rows) in insertion order; aggregate features computed once per host."""
-        src_f = {s: agg_features(a) for s, a in self.srcs.items()}
+    def rows(self, horizon: SourceHorizon | None = None) -> tuple[list[FlowKey], list[list[float]]]:
+        """(flow keys, model rows) in insertion order; aggregate features computed once per host.
+        `horizon` must already hold this window (`add_to`); without one, the horizon features
+        cover this window alone."""
+        if horizon is None:
+            horizon = SourceHorizon(1, span=1)
+            self.add_to(horizon)
+        hz = horizon.features_of(self.start_ns, self.srcs)
+        src_f = {s: agg_features(a) + hz[s] for s, a in self.srcs.items()}
         dst_f = {d: agg_features(a) for d, a in self.dsts.items()}
         keys = list(self.flows)
         return keys, [flow_features(self.flows[k]) + src_f[k[0]] + dst_f[k[1]] for k in keys]
+
+    def add_to(self, horizon: SourceHorizon) -> None:
+        horizon.add(self.start_ns, ((k, st["packets"]) for k, st in self.flows.items()))
 
     def to_dict(self) -> dict:
         return {"start_ns": self.start_ns, "flows": [[list(k), v] for k, v in self.flows.items()],

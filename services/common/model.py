@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ModelError
-from .features import FEATURE_NAMES
+from .features import FEATURE_NAMES, HORIZON_WINDOWS
 from .paths import MODELS_DIR
 
 FORMAT = "xdpguard-model/1"
@@ -66,6 +66,11 @@ class Detector:
         if unknown:
             raise ModelError(f"model uses unknown features {unknown}")
         self._cols = np.array([FEATURE_NAMES.index(n) for n in self.feature_names])
+
+    @property
+    def horizon_windows(self) -> int:
+        """The source horizon (windows) the model was trained with: rows must be built alike."""
+        return int((self.meta.get("params") or {}).get("horizon_windows", HORIZON_WINDOWS))
 
     def score(self, X: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .detect import DetectParams, Suggestion, own_scores, suggest
-from .features import WindowState, window_start
+from .features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
 from .packet import Packet
 from .rules import Rule, Scope
 
@@ -48,6 +48,8 @@ class Pipeline:
         self.width_ns = int(window_s * 1e9)
         self.params = params
         self._win: WindowState | None = None
+        self._horizon = SourceHorizon(self.width_ns, getattr(detector, "horizon_windows",
+                                                             HORIZON_WINDOWS))
 
     def push(self, pkt: Packet) -> list[WindowResult]:
         """Add one packet; returns the window it closed, if any."""
@@ -70,7 +72,8 @@ class Pipeline:
 
     def _close(self) -> WindowResult:
         win, self._win = self._win, None
-        keys, rows = win.rows()
+        win.add_to(self._horizon)
+        keys, rows = win.rows(self._horizon)
         X = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
         end = win.start_ns + self.width_ns
         if self.detector is None:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .features import FEATURE_NAMES, SEED_FEATURES
+from .features import FEATURE_NAMES, HORIZON_WINDOWS, SEED_FEATURES
 from .packet import Packet
 from .replay import Pipeline
 
@@ -173,5 +173,6 @@ def train(benign: Sequence[Capture], *, features: str = "full", target_fpr: floa
                 "fitted_on": "benign rows only", "calib_frac": calib_frac}
     params = {"features": features, "n_estimators": n_estimators, "max_samples": max_samples,
               "seed": seed, "target_fpr": target_fpr, "window_s": window_s,
+              "horizon_windows": HORIZON_WINDOWS,
               "range_guard_gain": gain if features != "seed" else None}
     return TrainResult(est, threshold, wide, tuple(names), metrics, training, params)

@@ -25,6 +25,7 @@ from faust.types import TP
 
 from services.common.codec import decode_packet_columns, encode_deadletter, encode_verdict
 from services.common.errors import ConfigError, DecodeError
+from services.common.features import SourceHorizon
 from services.common.health import HealthServer
 from services.common.settings import CommonSettings
 from services.common.topics import (DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics,
@@ -201,8 +202,9 @@ class Scorer(mode.Service):
         return part
 
     def _restore_source(self, p: int) -> SourcePartition:
-        part = self.sources[p] = SourcePartition(p, self.width_ns, int(self.s.lateness_s * 1e9),
-                                                 idle_ns=int(self.s.idle_s * 1e9))
+        part = self.sources[p] = SourcePartition(
+            p, self.width_ns, int(self.s.lateness_s * 1e9), idle_ns=int(self.s.idle_s * 1e9),
+            horizon=SourceHorizon(self.width_ns, self.detector.horizon_windows))
         seen, replayed = -1, 0
         hw = self.src_table.data.get(b"%d/hw" % p)
         if hw:

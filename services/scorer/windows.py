@@ -6,7 +6,8 @@ watermark is the newest event time seen, advanced by the wall-clock time elapsed
 record arrived when the partition has no backlog, so the last window of a burst closes without
 waiting for more traffic while a worker catching up never closes windows early. A closed
 window yields its flows, each with its source's aggregate features (complete: a source lives on
-one partition), grouped by DESTINATION partition for stage 2.
+one partition) and horizon features (the source over the last ten windows, kept per partition),
+grouped by DESTINATION partition for stage 2.
 
 Stage 2, per intermediate `scorer-flows` partition (= per set of DESTINATION addresses): flow
 chunks from every source partition -> per-destination aggregates, then one feature row per flow
@@ -29,13 +30,13 @@ from aiokafka.partitioner import murmur2
 
 from services.common.codec import PacketColumns, address_bytes
 from services.common.errors import DecodeError
-from services.common.features import (SRC_FEATURES, agg_features, agg_new, flow_features,
-                                       flow_key_text, sketch_add)
+from services.common.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
+                                       flow_features, flow_key_text, horizon_count, sketch_add)
 from services.common.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
-FLOWS_VERSION = 1
+FLOWS_VERSION = 2  # 2: source features include the horizon
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
-FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source aggregate features
+FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
 Clock = Callable[[], float]
 
 
@@ -45,7 +46,8 @@ def flow_dict(key: tuple, st: list) -> dict:
             "proto": key[4], "sport": key[2], "dport": key[3]}
 
 
-def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> None:
+def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
+    """Add a flow to an aggregate; returns the peer's sketch position."""
     packets, proto = st[2], key[4]
     agg["packets"] += packets
     agg["bytes"] += st[3]
@@ -55,8 +57,8 @@ def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> None:
     elif proto == PROTO_UDP:
         agg["udp"] += packets
     sketch_add(agg["flows"], flow_key_text(key))
-    sketch_add(agg["peers"], peer)
     sketch_add(agg["ports"], f"{proto}/{key[3]}")
+    return sketch_add(agg["peers"], peer)
 
 
 def dst_partition(dst: str, num_partitions: int) -> int:
@@ -70,7 +72,7 @@ class FlowChunk:
     src_partition: int
     dst_partition: int
     index: int
-    flows: list[list]  # [src, dst, sport, dport, proto, *state, *src_features(9)]
+    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]
 
     def key(self) -> bytes:
         return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
@@ -115,9 +117,14 @@ class SourcePartition:
     # When the consumer last heard from the broker about this partition (`clock` time; None:
     # not tracked). Quiet time counts only up to there: later records may exist unfetched.
     polled_at: float | None = None
+    # Sources' recent windows (features.SourceHorizon). Not restored after a restart or a
+    # rebalance: the horizon then covers the windows closed since.
+    horizon: SourceHorizon | None = None
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
+        if self.horizon is None:
+            self.horizon = SourceHorizon(self.width_ns)
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """Fold one decoded record into its windows; returns the events accepted."""
@@ -208,12 +215,15 @@ class SourcePartition:
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
         srcs: dict[str, dict] = {}
+        recent: dict[str, list] = {}
         for key, st in flows.items():
             agg = srcs.get(key[0])
             if agg is None:
                 agg = srcs[key[0]] = agg_new()
-            _agg_add_flow(agg, key, st, key[1])
-        src_feats = {s: agg_features(a) for s, a in srcs.items()}
+            horizon_count(recent, key[0], st[2], _agg_add_flow(agg, key, st, key[1]))
+        self.horizon.add_entries(ws, recent)
+        hz = self.horizon.features_of(ws, srcs)
+        src_feats = {s: agg_features(a) + hz[s] for s, a in srcs.items()}
         groups: dict[int, list[list]] = {}
         for key, st in flows.items():
             q = dst_partition(key[1], num_dst_partitions)

@@ -59,6 +59,14 @@ def syn_flood(t0_ns: int, seconds: float, *, pps: int = 3000, seed: int = 2, nod
                    TCP_SYN, 60, 2, 1, node) for i in range(n)]
 
 
+def udp_sweep(t0_ns: int, seconds: float, *, per_second: int = 10, src: str = "10.66.0.1",
+              node: str = "node-a") -> list[Packet]:
+    """A slow UDP host sweep: `per_second` one-packet probes to new hosts (hs-udpScan's pace)."""
+    n = int(seconds * per_second)
+    return [Packet(t0_ns + int(i * 1e9 / per_second), src, f"10.70.{i // 250}.{i % 250 + 1}",
+                   60806, 40125, PROTO_UDP, 0, 42, 2, 1, node) for i in range(n)]
+
+
 def with_seq(packets: list[Packet]) -> list[Packet]:
     from dataclasses import replace
     packets = sorted(packets, key=lambda p: p.ts_ns)

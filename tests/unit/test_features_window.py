@@ -2,6 +2,7 @@
 import json
 
 import msgpack
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from services.common import features as F
@@ -113,5 +114,53 @@ def test_rows_do_not_depend_on_arrival_order(pkts, rnd):
     ka, ra = a.rows()
     kb, rb = b.rows()
     assert dict(zip(ka, ra)) == dict(zip(kb, rb))
-    for k in ka:  # the window row is the module-level row() of its three states
-        assert dict(zip(ka, ra))[k] == F.row(a.flows[k], a.srcs[k[0]], a.dsts[k[1]])
+    hz = F.SourceHorizon(1, span=1)
+    a.add_to(hz)
+    for k in ka:  # the window row is the module-level row() of its states
+        assert dict(zip(ka, ra))[k] == F.row(a.flows[k], a.srcs[k[0]], hz.features(0, k[0]),
+                                             a.dsts[k[1]])
+
+
+W = 1_000_000_000
+
+
+def sweep_window(ws: int, hosts: range, src: str = "10.0.0.66") -> list:
+    return [((src, f"10.9.{h // 250}.{h % 250}", 40000, 40125, 17), 1) for h in hosts]
+
+
+def test_horizon_sees_a_slow_sweep_that_one_window_cannot():
+    """Ten new hosts a second, one packet each: per window always 10 peers; over the
+    horizon the peers add up while a busy client's stay few."""
+    hz = F.SourceHorizon(W)
+    client = [(("10.0.0.5", f"10.2.0.{i % 3}", 50000 + i, 443, 6), 40) for i in range(6)]
+    for n in range(12):
+        hz.add(n * W, sweep_window(n * W, range(10 * n, 10 * n + 10)) + client)
+        peers, sparse = hz.features(n * W, "10.0.0.66")
+        probed = 10 * min(n + 1, F.HORIZON_WINDOWS)
+        assert abs(peers - probed) <= 1 + 0.1 * probed  # a sketch estimate (collisions)
+        assert sparse == pytest.approx(peers * peers / probed)
+        c_peers, c_sparse = hz.features(n * W, "10.0.0.5")
+        assert round(c_peers) == 3 and c_sparse < 0.1
+    assert len(hz.windows) == F.HORIZON_WINDOWS  # older windows dropped
+
+
+def test_horizon_skips_gaps_and_keeps_one_peer_sources_small():
+    hz = F.SourceHorizon(W, span=3)
+    hz.add(0, [(("172.16.0.1", "10.0.0.1", 1, 80, 6), 1)])
+    assert type(hz.windows[0]["172.16.0.1"][1]) is int  # a spoofed source: one int, no set
+    hz.add(5 * W, [(("172.16.0.1", "10.0.0.2", 1, 80, 6), 2)])
+    assert hz.features(5 * W, "172.16.0.1") == pytest.approx([1.0, 0.5], rel=1e-3)  # w0: gone
+    assert list(hz.windows) == [5 * W]
+    assert hz.features(5 * W, "10.1.1.1") == [0.0, 0.0]  # unknown source
+
+
+def test_horizon_counts_a_window_added_twice_once():
+    hz = F.SourceHorizon(W, span=3)
+    hz.add(0, [(("10.0.0.66", "10.0.0.1", 1, 80, 17), 1)])
+    hz.add(W, [(("10.0.0.66", "10.0.0.2", 1, 80, 17), 1)])
+    hz.add(W, [(("10.0.0.66", "10.0.0.2", 1, 80, 17), 1)])
+    assert hz.seen == {"10.0.0.66": 2}
+    assert hz.features(W, "10.0.0.66") == pytest.approx([2.0, 2.0], rel=1e-3)
+    for n in range(2, 6):
+        hz.add(n * W, [])
+    assert hz.seen == {} and len(hz.windows) == 3

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from services.common.codec import decode_packet_columns, encode_packets, partition_for
-from services.common.features import WindowState, window_start
+from services.common.features import SourceHorizon, WindowState, window_start
 from services.common.verdict import ALL_NODES
 from services.scorer.scoring import Policy, score_batch, verdicts_for
 from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
-from tests.support.scorer_traffic import benign, syn_flood, with_seq
+from tests.support.scorer_traffic import benign, syn_flood, udp_sweep, with_seq
 
 T0 = 1_800_000_000 * 10**9
+SWEEPER = "10.66.0.1"
 W = 10**9
 N = 4
 
@@ -54,20 +55,28 @@ def reference_rows(packets):
         ws = window_start(p.ts_ns, W)
         wins.setdefault(ws, WindowState(ws)).add(p)
     out = {}
-    for ws, w in wins.items():
-        keys, rows = w.rows()
+    horizon = SourceHorizon(W)
+    for ws, w in sorted(wins.items()):
+        w.add_to(horizon)
+        keys, rows = w.rows(horizon)
         out.update({(ws, k): r for k, r in zip(keys, rows)})
     return out
 
 
 def test_streaming_rows_equal_training_rows():
-    packets = with_seq(benign(T0, 2.5, clients=15) + syn_flood(T0 + W // 2, 1.0, pps=400))
+    packets = with_seq(sorted(benign(T0, 3.5, clients=15) + syn_flood(T0 + W // 2, 1.0, pps=400)
+                              + udp_sweep(T0, 3.5), key=lambda p: p.ts_ns))
     closed = run_stages(packets)
     got = {(w.window_ns, k): r for w in closed for k, r in zip(w.keys, w.rows)}
     want = reference_rows(packets)
     assert got.keys() == want.keys()
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9)
+    # the horizon carried over windows: the sweep's last window counts every host it probed
+    from services.common.features import FEATURE_NAMES
+    last = max(ws for ws, k in got if k[0] == SWEEPER)
+    row = next(r for (ws, k), r in got.items() if ws == last and k[0] == SWEEPER)
+    assert round(row[FEATURE_NAMES.index("src_h_peers")]) == 35
 
 
 def test_watermark_closes_only_passed_windows_and_counts_late_events():
