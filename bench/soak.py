@@ -27,10 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from services.common.packet import PROTO_ICMP, PROTO_TCP  # noqa: E402
 from services.manager.demo_stack import (Stack, http_counts, metric, stop_traffic,  # noqa: E402
                                          transmitted_received)
 
 SERVICES = ("capture", "scorer", "enforcer")
+WEB_PORT = 8080  # the benign client's fetches (the floods go to port 80)
 
 
 def rss_mib(pid: int) -> float:
@@ -125,6 +127,17 @@ def drain(stack: Stack, quiet_s: float = 5.0, limit_s: float = 90.0) -> None:
         time.sleep(0.5)
 
 
+def covers_client(rule) -> bool:
+    """Whether a rule listed for the client's address matches its traffic: a destination limit
+    on the victim only does when its protocol, port and flags fit the pings (ICMP) or the
+    fetches (TCP to WEB_PORT, every packet of a connection)."""
+    if rule.scope.value != "dst_limit":
+        return True
+    if rule.proto in (0, PROTO_ICMP):
+        return True
+    return rule.proto == PROTO_TCP and rule.dport in (0, WEB_PORT)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 3)[3],
@@ -135,9 +148,11 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=15.0, help="quiet seconds between attacks (default 15)")
     ap.add_argument("--every", type=float, default=10.0, help="seconds between samples (default 10)")
     ap.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the services' logs (their folder is printed at the end)")
     args = ap.parse_args()
 
-    stack = Stack()
+    stack = Stack(keep_logs=args.keep_logs)
     samples, result = [], {}
     ping = http_server = http_client = None
     current = None
@@ -145,7 +160,7 @@ def main() -> int:
         stack.start(say=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
         attacks = Attacks(stack, args.pps)
         ping = stack.benign_ping()
-        http_server, http_client = stack.benign_http()
+        http_server, http_client = stack.benign_http(port=WEB_PORT)
         time.sleep(2)
         start = snapshot(stack)
         samples.append(start)
@@ -179,7 +194,8 @@ def main() -> int:
             current = None
         drain(stack)
         benign_rules = [{"rule": r.rule.key(), "origin": r.rule.origin.value, "hits": r.hits,
-                         "dropped": r.dropped} for r in stack.rules_hitting(stack.topo.client_ip)]
+                         "dropped": r.dropped} for r in stack.rules_hitting(stack.topo.client_ip)
+                        if covers_client(r.rule)]
         end = snapshot(stack)
         samples.append(end)
         c = counters(stack)
@@ -220,6 +236,8 @@ def main() -> int:
         stack.stop()
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
+    if args.keep_logs:
+        print(f"service logs kept in {stack.tmp}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if result.get("all_alive") else 1

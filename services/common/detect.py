@@ -87,6 +87,10 @@ def _proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto, str(proto))
 
 
+def _syn_only(flow: dict | None) -> bool:
+    return flow is not None and bool(flow["flags"] & TCP_SYN) and not flow["flags"] & TCP_ACK
+
+
 def _agg_text(agg: dict | None) -> str:
     if not agg:
         return ""
@@ -136,12 +140,18 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
                 continue
             proto = Counter(k[4] for k, _ in group).most_common(1)[0][0]
             group = [(k, s) for k, s in group if k[4] == proto]
+            # A SYN flood is limited on SYN-only packets, shaped (port) by its SYN-only flows
+            # alone: the victim's real clients (handshakes completed, so not spoofed) score
+            # high through its aggregate too, and must neither widen the limit to all TCP nor
+            # pull its port. Seen in a soak: the 50 pps a limit lets through plus a client's
+            # fetches on another port made a second limit on every TCP packet to the victim.
+            mask = 0
+            if proto == PROTO_TCP:
+                syn = [(k, s) for k, s in group if _syn_only(window.flows.get(k))]
+                if len({k[0] for k, _ in syn}) >= p.spoof_min_sources:
+                    group, mask = syn, TCP_SYN
             dport, n = Counter(k[3] for k, _ in group).most_common(1)[0]
             dport = dport if n >= 0.9 * len(group) else 0
-            flags = [window.flows[k]["flags"] for k, _ in group if k in window.flows]
-            syn_only = proto == PROTO_TCP and flags and all(
-                f & TCP_SYN and not f & TCP_ACK for f in flags)
-            mask = TCP_SYN if syn_only else 0
             rule = Rule(Scope.DST_LIMIT, Action.LIMIT, dst=dst, dport=dport, proto=proto,
                         tcp_flags=mask, rate_pps=p.limit_pps)
             what = f"{_proto_name(proto)}{'/' + str(dport) if dport else ''}"

@@ -27,6 +27,27 @@ def test_spoofed_flood_becomes_a_destination_limit():
     assert "100 sources" in out[0].reason and out[0].flows == 100
 
 
+def test_a_syn_flood_limit_is_shaped_by_its_syn_only_flows():
+    """The victim's real clients (completed handshakes) score high in a flood window through
+    the victim's aggregate. The limit stays on SYN-only packets to the flood's port, even when
+    what a first limit lets through (50 pps) is outnumbered by a client's fetches to another
+    port (the soak's second limit on all TCP to the victim); an ACK flood is limited whole."""
+    def limit_of(pkts):
+        w, keys = window(pkts)
+        (lim,) = [s.rule for s in suggest(w, keys, [1.0] * len(keys), 0.5, window_end_ns=END)
+                  if s.rule.scope is Scope.DST_LIMIT]
+        return lim.dport, lim.tcp_flags
+
+    flood = [Packet(10**9 + i, f"198.51.{i // 200}.{i % 200}", "10.10.10.10", 1000 + i, 80,
+                    6, 0x02, 60) for i in range(40)]
+    fetches = [Packet(10**9 + 500 + 4 * i + j, "10.0.0.7", "10.10.10.10", 40000 + i, 8080, 6,
+                      fl, 66) for i in range(30) for j, fl in enumerate((0x02, 0x10, 0x18, 0x11))]
+    assert limit_of(flood + fetches) == (80, 0x02)
+    acks = [Packet(10**9 + 900 + i, f"203.0.{i // 200}.{i % 200}", "10.10.10.10", 2000 + i, 80,
+                   6, 0x10, 60) for i in range(40)]
+    assert limit_of(acks) == (80, 0)
+
+
 def test_scanner_becomes_a_source_block():
     w, keys = window([Packet(10**9 + i, "10.0.0.66", "10.0.0.1", 4444, p, 6, 0x02, 58)
                       for i, p in enumerate(range(20, 60))])
