@@ -129,8 +129,8 @@ def drain(stack: Stack, quiet_s: float = 5.0, limit_s: float = 90.0) -> None:
 
 def covers_client(rule) -> bool:
     """Whether a rule listed for the client's address matches its traffic: a destination limit
-    on the victim only does when its protocol, port and flags fit the pings (ICMP) or the
-    fetches (TCP to WEB_PORT, every packet of a connection)."""
+    on the victim only does when its protocol and port fit the pings (ICMP) or the fetches (TCP
+    to WEB_PORT; any flag mask does, a connection starts with a SYN)."""
     if rule.scope.value != "dst_limit":
         return True
     if rule.proto in (0, PROTO_ICMP):
