@@ -30,18 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.capture.service import Capture  # noqa: E402
 from services.capture.settings import load_capture  # noqa: E402
-from services.common import loader  # noqa: E402
+from services.dataplane import loader  # noqa: E402
 from services.capture.fastring import FastRing  # noqa: E402
-from services.common.ringbuf import RingReader  # noqa: E402
+from services.dataplane.ringbuf import RingReader  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
-from services.common.topics import ensure_topics  # noqa: E402
+from services.wire.topics import ensure_topics  # noqa: E402
 
 DRIVER = r"""
 import os, sys, time
 sys.path.insert(0, {root!r})
 os.sched_setaffinity(0, {{{cpu}}})
 from scapy.all import Ether, IP, TCP
-from services.common import bpfsys, loader
+from services.dataplane import bpfsys, loader
 fd = loader.prog_fd({pin!r})
 frames = [bytes(Ether()/IP(src=f"10.{{i // 250}}.{{i % 250}}.1", dst="10.200.0.1")/TCP(sport=1024+i, dport=80, flags="S"))
           for i in range({sources})]
@@ -84,12 +84,12 @@ def drain_only(pin_dir: str, seconds: float) -> float:
 
 
 def drain_prefilled(pin_dir: str, driver: subprocess.Popen, events: int = 50_000) -> float:
-    """Events/s of services.common.ringbuf.RingReader (one Packet per event): the driver is
+    """Events/s of services.dataplane.ringbuf.RingReader (one Packet per event): the driver is
     paused, the ring pre-filled with `events`, then drained once. (libbpf's poll returns only
     when the ring is empty, so it cannot be timed while a faster producer runs.)"""
     from scapy.all import IP, TCP, Ether
 
-    from services.common import bpfsys
+    from services.dataplane import bpfsys
     os.kill(driver.pid, signal.SIGSTOP)
     reader = RingReader(pin_dir)
     fd = loader.prog_fd(pin_dir)
@@ -136,7 +136,7 @@ def kcat_payloads(pin_dir: str, events: int, batch: int, partitions: int, path: 
     """The capture's own records (same encoder, partition split, batch size) for `events` ring
     events, written for kcat -D."""
     from services.capture import columns
-    from services.common.datapath import mono_offset_ns
+    from services.dataplane.datapath import mono_offset_ns
     reader = FastRing(pin_dir)
     got = 0
     try:

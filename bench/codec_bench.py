@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.codec import decode_packet_columns, decode_packets, encode_packets  # noqa: E402
-from services.common.packet import Packet  # noqa: E402
+from services.wire.codec import decode_packet_columns, decode_packets, encode_packets  # noqa: E402
+from services.records.packet import Packet  # noqa: E402
 
 
 def rate(fn, items, n_events: int, repeat: int = 3) -> float:

@@ -32,11 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.model import DEFAULT_MODEL  # noqa: E402
-from services.common.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
+from services.detection.model import DEFAULT_MODEL  # noqa: E402
+from services.records.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
-from services.common.topics import ensure_topics  # noqa: E402
-from services.common.features import window_start  # noqa: E402
+from services.wire.topics import ensure_topics  # noqa: E402
+from services.detection.features import window_start  # noqa: E402
 from tests.support.scorer_worker import Worker, wait_for  # noqa: E402
 
 
@@ -79,7 +79,7 @@ def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> l
 
 def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[tuple[int, bytes]]:
     """Capture's format: per-partition micro-batches, in time order."""
-    from services.common.codec import encode_packets, partition_for
+    from services.wire.codec import encode_packets, partition_for
 
     pending: dict[int, list[Packet]] = {}
     out = []
@@ -107,7 +107,7 @@ def _stable(fn) -> bool:
 
 async def produce_records(common, records: list[tuple[int, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
-    from services.common.kafka import client_options
+    from services.wire.kafka import client_options
 
     producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=5,
                                 max_request_size=4 << 20)
@@ -221,8 +221,8 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     """Real time: a spoofed SYN flood (2,000 pps in 10 ms micro-batches, timestamps = now) against
     a new victim each run; seconds from its first packet to the first verdict naming the victim."""
     from aiokafka import AIOKafkaProducer
-    from services.common.codec import decode_verdict, encode_packets, partition_for
-    from services.common.kafka import client_options
+    from services.wire.codec import decode_verdict, encode_packets, partition_for
+    from services.wire.kafka import client_options
     from tests.support.scorer_worker import TopicReader
 
     common = load_common(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")

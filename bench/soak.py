@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.packet import PROTO_ICMP, PROTO_TCP  # noqa: E402
+from services.records.packet import PROTO_ICMP, PROTO_TCP  # noqa: E402
 from services.manager.demo_stack import (Stack, http_counts, metric, stop_traffic,  # noqa: E402
                                          transmitted_received)
 
@@ -105,7 +105,7 @@ def counters(stack: Stack) -> dict:
     c.update({n: metric(enf, f"xdpguard_enforcer_{n}") for n in (
         "verdicts_total", "rules_applied_total", "rules_refreshed_total", "rules_refused_total",
         "rules_evicted_total", "rules_expired_total", "deadletters_total", "model_rules")})
-    from services.common.datapath import Datapath
+    from services.dataplane.datapath import Datapath
     with Datapath.open(stack.pin_dir) as dp:
         k = dp.stats()
         c["kernel"] = {n: k[n] for n in ("seen", "drop_exact", "drop_prefix", "drop_limit",

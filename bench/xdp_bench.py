@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scapy.all import IP, TCP, Ether, raw  # noqa: E402
 
-from services.common import bpfsys, loader  # noqa: E402
-from services.common.datapath import Datapath  # noqa: E402
-from services.common.ringbuf import RingReader  # noqa: E402
-from services.common.rules import Rule  # noqa: E402
+from services.dataplane import bpfsys, loader  # noqa: E402
+from services.dataplane.datapath import Datapath  # noqa: E402
+from services.dataplane.ringbuf import RingReader  # noqa: E402
+from services.records.rules import Rule  # noqa: E402
 
 BARE = "int prog(struct xdp_md *ctx) { return XDP_DROP; }"
 # one 16-byte-key per-CPU hash lookup (key read from the IPv4 header, like exact4's), nothing

@@ -45,7 +45,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     from services.common.settings import load_common
-    from services.common.topics import wait_ready
+    from services.wire.topics import wait_ready
 
     common = load_common()
     try:
@@ -67,7 +67,7 @@ def broker(kafka_bootstrap):
 @pytest.fixture
 async def fresh_topic(broker):
     """Create one fresh topic (4 partitions) and return its name."""
-    from services.common.topics import TopicSpec, ensure_topics
+    from services.wire.topics import TopicSpec, ensure_topics
 
     name = broker.topic("test")
     await ensure_topics(broker, [TopicSpec(name, 4, 1)])

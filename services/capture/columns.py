@@ -3,7 +3,7 @@
 The capture never builds a Packet per event: ring records (fastring.RECORD_DTYPE) become a CHUNK
 array (epoch time, sequence number, sampling rate added), are split by partition with one stable
 sort, and each chunk of up to `batch` events is encoded straight into the codec's columnar packet
-record (services.common.codec, schema v1: little-endian typed columns, raw 4/16-byte addresses).
+record (services.wire.codec, schema v1: little-endian typed columns, raw 4/16-byte addresses).
 tests/unit/test_capture_columns.py checks that codec.decode_packet_columns reads it back and that
 partitions match codec.partition_for.
 """
@@ -15,8 +15,8 @@ import msgpack
 import numpy as np
 from aiokafka.partitioner import murmur2
 
-from services.common import codec
-from services.common.packet import Packet
+from services.wire import codec
+from services.records.packet import Packet
 
 CHUNK = np.dtype([("ts", "<u8"), ("seq", "<u8"), ("sport", "<u2"), ("dport", "<u2"),
                   ("proto", "u1"), ("tcp_flags", "u1"), ("len", "<u4"), ("ifindex", "<u4"),

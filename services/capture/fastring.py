@@ -1,6 +1,6 @@
 """A bulk reader of the pinned BPF ring buffer for the capture's hot path.
 
-services.common.ringbuf.RingReader builds one Packet per event in a ctypes callback (~20 us per
+services.dataplane.ringbuf.RingReader builds one Packet per event in a ctypes callback (~20 us per
 event here, so ~45k events/s at best). The capture instead maps the ring buffer itself and
 copies every committed record between the consumer and producer positions in one numpy slice:
 all records are `struct xg_event` (fixed size), so the readable region is an array of them.
@@ -20,9 +20,9 @@ import struct
 
 import numpy as np
 
-from services.common import bpfsys
+from services.dataplane import bpfsys
 from services.common.errors import KernelError, MapMismatch, NotLoaded
-from services.common.structs import Event
+from services.dataplane.structs import Event
 
 BUSY, DISCARD = 1 << 31, 1 << 30
 LEN_MASK = DISCARD - 1

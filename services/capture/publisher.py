@@ -28,9 +28,9 @@ from typing import Callable
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from services.common import codec
-from services.common.kafka import client_options
-from services.common.packet import Packet
+from services.wire import codec
+from services.wire.kafka import client_options
+from services.records.packet import Packet
 from services.common.settings import CommonSettings
 
 from . import columns

@@ -18,7 +18,7 @@ from collections import deque
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from services.common.datapath import mono_offset_ns
+from services.dataplane.datapath import mono_offset_ns
 from services.common.settings import CommonSettings
 
 from .publisher import Publisher
@@ -58,8 +58,8 @@ class Capture:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        from services.common import loader
-        from services.common.datapath import Datapath
+        from services.dataplane import loader
+        from services.dataplane.datapath import Datapath
 
         from .fastring import FastRing
 
@@ -117,7 +117,7 @@ class Capture:
     def _unload(self) -> None:
         if not (self.loaded and self.settings.unload_on_exit):
             return
-        from services.common import loader
+        from services.dataplane import loader
         for iface in self.loaded:
             try:
                 loader.unload(iface, self.common.pin_dir)

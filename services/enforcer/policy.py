@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from services.common.rules import Origin, Rule, Scope
+from services.records.rules import Origin, Rule, Scope
 
 ALL_NODES = ("", "*", "all")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

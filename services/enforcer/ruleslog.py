@@ -12,10 +12,10 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.common import codec
+from services.wire import codec
 from services.common.errors import DecodeError
-from services.common.kafka import client_options
-from services.common.rules import Rule
+from services.wire.kafka import client_options
+from services.records.rules import Rule
 from services.common.settings import CommonSettings
 
 log = logging.getLogger("xdpguard.enforcer.rules")

@@ -19,12 +19,12 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer
 
-from services.common import codec
+from services.wire import codec
 from services.common.errors import DecodeError, KernelError, MapFull
-from services.common.kafka import bootstrap_hosts, client_options
-from services.common.rules import Origin, Rule
+from services.wire.kafka import bootstrap_hosts, client_options
+from services.records.rules import Origin, Rule
 from services.common.settings import CommonSettings
-from services.common.verdict import Verdict
+from services.records.verdict import Verdict
 
 from .metrics import EnforcerMetrics
 from .policy import Decision, Order, Outcome, Policy, PolicyConfig
@@ -35,7 +35,7 @@ log = logging.getLogger("xdpguard.enforcer")
 
 
 def _open_datapath(pin_dir: str):
-    from services.common.datapath import Datapath
+    from services.dataplane.datapath import Datapath
     return Datapath.open(pin_dir)
 
 
@@ -223,7 +223,7 @@ class Enforcer:
         """Id of the pinned config map (changes when the program is loaded again), 0 if none."""
         import os
 
-        from services.common import bpfsys
+        from services.dataplane import bpfsys
         path = os.path.join(self.common.pin_dir, "config")
         try:
             fd = bpfsys.obj_get(path)

@@ -1,12 +1,12 @@
 """`xdpguard analyze`: the seed's offline analyzer (import_firewall_rules.py), with xdpguard's model.
 
 Reads a seed JSON log, aggregates 5-tuple flows over the whole log (the seed's order: first
-appearance), runs the log through the live windowing/scoring/detection (services.common.replay)
+appearance), runs the log through the live windowing/scoring/detection (services.offline.replay)
 and prints the seed's per-flow line. Score: xdpguard's sign, HIGHER = MORE anomalous (the seed
 printed decision_function, lower = anomalous); a flow's score is its highest over its windows.
 Writes the seed's commands file shape (`cmd, fields, features, ml_score, ml_label, action`,
 `result` when applied) plus `rule` and `reason`. `--apply` adds the model's rules (drop/limit,
-with TTL) through services.common.datapath, never a shell; PASS entries are written but not
+with TTL) through services.dataplane.datapath, never a shell; PASS entries are written but not
 applied: a pass rule per normal flow allow-listed it forever (a seed weakness, DESIGN.md).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 
 from services.common.errors import ConfigError, XdpguardError
-from services.common.packet import PROTO_NAMES
+from services.records.packet import PROTO_NAMES
 
 EPILOG = """examples:
   xdpguard analyze --file firewall_log.json --dry-run
@@ -43,7 +43,7 @@ def register(sub) -> None:
 def rule_covers(rule, key: tuple) -> bool:
     import ipaddress
 
-    from services.common.rules import Scope
+    from services.records.rules import Scope
 
     src, dst, sport, dport, proto = key
     if rule.scope is Scope.FLOW:
@@ -68,8 +68,8 @@ def manager_cmd(manager: str, fields: dict, action: str, sudo: bool) -> list[str
 
 def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
     """One entry per 5-tuple flow (seed order): key, state, score, label, rule, reason."""
-    from services.common import features as F
-    from services.common.replay import Pipeline
+    from services.detection import features as F
+    from services.offline.replay import Pipeline
 
     flows: dict[tuple, dict] = {}
     for p in packets:
@@ -86,7 +86,7 @@ def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
         suggestions += w.suggestions
     # index the suggestions so a big log is not flows x rules: exact flows by key, host rules by
     # address, the rest (shorter prefixes) scanned
-    from services.common.rules import Scope
+    from services.records.rules import Scope
 
     by_flow, by_src, by_dst, other = {}, {}, {}, []
     for sg in suggestions:
@@ -111,9 +111,9 @@ def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
 
 
 def cmd_analyze(args) -> int:
-    from services.common import features as F
-    from services.common.model import load_model
-    from services.common.seedlog import read_log
+    from services.detection import features as F
+    from services.detection.model import load_model
+    from services.offline.seedlog import read_log
 
     try:
         log = read_log(args.file)
@@ -132,7 +132,7 @@ def cmd_analyze(args) -> int:
     print(f"Found {len(results)} unique flow(s) to analyze")
     dp = None
     if args.apply and not args.dry_run:
-        from services.common.datapath import Datapath  # lazily: needs root and a loaded program
+        from services.dataplane.datapath import Datapath  # lazily: needs root and a loaded program
         from services.common.settings import load_common
 
         dp = Datapath.open(args.pin_dir or load_common().pin_dir)

@@ -78,7 +78,7 @@ class Stack:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, say=lambda msg: None) -> None:
-        from services.common.topics import ensure_topics, topic_specs
+        from services.wire.topics import ensure_topics, topic_specs
         base = load_common()
         self.common = load_common(topic_prefix=f"{base.topic_prefix}demo-{self.tag}.",
                                   node_id=f"demo-{self.tag}",
@@ -191,8 +191,8 @@ class Stack:
 
     def rules_hitting(self, address: str) -> list:
         """Installed rules that match traffic from `address`, with their hit counters."""
-        from services.common.datapath import Datapath
-        from services.common.rules import Scope
+        from services.dataplane.datapath import Datapath
+        from services.records.rules import Scope
         ip = ipaddress.ip_address(address)
         out = []
         with Datapath.open(self.pin_dir) as dp:
@@ -262,7 +262,7 @@ async def delete_topics(common: CommonSettings) -> None:
     """Delete every topic of this run (its prefix), faust's internal ones included."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from services.common.kafka import client_options
+    from services.wire.kafka import client_options
     admin = AIOKafkaAdminClient(**client_options(common))
     await admin.start()
     try:

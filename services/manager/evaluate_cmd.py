@@ -34,11 +34,11 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from services.common import training as T
-    from services.common.detect import DetectParams
-    from services.common.evaluation import EvalConfig, evaluate
-    from services.common.model import Detector, load_model
-    from services.common.report import write_report
+    from services.offline import training as T
+    from services.detection.detect import DetectParams
+    from services.offline.evaluation import EvalConfig, evaluate
+    from services.detection.model import Detector, load_model
+    from services.offline.report import write_report
 
     det = load_model(args.model)
     frac = args.train_frac

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 from services.common.errors import ConfigError
-from services.common.packet import PROTO_NAMES
+from services.records.packet import PROTO_NAMES
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def format_flows(packets, top: int = 10) -> str:
 
 
 def cmd_flows(args) -> int:
-    from services.common.seedlog import read_log
+    from services.offline.seedlog import read_log
 
     try:
         log = read_log(args.file)

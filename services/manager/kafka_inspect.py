@@ -18,9 +18,9 @@ from aiokafka.protocol.admin import DescribeGroupsRequest_v1
 from aiokafka.protocol.api import Request
 
 from services.common.errors import ConfigError, DecodeError
-from services.common.kafka import client_options, stop_quietly
+from services.wire.kafka import client_options, stop_quietly
 from services.common.settings import CommonSettings
-from services.common.topics import _start
+from services.wire.topics import _start
 
 
 @dataclass
@@ -204,7 +204,7 @@ def record_to_json(topic_kind: str, value: bytes | None) -> list[Any]:
     if value is None:
         return [None]  # tombstone
     try:
-        from services.common import codec  # the schema-aware decoder, when present
+        from services.wire import codec  # the schema-aware decoder, when present
         to_jsonable = getattr(codec, "to_jsonable", None)
     except ImportError:
         to_jsonable = None

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from services.common import loader
-from services.common.datapath import Datapath
+from services.dataplane import loader
+from services.dataplane.datapath import Datapath
 from services.common.errors import ConfigError
 from services.common.settings import load_common
 

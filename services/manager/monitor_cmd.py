@@ -11,9 +11,9 @@ import signal
 import sys
 import time
 
-from services.common.datapath import Datapath
+from services.dataplane.datapath import Datapath
 from services.common.errors import ConfigError
-from services.common.ringbuf import RingReader
+from services.dataplane.ringbuf import RingReader
 from services.manager.load_cmd import pin_dir
 
 

@@ -95,14 +95,14 @@ def create(tag: str | None = None) -> Topology:
 def attach_xdp(t: Topology, pin_dir: str, mode: str = "generic") -> dict[str, str]:
     """Load the program (pinned under pin_dir) and attach it to the victim's veth, from inside
     the victim namespace (a veth has no native XDP here: generic mode)."""
-    from services.common import loader
+    from services.dataplane import loader
     with in_netns(t.victim):
         return loader.load([t.veth_victim], mode=mode, pin_dir=pin_dir)
 
 
 def detach_xdp(t: Topology, pin_dir: str) -> None:
     """Detach and remove every pin (tolerates a half-done load)."""
-    from services.common import loader
+    from services.dataplane import loader
     loader.unload_all(pin_dir)
 
 

@@ -1,4 +1,4 @@
-"""Pure parsing of the CLI's rule flags into services.common.rules.Rule (no kernel, unit-tested).
+"""Pure parsing of the CLI's rule flags into services.records.rules.Rule (no kernel, unit-tested).
 
 Every bad value raises ConfigError with one line naming the flag, which cli.main prints.
 """
@@ -8,8 +8,8 @@ import ipaddress
 import time
 
 from services.common.errors import ConfigError
-from services.common.packet import PROTO_NAMES
-from services.common.rules import Action, Origin, Rule, Scope
+from services.records.packet import PROTO_NAMES
+from services.records.rules import Action, Origin, Rule, Scope
 
 PROTO_NUMBERS = {name: num for num, name in PROTO_NAMES.items()}
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 
-from services.common.datapath import Datapath, RuleStats
-from services.common.packet import PROTO_NAMES
-from services.common.rules import Scope
+from services.dataplane.datapath import Datapath, RuleStats
+from services.records.packet import PROTO_NAMES
+from services.records.rules import Scope
 from services.manager.load_cmd import pin_dir
 from services.manager.ruleargs import add_rule_flags, parse_cidr, rule_from_args
 

@@ -12,8 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.common.packet import PROTO_NAMES
-from services.common.kafka import stop_quietly
+from services.records.packet import PROTO_NAMES
+from services.wire.kafka import stop_quietly
 from services.common.settings import load_common
 
 DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit")
@@ -98,9 +98,9 @@ def view(prev: Snapshot, cur: Snapshot, verdicts, top_n: int):
 async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from services.common.codec import decode_verdict
+    from services.wire.codec import decode_verdict
     from services.common.errors import DecodeError
-    from services.common.kafka import client_options
+    from services.wire.kafka import client_options
 
     from .kafka_inspect import topic_partitions
 
@@ -159,7 +159,7 @@ async def _run(args, dp) -> None:
 
 
 def cmd_top(args) -> int:
-    from services.common.datapath import Datapath
+    from services.dataplane.datapath import Datapath
 
     if args.interval <= 0:
         raise SystemExit("xdpguard top: error: --interval must be above 0")

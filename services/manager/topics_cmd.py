@@ -6,7 +6,7 @@ import json
 import sys
 
 from services.common.settings import load_common
-from services.common.topics import ensure_topics, topic_specs, wait_ready
+from services.wire.topics import ensure_topics, topic_specs, wait_ready
 
 from . import kafka_inspect as ki
 

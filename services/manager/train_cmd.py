@@ -51,7 +51,7 @@ def _parse_time(text: str) -> int:
 
 
 def collect(args) -> list:
-    from services.common import training as T
+    from services.offline import training as T
 
     captures = []
     if args.manifest:
@@ -62,7 +62,7 @@ def collect(args) -> list:
     if args.kafka_from:
         import asyncio
 
-        from services.common.kafka_packets import read_packets
+        from services.offline.kafka_packets import read_packets
         from services.common.settings import load_common
 
         to_ns = _parse_time(args.kafka_to) if args.kafka_to else int(datetime.now().timestamp() * 1e9)
@@ -76,8 +76,8 @@ def collect(args) -> list:
 
 
 def cmd_train(args) -> int:
-    from services.common import training as T
-    from services.common.model import save_model
+    from services.offline import training as T
+    from services.detection.model import save_model
 
     if not 0 < args.train_frac <= 1 or not 0 < args.target_fpr < 1:
         raise ConfigError("--train-frac must be in (0, 1] and --target-fpr in (0, 1)")

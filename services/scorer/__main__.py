@@ -9,9 +9,9 @@ import asyncio
 import signal
 import sys
 
-from services.common.detect import DetectParams
+from services.detection.detect import DetectParams
 from services.common.errors import XdpguardError
-from services.common.model import load_model
+from services.detection.model import load_model
 from services.common.settings import load_common
 
 from .app import create_app, ensure_scorer_topics

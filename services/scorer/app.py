@@ -23,12 +23,12 @@ import mode
 import msgpack
 from faust.types import TP
 
-from services.common.codec import decode_packet_columns, encode_deadletter, encode_verdict
+from services.wire.codec import decode_packet_columns, encode_deadletter, encode_verdict
 from services.common.errors import ConfigError, DecodeError
-from services.common.features import SourceHorizon
+from services.detection.features import SourceHorizon
 from services.common.health import HealthServer
 from services.common.settings import CommonSettings
-from services.common.topics import (DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics,
+from services.wire.topics import (DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics,
                                     topic_specs)
 
 from .metrics import ScorerMetrics
@@ -94,7 +94,7 @@ def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
 def _credentials(common: CommonSettings):
     if common.security_protocol == "PLAINTEXT":
         return None
-    from services.common.kafka import client_options
+    from services.wire.kafka import client_options
     ssl_context = client_options(common).get("ssl_context")
     if common.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(username=common.sasl_username, password=common.sasl_password,
@@ -508,7 +508,7 @@ async def _partition_counts(common: CommonSettings, names: list[str],
     as "unknown" (CI: the stale-topic check once let a 1-partition topic through)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from services.common.kafka import client_options
+    from services.wire.kafka import client_options
     admin = AIOKafkaAdminClient(**client_options(common))
     await admin.start()
     try:

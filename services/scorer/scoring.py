@@ -1,7 +1,7 @@
 """Closed windows -> one batched model call -> detect's rule suggestions -> verdicts. Pure.
 
 All windows closed in one timer tick are scored with ONE `score_rows` call (the model's cost is
-per call as much as per row), then each window's scores go through services.common.detect.
+per call as much as per row), then each window's scores go through services.detection.detect.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from services.common.detect import DetectParams, own_scores, suggest
-from services.common.features import FEATURE_NAMES, WindowState
-from services.common.rules import Action, Rule, Scope
-from services.common.verdict import ALL_NODES, Verdict
+from services.detection.detect import DetectParams, own_scores, suggest
+from services.detection.features import FEATURE_NAMES, WindowState
+from services.records.rules import Action, Rule, Scope
+from services.records.verdict import ALL_NODES, Verdict
 
 from .windows import ClosedWindow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common.config import load, setting
-from services.common.model import DEFAULT_MODEL
+from services.detection.model import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from typing import Callable
 import msgpack
 from aiokafka.partitioner import murmur2
 
-from services.common.codec import PacketColumns, address_bytes
+from services.wire.codec import PacketColumns, address_bytes
 from services.common.errors import DecodeError
-from services.common.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
+from services.detection.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
                                        flow_features, flow_key_text, horizon_count, sketch_add)
-from services.common.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 FLOWS_VERSION = 2  # 2: source features include the horizon
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)

@@ -7,10 +7,10 @@ import socket
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.capture.publisher import Publisher, default_producer
-from services.common import codec
-from services.common.kafka import client_options
-from services.common.packet import Packet
-from services.common.topics import ensure_topics
+from services.wire import codec
+from services.wire.kafka import client_options
+from services.records.packet import Packet
+from services.wire.topics import ensure_topics
 
 
 def packets(n, start=0):
@@ -118,7 +118,7 @@ async def test_buffers_while_kafka_is_unreachable_and_resumes_without_gaps(broke
 async def test_fewer_topic_partitions_than_configured_is_reported_and_buffered(broker, caplog):
     """A packets topic with fewer partitions than XDPGUARD_PACKETS_PARTITIONS: every batch would
     fail, so the publisher says so in one error and buffers instead of spinning on its client."""
-    from services.common.topics import TopicSpec
+    from services.wire.topics import TopicSpec
 
     await ensure_topics(broker, [TopicSpec(broker.topic("packets"), 2, 1)])
     pub = Publisher(broker, partitions=4, buffer_events=1000, batch_events=100)

@@ -8,7 +8,7 @@ import sys
 import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.common.kafka import client_options
+from services.wire.kafka import client_options
 
 
 def xdpguard(broker, *args, check=True):

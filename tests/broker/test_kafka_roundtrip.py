@@ -4,7 +4,7 @@ import asyncio
 import msgpack
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.common.kafka import client_options
+from services.wire.kafka import client_options
 
 
 async def test_msgpack_records_roundtrip_through_a_consumer_group(broker, fresh_topic):

@@ -6,7 +6,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.common.errors import KafkaUnavailable
 from services.common.settings import load_common
-from services.common.topics import TopicSpec, ensure_topics, wait_ready
+from services.wire.topics import TopicSpec, ensure_topics, wait_ready
 
 
 async def test_private_broker_stops_and_restarts_with_its_data(private_broker):

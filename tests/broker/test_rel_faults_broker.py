@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.capture.publisher import Publisher
-from services.common import codec
-from services.common.kafka import client_options
-from services.common.packet import Packet
+from services.wire import codec
+from services.wire.kafka import client_options
+from services.records.packet import Packet
 from services.common.settings import load_common
-from services.common.topics import ensure_topics
+from services.wire.topics import ensure_topics
 
 
 def packets(start: int, n: int) -> list[Packet]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from services.common.codec import decode_deadletter, decode_verdict, encode_packets
-from services.common.topics import ensure_topics
+from services.wire.codec import decode_deadletter, decode_verdict, encode_packets
+from services.wire.topics import ensure_topics
 from tests.support.scorer_traffic import (VICTIM, benign, make_model, syn_flood, window_ahead,
                                           with_seq)
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from services.common.codec import decode_verdict
-from services.common.features import window_start
-from services.common.topics import ensure_topics
+from services.wire.codec import decode_verdict
+from services.detection.features import window_start
+from services.wire.topics import ensure_topics
 from tests.support.scorer_traffic import benign, make_model, window_ahead, with_seq
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 

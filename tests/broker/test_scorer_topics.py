@@ -7,8 +7,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.errors import ConfigError
-from services.common.kafka import client_options
-from services.common.topics import TopicSpec, ensure_topics, list_topics
+from services.wire.kafka import client_options
+from services.wire.topics import TopicSpec, ensure_topics, list_topics
 from services.scorer.app import create_app, ensure_scorer_topics
 from services.scorer.scoring import Policy
 from services.scorer.settings import ScorerSettings

@@ -3,10 +3,10 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from services.common.codec import encode_packets
-from services.common.kafka import client_options
-from services.common.kafka_packets import read_packets
-from services.common.packet import Packet
+from services.wire.codec import encode_packets
+from services.wire.kafka import client_options
+from services.offline.kafka_packets import read_packets
+from services.records.packet import Packet
 
 
 async def test_packets_topic_time_range_reads_only_that_range(broker, fresh_topic):
@@ -33,8 +33,8 @@ async def test_train_verb_fits_a_model_from_the_packets_topic(broker, tmp_path, 
     import asyncio
     from datetime import datetime, timezone
 
-    from services.common.model import load_model
-    from services.common.topics import TopicSpec, ensure_topics
+    from services.detection.model import load_model
+    from services.wire.topics import TopicSpec, ensure_topics
     from services.manager.cli import main
 
     topic = broker.topic("packets")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 
-from services.common import bpfsys, loader
-from services.common.datapath import Datapath
-from services.common.ringbuf import RingReader
-from services.common.structs import AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
+from services.dataplane import bpfsys, loader
+from services.dataplane.datapath import Datapath
+from services.dataplane.ringbuf import RingReader
+from services.dataplane.structs import AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
 
 XDP_DROP, XDP_PASS = 1, 2
 SMALL = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=16)

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from services.common.packet import Packet
-from services.common.rules import Scope
-from services.common.seedlog import write_log
+from services.records.packet import Packet
+from services.records.rules import Scope
+from services.offline.seedlog import write_log
 from services.manager.cli import main
 from tests.kernel.dp_env import Env
 

@@ -5,8 +5,8 @@ import asyncio
 import os
 import secrets
 
-from services.common import loader
-from services.common.topics import ensure_topics
+from services.dataplane import loader
+from services.wire.topics import ensure_topics
 from services.manager.netns import sh
 from tests.broker.test_capture_publisher import consume_all
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy

@@ -6,9 +6,9 @@ import time
 
 from scapy.all import IP, TCP, Ether
 
-from services.common import bpfsys, loader
-from services.common.datapath import Datapath
-from services.common.topics import ensure_topics
+from services.dataplane import bpfsys, loader
+from services.dataplane.datapath import Datapath
+from services.wire.topics import ensure_topics
 from tests.broker.test_capture_publisher import consume_all
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 

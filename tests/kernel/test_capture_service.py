@@ -4,8 +4,8 @@ served, and a clean exit on SIGTERM."""
 import asyncio
 import time
 
-from services.common import loader
-from services.common.topics import ensure_topics
+from services.dataplane import loader
+from services.wire.topics import ensure_topics
 from tests.broker.test_capture_publisher import consume_all
 from tests.support.services import attach_victim
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy

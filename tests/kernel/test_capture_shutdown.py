@@ -7,7 +7,7 @@ import time
 
 from scapy.all import IP, UDP, Ether
 
-from services.common import bpfsys, loader
+from services.dataplane import bpfsys, loader
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
 

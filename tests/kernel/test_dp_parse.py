@@ -5,7 +5,7 @@ import pytest
 from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest, IPOption_RR,
                        IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, fragment, raw)
 
-from services.common.rules import Rule
+from services.records.rules import Rule
 from tests.kernel.dp_env import XDP_DROP, XDP_PASS, Delta, Env
 from tests.support import caps
 

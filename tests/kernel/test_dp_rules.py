@@ -7,10 +7,10 @@ import time
 import pytest
 from scapy.all import IP, TCP, UDP, Ether, IPv6, raw
 
-from services.common import bpfsys, loader
-from services.common.datapath import Datapath
+from services.dataplane import bpfsys, loader
+from services.dataplane.datapath import Datapath
 from services.common.errors import MapFull, MapMismatch, NotLoaded
-from services.common.rules import Rule
+from services.records.rules import Rule
 from tests.kernel.dp_env import XDP_DROP, XDP_PASS, Delta, Env
 from tests.support import caps
 

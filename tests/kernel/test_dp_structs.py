@@ -1,4 +1,4 @@
-"""services/common/structs.py mirrors bpf/xdpguard.h: every size and offset is checked against
+"""services/dataplane/structs.py mirrors bpf/xdpguard.h: every size and offset is checked against
 the header compiled by a C compiler, so neither side can drift alone."""
 import ctypes
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common import structs
+from services.dataplane import structs
 from tests.support import caps
 
 HEADER = Path(__file__).resolve().parents[2] / "bpf" / "xdpguard.h"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import caps
-from services.common.datapath import Datapath
-from services.common.ringbuf import RingReader
+from services.dataplane.datapath import Datapath
+from services.dataplane.ringbuf import RingReader
 from tests.kernel.dp_env import clear_rules
 from tests.support.netns import create_pair, destroy_pair, in_netns
 

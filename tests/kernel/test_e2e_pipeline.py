@@ -5,7 +5,7 @@ answers; the services' metrics endpoints are scraped, and everything is torn dow
 import os
 import time
 
-from services.common.rules import Origin, Scope
+from services.records.rules import Origin, Scope
 from services.manager.demo_cmd import _wait_blocked
 from services.manager.demo_stack import Stack, metric, stop_traffic, transmitted_received
 from tests.support import caps

@@ -7,12 +7,14 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from services.common import codec, loader
-from services.common.datapath import Datapath
-from services.common.kafka import client_options
-from services.common.rules import Action, Rule, Scope
-from services.common.topics import ensure_topics
-from services.common.verdict import Verdict
+from services.wire import codec
+
+from services.dataplane import loader
+from services.dataplane.datapath import Datapath
+from services.wire.kafka import client_options
+from services.records.rules import Action, Rule, Scope
+from services.wire.topics import ensure_topics
+from services.records.verdict import Verdict
 from services.enforcer.ruleslog import read_rules
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 

@@ -10,9 +10,9 @@ import os
 import threading
 import time
 
-from services.common import bpfsys, loader
-from services.common.datapath import Datapath
-from services.common.topics import ensure_topics
+from services.dataplane import bpfsys, loader
+from services.dataplane.datapath import Datapath
+from services.wire.topics import ensure_topics
 from tests.broker.test_rel_faults_broker import read_topic
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 

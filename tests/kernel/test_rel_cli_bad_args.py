@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from services.common import loader
-from services.common.datapath import Datapath
-from services.common.rules import Action, Rule, Scope
+from services.dataplane import loader
+from services.dataplane.datapath import Datapath
+from services.records.rules import Action, Rule, Scope
 from services.manager import cli
 from tests.support.services import ROOT
 

@@ -14,10 +14,12 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services.common import codec, loader
-from services.common.kafka import client_options
-from services.common.rules import Action, Rule, Scope
-from services.common.topics import ensure_topics
+from services.wire import codec
+
+from services.dataplane import loader
+from services.wire.kafka import client_options
+from services.records.rules import Action, Rule, Scope
+from services.wire.topics import ensure_topics
 from tests.kernel.test_enforcer_service import publish, start_enforcer, verdict, wait_for
 from tests.support.services import ROOT, attach_victim, http_get, metric
 

@@ -9,10 +9,10 @@ import os
 import time
 import uuid
 
-from services.common import bpfsys, loader
-from services.common.rules import Action, Rule, Scope
+from services.dataplane import bpfsys, loader
+from services.records.rules import Action, Rule, Scope
 from services.common.settings import load_common
-from services.common.topics import ensure_topics
+from services.wire.topics import ensure_topics
 from tests.broker.test_rel_faults_broker import read_topic
 from tests.kernel.test_enforcer_service import installed, publish, verdict, wait_for
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy

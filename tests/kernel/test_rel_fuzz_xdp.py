@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from services.common import bpfsys, loader
-from services.common.datapath import Datapath
-from services.common.ringbuf import RingReader
-from services.common.structs import addr_text
+from services.dataplane import bpfsys, loader
+from services.dataplane.datapath import Datapath
+from services.dataplane.ringbuf import RingReader
+from services.dataplane.structs import addr_text
 from tests.support import caps
 from tests.support.xdpfuzz import XDP_DROP, Frames, Model, rule_set
 
@@ -128,7 +128,7 @@ def test_rel_fuzz_model_agrees_with_the_kernel_on_known_frames(fuzz_env):
 def test_rel_out_of_range_rule_values_are_refused_not_truncated(fuzz_env):
     """Values wider than the kernel's fields are refused, never truncated by ctypes (a limit of
     2**32 + 7 pps would otherwise be installed as 7 pps)."""
-    from services.common.rules import Action, Rule, Scope
+    from services.records.rules import Action, Rule, Scope
     before = sorted(r.rule.key() for r in fuzz_env.dp.rules())
     for bad in (dict(rate_pps=2**32 + 7), dict(rate_pps=10, tcp_flags=0x1ff),
                 dict(rate_pps=10, expires_ns=2**64)):

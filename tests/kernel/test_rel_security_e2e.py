@@ -12,10 +12,10 @@ import sys
 import time
 
 
-from services.common import loader
-from services.common.datapath import Datapath
-from services.common.rules import Action, Rule, Scope
-from services.common.topics import ensure_topics
+from services.dataplane import loader
+from services.dataplane.datapath import Datapath
+from services.records.rules import Action, Rule, Scope
+from services.wire.topics import ensure_topics
 from services.enforcer.ruleslog import read_rules
 from services.manager.netns import in_netns
 from tests.kernel.test_enforcer_service import publish, start_enforcer, verdict, wait_for

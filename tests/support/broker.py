@@ -47,7 +47,7 @@ class PrivateBroker:
 
     def wait(self, timeout: float = 90) -> None:
         from services.common.settings import load_common
-        from services.common.topics import wait_ready
+        from services.wire.topics import wait_ready
 
         asyncio.run(wait_ready(load_common(kafka_bootstrap=self.bootstrap), timeout))
 

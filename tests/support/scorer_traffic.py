@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Packet
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Packet
 
 VICTIM = "10.99.0.10"
 # A small feature subset keeps the crafted-benign threshold tight (the shipped model uses all).
@@ -76,9 +76,9 @@ def with_seq(packets: list[Packet]) -> list[Packet]:
 def make_model(directory: Path, *, seed: int = 0, threshold: float | None = None) -> Path:
     """Fit the detection engineer's estimator on crafted benign windows; threshold just above
     the highest benign score, so crafted benign traffic stays below it."""
-    from services.common.model import save_model
-    from services.common.training import make_estimator, window_rows
-    from services.common.features import FEATURE_NAMES
+    from services.detection.model import save_model
+    from services.offline.training import make_estimator, window_rows
+    from services.detection.features import FEATURE_NAMES
 
     cols = [FEATURE_NAMES.index(n) for n in TEST_FEATURES]
     X = np.vstack([window_rows(benign(10**18 + k * 10**10, 8, clients=20 + 10 * k, seed=k), 1.0)

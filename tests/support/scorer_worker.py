@@ -14,8 +14,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.common.codec import encode_packets, partition_for
-from services.common.kafka import client_options
+from services.wire.codec import encode_packets, partition_for
+from services.wire.kafka import client_options
 from services.common.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -85,7 +85,7 @@ def metric(text: str, name: str) -> float:
 
 def attach_victim(pair, pin_dir: str) -> None:
     """Load, pin and attach the program (generic mode) to the veth of namespace b."""
-    from services.common import loader
+    from services.dataplane import loader
     from services.manager.netns import in_netns
 
     with in_netns(pair.b):

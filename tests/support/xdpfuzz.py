@@ -15,8 +15,8 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from services.common.rules import Action, Rule, Scope
-from services.common.structs import addr_bytes
+from services.records.rules import Action, Rule, Scope
+from services.dataplane.structs import addr_bytes
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8

@@ -4,8 +4,8 @@ import numpy as np
 
 from services.capture import columns
 from services.capture.fastring import RECORD_DTYPE
-from services.common import codec
-from services.common.packet import Packet
+from services.wire import codec
+from services.records.packet import Packet
 
 
 def packets():

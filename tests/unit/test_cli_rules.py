@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from services.common.errors import ConfigError
-from services.common.rules import Action, Origin, Scope
+from services.records.rules import Action, Origin, Scope
 from services.manager import cli
 from services.manager.ruleargs import add_rule_flags, parse_proto, parse_tcp_flags, rule_from_args
 

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common import codec
-from services.common.codec import (
+from services.wire import codec
+from services.wire.codec import (
     DecodeError, decode_deadletter, decode_packet_columns, decode_packets, decode_rule_record,
     decode_verdict, encode_deadletter, encode_packets, encode_rule_record, encode_verdict,
     partition_for, partition_key, rule_tombstone)
-from services.common.packet import Packet
-from services.common.rules import Action, Rule, Scope
-from services.common.verdict import ALL_NODES, Verdict
+from services.records.packet import Packet
+from services.records.rules import Action, Rule, Scope
+from services.records.verdict import ALL_NODES, Verdict
 
 u = lambda bits: st.integers(0, (1 << bits) - 1)  # noqa: E731
 addresses = st.one_of(

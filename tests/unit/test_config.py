@@ -2,7 +2,7 @@ import pytest
 
 from services.common.config import describe, load
 from services.common.errors import ConfigError
-from services.common.rules import Action, Rule, Scope
+from services.records.rules import Action, Rule, Scope
 from services.common.settings import CommonSettings
 
 

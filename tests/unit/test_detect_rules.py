@@ -1,8 +1,8 @@
 """Rule suggestions: the narrowest rule that still stops the traffic, with a reason."""
-from services.common.detect import DetectParams, suggest
-from services.common.features import WindowState
-from services.common.packet import Packet
-from services.common.rules import Action, Scope
+from services.detection.detect import DetectParams, suggest
+from services.detection.features import WindowState
+from services.records.packet import Packet
+from services.records.rules import Action, Scope
 
 END = 2_000_000_000
 

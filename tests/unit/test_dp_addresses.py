@@ -3,9 +3,9 @@ sizes and link pin names (no kernel needed)."""
 import pytest
 from hypothesis import given, strategies as st
 
-from services.common import datapath, loader
+from services.dataplane import datapath, loader
 from services.common.errors import ConfigError
-from services.common.structs import addr_bytes, addr_text, lpm_key, lpm_text
+from services.dataplane.structs import addr_bytes, addr_text, lpm_key, lpm_text
 
 
 def test_ipv4_is_v4_mapped_and_ipv6_is_as_is():

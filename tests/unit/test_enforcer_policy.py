@@ -1,6 +1,6 @@
 """The enforcer's policy: allowlist and local addresses protected, TTLs, rate and per-source caps,
 bounded model rules evicted oldest first (manual never), at-most-once per verdict id, node filter."""
-from services.common.rules import Action, Origin, Rule, Scope
+from services.records.rules import Action, Origin, Rule, Scope
 from services.enforcer.policy import Order, Outcome, Policy, PolicyConfig
 
 S = 1_000_000_000

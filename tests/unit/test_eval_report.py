@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from services.common.evaluation import EvalConfig, evaluate
-from services.common.model import Detector
-from services.common.packet import Packet
-from services.common.replay import Enforcer, replay
-from services.common.rules import Action, Rule, Scope
-from services.common.training import load_manifest, train
+from services.offline.evaluation import EvalConfig, evaluate
+from services.detection.model import Detector
+from services.records.packet import Packet
+from services.offline.replay import Enforcer, replay
+from services.records.rules import Action, Rule, Scope
+from services.offline.training import load_manifest, train
 from services.manager.cli import main
 
 FILES = [("lucaderi+sgr/2022/Favilli/tests/hs-icmpScan.pcap", "attack", "icmp_sweep"),
@@ -101,7 +101,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
 
 
 def test_merged_replays_keep_benign_captures_apart():
-    from services.common.evaluation import _renumber
+    from services.offline.evaluation import _renumber
 
     a = [p(1, src="192.168.1.2", dst="8.8.8.8"), p(2, src="8.8.8.8", dst="192.168.1.2")]
     r0, r1 = _renumber(a, 0), _renumber(a, 1)

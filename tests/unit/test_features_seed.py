@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from services.common import features as F
-from services.common.packet import Packet
-from services.common.seedlog import read_log
+from services.detection import features as F
+from services.records.packet import Packet
+from services.offline.seedlog import read_log
 
 
 def pkt(ts=1_000_000_000, src="10.0.0.1", dst="10.0.0.2", sport=40000, dport=80, proto=6,

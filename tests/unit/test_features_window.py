@@ -5,8 +5,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from services.common import features as F
-from services.common.packet import Packet
+from services.detection import features as F
+from services.records.packet import Packet
 
 packets = st.builds(
     Packet, ts_ns=st.integers(1, 10**10), src=st.sampled_from(["10.0.0.1", "10.0.0.2", "fe80::1"]),

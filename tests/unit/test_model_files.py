@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from services.common.errors import ModelError
-from services.common.features import FEATURE_NAMES, SEED_FEATURES
-from services.common.model import DEFAULT_MODEL, load_model, meta_path, save_model
-from services.common.training import make_estimator
+from services.detection.features import FEATURE_NAMES, SEED_FEATURES
+from services.detection.model import DEFAULT_MODEL, load_model, meta_path, save_model
+from services.offline.training import make_estimator
 
 
 @pytest.fixture

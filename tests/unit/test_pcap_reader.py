@@ -2,7 +2,7 @@
 import csv
 import struct
 
-from services.common.pcap import LINK_ETHERNET, LINK_SLL, LINK_SLL2, parse_frame, read_pcap
+from services.offline.pcap import LINK_ETHERNET, LINK_SLL, LINK_SLL2, parse_frame, read_pcap
 
 IP = bytes.fromhex("4500003c1c4640004006b1e6c0a80001c0a800c7")  # 192.168.0.1 -> 192.168.0.199, TCP
 TCP = struct.pack("!HHIIBBHHH", 40000, 80, 0, 0, 0x50, 0x02, 1024, 0, 0) + b"\0" * 20

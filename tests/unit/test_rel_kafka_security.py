@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.config import load
 from services.common.errors import ConfigError
-from services.common.kafka import client_options
+from services.wire.kafka import client_options
 from services.common.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[2]

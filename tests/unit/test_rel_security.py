@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common import codec
+from services.wire import codec
 from services.common.errors import DecodeError, ModelError
-from services.common.packet import Packet
-from services.common.rules import Action, Rule, Scope
+from services.records.packet import Packet
+from services.records.rules import Action, Rule, Scope
 from services.enforcer.policy import Order, Outcome, Policy, PolicyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,8 +88,8 @@ class _Payload:
 def _small_model(tmp_path: Path) -> Path:
     from sklearn.ensemble import IsolationForest
 
-    from services.common.features import FEATURE_NAMES
-    from services.common.model import save_model
+    from services.detection.features import FEATURE_NAMES
+    from services.detection.model import save_model
 
     rng = random.Random(0)
     names = FEATURE_NAMES[:3]
@@ -101,7 +101,7 @@ def _small_model(tmp_path: Path) -> Path:
 
 
 def test_rel_a_swapped_model_file_is_refused_before_it_is_unpickled(tmp_path):
-    from services.common.model import load_model
+    from services.detection.model import load_model
 
     path = _small_model(tmp_path)
     assert load_model(path).model_id  # the genuine file loads
@@ -113,7 +113,7 @@ def test_rel_a_swapped_model_file_is_refused_before_it_is_unpickled(tmp_path):
 
 
 def test_rel_a_single_flipped_byte_is_refused(tmp_path):
-    from services.common.model import load_model
+    from services.detection.model import load_model
 
     path = _small_model(tmp_path)
     data = bytearray(path.read_bytes())
@@ -124,7 +124,7 @@ def test_rel_a_single_flipped_byte_is_refused(tmp_path):
 
 
 def test_rel_metadata_without_a_digest_is_refused(tmp_path):
-    from services.common.model import load_model
+    from services.detection.model import load_model
 
     path = _small_model(tmp_path)
     meta_file = path.with_suffix(".json")
@@ -172,7 +172,7 @@ def test_rel_policy_refuses_allowlisted_and_local_targets(rule):
 def test_rel_policy_refuses_ipv4_mapped_spellings_of_protected_addresses(rule):
     """An IPv4 target written IPv4-mapped is the same kernel key as the IPv4 form (found by this
     test; fixed in e253489)."""
-    from services.common.structs import addr_bytes
+    from services.dataplane.structs import addr_bytes
     # the kernel key is the same as the IPv4 form's: this is the same target
     if rule.scope is Scope.FLOW:
         assert addr_bytes(rule.src) == addr_bytes("10.250.1.2")
@@ -231,7 +231,7 @@ def test_rel_model_rules_are_evicted_oldest_first_and_manual_rules_never():
 # --- hostile records and values --------------------------------------------------------------
 
 def _valid_records() -> list[tuple[str, bytes]]:
-    from services.common.verdict import Verdict
+    from services.records.verdict import Verdict
     pk = [Packet(1_700_000_000 * 10**9 + i, f"10.0.0.{i + 1}", "fd00::1", i, 80, 6, 2, 60, 1, 1,
                  "n", i) for i in range(3)]
     v = Verdict(rule=Rule(Scope.SRC_PREFIX, Action.DROP, src="198.51.100.0/24"), score=0.5,
@@ -276,7 +276,7 @@ hostile_packets = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(hostile_packets, min_size=1, max_size=30))
 def test_rel_features_stay_finite_and_order_free_for_hostile_values(pkts):
-    from services.common.features import FEATURE_NAMES, WindowState
+    from services.detection.features import FEATURE_NAMES, WindowState
     a, b = WindowState(0), WindowState(0)
     for p in pkts:
         a.add(p)

@@ -9,12 +9,12 @@ import random
 
 import pytest
 
-from services.common.model import load_model
-from services.common.packet import Packet
-from services.common.replay import Pipeline
-from services.common.rules import Scope
+from services.detection.model import load_model
+from services.records.packet import Packet
+from services.offline.replay import Pipeline
+from services.records.rules import Scope
 from services.scorer.scoring import Policy, score_windows, verdicts_for
-from services.common.codec import decode_packet_columns, encode_packets, partition_for
+from services.wire.codec import decode_packet_columns, encode_packets, partition_for
 from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
 from tests.unit.test_scorer_windows import T0, W, Clock
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.common.codec import decode_packet_columns, encode_packets, partition_for
-from services.common.features import SourceHorizon, WindowState, window_start
-from services.common.verdict import ALL_NODES
+from services.wire.codec import decode_packet_columns, encode_packets, partition_for
+from services.detection.features import SourceHorizon, WindowState, window_start
+from services.records.verdict import ALL_NODES
 from services.scorer.scoring import Policy, score_batch, verdicts_for
 from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
 from tests.support.scorer_traffic import benign, syn_flood, udp_sweep, with_seq
@@ -73,7 +73,7 @@ def test_streaming_rows_equal_training_rows():
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9)
     # the horizon carried over windows: the sweep's last window counts every host it probed
-    from services.common.features import FEATURE_NAMES
+    from services.detection.features import FEATURE_NAMES
     last = max(ws for ws, k in got if k[0] == SWEEPER)
     row = next(r for (ws, k), r in got.items() if ws == last and k[0] == SWEEPER)
     assert round(row[FEATURE_NAMES.index("src_h_peers")]) == 35
@@ -159,7 +159,7 @@ class FakeDetector:
     model_id = "fake"
 
     def score_rows(self, X):
-        from services.common.features import FEATURE_NAMES
+        from services.detection.features import FEATURE_NAMES
         return (np.asarray(X)[:, FEATURE_NAMES.index("dst_peers")] > 100).astype(float)
 
 

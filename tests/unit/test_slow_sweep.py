@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.model import load_model
-from services.common.pcap import read_pcap
-from services.common.replay import replay
-from services.common.rules import Scope
+from services.detection.model import load_model
+from services.offline.pcap import read_pcap
+from services.offline.replay import replay
+from services.records.rules import Scope
 from services.scorer.scoring import Policy, score_windows, verdicts_for
 from tests.unit.test_scorer_benign_neighbour import run_stages
 
@@ -56,8 +56,8 @@ def test_rows_are_built_with_the_models_own_horizon(sweep, detector):
     `params.horizon_windows`; the scorer sizes its stage 1 horizon from the same property)."""
     import copy
 
-    from services.common.features import FEATURE_NAMES
-    from services.common.replay import Pipeline
+    from services.detection.features import FEATURE_NAMES
+    from services.offline.replay import Pipeline
 
     one = copy.copy(detector)
     one.meta = {**detector.meta, "params": {**detector.meta["params"], "horizon_windows": 1}}

@@ -58,8 +58,8 @@ def own_scores(detector, rows, scores, threshold: float):
         X = np.asarray([own_row(rows[i]) for i in idx], dtype=np.float64)
         out[idx] = np.asarray(detector.score_rows(X), dtype=np.float64)
     return out
-from .packet import PROTO_NAMES, PROTO_TCP, TCP_ACK, TCP_SYN
-from .rules import Action, Rule, Scope
+from services.records.packet import PROTO_NAMES, PROTO_TCP, TCP_ACK, TCP_SYN
+from services.records.rules import Action, Rule, Scope
 
 
 @dataclass(frozen=True)

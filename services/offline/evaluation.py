@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .detect import DetectParams
-from .packet import Packet
+from services.detection.detect import DetectParams
+from services.records.packet import Packet
 from .replay import replay
 from .training import Capture
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .settings import CommonSettings
+from services.common.settings import CommonSettings
 
 
 def client_options(common: CommonSettings) -> dict[str, Any]:

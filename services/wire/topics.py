@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from .errors import KafkaUnavailable
+from services.common.errors import KafkaUnavailable
 from .kafka import client_options
-from .settings import CommonSettings
+from services.common.settings import CommonSettings
 
 PACKETS = "packets"
 VERDICTS = "verdicts"

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import bpfsys
-from .errors import ConfigError, KernelError, NotLoaded, NotSupported
-from .paths import BPF_DIR
+from services.common.errors import ConfigError, KernelError, NotLoaded, NotSupported
+from services.common.paths import BPF_DIR
 from .structs import XG_MAGIC, Config
 
 SOURCE = BPF_DIR / "xdpguard.c"

@@ -2,16 +2,16 @@
 
 Offsets are looked up by record timestamp (`offsets_for_times`) on every partition, then read
 until the partition's end offset or a record newer than `to_ns`; each record is decoded with
-services.common.codec.decode_packets (single event or micro-batch) and packets outside the
+services.wire.codec.decode_packets (single event or micro-batch) and packets outside the
 range are dropped. Undecodable records are counted, not fatal.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import KafkaUnavailable
-from .packet import Packet
-from .settings import CommonSettings
+from services.common.errors import KafkaUnavailable
+from services.records.packet import Packet
+from services.common.settings import CommonSettings
 
 
 @dataclass
@@ -25,7 +25,7 @@ async def _partitions(common: CommonSettings, topic: str) -> list[int]:
     """Partition ids of `topic` (an unsubscribed consumer's metadata does not know them)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from .kafka import client_options
+    from services.wire.kafka import client_options
 
     admin = AIOKafkaAdminClient(**client_options(common))
     try:
@@ -45,9 +45,9 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
-    from .codec import decode_packets
-    from .errors import DecodeError
-    from .kafka import client_options, stop_quietly
+    from services.wire.codec import decode_packets
+    from services.common.errors import DecodeError
+    from services.wire.kafka import client_options, stop_quietly
 
     topic = topic or common.topic("packets")
     out = TopicRead()

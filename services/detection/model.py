@@ -25,9 +25,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from services.common.errors import ModelError
 from .features import FEATURE_NAMES, HORIZON_WINDOWS
-from .paths import MODELS_DIR
+from services.common.paths import MODELS_DIR
 
 FORMAT = "xdpguard-model/1"
 DEFAULT_MODEL = MODELS_DIR / "xdpguard-if.joblib"
@@ -162,7 +162,14 @@ def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch:
                          f"this is {have}: retrain it (xdpguard train)")
     import joblib
 
-    estimator = joblib.load(path)
+    try:
+        estimator = joblib.load(path)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        # an estimator pickled by an older xdpguard names classes at their old import path
+        # (e.g. services.common.estimators before the package split)
+        missing = getattr(exc, "name", None) or str(exc)
+        raise ModelError(f"model file {path} was saved by an older xdpguard (it names {missing!r}, "
+                         "which this version does not have): retrain it (xdpguard train)") from None
     n_in = getattr(estimator, "n_features_in_", len(meta["feature_names"]))
     if n_in != len(meta["feature_names"]):
         raise ModelError(f"model expects {n_in} features, metadata names {len(meta['feature_names'])}")

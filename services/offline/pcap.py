@@ -16,7 +16,7 @@ import os
 import struct
 from typing import Iterator
 
-from .packet import PROTO_TCP, PROTO_UDP, Packet
+from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
 
 ETH_LEN = 14
 LINK_ETHERNET, LINK_SLL, LINK_SLL2 = 1, 113, 276

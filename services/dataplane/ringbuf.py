@@ -15,8 +15,8 @@ import threading
 from . import bpfsys
 from .bpfsys import MAP_TYPE_RINGBUF
 from .datapath import mono_offset_ns
-from .errors import KernelError, MapMismatch, NotLoaded
-from .packet import Packet
+from services.common.errors import KernelError, MapMismatch, NotLoaded
+from services.records.packet import Packet
 from .structs import Event, Stats, addr_text
 
 EVENT_SIZE = ctypes.sizeof(Event)

@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .features import FEATURE_NAMES, HORIZON_WINDOWS, SEED_FEATURES
-from .packet import Packet
+from services.detection.features import FEATURE_NAMES, HORIZON_WINDOWS, SEED_FEATURES
+from services.records.packet import Packet
 from .replay import Pipeline
 
 FEATURE_SETS = {"full": FEATURE_NAMES, "seed": SEED_FEATURES}
@@ -49,7 +49,7 @@ def sort_packets(packets: list[Packet]) -> list[Packet]:
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Rows of a manifest CSV (columns file, label, kind at least); ConfigError when malformed."""
-    from .errors import ConfigError
+    from services.common.errors import ConfigError
 
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -108,11 +108,11 @@ def data_digest(captures: Sequence[Capture]) -> str:
 
 def make_estimator(features: str = "full", n_estimators: int = 200, max_samples: int | str = 256,
                    seed: int = 0, gain: float = 0.5):
-    """"full": log1p + Isolation Forest + range guard (services.common.estimators); "seed": the
+    """"full": log1p + Isolation Forest + range guard (services.detection.estimators); "seed": the
     seed's method, a plain Isolation Forest on the raw 22 features."""
     from sklearn.ensemble import IsolationForest
 
-    from .estimators import RangeGuardedForest
+    from services.detection.estimators import RangeGuardedForest
 
     if features == "seed":
         return IsolationForest(n_estimators=n_estimators, max_samples=max_samples,

@@ -27,7 +27,7 @@ import hashlib
 import math
 from typing import Iterable
 
-from .packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
+from services.records.packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
                      TCP_RST, TCP_SYN, TCP_URG, Packet)
 
 SEED_FEATURES: tuple[str, ...] = (

@@ -13,7 +13,7 @@ import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_uint32,
                     c_uint64, c_void_p)
 
-from .errors import KernelError, NotSupported
+from services.common.errors import KernelError, NotSupported
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_XDP = 37  # enum bpf_attach_type

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .packet import Packet
+from services.records.packet import Packet
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .detect import DetectParams, Suggestion, own_scores, suggest
-from .features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
-from .packet import Packet
-from .rules import Rule, Scope
+from services.detection.detect import DetectParams, Suggestion, own_scores, suggest
+from services.detection.features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
+from services.records.packet import Packet
+from services.records.rules import Rule, Scope
 
 
 @dataclass

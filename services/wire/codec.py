@@ -23,10 +23,10 @@ from typing import Any
 import msgpack
 from aiokafka.partitioner import murmur2
 
-from .errors import DecodeError
-from .packet import Packet
-from .rules import Rule
-from .verdict import Verdict
+from services.common.errors import DecodeError
+from services.records.packet import Packet
+from services.records.rules import Rule
+from services.records.verdict import Verdict
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 4 * 1024 * 1024   # far above any sane batch; bounds memory on hostile input
@@ -75,7 +75,7 @@ def address_text(raw: bytes) -> str:
         if len(raw) == 4:
             text = socket.inet_ntop(socket.AF_INET, raw)
         else:
-            import ipaddress  # same text form as services.common.rules uses for IPv6
+            import ipaddress  # same text form as services.records.rules uses for IPv6
             text = str(ipaddress.IPv6Address(raw))
         if len(_ADDR_TEXT) >= _CACHE_MAX:
             _ADDR_TEXT.clear()

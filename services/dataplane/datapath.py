@@ -3,7 +3,7 @@
 `Datapath.open(pin_dir)` checks every pinned map's type, key size, value size and max entries
 against this build's structs (and the sizes recorded in the config map at load) before the
 first write, and refuses a mismatch with MapMismatch. Rules go in and out as
-services.common.rules.Rule; expiry is converted between Unix epoch ns (rules) and kernel
+services.records.rules.Rule; expiry is converted between Unix epoch ns (rules) and kernel
 monotonic ns (maps). Safe to use from several processes: each write is one map update.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from . import bpfsys
 from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF)
-from .errors import ConfigError, MapFull, MapMismatch, NotLoaded
-from .rules import Action, Origin, Rule, Scope
+from services.common.errors import ConfigError, MapFull, MapMismatch, NotLoaded
+from services.records.rules import Action, Origin, Rule, Scope
 from .structs import (ACT_DROP, ACT_PASS, ORIGIN_MANUAL, ORIGIN_MODEL, STAT_FIELDS, XG_LIMIT_MASKS,
                       XG_MAGIC, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key, LimitDst,
                       LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes, addr_text,

@@ -1,0 +1,11 @@
+"""The node side of the XDP program: loading it, its pinned maps, its ring buffer.
+
+    bpfsys      ctypes bindings to libbpf (bundled in libbcc): map/prog fds, pins, lookups
+    structs     the ctypes mirror of bpf/xdpguard.h (structs and constants)
+    loader      compile with BCC, pin, attach/detach, status
+    datapath    Datapath: the live maps of a loaded program, opened from their pins
+    ringbuf     read sampled packet events from the pinned ring buffer
+
+Imports: services.common and services.records; BCC (loader only). Never Kafka, detection or
+offline code: the node services (capture, enforcer) stand on this package.
+"""

@@ -1,0 +1,9 @@
+"""What crosses Kafka: record codecs, topic names and specs, client options.
+
+    codec       msgpack codecs for packet micro-batches, verdicts, rules and dead letters
+    topics      topic names, partition counts and configs; creating and checking them
+    kafka       aiokafka client options (TLS/SASL) from CommonSettings
+
+Imports: services.common, services.records, msgpack, numpy and aiokafka. Never BCC, faust,
+scikit-learn or offline code.
+"""

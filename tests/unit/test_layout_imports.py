@@ -1,0 +1,105 @@
+"""The package map of docs/architecture.md, enforced: which xdpguard package may import which,
+and which heavy third-party libraries each may reach.
+
+Static (every `import` in every module, including imports inside functions) and dynamic (the
+node services' entry points imported in a fresh interpreter pull in none of the offline stack).
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ROOT / "services"
+
+# package -> the xdpguard packages it may import (itself always allowed)
+ALLOWED = {
+    "common": set(),
+    "records": {"common"},
+    "dataplane": {"common", "records"},
+    "wire": {"common", "records"},
+    "detection": {"common", "records"},
+    "offline": {"common", "records", "wire", "detection"},
+    "capture": {"common", "records", "dataplane", "wire"},
+    "enforcer": {"common", "records", "dataplane", "wire"},
+    "scorer": {"common", "records", "wire", "detection"},
+    "manager": {"common", "records", "dataplane", "wire", "detection", "offline",
+                "capture", "enforcer", "scorer"},
+}
+# package -> third-party top-level modules it must not import
+HEAVY = {"aiokafka", "faust", "mode", "bcc", "sklearn", "joblib", "matplotlib", "scapy"}
+FORBIDDEN = {
+    "common": HEAVY,
+    "records": HEAVY | {"numpy", "msgpack"},
+    "dataplane": HEAVY - {"bcc"},
+    "wire": HEAVY - {"aiokafka"},
+    "detection": HEAVY - {"sklearn", "joblib"},
+    "offline": {"faust", "mode", "bcc"},
+    "capture": HEAVY - {"aiokafka", "bcc"},
+    "enforcer": HEAVY - {"aiokafka", "bcc"},
+    "scorer": HEAVY - {"aiokafka", "faust", "mode", "sklearn", "joblib"},
+    "manager": set(),
+}
+
+
+def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in `path`, relative ones resolved."""
+    pkg_parts = path.relative_to(root).with_suffix("").parts[:-1]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(pkg_parts[: len(pkg_parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+                names = [f"{mod}.{a.name}" for a in node.names] if not node.module else [mod]
+            else:
+                names = [node.module]
+            out += [(node.lineno, n) for n in names]
+    return out
+
+
+def test_every_package_is_in_the_map():
+    pkgs = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
+    assert pkgs == set(ALLOWED), "a package was added or removed: update ALLOWED and docs"
+
+
+@pytest.mark.parametrize("pkg", sorted(ALLOWED))
+def test_package_imports_follow_the_map(pkg):
+    bad = []
+    for path in sorted((SERVICES / pkg).rglob("*.py")):
+        for line, mod in _imports(path):
+            parts = mod.split(".")
+            if parts[0] == "services" and len(parts) > 1:
+                target = parts[1]
+                if target != pkg and target not in ALLOWED[pkg]:
+                    bad.append(f"{path.relative_to(ROOT)}:{line} imports services.{target}")
+            elif parts[0] in FORBIDDEN[pkg]:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {parts[0]}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("entry", ["services.capture.__main__", "services.enforcer.__main__"])
+def test_node_services_load_no_offline_stack(entry):
+    code = (f"import sys, importlib; importlib.import_module({entry!r}); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'scapy', 'sklearn', 'faust') or m.startswith('services.offline') "
+            "or m.startswith('services.detection')); print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"{entry} loads {out.stdout.strip()}"
+
+
+def test_the_rule_can_fail(tmp_path):
+    """The checker sees a forbidden import, even a relative or function-level one."""
+    mod = tmp_path / "services" / "detection" / "x.py"
+    mod.parent.mkdir(parents=True)
+    mod.write_text("def f():\n    from ..wire import codec\n    import aiokafka\n")
+    found = [m for _, m in _imports(mod, tmp_path)]
+    assert "services.wire" in found and "aiokafka" in found
