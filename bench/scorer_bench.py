@@ -79,12 +79,13 @@ def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> l
 
 def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[tuple[int, bytes]]:
     """Capture's format: per-partition micro-batches, in time order."""
-    from services.wire.codec import encode_packets, partition_for
+    from services.wire.partition import source_partition
+    from tests.support.packet_records import encode_packets
 
     pending: dict[int, list[Packet]] = {}
     out = []
     for p in packets:
-        part = partition_for(p, partitions)
+        part = source_partition(p, partitions)
         buf = pending.setdefault(part, [])
         buf.append(p)
         if len(buf) >= batch:
@@ -221,7 +222,9 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     """Real time: a spoofed SYN flood (2,000 pps in 10 ms micro-batches, timestamps = now) against
     a new victim each run; seconds from its first packet to the first verdict naming the victim."""
     from aiokafka import AIOKafkaProducer
-    from services.wire.codec import decode_verdict, encode_packets, partition_for
+    from services.wire.codec import decode_verdict
+    from services.wire.partition import source_partition
+    from tests.support.packet_records import encode_packets
     from services.wire.kafka import client_options
     from tests.support.scorer_worker import TopicReader
 
@@ -247,7 +250,7 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
                     seq += 20
                     parts: dict[int, list] = {}
                     for p in batch:
-                        parts.setdefault(partition_for(p, common.packets_partitions), []).append(p)
+                        parts.setdefault(source_partition(p, common.packets_partitions), []).append(p)
                     for part, ps in parts.items():
                         await producer.send(common.topic("packets"), encode_packets(ps), partition=part)
                     await asyncio.sleep(0.01)

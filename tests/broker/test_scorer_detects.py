@@ -6,31 +6,16 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from services.wire.codec import decode_deadletter, decode_verdict, encode_packets
-from services.wire.topics import ensure_topics
-from tests.support.scorer_traffic import (VICTIM, benign, make_model, syn_flood, window_ahead,
-                                          with_seq)
-from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
+from services.wire.codec import decode_deadletter, decode_verdict
+from tests.support.packet_records import encode_packets
+from tests.support.scorer_traffic import VICTIM, benign, syn_flood, window_ahead, with_seq
+from tests.support.scorer_worker import TopicReader, produce_packets, start_worker, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path)
-
-
-async def start(broker, model, tmp_path, name="w1", **env):
-    await ensure_topics(broker)
-    w = Worker(broker, model, tmp_path, name, **env)
-    await wait_for(lambda: w.proc.poll() is not None or (w.health() or {}).get("packets_partitions"),
-                   40, f"{name} to own partitions")
-    assert w.proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
-    return w
-
-
 async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path)
+    w = await start_worker(broker, model, tmp_path)
     try:
         async with TopicReader(broker, "verdicts") as verdicts:
             t0 = window_ahead()
@@ -64,7 +49,7 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
 
 
 async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path)
+    w = await start_worker(broker, model, tmp_path)
     try:
         bad = [b"\xc1garbage", msgpack.packb({"v": 99, "t": "pk", "n": 1}),
                encode_packets(benign(window_ahead(), 0.5, clients=2))[:-7]]

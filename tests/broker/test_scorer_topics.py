@@ -12,9 +12,8 @@ from services.wire.topics import TopicSpec, ensure_topics, list_topics
 from services.scorer.app import create_app, ensure_scorer_topics
 from services.scorer.scoring import Policy
 from services.scorer.settings import ScorerSettings
-from tests.broker.test_scorer_detects import model, start  # noqa: F401 (fixture)
 from tests.support.scorer_traffic import benign, syn_flood, window_ahead, with_seq
-from tests.support.scorer_worker import produce_packets, wait_for
+from tests.support.scorer_worker import produce_packets, start_worker, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -59,7 +58,7 @@ async def test_a_stale_internal_topic_with_the_wrong_partition_count_is_refused(
 
 
 async def test_a_worker_on_fresh_topics_scores_without_a_missing_topic(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path, name="fresh")  # no topic pre-created but packets'
+    w = await start_worker(broker, model, tmp_path, name="fresh")  # no topic pre-created but packets'
     try:
         t0 = window_ahead()
         await produce_packets(broker, with_seq(benign(t0, 2, clients=5) + syn_flood(t0, 1, pps=500)))

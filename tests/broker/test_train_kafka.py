@@ -3,10 +3,10 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from services.wire.codec import encode_packets
 from services.wire.kafka import client_options
 from services.offline.kafka_packets import read_packets
 from services.records.packet import Packet
+from tests.support.packet_records import encode_packets
 
 
 async def test_packets_topic_time_range_reads_only_that_range(broker, fresh_topic):

@@ -16,7 +16,7 @@ import pytest
 from tests.support import caps
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
-from tests.kernel.dp_env import clear_rules
+from tests.support.dp_env import clear_rules
 from tests.support.netns import create_pair, destroy_pair, in_netns
 
 ROOT = Path(__file__).resolve().parents[2]

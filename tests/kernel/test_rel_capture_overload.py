@@ -13,7 +13,7 @@ import time
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.wire.topics import ensure_topics
-from tests.broker.test_rel_faults_broker import read_topic
+from tests.support.kafka_io import read_topic
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
 FRAME = bytes.fromhex(
@@ -123,12 +123,11 @@ def test_rel_capture_overload_raises_sampling_counts_losses_and_recovers(broker,
 def test_rel_capture_with_kafka_unreachable_refuses_beyond_its_bound_in_bounded_memory(
         broker, pin_dir, tmp_path):
     from dataclasses import replace
-    from tests.broker.test_capture_publisher import dead_port
 
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=64, prefix=64, allow=64, limit=16,
                                                          ring_pages=16))
     cap = None
-    unreachable = replace(broker, kafka_bootstrap=f"127.0.0.1:{dead_port()}")
+    unreachable = replace(broker, kafka_bootstrap=f"127.0.0.1:{free_port()}")
     try:
         cap, port = start_capture(unreachable, pin_dir, tmp_path, CAPTURE_BUFFER_EVENTS="30000")
         rss0 = rss_kib(cap.proc.pid)

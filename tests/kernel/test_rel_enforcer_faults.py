@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from services.wire import codec
 
@@ -20,8 +20,9 @@ from services.dataplane import loader
 from services.wire.kafka import client_options
 from services.records.rules import Action, Rule, Scope
 from services.wire.topics import ensure_topics
-from tests.kernel.test_enforcer_service import publish, start_enforcer, verdict, wait_for
-from tests.support.services import ROOT, attach_victim, http_get, metric
+from tests.support.enforcer_proc import start_enforcer, verdict
+from tests.support.kafka_io import produce_raw, publish
+from tests.support.services import ROOT, attach_victim, http_get, metric, wait_until
 
 
 def xdpguard(pin_dir, *argv) -> subprocess.CompletedProcess:
@@ -67,8 +68,8 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         # every verdict twice (same id, as a scorer re-scoring a restored window sends it)
         vs = [verdict(r, ttl_s=900) for r in RULES]
         asyncio.run(publish(broker, vs + vs))
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
-        wait_for(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(RULES),
+        wait_until(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
+        wait_until(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(RULES),
                  what="the duplicates handled")
         assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == len(RULES)
         assert metric(metrics(port), "xdpguard_enforcer_rules_refreshed_total") == 0
@@ -81,7 +82,7 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         enf.stop()
         asyncio.run(publish(broker, [verdict(LATE, ttl_s=900)]))
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES) + 1, what="the late verdict's rule")
+        wait_until(lambda: len(rule_set(pin_dir)) == len(RULES) + 1, what="the late verdict's rule")
         page = metrics(port)
         assert metric(page, "xdpguard_enforcer_rules_applied_total") == 1, page
         assert metric(page, "xdpguard_enforcer_rules_restored_total") == len(RULES)
@@ -121,11 +122,11 @@ def test_rel_program_reloaded_under_a_running_enforcer_gets_its_rules_back(broke
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         asyncio.run(publish(broker, [verdict(r, ttl_s=900) for r in RULES]))
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
+        wait_until(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
         before = rule_set(pin_dir)
         loader.unload_all(pin_dir)
         attach_victim(netns_pair, pin_dir)
-        wait_for(lambda: rule_set(pin_dir) == before, timeout=6, what="rules back in the new maps")
+        wait_until(lambda: rule_set(pin_dir) == before, timeout=6, what="rules back in the new maps")
     finally:
         if enf is not None:
             enf.stop()
@@ -192,17 +193,6 @@ async def read_deadletters(common, timeout=20, want=1) -> list:
     return out
 
 
-async def produce_raw(common, topic, records):
-    producer = AIOKafkaProducer(**client_options(common), acks="all",
-                                max_request_size=codec.MAX_RECORD_BYTES * 2)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
 def test_rel_bad_verdicts_are_dead_lettered_and_the_enforcer_keeps_going(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir)
@@ -213,7 +203,7 @@ def test_rel_bad_verdicts_are_dead_lettered_and_the_enforcer_keeps_going(broker,
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         asyncio.run(produce_raw(broker, broker.topic("verdicts"), [(None, v) for v in bad.values()]))
         asyncio.run(publish(broker, [verdict(good)]))
-        wait_for(lambda: any(r["src"] == good.src for r in rule_set(pin_dir)), what="the good verdict")
+        wait_until(lambda: any(r["src"] == good.src for r in rule_set(pin_dir)), what="the good verdict")
         dead = asyncio.run(read_deadletters(broker, want=len(bad)))
         assert len(dead) == len(bad) and {d.service for d in dead} == {"enforcer"}
         reasons = " | ".join(d.reason for d in dead)

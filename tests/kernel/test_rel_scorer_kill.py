@@ -16,7 +16,7 @@ import pytest
 from services.dataplane import loader
 from services.wire.codec import decode_verdict
 from services.wire.topics import ensure_topics
-from tests.kernel.test_enforcer_service import installed, start_enforcer
+from tests.support.enforcer_proc import installed, start_enforcer
 from tests.support.scorer_traffic import VICTIM, benign, make_model, syn_flood, with_seq
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 from tests.support.services import http_get, metric

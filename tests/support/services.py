@@ -74,6 +74,16 @@ def wait_healthy(port: int, service: Service, timeout: float = 60) -> None:
     raise AssertionError(f"{service.module} not healthy after {timeout} s:\n{service.log()}")
 
 
+def wait_until(pred, timeout: float = 20, what: str = "condition") -> None:
+    """Poll `pred()` every 0.1 s until it is true; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def metric(text: str, name: str) -> float:
     """Sum of the samples of `name` (any labels) in a Prometheus text page."""
     total = 0.0

@@ -13,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import time
 from dataclasses import dataclass, field
 
+from services.dataplane import loader
+from services.dataplane.structs import addr_bytes, addr_text
 from services.records.rules import Action, Rule, Scope
-from services.dataplane.structs import addr_bytes
+from tests.support.dp_env import Env
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
@@ -24,6 +27,7 @@ HOPOPTS, ROUTING, FRAGMENT, DSTOPTS = 0, 43, 44, 60
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 MIN_FRAME = 14      # BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header
 MAX_FRAME = 3000    # and longer than a page minus head/tail room
+FUZZ_SIZES = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=64)
 
 # Address pools: rules target some of them, frames draw from all of them.
 V4 = ["10.66.0.1", "10.66.5.9", "10.66.7.7", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.2.0.2",
@@ -209,6 +213,64 @@ def _in(addr16: bytes, net: tuple[int, int]) -> bool:
     base, plen = net
     shift = 128 - plen
     return (int.from_bytes(addr16, "big") >> shift) == (base >> shift)
+
+
+# --- the program under test ---------------------------------------------------------------
+
+class FuzzEnv(Env):
+    """A loaded, unattached program (tests/support/dp_env.py) holding the fuzz rule set, and the
+    reference model of the same rules. Needs root, bpffs and BCC; `close()` unloads it."""
+
+    def __init__(self) -> None:
+        super().__init__(FUZZ_SIZES)
+        now = time.time_ns()
+        rules, allow = rule_set(now)
+        for r in rules:
+            self.dp.add_rule(r if r.expires_ns else r.with_times(now, None))
+        for cidr in allow:
+            self.dp.allow_add(cidr)
+        self.model = Model(rules, allow, now)
+
+
+def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
+    """Run n frames of `frames` through the program, each answer checked against the reference
+    model and (check_events) every sampled event against the reference parse; the counters'
+    deltas must add up. Raises AssertionError at the first wrong answer. Returns the tallies
+    {frames, drop, fail, non_ip, unmatched, events}."""
+    tally = {"frames": 0, "drop": 0, "fail": 0, "non_ip": 0, "unmatched": 0, "events": 0}
+    expected_events: list[tuple] = []
+    before = env.dp.stats()
+    for i in range(n):
+        f = next(frames)
+        verdict = env.run(f)
+        allowed, why, p = env.model.expect(f)
+        assert verdict in allowed, (f"frame {i} ({why}): kernel said {verdict}, model allows "
+                                    f"{sorted(allowed)}; frame={f.hex()}")
+        tally["frames"] += 1
+        tally["drop"] += verdict == XDP_DROP
+        if why in ("fail", "non_ip", "unmatched"):
+            tally[why] += 1
+        if why == "unmatched" and check_events:
+            expected_events.append((addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport,
+                                    p.proto, p.tcp_flags, len(f), f.hex()))
+        if check_events and (len(expected_events) >= 200 or i == n - 1):
+            got = env.events()
+            assert len(got) == len(expected_events), "sampled events lost or invented"
+            for ev, want in zip(got, expected_events):
+                assert (ev.src, ev.dst, ev.sport, ev.dport, ev.proto, ev.tcp_flags, ev.length) \
+                    == want[:7], f"event differs from the reference parse of {want[7]}"
+            tally["events"] += len(got)
+            expected_events = []
+    after = env.dp.stats()
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta["seen"] == n
+    assert delta["drop_exact"] + delta["drop_prefix"] + delta["drop_limit"] == tally["drop"]
+    assert delta["passed"] == n - tally["drop"]
+    assert delta["parse_fail"] == tally["fail"] and delta["non_ip"] == tally["non_ip"]
+    assert delta["unmatched"] == tally["unmatched"]
+    if check_events:
+        assert delta["events_lost"] == 0
+    return tally
 
 
 # --- frame generation -----------------------------------------------------------------------

@@ -4,49 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.wire.codec import decode_packet_columns, encode_packets, partition_for
+from services.wire.codec import decode_packet_columns
 from services.detection.features import SourceHorizon, WindowState, window_start
 from services.records.verdict import ALL_NODES
 from services.scorer.scoring import Policy, score_batch, verdicts_for
-from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
+from services.scorer.windows import DstPartition, SourcePartition
+from tests.support.packet_records import encode_packets
+from tests.support.scorer_stages import T0, W, Clock, run_stages
 from tests.support.scorer_traffic import benign, syn_flood, udp_sweep, with_seq
 
-T0 = 1_800_000_000 * 10**9
 SWEEPER = "10.66.0.1"
-W = 10**9
 N = 4
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def run_stages(packets, clock=None, batch=50):
-    """Feed packets through N source partitions and N destination partitions, close all."""
-    clock = clock or Clock()
-    srcs = {p: SourcePartition(p, W, 0, clock) for p in range(N)}
-    dsts = {q: DstPartition(q, W, N, 30.0, clock) for q in range(N)}
-    by_part: dict[int, list] = {}
-    for pkt in packets:
-        by_part.setdefault(partition_for(pkt, N), []).append(pkt)
-    for p, pkts in by_part.items():
-        for off, i in enumerate(range(0, len(pkts), batch)):
-            srcs[p].add(off, decode_packet_columns(encode_packets(pkts[i:i + batch])))
-    clock.t += 100.0  # idle: every watermark passes every window
-    for p, part in srcs.items():
-        for ws in part.due():
-            chunks, done = part.close(ws, N)
-            for c in chunks:
-                c2 = FlowChunk.decode(c.encode())
-                dsts[c2.dst_partition].add(c2.key(), c2)
-            part.sent(ws)
-        for q in dsts:
-            dsts[q].mark(p, part.progress(0))
-    return [dsts[q].close(ws) for q in range(N) for ws in dsts[q].due()]
 
 
 def reference_rows(packets):

@@ -12,7 +12,7 @@ from services.offline.pcap import read_pcap
 from services.offline.replay import replay
 from services.records.rules import Scope
 from services.scorer.scoring import Policy, score_windows, verdicts_for
-from tests.unit.test_scorer_benign_neighbour import run_stages
+from tests.support.scorer_stages import run_stages
 
 SCANNER = "246.237.45.150"
 W = 10**9
