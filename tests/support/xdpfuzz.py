@@ -1,6 +1,6 @@
 """Differential fuzzing of the XDP program: random, mutated and truncated frames, a rule set, and
-a reference model (pure Python, written from DESIGN.md "Rules" and bpf/xdpguard.c's documented
-parse rules) that says what the kernel must answer for each frame.
+a reference model (pure Python, written from docs/dataplane.md's precedence and parse rules and
+bpf/xdpguard.c) that says what the kernel must answer for each frame.
 
 The invariant the reliability promise needs is "nothing without a matching rule is dropped";
 the model checks more: allowlisted sources always pass, exact and prefix rules give their action,
@@ -151,68 +151,46 @@ def parse(f: bytes) -> Parsed | str:
 
 @dataclass
 class Model:
-    """What the kernel must answer, from the same rules the maps hold."""
+    """What the kernel must answer, from the same rules the maps hold: precedence allowlist >
+    exact flow > longest source prefix > destination limit > pass (docs/dataplane.md), each
+    level asking `Rule.covers` whether a rule matches."""
     rules: list[Rule]
     allow: list[str]
     now_ns: int
-    _exact: dict = field(default_factory=dict)
+    _exact: list = field(default_factory=list)
     _prefix: list = field(default_factory=list)
     _allow: list = field(default_factory=list)
-    _limits: dict = field(default_factory=dict)
+    _limits: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for r in self.rules:
             if r.expired(self.now_ns):
                 continue
             if r.scope is Scope.FLOW:
-                self._exact[(addr_bytes(r.src), addr_bytes(r.dst), r.sport, r.dport, r.proto)] = r
+                self._exact.append(r)
             elif r.scope is Scope.SRC_PREFIX:
-                self._prefix.append((_net16(r.src), r))
+                self._prefix.append(r)
             else:
-                self._limits[(addr_bytes(r.dst), r.proto, r.dport, r.tcp_flags)] = r
-        self._allow = [_net16(c) for c in self.allow]
-        self._prefix.sort(key=lambda x: -x[0][1])  # longest prefix first
+                self._limits.append(r)
+        # an allowlist entry matches as a source prefix does
+        self._allow = [Rule(Scope.SRC_PREFIX, Action.PASS, src=cidr) for cidr in self.allow]
+        self._prefix.sort(key=lambda r: -ipaddress.ip_network(r.src).prefixlen)  # longest first
 
     def expect(self, f: bytes) -> tuple[set[int], str, Parsed | None]:
         """(verdicts allowed, why, parsed or None): the kernel's answer must be in the set."""
         p = parse(f)
         if isinstance(p, str):
             return {XDP_PASS}, p, None
-        if any(_in(p.saddr, n) for n in self._allow):
+        fields = (addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport, p.proto, p.tcp_flags)
+        if any(a.covers(*fields) for a in self._allow):
             return {XDP_PASS}, "allow", p
-        r = self._exact.get((p.saddr, p.daddr, p.sport, p.dport, p.proto))
-        if r is not None:
-            return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "exact", p
-        for net, r in self._prefix:
-            if _in(p.saddr, net):
-                return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "prefix", p
-        if self._limit(p):
+        for level, rules in (("exact", self._exact), ("prefix", self._prefix)):
+            r = next((r for r in rules if r.covers(*fields)), None)
+            if r is not None:
+                return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, level, p
+        if any(r.covers(*fields) for r in self._limits):
             return {XDP_PASS, XDP_DROP}, "limit", p
         return {XDP_PASS}, "unmatched", p
-
-    def _limit(self, p: Parsed) -> bool:
-        masks = sorted({m for (d, _, _, m) in self._limits if d == p.daddr},
-                       key=lambda m: (-bin(m).count("1"), m))
-        for m in masks:
-            if p.tcp_flags & m != m:
-                continue
-            if (p.daddr, p.proto, p.dport, m) in self._limits or (p.daddr, p.proto, 0, m) in self._limits:
-                return True
-            if m == 0 and (p.daddr, 0, 0, 0) in self._limits:
-                return True
-        return False
-
-
-def _net16(cidr: str) -> tuple[int, int]:
-    net = ipaddress.ip_network(cidr, strict=False)
-    plen = net.prefixlen + (96 if net.version == 4 else 0)
-    return int.from_bytes(addr_bytes(str(net.network_address)), "big"), plen
-
-
-def _in(addr16: bytes, net: tuple[int, int]) -> bool:
-    base, plen = net
-    shift = 128 - plen
-    return (int.from_bytes(addr16, "big") >> shift) == (base >> shift)
 
 
 # --- the program under test ---------------------------------------------------------------
