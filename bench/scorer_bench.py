@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.detection.model import DEFAULT_MODEL  # noqa: E402
 from services.records.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
-from services.wire.topics import ensure_topics  # noqa: E402
+from services.wire.topics import PACKETS, VERDICTS, ensure_topics  # noqa: E402
 from services.detection.features import window_start  # noqa: E402
 from tests.support.scorer_worker import Worker, wait_for  # noqa: E402
 
@@ -114,7 +114,7 @@ async def produce_records(common, records: list[tuple[int, bytes]]) -> None:
                                 max_request_size=4 << 20)
     await producer.start()
     try:
-        topic = common.topic("packets")
+        topic = common.topic(PACKETS)
         for part, data in records:
             await producer.send(topic, data, partition=part)
         await producer.flush()
@@ -237,7 +237,7 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     rng = random.Random(3)
     try:
         await wait_for(lambda: (w.health() or {}).get("packets_partitions"), 90, "the worker")
-        async with TopicReader(common, "verdicts") as verdicts:
+        async with TopicReader(common, VERDICTS) as verdicts:
             for run in range(runs):
                 victim = f"10.77.{run}.1"
                 await asyncio.sleep(rng.uniform(1.0, 2.0))  # attacks start anywhere in a window
@@ -252,7 +252,7 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
                     for p in batch:
                         parts.setdefault(source_partition(p, common.packets_partitions), []).append(p)
                     for part, ps in parts.items():
-                        await producer.send(common.topic("packets"), encode_packets(ps), partition=part)
+                        await producer.send(common.topic(PACKETS), encode_packets(ps), partition=part)
                     await asyncio.sleep(0.01)
                     for raw in verdicts.values:
                         if decode_verdict(raw).rule.dst == victim:

@@ -9,7 +9,7 @@ from services.capture.publisher import Publisher, default_producer
 from services.wire.kafka import client_options
 from services.records.packet import Packet
 from services.wire.partition import source_partition
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
 from tests.support.kafka_io import consume_all
 from tests.support.services import free_port
 
@@ -94,7 +94,7 @@ async def test_fewer_topic_partitions_than_configured_is_reported_and_buffered(b
     fail, so the publisher says so in one error and buffers instead of spinning on its client."""
     from services.wire.topics import TopicSpec
 
-    await ensure_topics(broker, [TopicSpec(broker.topic("packets"), 2, 1)])
+    await ensure_topics(broker, [TopicSpec(broker.topic(PACKETS), 2, 1)])
     pub = Publisher(broker, partitions=4, buffer_events=1000, batch_events=100)
     await pub.start()
     try:

@@ -11,7 +11,7 @@ import uuid
 from services.capture.publisher import Publisher
 from services.records.packet import Packet
 from services.common.settings import load_common
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
 from tests.support.kafka_io import read_topic
 
 
@@ -62,7 +62,7 @@ async def test_rel_broker_stopped_and_killed_while_publishing_loses_nothing(priv
     assert timeline["buffered_while_down"] > 0, "the outage was not noticed"
     st = pub.stats
     assert st.refused_full == 0 and st.accepted == sent == pub.next_seq
-    got = await read_topic(common, common.topic("packets"))
+    got = await read_topic(common, common.topic(PACKETS))
     counts = collections.Counter(p.seq for p in got)
     missing = set(range(sent)) - set(counts)
     dups = {s: c for s, c in counts.items() if c > 1}

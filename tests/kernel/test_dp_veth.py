@@ -183,7 +183,7 @@ def test_monitor_writes_seed_format_lines_and_stops_on_sigterm(node, tmp_path):
     e = udp[0]
     assert list(e) == ["src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", "len", "timestamp"]
     assert (e["src_ip"], e["dst_ip"], e["tcp_flags"], e["len"]) == (p.ip_a, p.ip_b, 0, 14 + 20 + 8 + 20)
-    assert 0 < time.monotonic_ns() - e["timestamp"] < 30e9  # ns since boot, like the seed
+    assert 0 < time.monotonic_ns() - e["timestamp"] < 30e9  # ns since boot, like the original tool
 
 
 def test_status_and_unload_remove_pins_when_nothing_is_attached(node):  # last: it unloads

@@ -12,7 +12,7 @@ import time
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
 from tests.support.kafka_io import read_topic
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
@@ -109,7 +109,7 @@ def test_rel_capture_overload_raises_sampling_counts_losses_and_recovers(broker,
         assert metric(end, "xdpguard_capture_events_read_total") + metric(
             end, "xdpguard_capture_ring_lost_total") <= kernel["events"] + kernel["events_lost"]
         assert cap.stop() == 0, cap.log()
-        got = asyncio.run(read_topic(broker, broker.topic("packets")))
+        got = asyncio.run(read_topic(broker, broker.topic(PACKETS)))
         assert sorted(p.seq for p in got) == list(range(int(accepted)))  # no gap, no duplicate
         assert max(p.sample_rate for p in got) >= 8, "events do not say the rate in force"
         print(f"\noverload: {flood.runs} runs, rates {sorted(set(rates))}, lost {lost(end):.0f}, "

@@ -12,7 +12,7 @@ import uuid
 from services.dataplane import bpfsys, loader
 from services.records.rules import Action, Rule, Scope
 from services.common.settings import load_common
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
 from tests.support.enforcer_proc import installed, verdict
 from tests.support.kafka_io import publish, read_topic
 from tests.support.services import (Service, common_env, free_port, http_get, metric, wait_healthy,
@@ -84,7 +84,7 @@ def test_rel_capture_and_enforcer_ride_out_a_broker_crash(private_broker, pin_di
         wait_until(lambda: second.key() in installed(pin_dir), timeout=60,
                  what="the enforcer to apply a verdict after the crash")
         assert cap.stop() == 0, cap.log()
-        got = asyncio.run(read_topic(common, common.topic("packets")))
+        got = asyncio.run(read_topic(common, common.topic(PACKETS)))
         seqs = collections.Counter(p.seq for p in got)
         assert set(seqs) == set(range(max(seqs) + 1)), "a sequence gap"
         assert len(seqs) >= 3000

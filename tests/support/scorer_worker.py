@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.wire.partition import source_partition
 from services.wire.kafka import client_options
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
 from services.common.settings import CommonSettings
 from tests.support.packet_records import encode_packets
 from tests.support.services import ROOT, free_port, metric
@@ -93,7 +93,7 @@ async def produce_packets(common: CommonSettings, packets, batch: int = 200, raw
     producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=5)
     await producer.start()
     try:
-        topic = common.topic("packets")
+        topic = common.topic(PACKETS)
         for data in raw:
             await producer.send(topic, data, partition=0)
         for part, pkts in by_part.items():

@@ -13,7 +13,7 @@ from services.detection.model import load_model
 from services.records.packet import Packet
 from services.offline.replay import Pipeline
 from services.records.rules import Scope
-from services.scorer.scoring import Policy, score_windows, verdicts_for
+from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
 from tests.support.scorer_stages import T0, run_stages
 
 VICTIM, ATTACKER, PINGER, WEB = "10.251.93.2", "10.251.93.66", "10.251.93.10", "10.251.93.11"
@@ -72,7 +72,7 @@ def test_scorer_blocks_the_flooder_and_never_its_victims_clients(detector):
     verdicts = []
     for w, (scores, own) in zip(closed, score_windows(detector, closed)):
         verdicts += verdicts_for(w, scores, threshold=detector.threshold,
-                                 model_id=detector.model_id, policy=Policy(),
+                                 model_id=detector.model_id, policy=VerdictPolicy(),
                                  wide_threshold=detector.wide_threshold, own=own)
     assert (Scope.SRC_PREFIX, f"{ATTACKER}/32") in _rules(verdicts)
     blocked = [v for v in verdicts if v.rule.src.split("/")[0] in BENIGN]

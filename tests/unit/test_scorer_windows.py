@@ -7,7 +7,7 @@ import numpy as np
 from services.wire.codec import decode_packet_columns
 from services.detection.features import SourceHorizon, WindowState, window_start
 from services.records.verdict import ALL_NODES
-from services.scorer.scoring import Policy, score_batch, verdicts_for
+from services.scorer.scoring import VerdictPolicy, score_batch, verdicts_for
 from services.scorer.windows import DstPartition, SourcePartition
 from tests.support.packet_records import encode_packets
 from tests.support.scorer_stages import T0, W, Clock, run_stages
@@ -136,14 +136,14 @@ def test_flood_gives_one_limit_verdict_and_benign_none():
     closed = [w for w in run_stages(packets) if w.rows]
     scores = score_batch(FakeDetector(), closed)
     verdicts = [v for w, s in zip(closed, scores)
-                for v in verdicts_for(w, s, threshold=0.5, model_id="fake", policy=Policy())]
+                for v in verdicts_for(w, s, threshold=0.5, model_id="fake", policy=VerdictPolicy())]
     assert [(v.rule.scope.value, v.rule.dst, v.rule.tcp_flags, v.node) for v in verdicts] == \
         [("dst_limit", "10.99.0.10", 2, ALL_NODES)]
     v = verdicts[0]
     assert v.rule.expires_ns - v.rule.created_ns == 600 * 10**9 and "flood" in v.reason
     passes = [v for w, s in zip(closed, scores)
               for v in verdicts_for(w, s, threshold=0.5, model_id="fake",
-                                    policy=Policy(emit_pass=True, pass_ttl_s=5))]
+                                    policy=VerdictPolicy(emit_pass=True, pass_ttl_s=5))]
     n_benign = sum(1 for w in closed for k in w.keys if k[1] != "10.99.0.10")
     assert sum(v.rule.action.value == "pass" for v in passes) == n_benign
 
