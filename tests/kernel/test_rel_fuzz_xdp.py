@@ -8,18 +8,9 @@ import os
 
 import pytest
 
-from tests.support import caps
-from tests.support.xdpfuzz import XDP_DROP, Frames, FuzzEnv, run_fuzz
+from tests.support.xdpfuzz import XDP_DROP, Frames, run_fuzz
 
 FRAMES = int(os.environ.get("XDPGUARD_FUZZ_FRAMES", "6000"))
-
-
-@pytest.fixture(scope="module")
-def fuzz_env():
-    caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
-    env = FuzzEnv()
-    yield env
-    env.close()
 
 
 @pytest.mark.parametrize("seed", [1, 2])

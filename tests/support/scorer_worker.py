@@ -19,7 +19,7 @@ from services.wire.kafka import client_options
 from services.wire.topics import PACKETS, ensure_topics
 from services.common.settings import CommonSettings
 from tests.support.packet_records import encode_packets
-from tests.support.services import ROOT, free_port, metric
+from tests.support.services import ROOT, free_port, metric, stop_process
 
 class Worker:
     def __init__(self, common: CommonSettings, model: Path, datadir: Path, name: str,
@@ -51,15 +51,10 @@ class Worker:
             return 0.0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """`sig`, then SIGKILL after `timeout` s; returns the exit status."""
+        rc = stop_process(self.proc, sig, timeout)
         self.log.close()
-        return self.proc.returncode
+        return rc
 
 
 async def start_worker(common: CommonSettings, model: Path, tmp_path: Path, name: str = "w1",
