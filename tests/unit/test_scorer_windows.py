@@ -62,12 +62,19 @@ def test_watermark_closes_only_passed_windows_and_counts_late_events():
     assert part.add(1, decode_packet_columns(encode_packets(late))) == 0 and part.late == len(late)
 
 
-def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
-    clock = Clock()
-    part = SourcePartition(0, W, 0, clock)
+def _window_t0_closed(partition: int, clock: Clock) -> tuple[SourcePartition, list]:
+    """A source partition fed 0.5 s of benign traffic from T0, its window T0 closed for one stage
+    2 partition and sent: (the partition, the window's flow chunks)."""
+    part = SourcePartition(partition, W, 0, clock)
     part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     chunks, _ = part.close(T0, 1)
     part.sent(T0)
+    return part, chunks
+
+
+def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
+    clock = Clock()
+    part, chunks = _window_t0_closed(0, clock)
     dst = DstPartition(0, W, 1, 5.0, clock)
     assert dst.add(chunks[0].key(), chunks[0]) and dst.add(chunks[0].key(), chunks[0])
     assert dst.due() == []
@@ -107,10 +114,7 @@ def test_stage2_does_not_close_windows_because_this_worker_itself_stalled():
     """Every source silent at once means this worker was stalled (a long scoring call on a
     busy CPU), not that every owner died: nothing closes before the marks say so."""
     clock = Clock()
-    src = SourcePartition(1, W, 0, clock)
-    src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
-    chunks, _ = src.close(T0, 1)
-    src.sent(T0)
+    _, chunks = _window_t0_closed(1, clock)
     dst = DstPartition(0, W, 3, 2.0, clock)
     dst.add(chunks[0].key(), chunks[0])
     for p in range(3):
