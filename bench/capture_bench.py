@@ -34,7 +34,7 @@ from services.dataplane import loader  # noqa: E402
 from services.capture.fastring import FastRing  # noqa: E402
 from services.dataplane.ringbuf import RingReader  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
-from services.wire.topics import ensure_topics  # noqa: E402
+from services.wire.topics import PACKETS, ensure_topics  # noqa: E402
 
 DRIVER = r"""
 import os, sys, time
@@ -201,7 +201,7 @@ def main() -> int:
                           tmp / "payloads")
         driver.terminate()
         driver.wait()
-        kcat = kcat_rate(common, common.topic("packets"), tmp / "payloads", n, args)
+        kcat = kcat_rate(common, common.topic(PACKETS), tmp / "payloads", n, args)
     finally:
         if driver.poll() is None:
             driver.terminate()

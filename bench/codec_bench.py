@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Packet codec speed on one core: events/s encoded and decoded per record size.
+"""Packet codec speed on one core: events/s encoded and decoded per record size. Encoding is the
+reference encoder from Packet objects (tests/support/packet_records.py); the capture encodes
+numpy rows instead (bench/capture_bench.py measures that path).
 
 examples:
   .venv/bin/python bench/codec_bench.py
@@ -14,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.wire.codec import decode_packet_columns, decode_packets, encode_packets  # noqa: E402
+from services.wire.codec import decode_packet_columns, decode_packets  # noqa: E402
 from services.records.packet import Packet  # noqa: E402
+from tests.support.packet_records import encode_packets  # noqa: E402
 
 
 def rate(fn, items, n_events: int, repeat: int = 3) -> float:

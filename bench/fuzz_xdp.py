@@ -22,8 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.kernel.test_rel_fuzz_xdp import FuzzEnv, run_fuzz  # noqa: E402
-from tests.support.xdpfuzz import Frames  # noqa: E402
+from tests.support.xdpfuzz import Frames, FuzzEnv, run_fuzz  # noqa: E402
 
 
 def main() -> int:

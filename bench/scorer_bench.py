@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.detection.model import DEFAULT_MODEL  # noqa: E402
 from services.records.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
-from services.wire.topics import ensure_topics  # noqa: E402
+from services.wire.topics import PACKETS, VERDICTS, ensure_topics  # noqa: E402
 from services.detection.features import window_start  # noqa: E402
 from tests.support.scorer_worker import Worker, wait_for  # noqa: E402
 
@@ -79,12 +79,13 @@ def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> l
 
 def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[tuple[int, bytes]]:
     """Capture's format: per-partition micro-batches, in time order."""
-    from services.wire.codec import encode_packets, partition_for
+    from services.wire.partition import source_partition
+    from tests.support.packet_records import encode_packets
 
     pending: dict[int, list[Packet]] = {}
     out = []
     for p in packets:
-        part = partition_for(p, partitions)
+        part = source_partition(p, partitions)
         buf = pending.setdefault(part, [])
         buf.append(p)
         if len(buf) >= batch:
@@ -113,7 +114,7 @@ async def produce_records(common, records: list[tuple[int, bytes]]) -> None:
                                 max_request_size=4 << 20)
     await producer.start()
     try:
-        topic = common.topic("packets")
+        topic = common.topic(PACKETS)
         for part, data in records:
             await producer.send(topic, data, partition=part)
         await producer.flush()
@@ -221,7 +222,9 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     """Real time: a spoofed SYN flood (2,000 pps in 10 ms micro-batches, timestamps = now) against
     a new victim each run; seconds from its first packet to the first verdict naming the victim."""
     from aiokafka import AIOKafkaProducer
-    from services.wire.codec import decode_verdict, encode_packets, partition_for
+    from services.wire.codec import decode_verdict
+    from services.wire.partition import source_partition
+    from tests.support.packet_records import encode_packets
     from services.wire.kafka import client_options
     from tests.support.scorer_worker import TopicReader
 
@@ -234,7 +237,7 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     rng = random.Random(3)
     try:
         await wait_for(lambda: (w.health() or {}).get("packets_partitions"), 90, "the worker")
-        async with TopicReader(common, "verdicts") as verdicts:
+        async with TopicReader(common, VERDICTS) as verdicts:
             for run in range(runs):
                 victim = f"10.77.{run}.1"
                 await asyncio.sleep(rng.uniform(1.0, 2.0))  # attacks start anywhere in a window
@@ -247,9 +250,9 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
                     seq += 20
                     parts: dict[int, list] = {}
                     for p in batch:
-                        parts.setdefault(partition_for(p, common.packets_partitions), []).append(p)
+                        parts.setdefault(source_partition(p, common.packets_partitions), []).append(p)
                     for part, ps in parts.items():
-                        await producer.send(common.topic("packets"), encode_packets(ps), partition=part)
+                        await producer.send(common.topic(PACKETS), encode_packets(ps), partition=part)
                     await asyncio.sleep(0.01)
                     for raw in verdicts.values:
                         if decode_verdict(raw).rule.dst == victim:

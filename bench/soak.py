@@ -127,15 +127,16 @@ def drain(stack: Stack, quiet_s: float = 5.0, limit_s: float = 90.0) -> None:
         time.sleep(0.5)
 
 
-def covers_client(rule) -> bool:
-    """Whether a rule listed for the client's address matches its traffic: a destination limit
-    on the victim only does when its protocol and port fit the pings (ICMP) or the fetches (TCP
-    to WEB_PORT; any flag mask does, a connection starts with a SYN)."""
+def covers_client(rule, client: str) -> bool:
+    """Whether a rule listed for the client's address (Stack.rules_hitting) matches its traffic:
+    source and flow rules on it do; a destination limit on the victim only when it covers one of
+    the client's packets (Rule.covers): an echo request, or a packet of a fetch from WEB_PORT
+    (SYN, ACK, PSH+ACK, FIN+ACK from an ephemeral port)."""
     if rule.scope.value != "dst_limit":
         return True
-    if rule.proto in (0, PROTO_ICMP):
-        return True
-    return rule.proto == PROTO_TCP and rule.dport in (0, WEB_PORT)
+    packets = [(0, 0, PROTO_ICMP, 0)] + [(40000, WEB_PORT, PROTO_TCP, flags)
+                                         for flags in (0x02, 0x10, 0x18, 0x11)]
+    return any(rule.covers(client, rule.dst, *p) for p in packets)
 
 
 def main() -> int:
@@ -195,7 +196,7 @@ def main() -> int:
         drain(stack)
         benign_rules = [{"rule": r.rule.key(), "origin": r.rule.origin.value, "hits": r.hits,
                          "dropped": r.dropped} for r in stack.rules_hitting(stack.topo.client_ip)
-                        if covers_client(r.rule)]
+                        if covers_client(r.rule, stack.topo.client_ip)]
         end = snapshot(stack)
         samples.append(end)
         c = counters(stack)

@@ -5,7 +5,7 @@ array (epoch time, sequence number, sampling rate added), are split by partition
 sort, and each chunk of up to `batch` events is encoded straight into the codec's columnar packet
 record (services.wire.codec, schema v1: little-endian typed columns, raw 4/16-byte addresses).
 tests/unit/test_capture_columns.py checks that codec.decode_packet_columns reads it back and that
-partitions match codec.partition_for.
+partitions match services.wire.partition.source_partition.
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import ipaddress
 
 import msgpack
 import numpy as np
-from aiokafka.partitioner import murmur2
-
 from services.wire import codec
+from services.wire.partition import key_partition
 from services.records.packet import Packet
 
 CHUNK = np.dtype([("ts", "<u8"), ("seq", "<u8"), ("sport", "<u2"), ("dport", "<u2"),
@@ -24,7 +23,7 @@ CHUNK = np.dtype([("ts", "<u8"), ("seq", "<u8"), ("sport", "<u2"), ("dport", "<u
 _V4_PREFIX = np.array([0] * 10 + [0xFF, 0xFF], dtype=np.uint8)
 _COLUMNS = (("ts", "ts"), ("seq", "seq"), ("sp", "sport"), ("dp", "dport"), ("pr", "proto"),
             ("fl", "tcp_flags"), ("len", "len"), ("if", "ifindex"), ("sr", "sr"))
-_PART_CACHE: dict[tuple[bytes, int], int] = {}
+_V4_MAPPED = _V4_PREFIX.tobytes()
 
 
 def from_records(rec: np.ndarray, offset_ns: int, first_seq: int, sample_rate: int) -> np.ndarray:
@@ -70,15 +69,9 @@ def split_by_partition(c: np.ndarray, partitions: int) -> list[tuple[int, np.nda
 
 
 def _partition(addr16: bytes, partitions: int) -> int:
-    """codec.partition_for of a source address given as 16 bytes (IPv4 mapped)."""
-    part = _PART_CACHE.get((addr16, partitions))
-    if part is None:
-        key = addr16[12:] if addr16[:12] == _V4_PREFIX.tobytes() else addr16
-        part = (murmur2(key) & 0x7FFFFFFF) % partitions
-        if len(_PART_CACHE) >= 65536:
-            _PART_CACHE.clear()
-        _PART_CACHE[(addr16, partitions)] = part
-    return part
+    """partition.source_partition of a source address given as 16 bytes (IPv4 mapped): the
+    key is the packed address, 4 bytes for IPv4."""
+    return key_partition(addr16[12:] if addr16[:12] == _V4_MAPPED else addr16, partitions)
 
 
 def _addresses(a16: np.ndarray) -> list[bytes]:

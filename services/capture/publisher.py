@@ -32,6 +32,7 @@ from services.wire import codec
 from services.wire.kafka import client_options
 from services.records.packet import Packet
 from services.common.settings import CommonSettings
+from services.wire.topics import PACKETS
 
 from . import columns
 
@@ -64,7 +65,7 @@ class Publisher:
                  compression: str = "lz4", request_timeout_ms: int = 10_000,
                  producer_factory: Callable[[], AIOKafkaProducer] | None = None,
                  first_seq: int = 0) -> None:
-        self.topic = common.topic("packets")
+        self.topic = common.topic(PACKETS)
         self.node = common.node_id
         self.partitions = partitions or common.packets_partitions
         self.buffer_events = buffer_events

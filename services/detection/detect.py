@@ -25,7 +25,7 @@ wide threshold too (borderline flows, e.g. a benign client's pings scoring just 
 handshakes) is never blocked, while the flooding / scanning / brute-forcing source, whose own
 aggregate carries the anomaly, still is. Destination limits keep the full score.
 
-`flow_only=True` reproduces the seed's behaviour (exact 5-tuple drops only).
+`flow_only=True` reproduces the original tool's behaviour (exact 5-tuple drops only).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class DetectParams:
     limit_pps: int = 50           # packets/s a flooded destination still gets
     ttl_s: float = 600.0          # rule lifetime (0 = never expires)
     max_rules: int = 512          # per window; the highest scores win
-    flow_only: bool = False       # the seed's method: exact 5-tuples only
+    flow_only: bool = False       # the original tool's method: exact 5-tuples only
 
 
 @dataclass(frozen=True)

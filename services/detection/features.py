@@ -3,7 +3,8 @@
 Four kinds of state; the per-window ones are plain dicts/lists/numbers (JSON- and
 msgpack-serialisable), so a faust table can hold them and a changelog can restore them:
 
-    flow state  (key: directional 5-tuple, per window)  -> the seed's 22 features (`flow_features`)
+    flow state  (key: directional 5-tuple, per window)  -> the original tool's 22 features
+                                                           (`flow_features`, docs/origins.md)
     source agg  (key: source address, per window)       -> SRC_AGG_FEATURES (`agg_features`)
     dest agg    (key: destination address, per window)  -> DST_FEATURES (`agg_features`)
     horizon     (key: source address, last 10 windows)  -> HORIZON_FEATURES (`SourceHorizon`,
@@ -89,7 +90,7 @@ def _linear_count(ones: int) -> float:
     return -SKETCH_BITS * math.log(zeros / SKETCH_BITS)
 
 
-# --- per-flow state and the seed's 22 features ---------------------------------------------------
+# --- per-flow state and the original tool's 22 features (docs/origins.md) --------------------
 
 def window_start(ts_ns: int, width_ns: int) -> int:
     """Start of the tumbling window (event time) that holds `ts_ns`."""
@@ -106,7 +107,7 @@ def flow_update(st: dict, pkt: Packet) -> dict:
     n = max(1, pkt.sample_rate)
     st["packets"] += n
     st["bytes"] += pkt.length * n
-    if pkt.ts_ns > 0:  # the seed ignored timestamps <= 0 for duration
+    if pkt.ts_ns > 0:  # the original tool ignored timestamps <= 0 for duration
         st["first"] = pkt.ts_ns if st["first"] <= 0 else min(st["first"], pkt.ts_ns)
         st["last"] = max(st["last"], pkt.ts_ns)
     st["flags"] |= pkt.tcp_flags
@@ -122,14 +123,15 @@ def flow_merge(a: dict, b: dict) -> dict:
 
 
 def flow_duration(st: dict) -> float:
-    """Seconds from first to last packet; 0 becomes 0.001 as in the seed."""
+    """Seconds from first to last packet; 0 becomes 0.001 as in the original tool."""
     d = max(0, st["last"] - st["first"]) / 1e9
     return d if d != 0 else 0.001
 
 
 def flow_features(st: dict) -> list[float]:
-    """The seed's 22 features in SEED_FEATURES order (DESIGN.md): bps = bytes/packet (as the seed
-    trained), pps = packets/max(duration, 1e-3), log_* = log1p, flags only for TCP."""
+    """The original tool's 22 features in SEED_FEATURES order (docs/origins.md): bps =
+    bytes/packet (as it trained), pps = packets/max(duration, 1e-3), log_* = log1p, flags only
+    for TCP."""
     duration = flow_duration(st)
     packets, nbytes, proto = st["packets"], st["bytes"], st["proto"]
     flags = st["flags"] if proto == PROTO_TCP else 0
@@ -145,7 +147,7 @@ def flow_features(st: dict) -> list[float]:
 
 
 def seed_display_features(st: dict) -> dict:
-    """The five values the seed's analyzer printed and wrote to ml_firewall_commands.json. Its
+    """The five values the original tool's analyzer printed and wrote to ml_firewall_commands.json. Its
     `bps` there is bytes/duration (unlike the trained bytes/packet): kept for output parity only."""
     duration = flow_duration(st)
     return {"duration": duration, "packets": st["packets"], "bytes": st["bytes"],

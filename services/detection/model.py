@@ -86,9 +86,6 @@ class Detector:
             return np.zeros(0)
         return self.score(rows[:, self._cols])
 
-    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) >= self.threshold
-
 
 def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
                feature_names: Sequence[str], wide_threshold: float | None = None,

@@ -17,6 +17,7 @@ from services.common.errors import DecodeError
 from services.wire.kafka import client_options
 from services.records.rules import Rule
 from services.common.settings import CommonSettings
+from services.wire.topics import RULES
 
 log = logging.getLogger("xdpguard.enforcer.rules")
 
@@ -24,7 +25,7 @@ log = logging.getLogger("xdpguard.enforcer.rules")
 class RulesLog:
     def __init__(self, common: CommonSettings) -> None:
         self.common = common
-        self.topic = common.topic("rules")
+        self.topic = common.topic(RULES)
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -62,7 +63,7 @@ async def read_rules(common: CommonSettings, node: str | None = None, timeout: f
     """Latest record of every key in the rules topic (tombstoned keys left out), optionally only
     those written by `node`; plus the number of undecodable records skipped (each appended to
     `bad_records` as (partition, offset, reason, key, value) if a list is given)."""
-    topic = common.topic("rules")
+    topic = common.topic(RULES)
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()

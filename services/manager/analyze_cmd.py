@@ -1,13 +1,15 @@
-"""`xdpguard analyze`: the seed's offline analyzer (import_firewall_rules.py), with xdpguard's model.
+"""`xdpguard analyze`: the original tool's offline analyzer (import_firewall_rules.py, see
+docs/origins.md), with xdpguard's model.
 
-Reads a seed JSON log, aggregates 5-tuple flows over the whole log (the seed's order: first
-appearance), runs the log through the live windowing/scoring/detection (services.offline.replay)
-and prints the seed's per-flow line. Score: xdpguard's sign, HIGHER = MORE anomalous (the seed
-printed decision_function, lower = anomalous); a flow's score is its highest over its windows.
-Writes the seed's commands file shape (`cmd, fields, features, ml_score, ml_label, action`,
-`result` when applied) plus `rule` and `reason`. `--apply` adds the model's rules (drop/limit,
-with TTL) through services.dataplane.datapath, never a shell; PASS entries are written but not
-applied: a pass rule per normal flow allow-listed it forever (a seed weakness, DESIGN.md).
+Reads a JSON-lines log in the original tool's format, aggregates 5-tuple flows over the whole log
+(its order: first appearance), runs the log through the live windowing/scoring/detection
+(services.offline.replay) and prints the original tool's per-flow line. Score: xdpguard's sign,
+HIGHER = MORE anomalous (the original tool printed decision_function, lower = anomalous); a
+flow's score is its highest over its windows. Writes the original tool's commands file shape
+(`cmd, fields, features, ml_score, ml_label, action`, `result` when applied) plus `rule` and
+`reason`. `--apply` adds the model's rules (drop/limit, with TTL) through
+services.dataplane.datapath, never a shell; PASS entries are written but not applied: a pass rule
+per normal flow allow-listed it forever (one of the original tool's weaknesses, docs/origins.md).
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ EPILOG = """examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("analyze", help="score a seed JSON log per flow and write rule commands",
+    p = sub.add_parser("analyze", help="score a JSON-lines log in the original tool's format per flow "
+                       "and write rule commands (docs/origins.md)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--file", "-f", default="firewall_log.json", help="seed JSON-lines log")
+    p.add_argument("--file", "-f", default="firewall_log.json", help="JSON-lines log in the original tool's format")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--manager", "-m", default="xdpguard", help="command named in the cmd lists")
     p.add_argument("--out-file", "-o", default="ml_firewall_commands.json", help="output JSON")
@@ -38,21 +41,6 @@ def register(sub) -> None:
     p.add_argument("--pin-dir", default=None, help="pinned maps (default XDPGUARD_PIN_DIR)")
     p.add_argument("--window", type=float, default=1.0, help="window seconds (default 1)")
     p.set_defaults(func=cmd_analyze)
-
-
-def rule_covers(rule, key: tuple) -> bool:
-    import ipaddress
-
-    from services.records.rules import Scope
-
-    src, dst, sport, dport, proto = key
-    if rule.scope is Scope.FLOW:
-        return (rule.src, rule.dst, rule.sport, rule.dport, rule.proto) == key
-    if rule.scope is Scope.SRC_PREFIX:
-        ip = ipaddress.ip_address(src)
-        net = ipaddress.ip_network(rule.src)
-        return ip.version == net.version and ip in net
-    return rule.dst == dst and rule.proto in (0, proto) and rule.dport in (0, dport)
 
 
 def manager_cmd(manager: str, fields: dict, action: str, sudo: bool) -> list[str]:
@@ -103,7 +91,8 @@ def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
     for k, st in flows.items():
         s = score.get(k, 0.0)
         cover = by_flow.get(k) or by_src.get(k[0]) or next(
-            (sg for sg in by_dst.get(k[1], []) + other if rule_covers(sg.rule, k)), None)
+            (sg for sg in by_dst.get(k[1], []) + other
+             if sg.rule.covers(*k, tcp_flags=st["flags"])), None)
         label = int(s >= detector.threshold and cover is not None)
         out.append({"key": k, "state": st, "score": s, "label": label,
                     "rule": cover.rule if label else None, "reason": cover.reason if label else ""})

@@ -198,8 +198,8 @@ class Stack:
         with Datapath.open(self.pin_dir) as dp:
             for s in dp.rules():
                 r = s.rule
-                if (r.scope is Scope.SRC_PREFIX and ip in ipaddress.ip_network(r.src)) or \
-                        (r.scope is Scope.FLOW and r.src == address) or \
+                if (r.scope is Scope.SRC_PREFIX and r.covers(address, self.topo.victim_ip)) or \
+                        (r.scope is Scope.FLOW and ipaddress.ip_address(r.src) == ip) or \
                         (r.scope is Scope.DST_LIMIT and r.dst == self.topo.victim_ip):
                     out.append(s)
         return out

@@ -1,4 +1,5 @@
-"""`xdpguard evaluate`: replay the test part of labelled captures, ours beside the seed's method."""
+"""`xdpguard evaluate`: replay the test part of labelled captures, ours beside the original tool's
+method (docs/origins.md)."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ EPILOG = """examples:
   xdpguard evaluate --manifest m.csv --out /tmp/eval --model models/site.joblib --reaction 0.2
 Writes DIR/report.md, DIR/report.png and DIR/report.json (`overall`, `by_kind`, `by_file`,
 `merged`, `seed_method`). Only the part of each capture after --train-frac (default: the
-model's own) is replayed; the seed's method is trained on the part before it.
+model's own) is replayed; the original tool's method is trained on the part before it.
 """
 
 
@@ -58,7 +59,7 @@ def cmd_evaluate(args) -> int:
     seed = None
     if not args.no_seed:
         fpr = float(det.meta.get("params", {}).get("target_fpr", 0.005))
-        with task_progress("training the seed method", None):
+        with task_progress("training the original tool's method", None):
             res = T.train([c for c in train if c.label == "benign"], features="seed",
                           target_fpr=fpr, window_s=args.window)
         seed_det = Detector(res.estimator, res.threshold, res.feature_names, "seed-method")  # flow rules only

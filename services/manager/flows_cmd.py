@@ -8,8 +8,9 @@ from services.records.packet import PROTO_NAMES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("flows", help="count packets and unique 5-tuple flows of a seed JSON log")
-    p.add_argument("--file", "-f", default="firewall_log.json", help="seed JSON-lines log")
+    p = sub.add_parser("flows", help="count packets and unique 5-tuple flows of a JSON-lines log "
+                       "in the original tool's format (docs/origins.md)")
+    p.add_argument("--file", "-f", default="firewall_log.json", help="JSON-lines log in the original tool's format")
     p.add_argument("--top", type=int, default=10, help="how many top flows (default 10)")
     p.set_defaults(func=cmd_flows)
 

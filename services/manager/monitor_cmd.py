@@ -1,6 +1,7 @@
-"""`xdpguard monitor`: append sampled unmatched packets to a JSON-lines log in the seed's format.
+"""`xdpguard monitor`: append sampled unmatched packets to a JSON-lines log in the original tool's
+format (docs/origins.md).
 
-One object per line with the seed's keys in the seed's order: src_ip, dst_ip, src_port, dst_port,
+One object per line with its keys in its order: src_ip, dst_ip, src_port, dst_port,
 proto, tcp_flags, len (whole frame), timestamp (ns since boot, the kernel's monotonic clock).
 The first SIGINT/SIGTERM stops after the current poll; lost events are reported on stderr.
 """

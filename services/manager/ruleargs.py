@@ -17,7 +17,7 @@ TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10
 
 
 def add_rule_flags(p, with_action: bool = True) -> None:
-    """The seed's flags plus prefix, limit and TTL (shared by `add` and `del`)."""
+    """The original tool's flags plus prefix, limit and TTL (shared by `add` and `del`)."""
     p.add_argument("--src", help="source address (exact rule)")
     p.add_argument("--dst", help="destination address (exact or limit rule)")
     p.add_argument("--sport", help="source port 0-65535 (exact rule; default 0)")

@@ -101,10 +101,11 @@ async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) 
     from services.wire.codec import decode_verdict
     from services.common.errors import DecodeError
     from services.wire.kafka import client_options
+    from services.wire.topics import VERDICTS
 
     from .kafka_inspect import topic_partitions
 
-    topic = common.topic("verdicts")
+    topic = common.topic(VERDICTS)
     parts = await topic_partitions(common, topic)
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     await consumer.start()

@@ -1,4 +1,5 @@
-"""`xdpguard train`: fit the detector on captures, seed logs or the Kafka packets topic."""
+"""`xdpguard train`: fit the detector on captures, logs in the original tool's format
+(docs/origins.md) or the Kafka packets topic."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--target-fpr", type=float, default=0.005,
                    help="false-positive rate on held-back benign flow-windows (default 0.005)")
     p.add_argument("--features", choices=("full", "seed"), default="full",
-                   help="full (seed 22 + window aggregates) or the seed's 22 only")
+                   help="full (the original tool's 22 + window aggregates) or its 22 "
+                        "only (docs/origins.md)")
     p.add_argument("--window", type=float, default=1.0, help="window seconds (default 1)")
     p.add_argument("--trees", type=int, default=200, help="Isolation Forest trees (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -69,7 +71,7 @@ def collect(args) -> list:
         read = asyncio.run(read_packets(load_common(), _parse_time(args.kafka_from), to_ns))
         print(f"kafka: {read.records} records, {len(read.packets)} packets, "
               f"{read.undecodable} undecodable", file=sys.stderr)
-        captures.append(T.Capture("kafka:packets", "benign", "live", read.packets))
+        captures.append(T.LabelledCapture("kafka:packets", "benign", "live", read.packets))
     if not captures:
         raise ConfigError("nothing to train on: give --manifest, --pcap, --seed-log or --kafka-from")
     return captures

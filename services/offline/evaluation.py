@@ -23,7 +23,7 @@ import numpy as np
 from services.detection.detect import DetectParams
 from services.records.packet import Packet
 from .replay import replay
-from .training import Capture
+from .training import LabelledCapture
 
 METRICS = ("attack_packet_drop_share", "benign_packet_drop_share", "benign_flow_drop_share",
            "roc_auc", "pr_auc", "time_to_first_block_s", "detection_recall", "detection_fpr")
@@ -73,7 +73,7 @@ def _renumber(packets: Sequence[Packet], index: int) -> list[Packet]:
     return [dc_replace(p, src=new(p.src), dst=new(p.dst)) for p in packets]
 
 
-def run_replay(name: str, kind: str, parts: Sequence[Capture], detector, cfg: EvalConfig
+def run_replay(name: str, kind: str, parts: Sequence[LabelledCapture], detector, cfg: EvalConfig
                ) -> ReplayStats:
     """Merge `parts` (shifted to a common start), replay, measure."""
     t0 = 1_700_000_000 * 10**9
@@ -173,7 +173,7 @@ def summarize(stats: Sequence[ReplayStats]) -> dict:
         "counts": dict(c)}
 
 
-def evaluate(test: Sequence[Capture], detector, cfg: EvalConfig = EvalConfig(), *,
+def evaluate(test: Sequence[LabelledCapture], detector, cfg: EvalConfig = EvalConfig(), *,
              progress: Callable[[str], None] | None = None) -> dict:
     """Report dict: `overall`, `by_kind`, `by_file`, `merged`, `timelines`, `roc` (curve points)."""
     benign = [c for c in test if c.label == "benign" and c.packets]

@@ -48,8 +48,9 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
     from services.wire.codec import decode_packets
     from services.common.errors import DecodeError
     from services.wire.kafka import client_options, stop_quietly
+    from services.wire.topics import PACKETS
 
-    topic = topic or common.topic("packets")
+    topic = topic or common.topic(PACKETS)
     out = TopicRead()
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(common))
     try:

@@ -5,9 +5,10 @@ scores -> rule suggestions; plus a simulated data plane that enforces those rule
 order, a window closes when a packet of a later window arrives (or on `flush`). A late packet
 (older than the open window) is counted into the open window, as a grace-less stream would.
 
-`Enforcer` is the data plane as DESIGN.md ("Rules") specifies it, in Python: precedence exact
-flow > source prefix > destination limit > pass; a rule is active from its activation time; a
-destination limit lets `rate_pps` matching packets through per second and drops the excess.
+`SimulatedDataPlane` is the data plane of docs/dataplane.md in Python: precedence exact flow >
+source prefix > destination limit > pass, matching by `Rule.covers`; a rule is active from its
+activation time; a destination limit lets `rate_pps` matching packets through per second and
+drops the excess.
 Flow and source rules also match the REVERSE direction (replies to a blocked peer): on a real
 host the XDP program drops the request, so the reply is never sent; replaying a two-way capture
 must not count those replies as "got through".
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -86,13 +88,16 @@ class Pipeline:
         return WindowResult(win.start_ns, end, win, keys, X, scores, sugg)
 
 
-class Enforcer:
-    """Simulated XDP rule maps. `install(rule, active_ns)`; `verdict(pkt) -> True if dropped`."""
+class SimulatedDataPlane:
+    """Simulated XDP rule maps: `install(rule, active_ns)`; `verdict(pkt)` -> True if dropped.
+
+    Whether a rule matches a packet is `Rule.covers` (the kernel's matching); the indexes below
+    only pick the few rules worth asking, so a replay of millions of packets stays fast."""
 
     def __init__(self) -> None:
-        self.flows: dict[tuple, int] = {}             # 5-tuple -> active from (ns)
-        self.srcs: dict[str, int] = {}                # host address (/32, /128) -> active from
-        self.nets: list[tuple] = []                   # (network, active from) for shorter prefixes
+        self.by_addr: dict[str, list[tuple]] = {}     # address -> [(flow rule from it, or host
+        #                                               prefix rule on it, active from ns)]
+        self.nets: list[tuple] = []                   # (shorter prefix rule, active from ns)
         self.limits: dict[str, list] = {}             # dst -> [[rule, active, bucket_s, used]]
         self.keys: set[str] = set()
 
@@ -102,40 +107,28 @@ class Enforcer:
             return False
         self.keys.add(rule.key())
         if rule.scope is Scope.FLOW:
-            self.flows[(rule.src, rule.dst, rule.sport, rule.dport, rule.proto)] = active_ns
+            self.by_addr.setdefault(str(ipaddress.ip_address(rule.src)), []).append((rule, active_ns))
         elif rule.scope is Scope.SRC_PREFIX:
             net = ipaddress.ip_network(rule.src)
             if net.prefixlen == net.max_prefixlen:
-                self.srcs[str(net.network_address)] = active_ns
+                self.by_addr.setdefault(str(net.network_address), []).append((rule, active_ns))
             else:
-                self.nets.append((net, active_ns))
+                self.nets.append((rule, active_ns))
         else:
             self.limits.setdefault(rule.dst, []).append([rule, active_ns, -1, 0])
         return True
 
-    def _src_blocked(self, addr: str, ts: int) -> bool:
-        t = self.srcs.get(addr)
-        if t is not None and ts >= t:
-            return True
-        if self.nets:
-            ip = ipaddress.ip_address(addr)
-            return any(ts >= t and ip.version == n.version and ip in n for n, t in self.nets)
-        return False
-
     def verdict(self, pkt: Packet) -> bool:
         ts = pkt.ts_ns
-        key = pkt.flow_key()
-        for k in (key, (key[1], key[0], key[3], key[2], key[4])):
-            t = self.flows.get(k)
-            if t is not None and ts >= t:
+        fwd = (pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.proto)
+        rev = (pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.proto)
+        for rule, active in chain(self.by_addr.get(pkt.src, ()), self.by_addr.get(pkt.dst, ()),
+                                  self.nets):
+            if ts >= active and (rule.covers(*fwd) or rule.covers(*rev)):
                 return True
-        if self._src_blocked(pkt.src, ts) or self._src_blocked(pkt.dst, ts):
-            return True
         for lim in self.limits.get(pkt.dst, ()):
             rule, active, bucket, used = lim
-            if ts < active or (rule.proto and rule.proto != pkt.proto):
-                continue
-            if (rule.dport and rule.dport != pkt.dport) or (pkt.tcp_flags & rule.tcp_flags) != rule.tcp_flags:
+            if ts < active or not rule.covers(*fwd, tcp_flags=pkt.tcp_flags):
                 continue
             sec = ts // 1_000_000_000
             if sec != bucket:
@@ -158,7 +151,7 @@ def replay(packets: list[Packet], detector, *, window_s: float = 1.0, reaction_s
     suggested for a window becomes active `reaction_s` after that window's end. Dropped packets
     never reach the pipeline (XDP drops them before sampling)."""
     pipe = Pipeline(detector, window_s=window_s, params=params)
-    enf = Enforcer()
+    enf = SimulatedDataPlane()
     react = int(reaction_s * 1e9)
     dropped = np.zeros(len(packets), dtype=bool)
     windows: list[WindowResult] = []

@@ -1,4 +1,5 @@
-"""Evaluation reports: DIR/report.json, DIR/report.md, DIR/report.png (ours beside the seed's)."""
+"""Evaluation reports: DIR/report.json, DIR/report.md, DIR/report.png (ours beside the original
+tool's method, the "seed method" column: docs/origins.md)."""
 from __future__ import annotations
 
 import json

@@ -1,10 +1,11 @@
-"""The seed's JSON-lines packet log (`firewall_log.json`) and commands file (I/O adapter).
+"""The original tool's JSON-lines packet log (`firewall_log.json`, format in docs/origins.md) and
+commands file (I/O adapter).
 
 Log lines: `{"src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", "len",
 "timestamp"}`; `len` is the whole frame incl. Ethernet, `timestamp` nanoseconds since boot (so
 not epoch: Packet.ts_ns then holds boot-time ns, which only matters for differences).
-Missing fields get the seed's defaults (ports/proto/flags 0, len 64); undecodable lines are
-skipped and counted, as the seed did.
+Missing fields get the original tool's defaults (ports/proto/flags 0, len 64); undecodable lines
+are skipped and counted, as the original tool did.
 """
 from __future__ import annotations
 

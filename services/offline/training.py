@@ -31,16 +31,18 @@ FEATURE_SETS = {"full": FEATURE_NAMES, "seed": SEED_FEATURES}
 
 
 @dataclass
-class Capture:
+class LabelledCapture:
+    """One capture's packets in time order with its label ("benign"/"attack") and kind (e.g.
+    "syn_flood"), read from a pcap, a log in the original tool's format or the packets topic."""
     name: str
     label: str          # "benign" or "attack"
     kind: str
     packets: list[Packet] = field(default_factory=list)
 
-    def split(self, train_frac: float) -> tuple["Capture", "Capture"]:
+    def split(self, train_frac: float) -> tuple["LabelledCapture", "LabelledCapture"]:
         n = int(round(len(self.packets) * train_frac))
-        return (Capture(self.name, self.label, self.kind, self.packets[:n]),
-                Capture(self.name, self.label, self.kind, self.packets[n:]))
+        return (LabelledCapture(self.name, self.label, self.kind, self.packets[:n]),
+                LabelledCapture(self.name, self.label, self.kind, self.packets[n:]))
 
 
 def sort_packets(packets: list[Packet]) -> list[Packet]:
@@ -66,7 +68,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def load_manifest(path: str | os.PathLike, *, progress: Callable[[str], None] | None = None
-                  ) -> list[Capture]:
+                  ) -> list[LabelledCapture]:
     from .pcap import read_pcap
 
     base = Path(path).resolve().parent
@@ -74,19 +76,19 @@ def load_manifest(path: str | os.PathLike, *, progress: Callable[[str], None] | 
     for r in read_manifest(path):
         if progress:
             progress(r["file"])
-        out.append(Capture(r["file"], r["label"], r["kind"], sort_packets(read_pcap(base / r["file"]))))
+        out.append(LabelledCapture(r["file"], r["label"], r["kind"], sort_packets(read_pcap(base / r["file"]))))
     return out
 
 
-def load_files(paths: Sequence[str], label: str = "benign", kind: str = "unlabelled") -> list[Capture]:
-    """pcap/pcapng files, or seed JSON logs (*.json / *.jsonl), as captures."""
+def load_files(paths: Sequence[str], label: str = "benign", kind: str = "unlabelled") -> list[LabelledCapture]:
+    """pcap/pcapng files, or JSON-lines logs in the original tool's format (*.json / *.jsonl), as captures."""
     from .pcap import read_pcap
     from .seedlog import read_log
 
     out = []
     for p in paths:
         pk = read_log(p).packets if p.endswith((".json", ".jsonl")) else read_pcap(p)
-        out.append(Capture(os.path.basename(p), label, kind, sort_packets(pk)))
+        out.append(LabelledCapture(os.path.basename(p), label, kind, sort_packets(pk)))
     return out
 
 
@@ -96,7 +98,7 @@ def window_rows(packets: Iterable[Packet], window_s: float = 1.0) -> np.ndarray:
     return np.vstack(parts) if parts else np.zeros((0, len(FEATURE_NAMES)))
 
 
-def data_digest(captures: Sequence[Capture]) -> str:
+def data_digest(captures: Sequence[LabelledCapture]) -> str:
     h = hashlib.sha256()
     for c in captures:
         h.update(f"{c.name}|{c.label}|{len(c.packets)}\n".encode())
@@ -131,10 +133,10 @@ class TrainResult:
     params: dict
 
 
-def train(benign: Sequence[Capture], *, features: str = "full", target_fpr: float = 0.005,
+def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_fpr: float = 0.005,
           calib_frac: float = 0.3, window_s: float = 1.0, n_estimators: int = 200,
           max_samples: int = 256, seed: int = 0, gain: float = 0.5, wide_fpr: float = 0.0,
-          attack: Sequence[Capture] = ()) -> TrainResult:
+          attack: Sequence[LabelledCapture] = ()) -> TrainResult:
     """Fit on benign rows, calibrate the threshold on held-back benign rows. `attack` captures
     (training parts only) are scored for the training-time metrics, never fitted."""
     names = FEATURE_SETS[features]

@@ -34,5 +34,5 @@ class Packet:
     seq: int = 0          # per-node sequence number (loss is measurable end to end)
 
     def flow_key(self) -> tuple[str, str, int, int, int]:
-        """Directional 5-tuple, as the seed aggregated flows."""
+        """Directional 5-tuple, as the original tool aggregated flows."""
         return (self.src, self.dst, self.sport, self.dport, self.proto)

@@ -1,4 +1,5 @@
-"""The rule model of DESIGN.md ("Rules"), shared by CLI, scorer verdicts, enforcer and evaluation.
+"""The rule model, shared by CLI, scorer verdicts, enforcer and evaluation (kernel semantics:
+docs/dataplane.md).
 
 A rule has a scope (exact 5-tuple flow, source prefix, destination rate limit), an action, an
 origin, a creation time and an optional expiry. Times are Unix epoch nanoseconds so a rule means
@@ -11,6 +12,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
+from functools import lru_cache
+
+from services.records.packet import PROTO_TCP
 
 
 class Scope(str, Enum):
@@ -78,6 +82,26 @@ class Rule:
             return f"src/{self.src}"
         return f"limit/{self.proto}/{self.dst}/{self.dport}/{self.tcp_flags}"
 
+    def covers(self, src: str, dst: str, sport: int = 0, dport: int = 0, proto: int = 0,
+               tcp_flags: int = 0) -> bool:
+        """Whether this rule matches a packet with these fields, as the XDP program matches
+        (docs/dataplane.md, "Match"); addresses are IPv4/IPv6 text, ports 0 where the protocol has
+        none (ICMP, later fragments). FLOW: the exact 5-tuple. SRC_PREFIX: the source is in the
+        prefix (same family). DST_LIMIT: the destination, the protocol (0 = any), the port (0 =
+        any) and every bit of the flag mask among `tcp_flags`; a mask without a protocol means
+        TCP, as the maps store it. Neither the action nor the time (expiry) is looked at: whoever
+        asks applies precedence and expiry. ValueError if an address is not one."""
+        if self.scope is Scope.FLOW:
+            return (self.sport, self.dport, self.proto) == (sport, dport, proto) and \
+                _address(self.src) == _address(src) and _address(self.dst) == _address(dst)
+        if self.scope is Scope.SRC_PREFIX:
+            ip, net = _address(src), _network(self.src)
+            return ip.version == net.version and ip in net
+        rule_proto = self.proto or (PROTO_TCP if self.tcp_flags else 0)
+        return (rule_proto in (0, proto) and self.dport in (0, dport)
+                and tcp_flags & self.tcp_flags == self.tcp_flags
+                and _address(self.dst) == _address(dst))
+
     def expired(self, now_ns: int) -> bool:
         return self.expires_ns != 0 and now_ns >= self.expires_ns
 
@@ -94,3 +118,13 @@ class Rule:
     def from_dict(cls, d: dict) -> "Rule":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}  # tolerate unknown fields
         return cls(**known)
+
+
+@lru_cache(maxsize=1 << 16)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+@lru_cache(maxsize=1 << 12)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr, strict=False)

@@ -15,7 +15,7 @@ from services.detection.model import load_model
 from services.common.settings import load_common
 
 from .app import create_app, ensure_scorer_topics
-from .scoring import Policy
+from .scoring import VerdictPolicy
 from .settings import load_scorer
 
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         s, common = load_scorer(), load_common()
         detector = load_model(s.model)
-        policy = Policy(
+        policy = VerdictPolicy(
             params=DetectParams(spoof_min_sources=s.spoof_min_sources, limit_pps=s.limit_pps,
                                 ttl_s=s.verdict_ttl_s),
             emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)

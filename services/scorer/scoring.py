@@ -20,11 +20,18 @@ from .windows import ClosedWindow
 
 
 @dataclass(frozen=True)
-class Policy:
+class VerdictPolicy:
+    """How the scorer turns suggestions into verdicts: detection parameters (`params`), whether
+    flows below the threshold get pass verdicts (`emit_pass`, with a TTL of `pass_ttl_s`
+    seconds), and whether exact-flow verdicts go to the capturing node only (`target_origin`)."""
     params: DetectParams = field(default_factory=DetectParams)
     emit_pass: bool = False      # pass verdicts for flows below threshold
     pass_ttl_s: float = 60.0
     target_origin: bool = False  # exact-flow verdicts go to the capturing node only
+
+
+# services/scorer/app.py still imports the old name; it goes when app.py follows (issue 11).
+Policy = VerdictPolicy
 
 
 def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
@@ -64,7 +71,7 @@ def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[tuple[np.nd
 
 
 def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
-                 policy: Policy, now_ns: int | None = None, wide_threshold: float | None = None,
+                 policy: VerdictPolicy, now_ns: int | None = None, wide_threshold: float | None = None,
                  own: np.ndarray | None = None) -> list[Verdict]:
     """Verdicts of one scored window. `wide_threshold` gates source/destination-wide rules
     (the model's, see detect.suggest); `own` are the own-evidence scores (`own_batch`)."""

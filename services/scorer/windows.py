@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import msgpack
-from aiokafka.partitioner import murmur2
 
-from services.wire.codec import PacketColumns, address_bytes
 from services.common.errors import DecodeError
 from services.detection.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
                                        flow_features, flow_key_text, horizon_count, sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from services.wire.codec import PacketColumns
+from services.wire.partition import address_partition
 
 FLOWS_VERSION = 2  # 2: source features include the horizon
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
@@ -59,10 +59,6 @@ def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
     sketch_add(agg["flows"], flow_key_text(key))
     sketch_add(agg["ports"], f"{proto}/{key[3]}")
     return sketch_add(agg["peers"], peer)
-
-
-def dst_partition(dst: str, num_partitions: int) -> int:
-    return (murmur2(address_bytes(dst)) & 0x7FFFFFFF) % num_partitions
 
 
 @dataclass
@@ -226,7 +222,7 @@ class SourcePartition:
         src_feats = {s: agg_features(a) + hz[s] for s, a in srcs.items()}
         groups: dict[int, list[list]] = {}
         for key, st in flows.items():
-            q = dst_partition(key[1], num_dst_partitions)
+            q = address_partition(key[1], num_dst_partitions)
             groups.setdefault(q, []).append([*key, *st, *src_feats[key[0]]])
         chunks = [FlowChunk(ws, self.partition, q, i // CHUNK_FLOWS, fl[i:i + CHUNK_FLOWS])
                   for q, fl in sorted(groups.items()) for i in range(0, len(fl), CHUNK_FLOWS)]

@@ -8,8 +8,10 @@ wrong-version input; encoders raise ValueError/TypeError on bad arguments (a cal
 
 Packet events are columnar: one record carries 1..MAX_BATCH events bound for one partition,
 numeric columns are little-endian typed arrays (compact, and validated by their width) and
-addresses are raw 4- or 16-byte strings. Records are partitioned by SOURCE address, so every
-event of a flow and every per-source aggregate stays on one partition.
+addresses are raw 4- or 16-byte strings; a record of one event may instead carry it as one row
+`e` (faster to decode). This module reads packet records; the capture writes them
+(services/capture/columns.py). Records are partitioned by SOURCE address, so every
+event of a flow and every per-source aggregate stays on one partition (services/wire/partition.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from aiokafka.partitioner import murmur2
 
 from services.common.errors import DecodeError
 from services.records.packet import Packet
@@ -36,39 +37,45 @@ MAX_DEADLETTER_RAW = 256 * 1024       # dead letters keep at most this much of t
 T_PACKETS, T_VERDICT, T_RULE, T_DEADLETTER = "pk", "verdict", "rule", "deadletter"
 RULE_STATES = ("applied", "removed", "desired")
 
-# Column name -> array typecode; all little-endian on the wire.
-_INT_COLUMNS = (
+# The integer columns of a packet record: (wire name, array typecode, Packet attribute), in the
+# order of a one-event row (`e`, then src, dst, node); all little-endian on the wire. Writers:
+# the capture (services/capture/columns.py) and the tests' reference encoder
+# (tests/support/packet_records.py).
+PACKET_COLUMNS = (
     ("ts", "Q", "ts_ns"), ("seq", "Q", "seq"), ("sp", "H", "sport"), ("dp", "H", "dport"),
     ("pr", "B", "proto"), ("fl", "B", "tcp_flags"), ("len", "I", "length"),
     ("if", "I", "ifindex"), ("sr", "I", "sample_rate"),
 )
 _SWAP = sys.byteorder != "little"
 _CACHE_MAX = 1 << 16
-_ADDR_BYTES: dict[str, bytes] = {}
-_ADDR_TEXT: dict[bytes, str] = {}
-_PARTITION: dict[tuple[bytes, int], int] = {}
+_PACKED: dict[str, bytes] = {}
+_UNPACKED: dict[bytes, str] = {}
 
 
 # --- addresses ------------------------------------------------------------------------------
 
-def address_bytes(text: str) -> bytes:
-    """Textual IPv4/IPv6 -> 4/16 raw bytes (cached: real traffic repeats addresses)."""
-    raw = _ADDR_BYTES.get(text)
+def packed_address(text: str) -> bytes:
+    """Textual IPv4/IPv6 -> its packed form, 4 or 16 raw bytes as on the wire and as a Kafka key
+    (ipaddress's `.packed`; cached: real traffic repeats addresses). ValueError if not an
+    address. Not the data plane's map form: services.dataplane.structs.addr_bytes always gives
+    16 bytes, IPv4 mapped."""
+    raw = _PACKED.get(text)
     if raw is None:
         try:
             raw = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
         except (OSError, TypeError) as exc:
             raise ValueError(f"not an IP address: {text!r}") from exc
-        if len(_ADDR_BYTES) >= _CACHE_MAX:
-            _ADDR_BYTES.clear()
-        _ADDR_BYTES[text] = raw
+        if len(_PACKED) >= _CACHE_MAX:
+            _PACKED.clear()
+        _PACKED[text] = raw
     return raw
 
 
-def address_text(raw: bytes) -> str:
+def address_from_packed(raw: bytes) -> str:
+    """packed_address's inverse: 4 or 16 raw bytes -> text; DecodeError for anything else."""
     if type(raw) is not bytes:
         raise DecodeError(f"address must be 4 or 16 bytes, got {type(raw).__name__}")
-    text = _ADDR_TEXT.get(raw)
+    text = _UNPACKED.get(raw)
     if text is None:
         if len(raw) not in (4, 16):
             raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
@@ -77,30 +84,10 @@ def address_text(raw: bytes) -> str:
         else:
             import ipaddress  # same text form as services.records.rules uses for IPv6
             text = str(ipaddress.IPv6Address(raw))
-        if len(_ADDR_TEXT) >= _CACHE_MAX:
-            _ADDR_TEXT.clear()
-        _ADDR_TEXT[raw] = text
+        if len(_UNPACKED) >= _CACHE_MAX:
+            _UNPACKED.clear()
+        _UNPACKED[raw] = text
     return text
-
-
-# --- partitioning ---------------------------------------------------------------------------
-
-def partition_key(packet: Packet) -> bytes:
-    """The Kafka key of a packet event: its raw source address."""
-    return address_bytes(packet.src)
-
-
-def partition_for(packet: Packet, num_partitions: int) -> int:
-    """Kafka's default (murmur2) partition of partition_key(packet): the same partition whether
-    a producer picks it explicitly (micro-batches) or lets the client hash the key."""
-    key = address_bytes(packet.src)
-    part = _PARTITION.get((key, num_partitions))
-    if part is None:
-        part = (murmur2(key) & 0x7FFFFFFF) % num_partitions
-        if len(_PARTITION) >= _CACHE_MAX:
-            _PARTITION.clear()
-        _PARTITION[(key, num_partitions)] = part
-    return part
 
 
 # --- envelope -------------------------------------------------------------------------------
@@ -141,51 +128,18 @@ def _field(rec: dict, name: str, types: type | tuple, kind: str, default: Any = 
 
 # --- packet events --------------------------------------------------------------------------
 
-def encode_packets(packets: list[Packet]) -> bytes:
-    """One record carrying `packets` (1..MAX_BATCH, all bound for one partition)."""
-    n = len(packets)
-    if not 0 < n <= MAX_BATCH:
-        raise ValueError(f"a packet record carries 1..{MAX_BATCH} events, not {n}")
-    rec: dict[str, Any] = {"v": SCHEMA_VERSION, "t": T_PACKETS, "n": n}
-    if n == 1:  # a lone event as one row: 3x faster to decode than ten 1-element columns
-        p = packets[0]
-        for value in _row_ints(p):
-            if type(value) is not int or not 0 <= value < 1 << 64:
-                raise ValueError(f"packet field out of range: {p}")
-        rec["e"] = [*_row_ints(p), address_bytes(p.src), address_bytes(p.dst), p.node]
-        return _pack(rec)
-    for key, code, attr in _INT_COLUMNS:
-        try:
-            col = array.array(code, [getattr(p, attr) for p in packets])
-        except OverflowError as exc:
-            raise ValueError(f"packet field {attr} out of range: {exc}") from None
-        if _SWAP:
-            col.byteswap()
-        rec[key] = col.tobytes()
-    rec["src"] = [address_bytes(p.src) for p in packets]
-    rec["dst"] = [address_bytes(p.dst) for p in packets]
-    first = packets[0].node
-    rec["node"] = first if all(p.node == first for p in packets) else [p.node for p in packets]
-    return _pack(rec)
-
-
-def _row_ints(p: Packet) -> tuple[int, ...]:
-    return (p.ts_ns, p.seq, p.sport, p.dport, p.proto, p.tcp_flags, p.length, p.ifindex,
-            p.sample_rate)
-
-
-_ROW_LIMITS = tuple(1 << (8 * array.array(code).itemsize) for _, code, _ in _INT_COLUMNS)
+_ROW_LIMITS = tuple(1 << (8 * array.array(code).itemsize) for _, code, _ in PACKET_COLUMNS)
 
 
 def _decode_row(row: Any) -> dict[str, Any]:
     if type(row) is not list or len(row) < 12:
         raise DecodeError(f"{T_PACKETS}: field 'e' must be a list of at least 12 values")
     cols: dict[str, Any] = {"n": 1}
-    for (_, _, attr), limit, value in zip(_INT_COLUMNS, _ROW_LIMITS, row):
+    for (_, _, attr), limit, value in zip(PACKET_COLUMNS, _ROW_LIMITS, row):
         if type(value) is not int or not 0 <= value < limit:
             raise DecodeError(f"{T_PACKETS}: {attr} {value!r:.40} is not an integer in range")
         cols[attr] = [value]
-    cols["src"], cols["dst"] = [address_text(row[9])], [address_text(row[10])]
+    cols["src"], cols["dst"] = [address_from_packed(row[9])], [address_from_packed(row[10])]
     if type(row[11]) is not str:
         raise DecodeError(f"{T_PACKETS}: node must be a string")
     cols["node"] = [row[11]]
@@ -223,7 +177,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
     if n == 1 and "e" in rec:
         return PacketColumns(**_decode_row(rec["e"]))
     cols: dict[str, Any] = {"n": n}
-    for key, code, attr in _INT_COLUMNS:
+    for key, code, attr in PACKET_COLUMNS:
         raw = _field(rec, key, bytes, T_PACKETS)
         col = array.array(code)
         if len(raw) != n * col.itemsize:
@@ -236,7 +190,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         raw = _field(rec, key, list, T_PACKETS)
         if len(raw) != n:
             raise DecodeError(f"{T_PACKETS}: column {key!r} has {len(raw)} entries, expected {n}")
-        cols[key] = [address_text(a) for a in raw]
+        cols[key] = [address_from_packed(a) for a in raw]
     node = _field(rec, "node", (str, list), T_PACKETS)
     if isinstance(node, str):
         cols["node"] = [node] * n

@@ -1,4 +1,5 @@
-"""The topics of DESIGN.md, their partition counts and configs, and how to create them."""
+"""xdpguard's Kafka topics (docs/events.md), their partition counts and configs, and how to create
+them. Use the names below, never the literals."""
 from __future__ import annotations
 
 import asyncio

@@ -2,48 +2,22 @@
 every event on its source's partition, and buffering while Kafka is unreachable (a client
 bootstrapped at a port where nothing listens) that drains without gaps once Kafka is reachable."""
 import asyncio
-import socket
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from services.capture.publisher import Publisher, default_producer
-from services.wire import codec
 from services.wire.kafka import client_options
 from services.records.packet import Packet
-from services.wire.topics import ensure_topics
+from services.wire.partition import source_partition
+from services.wire.topics import PACKETS, ensure_topics
+from tests.support.kafka_io import consume_all
+from tests.support.services import free_port
 
 
 def packets(n, start=0):
     return [Packet(ts_ns=1_700_000_000_000_000_000 + i, src=f"10.1.{i % 50}.{i % 200 + 1}",
                    dst="10.9.9.9", sport=1024 + i % 60000, dport=80, proto=6, tcp_flags=2,
                    length=60, ifindex=3) for i in range(start, start + n)]
-
-
-async def consume_all(common, expected, timeout=30):
-    topic = common.topic("packets")
-    consumer = AIOKafkaConsumer(topic, **client_options(common), group_id=f"{topic}.check",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    got = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(got) < expected:
-                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                    for r in records:
-                        for p in codec.decode_packets(r.value):
-                            got.append((tp.partition, p))
-        extra = await consumer.getmany(timeout_ms=500)  # nothing beyond what was sent
-        got.extend((tp.partition, p) for tp, rs in extra.items() for r in rs
-                   for p in codec.decode_packets(r.value))
-    finally:
-        await consumer.stop()
-    return got
-
-
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: nothing listens there
 
 
 async def test_sequence_numbers_are_contiguous_and_events_land_on_their_source_partition(broker):
@@ -60,7 +34,7 @@ async def test_sequence_numbers_are_contiguous_and_events_land_on_their_source_p
     assert pub.stats.acked == 20_000 and pub.stats.produce_errors == 0
     got = await consume_all(broker, 20_000)
     assert sorted(p.seq for _, p in got) == list(range(20_000))
-    assert all(part == codec.partition_for(p, broker.packets_partitions) for part, p in got)
+    assert all(part == source_partition(p, broker.packets_partitions) for part, p in got)
     assert {(p.node, p.sample_rate) for _, p in got} == {(broker.node_id, 4)}
 
 
@@ -87,7 +61,7 @@ async def test_buffers_while_kafka_is_unreachable_and_resumes_without_gaps(broke
     await ensure_topics(broker)
     reachable = False
     real = default_producer(broker, "gzip", 3000)
-    dead = f"127.0.0.1:{dead_port()}"
+    dead = f"127.0.0.1:{free_port()}"
 
     def factory():
         if reachable:
@@ -120,7 +94,7 @@ async def test_fewer_topic_partitions_than_configured_is_reported_and_buffered(b
     fail, so the publisher says so in one error and buffers instead of spinning on its client."""
     from services.wire.topics import TopicSpec
 
-    await ensure_topics(broker, [TopicSpec(broker.topic("packets"), 2, 1)])
+    await ensure_topics(broker, [TopicSpec(broker.topic(PACKETS), 2, 1)])
     pub = Publisher(broker, partitions=4, buffer_events=1000, batch_events=100)
     await pub.start()
     try:

@@ -8,51 +8,17 @@ import collections
 import time
 import uuid
 
-import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from services.capture.publisher import Publisher
-from services.wire import codec
-from services.wire.kafka import client_options
 from services.records.packet import Packet
 from services.common.settings import load_common
-from services.wire.topics import ensure_topics
+from services.wire.topics import PACKETS, ensure_topics
+from tests.support.kafka_io import read_topic
 
 
 def packets(start: int, n: int) -> list[Packet]:
     return [Packet(ts_ns=time.time_ns(), src=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
                    dst="10.9.9.9", sport=1024 + i % 60000, dport=80, proto=6, tcp_flags=2,
                    length=60, ifindex=3) for i in range(start, start + n)]
-
-
-async def read_topic(common, topic: str) -> list[Packet]:
-    """Every event in `topic`, from the start to the end offsets taken now."""
-    consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    got: list[Packet] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or
-                                                       await _partitions(consumer, topic))]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        async with asyncio.timeout(60):
-            while remaining:
-                for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
-                    for r in records:
-                        got.extend(codec.decode_packets(r.value))
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return got
-
-
-async def _partitions(consumer, topic):
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def test_rel_broker_stopped_and_killed_while_publishing_loses_nothing(private_broker):
@@ -96,7 +62,7 @@ async def test_rel_broker_stopped_and_killed_while_publishing_loses_nothing(priv
     assert timeline["buffered_while_down"] > 0, "the outage was not noticed"
     st = pub.stats
     assert st.refused_full == 0 and st.accepted == sent == pub.next_seq
-    got = await read_topic(common, common.topic("packets"))
+    got = await read_topic(common, common.topic(PACKETS))
     counts = collections.Counter(p.seq for p in got)
     missing = set(range(sent)) - set(counts)
     dups = {s: c for s, c in counts.items() if c > 1}

@@ -6,33 +6,19 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from services.wire.codec import decode_deadletter, decode_verdict, encode_packets
-from services.wire.topics import ensure_topics
-from tests.support.scorer_traffic import (VICTIM, benign, make_model, syn_flood, window_ahead,
-                                          with_seq)
-from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
+from services.wire.codec import decode_deadletter, decode_verdict
+from services.wire.topics import DEADLETTER, PACKETS, VERDICTS
+from tests.support.packet_records import encode_packets
+from tests.support.scorer_traffic import VICTIM, benign, syn_flood, window_ahead, with_seq
+from tests.support.scorer_worker import TopicReader, produce_packets, start_worker, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def model(tmp_path):
-    return make_model(tmp_path)
-
-
-async def start(broker, model, tmp_path, name="w1", **env):
-    await ensure_topics(broker)
-    w = Worker(broker, model, tmp_path, name, **env)
-    await wait_for(lambda: w.proc.poll() is not None or (w.health() or {}).get("packets_partitions"),
-                   40, f"{name} to own partitions")
-    assert w.proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
-    return w
-
-
 async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path)
+    w = await start_worker(broker, model, tmp_path)
     try:
-        async with TopicReader(broker, "verdicts") as verdicts:
+        async with TopicReader(broker, VERDICTS) as verdicts:
             t0 = window_ahead()
             good = benign(t0, 3, clients=20, seed=1)
             await produce_packets(broker, with_seq(good + syn_flood(t0 + 10**9, 1.0, pps=2000)))
@@ -64,11 +50,11 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
 
 
 async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path)
+    w = await start_worker(broker, model, tmp_path)
     try:
         bad = [b"\xc1garbage", msgpack.packb({"v": 99, "t": "pk", "n": 1}),
                encode_packets(benign(window_ahead(), 0.5, clients=2))[:-7]]
-        async with TopicReader(broker, "deadletter") as dead, TopicReader(broker, "verdicts") as verdicts:
+        async with TopicReader(broker, DEADLETTER) as dead, TopicReader(broker, VERDICTS) as verdicts:
             t0 = window_ahead()
             await produce_packets(broker, with_seq(syn_flood(t0, 1.0, pps=1500)), raw=bad)
             await wait_for(lambda: len(dead.values) >= 3, 20, "3 dead letters")
@@ -78,7 +64,7 @@ async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(b
         reasons = " | ".join(d.reason for d in letters)
         assert "not msgpack" in reasons and "schema version 99" in reasons
         for d in letters:
-            assert d.source_topic == broker.topic("packets") and d.partition == 0
+            assert d.source_topic == broker.topic(PACKETS) and d.partition == 0
             assert d.service == "scorer" and d.raw_len == len(d.raw)
         assert w.metric("xdpguard_scorer_decode_errors_total") == 3
     finally:

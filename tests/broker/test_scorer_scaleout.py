@@ -10,7 +10,7 @@ import pytest
 
 from services.wire.codec import decode_verdict
 from services.detection.features import window_start
-from services.wire.topics import ensure_topics
+from services.wire.topics import VERDICTS, ensure_topics
 from tests.support.scorer_traffic import benign, make_model, window_ahead, with_seq
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 
@@ -59,7 +59,7 @@ async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tm
     workers, parts = await two_workers(broker, tmp_path)
     try:
         assert all(len(p) >= 2 for p in parts)
-        async with TopicReader(broker, "verdicts") as verdicts:
+        async with TopicReader(broker, VERDICTS) as verdicts:
             packets = with_seq(benign(window_ahead(), 2.5, clients=40, seed=3))
             want = expected_flows(packets, 10**9)
             await produce_packets(broker, packets, batch=50)
@@ -82,7 +82,7 @@ async def test_killed_worker_windows_are_restored_and_scored_once(broker, tmp_pa
     workers, parts = await two_workers(broker, tmp_path, SCORER_WINDOW_S=str(width_s))
     victim, survivor = workers
     try:
-        async with TopicReader(broker, "verdicts") as verdicts:
+        async with TopicReader(broker, VERDICTS) as verdicts:
             w_ns = width_s * 10**9
             now = time.time_ns()
             start = now - now % w_ns + w_ns  # the next window: stays open ~15 s after the data

@@ -8,16 +8,15 @@ import time
 
 import pytest
 
-from tests.broker.test_scorer_detects import model, start  # noqa: F401 (fixture)
 from tests.support.scorer_traffic import benign, syn_flood, window_ahead, with_seq
-from tests.support.scorer_worker import produce_packets, wait_for
+from tests.support.scorer_worker import produce_packets, start_worker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def test_sigterm_under_traffic_is_a_clean_stop_every_time(broker, model, tmp_path):
     for i in range(2):
-        w = await start(broker, model, tmp_path, name=f"t{i}", SCORER_TICK_S="0.005")
+        w = await start_worker(broker, model, tmp_path, name=f"t{i}", SCORER_TICK_S="0.005")
         t0 = window_ahead()
         await produce_packets(broker, with_seq(benign(t0, 2, clients=10, seed=i)
                                                + syn_flood(t0, 1.5, pps=2000)))
@@ -29,7 +28,7 @@ async def test_sigterm_under_traffic_is_a_clean_stop_every_time(broker, model, t
 
 
 async def test_a_second_sigterm_forces(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path, name="f")
+    w = await start_worker(broker, model, tmp_path, name="f")
     w.proc.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.05)
     t = time.monotonic()

@@ -8,13 +8,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.errors import ConfigError
 from services.wire.kafka import client_options
-from services.wire.topics import TopicSpec, ensure_topics, list_topics
+from services.wire.topics import DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics, list_topics
 from services.scorer.app import create_app, ensure_scorer_topics
-from services.scorer.scoring import Policy
+from services.scorer.scoring import VerdictPolicy
 from services.scorer.settings import ScorerSettings
-from tests.broker.test_scorer_detects import model, start  # noqa: F401 (fixture)
 from tests.support.scorer_traffic import benign, syn_flood, window_ahead, with_seq
-from tests.support.scorer_worker import produce_packets, wait_for
+from tests.support.scorer_worker import produce_packets, start_worker, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,13 +32,13 @@ async def _describe(common, names):
 
 
 async def test_every_internal_topic_exists_before_the_worker_starts(broker):
-    app, scorer = create_app(ScorerSettings(), broker, _D(), Policy())
+    app, scorer = create_app(ScorerSettings(), broker, _D(), VerdictPolicy())
     await ensure_scorer_topics(broker, app, scorer)
     names = set(await list_topics(broker))
     p = broker.topic_prefix
     internal = {f"{p}xdpguard-scorer-scorer-flows", f"{p}xdpguard-scorer-src-records-changelog",
                 f"{p}xdpguard-scorer-dst-chunks-changelog", f"{p}xdpguard-scorer-__assignor-__leader"}
-    assert internal | {broker.topic(t) for t in ("packets", "verdicts", "deadletter")} <= names
+    assert internal | {broker.topic(t) for t in (PACKETS, VERDICTS, DEADLETTER)} <= names
     parts = await _describe(broker, sorted(internal))
     n = broker.packets_partitions
     assert parts == {f"{p}xdpguard-scorer-scorer-flows": n, f"{p}xdpguard-scorer-src-records-changelog": n,
@@ -52,14 +51,14 @@ async def test_every_internal_topic_exists_before_the_worker_starts(broker):
 
 
 async def test_a_stale_internal_topic_with_the_wrong_partition_count_is_refused(broker):
-    app, scorer = create_app(ScorerSettings(), broker, _D(), Policy())
+    app, scorer = create_app(ScorerSettings(), broker, _D(), VerdictPolicy())
     await ensure_topics(broker, [TopicSpec(scorer.flows_topic.get_topic_name(), 1, 1)])
     with pytest.raises(ConfigError, match="scorer-flows has 1 .needs 8"):
         await ensure_scorer_topics(broker, app, scorer)
 
 
 async def test_a_worker_on_fresh_topics_scores_without_a_missing_topic(broker, model, tmp_path):
-    w = await start(broker, model, tmp_path, name="fresh")  # no topic pre-created but packets'
+    w = await start_worker(broker, model, tmp_path, name="fresh")  # no topic pre-created but packets'
     try:
         t0 = window_ahead()
         await produce_packets(broker, with_seq(benign(t0, 2, clients=5) + syn_flood(t0, 1, pps=500)))

@@ -3,10 +3,10 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from services.wire.codec import encode_packets
 from services.wire.kafka import client_options
 from services.offline.kafka_packets import read_packets
 from services.records.packet import Packet
+from tests.support.packet_records import encode_packets
 
 
 async def test_packets_topic_time_range_reads_only_that_range(broker, fresh_topic):
@@ -34,10 +34,10 @@ async def test_train_verb_fits_a_model_from_the_packets_topic(broker, tmp_path, 
     from datetime import datetime, timezone
 
     from services.detection.model import load_model
-    from services.wire.topics import TopicSpec, ensure_topics
+    from services.wire.topics import PACKETS, TopicSpec, ensure_topics
     from services.manager.cli import main
 
-    topic = broker.topic("packets")
+    topic = broker.topic(PACKETS)
     await ensure_topics(broker, [TopicSpec(topic, 2, 1)])
     t0 = time.time_ns() - 60 * 10**9
     pk = [Packet(t0 + w * 10**9 + i * 10**6, f"10.0.{w}.{i % 7}", "10.1.0.1", 30000 + i, 443, 6,

@@ -1,22 +1,10 @@
 """`xdpguard analyze --apply` writes the model's rules into a loaded program's maps (no shell)."""
 import json
 
-import pytest
-
 from services.records.packet import Packet
 from services.records.rules import Scope
 from services.offline.seedlog import write_log
 from services.manager.cli import main
-from tests.kernel.dp_env import Env
-
-
-@pytest.fixture
-def env():
-    e = Env()
-    try:
-        yield e
-    finally:
-        e.close()
 
 
 def test_analyze_apply_blocks_a_scanner_in_the_live_maps(env, tmp_path, capsys):

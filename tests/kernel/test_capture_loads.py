@@ -8,7 +8,7 @@ import secrets
 from services.dataplane import loader
 from services.wire.topics import ensure_topics
 from services.manager.netns import sh
-from tests.broker.test_capture_publisher import consume_all
+from tests.support.kafka_io import consume_all
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
 

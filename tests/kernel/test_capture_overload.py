@@ -9,7 +9,7 @@ from scapy.all import IP, TCP, Ether
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.wire.topics import ensure_topics
-from tests.broker.test_capture_publisher import consume_all
+from tests.support.kafka_io import consume_all
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
 

@@ -2,11 +2,10 @@
 other namespace, every sampled event on Kafka with contiguous sequence numbers, metrics and health
 served, and a clean exit on SIGTERM."""
 import asyncio
-import time
 
 from services.dataplane import loader
 from services.wire.topics import ensure_topics
-from tests.broker.test_capture_publisher import consume_all
+from tests.support.kafka_io import consume_all
 from tests.support.services import attach_victim
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 

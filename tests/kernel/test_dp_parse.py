@@ -6,23 +6,9 @@ from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6Echo
                        IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, fragment, raw)
 
 from services.records.rules import Rule
-from tests.kernel.dp_env import XDP_DROP, XDP_PASS, Delta, Env
-from tests.support import caps
+from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-
-
-@pytest.fixture(scope="module")
-def env():
-    caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
-    e = Env()
-    yield e
-    e.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(env):
-    env.reset()
 
 
 def flow(src, dst, sport, dport, proto, action="drop"):

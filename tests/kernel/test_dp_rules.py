@@ -1,6 +1,5 @@
 """Rule precedence, counters, expiry, limits, sampling and map errors, on the real kernel through
 BPF_PROG_TEST_RUN and the pinned maps (Datapath)."""
-import ctypes
 import os
 import time
 
@@ -11,24 +10,10 @@ from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.common.errors import MapFull, MapMismatch, NotLoaded
 from services.records.rules import Rule
-from tests.kernel.dp_env import XDP_DROP, XDP_PASS, Delta, Env
-from tests.support import caps
+from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 SYN = raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / TCP(sport=1234, dport=80, flags="S"))
-
-
-@pytest.fixture(scope="module")
-def env():
-    caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
-    e = Env()
-    yield e
-    e.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(env):
-    env.reset()
 
 
 def exact(action="drop", **kw):

@@ -16,7 +16,7 @@ import pytest
 from tests.support import caps
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
-from tests.kernel.dp_env import clear_rules
+from tests.support.dp_env import clear_rules
 from tests.support.netns import create_pair, destroy_pair, in_netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ def test_monitor_writes_seed_format_lines_and_stops_on_sigterm(node, tmp_path):
     e = udp[0]
     assert list(e) == ["src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", "len", "timestamp"]
     assert (e["src_ip"], e["dst_ip"], e["tcp_flags"], e["len"]) == (p.ip_a, p.ip_b, 0, 14 + 20 + 8 + 20)
-    assert 0 < time.monotonic_ns() - e["timestamp"] < 30e9  # ns since boot, like the seed
+    assert 0 < time.monotonic_ns() - e["timestamp"] < 30e9  # ns since boot, like the original tool
 
 
 def test_status_and_unload_remove_pins_when_nothing_is_attached(node):  # last: it unloads

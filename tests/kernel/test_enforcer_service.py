@@ -5,62 +5,14 @@ loaded again, enforcer restarted) brings the rule set back exactly, and dry run 
 import asyncio
 import time
 
-from aiokafka import AIOKafkaProducer
-
-from services.wire import codec
-
 from services.dataplane import loader
 from services.dataplane.datapath import Datapath
-from services.wire.kafka import client_options
 from services.records.rules import Action, Rule, Scope
 from services.wire.topics import ensure_topics
-from services.records.verdict import Verdict
 from services.enforcer.ruleslog import read_rules
-from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
-
-NODE = "node-test"
-
-
-def verdict(rule: Rule, ttl_s: float = 600, node: str = "*", window: int = 0) -> Verdict:
-    now = time.time_ns()
-    return Verdict(rule=rule.with_times(now, ttl_s), score=-0.3, threshold=-0.09, model_id="m1",
-                   window_start_ns=window or now, window_end_ns=(window or now) + 10**9, node=node,
-                   reason="test")
-
-
-async def publish(common, verdicts):
-    producer = AIOKafkaProducer(**client_options(common), acks="all")
-    await producer.start()
-    try:
-        for v in verdicts:
-            await producer.send_and_wait(common.topic("verdicts"), codec.encode_verdict(v))
-    finally:
-        await producer.stop()
-
-
-def installed(pin_dir) -> dict[str, Rule]:
-    with Datapath.open(pin_dir) as dp:
-        return {s.rule.key(): s.rule for s in dp.rules()}
-
-
-def wait_for(pred, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def start_enforcer(broker, pin_dir, tmp_path, **extra):
-    port = free_port()
-    env = common_env(broker, pin_dir, NODE) | {
-        "ENFORCER_METRICS_PORT": str(port), "ENFORCER_FROM_BEGINNING": "1",
-        "ENFORCER_SWEEP_INTERVAL_MS": "200", "ENFORCER_PROTECT_ADDRESSES": "198.51.100.200"} | extra
-    svc = Service("services.enforcer", env, tmp_path)
-    wait_healthy(port, svc)
-    return svc, port
-
+from tests.support.enforcer_proc import NODE, installed, start_enforcer, verdict
+from tests.support.kafka_io import publish
+from tests.support.services import http_get, metric, wait_until
 
 def test_verdicts_become_rules_survive_a_reboot_and_expire(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
@@ -78,7 +30,7 @@ def test_verdicts_become_rules_survive_a_reboot_and_expire(broker, pin_dir, tmp_
         asyncio.run(publish(broker, [verdict(block), verdict(flow), verdict(short, ttl_s=2),
                                      verdict(flow, node="another-node", window=1)]
                             + [verdict(r) for r in refused]))
-        wait_for(lambda: {block.key(), flow.key(), short.key()} <= set(installed(pin_dir)),
+        wait_until(lambda: {block.key(), flow.key(), short.key()} <= set(installed(pin_dir)),
                  what="rules in the maps")
         rules = installed(pin_dir)
         assert rules[block.key()].expires_ns > time.time_ns() + 500 * 10**9  # the 10 min TTL
@@ -86,8 +38,8 @@ def test_verdicts_become_rules_survive_a_reboot_and_expire(broker, pin_dir, tmp_
         page = http_get(port, "/metrics")[1]
         assert metric(page, "xdpguard_enforcer_rules_applied_total") == 3
         assert metric(page, "xdpguard_enforcer_rules_refused_total") == 3
-        wait_for(lambda: short.key() not in installed(pin_dir), what="expiry of the 2 s rule")
-        wait_for(lambda: metric(http_get(port, "/metrics")[1],
+        wait_until(lambda: short.key() not in installed(pin_dir), what="expiry of the 2 s rule")
+        wait_until(lambda: metric(http_get(port, "/metrics")[1],
                                 "xdpguard_enforcer_rules_expired_total") == 1, what="expired metric")
         topic, _ = asyncio.run(read_rules(broker, node=NODE))
         assert set(topic) == {block.key(), flow.key()}  # the expired one is tombstoned
@@ -116,7 +68,7 @@ def test_dry_run_logs_what_it_would_do_and_touches_nothing(broker, pin_dir, tmp_
         enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_DRY_RUN="1")
         rule = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24")
         asyncio.run(publish(broker, [verdict(rule)]))
-        wait_for(lambda: "dry run: would apply" in enf.log(), what="dry-run log line")
+        wait_until(lambda: "dry run: would apply" in enf.log(), what="dry-run log line")
         assert installed(pin_dir) == {}
         assert asyncio.run(read_rules(broker))[0] == {}
         assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_dry_run_actions_total") == 1
@@ -142,7 +94,7 @@ def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(b
                                    ENFORCER_MAX_RULES_PER_SECOND="1000")
         flood = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.113.{i}/32") for i in range(40)]
         asyncio.run(publish(broker, [verdict(r) for r in flood]))
-        wait_for(lambda: metric(http_get(port, "/metrics")[1],
+        wait_until(lambda: metric(http_get(port, "/metrics")[1],
                                 "xdpguard_enforcer_rules_applied_total") == 40, what="40 applied")
         rules = installed(pin_dir)
         assert manual.key() in rules
@@ -162,7 +114,7 @@ def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(b
                                    ENFORCER_GROUP_ID="second")
         more = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.114.{i}/32") for i in range(10)]
         asyncio.run(publish(broker, [verdict(r) for r in more]))
-        wait_for(lambda: all(r.key() in installed(pin_dir) for r in more), what="new rules in")
+        wait_until(lambda: all(r.key() in installed(pin_dir) for r in more), what="new rules in")
         rules = installed(pin_dir)
         assert manual.key() in rules and len(rules) == 16
         assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_rules_evicted_total") >= 7

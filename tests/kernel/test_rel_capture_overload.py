@@ -12,8 +12,8 @@ import time
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
-from services.wire.topics import ensure_topics
-from tests.broker.test_rel_faults_broker import read_topic
+from services.wire.topics import PACKETS, ensure_topics
+from tests.support.kafka_io import read_topic
 from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
 
 FRAME = bytes.fromhex(
@@ -109,7 +109,7 @@ def test_rel_capture_overload_raises_sampling_counts_losses_and_recovers(broker,
         assert metric(end, "xdpguard_capture_events_read_total") + metric(
             end, "xdpguard_capture_ring_lost_total") <= kernel["events"] + kernel["events_lost"]
         assert cap.stop() == 0, cap.log()
-        got = asyncio.run(read_topic(broker, broker.topic("packets")))
+        got = asyncio.run(read_topic(broker, broker.topic(PACKETS)))
         assert sorted(p.seq for p in got) == list(range(int(accepted)))  # no gap, no duplicate
         assert max(p.sample_rate for p in got) >= 8, "events do not say the rate in force"
         print(f"\noverload: {flood.runs} runs, rates {sorted(set(rates))}, lost {lost(end):.0f}, "
@@ -123,12 +123,11 @@ def test_rel_capture_overload_raises_sampling_counts_losses_and_recovers(broker,
 def test_rel_capture_with_kafka_unreachable_refuses_beyond_its_bound_in_bounded_memory(
         broker, pin_dir, tmp_path):
     from dataclasses import replace
-    from tests.broker.test_capture_publisher import dead_port
 
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=64, prefix=64, allow=64, limit=16,
                                                          ring_pages=16))
     cap = None
-    unreachable = replace(broker, kafka_bootstrap=f"127.0.0.1:{dead_port()}")
+    unreachable = replace(broker, kafka_bootstrap=f"127.0.0.1:{free_port()}")
     try:
         cap, port = start_capture(unreachable, pin_dir, tmp_path, CAPTURE_BUFFER_EVENTS="30000")
         rss0 = rss_kib(cap.proc.pid)

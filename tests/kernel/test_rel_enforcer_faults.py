@@ -12,16 +12,17 @@ import subprocess
 import sys
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from services.wire import codec
 
 from services.dataplane import loader
 from services.wire.kafka import client_options
 from services.records.rules import Action, Rule, Scope
-from services.wire.topics import ensure_topics
-from tests.kernel.test_enforcer_service import publish, start_enforcer, verdict, wait_for
-from tests.support.services import ROOT, attach_victim, http_get, metric
+from services.wire.topics import DEADLETTER, RULES, VERDICTS, ensure_topics
+from tests.support.enforcer_proc import start_enforcer, verdict
+from tests.support.kafka_io import produce_raw, publish
+from tests.support.services import ROOT, attach_victim, http_get, metric, wait_until
 
 
 def xdpguard(pin_dir, *argv) -> subprocess.CompletedProcess:
@@ -47,7 +48,7 @@ def metrics(port) -> str:
     return http_get(port, "/metrics")[1]
 
 
-RULES = [
+EVERY_SCOPE = [
     Rule(Scope.FLOW, Action.DROP, src="198.51.100.7", dst="192.0.2.1", sport=1234, dport=80, proto=6),
     Rule(Scope.FLOW, Action.DROP, src="2001:db8::7", dst="2001:db8::1", sport=5, dport=53, proto=17),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24"),
@@ -65,12 +66,12 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         # every verdict twice (same id, as a scorer re-scoring a restored window sends it)
-        vs = [verdict(r, ttl_s=900) for r in RULES]
+        vs = [verdict(r, ttl_s=900) for r in EVERY_SCOPE]
         asyncio.run(publish(broker, vs + vs))
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
-        wait_for(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(RULES),
+        wait_until(lambda: len(rule_set(pin_dir)) == len(EVERY_SCOPE), what="the verdicts' rules")
+        wait_until(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(EVERY_SCOPE),
                  what="the duplicates handled")
-        assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == len(RULES)
+        assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == len(EVERY_SCOPE)
         assert metric(metrics(port), "xdpguard_enforcer_rules_refreshed_total") == 0
         before = rule_set(pin_dir)
 
@@ -81,10 +82,10 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         enf.stop()
         asyncio.run(publish(broker, [verdict(LATE, ttl_s=900)]))
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES) + 1, what="the late verdict's rule")
+        wait_until(lambda: len(rule_set(pin_dir)) == len(EVERY_SCOPE) + 1, what="the late verdict's rule")
         page = metrics(port)
         assert metric(page, "xdpguard_enforcer_rules_applied_total") == 1, page
-        assert metric(page, "xdpguard_enforcer_rules_restored_total") == len(RULES)
+        assert metric(page, "xdpguard_enforcer_rules_restored_total") == len(EVERY_SCOPE)
         before = rule_set(pin_dir)
 
         # 2. The program unloaded and loaded again while the enforcer is stopped (pins and maps
@@ -120,12 +121,12 @@ def test_rel_program_reloaded_under_a_running_enforcer_gets_its_rules_back(broke
     enf = None
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        asyncio.run(publish(broker, [verdict(r, ttl_s=900) for r in RULES]))
-        wait_for(lambda: len(rule_set(pin_dir)) == len(RULES), what="the verdicts' rules")
+        asyncio.run(publish(broker, [verdict(r, ttl_s=900) for r in EVERY_SCOPE]))
+        wait_until(lambda: len(rule_set(pin_dir)) == len(EVERY_SCOPE), what="the verdicts' rules")
         before = rule_set(pin_dir)
         loader.unload_all(pin_dir)
         attach_victim(netns_pair, pin_dir)
-        wait_for(lambda: rule_set(pin_dir) == before, timeout=6, what="rules back in the new maps")
+        wait_until(lambda: rule_set(pin_dir) == before, timeout=6, what="rules back in the new maps")
     finally:
         if enf is not None:
             enf.stop()
@@ -177,7 +178,7 @@ def _bad_verdicts() -> dict[str, bytes]:
 
 
 async def read_deadletters(common, timeout=20, want=1) -> list:
-    topic = common.topic("deadletter")
+    topic = common.topic(DEADLETTER)
     consumer = AIOKafkaConsumer(topic, **client_options(common), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
@@ -192,17 +193,6 @@ async def read_deadletters(common, timeout=20, want=1) -> list:
     return out
 
 
-async def produce_raw(common, topic, records):
-    producer = AIOKafkaProducer(**client_options(common), acks="all",
-                                max_request_size=codec.MAX_RECORD_BYTES * 2)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
 def test_rel_bad_verdicts_are_dead_lettered_and_the_enforcer_keeps_going(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir)
@@ -211,9 +201,9 @@ def test_rel_bad_verdicts_are_dead_lettered_and_the_enforcer_keeps_going(broker,
     good = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.7.0/24")
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        asyncio.run(produce_raw(broker, broker.topic("verdicts"), [(None, v) for v in bad.values()]))
+        asyncio.run(produce_raw(broker, broker.topic(VERDICTS), [(None, v) for v in bad.values()]))
         asyncio.run(publish(broker, [verdict(good)]))
-        wait_for(lambda: any(r["src"] == good.src for r in rule_set(pin_dir)), what="the good verdict")
+        wait_until(lambda: any(r["src"] == good.src for r in rule_set(pin_dir)), what="the good verdict")
         dead = asyncio.run(read_deadletters(broker, want=len(bad)))
         assert len(dead) == len(bad) and {d.service for d in dead} == {"enforcer"}
         reasons = " | ".join(d.reason for d in dead)
@@ -221,7 +211,7 @@ def test_rel_bad_verdicts_are_dead_lettered_and_the_enforcer_keeps_going(broker,
             assert word in reasons, reasons
         big = [d for d in dead if d.raw_len == 900_000]
         assert big and len(big[0].raw) == codec.MAX_DEADLETTER_RAW  # kept, but cut
-        assert all(d.source_topic == broker.topic("verdicts") for d in dead)
+        assert all(d.source_topic == broker.topic(VERDICTS) for d in dead)
         assert metric(metrics(port), "xdpguard_enforcer_deadletters_total") == len(bad)
         assert enf.proc.poll() is None
     finally:
@@ -245,7 +235,7 @@ def test_rel_bad_rule_records_are_skipped_on_restore_and_good_ones_restored(brok
     loader.load([], pin_dir=pin_dir)
     good = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24").with_times(time.time_ns(), 900)
     key, value = codec.encode_rule_record(good, "applied", "node-test")
-    asyncio.run(produce_raw(broker, broker.topic("rules"), _bad_rule_records(broker) + [(key, value)]))
+    asyncio.run(produce_raw(broker, broker.topic(RULES), _bad_rule_records(broker) + [(key, value)]))
     enf = None
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
@@ -261,12 +251,12 @@ def test_rel_bad_rule_records_are_skipped_on_restore_and_good_ones_restored(brok
 def test_rel_bad_rule_records_go_to_deadletter(broker, pin_dir, tmp_path):
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir)
-    asyncio.run(produce_raw(broker, broker.topic("rules"), _bad_rule_records(broker)))
+    asyncio.run(produce_raw(broker, broker.topic(RULES), _bad_rule_records(broker)))
     enf = None
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         dead = asyncio.run(read_deadletters(broker, timeout=5, want=4))
-        assert len(dead) == 4 and all(d.source_topic == broker.topic("rules") for d in dead)
+        assert len(dead) == 4 and all(d.source_topic == broker.topic(RULES) for d in dead)
     finally:
         if enf is not None:
             enf.stop()

@@ -12,10 +12,11 @@ import uuid
 from services.dataplane import bpfsys, loader
 from services.records.rules import Action, Rule, Scope
 from services.common.settings import load_common
-from services.wire.topics import ensure_topics
-from tests.broker.test_rel_faults_broker import read_topic
-from tests.kernel.test_enforcer_service import installed, publish, verdict, wait_for
-from tests.support.services import Service, common_env, free_port, http_get, metric, wait_healthy
+from services.wire.topics import PACKETS, ensure_topics
+from tests.support.enforcer_proc import installed, verdict
+from tests.support.kafka_io import publish, read_topic
+from tests.support.services import (Service, common_env, free_port, http_get, metric, wait_healthy,
+                                    wait_until)
 
 ETH = bytes.fromhex("020000000002020000000001")
 
@@ -52,9 +53,9 @@ def test_rel_capture_and_enforcer_ride_out_a_broker_crash(private_broker, pin_di
         wait_healthy(eport, enf)
         block = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.51.100.0/24")
         asyncio.run(publish(common, [verdict(block)]))
-        wait_for(lambda: block.key() in installed(pin_dir), what="the first rule")
+        wait_until(lambda: block.key() in installed(pin_dir), what="the first rule")
         feed(fd, 1000)
-        wait_for(lambda: metric(http_get(cport, "/metrics")[1],
+        wait_until(lambda: metric(http_get(cport, "/metrics")[1],
                                 "xdpguard_capture_events_published_total") >= 1000, what="events")
 
         private_broker.kill()
@@ -73,17 +74,17 @@ def test_rel_capture_and_enforcer_ride_out_a_broker_crash(private_broker, pin_di
 
         private_broker.start()
         feed(fd, 1000, 2000)
-        wait_for(lambda: http_get(cport, "/healthz")[0] == 200, timeout=60, what="capture healthy")
+        wait_until(lambda: http_get(cport, "/healthz")[0] == 200, timeout=60, what="capture healthy")
         page = lambda: http_get(cport, "/metrics")[1]  # noqa: E731
-        wait_for(lambda: metric(page(), "xdpguard_capture_buffered") == 0
+        wait_until(lambda: metric(page(), "xdpguard_capture_buffered") == 0
                  and metric(page(), "xdpguard_capture_events_published_total") >= 3000,
                  timeout=60, what="capture to drain")
         second = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24")
         asyncio.run(publish(common, [verdict(second)]))
-        wait_for(lambda: second.key() in installed(pin_dir), timeout=60,
+        wait_until(lambda: second.key() in installed(pin_dir), timeout=60,
                  what="the enforcer to apply a verdict after the crash")
         assert cap.stop() == 0, cap.log()
-        got = asyncio.run(read_topic(common, common.topic("packets")))
+        got = asyncio.run(read_topic(common, common.topic(PACKETS)))
         seqs = collections.Counter(p.seq for p in got)
         assert set(seqs) == set(range(max(seqs) + 1)), "a sequence gap"
         assert len(seqs) >= 3000

@@ -15,8 +15,8 @@ import pytest
 
 from services.dataplane import loader
 from services.wire.codec import decode_verdict
-from services.wire.topics import ensure_topics
-from tests.kernel.test_enforcer_service import installed, start_enforcer
+from services.wire.topics import VERDICTS, ensure_topics
+from tests.support.enforcer_proc import installed, start_enforcer
 from tests.support.scorer_traffic import VICTIM, benign, make_model, syn_flood, with_seq
 from tests.support.scorer_worker import TopicReader, Worker, produce_packets, wait_for
 from tests.support.services import http_get, metric
@@ -42,7 +42,7 @@ async def test_rel_scorer_worker_killed_mid_flood_rules_applied_once(broker, pin
 
         await wait_for(shared, 60, "both workers to own partitions")
         assert all(w.proc.poll() is None for w in workers)
-        async with TopicReader(broker, "verdicts") as verdicts:
+        async with TopicReader(broker, VERDICTS) as verdicts:
             now = time.time_ns()
             t0 = now - now % 10**9
             await produce_packets(broker, with_seq(benign(t0, 4, clients=20, seed=5)

@@ -5,12 +5,9 @@ traffic still flows (the kernel checks the allowlist first). A verdict flood is 
 minute and per source; with model rules beyond the map's room the oldest model rules are evicted
 (counted, tombstoned in `rules`) and the manual rule never is."""
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import time
-
 
 from services.dataplane import loader
 from services.dataplane.datapath import Datapath
@@ -18,8 +15,9 @@ from services.records.rules import Action, Rule, Scope
 from services.wire.topics import ensure_topics
 from services.enforcer.ruleslog import read_rules
 from services.manager.netns import in_netns
-from tests.kernel.test_enforcer_service import publish, start_enforcer, verdict, wait_for
-from tests.support.services import ROOT, http_get, metric
+from tests.support.enforcer_proc import start_enforcer, verdict
+from tests.support.kafka_io import publish
+from tests.support.services import ROOT, http_get, metric, wait_until
 
 EXACT_MAP = 8
 
@@ -79,7 +77,7 @@ def test_rel_allowlist_wins_and_a_verdict_flood_is_capped_and_bounded(broker, ne
         flood = [Rule(Scope.FLOW, Action.DROP, src=f"203.0.113.{i % 8}", dst=pair.ip_b,
                       sport=2000 + i, dport=80, proto=6) for i in range(60)]
         asyncio.run(publish(broker, [verdict(r) for r in attacks + [runtime_allowed] + flood]))
-        wait_for(lambda: metric(http_get(port, "/metrics")[1],
+        wait_until(lambda: metric(http_get(port, "/metrics")[1],
                                 "xdpguard_enforcer_verdicts_total") >= len(attacks) + 61,
                  what="every verdict handled")
         page = http_get(port, "/metrics")[1]
@@ -120,7 +118,7 @@ def test_rel_verdict_for_a_prefix_allowlisted_at_runtime_is_refused(broker, pin_
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         assert xdpguard(pin_dir, "allow", "add", "198.18.9.0/24").returncode == 0
         asyncio.run(publish(broker, [verdict(Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.9.9/32"))]))
-        wait_for(lambda: metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_verdicts_total") >= 1,
+        wait_until(lambda: metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_verdicts_total") >= 1,
                  what="the verdict handled")
         assert refused(port, "allowlisted") == 1
     finally:

@@ -14,7 +14,7 @@ from services.dataplane import loader
 from services.dataplane.datapath import Datapath
 from services.wire.kafka import client_options
 from services.records.rules import Action, Origin, Rule, Scope
-from services.wire.topics import ensure_topics
+from services.wire.topics import VERDICTS, ensure_topics
 from services.records.verdict import Verdict
 from tests.support.services import attach_victim
 
@@ -24,7 +24,7 @@ async def publish_verdict(broker, verdict):
     producer = AIOKafkaProducer(**client_options(broker), acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(broker.topic("verdicts"), codec.encode_verdict(verdict))
+        await producer.send_and_wait(broker.topic(VERDICTS), codec.encode_verdict(verdict))
     finally:
         await producer.stop()
 

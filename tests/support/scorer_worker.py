@@ -14,19 +14,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.wire.codec import encode_packets, partition_for
+from services.wire.partition import source_partition
 from services.wire.kafka import client_options
+from services.wire.topics import PACKETS, ensure_topics
 from services.common.settings import CommonSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.support.packet_records import encode_packets
+from tests.support.services import ROOT, free_port, metric, stop_process
 
 class Worker:
     def __init__(self, common: CommonSettings, model: Path, datadir: Path, name: str,
@@ -53,25 +46,27 @@ class Worker:
         """Sum of a metric's samples (0 while the worker is not serving yet)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
+                return metric(r.read().decode(), name)
         except OSError:
             return 0.0
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """`sig`, then SIGKILL after `timeout` s; returns the exit status."""
+        rc = stop_process(self.proc, sig, timeout)
         self.log.close()
-        return self.proc.returncode
+        return rc
+
+
+async def start_worker(common: CommonSettings, model: Path, tmp_path: Path, name: str = "w1",
+                       **env: str) -> Worker:
+    """Create the topics, start a worker and wait (40 s at most) until it owns partitions;
+    AssertionError with the end of its log if it exits first."""
+    await ensure_topics(common)
+    w = Worker(common, model, tmp_path, name, **env)
+    await wait_for(lambda: w.proc.poll() is not None or (w.health() or {}).get("packets_partitions"),
+                   40, f"{name} to own partitions")
+    assert w.proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+    return w
 
 
 async def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -89,11 +84,11 @@ async def produce_packets(common: CommonSettings, packets, batch: int = 200, raw
     n = common.packets_partitions
     by_part = defaultdict(list)
     for p in packets:
-        by_part[partition_for(p, n)].append(p)
+        by_part[source_partition(p, n)].append(p)
     producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=5)
     await producer.start()
     try:
-        topic = common.topic("packets")
+        topic = common.topic(PACKETS)
         for data in raw:
             await producer.send(topic, data, partition=0)
         for part, pkts in by_part.items():

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+# One copy of the port and HTTP helpers: the demo's own (tests read /metrics as the demo does).
+from services.manager.demo_stack import free_port, http_get, metric
+
+__all__ = ["ROOT", "Service", "attach_victim", "common_env", "free_port", "http_get", "metric",
+           "stop_process", "wait_healthy", "wait_until"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def common_env(broker, pin_dir: str, node: str = "node-test") -> dict[str, str]:
@@ -41,23 +38,23 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM, then SIGKILL after `timeout` s; returns the exit status."""
+        rc = stop_process(self.proc, signal.SIGTERM, timeout)
         self._log.close()
-        return self.proc.returncode
+        return rc
 
 
-def http_get(port: int, path: str, timeout: float = 2) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Send `sig` to a running process, SIGKILL it if it has not exited after `timeout` s;
+    returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def wait_healthy(port: int, service: Service, timeout: float = 60) -> None:
@@ -74,13 +71,14 @@ def wait_healthy(port: int, service: Service, timeout: float = 60) -> None:
     raise AssertionError(f"{service.module} not healthy after {timeout} s:\n{service.log()}")
 
 
-def metric(text: str, name: str) -> float:
-    """Sum of the samples of `name` (any labels) in a Prometheus text page."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def wait_until(pred, timeout: float = 20, what: str = "condition") -> None:
+    """Poll `pred()` every 0.1 s until it is true; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def attach_victim(pair, pin_dir: str) -> None:

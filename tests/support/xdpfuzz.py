@@ -1,6 +1,6 @@
 """Differential fuzzing of the XDP program: random, mutated and truncated frames, a rule set, and
-a reference model (pure Python, written from DESIGN.md "Rules" and bpf/xdpguard.c's documented
-parse rules) that says what the kernel must answer for each frame.
+a reference model (pure Python, written from docs/dataplane.md's precedence and parse rules and
+bpf/xdpguard.c) that says what the kernel must answer for each frame.
 
 The invariant the reliability promise needs is "nothing without a matching rule is dropped";
 the model checks more: allowlisted sources always pass, exact and prefix rules give their action,
@@ -13,10 +13,13 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import time
 from dataclasses import dataclass, field
 
+from services.dataplane import loader
+from services.dataplane.structs import addr_bytes, addr_text
 from services.records.rules import Action, Rule, Scope
-from services.dataplane.structs import addr_bytes
+from tests.support.dp_env import Env
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
@@ -24,6 +27,7 @@ HOPOPTS, ROUTING, FRAGMENT, DSTOPTS = 0, 43, 44, 60
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 MIN_FRAME = 14      # BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header
 MAX_FRAME = 3000    # and longer than a page minus head/tail room
+FUZZ_SIZES = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=64)
 
 # Address pools: rules target some of them, frames draw from all of them.
 V4 = ["10.66.0.1", "10.66.5.9", "10.66.7.7", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.2.0.2",
@@ -147,68 +151,104 @@ def parse(f: bytes) -> Parsed | str:
 
 @dataclass
 class Model:
-    """What the kernel must answer, from the same rules the maps hold."""
+    """What the kernel must answer, from the same rules the maps hold: precedence allowlist >
+    exact flow > longest source prefix > destination limit > pass (docs/dataplane.md), each
+    level asking `Rule.covers` whether a rule matches."""
     rules: list[Rule]
     allow: list[str]
     now_ns: int
-    _exact: dict = field(default_factory=dict)
+    _exact: list = field(default_factory=list)
     _prefix: list = field(default_factory=list)
     _allow: list = field(default_factory=list)
-    _limits: dict = field(default_factory=dict)
+    _limits: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for r in self.rules:
             if r.expired(self.now_ns):
                 continue
             if r.scope is Scope.FLOW:
-                self._exact[(addr_bytes(r.src), addr_bytes(r.dst), r.sport, r.dport, r.proto)] = r
+                self._exact.append(r)
             elif r.scope is Scope.SRC_PREFIX:
-                self._prefix.append((_net16(r.src), r))
+                self._prefix.append(r)
             else:
-                self._limits[(addr_bytes(r.dst), r.proto, r.dport, r.tcp_flags)] = r
-        self._allow = [_net16(c) for c in self.allow]
-        self._prefix.sort(key=lambda x: -x[0][1])  # longest prefix first
+                self._limits.append(r)
+        # an allowlist entry matches as a source prefix does
+        self._allow = [Rule(Scope.SRC_PREFIX, Action.PASS, src=cidr) for cidr in self.allow]
+        self._prefix.sort(key=lambda r: -ipaddress.ip_network(r.src).prefixlen)  # longest first
 
     def expect(self, f: bytes) -> tuple[set[int], str, Parsed | None]:
         """(verdicts allowed, why, parsed or None): the kernel's answer must be in the set."""
         p = parse(f)
         if isinstance(p, str):
             return {XDP_PASS}, p, None
-        if any(_in(p.saddr, n) for n in self._allow):
+        fields = (addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport, p.proto, p.tcp_flags)
+        if any(a.covers(*fields) for a in self._allow):
             return {XDP_PASS}, "allow", p
-        r = self._exact.get((p.saddr, p.daddr, p.sport, p.dport, p.proto))
-        if r is not None:
-            return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "exact", p
-        for net, r in self._prefix:
-            if _in(p.saddr, net):
-                return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, "prefix", p
-        if self._limit(p):
+        for level, rules in (("exact", self._exact), ("prefix", self._prefix)):
+            r = next((r for r in rules if r.covers(*fields)), None)
+            if r is not None:
+                return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, level, p
+        if any(r.covers(*fields) for r in self._limits):
             return {XDP_PASS, XDP_DROP}, "limit", p
         return {XDP_PASS}, "unmatched", p
 
-    def _limit(self, p: Parsed) -> bool:
-        masks = sorted({m for (d, _, _, m) in self._limits if d == p.daddr},
-                       key=lambda m: (-bin(m).count("1"), m))
-        for m in masks:
-            if p.tcp_flags & m != m:
-                continue
-            if (p.daddr, p.proto, p.dport, m) in self._limits or (p.daddr, p.proto, 0, m) in self._limits:
-                return True
-            if m == 0 and (p.daddr, 0, 0, 0) in self._limits:
-                return True
-        return False
+
+# --- the program under test ---------------------------------------------------------------
+
+class FuzzEnv(Env):
+    """A loaded, unattached program (tests/support/dp_env.py) holding the fuzz rule set, and the
+    reference model of the same rules. Needs root, bpffs and BCC; `close()` unloads it."""
+
+    def __init__(self) -> None:
+        super().__init__(FUZZ_SIZES)
+        now = time.time_ns()
+        rules, allow = rule_set(now)
+        for r in rules:
+            self.dp.add_rule(r if r.expires_ns else r.with_times(now, None))
+        for cidr in allow:
+            self.dp.allow_add(cidr)
+        self.model = Model(rules, allow, now)
 
 
-def _net16(cidr: str) -> tuple[int, int]:
-    net = ipaddress.ip_network(cidr, strict=False)
-    plen = net.prefixlen + (96 if net.version == 4 else 0)
-    return int.from_bytes(addr_bytes(str(net.network_address)), "big"), plen
-
-
-def _in(addr16: bytes, net: tuple[int, int]) -> bool:
-    base, plen = net
-    shift = 128 - plen
-    return (int.from_bytes(addr16, "big") >> shift) == (base >> shift)
+def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
+    """Run n frames of `frames` through the program, each answer checked against the reference
+    model and (check_events) every sampled event against the reference parse; the counters'
+    deltas must add up. Raises AssertionError at the first wrong answer. Returns the tallies
+    {frames, drop, fail, non_ip, unmatched, events}."""
+    tally = {"frames": 0, "drop": 0, "fail": 0, "non_ip": 0, "unmatched": 0, "events": 0}
+    expected_events: list[tuple] = []
+    before = env.dp.stats()
+    for i in range(n):
+        f = next(frames)
+        verdict = env.run(f)
+        allowed, why, p = env.model.expect(f)
+        assert verdict in allowed, (f"frame {i} ({why}): kernel said {verdict}, model allows "
+                                    f"{sorted(allowed)}; frame={f.hex()}")
+        tally["frames"] += 1
+        tally["drop"] += verdict == XDP_DROP
+        if why in ("fail", "non_ip", "unmatched"):
+            tally[why] += 1
+        if why == "unmatched" and check_events:
+            expected_events.append((addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport,
+                                    p.proto, p.tcp_flags, len(f), f.hex()))
+        if check_events and (len(expected_events) >= 200 or i == n - 1):
+            got = env.events()
+            assert len(got) == len(expected_events), "sampled events lost or invented"
+            for ev, want in zip(got, expected_events):
+                assert (ev.src, ev.dst, ev.sport, ev.dport, ev.proto, ev.tcp_flags, ev.length) \
+                    == want[:7], f"event differs from the reference parse of {want[7]}"
+            tally["events"] += len(got)
+            expected_events = []
+    after = env.dp.stats()
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta["seen"] == n
+    assert delta["drop_exact"] + delta["drop_prefix"] + delta["drop_limit"] == tally["drop"]
+    assert delta["passed"] == n - tally["drop"]
+    assert delta["parse_fail"] == tally["fail"] and delta["non_ip"] == tally["non_ip"]
+    assert delta["unmatched"] == tally["unmatched"]
+    if check_events:
+        assert delta["events_lost"] == 0
+    return tally
 
 
 # --- frame generation -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`xdpguard analyze` / `xdpguard flows` on the seed's capture: the seed's formats, no shell."""
+"""`xdpguard analyze` / `xdpguard flows` on the original tool's capture (docs/origins.md): its
+formats, no shell."""
 import json
 import re
 

@@ -1,11 +1,12 @@
 """The capture's columnar hot path speaks the codec's language: records it encodes decode with
-codec.decode_packet_columns to the same events, and its partitions are codec.partition_for's."""
+codec.decode_packet_columns to the same events, and its partitions are partition.source_partition's."""
 import numpy as np
 
 from services.capture import columns
 from services.capture.fastring import RECORD_DTYPE
 from services.wire import codec
 from services.records.packet import Packet
+from services.wire.partition import source_partition
 
 
 def packets():
@@ -24,7 +25,7 @@ def test_encoded_chunks_decode_to_the_same_events_on_the_codec_partition():
     got = []
     for part, chunk in columns.split_by_partition(rows, 8):
         decoded = codec.decode_packets(columns.encode(chunk, "node-x"))
-        assert all(codec.partition_for(p, 8) == part for p in decoded)
+        assert all(source_partition(p, 8) == part for p in decoded)
         assert [p.seq for p in decoded] == sorted(p.seq for p in decoded)
         got.extend(decoded)
     got.sort(key=lambda p: p.seq)

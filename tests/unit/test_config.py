@@ -4,12 +4,13 @@ from services.common.config import describe, load
 from services.common.errors import ConfigError
 from services.records.rules import Action, Rule, Scope
 from services.common.settings import CommonSettings
+from services.wire.topics import PACKETS
 
 
 def test_settings_read_from_prefixed_env():
     s = load(CommonSettings, {"XDPGUARD_KAFKA_BOOTSTRAP": "k:1", "XDPGUARD_PACKETS_PARTITIONS": "3"})
     assert s.kafka_bootstrap == "k:1" and s.packets_partitions == 3
-    assert s.topic("packets") == "xdpguard.packets"
+    assert s.topic(PACKETS) == "xdpguard.packets"
 
 
 def test_bad_setting_names_the_variable():

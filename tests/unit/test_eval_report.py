@@ -6,7 +6,7 @@ import pytest
 from services.offline.evaluation import EvalConfig, evaluate
 from services.detection.model import Detector
 from services.records.packet import Packet
-from services.offline.replay import Enforcer, replay
+from services.offline.replay import SimulatedDataPlane, replay
 from services.records.rules import Action, Rule, Scope
 from services.offline.training import load_manifest, train
 from services.manager.cli import main
@@ -32,7 +32,7 @@ def p(ts_s, src="10.0.0.66", dst="10.0.0.1", sport=1, dport=2, proto=6, flags=2)
 
 
 def test_enforcer_precedence_reverse_direction_and_rate_limit():
-    enf = Enforcer()
+    enf = SimulatedDataPlane()
     enf.install(Rule(Scope.SRC_PREFIX, Action.DROP, src="10.0.0.66/32"), active_ns=int(1e9))
     assert not enf.verdict(p(0.5))                       # not active yet
     assert enf.verdict(p(1.5))                           # source blocked

@@ -1,4 +1,5 @@
-"""The seed's 22 features: order, definitions (DESIGN.md) and parity with the seed's output."""
+"""The original tool's 22 features: order, definitions (docs/origins.md) and parity with its own
+output."""
 import json
 import math
 
@@ -36,7 +37,7 @@ def test_feature_names_are_the_seeds_22_in_order():
 def test_one_packet_flow_gets_the_seeds_one_millisecond_duration():
     f = dict(zip(F.SEED_FEATURES, F.flow_features(flow_of(pkt(length=60)))))
     assert f["duration"] == 0.001 and f["packets"] == 1 and f["bytes"] == 60
-    assert f["bps"] == 60.0           # bytes per packet, as the seed trained
+    assert f["bps"] == 60.0           # bytes per packet, as the original tool trained
     assert f["pps"] == 1000.0         # packets / max(duration, 1e-3)
     assert f["log_bytes"] == math.log1p(60) and f["log_packets"] == math.log1p(1)
     assert (f["tcp"], f["udp"], f["icmp"], f["syn"], f["ack"]) == (1, 0, 0, 1, 0)

@@ -6,12 +6,13 @@ node services' entry points imported in a fresh interpreter pull in none of the 
 """
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "services"
@@ -46,24 +47,6 @@ FORBIDDEN = {
 }
 
 
-def _imports(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in `path`, relative ones resolved."""
-    pkg_parts = path.relative_to(root).with_suffix("").parts[:-1]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(pkg_parts[: len(pkg_parts) - node.level + 1])
-                mod = f"{base}.{node.module}" if node.module else base
-                names = [f"{mod}.{a.name}" for a in node.names] if not node.module else [mod]
-            else:
-                names = [node.module]
-            out += [(node.lineno, n) for n in names]
-    return out
-
-
 def test_every_package_is_in_the_map():
     pkgs = {p.name for p in SERVICES.iterdir() if (p / "__init__.py").exists()}
     assert pkgs == set(ALLOWED), "a package was added or removed: update ALLOWED and docs"
@@ -73,7 +56,7 @@ def test_every_package_is_in_the_map():
 def test_package_imports_follow_the_map(pkg):
     bad = []
     for path in sorted((SERVICES / pkg).rglob("*.py")):
-        for line, mod in _imports(path):
+        for line, mod in imported_modules(path, ROOT):
             parts = mod.split(".")
             if parts[0] == "services" and len(parts) > 1:
                 target = parts[1]
@@ -101,5 +84,5 @@ def test_the_rule_can_fail(tmp_path):
     mod = tmp_path / "services" / "detection" / "x.py"
     mod.parent.mkdir(parents=True)
     mod.write_text("def f():\n    from ..wire import codec\n    import aiokafka\n")
-    found = [m for _, m in _imports(mod, tmp_path)]
+    found = [m for _, m in imported_modules(mod, tmp_path)]
     assert "services.wire" in found and "aiokafka" in found

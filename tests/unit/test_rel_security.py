@@ -21,6 +21,7 @@ from services.common.errors import DecodeError, ModelError
 from services.records.packet import Packet
 from services.records.rules import Action, Rule, Scope
 from services.enforcer.policy import Order, Outcome, Policy, PolicyConfig
+from tests.support.packet_records import encode_packets
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = [ROOT / "services", ROOT / "bench", ROOT / "scripts"]
@@ -238,7 +239,7 @@ def _valid_records() -> list[tuple[str, bytes]]:
                 threshold=0.1, model_id="m", window_start_ns=1, window_end_ns=2, node="*", reason="r")
     _, rule = codec.encode_rule_record(Rule(Scope.DST_LIMIT, Action.LIMIT, dst="10.0.0.1",
                                             rate_pps=10), "applied", "n")
-    return [("pk", codec.encode_packets(pk)), ("pk1", codec.encode_packets(pk[:1])),
+    return [("pk", encode_packets(pk)), ("pk1", encode_packets(pk[:1])),
             ("verdict", codec.encode_verdict(v)), ("rule", rule)]
 
 

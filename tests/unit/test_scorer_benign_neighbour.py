@@ -13,10 +13,8 @@ from services.detection.model import load_model
 from services.records.packet import Packet
 from services.offline.replay import Pipeline
 from services.records.rules import Scope
-from services.scorer.scoring import Policy, score_windows, verdicts_for
-from services.wire.codec import decode_packet_columns, encode_packets, partition_for
-from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
-from tests.unit.test_scorer_windows import T0, W, Clock
+from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
+from tests.support.scorer_stages import T0, run_stages
 
 VICTIM, ATTACKER, PINGER, WEB = "10.251.93.2", "10.251.93.66", "10.251.93.10", "10.251.93.11"
 BOTH = "10.251.93.12"  # the soak's client: pings AND fetches a page, one address
@@ -59,31 +57,6 @@ def traffic() -> list[Packet]:
                    seq=i) for i, p in enumerate(pk)]
 
 
-def run_stages(packets, n=4, batch=50):
-    """The scorer's stage 1 / stage 2 windows over `n` partitions (silent partitions excluded
-    as the worker does after max_wait), every window closed."""
-    clock = Clock()
-    srcs = {p: SourcePartition(p, W, 0, clock) for p in range(n)}
-    dsts = {q: DstPartition(q, W, n, 30.0, clock) for q in range(n)}
-    by_part: dict[int, list] = {}
-    for pkt in packets:
-        by_part.setdefault(partition_for(pkt, n), []).append(pkt)
-    for p, pkts in by_part.items():
-        for off, i in enumerate(range(0, len(pkts), batch)):
-            srcs[p].add(off, decode_packet_columns(encode_packets(pkts[i:i + batch])))
-    clock.t += 100.0
-    for p in by_part:
-        part = srcs[p]
-        for ws in part.due():
-            for c in part.close(ws, n)[0]:
-                c2 = FlowChunk.decode(c.encode())
-                dsts[c2.dst_partition].add(c2.key(), c2)
-            part.sent(ws)
-        for q in dsts:
-            dsts[q].mark(p, part.progress(0))
-    return [dsts[q].close(ws) for q in range(n) for ws in dsts[q].due()]
-
-
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
@@ -99,7 +72,7 @@ def test_scorer_blocks_the_flooder_and_never_its_victims_clients(detector):
     verdicts = []
     for w, (scores, own) in zip(closed, score_windows(detector, closed)):
         verdicts += verdicts_for(w, scores, threshold=detector.threshold,
-                                 model_id=detector.model_id, policy=Policy(),
+                                 model_id=detector.model_id, policy=VerdictPolicy(),
                                  wide_threshold=detector.wide_threshold, own=own)
     assert (Scope.SRC_PREFIX, f"{ATTACKER}/32") in _rules(verdicts)
     blocked = [v for v in verdicts if v.rule.src.split("/")[0] in BENIGN]

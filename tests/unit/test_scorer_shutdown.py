@@ -10,7 +10,7 @@ from faust.exceptions import NotReady
 
 from services.common.settings import CommonSettings
 from services.scorer import app as scorer_app
-from services.scorer.scoring import Policy
+from services.scorer.scoring import VerdictPolicy
 from services.scorer.settings import ScorerSettings
 
 
@@ -20,7 +20,7 @@ class _Detector:
 
 @pytest.fixture
 def scorer():
-    _, sc = scorer_app.create_app(ScorerSettings(), CommonSettings(), _Detector(), Policy())
+    _, sc = scorer_app.create_app(ScorerSettings(), CommonSettings(), _Detector(), VerdictPolicy())
     return sc
 
 

@@ -4,49 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.wire.codec import decode_packet_columns, encode_packets, partition_for
+from services.wire.codec import decode_packet_columns
 from services.detection.features import SourceHorizon, WindowState, window_start
 from services.records.verdict import ALL_NODES
-from services.scorer.scoring import Policy, score_batch, verdicts_for
-from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
+from services.scorer.scoring import VerdictPolicy, score_batch, verdicts_for
+from services.scorer.windows import DstPartition, SourcePartition
+from tests.support.packet_records import encode_packets
+from tests.support.scorer_stages import T0, W, Clock, run_stages
 from tests.support.scorer_traffic import benign, syn_flood, udp_sweep, with_seq
 
-T0 = 1_800_000_000 * 10**9
 SWEEPER = "10.66.0.1"
-W = 10**9
 N = 4
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def run_stages(packets, clock=None, batch=50):
-    """Feed packets through N source partitions and N destination partitions, close all."""
-    clock = clock or Clock()
-    srcs = {p: SourcePartition(p, W, 0, clock) for p in range(N)}
-    dsts = {q: DstPartition(q, W, N, 30.0, clock) for q in range(N)}
-    by_part: dict[int, list] = {}
-    for pkt in packets:
-        by_part.setdefault(partition_for(pkt, N), []).append(pkt)
-    for p, pkts in by_part.items():
-        for off, i in enumerate(range(0, len(pkts), batch)):
-            srcs[p].add(off, decode_packet_columns(encode_packets(pkts[i:i + batch])))
-    clock.t += 100.0  # idle: every watermark passes every window
-    for p, part in srcs.items():
-        for ws in part.due():
-            chunks, done = part.close(ws, N)
-            for c in chunks:
-                c2 = FlowChunk.decode(c.encode())
-                dsts[c2.dst_partition].add(c2.key(), c2)
-            part.sent(ws)
-        for q in dsts:
-            dsts[q].mark(p, part.progress(0))
-    return [dsts[q].close(ws) for q in range(N) for ws in dsts[q].due()]
 
 
 def reference_rows(packets):
@@ -94,12 +62,19 @@ def test_watermark_closes_only_passed_windows_and_counts_late_events():
     assert part.add(1, decode_packet_columns(encode_packets(late))) == 0 and part.late == len(late)
 
 
-def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
-    clock = Clock()
-    part = SourcePartition(0, W, 0, clock)
+def _window_t0_closed(partition: int, clock: Clock) -> tuple[SourcePartition, list]:
+    """A source partition fed 0.5 s of benign traffic from T0, its window T0 closed for one stage
+    2 partition and sent: (the partition, the window's flow chunks)."""
+    part = SourcePartition(partition, W, 0, clock)
     part.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
     chunks, _ = part.close(T0, 1)
     part.sent(T0)
+    return part, chunks
+
+
+def test_resent_chunk_replaces_first_copy_and_late_chunk_is_dropped():
+    clock = Clock()
+    part, chunks = _window_t0_closed(0, clock)
     dst = DstPartition(0, W, 1, 5.0, clock)
     assert dst.add(chunks[0].key(), chunks[0]) and dst.add(chunks[0].key(), chunks[0])
     assert dst.due() == []
@@ -139,10 +114,7 @@ def test_stage2_does_not_close_windows_because_this_worker_itself_stalled():
     """Every source silent at once means this worker was stalled (a long scoring call on a
     busy CPU), not that every owner died: nothing closes before the marks say so."""
     clock = Clock()
-    src = SourcePartition(1, W, 0, clock)
-    src.add(0, decode_packet_columns(encode_packets(benign(T0, 0.5, clients=2))))
-    chunks, _ = src.close(T0, 1)
-    src.sent(T0)
+    _, chunks = _window_t0_closed(1, clock)
     dst = DstPartition(0, W, 3, 2.0, clock)
     dst.add(chunks[0].key(), chunks[0])
     for p in range(3):
@@ -168,14 +140,14 @@ def test_flood_gives_one_limit_verdict_and_benign_none():
     closed = [w for w in run_stages(packets) if w.rows]
     scores = score_batch(FakeDetector(), closed)
     verdicts = [v for w, s in zip(closed, scores)
-                for v in verdicts_for(w, s, threshold=0.5, model_id="fake", policy=Policy())]
+                for v in verdicts_for(w, s, threshold=0.5, model_id="fake", policy=VerdictPolicy())]
     assert [(v.rule.scope.value, v.rule.dst, v.rule.tcp_flags, v.node) for v in verdicts] == \
         [("dst_limit", "10.99.0.10", 2, ALL_NODES)]
     v = verdicts[0]
     assert v.rule.expires_ns - v.rule.created_ns == 600 * 10**9 and "flood" in v.reason
     passes = [v for w, s in zip(closed, scores)
               for v in verdicts_for(w, s, threshold=0.5, model_id="fake",
-                                    policy=Policy(emit_pass=True, pass_ttl_s=5))]
+                                    policy=VerdictPolicy(emit_pass=True, pass_ttl_s=5))]
     n_benign = sum(1 for w in closed for k in w.keys if k[1] != "10.99.0.10")
     assert sum(v.rule.action.value == "pass" for v in passes) == n_benign
 

@@ -11,8 +11,8 @@ from services.detection.model import load_model
 from services.offline.pcap import read_pcap
 from services.offline.replay import replay
 from services.records.rules import Scope
-from services.scorer.scoring import Policy, score_windows, verdicts_for
-from tests.unit.test_scorer_benign_neighbour import run_stages
+from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
+from tests.support.scorer_stages import run_stages
 
 SCANNER = "246.237.45.150"
 W = 10**9
@@ -38,7 +38,7 @@ def test_the_scorer_blocks_the_sweeping_source_within_a_few_windows(sweep, detec
     blocked_at = None
     for w, (scores, own) in zip(closed, score_windows(detector, closed)):
         for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
-                              policy=Policy(), wide_threshold=detector.wide_threshold, own=own):
+                              policy=VerdictPolicy(), wide_threshold=detector.wide_threshold, own=own):
             if v.rule.scope is Scope.SRC_PREFIX and v.rule.src == f"{SCANNER}/32":
                 blocked_at = min(blocked_at or w.window_ns, w.window_ns)
     assert blocked_at is not None, "no source rule for the scanner"

@@ -1,5 +1,7 @@
-"""Shared set-up of the BPF_PROG_TEST_RUN tests: one loaded (unattached) program per module,
-its maps emptied before every test, frames built with scapy."""
+"""A loaded, unattached XDP program for BPF_PROG_TEST_RUN tests: its pinned maps (Datapath), its
+ring, frames run through it and counter deltas. tests/kernel/conftest.py gives one per test module
+(fixture `env`, maps emptied before every test); the fuzz environment (tests/support/xdpfuzz.py)
+builds on it."""
 from __future__ import annotations
 
 import os
@@ -15,6 +17,9 @@ SMALL = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=16)
 
 
 class Env:
+    """The program loaded (not attached) with `sizes` under a fresh test pin directory; `close()`
+    unloads it and removes the pins. Needs root, bpffs and BCC."""
+
     def __init__(self, sizes: loader.Sizes = SMALL):
         self.pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
         loader.load([], pin_dir=self.pin_dir, sizes=sizes)
@@ -23,9 +28,11 @@ class Env:
         self.ring = RingReader(self.pin_dir)
 
     def run(self, frame, repeat: int = 1) -> int:
+        """The program's XDP action for one frame (bytes or a scapy packet)."""
         return bpfsys.prog_test_run(self.fd, bytes(frame), repeat)[0]
 
-    def events(self):
+    def events(self) -> list:
+        """Every sampled event waiting in the ring (drains it)."""
         out = []
         while True:
             got = self.ring.poll(0)
