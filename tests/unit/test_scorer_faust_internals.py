@@ -11,23 +11,15 @@ import mode
 import pytest
 from faust.types import TP
 
-from services.common.settings import CommonSettings
 from services.scorer import faust_internals
-from services.scorer.app import create_app
-from services.scorer.scoring import Policy
-from services.scorer.settings import ScorerSettings
+from tests.support.scorer_app import scorer_without_broker
 
 SCORER = Path(faust_internals.__file__).parent
 
 
-class _Detector:
-    threshold, wide_threshold, model_id = 0.5, 0.5, "test"
-
-
 @pytest.fixture
 def scorer():
-    _, sc = create_app(ScorerSettings(), CommonSettings(), _Detector(), Policy())
-    return sc
+    return scorer_without_broker()
 
 
 @pytest.mark.parametrize("seam", faust_internals.SEAMS, ids=lambda s: s.path)

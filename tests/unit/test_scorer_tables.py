@@ -9,24 +9,17 @@ import msgpack
 import pytest
 
 from services.common.errors import DecodeError
-from services.common.settings import CommonSettings
-from services.scorer.app import create_app
-from services.scorer.scoring import Policy
-from services.scorer.settings import ScorerSettings
 from services.scorer.tables import (DestChunks, SourceRecords, decode_mark, encode_mark, is_mark,
                                     mark_key)
 from services.scorer.windows import FlowChunk
-
-
-class _Detector:
-    threshold, wide_threshold, model_id = 0.5, 0.5, "test"
+from tests.support.scorer_app import scorer_without_broker
 
 
 @pytest.fixture
 def wired(monkeypatch):
     """The app's topics with their real tables (memory store), and the changelog sends of both
     tables, recorded (name, partition, key, value) instead of produced."""
-    _, sc = create_app(ScorerSettings(), CommonSettings(), _Detector(), Policy())
+    sc = scorer_without_broker()
     sent = []
     for table in (sc.topics.src_table, sc.topics.dst_table):
         async def send(key, value, partition, _name=table.name):
