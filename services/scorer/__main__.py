@@ -14,7 +14,8 @@ from services.common.errors import XdpguardError
 from services.detection.model import load_model
 from services.common.settings import load_common
 
-from .app import create_app, ensure_scorer_topics
+from .app import create_app
+from .topics import ensure_scorer_topics
 from .scoring import VerdictPolicy
 from .settings import load_scorer
 

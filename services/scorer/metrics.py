@@ -1,10 +1,29 @@
-"""Prometheus metrics of one scorer worker (own registry, served by services.common.health)."""
+"""Metrics and health of one scorer worker: its Prometheus counters (own registry) and the
+`/healthz` answer, both served by services.common.health on SCORER_METRICS_PORT. The stages
+count what they do; what is open and how far behind each partition is, is read here.
+"""
 from __future__ import annotations
 
+import json
+import time
+from typing import TYPE_CHECKING
+
+import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.health import HealthServer
+
+from . import faust_internals
+from .settings import ScorerSettings
+
+if TYPE_CHECKING:
+    from .collect import CollectStage
+    from .ingest import IngestStage
 
 
 class ScorerMetrics:
+    """The worker's counters, histograms and gauges (names: docs/scorer.md, Metrics)."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.records = Counter("xdpguard_scorer_records", "packet records consumed", registry=r)
@@ -30,3 +49,54 @@ class ScorerMetrics:
         self.partitions = Gauge("xdpguard_scorer_assigned_partitions", "packets partitions this worker owns",
                                 registry=r)
         self.open_windows = Gauge("xdpguard_scorer_open_windows", "windows open", ["stage"], registry=r)
+
+
+class ScorerHealth:
+    """`/healthz` and the open-window gauges of one worker, read from both stages. The server
+    runs only when SCORER_METRICS_PORT is set (start/stop follow the worker)."""
+
+    def __init__(self, app: faust.App, s: ScorerSettings, metrics: ScorerMetrics,
+                 ingest: "IngestStage", collect: "CollectStage") -> None:
+        self.app, self.s, self.metrics, self.ingest, self.collect = app, s, metrics, ingest, collect
+        self.server: HealthServer | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        if self.s.metrics_port:
+            self.server = HealthServer(self.metrics.registry, self.healthy,
+                                       host=self.s.metrics_host, port=self.s.metrics_port)
+            await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+
+    def refresh_gauges(self) -> None:
+        """Set the open-window gauges of both stages (called by every close-windows tick)."""
+        sources, dests = self.ingest.sources, self.collect.dests
+        self.metrics.open_windows.labels("source").set(sum(len(p.windows) for p in sources.values()))
+        self.metrics.open_windows.labels("dest").set(sum(len(p.windows) for p in dests.values()))
+
+    def healthy(self) -> tuple[bool, str]:
+        """(True, JSON): owned partitions, open windows, and per owned packets partition what
+        holds its windows open (docs/scorer.md, Metrics)."""
+        now_ns = time.time_ns()
+        sources, dests, announced = self.ingest.sources, self.collect.dests, self.ingest.announced
+        return True, json.dumps({
+            "app": self.app.conf.id, "packets_partitions": sorted(sources),
+            "flows_partitions": sorted(dests),
+            "rebalancing": faust_internals.rebalancing(self.app),
+            "open_windows": sum(len(p.windows) for p in sources.values()),
+            "open_dest_windows": sum(len(q.windows) for q in dests.values()),
+            # What holds windows open: each owned packets partition's event-time lag behind this
+            # host's clock and the progress it last announced.
+            "sources": {p: {"lag_s": round((now_ns - part.watermark()) / 1e9, 3)
+                            if part.max_ts else None,
+                            "unread": self.ingest.unread(p) or 0,
+                            "open": len(part.windows),
+                            "polled_s_ago": round(time.monotonic() - part.polled_at, 3)
+                            if part.polled_at is not None else None,
+                            "announced_lag_s": round((now_ns - announced[p][0]) / 1e9, 3)
+                            if p in announced else None}
+                        for p, part in sorted(sources.items())},
+            "uptime_s": round(time.time() - self.started_at, 1)})

@@ -30,10 +30,6 @@ class VerdictPolicy:
     target_origin: bool = False  # exact-flow verdicts go to the capturing node only
 
 
-# services/scorer/app.py still imports the old name; it goes when app.py follows (issue 11).
-Policy = VerdictPolicy
-
-
 def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     """Scores of every window's rows, from a single model call."""
     sizes = [len(w.rows) for w in windows]

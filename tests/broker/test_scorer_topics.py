@@ -9,7 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.common.errors import ConfigError
 from services.wire.kafka import client_options
 from services.wire.topics import DEADLETTER, PACKETS, VERDICTS, TopicSpec, ensure_topics, list_topics
-from services.scorer.app import create_app, ensure_scorer_topics
+from services.scorer.app import create_app
+from services.scorer.topics import ensure_scorer_topics, internal_topic_specs
 from services.scorer.scoring import VerdictPolicy
 from services.scorer.settings import ScorerSettings
 from tests.support.scorer_traffic import benign, syn_flood, window_ahead, with_seq
@@ -44,15 +45,14 @@ async def test_every_internal_topic_exists_before_the_worker_starts(broker):
     assert parts == {f"{p}xdpguard-scorer-scorer-flows": n, f"{p}xdpguard-scorer-src-records-changelog": n,
                      f"{p}xdpguard-scorer-dst-chunks-changelog": n,
                      f"{p}xdpguard-scorer-__assignor-__leader": 1}
-    specs = {t.name: t for t in __import__("services.scorer.app", fromlist=["x"])
-             .internal_topic_specs(app, scorer)}
+    specs = {t.name: t for t in internal_topic_specs(app, scorer)}
     assert specs[f"{p}xdpguard-scorer-src-records-changelog"].config["cleanup.policy"] == "compact"
     assert await ensure_scorer_topics(broker, app, scorer) == []  # idempotent
 
 
 async def test_a_stale_internal_topic_with_the_wrong_partition_count_is_refused(broker):
     app, scorer = create_app(ScorerSettings(), broker, _D(), VerdictPolicy())
-    await ensure_topics(broker, [TopicSpec(scorer.flows_topic.get_topic_name(), 1, 1)])
+    await ensure_topics(broker, [TopicSpec(scorer.topics.flows.get_topic_name(), 1, 1)])
     with pytest.raises(ConfigError, match="scorer-flows has 1 .needs 8"):
         await ensure_scorer_topics(broker, app, scorer)
 

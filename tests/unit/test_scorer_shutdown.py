@@ -10,6 +10,7 @@ from faust.exceptions import NotReady
 
 from services.common.settings import CommonSettings
 from services.scorer import app as scorer_app
+from services.scorer import faust_internals
 from services.scorer.scoring import VerdictPolicy
 from services.scorer.settings import ScorerSettings
 
@@ -51,12 +52,12 @@ def test_a_timer_racing_the_stop_is_not_a_crash(scorer, monkeypatch, body, timer
 
 def test_the_worker_is_ours_and_a_second_signal_forces(monkeypatch):
     opts = scorer_app.faust_settings(ScorerSettings(), CommonSettings())
-    assert opts["Worker"] is scorer_app.ScorerWorker
+    assert opts["Worker"] is faust_internals.ScorerWorker
     exits, stops = [], []
-    monkeypatch.setattr(scorer_app.os, "_exit", lambda code: exits.append(code))
-    w = scorer_app.ScorerWorker.__new__(scorer_app.ScorerWorker)
+    monkeypatch.setattr(faust_internals.os, "_exit", lambda code: exits.append(code))
+    w = faust_internals.ScorerWorker.__new__(faust_internals.ScorerWorker)
     w._signal_stop_time = None
-    monkeypatch.setattr(scorer_app.faust.Worker, "_on_sigterm",
+    monkeypatch.setattr(faust_internals.faust.Worker, "_on_sigterm",
                         lambda self: (stops.append(1), setattr(self, "_signal_stop_time", 1.0)))
     w._on_sigterm()
     assert stops == [1] and exits == []

@@ -7,7 +7,7 @@ import asyncio
 import aiokafka.admin
 
 from services.common.settings import CommonSettings
-from services.scorer import app as scorer_app
+from services.scorer import topics as scorer_topics
 
 
 class _Admin:
@@ -33,12 +33,12 @@ def test_a_topic_without_a_leader_yet_is_asked_again(monkeypatch):
     _Admin.answers = [{"topic": "flows", "error_code": 5, "partitions": []},
                       {"topic": "flows", "error_code": 0, "partitions": []},
                       {"topic": "flows", "error_code": 0, "partitions": [{}]}]
-    counts = asyncio.run(scorer_app._partition_counts(CommonSettings(), ["flows", "changelog"]))
+    counts = asyncio.run(scorer_topics._partition_counts(CommonSettings(), ["flows", "changelog"]))
     assert counts == {"flows": 1, "changelog": 8} and _Admin.answers == []
 
 
 def test_no_answer_in_time_is_said_not_hidden(monkeypatch, caplog):
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", _Admin)
     _Admin.answers = [{"topic": "flows", "error_code": 5, "partitions": []}] * 100
-    counts = asyncio.run(scorer_app._partition_counts(CommonSettings(), ["flows"], wait_s=0.3))
+    counts = asyncio.run(scorer_topics._partition_counts(CommonSettings(), ["flows"], wait_s=0.3))
     assert counts == {} and "cannot check the partition count of flows" in caplog.text

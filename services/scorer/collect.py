@@ -1,0 +1,126 @@
+"""Stage 2 adapter ("collect"): flow chunks and progress marks -> closed windows -> ONE batched
+model call -> verdicts.
+
+Per owned `<app id>-scorer-flows` partition (flows partitioned by DESTINATION address) one pure
+`windows.DstPartition`, restored from the `dst-chunks` table the first time the worker touches
+it: the marker gives the newest closed window and every source partition's progress, the stored
+chunks rebuild the open windows. A window closes when every live source partition is past it
+(docs/scorer.md, "Closing"); all windows closed in one pass are scored in one model call, in a
+thread, and their verdicts published (ids deterministic: a re-scored window repeats them).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from services.common.errors import DecodeError
+from services.wire.codec import encode_verdict
+
+from .metrics import ScorerMetrics
+from .scoring import VerdictPolicy, score_windows, verdicts_for
+from .settings import ScorerSettings
+from .tables import DestChunks, decode_mark, is_mark
+from .windows import ClosedWindow, DstPartition, FlowChunk
+
+log = logging.getLogger("xdpguard.scorer")
+
+
+class CollectStage:
+    """Stage 2 of one worker. `n`: flows partitions (= packets partitions, the sources);
+    `detector`: the model (score_rows, threshold, model_id, wide_threshold); `dead(topic,
+    partition, offset, reason, raw)`: dead-letters an undecodable record."""
+
+    def __init__(self, s: ScorerSettings, n: int, detector, policy: VerdictPolicy, flows_topic,
+                 verdicts_topic, store: DestChunks, metrics: ScorerMetrics,
+                 dead: Callable[[str, int, int, str, bytes], Awaitable[None]]) -> None:
+        self.s, self.n, self.detector, self.policy = s, n, detector, policy
+        self.width_ns = int(s.window_s * 1e9)
+        self.flows_topic, self.verdicts_topic, self.store = flows_topic, verdicts_topic, store
+        self.topic_name: str = flows_topic.get_topic_name()
+        self.metrics, self.dead = metrics, dead
+        self.dests: dict[int, DstPartition] = {}
+
+    # --- partitions -------------------------------------------------------------------------
+    def partition(self, q: int) -> DstPartition:
+        """The state of flows partition `q`, restored from the table if not held yet."""
+        part = self.dests.get(q)
+        if part is None:
+            part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s)
+            marker = self.store.marker(q)
+            if marker:
+                part.closed_upto, progress = marker
+                for p, upto in enumerate(progress):
+                    part.mark(p, upto)
+            for key, value in self.store.chunks(q):
+                try:
+                    part.add(key, FlowChunk.decode(value))
+                except DecodeError:
+                    continue
+        return part
+
+    def revoke(self, q: int) -> None:
+        """Forget flows partition `q`: the next owner restores it from the changelog."""
+        self.dests.pop(q, None)
+
+    # --- records ------------------------------------------------------------------------------
+    async def on_chunk(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
+        """One flows record: a progress mark or a chunk (kept unless its window has closed)."""
+        part = self.partition(partition)
+        if is_mark(key):
+            try:
+                part.mark(*decode_mark(value))
+            except DecodeError as exc:
+                await self.dead(self.topic_name, partition, offset, f"bad progress mark: {exc}",
+                                value)
+            return
+        try:
+            chunk = FlowChunk.decode(value)
+        except DecodeError as exc:
+            await self.dead(self.topic_name, partition, offset, str(exc), value)
+            return
+        key = self.store.chunk_key(partition, chunk)
+        if part.add(key, chunk):
+            await self.store.put_chunk(partition, key, value)
+        else:
+            self.metrics.late_flows.inc(len(chunk.flows))
+            log.warning("flows partition %d: %d flows of window %d from packets partition %d "
+                        "came after the window closed (source progress marks: %s)", partition,
+                        len(chunk.flows), chunk.window_ns, chunk.src_partition, part.progress)
+
+    # --- closing and scoring ----------------------------------------------------------------
+    async def close(self) -> None:
+        """Close every due window of every held partition, then score them in one call."""
+        closed = []
+        for q, part in list(self.dests.items()):
+            due = part.due()
+            for ws in due:
+                w = part.close(ws)
+                for key in w.chunk_keys:
+                    await self.store.put_chunk(q, key, None)
+                closed.append(w)
+                self.metrics.windows_closed.labels("dest").inc()
+            if due:
+                await self.store.put_marker(q, part.closed_upto, part.progress)
+        closed = [w for w in closed if w.rows]
+        if closed:
+            await self._score(closed)
+
+    async def _score(self, closed: list[ClosedWindow]) -> None:
+        t0 = time.perf_counter()
+        # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
+        all_scores = await asyncio.get_running_loop().run_in_executor(
+            None, score_windows, self.detector, closed)
+        self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
+        thr, model_id = self.detector.threshold, self.detector.model_id
+        wide = getattr(self.detector, "wide_threshold", None)
+        for w, (scores, own) in zip(closed, all_scores):
+            self.metrics.windows_scored.inc()
+            self.metrics.flows_scored.inc(len(scores))
+            self.metrics.anomalies.inc(int((scores >= thr).sum()))
+            for v in verdicts_for(w, scores, threshold=thr, model_id=model_id, policy=self.policy,
+                                  wide_threshold=wide, own=own):
+                await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
+                self.metrics.verdicts.labels(v.rule.action.value).inc()
+            self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))

@@ -1,0 +1,217 @@
+"""Every faust/mode internal the scorer relies on, reached here and nowhere else.
+
+faust-streaming (0.15) and mode-streaming (0.7) have no public call for what follows; the rest of
+the scorer uses only their public API (App, topic, Table, agent, timer, Service, signals). Each
+internal is listed in `SEAMS` with what it is used for and a probe; tests/unit/
+test_scorer_faust_internals.py runs every probe against the installed faust and names the
+attribute that moved when an upgrade breaks one. The run-time readers below fall back quietly
+(a worker must not crash on a probe) and would hide a move on their own: the test is what fails.
+
+    internal                                   used for
+    mode.Worker._on_sigterm / _on_sigint       ScorerWorker: a second stop signal forces the exit
+    mode.Worker._signal_stop_time              ... set by the first one
+    app.consumer._thread._ensure_consumer()    aiokafka's consumer, for last_poll_timestamp (closing)
+    app.consumer.highwater(tp)                 unread records of a partition (closing, /healthz)
+    app._producer                              a stopped producer means the worker is stopping
+    app.rebalancing, app.in_recovery           no closing while partitions are about to move
+    app.assignor.assigned_actives()            restore partitions that receive no traffic
+    table.data                                 the store faust restores a changelog into
+    table.changelog_topic                      written straight, partition pinned (write_through)
+    Topic.compacting/deleting/retention/...    what faust would declare (topics.internal_topic_specs)
+    "<app id>-__assignor-__leader"             the leader assignor's topic, created up front
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Callable
+
+import aiokafka
+import faust
+import mode
+from faust.types import TP
+
+from services.wire.topics import TopicSpec
+
+log = logging.getLogger("xdpguard.scorer")
+
+
+class ScorerWorker(faust.Worker):
+    """faust's worker with the scorer's signal contract: the first SIGTERM/SIGINT is a clean
+    stop (exit 0), a second one while stopping exits at once (status 1). faust/mode ignore
+    repeated signals, so a stop stuck on the broker could only be ended with SIGKILL."""
+
+    def _force_if_repeated(self) -> None:
+        if self._signal_stop_time:
+            log.warning("second stop signal while stopping: exiting now")
+            logging.shutdown()
+            os._exit(1)
+
+    def _on_sigterm(self) -> None:
+        self._force_if_repeated()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._force_if_repeated()
+        super()._on_sigint()
+
+
+# --- the consumer -------------------------------------------------------------------------
+def last_poll_ns(app: faust.App, tp: TP) -> int | None:
+    """Wall time (ns) of the newest fetch response for `tp` (aiokafka's last_poll_timestamp);
+    None when unknown (not started, not assigned any more, or a faust without the path)."""
+    try:
+        ms = app.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+    except Exception:  # unknown means "no bound": the caller then counts quiet time as before
+        return None
+    return None if ms is None else ms * 1_000_000
+
+
+def highwater(app: faust.App, tp: TP) -> int | None:
+    """The broker's high-water mark of `tp` as of the newest fetch response; None before the
+    first one. Raises (faust's ConsumerNotStarted, aiokafka's assert) when `tp` is unassigned."""
+    return app.consumer.highwater(tp)
+
+
+def assigned_actives(app: faust.App) -> set[TP]:
+    """The partitions this worker owns (active, not standby) in the current assignment."""
+    return app.assignor.assigned_actives()
+
+
+# --- the app ------------------------------------------------------------------------------
+def producer_stopping(app: faust.App) -> bool:
+    """True once the app's producer (if created) is stopping: sends would raise NotReady."""
+    producer = getattr(app, "_producer", None)  # not `app.producer`: that would create one
+    return producer is not None and producer.should_stop
+
+
+def rebalancing(app: faust.App) -> bool:
+    return bool(app.rebalancing)
+
+
+def settling(app: faust.App) -> bool:
+    """A rebalance or table recovery is under way: partitions are about to move."""
+    return bool(app.rebalancing or getattr(app, "in_recovery", False))
+
+
+def leader_topic_name(app: faust.App) -> str:
+    """faust's LeaderAssignor topic (one partition), which it would create while starting."""
+    return f"{app.conf.id}-__assignor-__leader"
+
+
+# --- tables and topics --------------------------------------------------------------------
+def table_store(table) -> MutableMapping:
+    """The key/value store of a faust Table (memory store: a dict-like of bytes -> bytes), the
+    one faust's recovery replays the changelog into when a partition is assigned."""
+    return table.data
+
+
+def changelog_topic(table):
+    """The faust Topic of a Table's changelog (`<app id>-<table name>-changelog`)."""
+    return table.changelog_topic
+
+
+async def write_through(table, partition: int, key: bytes, value: bytes | None) -> None:
+    """Set (value None: delete) `key` in the table's store and send it to the changelog
+    partition `partition`, awaited. Not `table[key] = value`: windows close in a timer, outside
+    any stream event, so faust would not know the partition; and its send_soon buffer makes the
+    fetcher wait for it to drain, which deadlocked workers that rebalanced under a backlog."""
+    data = table.data
+    if value is None:
+        data.pop(key, None)
+    else:
+        data[key] = value
+    await table.changelog_topic.send(key=key, value=value, partition=partition)
+
+
+def declared_specs(topic, conf) -> list[TopicSpec]:
+    """What faust would declare for `topic` (a faust Topic: names, partition count, replicas,
+    cleanup policy and configs), defaults taken from the app's `conf`."""
+    config: dict[str, str] = {}
+    flags = sorted(f for f, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+    if flags:
+        config["cleanup.policy"] = ",".join(flags)
+    if topic.retention:
+        config["retention.ms"] = str(int(float(topic.retention) * 1000))
+    config.update({k: str(v) for k, v in (topic.config or {}).items()})
+    return [TopicSpec(name, topic.partitions or conf.topic_partitions,
+                      topic.replicas or conf.topic_replication_factor or 1, config)
+            for name in topic.topics]
+
+
+# --- the probes the unit test runs --------------------------------------------------------
+@dataclass(frozen=True)
+class Seam:
+    """One internal: `path` as written above, `attrs` the attribute names only this module may
+    use (the test checks the other scorer modules), `probe(app, table)` True while it holds."""
+    path: str
+    attrs: tuple[str, ...]
+    probe: Callable[[faust.App, object], bool]
+
+
+def _source_has(fn, text: str) -> bool:
+    return text in inspect.getsource(fn)
+
+
+def _topic_attrs(table) -> bool:
+    t = table.changelog_topic
+    return all(hasattr(t, a) for a in ("compacting", "deleting", "retention", "config", "topics",
+                                        "partitions", "replicas"))
+
+
+def _recovery_class() -> type:
+    from faust.tables.recovery import Recovery
+    return Recovery
+
+
+SEAMS: tuple[Seam, ...] = (
+    Seam("mode.Worker._on_sigterm", ("_on_sigterm",), lambda app, table: _source_has(
+        mode.Worker._install_signal_handlers_unix, "signal.SIGTERM, self._on_sigterm")),
+    Seam("mode.Worker._on_sigint", ("_on_sigint",), lambda app, table: _source_has(
+        mode.Worker._install_signal_handlers_unix, "signal.SIGINT, self._on_sigint")),
+    Seam("mode.Worker._signal_stop_time", ("_signal_stop_time",), lambda app, table:
+         hasattr(faust.Worker, "_signal_stop_time") and _source_has(
+             mode.Worker._schedule_shutdown, "self._signal_stop_time = ")),
+    Seam("app.consumer._thread._ensure_consumer", ("_thread", "_ensure_consumer"),
+         lambda app, table: callable(app.consumer._thread._ensure_consumer)),
+    Seam("aiokafka.AIOKafkaConsumer.last_poll_timestamp", ("last_poll_timestamp",),
+         lambda app, table: list(inspect.signature(
+             aiokafka.AIOKafkaConsumer.last_poll_timestamp).parameters) == ["self", "partition"]),
+    Seam("app.consumer.highwater", ("highwater",),
+         lambda app, table: callable(app.consumer.highwater)),
+    Seam("app._producer", ("_producer",), lambda app, table:
+         "_producer" in dir(type(app)) and _source_has(type(app).producer.fget, "self._producer")),
+    Seam("app.rebalancing", ("rebalancing",), lambda app, table: hasattr(app, "rebalancing")
+         and _source_has(type(app).on_rebalance_start, "self.rebalancing = True")),
+    Seam("app.in_recovery", ("in_recovery",), lambda app, table: hasattr(app, "in_recovery")
+         and _source_has(_recovery_class(), "self.app.in_recovery = True")),
+    Seam("app.assignor.assigned_actives", ("assignor", "assigned_actives"),
+         lambda app, table: callable(app.assignor.assigned_actives)),
+    Seam("table.data", ("data",), lambda app, table: isinstance(table.data, MutableMapping)
+         and callable(getattr(table.data, "apply_changelog_batch", None))),
+    Seam("table.changelog_topic.send(partition=)", ("changelog_topic",), lambda app, table:
+         "partition" in inspect.signature(table.changelog_topic.send).parameters),
+    Seam("Topic.compacting/deleting/retention/config/topics/partitions/replicas",
+         ("compacting", "deleting"), lambda app, table: _topic_attrs(table)),
+    Seam("app._leader_assignor._leader_topic_name", ("_leader_assignor", "_leader_topic_name"),
+         lambda app, table: app._leader_assignor._leader_topic_name == leader_topic_name(app)),
+)
+
+
+def check(seam: Seam, app: faust.App, table) -> str | None:
+    """None while `seam` holds against the installed faust/mode; else its path, with what the
+    probe raised if it raised."""
+    try:
+        ok = seam.probe(app, table)
+    except Exception as exc:
+        return f"{seam.path} ({type(exc).__name__}: {exc})"
+    return None if ok else seam.path
+
+
+def moved(app: faust.App, table) -> list[str]:
+    """check() of every seam: the internals that moved, [] when all hold. `table`: any faust
+    Table of `app`."""
+    return [problem for seam in SEAMS if (problem := check(seam, app, table)) is not None]

@@ -1,0 +1,198 @@
+"""Stage 1 adapter ("ingest"): `packets` records -> open windows -> flow chunks and progress marks.
+
+Per owned `packets` partition (records partitioned by SOURCE address) one pure
+`windows.SourcePartition`, restored from the `src-records` table the first time the worker
+touches the partition after an assignment: the marker gives the newest closed window and the
+newest offset folded in, the stored records rebuild the open windows. Each accepted record is
+stored once (one changelog write per record) and deleted when every window it feeds has closed.
+A closed window's flows go to `<app id>-scorer-flows` as chunks, partitioned by DESTINATION,
+followed by this partition's progress mark to every flows partition (docs/scorer.md, "Closing").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+import faust
+from faust.types import TP
+
+from services.common.errors import DecodeError
+from services.detection.features import SourceHorizon
+from services.wire.codec import decode_packet_columns
+
+from . import faust_internals
+from .metrics import ScorerMetrics
+from .settings import ScorerSettings
+from .tables import SourceRecords, encode_mark, mark_key
+from .windows import SourcePartition
+
+log = logging.getLogger("xdpguard.scorer")
+MARK_REPEAT_S = 0.5  # progress marks repeat: stage 2 tells a busy partition from an orphaned one
+
+
+class IngestStage:
+    """Stage 1 of one worker. `n`: packets partitions (= flows partitions); `detector`: the
+    model (its `horizon_windows`); `dead(topic, partition, offset, reason, raw)`: dead-letters
+    an undecodable record. Fed by the ingest agent; closed by that agent and the timer alike."""
+
+    def __init__(self, app: faust.App, s: ScorerSettings, n: int, detector, packets_topic,
+                 flows_topic, store: SourceRecords, metrics: ScorerMetrics,
+                 dead: Callable[[str, int, int, str, bytes], Awaitable[None]]) -> None:
+        self.app, self.s, self.n, self.detector = app, s, n, detector
+        self.width_ns = int(s.window_s * 1e9)
+        self.packets_topic, self.flows_topic, self.store = packets_topic, flows_topic, store
+        self.topic_name: str = packets_topic.get_topic_name()
+        self.metrics, self.dead = metrics, dead
+        self.sources: dict[int, SourcePartition] = {}
+        self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
+        self.announced: dict[int, tuple[int, float]] = {}  # packets partition -> (progress, when)
+
+    # --- partitions -------------------------------------------------------------------------
+    def partition(self, p: int) -> SourcePartition:
+        """The state of packets partition `p`, restored from the table if not held yet."""
+        part = self.sources.get(p)
+        if part is None:
+            part = self.restore(p)
+        return part
+
+    def restore(self, p: int) -> SourcePartition:
+        """Rebuild packets partition `p`'s open windows from `src-records` (replaces any held)."""
+        part = self.sources[p] = SourcePartition(
+            p, self.width_ns, int(self.s.lateness_s * 1e9), idle_ns=int(self.s.idle_s * 1e9),
+            horizon=SourceHorizon(self.width_ns, self.detector.horizon_windows))
+        seen, replayed = -1, 0
+        marker = self.store.marker(p)
+        if marker:
+            part.closed_upto, seen = marker
+        for offset, value in self.store.records(p):
+            try:
+                replayed += part.add(offset, decode_packet_columns(value))
+            except DecodeError:
+                continue  # only decodable records are ever stored
+            seen = max(seen, offset)
+        self.seen[p] = seen
+        self.metrics.partitions.set(len(self.sources))
+        if replayed:
+            log.info("packets partition %d: restored %d events in %d open windows", p, replayed,
+                     len(part.windows))
+        return part
+
+    def revoke(self, p: int) -> None:
+        """Forget packets partition `p`: the next owner restores it from the changelog."""
+        self.sources.pop(p, None)
+        self.announced.pop(p, None)
+        self.metrics.partitions.set(len(self.sources))
+
+    # --- records ------------------------------------------------------------------------------
+    async def on_packets(self, partition: int, offset: int, value: bytes) -> None:
+        """Fold one `packets` record in (once per offset), store it, close what is due."""
+        part = self.partition(partition)
+        if offset <= self.seen.get(partition, -1):
+            return  # already folded in before a restart/rebalance (restored from the table)
+        self.seen[partition] = offset
+        self.metrics.records.inc()
+        try:
+            cols = decode_packet_columns(value)
+        except DecodeError as exc:
+            await self.dead(self.topic_name, partition, offset, str(exc), value)
+            return
+        late = part.late
+        accepted = part.add(offset, cols)
+        self.metrics.events.inc(accepted)
+        if part.late != late:
+            self.metrics.late.inc(part.late - late)
+        if accepted:
+            await self.store.put_record(partition, offset, value)
+        self.update_backlog(partition, part)
+        if part.due():
+            await self.close([partition])
+
+    def unread(self, p: int) -> int | None:
+        """Records of packets partition `p` fetched or known to exist but not folded in yet;
+        None before its first fetch response (unknown)."""
+        return self._unread(TP(self.topic_name, p))
+
+    def _unread(self, tp: TP) -> int | None:
+        highwater = faust_internals.highwater(self.app, tp)
+        if highwater is None:
+            return None
+        return max(0, highwater - self.seen.get(tp.partition, -1) - 1)
+
+    def update_backlog(self, p: int, part: SourcePartition) -> None:
+        """Tell `part` whether records wait and when the consumer last heard about them."""
+        # Not polled yet (just assigned): what waits in the partition is unknown, so it counts as
+        # a backlog and the clock does not vouch for it.
+        tp = TP(self.topic_name, p)
+        unread = self._unread(tp)
+        part.backlog = unread is None or unread > 0
+        # Caught up as of the newest fetch response means nothing more existed then; records
+        # appended since may still be unfetched (a busy worker's fetches came 0.3 s+ apart and
+        # its partitions closed windows early).
+        polled_ns = faust_internals.last_poll_ns(self.app, tp)
+        part.polled_at = None if polled_ns is None else \
+            time.monotonic() - max(0, time.time_ns() - polled_ns) / 1e9
+
+    # --- closing ------------------------------------------------------------------------------
+    async def close_all(self) -> None:
+        """The timer's pass: refresh every partition's backlog, close what is due."""
+        for p, part in self.sources.items():
+            self.update_backlog(p, part)
+        await self.close(list(self.sources))
+
+    async def close(self, partitions) -> None:
+        """Close the due windows of `partitions`: chunks out, stored records and marker updated,
+        progress announced."""
+        # Called by both the ingest agent and the timer, deliberately without a lock: a lock
+        # over closing stalled ingestion behind a slow tick, and the stalled partitions'
+        # watermarks then ran ahead on the wall clock (4 of 6 two-worker bench runs lost events
+        # as late; docs/scorer.md "Closing"). Instead a window counts as being sent until all
+        # its chunks are queued, and neither closer announces progress past it meanwhile.
+        for p in partitions:
+            part = self.sources.get(p)
+            if part is None:
+                continue
+            due = part.due()
+            for ws in due:
+                if ws not in part.windows:
+                    continue  # the other closer took it while this one was sending
+                chunks, done = part.close(ws, self.n)
+                try:
+                    for c in chunks:
+                        await self.flows_topic.send(key=c.key(), value=c.encode(),
+                                                    partition=c.dst_partition)
+                finally:
+                    part.sent(ws)
+                for off in done:
+                    await self.store.put_record(p, off, None)
+                self.metrics.windows_closed.labels("source").inc()
+            if due:
+                await self.store.put_marker(p, part.closed_upto, self.seen.get(p, -1))
+            await self.announce(p, part)
+
+    async def announce(self, p: int, part: SourcePartition) -> None:
+        """Tell every stage 2 partition how far source partition `p` has got (see windows)."""
+        # A partition without events follows this worker's event clock (its busiest partition),
+        # but never ahead of the wall clock: records of it may be in flight, stamped as late as
+        # now, and a mark past their window would make stage 2 close it without them. Capture
+        # clocks running ahead of this host's delay closing (by the skew) only while some
+        # partition has had no event at all.
+        now_ns, now = time.time_ns(), time.monotonic()
+        event_clock = min(now_ns, max((pt.watermark() for pt in self.sources.values()
+                                       if pt.max_ts), default=now_ns))
+        if part.polled_at is not None:  # nor past the newest fetch response for it
+            event_clock = min(event_clock, now_ns - int((now - part.polled_at) * 1e9))
+        upto = part.progress(event_clock)
+        last_upto, last_at = self.announced.get(p, (-1, 0.0))
+        if upto <= last_upto and now - last_at < MARK_REPEAT_S:
+            return
+        self.announced[p] = (upto, now)
+        value = encode_mark(p, upto)
+        for q in range(self.n):
+            await self.flows_topic.send(key=mark_key(p), value=value, partition=q)
+
+    async def repeat_marks(self) -> None:
+        """Re-announce every owned packets partition's progress (its own timer: see Scorer)."""
+        for p, part in list(self.sources.items()):
+            self.update_backlog(p, part)
+            await self.announce(p, part)

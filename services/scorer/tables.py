@@ -1,0 +1,113 @@
+"""The scorer's window tables and progress marks: every key format, defined here only, and the
+table I/O both stages go through.
+
+`src-records` (stage 1; keys of packets partition p, all starting b"<p>/"):
+    b"<p>/r/<offset, 20 digits>"  the packets record as consumed, until every window it feeds
+                                  has closed (zero-padded: sorted keys replay in offset order)
+    b"<p>/hw"                     msgpack [newest closed window start, newest offset folded in]
+`dst-chunks` (stage 2; keys of flows partition q, all starting b"<q>/"):
+    b"<q>/c/<FlowChunk.key()>"    an encoded FlowChunk (window/source p/dest q/index: a re-sent
+                                  chunk replaces the first)
+    b"<q>/hw"                     msgpack [newest closed window start, [progress per source p]]
+`<app id>-scorer-flows` records: chunks keyed by FlowChunk.key(), progress marks keyed
+    b"mark/<p>" with value msgpack [p, upto] (upto: newest window start p will not add to).
+
+Both tables are faust Tables with changelogs; a write goes to the store and, awaited, to the
+changelog partition of the key (faust_internals.write_through). Restore reads the store faust
+has rebuilt from the changelog.
+"""
+from __future__ import annotations
+
+import msgpack
+
+from services.common.errors import DecodeError
+
+from . import faust_internals
+from .windows import FlowChunk
+
+MARK_PREFIX = b"mark/"
+
+
+def mark_key(p: int) -> bytes:
+    """Key of packets partition `p`'s progress marks on the flows topic."""
+    return MARK_PREFIX + b"%d" % p
+
+
+def is_mark(key: bytes | None) -> bool:
+    return bool(key) and key.startswith(MARK_PREFIX)
+
+
+def encode_mark(p: int, upto: int) -> bytes:
+    return msgpack.packb([p, upto])
+
+
+def decode_mark(value: bytes) -> tuple[int, int]:
+    """(source partition, upto) of a progress mark. Raises DecodeError (text: the cause)."""
+    try:
+        src, upto = msgpack.unpackb(value)
+        return int(src), int(upto)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise DecodeError(str(exc)) from None
+
+
+class WindowTable:
+    """One faust Table whose keys start with their partition (b"<partition>/")."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def _marker(self, partition: int):
+        hw = faust_internals.table_store(self.table).get(b"%d/hw" % partition)
+        return msgpack.unpackb(hw) if hw else None
+
+    async def _put_marker(self, partition: int, marker: list) -> None:
+        await faust_internals.write_through(self.table, partition, b"%d/hw" % partition,
+                                            msgpack.packb(marker))
+
+    def _items(self, partition: int, kind: bytes) -> list[tuple[bytes, bytes]]:
+        """(key, value) of `partition`'s keys of one kind (b"r", b"c"), sorted by key."""
+        data = faust_internals.table_store(self.table)
+        prefix = b"%d/%s/" % (partition, kind)
+        return [(k, data[k]) for k in sorted(k for k in list(data.keys()) if k.startswith(prefix))]
+
+
+class SourceRecords(WindowTable):
+    """`src-records`: stage 1's open records and per-partition marker."""
+
+    def marker(self, p: int) -> tuple[int, int] | None:
+        """(newest closed window start, newest offset folded in), or None if never written."""
+        return self._marker(p)
+
+    async def put_marker(self, p: int, closed_upto: int, seen: int) -> None:
+        await self._put_marker(p, [closed_upto, seen])
+
+    def records(self, p: int) -> list[tuple[int, bytes]]:
+        """(offset, raw record) of every stored record of packets partition `p`, oldest first."""
+        return [(int(k.rsplit(b"/", 1)[1]), v) for k, v in self._items(p, b"r")]
+
+    async def put_record(self, p: int, offset: int, value: bytes | None) -> None:
+        """Store (value None: delete) the record at `offset` of packets partition `p`."""
+        await faust_internals.write_through(self.table, p, b"%d/r/%020d" % (p, offset), value)
+
+
+class DestChunks(WindowTable):
+    """`dst-chunks`: stage 2's open flow chunks and per-partition marker."""
+
+    def marker(self, q: int) -> tuple[int, list[int]] | None:
+        """(newest closed window start, progress per source partition), or None."""
+        return self._marker(q)
+
+    async def put_marker(self, q: int, closed_upto: int, progress: list[int]) -> None:
+        await self._put_marker(q, [closed_upto, progress])
+
+    @staticmethod
+    def chunk_key(q: int, chunk: FlowChunk) -> bytes:
+        return b"%d/c/%s" % (q, chunk.key())
+
+    def chunks(self, q: int) -> list[tuple[bytes, bytes]]:
+        """(key, encoded chunk) of every stored chunk of flows partition `q`, sorted by key."""
+        return self._items(q, b"c")
+
+    async def put_chunk(self, q: int, key: bytes, value: bytes | None) -> None:
+        """Store (value None: delete) chunk `key` (from chunk_key) of flows partition `q`."""
+        await faust_internals.write_through(self.table, q, key, value)
