@@ -1,6 +1,7 @@
 """Differential fuzzing of the XDP program: random, mutated and truncated frames, a rule set, and
-a reference model (pure Python, written from DESIGN.md "Rules" and bpf/xdpguard.c's documented
-parse rules) that says what the kernel must answer for each frame.
+a reference model (pure Python, written from docs/dataplane.md "What the program does with a
+packet") that says what the kernel must answer for each frame. The parse limits (VLAN tags and
+IPv6 extension headers followed) are the header's, from services.dataplane.structs.
 
 The invariant the reliability promise needs is "nothing without a matching rule is dropped";
 the model checks more: allowlisted sources always pass, exact and prefix rules give their action,
@@ -16,7 +17,7 @@ import struct
 from dataclasses import dataclass, field
 
 from services.records.rules import Action, Rule, Scope
-from services.dataplane.structs import addr_bytes
+from services.dataplane.structs import XG_IPV6_EXT_MAX, XG_VLAN_MAX, addr_bytes
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
@@ -99,7 +100,7 @@ def parse(f: bytes) -> Parsed | str:
         return "fail"
     proto = struct.unpack_from("!H", f, 12)[0]
     cur = 14
-    for _ in range(2):
+    for _ in range(XG_VLAN_MAX):
         if proto not in (ETH_VLAN, ETH_QINQ):
             break
         if cur + 4 > end:
@@ -123,7 +124,7 @@ def parse(f: bytes) -> Parsed | str:
         p = Parsed(bytes(f[cur + 8:cur + 24]), bytes(f[cur + 24:cur + 40]))
         nh = f[cur + 6]
         cur += 40
-        for _ in range(4):
+        for _ in range(XG_IPV6_EXT_MAX):
             if nh in (HOPOPTS, ROUTING, DSTOPTS):
                 if cur + 8 > end:
                     return "fail"
