@@ -109,7 +109,9 @@ def test_without_the_lock_the_same_writers_lose_updates(pinned):
     masks = run_two_writers(pinned, locked=False)
     lost = [dst for dst, m in masks.items() if m != [SYN, ACK]]
     assert lost, "no update was lost without the lock: the test cannot tell the lock works"
-    assert all(masks[dst] == [SYN] for dst in lost)  # the slow writer's stale scan won
+    # a stale scan was written last (almost always the slow writer's: [SYN])
+    assert all(masks[dst] in ([SYN], [ACK]) for dst in lost)
     with Datapath.open(pinned) as dp:
         assert len(dp.rules()) == 2 * len(DESTS)  # dst_limit holds both rules...
-    assert verdicts(pinned, lost[0], "A") == [XDP_PASS, XDP_PASS]  # ...the kernel never tries one
+    missing = "A" if masks[lost[0]] == [SYN] else "S"
+    assert verdicts(pinned, lost[0], missing) == [XDP_PASS, XDP_PASS]  # ...one is never applied
