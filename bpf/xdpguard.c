@@ -1,9 +1,12 @@
-// xdpguard XDP program (loaded with BCC by services/common/loader.py).
+// xdpguard XDP program (loaded with BCC by services/dataplane/loader.py).
 //
-// Parse Ethernet (+2 VLAN tags), IPv4 (any IHL, fragments) or IPv6 (+extension and fragment
-// headers), then: allowlist > exact 5-tuple > source prefix > destination limit > default pass,
-// sampling 1-in-N of the default-passed packets into the ring buffer. What cannot be parsed is
-// passed and counted, never dropped. Sizes come from -D flags; structs from xdpguard.h.
+// Parse Ethernet (+ up to XG_VLAN_MAX VLAN tags), IPv4 (any IHL, fragments) or IPv6 (+ up to
+// XG_IPV6_EXT_MAX extension and fragment headers), then: allowlist > exact 5-tuple > source
+// prefix > destination limit > default pass, sampling 1-in-N of the default-passed packets into
+// the ring buffer. What cannot be parsed is passed and counted, never dropped. Map sizes come
+// from -D flags; structs, constants and default sizes from xdpguard.h. The maps below are listed
+// once for user space in services/dataplane/maps.py (tests/kernel/test_dp_structs.py checks both
+// agree).
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -12,22 +15,6 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include "xdpguard.h"
-
-#ifndef XG_EXACT_MAX
-#define XG_EXACT_MAX 262144
-#endif
-#ifndef XG_PREFIX_MAX
-#define XG_PREFIX_MAX 65536
-#endif
-#ifndef XG_ALLOW_MAX
-#define XG_ALLOW_MAX 16384
-#endif
-#ifndef XG_LIMIT_MAX
-#define XG_LIMIT_MAX 4096
-#endif
-#ifndef XG_RING_PAGES
-#define XG_RING_PAGES 256
-#endif
 
 BPF_ARRAY(config, struct xg_config, 1);
 BPF_PERCPU_ARRAY(stats, struct xg_stats, 1);
@@ -41,8 +28,35 @@ BPF_HASH(limit_dst, struct xg_addr, struct xg_limit_dst, XG_LIMIT_MAX);
 BPF_PERCPU_HASH(limit_stats, struct xg_limit_key, struct xg_counter, XG_LIMIT_MAX);
 BPF_RINGBUF_OUTPUT(events, XG_RING_PAGES);
 
-#define VLAN_HDR_LEN 4
-#define IPV6_EXT_MAX 4
+/* ---- parsing: one bounds-checked helper per header, each advancing a cursor -------------- */
+
+// Where the next header starts; every parse_* helper checks its header fits before data_end,
+// reads it and moves pos past it (the pattern of xdp-tools' headers/xdp/parsing_helpers.h).
+struct hdr_cursor {
+    void *pos;
+};
+
+struct vlan_hdr {
+    __be16 h_vlan_TCI;
+    __be16 h_vlan_encapsulated_proto;
+};
+
+// The first 8 bytes of any IPv6 extension header (hop-by-hop, routing, destination options,
+// fragment); frag_off is only meaningful in a fragment header.
+struct ip6_ext_hdr {
+    __u8 nexthdr;
+    __u8 hdrlen; // in 8-byte units, not counting the first 8 bytes (not used by fragment headers)
+    __be16 frag_off; // fragment offset << 3 | flags
+    __be32 ident;
+};
+
+#define IP_FRAG_OFFSET 0x1fff  // IPv4 frag_off: the offset bits
+#define IP6_FRAG_OFFSET 0xfff8 // IPv6 fragment header: the offset bits
+
+// What parse() gives back: PARSE_OK, or why the frame is passed unmatched.
+#define PARSE_OK 0
+#define PARSE_NOT_IP 1
+#define PARSE_FAIL -1 // truncated or malformed
 
 struct parsed {
     __u8 saddr[16];
@@ -51,8 +65,153 @@ struct parsed {
     __u16 dport;
     __u8 proto;
     __u8 tcp_flags;
-    __u8 flags;
+    __u8 flags; // XG_EV_*
 };
+
+static __always_inline int proto_is_vlan(__u16 h_proto)
+{
+    return h_proto == bpf_htons(ETH_P_8021Q) || h_proto == bpf_htons(ETH_P_8021AD);
+}
+
+// Ethernet and up to XG_VLAN_MAX VLAN tags: the inner EtherType (network order), -1 if truncated.
+// Behind more tags the EtherType is still a VLAN TPID, which the caller treats as "not IP".
+static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end)
+{
+    struct ethhdr *eth = nh->pos;
+    if ((void *)(eth + 1) > data_end)
+        return -1;
+    nh->pos = eth + 1;
+    __u16 h_proto = eth->h_proto;
+#pragma unroll
+    for (int i = 0; i < XG_VLAN_MAX; i++) {
+        if (!proto_is_vlan(h_proto))
+            break;
+        struct vlan_hdr *vlh = nh->pos;
+        if ((void *)(vlh + 1) > data_end)
+            return -1;
+        h_proto = vlh->h_vlan_encapsulated_proto;
+        nh->pos = vlh + 1;
+    }
+    return h_proto;
+}
+
+// IPv4 header of any length (IHL 5-15): the protocol, -1 if truncated, not version 4 or IHL < 5.
+static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end, struct iphdr **iphdr)
+{
+    struct iphdr *iph = nh->pos;
+    if ((void *)(iph + 1) > data_end)
+        return -1;
+    __u32 hdrsize = iph->ihl * 4;
+    if (iph->version != 4 || hdrsize < sizeof(*iph))
+        return -1;
+    if (nh->pos + hdrsize > data_end)
+        return -1;
+    nh->pos += hdrsize;
+    *iphdr = iph;
+    return iph->protocol;
+}
+
+// IPv6 fixed header: the first next-header value, -1 if truncated.
+static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
+                                        struct ipv6hdr **ip6hdr)
+{
+    struct ipv6hdr *ip6h = nh->pos;
+    if ((void *)(ip6h + 1) > data_end)
+        return -1;
+    nh->pos = ip6h + 1;
+    *ip6hdr = ip6h;
+    return ip6h->nexthdr;
+}
+
+static __always_inline int ip6_is_ext(__u8 nexthdr)
+{
+    return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+           nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT;
+}
+
+// Walk up to XG_IPV6_EXT_MAX extension headers starting at `nexthdr`: the upper-layer protocol,
+// or -1 (a header truncated, or a chain longer than followed). A fragment header with a non-zero
+// offset ends the walk: *later_frag is set and the protocol it names is returned (no L4 header
+// follows). Every rule about extension chains and fragments lives here.
+static __always_inline int skip_ip6hdrext(struct hdr_cursor *nh, void *data_end, __u8 nexthdr,
+                                          int *later_frag)
+{
+#pragma unroll
+    for (int i = 0; i < XG_IPV6_EXT_MAX; i++) {
+        if (!ip6_is_ext(nexthdr))
+            return nexthdr;
+        struct ip6_ext_hdr *hdr = nh->pos;
+        if ((void *)(hdr + 1) > data_end)
+            return -1;
+        if (nexthdr == IPPROTO_FRAGMENT) {
+            nh->pos = hdr + 1;
+            if (hdr->frag_off & bpf_htons(IP6_FRAG_OFFSET)) {
+                *later_frag = 1;
+                return hdr->nexthdr;
+            }
+        } else {
+            nh->pos += (hdr->hdrlen + 1) * 8;
+        }
+        nexthdr = hdr->nexthdr;
+    }
+    return ip6_is_ext(nexthdr) ? -1 : nexthdr;
+}
+
+// The fixed 20-byte TCP header (options are not needed, so data offset is not checked): 0 or -1.
+static __always_inline int parse_tcphdr(struct hdr_cursor *nh, void *data_end,
+                                        struct tcphdr **tcphdr)
+{
+    struct tcphdr *th = nh->pos;
+    if ((void *)(th + 1) > data_end)
+        return -1;
+    nh->pos = th + 1;
+    *tcphdr = th;
+    return 0;
+}
+
+static __always_inline int parse_udphdr(struct hdr_cursor *nh, void *data_end,
+                                        struct udphdr **udphdr)
+{
+    struct udphdr *uh = nh->pos;
+    if ((void *)(uh + 1) > data_end)
+        return -1;
+    nh->pos = uh + 1;
+    *udphdr = uh;
+    return 0;
+}
+
+// ICMP and ICMPv6 alike: type, code and checksum must be present (4 bytes); 0 or -1.
+static __always_inline int parse_icmphdr(struct hdr_cursor *nh, void *data_end)
+{
+    if (nh->pos + 4 > data_end)
+        return -1;
+    nh->pos += 4;
+    return 0;
+}
+
+// Ports and TCP flags of p->proto's header at the cursor: PARSE_OK, or PARSE_FAIL if truncated.
+// Any other protocol has no ports: matched by number with ports 0.
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, struct parsed *p)
+{
+    if (p->proto == IPPROTO_TCP) {
+        struct tcphdr *th;
+        if (parse_tcphdr(nh, data_end, &th) < 0)
+            return PARSE_FAIL;
+        p->sport = bpf_ntohs(th->source);
+        p->dport = bpf_ntohs(th->dest);
+        p->tcp_flags = ((__u8 *)th)[13]; // the flag byte: CWR ECE URG ACK PSH RST SYN FIN
+    } else if (p->proto == IPPROTO_UDP) {
+        struct udphdr *uh;
+        if (parse_udphdr(nh, data_end, &uh) < 0)
+            return PARSE_FAIL;
+        p->sport = bpf_ntohs(uh->source);
+        p->dport = bpf_ntohs(uh->dest);
+    } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+        if (parse_icmphdr(nh, data_end) < 0)
+            return PARSE_FAIL;
+    }
+    return PARSE_OK;
+}
 
 static __always_inline void map_v4(__u8 *dst, __be32 addr)
 {
@@ -62,109 +221,65 @@ static __always_inline void map_v4(__u8 *dst, __be32 addr)
     __builtin_memcpy(dst + 12, &addr, 4);
 }
 
-// Returns 0 when the ports (and TCP flags) were read, -1 when the L4 header is truncated.
-static __always_inline int parse_l4(void *l4, void *data_end, struct parsed *p)
+static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, struct parsed *p)
 {
-    if (p->proto == IPPROTO_TCP) {
-        struct tcphdr *th = l4;
-        if ((void *)(th + 1) > data_end)
-            return -1;
-        p->sport = bpf_ntohs(th->source);
-        p->dport = bpf_ntohs(th->dest);
-        p->tcp_flags = ((__u8 *)th)[13];
-    } else if (p->proto == IPPROTO_UDP) {
-        struct udphdr *uh = l4;
-        if ((void *)(uh + 1) > data_end)
-            return -1;
-        p->sport = bpf_ntohs(uh->source);
-        p->dport = bpf_ntohs(uh->dest);
-    } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
-        if (l4 + 4 > data_end) // type, code, checksum
-            return -1;
+    struct iphdr *iph;
+    int proto = parse_iphdr(nh, data_end, &iph);
+    if (proto < 0)
+        return PARSE_FAIL;
+    map_v4(p->saddr, iph->saddr);
+    map_v4(p->daddr, iph->daddr);
+    p->proto = proto;
+    if (iph->frag_off & bpf_htons(IP_FRAG_OFFSET)) { // not the first fragment: no L4 header
+        p->flags |= XG_EV_FRAGMENT;
+        return PARSE_OK;
     }
-    return 0;
+    return parse_l4(nh, data_end, p);
 }
 
-// 0: parsed; 1: not IP; -1: truncated or malformed.
+static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, struct parsed *p)
+{
+    struct ipv6hdr *ip6h;
+    int nexthdr = parse_ip6hdr(nh, data_end, &ip6h);
+    if (nexthdr < 0)
+        return PARSE_FAIL;
+    __builtin_memcpy(p->saddr, &ip6h->saddr, 16);
+    __builtin_memcpy(p->daddr, &ip6h->daddr, 16);
+    p->flags |= XG_EV_IPV6;
+    int later_frag = 0;
+    int proto = skip_ip6hdrext(nh, data_end, nexthdr, &later_frag);
+    if (proto < 0)
+        return PARSE_FAIL;
+    p->proto = proto;
+    if (later_frag) {
+        p->flags |= XG_EV_FRAGMENT;
+        return PARSE_OK;
+    }
+    return parse_l4(nh, data_end, p);
+}
+
+// The frame's 5-tuple, TCP flags and XG_EV_* flags into *p: PARSE_OK, PARSE_NOT_IP or PARSE_FAIL.
 static __always_inline int parse(struct xdp_md *ctx, struct parsed *p)
 {
-    void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > data_end)
-        return -1;
-    __u16 h_proto = eth->h_proto;
-    void *cur = eth + 1;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (h_proto != bpf_htons(ETH_P_8021Q) && h_proto != bpf_htons(ETH_P_8021AD))
-            break;
-        if (cur + VLAN_HDR_LEN > data_end)
-            return -1;
-        h_proto = *(__u16 *)(cur + 2);
-        cur += VLAN_HDR_LEN;
-    }
-    if (h_proto == bpf_htons(ETH_P_IP)) {
-        struct iphdr *ip = cur;
-        if ((void *)(ip + 1) > data_end)
-            return -1;
-        __u32 hlen = ip->ihl * 4;
-        if (ip->version != 4 || hlen < sizeof(*ip))
-            return -1;
-        if (cur + hlen > data_end)
-            return -1;
-        map_v4(p->saddr, ip->saddr);
-        map_v4(p->daddr, ip->daddr);
-        p->proto = ip->protocol;
-        if (ip->frag_off & bpf_htons(0x1fff)) { // not the first fragment: no L4 header
-            p->flags |= XG_EV_FRAGMENT;
-            return 0;
-        }
-        return parse_l4(cur + hlen, data_end, p);
-    }
-    if (h_proto == bpf_htons(ETH_P_IPV6)) {
-        struct ipv6hdr *ip6 = cur;
-        if ((void *)(ip6 + 1) > data_end)
-            return -1;
-        __builtin_memcpy(p->saddr, &ip6->saddr, 16);
-        __builtin_memcpy(p->daddr, &ip6->daddr, 16);
-        p->flags |= XG_EV_IPV6;
-        __u8 nh = ip6->nexthdr;
-        cur = ip6 + 1;
-#pragma unroll
-        for (int i = 0; i < IPV6_EXT_MAX; i++) {
-            if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS) {
-                __u8 *ext = cur;
-                if (cur + 8 > data_end)
-                    return -1;
-                nh = ext[0];
-                cur += (ext[1] + 1) * 8;
-            } else if (nh == IPPROTO_FRAGMENT) {
-                __u8 *fh = cur;
-                if (cur + 8 > data_end)
-                    return -1;
-                nh = fh[0];
-                cur += 8;
-                if (((fh[2] << 8) | fh[3]) & 0xfff8) { // offset != 0: not the first fragment
-                    p->proto = nh;
-                    p->flags |= XG_EV_FRAGMENT;
-                    return 0;
-                }
-            } else {
-                break;
-            }
-        }
-        if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
-            nh == IPPROTO_FRAGMENT)
-            return -1; // more extension headers than we follow
-        p->proto = nh;
-        return parse_l4(cur, data_end, p);
-    }
-    return 1;
+    struct hdr_cursor nh = {.pos = (void *)(long)ctx->data};
+    int h_proto = parse_ethhdr(&nh, data_end);
+    if (h_proto < 0)
+        return PARSE_FAIL;
+    if (h_proto == bpf_htons(ETH_P_IP))
+        return parse_ipv4(&nh, data_end, p);
+    if (h_proto == bpf_htons(ETH_P_IPV6))
+        return parse_ipv6(&nh, data_end, p);
+    return PARSE_NOT_IP;
 }
 
+/* ---- matching ------------------------------------------------------------------------------ */
+
+// One packet on a prefix or limit rule's counter (none when its counter entry is missing).
 static __always_inline void count(struct xg_counter *c, __u64 bytes, int dropped)
 {
+    if (!c)
+        return;
     c->packets++;
     c->bytes += bytes;
     if (dropped)
@@ -260,6 +375,66 @@ static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct 
     st->events++;
 }
 
+// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6; 0 if none.
+static __always_inline struct xg_rule *find_exact(struct parsed *p)
+{
+    if (p->flags & XG_EV_IPV6) {
+        struct xg_flow6_key fk = {};
+        __builtin_memcpy(fk.saddr, p->saddr, 16);
+        __builtin_memcpy(fk.daddr, p->daddr, 16);
+        fk.sport = p->sport;
+        fk.dport = p->dport;
+        fk.proto = p->proto;
+        return exact6.lookup(&fk);
+    }
+    struct xg_flow4_key fk = {};
+    __builtin_memcpy(fk.saddr, p->saddr + 12, 4);
+    __builtin_memcpy(fk.daddr, p->daddr + 12, 4);
+    fk.sport = p->sport;
+    fk.dport = p->dport;
+    fk.proto = p->proto;
+    return exact4.lookup(&fk);
+}
+
+// The src_stats counter of the prefix rule of length plen that matched saddr: src_stats is
+// keyed by the rule's prefix, so the address is masked to plen bits. 0 if none.
+static __always_inline struct xg_counter *prefix_counter(__u8 *saddr, __u32 plen)
+{
+    if (plen > 128)
+        return 0;
+    struct xg_lpm_key rk = {.prefixlen = plen};
+    __builtin_memcpy(rk.addr, saddr, 16);
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        int bits = (int)plen - i * 8;
+        if (bits <= 0)
+            rk.addr[i] = 0;
+        else if (bits < 8)
+            rk.addr[i] &= (__u8)(0xff << (8 - bits));
+    }
+    return src_stats.lookup(&rk);
+}
+
+/* ---- verdicts: every return of xdpguard() goes through one of these two ------------------- */
+
+// Pass, counted in `why` and in passed.
+static __always_inline int pass(struct xg_stats *st, __u64 *why)
+{
+    (*why)++;
+    st->passed++;
+    return XDP_PASS;
+}
+
+// A matched rule's verdict: drop (counted in `drop_stat`) or pass (counted in rule_pass).
+static __always_inline int rule_verdict(struct xg_stats *st, int drop, __u64 *drop_stat)
+{
+    if (drop) {
+        (*drop_stat)++;
+        return XDP_DROP;
+    }
+    return pass(st, &st->rule_pass);
+}
+
 int xdpguard(struct xdp_md *ctx)
 {
     int zero = 0;
@@ -270,89 +445,35 @@ int xdpguard(struct xdp_md *ctx)
     __u64 len = ctx->data_end - ctx->data;
     struct parsed p = {};
     int rc = parse(ctx, &p);
-    if (rc != 0) {
-        if (rc < 0)
-            st->parse_fail++;
-        else
-            st->non_ip++;
-        st->passed++;
-        return XDP_PASS;
-    }
+    if (rc == PARSE_FAIL)
+        return pass(st, &st->parse_fail);
+    if (rc == PARSE_NOT_IP)
+        return pass(st, &st->non_ip);
     if (p.flags & XG_EV_FRAGMENT)
         st->fragments++;
 #ifdef XG_PARSE_ONLY
     st->passed++;
     return XDP_PASS;
 #endif
-    __u64 now = 0;
+    __u64 now = 0; // read from the clock at most once, when an expiry or a bucket needs it
 
     struct xg_lpm_key sk = {.prefixlen = 128};
     __builtin_memcpy(sk.addr, p.saddr, 16);
-    if (allow.lookup(&sk)) {
-        st->allowed++;
-        st->passed++;
-        return XDP_PASS;
-    }
+    if (allow.lookup(&sk))
+        return pass(st, &st->allowed);
 
-    struct xg_rule *r;
-    if (p.flags & XG_EV_IPV6) {
-        struct xg_flow6_key fk = {};
-        __builtin_memcpy(fk.saddr, p.saddr, 16);
-        __builtin_memcpy(fk.daddr, p.daddr, 16);
-        fk.sport = p.sport;
-        fk.dport = p.dport;
-        fk.proto = p.proto;
-        r = exact6.lookup(&fk);
-    } else {
-        struct xg_flow4_key fk = {};
-        __builtin_memcpy(fk.saddr, p.saddr + 12, 4);
-        __builtin_memcpy(fk.daddr, p.daddr + 12, 4);
-        fk.sport = p.sport;
-        fk.dport = p.dport;
-        fk.proto = p.proto;
-        r = exact4.lookup(&fk);
-    }
+    struct xg_rule *r = find_exact(&p);
     if (r && !expired(r->expires_ns, &now)) {
         r->packets++;
         r->bytes += len;
-        if (r->action == XG_ACT_DROP) {
-            st->drop_exact++;
-            return XDP_DROP;
-        }
-        st->rule_pass++;
-        st->passed++;
-        return XDP_PASS;
+        return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
     }
 
     struct xg_prefix *pr = src_prefix.lookup(&sk);
     if (pr && !expired(pr->expires_ns, &now)) {
-        // src_stats is keyed by the rule's prefix: mask the address to its length
-        struct xg_lpm_key rk = {};
-        __builtin_memcpy(rk.addr, p.saddr, 16);
-        struct xg_counter *c = 0;
-        __u32 plen = pr->prefixlen;
-        if (plen <= 128) {
-            rk.prefixlen = plen;
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int bits = (int)plen - i * 8;
-                if (bits <= 0)
-                    rk.addr[i] = 0;
-                else if (bits < 8)
-                    rk.addr[i] &= (__u8)(0xff << (8 - bits));
-            }
-            c = src_stats.lookup(&rk);
-        }
         int drop = pr->action == XG_ACT_DROP;
-        if (c)
-            count(c, len, drop);
-        if (drop) {
-            st->drop_prefix++;
-            return XDP_DROP;
-        }
-        st->rule_pass++;
-        st->passed++;
-        return XDP_PASS;
+        count(prefix_counter(p.saddr, pr->prefixlen), len, drop);
+        return rule_verdict(st, drop, &st->drop_prefix);
     }
 
     struct xg_limit_key lk = {};
@@ -361,20 +482,11 @@ int xdpguard(struct xdp_md *ctx)
         if (!now)
             now = bpf_ktime_get_ns();
         struct xg_counter *c = limit_stats.lookup(&lk);
-        int ok = limit_allows(l, now);
-        if (c)
-            count(c, len, !ok);
-        if (!ok) {
-            st->drop_limit++;
-            return XDP_DROP;
-        }
-        st->rule_pass++;
-        st->passed++;
-        return XDP_PASS;
+        int drop = !limit_allows(l, now);
+        count(c, len, drop);
+        return rule_verdict(st, drop, &st->drop_limit);
     }
 
-    sample(ctx, &p, st, len);
-    st->unmatched++;
-    st->passed++;
-    return XDP_PASS;
+    sample(ctx, &p, st, len); // before unmatched++: sample() counts 1-in-N on unmatched
+    return pass(st, &st->unmatched);
 }

@@ -1,7 +1,9 @@
-/* xdpguard: every struct shared between the XDP program and user space.
+/* xdpguard: every struct and constant shared between the XDP program and user space.
  *
- * services/common/structs.py mirrors this file with ctypes; tests/kernel/test_dp_structs.py
- * compiles this header and compares sizes and offsets, so change both together.
+ * services/dataplane/structs.py mirrors this file with ctypes, once; tests/kernel/test_dp_structs.py
+ * compiles this header and compares every struct size and offset and every XG_* constant's value,
+ * so change both together. The maps themselves are declared in xdpguard.c and listed once for
+ * user space in services/dataplane/maps.py (checked against the loaded program by the same test).
  *
  * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
  * kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n); the one exception
@@ -22,14 +24,37 @@ typedef uint64_t __u64;
 
 #define XG_MAGIC 0x58444732u /* "XDG2": bump when any struct below changes */
 
+/* rule actions (xg_rule.action, xg_prefix.action) */
 #define XG_ACT_DROP 1
 #define XG_ACT_PASS 2
 #define XG_ACT_LIMIT 3
 
+/* who made a rule (the origin field of every rule value) */
 #define XG_ORIGIN_MANUAL 1
 #define XG_ORIGIN_MODEL 2
 
 #define XG_LIMIT_MASKS 4 /* distinct TCP-flag masks per limited destination */
+
+/* parse limits: how deep the program looks before it calls a frame "not IP" or malformed */
+#define XG_VLAN_MAX 2     /* VLAN tags followed (802.1Q / 802.1ad); behind a third: not IP */
+#define XG_IPV6_EXT_MAX 4 /* IPv6 extension headers followed; a longer chain: parse failure */
+
+/* default map sizes; the loader passes the sizes it loads with as -D flags */
+#ifndef XG_EXACT_MAX
+#define XG_EXACT_MAX 262144 /* entries of exact4 and of exact6 */
+#endif
+#ifndef XG_PREFIX_MAX
+#define XG_PREFIX_MAX 65536 /* src_prefix and src_stats */
+#endif
+#ifndef XG_ALLOW_MAX
+#define XG_ALLOW_MAX 16384 /* allow */
+#endif
+#ifndef XG_LIMIT_MAX
+#define XG_LIMIT_MAX 4096 /* dst_limit, limit_dst and limit_stats */
+#endif
+#ifndef XG_RING_PAGES
+#define XG_RING_PAGES 256 /* ring buffer "events", in 4 KiB pages (power of two) */
+#endif
 
 /* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16
  * bytes instead of 40 is most of the cost of an exact-rule drop (docs/benchmarks.md) */
@@ -154,7 +179,8 @@ struct xg_config {
     __u32 pad;
 };
 
-#define XG_EV_FRAGMENT 0x01
+/* xg_event.flags */
+#define XG_EV_FRAGMENT 0x01 /* a non-first fragment: ports and TCP flags are 0 */
 #define XG_EV_IPV6 0x02
 
 /* ring-buffer event of one sampled unmatched packet */

@@ -20,8 +20,8 @@ import struct
 
 import numpy as np
 
-from services.dataplane import bpfsys
-from services.common.errors import KernelError, MapMismatch, NotLoaded
+from services.common.errors import KernelError
+from services.dataplane.maps import open_pinned
 from services.dataplane.structs import Event
 
 BUSY, DISCARD = 1 << 31, 1 << 30
@@ -46,14 +46,11 @@ class FastRing:
     """poll(timeout_ms) -> numpy array of RECORD_DTYPE (possibly empty). One thread polls."""
 
     def __init__(self, pin_dir: str) -> None:
+        """Map the pinned `events` ring, checked against its spec (services.dataplane.maps):
+        NotLoaded if missing, MapMismatch if it is not this build's ring buffer."""
         path = os.path.join(pin_dir, "events")
-        if not os.path.exists(path):
-            raise NotLoaded(f"no xdpguard ring buffer pinned at {path}; run `xdpguard load -i IFACE`")
-        self._fd = bpfsys.obj_get(path)
+        self._fd, info = open_pinned(pin_dir, "events")
         try:
-            info = bpfsys.map_info(self._fd)
-            if info.type != bpfsys.MAP_TYPE_RINGBUF:
-                raise MapMismatch(f"{path} is not a ring buffer (map type {info.type})")
             self.size = info.max_entries
             page = mmap.PAGESIZE
             self._cons = mmap.mmap(self._fd, page, mmap.MAP_SHARED,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import default_node_id, load, setting
+from .paths import DEFAULT_PIN_DIR
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class CommonSettings:
     node_id: str = setting(
         "XDPGUARD_NODE_ID", default_node_id, "this host's id in events and verdicts (default: hostname)")
     pin_dir: str = setting(
-        "XDPGUARD_PIN_DIR", "/sys/fs/bpf/xdpguard", "where the XDP program's maps are pinned")
+        "XDPGUARD_PIN_DIR", DEFAULT_PIN_DIR, "where the XDP program's maps are pinned")
     packets_partitions: int = setting(
         "XDPGUARD_PACKETS_PARTITIONS", 8, "partitions of the packets topic (scorer parallelism)")
     verdicts_partitions: int = setting(

@@ -2,6 +2,9 @@
 
     bpfsys      ctypes bindings to libbpf (bundled in libbcc): map/prog fds, pins, lookups
     structs     the ctypes mirror of bpf/xdpguard.h (structs and constants)
+    maps        the one table of the program's maps (name, type, key/value, size, flags) and
+                the check of a pinned map against it
+    pinlock     the flock on the pin directory every map writer holds (one writer at a time)
     loader      compile with BCC, pin, attach/detach, status
     datapath    Datapath: the live maps of a loaded program, opened from their pins
     ringbuf     read sampled packet events from the pinned ring buffer

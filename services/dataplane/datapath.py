@@ -1,33 +1,43 @@
 """The live maps of a loaded xdpguard program, opened from their pins.
 
-`Datapath.open(pin_dir)` checks every pinned map's type, key size, value size and max entries
-against this build's structs (and the sizes recorded in the config map at load) before the
-first write, and refuses a mismatch with MapMismatch. Rules go in and out as
-services.records.rules.Rule; expiry is converted between Unix epoch ns (rules) and kernel
-monotonic ns (maps). Safe to use from several processes: each write is one map update.
+`Datapath.open(pin_dir)` checks every pinned map against its spec in services.dataplane.maps
+(type, key and value size, flags, and max entries against the sizes recorded in the config map at
+load) and the config map's magic before the first write, and refuses a mismatch with MapMismatch.
+Rules go in and out as services.records.rules.Rule; expiry is converted between Unix epoch ns
+(rules) and kernel monotonic ns (maps).
+
+Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
+pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
+limit rule writes limit_stats and dst_limit, then rebuilds limit_dst from a scan of dst_limit), so
+each update is atomic with respect to every other xdpguard writer. `with dp.locked():` holds the
+lock across several calls. Reads take no lock. The XDP program reads without a lock too: it may
+see a multi-map update half done (docs/dataplane.md, "Concurrent edits").
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import ipaddress
 import os
 import time
 from dataclasses import dataclass
 
-from . import bpfsys
-from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
-                     MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF)
-from services.common.errors import ConfigError, MapFull, MapMismatch, NotLoaded
+from services.common.errors import ConfigError, MapFull, NotLoaded
+from services.common.paths import DEFAULT_PIN_DIR
 from services.records.rules import Action, Origin, Rule, Scope
-from .structs import (ACT_DROP, ACT_PASS, ORIGIN_MANUAL, ORIGIN_MODEL, STAT_FIELDS, XG_LIMIT_MASKS,
-                      XG_MAGIC, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key, LimitDst,
-                      LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes, addr_text,
-                      lpm_key, lpm_text)
 
-_ORIGIN = {Origin.MANUAL: ORIGIN_MANUAL, Origin.MODEL: ORIGIN_MODEL}
+from . import bpfsys
+from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_pinned, read_config
+from .pinlock import PinLock
+from .structs import (STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS, XG_ORIGIN_MANUAL,
+                      XG_ORIGIN_MODEL, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
+                      LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes,
+                      addr_text, lpm_key, lpm_text)
+
+_ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
 _ORIGIN_BACK = {v: k for k, v in _ORIGIN.items()}
-_ACTION = {Action.DROP: ACT_DROP, Action.PASS: ACT_PASS}
+_ACTION = {Action.DROP: XG_ACT_DROP, Action.PASS: XG_ACT_PASS}
 _ACTION_BACK = {v: k for k, v in _ACTION.items()}
 LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
 
@@ -53,67 +63,67 @@ def to_epoch(mono_ns: int) -> int:
     return 0 if not mono_ns else mono_ns + mono_offset_ns()
 
 
+@dataclass
 class _Map:
-    def __init__(self, name: str, fd: int, key, value, percpu: bool):
-        self.name, self.fd, self.key, self.value, self.percpu = name, fd, key, value, percpu
-        self.max_entries = 0
+    spec: MapSpec
+    fd: int
+    max_entries: int
+
+    @property
+    def key(self):
+        return self.spec.key
+
+    @property
+    def value(self):
+        return self.spec.value
+
+    @property
+    def percpu(self) -> bool:
+        return self.spec.percpu
+
+
+def _writes(method):
+    """Run a mutating method under the pin directory's lock (re-entrant: see pinlock)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Datapath:
-    # name -> (map type, key struct, value struct, config field holding max entries)
-    LAYOUT = {
-        "config": (MAP_TYPE_ARRAY, ctypes.c_uint32, Config, None),
-        "stats": (MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, Stats, None),
-        "allow": (MAP_TYPE_LPM_TRIE, LpmKey, AllowVal, "allow_max"),
-        "exact4": (MAP_TYPE_PERCPU_HASH, Flow4Key, RuleVal, "exact_max"),
-        "exact6": (MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max"),
-        "src_prefix": (MAP_TYPE_LPM_TRIE, LpmKey, PrefixVal, "prefix_max"),
-        "src_stats": (MAP_TYPE_PERCPU_HASH, LpmKey, Counter, "prefix_max"),
-        "dst_limit": (MAP_TYPE_HASH, LimitKey, LimitVal, "limit_max"),
-        "limit_dst": (MAP_TYPE_HASH, AddrKey, LimitDst, "limit_max"),
-        "limit_stats": (MAP_TYPE_PERCPU_HASH, LimitKey, Counter, "limit_max"),
-    }
+    """Rules, allowlist, counters and sampling of the program pinned in `pin_dir`.
 
-    def __init__(self, pin_dir: str, maps: dict[str, _Map]):
+    Errors: NotLoaded (nothing pinned), MapMismatch (another layout), MapFull, ConfigError (a rule
+    the maps cannot hold), PinDirBusy (another writer held the lock past `lock_timeout_s`)."""
+
+    def __init__(self, pin_dir: str, maps: dict[str, _Map], lock_timeout_s: float | None = 5.0):
         self.pin_dir, self._maps, self._ncpu = pin_dir, maps, bpfsys.possible_cpus()
+        self._lock = PinLock(pin_dir, lock_timeout_s)
 
     @classmethod
-    def open(cls, pin_dir: str = "/sys/fs/bpf/xdpguard") -> "Datapath":
+    def open(cls, pin_dir: str = DEFAULT_PIN_DIR, lock_timeout_s: float | None = 5.0) -> "Datapath":
+        """Open and check every map but the ring buffer (services.dataplane.ringbuf reads that)."""
         if not os.path.exists(os.path.join(pin_dir, "prog")):
             raise NotLoaded(f"no xdpguard program pinned in {pin_dir}; run `xdpguard load -i IFACE`")
         maps: dict[str, _Map] = {}
         try:
-            for name, (mtype, key, value, _) in cls.LAYOUT.items():
-                path = os.path.join(pin_dir, name)
-                if not os.path.exists(path):
-                    raise NotLoaded(f"{path} is missing: the program's pins are incomplete; reload it")
-                m = _Map(name, bpfsys.obj_get(path), key, value, mtype in (5, 6))
-                maps[name] = m
-                info = bpfsys.map_info(m.fd)
-                want = (mtype, ctypes.sizeof(key), ctypes.sizeof(value))
-                got = (info.type, info.key_size, info.value_size)
-                if got != want:
-                    raise MapMismatch(
-                        f"pinned map {path} has type/key/value sizes {got}, this build expects "
-                        f"{want}: it was loaded by another xdpguard version; unload and load again")
-                m.max_entries = info.max_entries
-            dp = cls(pin_dir, maps)
-            dp._check_config()
-            return dp
+            fd, _ = open_pinned(pin_dir, "config")
+            maps["config"] = _Map(SPECS["config"], fd, 1)
+            cfg = read_config(fd, pin_dir)
+            for spec in MAPS:
+                if spec.name not in maps and spec.name != "events":
+                    fd, info = open_pinned(pin_dir, spec.name, cfg)
+                    maps[spec.name] = _Map(spec, fd, info.max_entries)
+            return cls(pin_dir, maps, lock_timeout_s)
         except BaseException:
             for m in maps.values():
                 os.close(m.fd)
             raise
 
-    def _check_config(self) -> None:
-        cfg = self._config()
-        if cfg.magic != XG_MAGIC:
-            raise MapMismatch(f"{self.pin_dir}/config has magic {cfg.magic:#x}, this build expects "
-                              f"{XG_MAGIC:#x}: unload and load again")
-        for name, (_, _, _, field) in self.LAYOUT.items():
-            if field and self._maps[name].max_entries != getattr(cfg, field):
-                raise MapMismatch(f"pinned map {self.pin_dir}/{name} holds {self._maps[name].max_entries} "
-                                  f"entries but the program was loaded with {getattr(cfg, field)}")
+    def locked(self) -> PinLock:
+        """`with dp.locked():` keeps other writers out across several calls (re-entrant)."""
+        return self._lock
 
     def close(self) -> None:
         for m in self._maps.values():
@@ -171,7 +181,9 @@ class Datapath:
     def sample_rate(self) -> int:
         return self._config().sample_rate
 
+    @_writes
     def set_sample_rate(self, n: int) -> None:
+        """Sample 1 in `n` unmatched packets to the ring (0 = off). ConfigError if out of range."""
         if not 0 <= n < 2**32:
             raise ConfigError(f"sample rate {n} out of range (0 = off, N = 1 in N)")
         cfg = self._config()
@@ -185,7 +197,7 @@ class Datapath:
     def occupancy(self) -> dict[str, tuple[int, int]]:
         """{map: (entries, max entries)} for the rule maps."""
         return {n: (len(bpfsys.keys(self._maps[n].fd, self._maps[n].key)), self._maps[n].max_entries)
-                for n in ("exact4", "exact6", "src_prefix", "allow", "dst_limit")}
+                for n in RULE_MAPS}
 
     # -- rules -----------------------------------------------------------------------
     @staticmethod
@@ -204,8 +216,16 @@ class Datapath:
     def _limit_key(rule: Rule) -> LimitKey:
         return LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
 
+    @_writes
     def add_rule(self, rule: Rule) -> None:
-        """Insert or replace `rule` (replacing resets its counters). MapFull when there is no room."""
+        """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
+
+        An exact rule is one update (exact4 or exact6). A source-prefix rule is two: its counter
+        (src_stats), then the rule (src_prefix). A limit rule is three or more: its counter
+        (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
+        from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
+        out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
+        MapFull when a map has no room (maps written before it keep their new entry)."""
         origin = _ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:
@@ -236,11 +256,15 @@ class Datapath:
                                                    rule.rate_pps, origin), "limit")
             try:
                 self._sync_limit_dst(key.daddr)
-            except ConfigError:
+            except ConfigError:  # one mask too many: the new rule (never a replaced one) goes
                 bpfsys.delete(self._maps["dst_limit"].fd, key)
+                bpfsys.delete(self._maps["limit_stats"].fd, key)
                 raise
 
+    @_writes
     def delete_rule(self, rule: Rule) -> bool:
+        """Remove `rule` and its counter (a limit rule also rebuilds limit_dst), under the
+        pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
             name, key = self._flow_key(rule)
             return bpfsys.delete(self._maps[name].fd, key)
@@ -258,7 +282,8 @@ class Datapath:
         return found
 
     def _sync_limit_dst(self, daddr) -> None:
-        """Recompute which TCP-flag masks the kernel tries for one destination."""
+        """Recompute which TCP-flag masks the kernel tries for one destination from a scan of
+        dst_limit (callers hold the lock, or a concurrent writer's mask could be lost)."""
         raw = bytes(daddr)
         masks = {k.tcp_flags for k in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey)
                  if bytes(k.daddr) == raw}
@@ -315,17 +340,20 @@ class Datapath:
                         sport=key.sport, dport=key.dport, proto=key.proto,
                         origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
                         expires_ns=to_epoch(v.expires_ns))
-            out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == ACT_DROP else 0))
+            out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
         return out
 
     # -- allowlist -------------------------------------------------------------------
+    @_writes
     def allow_add(self, cidr: str, origin: Origin = Origin.MANUAL) -> None:
+        """Allowlist a source prefix (one update of `allow`). ConfigError on a bad prefix."""
         try:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
         self._write("allow", key, AllowVal(time.time_ns(), _ORIGIN[Origin(origin)]), "allowlist")
 
+    @_writes
     def allow_del(self, cidr: str) -> bool:
         try:
             key = lpm_key(cidr)

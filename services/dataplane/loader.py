@@ -9,7 +9,9 @@ Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* 
 
 Attachments are BPF links, so an interface stays attached after the CLI exits, `unload`
 detaches by unpinning the link, and "nothing else attached" is simply "no link_* pin left".
-A second `load` on another interface reuses the pinned program and maps.
+A second `load` on another interface reuses the pinned program and maps. `load`, `unload` and
+`unload_all` hold the pin directory's lock (services.dataplane.pinlock) like every map writer,
+so two loads never race to pin the same names.
 """
 from __future__ import annotations
 
@@ -19,26 +21,29 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import bpfsys
 from services.common.errors import ConfigError, KernelError, NotLoaded, NotSupported
-from services.common.paths import BPF_DIR
-from .structs import XG_MAGIC, Config
+from services.common.paths import BPF_DIR, DEFAULT_PIN_DIR
+
+from . import bpfsys
+from .maps import MAP_NAMES
+from .pinlock import PinLock
+from .structs import (XG_ALLOW_MAX, XG_EXACT_MAX, XG_LIMIT_MAX, XG_MAGIC, XG_PREFIX_MAX,
+                      XG_RING_PAGES, Config)
 
 SOURCE = BPF_DIR / "xdpguard.c"
 PROG_NAME = "xdpguard"
-MAP_NAMES = ("config", "stats", "allow", "exact4", "exact6", "src_prefix", "src_stats", "dst_limit",
-             "limit_dst", "limit_stats", "events")
+LOAD_LOCK_TIMEOUT_S = 60.0  # a concurrent fresh load holds the lock while BCC compiles (~15 s)
 MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Map sizes, fixed when the program is loaded."""
-    exact: int = 262144
-    prefix: int = 65536
-    allow: int = 16384
-    limit: int = 4096
-    ring_pages: int = 256   # ring buffer pages (power of two); 256 x 4 KiB = 1 MiB
+    """Map sizes, fixed when the program is loaded (defaults: bpf/xdpguard.h's)."""
+    exact: int = XG_EXACT_MAX
+    prefix: int = XG_PREFIX_MAX
+    allow: int = XG_ALLOW_MAX
+    limit: int = XG_LIMIT_MAX
+    ring_pages: int = XG_RING_PAGES   # ring buffer pages (power of two); 256 x 4 KiB = 1 MiB
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -171,7 +176,12 @@ def _attach(pin_dir: str, iface: str, mode: str) -> str:
     raise AssertionError("unreachable")
 
 
-def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str = "/sys/fs/bpf/xdpguard",
+def _lock(pin_dir: str, create: bool = False) -> PinLock:
+    """The pin directory's lock (holding nothing when there is no directory and create=False)."""
+    return PinLock(pin_dir, LOAD_LOCK_TIMEOUT_S, create=create)
+
+
+def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str = DEFAULT_PIN_DIR,
          sizes: Sizes | None = None) -> dict[str, str]:
     """Load (or reuse) the pinned program and attach it to `ifaces`: {iface: mode}.
 
@@ -179,6 +189,11 @@ def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str =
     Sizes apply to a fresh load only; an already loaded program keeps its own."""
     if mode not in ("auto", *MODES):
         raise ConfigError(f"unknown XDP mode {mode!r} (native, generic or auto)")
+    with _lock(pin_dir, create=True):
+        return _load_locked(ifaces, mode, pin_dir, sizes)
+
+
+def _load_locked(ifaces, mode: str, pin_dir: str, sizes: Sizes | None) -> dict[str, str]:
     fresh = not is_loaded(pin_dir)
     if fresh:
         _remove_pins(pin_dir)  # leftovers of an interrupted load
@@ -199,8 +214,13 @@ def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str =
     return attached
 
 
-def unload(iface: str, pin_dir: str = "/sys/fs/bpf/xdpguard") -> bool:
+def unload(iface: str, pin_dir: str = DEFAULT_PIN_DIR) -> bool:
     """Detach from `iface`; remove every pin when no interface is left. True if pins were removed."""
+    with _lock(pin_dir):
+        return _unload_locked(iface, pin_dir)
+
+
+def _unload_locked(iface: str, pin_dir: str) -> bool:
     links = [p for p in _link_pins(pin_dir) if _link_name(p)[1] == iface]
     if not links:
         if not is_loaded(pin_dir):
@@ -216,10 +236,11 @@ def unload(iface: str, pin_dir: str = "/sys/fs/bpf/xdpguard") -> bool:
 
 def unload_all(pin_dir: str) -> None:
     """Detach everywhere and remove every pin (tests, `unload --all`)."""
-    _remove_pins(pin_dir)
+    with _lock(pin_dir):
+        _remove_pins(pin_dir)
 
 
-def status(pin_dir: str = "/sys/fs/bpf/xdpguard") -> dict:
+def status(pin_dir: str = DEFAULT_PIN_DIR) -> dict:
     """What is pinned and attached: loaded, prog_id, attached [{iface, ifindex, mode, live}]."""
     if not is_loaded(pin_dir):
         return {"loaded": False, "pin_dir": pin_dir, "prog_id": 0, "attached": []}

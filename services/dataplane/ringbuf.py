@@ -12,12 +12,14 @@ import functools
 import os
 import threading
 
-from . import bpfsys
-from .bpfsys import MAP_TYPE_RINGBUF
-from .datapath import mono_offset_ns
-from services.common.errors import KernelError, MapMismatch, NotLoaded
+from services.common.errors import KernelError
+from services.common.paths import DEFAULT_PIN_DIR
 from services.records.packet import Packet
-from .structs import Event, Stats, addr_text
+
+from . import bpfsys
+from .datapath import mono_offset_ns
+from .maps import open_pinned, read_config
+from .structs import Config, Event, Stats, addr_text
 
 EVENT_SIZE = ctypes.sizeof(Event)
 _addr = functools.lru_cache(maxsize=65536)(lambda raw: addr_text(raw))  # ipaddress is slow
@@ -35,27 +37,25 @@ class RingReader:
     One thread at a time may poll (the capture service gives it a dedicated thread); close()
     may be called from another thread once polling has stopped."""
 
-    def __init__(self, pin_dir: str = "/sys/fs/bpf/xdpguard", node: str = ""):
-        path = os.path.join(pin_dir, "events")
-        if not os.path.exists(path):
-            raise NotLoaded(f"no xdpguard ring buffer pinned at {path}; run `xdpguard load -i IFACE`")
+    def __init__(self, pin_dir: str = DEFAULT_PIN_DIR, node: str = ""):
+        """Open the pinned `events`, `stats` and `config` maps, each checked against its spec
+        (services.dataplane.maps): NotLoaded if missing, MapMismatch if of another build."""
         self.node = node
-        self._fd = bpfsys.obj_get(path)
-        self._stats_fd = self._config_fd = -1
+        self._fd = self._stats_fd = self._config_fd = -1
         self._rb = None
         try:
-            info = bpfsys.map_info(self._fd)
-            if info.type != MAP_TYPE_RINGBUF:
-                raise MapMismatch(f"{path} is not a ring buffer (map type {info.type})")
-            self._stats_fd = bpfsys.obj_get(os.path.join(pin_dir, "stats"))
-            self._config_fd = bpfsys.obj_get(os.path.join(pin_dir, "config"))
+            self._config_fd, _ = open_pinned(pin_dir, "config")
+            cfg = read_config(self._config_fd, pin_dir)
+            self._fd, _ = open_pinned(pin_dir, "events", cfg)
+            self._stats_fd, _ = open_pinned(pin_dir, "stats", cfg)
             self._batch: list[Packet] = []
             self._raw: list[int] = []
             self._cb = bpfsys.RingSampleFn(self._on_event)  # keep a reference: C holds it
             rb = bpfsys.lib().ring_buffer__new(self._fd, ctypes.cast(self._cb, ctypes.c_void_p),
                                                None, None)
             if not rb:
-                raise KernelError(f"ring_buffer__new on {path}: {os.strerror(ctypes.get_errno())}")
+                raise KernelError(f"ring_buffer__new on {pin_dir}/events: "
+                                  f"{os.strerror(ctypes.get_errno())}")
             self._rb = rb
         except BaseException:
             self._close_fds()
@@ -74,7 +74,6 @@ class RingReader:
         return 0
 
     def _sample_rate(self) -> int:
-        from .structs import Config
         cfg = Config()
         bpfsys.lookup(self._config_fd, ctypes.c_uint32(0), cfg)
         return cfg.sample_rate

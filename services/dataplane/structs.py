@@ -1,7 +1,9 @@
-"""ctypes mirror of bpf/xdpguard.h (the only place these layouts are written down in Python).
+"""ctypes mirror of bpf/xdpguard.h: its constants and structs, the only place they are written
+down in Python (same names for the constants, XG_*; struct xg_foo is class Foo, see MIRRORS).
 
-tests/kernel/test_dp_structs.py compiles the header and compares every size and offset, so
-a change to one side that is not made to the other fails the test, not a production map.
+tests/kernel/test_dp_structs.py compiles the header and compares every XG_* constant's value and
+every struct's size and offsets, so a change to one side that is not made to the other fails the
+test, not a production map.
 """
 from __future__ import annotations
 
@@ -9,12 +11,16 @@ import ctypes
 import ipaddress
 from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
 
-XG_MAGIC = 0x58444732
-XG_LIMIT_MASKS = 4
-
-ACT_DROP, ACT_PASS, ACT_LIMIT = 1, 2, 3
-ORIGIN_MANUAL, ORIGIN_MODEL = 1, 2
-EV_FRAGMENT, EV_IPV6 = 0x01, 0x02
+# -- constants (#define XG_* in the header, same names and values) ---------------------------
+XG_MAGIC = 0x58444732               # "XDG2": bumped when any struct changes
+XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
+XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
+XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
+XG_VLAN_MAX = 2                     # VLAN tags the parser follows
+XG_IPV6_EXT_MAX = 4                 # IPv6 extension headers the parser follows
+XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
+# default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
+XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
 Addr16 = u8 * 16
 

@@ -8,7 +8,9 @@ from scapy.all import IP, TCP, UDP, Ether, IPv6, raw
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
-from services.common.errors import MapFull, MapMismatch, NotLoaded
+from services.common.errors import ConfigError, MapFull, MapMismatch, NotLoaded
+from services.dataplane.maps import open_pinned
+from services.dataplane.structs import LimitKey
 from services.records.rules import Rule
 from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
@@ -119,6 +121,19 @@ def test_most_specific_limit_key_wins_and_wildcards_catch_the_rest(env):
     assert env.events() == []
 
 
+def test_a_fifth_tcp_flag_mask_for_one_destination_is_refused_and_leaves_nothing_behind(env):
+    for mask in (0x01, 0x02, 0x04, 0x08):
+        env.dp.add_rule(Rule("dst_limit", "limit", dst="10.2.0.2", proto=6, tcp_flags=mask, rate_pps=9))
+    with pytest.raises(ConfigError, match="at most 4 distinct TCP-flag masks"):
+        env.dp.add_rule(Rule("dst_limit", "limit", dst="10.2.0.2", proto=6, tcp_flags=0x10, rate_pps=9))
+    assert sorted(r.rule.tcp_flags for r in env.dp.rules()) == [0x01, 0x02, 0x04, 0x08]
+    fd, _ = open_pinned(env.pin_dir, "limit_stats")
+    try:  # the refused rule's counter went with it
+        assert sorted(k.tcp_flags for k in bpfsys.keys(fd, LimitKey)) == [0x01, 0x02, 0x04, 0x08]
+    finally:
+        os.close(fd)
+
+
 def test_expired_rules_stop_matching_at_once(env):
     now = time.time_ns()
     env.dp.add_rule(exact().with_times(now - 2_000_000_000, 1))  # expired a second ago
@@ -177,11 +192,12 @@ def test_open_refuses_maps_of_another_layout(env, tmp_path):
                 bpfsys.obj_pin(fd, f"{fake}/{name}")
                 os.close(fd)
         bpfsys.obj_pin(b[b"exact4"].map_fd, f"{fake}/exact4")
-        with pytest.raises(MapMismatch, match="key/value sizes"):
+        with pytest.raises(MapMismatch, match=r"exact4 has type hash \(expected per-CPU hash\), "
+                                              r"key size 4 \(expected 16\)"):
             Datapath.open(fake)
         os.unlink(f"{fake}/exact4")
         bpfsys.obj_pin(b[b"exact2"].map_fd, f"{fake}/exact4")  # right layout, wrong size
-        with pytest.raises(MapMismatch, match="holds 32 entries"):
+        with pytest.raises(MapMismatch, match=r"max entries 32 \(expected 64\)"):
             Datapath.open(fake)
     finally:
         b.cleanup()

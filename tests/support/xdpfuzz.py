@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from services.dataplane import loader
-from services.dataplane.structs import addr_bytes, addr_text
+from services.dataplane.structs import XG_IPV6_EXT_MAX, XG_VLAN_MAX, addr_bytes, addr_text
 from services.records.rules import Action, Rule, Scope
 from tests.support.dp_env import Env
 
@@ -103,7 +103,7 @@ def parse(f: bytes) -> Parsed | str:
         return "fail"
     proto = struct.unpack_from("!H", f, 12)[0]
     cur = 14
-    for _ in range(2):
+    for _ in range(XG_VLAN_MAX):
         if proto not in (ETH_VLAN, ETH_QINQ):
             break
         if cur + 4 > end:
@@ -127,7 +127,7 @@ def parse(f: bytes) -> Parsed | str:
         p = Parsed(bytes(f[cur + 8:cur + 24]), bytes(f[cur + 24:cur + 40]))
         nh = f[cur + 6]
         cur += 40
-        for _ in range(4):
+        for _ in range(XG_IPV6_EXT_MAX):
             if nh in (HOPOPTS, ROUTING, DSTOPTS):
                 if cur + 8 > end:
                     return "fail"

@@ -1,0 +1,123 @@
+"""An exclusive flock(2) on the pin directory: edits of the pinned maps, one process at a time.
+
+Several processes edit the same pinned maps: the enforcer, `xdpguard add/del/allow/monitor`,
+`xdpguard load/unload`. Some edits span maps: adding a limit rule writes `limit_stats` and
+`dst_limit`, then rebuilds the destination's `limit_dst` entry from a full scan of `dst_limit`.
+Two such edits at once can each rebuild from a scan that misses the other's new rule, and the
+later write wins: a TCP-flag mask silently dropped from `limit_dst`, so its rule never matches.
+So every writer holds this lock for its whole update, as xdp-tools' prog_lock_acquire() holds an
+flock on its bpffs directory: a multi-map update is atomic with respect to every other xdpguard
+writer. Readers and the XDP program itself take no lock (the program may see an update half
+done for a few microseconds; docs/dataplane.md says what that means).
+
+flock locks belong to an open file description, so a second PinLock in the same process waits
+for the first like another process would; one PinLock is re-entrant (a method that holds it may
+call another that takes it) and safe to share between threads.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+
+from services.common.errors import KernelError
+
+
+class PinDirBusy(KernelError):
+    """Another process held the pin directory's lock for longer than the timeout."""
+    retriable = True
+
+
+class PinLock:
+    """`with PinLock(pin_dir):` holds an exclusive flock on `pin_dir`.
+
+    timeout_s: how long to wait for another holder before PinDirBusy (None: wait forever).
+    create: make the directory if missing (the loader). Otherwise a missing directory means no
+    program is pinned there, so no other process can open the maps a writer still holds (an
+    unload removed them): there is nobody to keep out and the lock holds nothing."""
+
+    def __init__(self, pin_dir: str, timeout_s: float | None = 5.0, create: bool = False):
+        self.pin_dir, self.timeout_s, self.create = pin_dir, timeout_s, create
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._fd = -1
+
+    def __enter__(self) -> "PinLock":
+        self._mutex.acquire()
+        try:
+            if self._depth == 0:
+                self._fd = self._acquire()
+            self._depth += 1
+        except BaseException:
+            self._mutex.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0:
+                fd, self._fd = self._fd, -1
+                if fd >= 0:
+                    os.close(fd)  # closing the last fd of the description releases the flock
+        finally:
+            self._mutex.release()
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock (in any thread)."""
+        return self._depth > 0
+
+    def _open(self) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            return os.open(self.pin_dir, flags)
+        except FileNotFoundError:
+            if not self.create:
+                return -1
+        except OSError as exc:
+            raise KernelError(f"cannot open the pin directory {self.pin_dir} to lock it: "
+                              f"{exc.strerror}") from None
+        os.makedirs(self.pin_dir, exist_ok=True)
+        return self._open()
+
+    def _same_dir(self, fd: int) -> bool:
+        """The locked directory is still the one at pin_dir (unload removes the directory, and a
+        later load makes a new one: a lock on the old one keeps nobody out)."""
+        try:
+            st = os.stat(self.pin_dir)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+    def _acquire(self) -> int:
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        pause = 0.0005
+        fd = self._open()
+        try:
+            while fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if self._same_dir(fd):
+                        return fd
+                    os.close(fd)  # locked a directory that was removed meanwhile: start again
+                    fd = -1
+                    fd = self._open()
+                    pause = 0.0005
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+                        raise KernelError(f"flock on {self.pin_dir}: {exc.strerror}") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise PinDirBusy(f"another process has held the lock on {self.pin_dir} for "
+                                     f"{self.timeout_s:g} s; try again")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+            return -1  # no directory: nothing to lock
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
