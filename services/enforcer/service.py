@@ -27,7 +27,7 @@ from services.common.settings import CommonSettings
 from services.records.verdict import Verdict
 
 from .metrics import EnforcerMetrics
-from .policy import Decision, Order, Outcome, Policy, PolicyConfig
+from .policy import Decision, Order, Outcome, RulePolicy, RulePolicyConfig
 from .ruleslog import RulesLog, read_rules
 from .settings import EnforcerSettings
 
@@ -46,7 +46,7 @@ class Enforcer:
         self._open_datapath = open_datapath
         self.metrics = EnforcerMetrics()
         self.datapath = None
-        self.policy: Policy | None = None
+        self.policy: RulePolicy | None = None
         self.rules_log = RulesLog(common)
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = False
@@ -59,7 +59,7 @@ class Enforcer:
     async def start(self) -> None:
         self._map_id = self._maps_id()
         self.datapath = self._open_datapath(self.common.pin_dir)
-        self.policy = Policy(PolicyConfig(
+        self.policy = RulePolicy(RulePolicyConfig(
             node_id=self.common.node_id, allowlist=tuple(self._allowlist()),
             local_addresses=tuple(local_addresses()) + tuple(self.settings.protect),
             ttl_s=self.settings.ttl_s, max_ttl_s=self.settings.max_ttl_s,
