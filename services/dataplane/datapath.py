@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from . import bpfsys
 from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF)
-from services.common.errors import ConfigError, MapFull, MapMismatch, NotLoaded
+from services.common.errors import ConfigError, KernelError, MapFull, MapMismatch, NotLoaded
 from services.records.rules import Action, Origin, Rule, Scope
 from .structs import (ACT_DROP, ACT_PASS, ORIGIN_MANUAL, ORIGIN_MODEL, STAT_FIELDS, XG_LIMIT_MASKS,
                       XG_MAGIC, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key, LimitDst,
@@ -51,6 +51,20 @@ def to_mono(epoch_ns: int) -> int:
 
 def to_epoch(mono_ns: int) -> int:
     return 0 if not mono_ns else mono_ns + mono_offset_ns()
+
+
+def pinned_maps_id(pin_dir: str) -> int:
+    """Kernel id of the `config` map pinned in `pin_dir`: a new id each time the program is loaded
+    (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
+    KernelError only if the pinned object cannot be described."""
+    try:
+        fd = bpfsys.obj_get(os.path.join(pin_dir, "config"))
+    except KernelError:
+        return 0
+    try:
+        return bpfsys.map_info(fd).id
+    finally:
+        os.close(fd)
 
 
 class _Map:
