@@ -23,6 +23,7 @@ from services.common.settings import CommonSettings
 from services.records.verdict import Verdict
 from services.wire import codec
 from services.wire.kafka import client_options
+from services.wire.topics import DEADLETTER, VERDICTS
 
 from .actuator import MapActuator
 from .hostfacts import policy_config
@@ -74,7 +75,7 @@ class Enforcer:
         await self.reconciler.restore(self.actuator.maps)
         group = self.settings.group_id or f"xdpguard-enforcer-{self.common.node_id}"
         self.consumer = AIOKafkaConsumer(
-            self.common.topic("verdicts"), **client_options(self.common), group_id=group,
+            self.common.topic(VERDICTS), **client_options(self.common), group_id=group,
             enable_auto_commit=False, fetch_max_wait_ms=100,
             auto_offset_reset="earliest" if self.settings.from_beginning else "latest")
         await self.consumer.start()
@@ -165,7 +166,7 @@ class Enforcer:
         self.metrics.deadletters.inc()
         log.warning("undecodable verdict at %s[%d]@%d: %s", topic, partition, offset, reason)
         value = codec.encode_deadletter(topic, partition, offset, reason, raw, "enforcer")
-        await self.rules_log.send(self.common.topic("deadletter"), None, value)
+        await self.rules_log.send(self.common.topic(DEADLETTER), None, value)
 
     # -- the sweep -----------------------------------------------------------------------------
     async def _sweep(self) -> None:
