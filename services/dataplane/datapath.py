@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from services.common.errors import ConfigError, MapFull, NotLoaded
+from services.common.errors import ConfigError, KernelError, MapFull, NotLoaded
 from services.common.paths import DEFAULT_PIN_DIR
 from services.records.rules import Action, Origin, Rule, Scope
 
@@ -61,6 +61,20 @@ def to_mono(epoch_ns: int) -> int:
 
 def to_epoch(mono_ns: int) -> int:
     return 0 if not mono_ns else mono_ns + mono_offset_ns()
+
+
+def pinned_maps_id(pin_dir: str) -> int:
+    """Kernel id of the `config` map pinned in `pin_dir`: a new id each time the program is loaded
+    (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
+    KernelError only if the pinned object cannot be described."""
+    try:
+        fd = bpfsys.obj_get(os.path.join(pin_dir, "config"))
+    except KernelError:
+        return 0
+    try:
+        return bpfsys.map_info(fd).id
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """The enforcer's security policy, as pure logic: no kernel, no Kafka, no clock of its own.
 
-`Policy.decide(order, now_ns)` answers what to do with one verdict: apply a rule (perhaps after
-evicting older model rules to stay within the bound), refresh one already installed, or refuse it
-with a reason. `Policy.expire(now_ns)` lists the rules whose TTL ran out. The service (enforcer.py)
-carries the decisions out on the pinned maps and the `rules` topic; dry-run mode only logs them.
+`RulePolicy.decide(order, now_ns)` answers what to do with one verdict: apply a rule (perhaps
+after evicting older model rules to stay within the bound), refresh one already installed, or
+refuse it with a reason. `RulePolicy.expire(now_ns)` lists the rules whose TTL ran out. The map
+actuator (actuator.py) carries the decisions out on the pinned maps and the `rules` topic;
+dry-run mode only logs them. (The scorer's policy, which windows become verdicts, is another
+thing.)
 
 The promises (issue 7): the allowlist and this host's own addresses can never be targeted; every
 model rule has a TTL; model rules are capped per second, per minute and per source; the model rule
@@ -19,13 +21,14 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from services.records.rules import Origin, Rule, Scope
+from services.records.verdict import is_all_nodes
 
-ALL_NODES = ("", "*", "all")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class RulePolicyConfig:
+    """What a RulePolicy protects and how far it lets verdicts go (addresses and CIDRs as text)."""
     node_id: str
     allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     local_addresses: tuple[str, ...] = ()
@@ -71,8 +74,10 @@ class _Installed:
 
 
 @dataclass
-class Policy:
-    config: PolicyConfig
+class RulePolicy:
+    """The enforcer's view of the installed rule set and the rules of issue 7 over it (pure: the
+    caller passes the time, in Unix epoch ns, and carries decisions out)."""
+    config: RulePolicyConfig
     _allow: list[Network] = field(default_factory=list)
     _local: set[str] = field(default_factory=set)
     _rules: "OrderedDict[str, _Installed]" = field(default_factory=OrderedDict)  # oldest first
@@ -117,7 +122,7 @@ class Policy:
 
     # -- decisions -----------------------------------------------------------------------------
     def decide(self, order: Order, now_ns: int) -> Decision:
-        if order.node not in ALL_NODES and order.node != self.config.node_id:
+        if not is_all_nodes(order.node) and order.node != self.config.node_id:
             return Decision(Outcome.IGNORE, "for another node")
         if order.id:
             if order.id in self._seen:

@@ -1,7 +1,8 @@
 """The compacted `rules` topic: the enforcer's durable copy of the rule set it installed.
 
-`RulesLog.write(rule, ...)` publishes an applied rule under its key; `remove(rule)` publishes a
-tombstone (compaction then forgets the key). `read_rules()` reads the topic from its start to the
+The Kafka adapter under the reconciler (reconciler.py). `RulesLog.write(rule, ...)` publishes an
+applied rule under its key; `remove(rule)` publishes a tombstone (compaction then forgets the
+key); `read()` is read_rules() for this node. `read_rules()` reads the topic from its start to the
 end offsets captured when it begins, applying records in order, so the result is the latest state
 of every key: what a restarted enforcer, a reloaded program or a rebooted host installs again.
 """
@@ -23,6 +24,8 @@ log = logging.getLogger("xdpguard.enforcer.rules")
 
 
 class RulesLog:
+    """Producer (and reader) of the compacted `rules` topic for this node; start() before use."""
+
     def __init__(self, common: CommonSettings) -> None:
         self.common = common
         self.topic = common.topic(RULES)
@@ -48,6 +51,14 @@ class RulesLog:
     async def remove(self, rule: Rule) -> None:
         key, value = codec.rule_tombstone(rule)
         await self._send(key, value)
+
+    async def read(self) -> tuple[dict[str, codec.RuleRecord], list[tuple]]:
+        """This node's latest records by rule key, and the undecodable records met on the way
+        as (partition, offset, reason, key, value)."""
+        bad_records: list[tuple] = []
+        records, _ = await read_rules(self.common, node=self.common.node_id,
+                                      bad_records=bad_records)
+        return records, bad_records
 
     async def _send(self, key: bytes, value: bytes | None) -> None:
         await self.send(self.topic, key, value)

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from .rules import Rule
 
 ALL_NODES = "*"
+_LEGACY_ALL_NODES = ("", "all")  # older spellings of ALL_NODES, still accepted on input
+
+
+def is_all_nodes(node: str) -> bool:
+    """True when a verdict's `node` addresses every enforcer: ALL_NODES, or the legacy "" / "all"
+    (producers write ALL_NODES; consumers accept all three)."""
+    return node == ALL_NODES or node in _LEGACY_ALL_NODES
 
 
 def make_verdict_id(model_id: str, rule: Rule, window_start_ns: int, node: str) -> str:
@@ -42,4 +49,5 @@ class Verdict:
                 self.model_id, self.rule, self.window_start_ns, self.node))
 
     def for_node(self, node: str) -> bool:
-        return self.node == ALL_NODES or self.node == node
+        """Whether the enforcer of node id `node` acts on this verdict."""
+        return is_all_nodes(self.node) or self.node == node

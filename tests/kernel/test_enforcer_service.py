@@ -35,6 +35,12 @@ def test_verdicts_become_rules_survive_a_reboot_and_expire(broker, pin_dir, tmp_
         rules = installed(pin_dir)
         assert rules[block.key()].expires_ns > time.time_ns() + 500 * 10**9  # the 10 min TTL
         assert not any(r.key() in rules for r in refused)
+        # A rule is in the maps before its record is acknowledged and counted, and the refused
+        # verdicts may come through a partition fetched later: wait for the counters.
+        wait_until(lambda: metric(http_get(port, "/metrics")[1],
+                                "xdpguard_enforcer_rules_refused_total") == 3, what="3 refused")
+        wait_until(lambda: metric(http_get(port, "/metrics")[1],
+                                "xdpguard_enforcer_rules_applied_total") >= 3, what="3 applied")
         page = http_get(port, "/metrics")[1]
         assert metric(page, "xdpguard_enforcer_rules_applied_total") == 3
         assert metric(page, "xdpguard_enforcer_rules_refused_total") == 3

@@ -71,6 +71,9 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         wait_until(lambda: len(rule_set(pin_dir)) == len(EVERY_SCOPE), what="the verdicts' rules")
         wait_until(lambda: metric(metrics(port), "xdpguard_enforcer_verdicts_total") == 2 * len(EVERY_SCOPE),
                  what="the duplicates handled")
+        # a rule is counted once its record is acknowledged, after it is in the maps
+        wait_until(lambda: metric(metrics(port), "xdpguard_enforcer_rules_applied_total")
+                 >= len(EVERY_SCOPE), what="the rules counted")
         assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == len(EVERY_SCOPE)
         assert metric(metrics(port), "xdpguard_enforcer_rules_refreshed_total") == 0
         before = rule_set(pin_dir)
@@ -83,6 +86,8 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         asyncio.run(publish(broker, [verdict(LATE, ttl_s=900)]))
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
         wait_until(lambda: len(rule_set(pin_dir)) == len(EVERY_SCOPE) + 1, what="the late verdict's rule")
+        wait_until(lambda: metric(metrics(port), "xdpguard_enforcer_rules_applied_total") >= 1,
+                 what="the late rule counted")
         page = metrics(port)
         assert metric(page, "xdpguard_enforcer_rules_applied_total") == 1, page
         assert metric(page, "xdpguard_enforcer_rules_restored_total") == len(EVERY_SCOPE)

@@ -1,7 +1,8 @@
 """The enforcer's policy: allowlist and local addresses protected, TTLs, rate and per-source caps,
 bounded model rules evicted oldest first (manual never), at-most-once per verdict id, node filter."""
 from services.records.rules import Action, Origin, Rule, Scope
-from services.enforcer.policy import Order, Outcome, Policy, PolicyConfig
+from services.records.verdict import ALL_NODES, is_all_nodes
+from services.enforcer.policy import Order, Outcome, RulePolicy, RulePolicyConfig
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
@@ -19,7 +20,7 @@ def policy(**kw):
     kw.setdefault("node_id", "n1")
     kw.setdefault("allowlist", ("127.0.0.0/8", "::1/128", "192.0.2.10/32"))
     kw.setdefault("local_addresses", ("10.0.0.2",))
-    return Policy(PolicyConfig(**kw))
+    return RulePolicy(RulePolicyConfig(**kw))
 
 
 def apply(p, rule, now=T0, vid="", node="", ttl=0.0):
@@ -125,6 +126,11 @@ def test_verdicts_for_other_nodes_are_ignored_and_all_nodes_accepted():
     assert apply(p, flow(), node="n2").outcome is Outcome.IGNORE
     assert apply(p, flow(), node="n1").outcome is Outcome.APPLY
     assert apply(p, flow(sport=2), node="*").outcome is Outcome.APPLY
+    # ALL_NODES ("*") is what producers write; "" and "all" are older spellings, still accepted
+    assert apply(p, flow(sport=3), node="").outcome is Outcome.APPLY
+    assert apply(p, flow(sport=4), node="all").outcome is Outcome.APPLY
+    assert [is_all_nodes(n) for n in (ALL_NODES, "", "all", "n1", "All")] == \
+        [True, True, True, False, False]
 
 
 def test_dry_run_is_the_same_decision_without_side_effects():

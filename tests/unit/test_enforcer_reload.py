@@ -3,72 +3,73 @@ rules back, also when it looks in the middle of the load (config map pinned, pro
 which used to crash it (CI: "service failed: unhandled errors in a TaskGroup")."""
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 
 from services.common.errors import NotLoaded
-from services.common.settings import CommonSettings
-from services.enforcer.service import Enforcer
-from services.enforcer.settings import load_enforcer
+from services.enforcer.actuator import MapActuator
+from services.enforcer.metrics import EnforcerMetrics
+from services.enforcer.policy import RulePolicy, RulePolicyConfig
+from services.enforcer.reconciler import RulesReconciler
+from services.records.rules import Action, Origin, Rule, Scope
+from tests.support.fake_dataplane import FakeDataplane
+from tests.support.fake_rules_topic import FakeRulesTopic
+
+NOW = time.time_ns()
 
 
-class _Maps:
-    def __init__(self) -> None:
-        self.rules, self.allowed, self.closed = [], [], False
-
-    def allowlist(self):
-        return []
-
-    def allow_add(self, cidr):
-        self.allowed.append(cidr)
-
-    def add_rule(self, rule):
-        self.rules.append(rule)
-
-    def close(self):
-        self.closed = True
+def actuator(dp: FakeDataplane, policy: RulePolicy, dry_run: bool = False) -> MapActuator:
+    metrics = EnforcerMetrics()
+    topic = FakeRulesTopic()
+    journal = RulesReconciler(policy, topic, metrics, dry_run=dry_run, restore=True,
+                              deadletter=topic.deadletter, clock=lambda: NOW)
+    return MapActuator(dp, dp.open(), dp.maps_id(), policy, journal, metrics, dry_run=dry_run,
+                       clock=lambda: NOW)
 
 
-class _Rule:
-    def expired(self, now):
-        return False
+def tracked_policy() -> tuple[RulePolicy, list[Rule]]:
+    policy = RulePolicy(RulePolicyConfig(node_id="n1", allowlist=("127.0.0.0/8",)))
+    rules = [Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24").with_times(NOW, 600),
+             Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.0/15",
+                  origin=Origin.MANUAL).with_times(NOW, 600)]
+    for rule in rules:
+        policy.track(rule)
+    return policy, rules
 
 
-class _Policy:
-    def __init__(self, rules) -> None:
-        self.rules = rules
-
-    def installed(self):
-        return self.rules
-
-    def allowlist(self):
-        return ["127.0.0.0/8"]
-
-
-def test_a_reload_seen_half_done_is_retried_not_a_crash(monkeypatch, caplog):
-    opened, results = [], [NotLoaded("no xdpguard program pinned"), NotLoaded("still"), _Maps()]
-
-    def open_datapath(pin_dir):
-        opened.append(pin_dir)
-        r = results.pop(0)
-        if isinstance(r, Exception):
-            raise r
-        return r
-
-    enf = Enforcer(CommonSettings(), load_enforcer(), open_datapath=open_datapath)
-    old = enf.datapath = _Maps()
-    enf._map_id, rules = 10, [_Rule(), _Rule()]
-    enf.policy = _Policy(rules)
-    monkeypatch.setattr(enf, "_maps_id", lambda: 11)  # a new config map is pinned
+def test_a_reload_seen_half_done_is_retried_not_a_crash(caplog):
+    dp = FakeDataplane(maps_id=10)
+    policy, rules = tracked_policy()
+    act = actuator(dp, policy)
+    old, opened_at_start = act.maps, dp.opened
+    new = dp.reload()  # a new config map is pinned (id 11) ...
+    dp.open_errors = [NotLoaded("no xdpguard program pinned"), NotLoaded("still")]  # ... no prog
     with caplog.at_level(logging.WARNING, logger="xdpguard.enforcer"):
-        asyncio.run(enf._check_reload())  # program not pinned yet: keep the old, no crash
-        asyncio.run(enf._check_reload())  # still loading: retried, not said again
-        assert enf.datapath is old and enf._map_id == 10 and not old.closed
+        act.check_reload()  # program not pinned yet: keep the old, no crash
+        act.check_reload()  # still loading: retried, not said again
+        assert act.maps is old and act.maps_id == 10 and not old.closed
         assert sum("cannot be opened yet" in r.message for r in caplog.records) == 1
-        asyncio.run(enf._check_reload())  # fully loaded: opened, every rule put back
-    new = enf.datapath
-    assert new is not old and old.closed and enf._map_id == 11
-    assert new.rules == rules and new.allowed == ["127.0.0.0/8"]
-    assert len(opened) == 3
-    asyncio.run(enf._check_reload())  # same maps: nothing to do
-    assert len(opened) == 3
+        act.check_reload()  # fully loaded: opened, every rule put back
+    assert act.maps is new and old.closed and act.maps_id == 11
+    assert list(new.installed.values()) == rules and new.allowed == ["127.0.0.0/8"]
+    assert act.metrics.registry.get_sample_value("xdpguard_enforcer_rules_restored_total") == 2
+    assert dp.opened - opened_at_start == 3
+    act.check_reload()  # same maps: nothing to do
+    assert dp.opened - opened_at_start == 3
+
+
+def test_a_reload_skips_expired_rules_and_in_dry_run_writes_nothing():
+    dp = FakeDataplane(maps_id=10)
+    policy, rules = tracked_policy()
+    gone = Rule(Scope.SRC_PREFIX, Action.DROP, src="192.0.2.128/25").with_times(NOW - 10**10, 1)
+    policy.track(gone)
+    act = actuator(dp, policy)
+    new = dp.reload()
+    act.check_reload()
+    assert set(new.installed) == {r.key() for r in rules}
+
+    dry = FakeDataplane(maps_id=10)
+    act = actuator(dry, tracked_policy()[0], dry_run=True)
+    new = dry.reload()
+    act.check_reload()
+    assert act.maps is new and new.writes == [] and new.allowed == []

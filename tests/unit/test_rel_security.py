@@ -20,7 +20,7 @@ from services.wire import codec
 from services.common.errors import DecodeError, ModelError
 from services.records.packet import Packet
 from services.records.rules import Action, Rule, Scope
-from services.enforcer.policy import Order, Outcome, Policy, PolicyConfig
+from services.enforcer.policy import Order, Outcome, RulePolicy, RulePolicyConfig
 from tests.support.packet_records import encode_packets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,9 +141,10 @@ def test_rel_metadata_without_a_digest_is_refused(tmp_path):
 NOW = 1_800_000_000 * 10**9
 
 
-def policy() -> Policy:
-    return Policy(PolicyConfig(node_id="n1", allowlist=("127.0.0.0/8", "::1/128", "192.0.2.0/24"),
-                               local_addresses=("10.250.1.2",)))
+def policy() -> RulePolicy:
+    return RulePolicy(RulePolicyConfig(
+        node_id="n1", allowlist=("127.0.0.0/8", "::1/128", "192.0.2.0/24"),
+        local_addresses=("10.250.1.2",)))
 
 
 def order(rule: Rule, i: int = 0) -> Order:
@@ -181,7 +182,7 @@ def test_rel_policy_refuses_ipv4_mapped_spellings_of_protected_addresses(rule):
     assert d.outcome is Outcome.REFUSE, d
 
 
-def _flood(p: Policy, n: int, sources: int) -> tuple[int, dict]:
+def _flood(p: RulePolicy, n: int, sources: int) -> tuple[int, dict]:
     applied, codes = 0, {}
     for i in range(n):  # n distinct flows from `sources` sources inside one minute
         rule = Rule(Scope.FLOW, Action.DROP, src=f"198.51.100.{i % sources}", dst="10.0.0.1",
@@ -196,21 +197,21 @@ def _flood(p: Policy, n: int, sources: int) -> tuple[int, dict]:
 
 
 def test_rel_policy_caps_rules_per_source():
-    p = Policy(PolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=10**6,
-                            max_per_source=3))
+    p = RulePolicy(RulePolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=10**6,
+                                    max_per_source=3))
     assert _flood(p, 200, 10) == (30, {"per_source": 170})  # 10 sources x 3
 
 
 def test_rel_policy_caps_rules_per_minute_and_per_second():
-    p = Policy(PolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=25))
+    p = RulePolicy(RulePolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=25))
     assert _flood(p, 200, 200) == (25, {"rate": 175})
-    p = Policy(PolicyConfig(node_id="n1", max_per_second=7, max_per_minute=10**6))
+    p = RulePolicy(RulePolicyConfig(node_id="n1", max_per_second=7, max_per_minute=10**6))
     assert _flood(p, 200, 200) == (7, {"rate": 193})  # all 200 inside 0.2 s
 
 
 def test_rel_model_rules_are_evicted_oldest_first_and_manual_rules_never():
-    p = Policy(PolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=10**6,
-                            max_model_rules=10))
+    p = RulePolicy(RulePolicyConfig(node_id="n1", max_per_second=10**6, max_per_minute=10**6,
+                                    max_model_rules=10))
     manual = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.113.{i}/32", origin="manual",
                    created_ns=1) for i in range(5)]
     for r in manual:

@@ -1,0 +1,182 @@
+"""The map actuator: carries the policy's decisions out on the maps of the loaded program.
+
+`apply(decision, verdict, now)` evicts what the decision names, installs its rule (evicting the
+oldest model rule and retrying while the kernel map is full), tells the policy and records the
+rule through the journal (the reconciler, which writes the `rules` topic). `expire(now)` removes
+and tombstones the rules whose TTL ran out. `check_reload()` notices that the program was loaded
+again (the maps' id changed), opens the new maps and re-installs the allowlist and every tracked
+rule. In dry run nothing is written: what would be done is logged and counted, and the policy
+still learns it. The maps come through the `Dataplane` protocol (services/enforcer/maps.py).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Callable, Protocol
+
+from services.common.errors import KernelError, MapFull
+from services.records.rules import Rule
+from services.records.verdict import Verdict
+
+from .maps import Dataplane, RuleMaps
+from .metrics import EnforcerMetrics
+from .policy import Decision, Outcome, RulePolicy
+
+log = logging.getLogger("xdpguard.enforcer")
+
+
+class RuleJournal(Protocol):
+    """Where the actuator records what it did to the maps (the reconciler)."""
+
+    async def applied(self, rule: Rule, verdict_id: str = "") -> None:
+        """`rule` is installed (for verdict `verdict_id`, "" if none)."""
+
+    async def removed(self, rule: Rule) -> None:
+        """`rule` was deleted from the maps."""
+
+
+class MapActuator:
+    """Owns the open maps (`self.maps`) from start to close. `maps_id` is the id they were
+    opened under (Dataplane.maps_id()); `clock` gives Unix epoch ns."""
+
+    def __init__(self, dataplane: Dataplane, maps: RuleMaps, maps_id: int, policy: RulePolicy,
+                 journal: RuleJournal, metrics: EnforcerMetrics, *, dry_run: bool,
+                 clock: Callable[[], int]) -> None:
+        self.dataplane, self.maps, self.maps_id = dataplane, maps, maps_id
+        self.policy, self.journal, self.metrics = policy, journal, metrics
+        self.dry_run, self.clock = dry_run, clock
+        self._unopened = 0  # maps id of a reload not opened yet (said once, retried each sweep)
+
+    def close(self) -> None:
+        """Close the maps; the rules stay in the kernel and keep expiring there."""
+        self.maps.close()
+
+    # -- the allowlist -------------------------------------------------------------------------
+    def install_allowlist(self) -> None:
+        """Write every network of the policy's allowlist missing from the kernel allowlist."""
+        if self.dry_run:
+            return
+        have = {str(ipaddress.ip_network(str(c), strict=False)) for c in self.maps.allowlist()}
+        for cidr in self.policy.allowlist():
+            if cidr not in have:
+                self.maps.allow_add(cidr)
+
+    def refresh_allowlist(self) -> None:
+        """`xdpguard allow add` while we run: the policy sees it before the next decision."""
+        try:
+            self.policy.set_kernel_allowlist([str(c) for c in self.maps.allowlist()])
+        except Exception as exc:  # keep the allowlist we have; say why it may be stale
+            log.warning("cannot re-read the kernel allowlist: %s", exc)
+
+    # -- decisions -----------------------------------------------------------------------------
+    async def apply(self, d: Decision, verdict: Verdict, now: int) -> None:
+        """Carry out an APPLY or REFRESH decision for `verdict` at `now` (epoch ns)."""
+        rule = d.rule
+        if self.dry_run:
+            for old in d.evict:
+                log.warning("dry run: would evict %s (oldest model rule, bound reached)", old.key())
+            log.info("dry run: would %s %s %s for %.0f s (%s)", d.outcome.value, rule.action.value,
+                     rule.key(), (rule.expires_ns - now) / 1e9, verdict.reason)
+            self.policy.commit(d, now)
+            self.metrics.dry_run.inc()
+            return
+        for old in d.evict:
+            await self.remove(old, "evicted: model rule bound reached")
+            self.metrics.evicted.inc()
+        if not await self._install_making_room(rule):
+            return
+        self.policy.commit(d, now)
+        await self.journal.applied(rule, verdict.verdict_id)
+        if d.outcome is Outcome.APPLY:
+            self.metrics.applied.inc()
+            if verdict.created_ns:
+                latency_ns = max(0, time.time_ns() - verdict.created_ns)
+                self.metrics.verdict_to_rule.observe(latency_ns / 1e9)
+            log.info("applied %s %s for %.0f s (score %.3f, %s; window end -> verdict %.0f ms, "
+                     "verdict -> rule %.0f ms)", rule.action.value, rule.key(),
+                     (rule.expires_ns - now) / 1e9, verdict.score, verdict.reason,
+                     (verdict.created_ns - verdict.window_end_ns) / 1e6,
+                     (time.time_ns() - verdict.created_ns) / 1e6)
+        else:
+            self.metrics.refreshed.inc()
+        self.gauges()
+
+    async def _install_making_room(self, rule: Rule) -> bool:
+        """Add `rule`; while its map is full, evict the oldest model rule and retry. False (the
+        rule refused as map_full) when no model rule is left to evict."""
+        while True:
+            try:
+                self.maps.add_rule(rule)
+                return True
+            except MapFull as exc:
+                victim = self.policy.evict_for_full_map()
+                if victim is None:
+                    self.metrics.refused.labels("map_full").inc()
+                    log.error("refused %s: %s and no model rule left to evict", rule.key(), exc)
+                    return False
+                await self.remove(victim, f"evicted: {exc}")
+                self.metrics.evicted.inc()
+
+    async def remove(self, rule: Rule, why: str) -> None:
+        """Delete `rule` from the maps and tombstone it; `why` is logged (a warning for
+        evictions, whose `why` starts with "evicted")."""
+        self.policy.untrack(rule)
+        if self.dry_run:
+            log.info("dry run: would remove %s (%s)", rule.key(), why)
+            return
+        self.maps.delete_rule(rule)
+        await self.journal.removed(rule)
+        level = logging.WARNING if why.startswith("evicted") else logging.INFO
+        log.log(level, "removed %s (%s)", rule.key(), why)
+
+    async def expire(self, now: int) -> None:
+        """Remove (and tombstone) every rule whose expiry is before `now` (epoch ns)."""
+        for rule in self.policy.expire(now):
+            await self.remove(rule, "expired")
+            self.metrics.expired.inc()
+
+    # -- program reloads -----------------------------------------------------------------------
+    def check_reload(self) -> None:
+        """A program loaded again under us: open the new maps and put every rule back."""
+        current = self.dataplane.maps_id()
+        if current == 0 or current == self.maps_id:
+            return
+        try:
+            new = self.dataplane.open()
+        except KernelError as exc:
+            # A load in progress pins the config map before the program (pinned last: "fully
+            # loaded"); opening in between crashed the enforcer (CI). Try again next sweep; a
+            # program of another layout stays refused, said once.
+            if self._unopened != current:
+                self._unopened = current
+                log.warning("the XDP program was loaded again (maps %d -> %d) but its maps "
+                            "cannot be opened yet: %s; retrying", self.maps_id, current, exc)
+            return
+        log.warning("the XDP program was loaded again (maps %d -> %d): re-installing %d rules",
+                    self.maps_id, current, len(self.policy.installed()))
+        old, self.maps, self.maps_id = self.maps, new, current
+        old.close()
+        if self.dry_run:
+            return
+        self.install_allowlist()
+        now = self.clock()
+        for rule in self.policy.installed():
+            if not rule.expired(now):
+                self.maps.add_rule(rule)
+        self.metrics.restored.inc(len(self.policy.installed()))
+
+    # -- gauges --------------------------------------------------------------------------------
+    def gauges(self) -> None:
+        """Model rules tracked, and each rule map's entries and capacity (not in dry run)."""
+        self.metrics.model_rules.set(self.policy.model_count())
+        if self.dry_run:
+            return
+        try:
+            occupancy = self.maps.occupancy()
+        except Exception as exc:  # a gauge must not stop enforcement; say why it is stale
+            log.debug("occupancy unavailable: %s", exc)
+            return
+        for name, (used, capacity) in occupancy.items():
+            self.metrics.occupancy.labels(name).set(used)
+            self.metrics.capacity.labels(name).set(capacity)

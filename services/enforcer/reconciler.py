@@ -1,0 +1,128 @@
+"""The rules-topic reconciler: keeps the compacted `rules` topic and the maps telling one story.
+
+- `applied(rule, verdict_id)` / `removed(rule)`: the record of every rule the actuator installs
+  (state applied) or removes (a tombstone); the actuator calls them (it is its RuleJournal).
+- `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
+  their original times), tombstones the expired ones and deletes model rules the topic no longer
+  holds; manual rules in the maps are tracked and never touched. Undecodable records are skipped,
+  counted and dead-lettered.
+- `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
+  into the topic and tombstones deleted ones, so a reload or reboot restores them too.
+
+The topic itself is behind the small `RulesTopic` protocol (services/enforcer/ruleslog.py's
+RulesLog in the service; an in-memory fake in unit tests).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable, Protocol
+
+from services.records.rules import Origin, Rule
+from services.wire.codec import RuleRecord
+
+from .maps import RuleMaps
+from .metrics import EnforcerMetrics
+from .policy import RulePolicy
+
+log = logging.getLogger("xdpguard.enforcer")
+
+# (topic, partition, offset, reason, raw value) of a record that could not be decoded
+Deadletter = Callable[[str, int, int, str, "bytes | None"], Awaitable[None]]
+
+
+class RulesTopic(Protocol):
+    """The compacted `rules` topic, as the reconciler uses it."""
+
+    topic: str
+
+    async def write(self, rule: Rule, verdict_id: str = "") -> None:
+        """Record `rule` as applied by this node (acknowledged before returning)."""
+
+    async def remove(self, rule: Rule) -> None:
+        """Tombstone `rule`'s key."""
+
+    async def read(self) -> tuple[dict[str, RuleRecord], list[tuple]]:
+        """This node's latest record per rule key, and the undecodable records met as
+        (partition, offset, reason, key, value)."""
+
+
+class RulesReconciler:
+    """Writes and reads the `rules` topic for one enforcer. `dry_run`: restore and mirroring
+    touch neither the maps nor the topic (the policy still learns what is there)."""
+
+    def __init__(self, policy: RulePolicy, topic: RulesTopic, metrics: EnforcerMetrics, *,
+                 dry_run: bool, restore: bool, deadletter: Deadletter,
+                 clock: Callable[[], int]) -> None:
+        self.policy, self.topic, self.metrics = policy, topic, metrics
+        self.dry_run, self.restore_enabled = dry_run, restore
+        self._deadletter, self._clock = deadletter, clock
+        self._manual: dict[str, Rule] = {}  # manual rules as last mirrored to the topic
+
+    # -- the record of what the actuator did (RuleJournal) -------------------------------------
+    async def applied(self, rule: Rule, verdict_id: str = "") -> None:
+        await self.topic.write(rule, verdict_id)
+
+    async def removed(self, rule: Rule) -> None:
+        await self.topic.remove(rule)
+
+    # -- start-up --------------------------------------------------------------------------------
+    async def restore(self, maps: RuleMaps) -> None:
+        """Bring `maps` and the policy to this node's rule set in the topic (see the module
+        docstring); with ENFORCER_RESTORE=0 only track what the maps hold."""
+        in_maps = {s.rule.key(): s.rule for s in maps.rules()}
+        for rule in in_maps.values():
+            if rule.origin is Origin.MANUAL:
+                self.policy.track(rule)  # manual rules are the operator's: known, never evicted
+        if not self.restore_enabled:
+            for rule in in_maps.values():
+                if rule.origin is Origin.MODEL:
+                    self.policy.track(rule)
+            return
+        records, bad_records = await self.topic.read()
+        for partition, offset, reason, _key, value in bad_records:
+            await self._deadletter(self.topic.topic, partition, offset, reason, value)
+        now = self._clock()
+        restored = 0
+        for key, rec in records.items():
+            rule = rec.rule
+            if rule.expired(now):
+                if not self.dry_run:
+                    await self.removed(rule)
+                continue
+            if not self.dry_run:
+                maps.add_rule(rule)
+            self.policy.track(rule)
+            if rule.origin is Origin.MANUAL:
+                self._manual[key] = rule  # already in the topic: no rewrite
+            restored += 1
+        stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
+        for rule in stale:  # a model rule the topic no longer holds was removed while we were away
+            if not self.dry_run:
+                maps.delete_rule(rule)
+        self.metrics.restored.inc(restored)
+        log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
+                 restored, self.topic.topic, len(bad_records), len(stale))
+
+    # -- while running ---------------------------------------------------------------------------
+    async def sync_manual(self, maps: RuleMaps) -> None:
+        """Mirror the manual rules in `maps` into the topic (changed ones rewritten) and
+        tombstone those gone since the last call; the policy tracks the same set."""
+        if self.dry_run:
+            return
+        in_maps = {s.rule.key(): s.rule for s in maps.rules() if s.rule.origin is Origin.MANUAL}
+        for key, rule in in_maps.items():
+            if not same_in_maps(self._manual.get(key), rule):
+                self.policy.track(rule)
+                await self.applied(rule)
+        for key, rule in list(self._manual.items()):
+            if key not in in_maps:
+                self.policy.untrack(rule)
+                await self.removed(rule)
+        self._manual = in_maps
+
+
+def same_in_maps(a: Rule | None, b: Rule) -> bool:
+    """Equal as far as the maps can tell (expiry goes through the monotonic clock: jitter of
+    less than 50 ms is the same expiry)."""
+    return a is not None and a.key() == b.key() and a.action is b.action and \
+        a.rate_pps == b.rate_pps and abs(a.expires_ns - b.expires_ns) < 50_000_000

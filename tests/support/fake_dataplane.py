@@ -1,0 +1,85 @@
+"""An in-memory data plane for unit tests of the enforcer, in place of the pinned BPF maps.
+
+`FakeMaps` satisfies services.enforcer.maps.RuleMaps (tests/unit/test_enforcer_maps.py checks
+it against the protocol, as it checks Datapath): rules by key, an allowlist, one capacity for all
+rules (MapFull beyond it, as a full kernel map), and the order of writes. `FakeDataplane`
+satisfies Dataplane: the test loads a "program" again with `reload()` (new maps id, new empty
+maps) and can make the next `open()` calls fail, as in the middle of a load.
+"""
+from __future__ import annotations
+
+from services.common.errors import KernelError, MapFull
+from services.dataplane.datapath import RuleStats
+from services.records.rules import Rule
+
+
+class FakeMaps:
+    """Rule and allowlist maps in memory. `writes` lists ("add" | "delete", rule key) in order."""
+
+    def __init__(self, capacity: int = 1000, allowlist: tuple[str, ...] = ()) -> None:
+        self.installed: dict[str, Rule] = {}
+        self.allowed: list[str] = list(allowlist)
+        self.capacity = capacity
+        self.writes: list[tuple[str, str]] = []
+        self.closed = False
+
+    def _open(self) -> None:
+        if self.closed:
+            raise KernelError("fake maps used after close()")
+
+    def add_rule(self, rule: Rule) -> None:
+        self._open()
+        if rule.key() not in self.installed and len(self.installed) >= self.capacity:
+            raise MapFull(f"rule map is full ({self.capacity} entries)")
+        self.installed[rule.key()] = rule
+        self.writes.append(("add", rule.key()))
+
+    def delete_rule(self, rule: Rule) -> bool:
+        self._open()
+        self.writes.append(("delete", rule.key()))
+        return self.installed.pop(rule.key(), None) is not None
+
+    def rules(self) -> list[RuleStats]:
+        self._open()
+        return [RuleStats(rule, 0, 0) for rule in self.installed.values()]
+
+    def allowlist(self) -> list[str]:
+        self._open()
+        return list(self.allowed)
+
+    def allow_add(self, cidr: str) -> None:
+        self._open()
+        self.allowed.append(cidr)
+
+    def occupancy(self) -> dict[str, tuple[int, int]]:
+        self._open()
+        return {"rules": (len(self.installed), self.capacity)}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeDataplane:
+    """The program "loaded" now: `maps` with id `current_id`. `open_errors` are raised, one per
+    call, by the next open() calls; `opened` counts the calls."""
+
+    def __init__(self, maps: FakeMaps | None = None, maps_id: int = 1) -> None:
+        self.maps = maps if maps is not None else FakeMaps()
+        self.current_id = maps_id
+        self.open_errors: list[Exception] = []
+        self.opened = 0
+
+    def maps_id(self) -> int:
+        return self.current_id
+
+    def open(self) -> FakeMaps:
+        self.opened += 1
+        if self.open_errors:
+            raise self.open_errors.pop(0)
+        return self.maps
+
+    def reload(self, maps: FakeMaps | None = None) -> FakeMaps:
+        """Load the program again: a new maps id and new (empty unless given) maps."""
+        self.current_id += 1
+        self.maps = maps if maps is not None else FakeMaps()
+        return self.maps

@@ -1,0 +1,114 @@
+"""The rules-topic reconciler over an in-memory topic and data plane: a restart restores this
+node's unexpired rules with their own times, tombstones expired ones, deletes model rules the
+topic no longer holds and leaves manual rules alone; bad records are dead-lettered; manual rules
+added or deleted with `xdpguard` are mirrored into the topic once each."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from services.enforcer.metrics import EnforcerMetrics
+from services.enforcer.policy import RulePolicy, RulePolicyConfig
+from services.enforcer.reconciler import RulesReconciler
+from services.records.rules import Action, Origin, Rule, Scope
+from tests.support.fake_dataplane import FakeMaps
+from tests.support.fake_rules_topic import FakeRulesTopic
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+
+
+def rule(cidr: str, origin: Origin = Origin.MODEL, created: int = T0 - 60 * S,
+         ttl_s: float = 600) -> Rule:
+    return Rule(Scope.SRC_PREFIX, Action.DROP, src=cidr, origin=origin).with_times(created, ttl_s)
+
+
+def reconciler(topic: FakeRulesTopic, dry_run: bool = False, restore: bool = True):
+    policy = RulePolicy(RulePolicyConfig(node_id="node-test"))
+    metrics = EnforcerMetrics()
+    return RulesReconciler(policy, topic, metrics, dry_run=dry_run, restore=restore,
+                           deadletter=topic.deadletter, clock=lambda: T0), policy, metrics
+
+
+def keys(rules) -> set[str]:
+    return {r.key() for r in rules}
+
+
+LIVE = rule("203.0.113.0/24")
+EXPIRED = rule("203.0.114.0/24", ttl_s=30)
+MANUAL_IN_TOPIC = rule("198.18.0.0/16", origin=Origin.MANUAL, ttl_s=0)
+STALE = rule("192.0.2.0/25")                                            # maps only, model
+MANUAL_IN_MAPS = rule("198.19.0.0/16", origin=Origin.MANUAL, ttl_s=0)  # maps only, manual
+BAD = (2, 17, "not msgpack", b"k", b"\xc1")
+
+
+def world(**kw):
+    topic = FakeRulesTopic(bad_records=[BAD])
+    for r in (LIVE, EXPIRED, MANUAL_IN_TOPIC):
+        asyncio.run(topic.write(r))
+    topic.log.clear()
+    maps = FakeMaps()
+    for r in (STALE, MANUAL_IN_MAPS):
+        maps.add_rule(r)
+    maps.writes.clear()
+    return (topic, maps) + reconciler(topic, **kw)
+
+
+def test_restore_brings_back_the_topic_s_rule_set_with_its_own_times():
+    topic, maps, rec, policy, metrics = world()
+    asyncio.run(rec.restore(maps))
+    assert set(maps.installed) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
+    assert maps.installed[LIVE.key()] == LIVE  # original creation and expiry
+    assert topic.log == [("tombstone", EXPIRED.key())]
+    assert keys(policy.installed()) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
+    assert metrics.registry.get_sample_value("xdpguard_enforcer_rules_restored_total") == 2
+    assert topic.deadletters == [(topic.topic, 2, 17, "not msgpack", b"\xc1")]
+    # the manual rule already in the topic is not written again; the one only in the maps is
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log[1:] == [("applied", MANUAL_IN_MAPS.key())]
+
+
+def test_restore_off_tracks_what_the_maps_hold_and_touches_nothing():
+    topic, maps, rec, policy, _ = world(restore=False)
+    asyncio.run(rec.restore(maps))
+    assert keys(policy.installed()) == keys([STALE, MANUAL_IN_MAPS])
+    assert maps.writes == [] and topic.log == [] and topic.deadletters == []
+
+
+def test_restore_in_dry_run_learns_the_rule_set_and_writes_nothing():
+    topic, maps, rec, policy, _ = world(dry_run=True)
+    asyncio.run(rec.restore(maps))
+    assert maps.writes == [] and topic.log == []
+    assert keys(policy.installed()) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
+
+
+def test_manual_rules_are_mirrored_once_and_tombstoned_when_deleted():
+    topic = FakeRulesTopic()
+    rec, policy, _ = reconciler(topic)
+    maps = FakeMaps()
+    manual = rule("198.18.0.0/16", origin=Origin.MANUAL)
+    maps.add_rule(manual)
+    maps.add_rule(LIVE)  # a model rule: the actuator records those, not the mirror
+    asyncio.run(rec.sync_manual(maps))
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log == [("applied", manual.key())]
+    assert keys(policy.installed()) == {manual.key()}
+    maps.installed[manual.key()] = replace(manual, expires_ns=manual.expires_ns + 10**6)
+    asyncio.run(rec.sync_manual(maps))  # monotonic-clock jitter: the same rule
+    assert len(topic.log) == 1
+    maps.installed[manual.key()] = replace(manual, expires_ns=manual.expires_ns + S)
+    asyncio.run(rec.sync_manual(maps))  # re-added with another expiry: written again
+    assert topic.log[-1] == ("applied", manual.key()) and len(topic.log) == 2
+    maps.delete_rule(manual)
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log[-1] == ("tombstone", manual.key()) and policy.installed() == []
+    assert manual.key() not in topic.records
+
+
+def test_manual_rules_are_not_mirrored_in_dry_run():
+    topic = FakeRulesTopic()
+    rec, _, _ = reconciler(topic, dry_run=True)
+    maps = FakeMaps()
+    maps.add_rule(rule("198.18.0.0/16", origin=Origin.MANUAL))
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log == []
