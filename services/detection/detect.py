@@ -109,6 +109,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
             threshold: float, *, window_end_ns: int, params: DetectParams = DetectParams(),
             wide_threshold: float | None = None,
             own_scores: Sequence[float] | None = None) -> list[Suggestion]:
+    # Long function: the three rule kinds in their order of precedence, read top to bottom
     """Rules for the anomalous flows of one closed window (see module doc). `keys[i]` is the
     5-tuple (src, dst, sport, dport, proto) scored `scores[i]`; rules are created at
     `window_end_ns` and expire `params.ttl_s` later. Only flows scoring >= `wide_threshold`

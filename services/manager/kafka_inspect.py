@@ -20,7 +20,7 @@ from aiokafka.protocol.api import Request
 from services.common.errors import ConfigError, DecodeError
 from services.wire.kafka import client_options, stop_quietly
 from services.common.settings import CommonSettings
-from services.wire.topics import _start
+from services.wire.topics import start_admin, topic_partitions
 
 
 @dataclass
@@ -86,7 +86,7 @@ async def describe_topics(common: CommonSettings, names: list[str] | None = None
     admin = AIOKafkaAdminClient(**client_options(common))
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     try:
-        await _start(admin, common)
+        await start_admin(admin, common)
         await consumer.start()
         raw = await admin.describe_topics(names)
         infos = []
@@ -107,19 +107,6 @@ async def describe_topics(common: CommonSettings, names: list[str] | None = None
         return infos
     finally:
         await consumer.stop()
-        await admin.close()
-
-
-async def topic_partitions(common: CommonSettings, topic: str) -> list[int]:
-    """Partition ids of `topic` ([] when it does not exist)."""
-    admin = AIOKafkaAdminClient(**client_options(common))
-    try:
-        await _start(admin, common)
-        for t in await admin.describe_topics([topic]):
-            if t["topic"] == topic and not t["error_code"]:
-                return sorted(p["partition"] for p in t["partitions"])
-        return []
-    finally:
         await admin.close()
 
 
@@ -166,7 +153,7 @@ async def consumer_groups(common: CommonSettings, only: str | None = None) -> li
     admin = AIOKafkaAdminClient(**client_options(common))
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     try:
-        await _start(admin, common)
+        await start_admin(admin, common)
         await consumer.start()
         ids = sorted(g[0] for g in await admin.list_consumer_groups())
         if only is not None:

@@ -103,7 +103,7 @@ async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) 
     from services.wire.kafka import client_options
     from services.wire.topics import VERDICTS
 
-    from .kafka_inspect import topic_partitions
+    from services.wire.topics import topic_partitions
 
     topic = common.topic(VERDICTS)
     parts = await topic_partitions(common, topic)

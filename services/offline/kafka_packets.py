@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from services.common.errors import KafkaUnavailable
 from services.records.packet import Packet
 from services.common.settings import CommonSettings
+from services.wire.topics import topic_partitions
 
 
 @dataclass
@@ -19,23 +20,6 @@ class TopicRead:
     packets: list[Packet] = field(default_factory=list)
     records: int = 0
     undecodable: int = 0
-
-
-async def _partitions(common: CommonSettings, topic: str) -> list[int]:
-    """Partition ids of `topic` (an unsubscribed consumer's metadata does not know them)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from services.wire.kafka import client_options
-
-    admin = AIOKafkaAdminClient(**client_options(common))
-    try:
-        await admin.start()
-        for t in await admin.describe_topics([topic]):
-            if t["topic"] == topic and not t["error_code"]:
-                return sorted(p["partition"] for p in t["partitions"])
-        return []
-    finally:
-        await admin.close()
 
 
 async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
@@ -59,7 +43,7 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
         await stop_quietly(consumer)
         raise KafkaUnavailable(f"cannot reach Kafka at {common.kafka_bootstrap}: {exc}") from None
     try:
-        parts = [TopicPartition(topic, p) for p in await _partitions(common, topic)]
+        parts = [TopicPartition(topic, p) for p in await topic_partitions(common, topic)]
         if not parts:
             return out
         consumer.assign(parts)

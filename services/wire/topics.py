@@ -48,7 +48,7 @@ async def ensure_topics(common: CommonSettings, specs: list[TopicSpec] | None = 
     specs = topic_specs(common) if specs is None else specs
     admin = AIOKafkaAdminClient(**client_options(common))
     try:
-        await _start(admin, common)
+        await start_admin(admin, common)
         existing = set(await admin.list_topics())
         wanted = [s for s in specs if s.name not in existing]
         if wanted:
@@ -67,8 +67,21 @@ async def ensure_topics(common: CommonSettings, specs: list[TopicSpec] | None = 
 async def list_topics(common: CommonSettings) -> list[str]:
     admin = AIOKafkaAdminClient(**client_options(common))
     try:
-        await _start(admin, common)
+        await start_admin(admin, common)
         return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(common: CommonSettings, topic: str) -> list[int]:
+    """Partition ids of `topic`, sorted ([] when it does not exist). Raises KafkaUnavailable."""
+    admin = AIOKafkaAdminClient(**client_options(common))
+    try:
+        await start_admin(admin, common)
+        for t in await admin.describe_topics([topic]):
+            if t["topic"] == topic and not t["error_code"]:
+                return sorted(p["partition"] for p in t["partitions"])
+        return []
     finally:
         await admin.close()
 
@@ -88,7 +101,8 @@ async def wait_ready(common: CommonSettings, timeout: float = 60.0) -> float:
         f"Kafka at {common.kafka_bootstrap} not ready after {timeout:.0f} s ({last})")
 
 
-async def _start(admin: AIOKafkaAdminClient, common: CommonSettings) -> None:
+async def start_admin(admin: AIOKafkaAdminClient, common: CommonSettings) -> None:
+    """Start `admin`; an unreachable cluster is KafkaUnavailable naming the bootstrap."""
     try:
         await admin.start()
     except (KafkaConnectionError, OSError) as exc:
