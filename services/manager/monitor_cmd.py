@@ -20,7 +20,8 @@ from services.offline.seedlog import entry_from_packet
 
 
 def register(sub) -> None:
-    m = sub.add_parser("monitor", help="log sampled unmatched packets as JSON lines (seed format)")
+    m = sub.add_parser("monitor", help="log sampled unmatched packets as JSON lines (the "
+                       "original tool's format)")
     m.add_argument("--file", default="firewall_log.json", help="output file, appended (default "
                    "firewall_log.json; - for stdout)")
     m.add_argument("--sample", type=int, help="set the kernel's sampling to 1 in N (0 = off) first")
