@@ -89,7 +89,7 @@ def pin_dir():
     """A bpffs folder unique to this test, removed afterwards."""
     import shutil
 
-    path = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+    path = caps.fresh_pin_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -9,10 +9,9 @@ partitions match services.wire.partition.source_partition.
 """
 from __future__ import annotations
 
-import ipaddress
-
 import msgpack
 import numpy as np
+from services.dataplane.structs import addr_bytes
 from services.wire import codec
 from services.wire.partition import key_partition
 from services.records.packet import Packet
@@ -44,13 +43,9 @@ def from_packets(packets: list[Packet], first_seq: int, sample_rate: int | None)
     for i, p in enumerate(packets):
         c[i] = (p.ts_ns, first_seq + i, p.sport, p.dport, p.proto, p.tcp_flags, p.length,
                 p.ifindex, p.sample_rate if sample_rate is None else sample_rate,
-                np.frombuffer(_addr16(p.src), np.uint8), np.frombuffer(_addr16(p.dst), np.uint8))
+                np.frombuffer(addr_bytes(p.src), np.uint8),
+                np.frombuffer(addr_bytes(p.dst), np.uint8))
     return c
-
-
-def _addr16(text: str) -> bytes:
-    ip = ipaddress.ip_address(text)
-    return (ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ip).packed
 
 
 def split_by_partition(c: np.ndarray, partitions: int) -> list[tuple[int, np.ndarray]]:

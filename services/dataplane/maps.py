@@ -3,9 +3,9 @@
 xdpguard.c declares the maps with BCC's macros; this table is the only place user space names
 them. The loader pins exactly these; Datapath.open and the ring readers open them through
 `open_pinned`, which checks a pinned map against its spec before the first read or write (like
-cilium/ebpf's MapSpec.Compatible) and names every difference; tests/unit/test_dp_maps.py checks
-the table against the C declarations and tests/kernel/test_dp_structs.py against the maps the
-kernel creates when the program loads.
+cilium/ebpf's MapSpec.Compatible) and names every difference;
+tests/unit/test_dp_map_table.py checks the table against the C declarations and
+tests/kernel/test_dp_structs.py against the maps the kernel creates when the program loads.
 
 Max entries are fixed at load (`xdpguard load --exact-max ...`) and recorded in the `config`
 map, so a spec names the Config field that holds its size rather than a number.

@@ -3,7 +3,7 @@
 libbpf's ring_buffer__new/poll (bundled in libbcc) on the pinned map's fd, so a separate
 process (the capture service, `xdpguard monitor`) reads the live program's events without
 reloading it. Kernel monotonic timestamps become Unix epoch ns; `raw_ts` keeps the monotonic
-value for the seed's log format. Several readers of one ring compete for events: run one.
+value for the original tool's log format. Several readers of one ring compete for events: run one.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class RingReader:
             return self._batch
 
     def last_raw_ts(self) -> list[int]:
-        """Monotonic timestamps of the last poll's packets, in order (seed log format)."""
+        """Monotonic timestamps of the last poll's packets, in order (the original tool's log format)."""
         return list(self._raw)
 
     def lost(self) -> int:

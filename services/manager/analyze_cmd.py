@@ -55,7 +55,7 @@ def manager_cmd(manager: str, fields: dict, action: str, sudo: bool) -> list[str
 
 
 def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
-    """One entry per 5-tuple flow (seed order): key, state, score, label, rule, reason."""
+    """One entry per 5-tuple flow (the original tool's order: first appearance): key, state, score, label, rule, reason."""
     from services.detection import features as F
     from services.offline.replay import Pipeline
 

@@ -1,4 +1,5 @@
-"""`xdpguard flows`: totals, unique 5-tuples and top flows of a seed log (check_unique parity)."""
+"""`xdpguard flows`: totals, unique 5-tuples and top flows of a log in the original tool's
+format (check_unique parity)."""
 from __future__ import annotations
 
 from collections import Counter

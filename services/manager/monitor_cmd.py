@@ -16,22 +16,18 @@ from services.dataplane.datapath import Datapath
 from services.common.errors import ConfigError
 from services.dataplane.ringbuf import RingReader
 from services.manager.load_cmd import pin_dir
+from services.offline.seedlog import entry_from_packet
 
 
 def register(sub) -> None:
-    m = sub.add_parser("monitor", help="log sampled unmatched packets as JSON lines (seed format)")
+    m = sub.add_parser("monitor", help="log sampled unmatched packets as JSON lines (the "
+                       "original tool's format)")
     m.add_argument("--file", default="firewall_log.json", help="output file, appended (default "
                    "firewall_log.json; - for stdout)")
     m.add_argument("--sample", type=int, help="set the kernel's sampling to 1 in N (0 = off) first")
     m.add_argument("--duration", type=float, help="stop after this many seconds")
     m.add_argument("--count", type=int, help="stop after this many packets")
     m.set_defaults(func=cmd_monitor)
-
-
-def seed_line(pkt, raw_ts: int) -> str:
-    return json.dumps({"src_ip": pkt.src, "dst_ip": pkt.dst, "src_port": pkt.sport,
-                       "dst_port": pkt.dport, "proto": pkt.proto, "tcp_flags": pkt.tcp_flags,
-                       "len": pkt.length, "timestamp": raw_ts})
 
 
 def cmd_monitor(args) -> int:
@@ -61,7 +57,7 @@ def cmd_monitor(args) -> int:
                 if args.count:
                     pkts = pkts[:max(0, args.count - written)]
                 for pkt, raw in zip(pkts, reader.last_raw_ts()):
-                    out.write(seed_line(pkt, raw) + "\n")
+                    out.write(json.dumps(entry_from_packet(pkt, raw)) + "\n")
                 written += len(pkts)
                 out.flush()
                 lost = reader.lost()

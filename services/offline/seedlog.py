@@ -30,10 +30,12 @@ def packet_from_entry(obj: dict) -> Packet:
                   tcp_flags=int(obj.get("tcp_flags", 0) or 0), length=int(obj.get("len", 64)))
 
 
-def entry_from_packet(pkt: Packet) -> dict:
+def entry_from_packet(pkt: Packet, timestamp: int | None = None) -> dict:
+    """One log line's object, keys in the log's order; `timestamp` (ns since boot, as `xdpguard
+    monitor` writes the kernel's clock) in place of pkt.ts_ns when given."""
     return {"src_ip": pkt.src, "dst_ip": pkt.dst, "src_port": pkt.sport, "dst_port": pkt.dport,
             "proto": pkt.proto, "tcp_flags": pkt.tcp_flags, "len": pkt.length,
-            "timestamp": pkt.ts_ns}
+            "timestamp": pkt.ts_ns if timestamp is None else timestamp}
 
 
 def parse_lines(lines: Iterable[str]) -> SeedLog:

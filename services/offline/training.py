@@ -111,7 +111,7 @@ def data_digest(captures: Sequence[LabelledCapture]) -> str:
 def make_estimator(features: str = "full", n_estimators: int = 200, max_samples: int | str = 256,
                    seed: int = 0, gain: float = 0.5):
     """"full": log1p + Isolation Forest + range guard (services.detection.estimators); "seed": the
-    seed's method, a plain Isolation Forest on the raw 22 features."""
+    original tool's method, a plain Isolation Forest on the raw 22 features."""
     from sklearn.ensemble import IsolationForest
 
     from services.detection.estimators import RangeGuardedForest

@@ -12,7 +12,6 @@ import ctypes
 import multiprocessing
 import os
 import time
-import uuid
 
 import pytest
 from scapy.all import IP, TCP, Ether, raw
@@ -55,7 +54,7 @@ def writer(pin_dir: str, mask: int, slow: bool, locked: bool, barrier) -> None:
 @pytest.fixture
 def pinned():
     caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
-    pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = caps.fresh_pin_dir()
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=64, prefix=64, allow=64, limit=64,
                                                         ring_pages=16))
     yield pin_dir

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,7 @@ def test_the_map_table_matches_the_maps_the_kernel_creates():
     """Type, key and value size, flags and max entries of every pinned map, at sizes that differ
     from each other and from the defaults, so a spec reading the wrong size field fails."""
     caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
-    pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = caps.fresh_pin_dir()
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=72, prefix=40, allow=24, limit=8,
                                                         ring_pages=4))
     try:

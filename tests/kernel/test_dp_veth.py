@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -71,7 +70,7 @@ def loaded():
     """One namespace pair and one load for the module (a BCC compile takes seconds)."""
     caps.require(caps.have_root() and caps.have_bpffs() and caps.have_bcc(), "needs root, bpffs, BCC")
     pair = create_pair()
-    n = Node(pair, f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}")
+    n = Node(pair, caps.fresh_pin_dir())
     try:
         assert pair.ping(count=1) == 1
         out = n.cli("load", "-i", pair.veth_b).stdout

@@ -15,6 +15,7 @@ from services.dataplane import loader
 from services.dataplane.datapath import Datapath
 from services.records.rules import Action, Rule, Scope
 from services.manager import cli
+from tests.support import caps
 from tests.support.services import ROOT
 
 
@@ -56,8 +57,7 @@ def snapshot(capsys, pin_dir):
 @pytest.fixture(scope="module")
 def loaded_once():
     """One program for the module (a BCC compile costs seconds)."""
-    import uuid
-    pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+    pin_dir = caps.fresh_pin_dir()
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(exact=64, prefix=64, allow=64, limit=16,
                                                          ring_pages=16))
     with Datapath.open(pin_dir) as dp:

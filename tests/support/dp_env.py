@@ -5,12 +5,12 @@ builds on it."""
 from __future__ import annotations
 
 import os
-import uuid
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
 from services.dataplane.structs import AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
+from tests.support.caps import fresh_pin_dir
 
 XDP_DROP, XDP_PASS = 1, 2
 SMALL = loader.Sizes(exact=64, prefix=64, allow=64, limit=16, ring_pages=16)
@@ -21,7 +21,7 @@ class Env:
     unloads it and removes the pins. Needs root, bpffs and BCC."""
 
     def __init__(self, sizes: loader.Sizes = SMALL):
-        self.pin_dir = f"/sys/fs/bpf/xdpguard-test-{uuid.uuid4().hex[:8]}"
+        self.pin_dir = fresh_pin_dir()
         loader.load([], pin_dir=self.pin_dir, sizes=sizes)
         self.fd = loader.prog_fd(self.pin_dir)
         self.dp = Datapath.open(self.pin_dir)

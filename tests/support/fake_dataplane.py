@@ -1,6 +1,6 @@
 """An in-memory data plane for unit tests of the enforcer, in place of the pinned BPF maps.
 
-`FakeMaps` satisfies services.enforcer.maps.RuleMaps (tests/unit/test_enforcer_maps.py checks
+`FakeMaps` satisfies services.enforcer.maps.RuleMaps (tests/unit/test_enforcer_protocols.py checks
 it against the protocol, as it checks Datapath): rules by key, an allowlist, one capacity for all
 rules (MapFull beyond it, as a full kernel map), and the order of writes. `FakeDataplane`
 satisfies Dataplane: the test loads a "program" again with `reload()` (new maps id, new empty

@@ -47,3 +47,19 @@ def test_flows_matches_check_unique(shared_dir, capsys):
     assert out[1] == "Unique flows (5-tuple): 29"
     assert out[4] == "1. 34.54.84.110:443 → 10.0.2.15:58438 (TCP): 91 packets"
     assert out[5] == "2. 64.233.170.81:443 → 10.0.2.15:34276 (TCP): 55 packets"
+
+
+def test_a_log_line_has_the_original_keys_in_order_and_reads_back():
+    """The line `xdpguard monitor` writes (kernel time in place of the packet's) and
+    write_log writes: the original tool's keys in its order, read back to the same packet."""
+    from services.offline.seedlog import entry_from_packet, parse_lines
+    from services.records.packet import Packet
+
+    pkt = Packet(ts_ns=7, src="10.0.0.1", dst="10.0.0.2", sport=1234, dport=80, proto=6,
+                 tcp_flags=0x12, length=60)
+    entry = entry_from_packet(pkt, timestamp=99)
+    assert list(entry) == ["src_ip", "dst_ip", "src_port", "dst_port", "proto", "tcp_flags", "len",
+                           "timestamp"]
+    back = parse_lines([json.dumps(entry)]).packets
+    assert back == [Packet(99, "10.0.0.1", "10.0.0.2", 1234, 80, 6, 0x12, 60)]
+    assert entry_from_packet(pkt)["timestamp"] == 7

@@ -75,3 +75,24 @@ def test_shipped_model_loads_and_matches_its_card():
     assert DEFAULT_MODEL.is_file() and det.feature_names == FEATURE_NAMES
     assert det.meta["metrics"]["calibration_fpr"] <= 0.02
     assert det.model_id in (DEFAULT_MODEL.parent / "README.md").read_text()  # the card is current
+
+
+class _Renamed:
+    """Stands for an estimator class at an import path this version no longer has."""
+
+
+def test_a_file_naming_an_old_module_path_is_one_clear_error(tmp_path, monkeypatch):
+    """A model pickled before the package split names services.common.estimators: loading it
+    is one ModelError naming the module, not a pickle traceback."""
+    import sys
+    import types
+
+    old = types.ModuleType("services.common.estimators")
+    monkeypatch.setattr(_Renamed, "__module__", old.__name__)
+    old._Renamed = _Renamed
+    monkeypatch.setitem(sys.modules, old.__name__, old)
+    path = tmp_path / "old.joblib"
+    save_model(_Renamed(), path, threshold=0.1, feature_names=SEED_FEATURES)
+    monkeypatch.delitem(sys.modules, old.__name__)
+    with pytest.raises(ModelError, match=r"older xdpguard.*'services\.common\.estimators'"):
+        load_model(path)
