@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from services.records.rules import Origin, Rule, Scope
-from services.records.verdict import is_all_nodes
+from services.records.verdict import targets
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -122,7 +122,7 @@ class RulePolicy:
 
     # -- decisions -----------------------------------------------------------------------------
     def decide(self, order: Order, now_ns: int) -> Decision:
-        if not is_all_nodes(order.node) and order.node != self.config.node_id:
+        if not targets(order.node, self.config.node_id):
             return Decision(Outcome.IGNORE, "for another node")
         if order.id:
             if order.id in self._seen:

@@ -24,6 +24,12 @@ def is_all_nodes(node: str) -> bool:
     return node == ALL_NODES or node in _LEGACY_ALL_NODES
 
 
+def targets(node_field: str, node_id: str) -> bool:
+    """Whether a verdict or order whose `node` field is `node_field` is for the enforcer of
+    node id `node_id`: every node (is_all_nodes) or that node by name."""
+    return is_all_nodes(node_field) or node_field == node_id
+
+
 def make_verdict_id(model_id: str, rule: Rule, window_start_ns: int, node: str) -> str:
     """Deterministic id: the same decision about the same window always has the same id."""
     text = f"{model_id}|{rule.key()}|{rule.action.value}|{window_start_ns}|{node}"
@@ -47,7 +53,3 @@ class Verdict:
         if not self.verdict_id:
             object.__setattr__(self, "verdict_id", make_verdict_id(
                 self.model_id, self.rule, self.window_start_ns, self.node))
-
-    def for_node(self, node: str) -> bool:
-        """Whether the enforcer of node id `node` acts on this verdict."""
-        return is_all_nodes(self.node) or self.node == node

@@ -15,7 +15,7 @@ from services.wire.codec import (
 from services.wire.partition import partition_key, source_partition
 from services.records.packet import Packet
 from services.records.rules import Action, Rule, Scope
-from services.records.verdict import ALL_NODES, Verdict
+from services.records.verdict import ALL_NODES, Verdict, targets
 from tests.support.packet_records import encode_packets
 
 u = lambda bits: st.integers(0, (1 << bits) - 1)  # noqa: E731
@@ -116,7 +116,7 @@ def test_verdict_round_trip_and_deterministic_id():
     limit = Rule(Scope.DST_LIMIT, Action.LIMIT, dst="192.168.1.10", proto=6, dport=80,
                  tcp_flags=2, rate_pps=100)
     v2 = verdict(rule=limit, node="node-a")
-    assert decode_verdict(encode_verdict(v2)) == v2 and v2.for_node("node-a") and not v2.for_node("b")
+    assert decode_verdict(encode_verdict(v2)) == v2 and targets(v2.node, "node-a") and not targets(v2.node, "b")
 
 
 def test_rule_record_and_tombstone():
