@@ -1,8 +1,9 @@
 """Test tiers and shared fixtures.
 
 Tiers are folders and markers: tests/unit (-m unit), tests/kernel (-m kernel, root + BPF),
-tests/broker (-m broker, a real Kafka broker). When CI is set a missing capability fails the
-test instead of skipping it.
+tests/broker (-m broker, a real Kafka broker), tests/compose (-m compose, root + Docker: the images
+and the compose files run for real). When CI is set a missing capability fails the test instead
+of skipping it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.netns import create_pair, destroy_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-TIERS = ("unit", "kernel", "broker")
+TIERS = ("unit", "kernel", "broker", "compose")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,6 +35,9 @@ def _tier_capabilities(request):
         caps.require(caps.have_root(), "kernel tests need root")
         caps.require(caps.have_bpffs(), "kernel tests need bpffs mounted on /sys/fs/bpf")
         caps.require(caps.have_bcc(), "kernel tests need Debian's bcc module in .venv")
+    if request.node.get_closest_marker("compose"):
+        caps.require(caps.have_root(), "compose tests need root (dockerd, XDP, namespaces)")
+        caps.require(caps.have_tool("dockerd"), "compose tests need Docker (scripts/setup installs docker.io)")
 
 
 @pytest.fixture(scope="session")

@@ -57,15 +57,22 @@ def cmd_evaluate(args) -> int:
     with task_progress("replaying (xdpguard)", n) as step:
         ours = evaluate(test, det, cfg, progress=step)
     seed = None
-    if not args.no_seed:
+    benign_train = [c for c in train if c.label == "benign"]
+    if not args.no_seed and not benign_train:
+        print("seed-method baseline skipped: no benign capture to train it on", file=sys.stderr)
+    elif not args.no_seed:
         fpr = float(det.meta.get("params", {}).get("target_fpr", 0.005))
-        with task_progress("training the original tool's method", None):
-            res = T.train([c for c in train if c.label == "benign"], features="seed",
-                          target_fpr=fpr, window_s=args.window)
-        seed_det = Detector(res.estimator, res.threshold, res.feature_names, "seed-method")  # flow rules only
-        with task_progress("replaying (seed method)", n) as step:
-            seed = evaluate(test, seed_det, EvalConfig(args.window, args.reaction,
-                                                       DetectParams(flow_only=True)), progress=step)
+        try:
+            with task_progress("training the original tool's method", None):
+                res = T.train(benign_train, features="seed", target_fpr=fpr, window_s=args.window)
+        except ValueError as exc:  # too little benign data: the baseline is optional
+            print(f"seed-method baseline skipped: {exc}", file=sys.stderr)
+            res = None
+        if res is not None:
+            seed_det = Detector(res.estimator, res.threshold, res.feature_names, "seed-method")  # flow rules only
+            with task_progress("replaying (seed method)", n) as step:
+                seed = evaluate(test, seed_det, EvalConfig(args.window, args.reaction,
+                                                           DetectParams(flow_only=True)), progress=step)
     command = ("xdpguard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
                if sys.argv[1:2] == ["evaluate"]
                else f"xdpguard evaluate --manifest {args.manifest} --out {args.out}")
@@ -74,7 +81,12 @@ def cmd_evaluate(args) -> int:
     write_report(args.out, ours, seed, command=command, split=split)
     o = ours["overall"]
     print(f"wrote {args.out}/report.md, report.json, report.png")
-    print(f"attack dropped (mean over kinds) {o['attack_packet_drop_share']:.1%}, benign packets "
-          f"{o['benign_packet_drop_share']:.2%}, benign flows {o['benign_flow_drop_share']:.2%}, "
-          f"ROC-AUC {o['roc_auc']:.3f}")
+    print(f"attack dropped (mean over kinds) {_fmt(o['attack_packet_drop_share'], '.1%')}, benign "
+          f"packets {_fmt(o['benign_packet_drop_share'], '.2%')}, benign flows "
+          f"{_fmt(o['benign_flow_drop_share'], '.2%')}, ROC-AUC {_fmt(o['roc_auc'], '.3f')}")
     return 0
+
+
+def _fmt(value, spec: str) -> str:
+    """A figure of the summary line; "n/a" where the captures give none (e.g. no benign capture)."""
+    return "n/a" if value is None else format(value, spec)
