@@ -33,7 +33,7 @@ class CaptureSettings:
         check=C.at_least(0))
     compression: str = setting(
         "CAPTURE_COMPRESSION", "lz4", "Kafka compression: lz4, zstd, snappy, gzip or none (gzip "
-        "runs at level 9 in Python: ~5x slower)", check=C.one_of(*COMPRESSIONS))
+        "runs at level 9 in Python: ~5x slower)", check=C.one_of(*COMPRESSIONS, ""))
     request_timeout_ms: int = setting(
         "CAPTURE_REQUEST_TIMEOUT_MS", 10_000, "a produce not acknowledged in this time is retried "
         "from the capture's own buffer", check=C.at_least(1))
