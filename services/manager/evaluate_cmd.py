@@ -51,15 +51,15 @@ def checked_manifest(path: str) -> list[dict]:
     return rows
 
 
-def _load(path: str, step) -> list:
-    """The manifest's captures; a file that is not a readable capture is a ConfigError."""
+def read_captures(load, what: str):
+    """`load()` (captures from pcap/pcapng files or logs), a file that is not a readable
+    capture being a ConfigError naming `what` (the manifest, or the files given)."""
     from scapy.error import Scapy_Exception
 
-    from services.offline import training as T
     try:
-        return T.load_manifest(path, progress=step)
+        return load()
     except (OSError, ValueError, EOFError, Scapy_Exception) as exc:
-        raise ConfigError(f"{path}: a capture cannot be read: {exc}") from None
+        raise ConfigError(f"{what}: a capture cannot be read: {exc}") from None
 
 
 def cmd_evaluate(args) -> int:
@@ -79,7 +79,8 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
     rows = checked_manifest(args.manifest)
     with task_progress("reading captures", len(rows)) as step:
-        caps = _load(args.manifest, step)
+        caps = read_captures(lambda: T.load_manifest(args.manifest, progress=step),
+                             args.manifest)
     train = [c.split(frac)[0] for c in caps]
     test = [c.split(frac)[1] for c in caps]
     cfg = EvalConfig(window_s=args.window, reaction_s=args.reaction)
