@@ -15,11 +15,15 @@ Guarantees:
   partition's queue and is sent again, so while Kafka is unreachable the buffer fills up to its
   bound and drains, without gaps, when Kafka returns. A batch that timed out but had in fact been
   written is written twice (at least once); the sequence numbers make such duplicates visible;
-- if the client cannot start at all it is rebuilt with a backoff; nothing waits on Kafka in submit().
+- if the client cannot start at all it is rebuilt with a backoff; nothing waits on Kafka in submit();
+- before each client is built the `packets` topic is created or checked (services.wire.topics):
+  a topic with another partition count (e.g. auto-created by the broker with 1) is refused, said
+  once in the log and kept in `problem` for the health check, and checked again every 5 s.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -31,8 +35,9 @@ from aiokafka import AIOKafkaProducer
 from services.wire import codec
 from services.wire.kafka import client_options
 from services.records.packet import Packet
+from services.common.errors import ConfigError
 from services.common.settings import CommonSettings
-from services.wire.topics import PACKETS
+from services.wire.topics import PACKETS, ensure_topics, specs_named
 
 from . import columns
 
@@ -50,6 +55,21 @@ class PublisherStats:
     connected: bool = False
 
 
+def check_compression(compression: str) -> None:
+    """ConfigError naming CAPTURE_COMPRESSION when aiokafka cannot use `compression` here
+    ("" = none): an unknown name, or a codec whose library is not installed."""
+    from aiokafka import codec as kafka_codec
+
+    have = {"": lambda: True, "gzip": kafka_codec.has_gzip, "snappy": kafka_codec.has_snappy,
+            "lz4": kafka_codec.has_lz4, "zstd": kafka_codec.has_zstd}
+    if compression not in have:
+        raise ConfigError(f"CAPTURE_COMPRESSION={compression!r}: must be one of lz4, zstd, "
+                          "snappy, gzip or none")
+    if not have[compression]():
+        raise ConfigError(f"CAPTURE_COMPRESSION={compression!r}: the {compression} codec "
+                          "library is not installed here")
+
+
 def default_producer(common: CommonSettings, compression: str, request_timeout_ms: int):
     def make() -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -65,9 +85,16 @@ class Publisher:
                  compression: str = "lz4", request_timeout_ms: int = 10_000,
                  producer_factory: Callable[[], AIOKafkaProducer] | None = None,
                  first_seq: int = 0) -> None:
+        self.common = common
         self.topic = common.topic(PACKETS)
         self.node = common.node_id
         self.partitions = partitions or common.packets_partitions
+        self._spec = dataclasses.replace(specs_named(common, PACKETS)[0],
+                                         partitions=self.partitions)
+        # Why nothing is published now ("" while connected): the health check's reason.
+        # `refused`: the topic itself is unusable (not a matter of reaching Kafka).
+        self.problem = "not connected yet"
+        self.refused = False
         self.buffer_events = buffer_events
         self.batch_events = min(batch_events, codec.MAX_BATCH)
         self.linger = linger_ms / 1000
@@ -206,36 +233,63 @@ class Publisher:
             await self._send_round()
 
     async def _connect(self) -> bool:
-        producer = self._factory()
+        if not await self._topic_ready():
+            return False
+        try:
+            producer = self._factory()
+        except Exception as exc:  # a client option aiokafka refuses: said, retried slowly
+            if str(exc) != self.problem:
+                log.error("cannot build the Kafka producer: %s", exc)
+            self.problem, self.refused = f"cannot build the Kafka producer: {exc}", True
+            await asyncio.sleep(5)
+            return False
         self.stats.client_restarts += 1
         try:
             await producer.start()
         except Exception as exc:  # connection refused, DNS, auth: all mean "try again later"
-            log.warning("Kafka producer cannot start (%s); buffering", exc)
+            self._trouble(f"Kafka unreachable ({exc})")
             await producer.stop()
             return False
         try:
             have = len(await producer.partitions_for(self.topic))
-        except Exception as exc:  # topic missing or metadata unavailable: try again later
-            log.warning("no metadata for %s (%s); buffering", self.topic, exc)
+        except Exception as exc:  # metadata unavailable: try again later
+            self._trouble(f"no metadata for {self.topic} ({exc})")
             await producer.stop()
             return False
-        if have < self.partitions:
-            # Sending to partitions the topic lacks fails every batch; say so once per attempt
-            # and retry slowly, so adding partitions (or fixing the setting) resumes the flow.
-            log.error("topic %s has %d partitions but XDPGUARD_PACKETS_PARTITIONS=%d: set it to "
-                      "%d or add partitions; buffering meanwhile", self.topic, have,
-                      self.partitions, have)
+        if have != self.partitions:  # changed since _topic_ready checked it
             await producer.stop()
-            await asyncio.sleep(5)
             return False
         self._producer = producer
         self.stats.connected = True
+        self.problem, self.refused = "", False
         return True
+
+    async def _topic_ready(self) -> bool:
+        """Create or check the topic (its partition count and config) before a client uses it:
+        a broker that auto-creates topics would otherwise make a 1-partition one on first use.
+        A mismatch is logged once as an error and retried every 5 s (fixing the topic or the
+        setting resumes the flow); an unreachable cluster is a warning, retried with backoff."""
+        try:
+            await ensure_topics(self.common, [self._spec])
+            return True
+        except ConfigError as exc:  # TopicMismatch, or the broker refused to create it
+            if str(exc) != self.problem:
+                log.error("%s; buffering meanwhile", exc)
+            self.problem, self.refused = str(exc), True
+            await asyncio.sleep(5)
+        except Exception as exc:  # KafkaUnavailable, metadata errors: try again later
+            self._trouble(f"Kafka unreachable ({exc})")
+        return False
+
+    def _trouble(self, why: str) -> None:
+        if why != self.problem:
+            log.warning("%s; buffering", why)
+        self.problem, self.refused = why, False
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         self.stats.connected = False
+        self.problem = self.problem or "reconnecting to Kafka"
         if producer is not None:
             await producer.stop()
 

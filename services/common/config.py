@@ -2,8 +2,10 @@
 
 Each service declares a frozen dataclass whose fields are made with `setting()`, naming the
 environment variable, its default and one line of documentation. `load(cls)` reads the
-environment once and fails fast with ConfigError naming the variable. `describe(cls)` lists the
-variables for the configuration reference in docs/.
+environment once and fails fast with ConfigError naming the variable: a value that does not
+parse, or that the setting's `check` (services.common.checks) refuses. `describe(cls)` lists the
+variables for the configuration reference in docs/; `in_effect(cls)` says which value each
+variable has now and where it came from (`xdpguard config`).
 """
 from __future__ import annotations
 
@@ -30,11 +32,14 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:
-    """A dataclass field bound to environment variable `env`."""
+def setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None,
+            check: Callable[[Any], None] | None = None) -> Any:
+    """A dataclass field bound to environment variable `env`. `parse` turns the text into the
+    value (default: by the default's type); `check(value)` raises ValueError when the value is
+    not acceptable (services.common.checks)."""
     if parse is None:
         parse = _parser_for(default)
-    meta = {"env": env, "doc": doc, "parse": parse}
+    meta = {"env": env, "doc": doc, "parse": parse, "check": check}
     if callable(default) and not isinstance(default, (str, int, float, bool, tuple)):
         return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -53,19 +58,31 @@ def _parser_for(default: Any) -> Callable[[str], Any]:
 
 
 def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
+    """An instance of the settings dataclass `cls` from `environ` (default os.environ);
+    `overrides` (field name -> value) win over the environment. ConfigError, one line naming
+    the variable, for a value that does not parse or is refused by its check or by the class's
+    own cross-setting checks (__post_init__, whose messages name their variables)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-            continue
         env = f.metadata.get("env")
-        if env and env in environ:
+        if f.name in overrides:
+            raw, value = overrides[f.name], overrides[f.name]
+        elif env and env in environ:
             raw = environ[env]
             try:
-                values[f.name] = f.metadata["parse"](raw)
+                value = f.metadata["parse"](raw)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{env}={raw!r}: {exc}") from None
+        else:
+            continue
+        check = f.metadata.get("check")
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ConfigError(f"{env}={raw!r}: {exc}") from None
+        values[f.name] = value
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
@@ -88,6 +105,37 @@ def describe(cls: type) -> list[tuple[str, str, str]]:
             default = ",".join(default)
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
     return rows
+
+
+def in_effect(cls: type, environ: Mapping[str, str] | None = None
+              ) -> tuple[list[tuple[str, str, str]], str]:
+    """((variable, value in effect, source) for every setting of `cls`, error): source is
+    "environment" or "default"; error is "" or the ConfigError text of a refused value (the
+    values are then shown as given). Tuples are shown comma separated, as the environment
+    spells them."""
+    environ = os.environ if environ is None else environ
+    try:
+        loaded, failure = load(cls, environ), ""
+    except ConfigError as exc:
+        loaded, failure = None, str(exc)
+    rows = []
+    for f, (env, default, _doc) in zip(_env_fields(cls), describe(cls)):
+        if env in environ:
+            source, value = "environment", environ[env]
+        else:
+            source, value = "default", default
+        if loaded is not None:
+            value = getattr(loaded, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        rows.append((env, str(value), source))
+    return rows, failure
+
+
+def _env_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "env" in f.metadata]
 
 
 def default_node_id() -> str:

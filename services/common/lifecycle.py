@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from .errors import ConfigError
 from .health import HealthServer
 
 log = logging.getLogger("xdpguard")
@@ -50,8 +51,21 @@ async def serve(service, *, metrics_host: str = "127.0.0.1", metrics_port: int =
     run = None
     try:
         if health is not None:
-            await health.start()
-        await service.start()
+            try:
+                await health.start()
+            except OSError as exc:  # port taken, address not local: the settings' fault
+                raise ConfigError(f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                                  f"{exc.strerror or exc} (the service's *_METRICS_HOST/PORT)"
+                                  ) from None
+        # aiokafka logs every failed connection attempt as an error; a start that fails is
+        # reported once, in the service's own line, so it is quiet until the start is done.
+        kafka_log = logging.getLogger("aiokafka")
+        level = kafka_log.level
+        kafka_log.setLevel(logging.CRITICAL)
+        try:
+            await service.start()
+        finally:
+            kafka_log.setLevel(level)
         run = asyncio.create_task(service.run())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)

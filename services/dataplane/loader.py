@@ -151,8 +151,12 @@ def _attach(pin_dir: str, iface: str, mode: str) -> str:
                 live = bpfsys.link_info(fd)["ifindex"] == ifindex
             finally:
                 os.close(fd)
+            have = _link_name(p)[0]
+            if live and mode not in ("auto", have):
+                raise ConfigError(f"xdpguard is attached to {iface} in {have} mode; to use "
+                                  f"{mode} mode, `xdpguard unload -i {iface}` first")
             if live:
-                return _link_name(p)[0]
+                return have
             p.unlink()  # the device it was attached to is gone
     pfd = prog_fd(pin_dir)
     try:

@@ -92,11 +92,13 @@ def _syn_only(flow: dict | None) -> bool:
 
 
 def _agg_text(agg: dict | None) -> str:
+    """The ` [aggregate]` part of a reason, or "" when the aggregate is not known (the scorer's
+    stage 2 windows carry no per-source aggregates)."""
     if not agg:
         return ""
     f = agg_features(agg)
-    return (f"{f[0]:.0f} flows, {f[1]:.0f} pkts, {f[3]:.0f} peers, {f[4]:.0f} ports, "
-            f"SYN-no-ACK {f[5]:.0%}")
+    return (f" [{f[0]:.0f} flows, {f[1]:.0f} pkts, {f[3]:.0f} peers, {f[4]:.0f} ports, "
+            f"SYN-no-ACK {f[5]:.0%}]")
 
 
 def _prefix(addr: str, p: DetectParams) -> str:
@@ -157,7 +159,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
                         tcp_flags=mask, rate_pps=p.limit_pps)
             what = f"{_proto_name(proto)}{'/' + str(dport) if dport else ''}"
             add(rule, f"flood from {len({k[0] for k, _ in group})} sources -> {dst} {what}"
-                      f"{' SYN-only' if mask else ''} [{_agg_text(window.dsts.get(dst))}]: "
+                      f"{' SYN-only' if mask else ''}{_agg_text(window.dsts.get(dst))}: "
                       f"limit to {p.limit_pps} pps", group)
 
         by_src: dict[str, list] = defaultdict(list)
@@ -170,7 +172,7 @@ def suggest(window: WindowState, keys: Sequence[tuple], scores: Sequence[float],
                 continue
             prefix = _prefix(src, p)
             add(Rule(Scope.SRC_PREFIX, Action.DROP, src=prefix),
-                f"source {prefix}: {len(group)} anomalous flows [{_agg_text(window.srcs.get(src))}]",
+                f"source {prefix}: {len(group)} anomalous flows{_agg_text(window.srcs.get(src))}",
                 group)
 
     # Destinations a wide rule already protects: their other flows score high because the

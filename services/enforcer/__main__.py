@@ -1,6 +1,8 @@
 """`python -m services.enforcer`: settings from XDPGUARD_* and ENFORCER_* (docs/enforcer.md)."""
 import sys
 
+from aiokafka.errors import KafkaError
+
 from services.common.errors import XdpguardError
 from services.common.lifecycle import run_main, serve, setup_logging
 from services.common.settings import load_common
@@ -22,4 +24,7 @@ if __name__ == "__main__":
         sys.exit(run_main(main))
     except XdpguardError as exc:
         print(f"enforcer: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KafkaError as exc:  # what the cluster answered, not a bug of ours: one line
+        print(f"enforcer: error: Kafka: {exc}", file=sys.stderr)
         sys.exit(1)

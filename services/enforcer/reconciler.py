@@ -89,8 +89,8 @@ class RulesReconciler:
                 if not self.dry_run:
                     await self.removed(rule)
                 continue
-            if not self.dry_run:
-                maps.add_rule(rule)
+            if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
+                maps.add_rule(rule)  # writing a rule again resets its counters: only if needed
             self.policy.track(rule)
             if rule.origin is Origin.MANUAL:
                 self._manual[key] = rule  # already in the topic: no rewrite

@@ -1,9 +1,12 @@
 """The enforcer service loop: verdicts from Kafka -> policy -> pinned XDP maps and `rules` topic.
 
-start(): open the maps (services/enforcer/maps.py), gather the host facts (hostfacts.py: the
-allowlist and the local addresses) into the policy (policy.py), install the allowlist, restore
-this node's rules from the `rules` topic (reconciler.py), then join the consumer group on
-`verdicts`. run(): consume verdicts, each decided by the policy and carried out by the map
+start(): create or check the topics it uses (verdicts, rules, deadletter: a `rules` topic the
+broker auto-created is not compacted and is refused), open the maps (services/enforcer/maps.py),
+gather the host facts (hostfacts.py: the allowlist and the local addresses) into the policy
+(policy.py), install the allowlist, restore this node's rules from the `rules` topic
+(reconciler.py), then join the consumer group on `verdicts` (`<topic prefix>enforcer-<node id>`,
+so deployments sharing a cluster never share it). A cluster that cannot be reached is one
+KafkaUnavailable naming the bootstrap. run(): consume verdicts, each decided by the policy and carried out by the map
 actuator (actuator.py); and sweep: program reloads, manual-rule mirroring, expiry. Verdict offsets
 are committed before the verdicts are acted on, and ids are remembered, so a verdict is applied
 at most once. stop() (SIGTERM, via services.common.lifecycle.serve): a last manual-rule mirror,
@@ -17,13 +20,14 @@ import time
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 
-from services.common.errors import DecodeError
+from services.common.errors import DecodeError, KafkaUnavailable
 from services.common.settings import CommonSettings
 from services.records.verdict import Verdict
 from services.wire import codec
 from services.wire.kafka import client_options
-from services.wire.topics import DEADLETTER, VERDICTS
+from services.wire.topics import DEADLETTER, RULES, VERDICTS, ensure_topics, specs_named
 
 from .actuator import MapActuator
 from .hostfacts import policy_config
@@ -56,7 +60,13 @@ class Enforcer:
         self._beat = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def group_id(self) -> str:
+        """The verdicts consumer group: ENFORCER_GROUP_ID, else `<prefix>enforcer-<node id>`."""
+        return self.settings.group_id or self.common.topic(f"enforcer-{self.common.node_id}")
+
     async def start(self) -> None:
+        await ensure_topics(self.common, specs_named(self.common, VERDICTS, RULES, DEADLETTER))
         maps_id = self.dataplane.maps_id()
         maps = self.dataplane.open()
         try:
@@ -71,15 +81,22 @@ class Enforcer:
             self.dataplane, maps, maps_id, self.policy, self.reconciler, self.metrics,
             dry_run=self.settings.dry_run, clock=self.clock)
         self.actuator.install_allowlist()
-        await self.rules_log.start()
-        await self.reconciler.restore(self.actuator.maps)
-        group = self.settings.group_id or f"xdpguard-enforcer-{self.common.node_id}"
-        self.consumer = AIOKafkaConsumer(
-            self.common.topic(VERDICTS), **client_options(self.common), group_id=group,
-            enable_auto_commit=False, fetch_max_wait_ms=100,
-            auto_offset_reset="earliest" if self.settings.from_beginning else "latest")
-        await self.consumer.start()
-        await self._wait_assigned()
+        try:
+            await self.rules_log.start()
+            await self.reconciler.restore(self.actuator.maps)
+            self.consumer = AIOKafkaConsumer(
+                self.common.topic(VERDICTS), **client_options(self.common),
+                group_id=self.group_id, enable_auto_commit=False, fetch_max_wait_ms=100,
+                client_id=f"xdpguard-enforcer-{self.common.node_id}",
+                auto_offset_reset="earliest" if self.settings.from_beginning else "latest")
+            await self.consumer.start()
+            await self._wait_assigned()
+        except (KafkaConnectionError, OSError) as exc:
+            raise KafkaUnavailable(f"cannot reach Kafka at {self.common.kafka_bootstrap}: "
+                                   f"{exc}") from None
+        except TimeoutError:
+            raise KafkaUnavailable(f"no partition of {self.common.topic(VERDICTS)} assigned to "
+                                   f"group {self.group_id} within 60 s") from None
         self.ready = True
         log.info("enforcer %s ready: %d rules installed, allowlist %s%s", self.common.node_id,
                  len(self.policy.installed()), ", ".join(self.policy.allowlist()),

@@ -102,21 +102,16 @@ def analyze(packets, detector, window_s: float = 1.0) -> list[dict]:
 def cmd_analyze(args) -> int:
     from services.detection import features as F
     from services.detection.model import load_model
-    from services.offline.seedlog import read_log
 
-    try:
-        log = read_log(args.file)
-    except FileNotFoundError:
-        raise ConfigError(f"log file not found: {args.file}") from None
-    for lineno, reason in log.skipped:
-        print(f"Skipping line {lineno}: JSON decode error: {reason}")
+    from .flows_cmd import read_checked
+
+    if args.window <= 0:
+        raise ConfigError("--window must be above 0")
+    log = read_checked(args.file, "analyze")
     print(f"Loading ML model from {args.model or 'the shipped model'}...")
     det = load_model(args.model)
     print(f"✓ Model loaded successfully ({det.model_id}, threshold {det.threshold:.4f})")
     print(f"Reading log entries from {args.file}...")
-    if not log.packets:
-        print("No entries found in the log file.")
-        return 0
     results = analyze(log.packets, det, args.window)
     print(f"Found {len(results)} unique flow(s) to analyze")
     dp = None
@@ -152,8 +147,11 @@ def cmd_analyze(args) -> int:
     finally:
         if dp is not None:
             dp.close()
-    with open(args.out_file, "w", encoding="utf-8") as fh:
-        json.dump(commands, fh, indent=2)
+    try:
+        with open(args.out_file, "w", encoding="utf-8") as fh:
+            json.dump(commands, fh, indent=2)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out_file}: {exc.strerror}") from None
     print(f"\n✓ Wrote {len(commands)} commands to {args.out_file}")
     anomalies = sum(r["label"] for r in results)
     print(f"\n{'=' * 60}\nML Prediction Summary:\n  Normal traffic (PASS):  {n - anomalies}\n"

@@ -1,4 +1,6 @@
-"""`xdpguard config [--markdown]`: every environment variable xdpguard reads, with its default.
+"""`xdpguard config [--markdown]`: every environment variable xdpguard reads, with the value in
+effect here and where it came from (the environment or the default); a value a service would
+refuse is reported (one line naming the variable) and the exit status is 1.
 
 The settings classes are the single source: docs/configuration.md is this command's
 `--markdown` output (a unit test keeps the two in step).
@@ -8,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from services.common.config import describe
+import sys
+
+from services.common.config import describe, in_effect
 from services.common.paths import INSTALL_DIR
 
 # Defaults inside the checkout/installation are shown relative to it in the reference, so the
@@ -24,8 +28,12 @@ SECTIONS = [
 ]
 
 
+SECRETS = ("XDPGUARD_KAFKA_SASL_PASSWORD",)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("config", help="list every environment variable with its default")
+    p = sub.add_parser("config", help="every environment variable: the value in effect and its "
+                       "source (environment or default)")
     p.add_argument("--markdown", action="store_true", help="the configuration reference in Markdown")
     p.set_defaults(func=cmd_config)
 
@@ -60,9 +68,18 @@ def cmd_config(args) -> int:
     if args.markdown:
         print(reference_markdown(), end="")
         return 0
+    errors = []
     for title, module in SECTIONS:
         for cls in settings_classes(module):
             print(f"# {title}")
-            for env, default, doc in describe(cls):
-                print(f"{env}={default}\t# {doc}")
-    return 0
+            rows, error = in_effect(cls)
+            width = max(len(env) + len(value) for env, value, _ in rows) + 1
+            for env, value, source in rows:
+                if env in SECRETS and value:
+                    value = "(set, not shown)"
+                print(f"{env}={value}".ljust(width + 1) + f"  # {source}")
+            if error:
+                errors.append(error)
+    for error in errors:
+        print(f"xdpguard config: error: {error}", file=sys.stderr)
+    return 1 if errors else 0

@@ -13,6 +13,8 @@ import signal
 import sys
 import time
 
+from services.common.errors import ConfigError
+
 from .demo_stack import Stack, metric, stop_traffic, transmitted_received
 
 EPILOG = """examples:
@@ -38,6 +40,9 @@ def _interrupt(signum, frame):
 
 
 def cmd_demo(args) -> int:
+    if args.pps < 1 or args.quiet < 0 or args.after < 0 or args.timeout <= 0:
+        raise ConfigError("--pps must be at least 1, --quiet and --after 0 or more, --timeout "
+                          "above 0")
     old = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     t_start = time.monotonic()
     stack = Stack(keep_logs=args.keep_logs)

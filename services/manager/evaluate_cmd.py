@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from services.common.errors import ConfigError
 
@@ -34,6 +35,33 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def checked_manifest(path: str) -> list[dict]:
+    """The manifest's rows (services.offline.training.read_manifest), each naming a capture
+    that exists; ConfigError naming the line otherwise, or when it lists no capture."""
+    from services.offline import training as T
+
+    rows = T.read_manifest(path)
+    if not rows:
+        raise ConfigError(f"{path} lists no capture (only its header line)")
+    base = Path(path).resolve().parent
+    for line, row in enumerate(rows, start=2):
+        if not (base / row["file"]).is_file():
+            raise ConfigError(f"{path}:{line}: no such capture {row['file']} (relative to "
+                              f"{base})")
+    return rows
+
+
+def read_captures(load, what: str):
+    """`load()` (captures from pcap/pcapng files or logs), a file that is not a readable
+    capture being a ConfigError naming `what` (the manifest, or the files given)."""
+    from scapy.error import Scapy_Exception
+
+    try:
+        return load()
+    except (OSError, ValueError, EOFError, Scapy_Exception) as exc:
+        raise ConfigError(f"{what}: a capture cannot be read: {exc}") from None
+
+
 def cmd_evaluate(args) -> int:
     from services.offline import training as T
     from services.detection.detect import DetectParams
@@ -41,15 +69,18 @@ def cmd_evaluate(args) -> int:
     from services.detection.model import Detector, load_model
     from services.offline.report import write_report
 
+    if args.window <= 0 or args.reaction < 0:
+        raise ConfigError("--window must be above 0 and --reaction 0 or more")
     det = load_model(args.model)
     frac = args.train_frac
     if frac is None:
         frac = float(det.meta.get("training", {}).get("train_frac", 0.5))
     if not 0 < frac < 1:
         raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
-    rows = T.read_manifest(args.manifest)
+    rows = checked_manifest(args.manifest)
     with task_progress("reading captures", len(rows)) as step:
-        caps = T.load_manifest(args.manifest, progress=step)
+        caps = read_captures(lambda: T.load_manifest(args.manifest, progress=step),
+                             args.manifest)
     train = [c.split(frac)[0] for c in caps]
     test = [c.split(frac)[1] for c in caps]
     cfg = EvalConfig(window_s=args.window, reaction_s=args.reaction)
@@ -78,7 +109,10 @@ def cmd_evaluate(args) -> int:
                else f"xdpguard evaluate --manifest {args.manifest} --out {args.out}")
     split = (f"time order within each capture; the first {frac:.0%} of its packets were available "
              f"for training/tuning, the remaining {1 - frac:.0%} (replayed here) were not")
-    write_report(args.out, ours, seed, command=command, split=split)
+    try:
+        write_report(args.out, ours, seed, command=command, split=split)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {args.out}: {exc.strerror}") from None
     o = ours["overall"]
     print(f"wrote {args.out}/report.md, report.json, report.png")
     print(f"attack dropped (mean over kinds) {_fmt(o['attack_packet_drop_share'], '.1%')}, benign "

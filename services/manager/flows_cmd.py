@@ -1,7 +1,12 @@
-"""`xdpguard flows`: totals, unique 5-tuples and top flows of a log in the original tool's
-format (check_unique parity)."""
+"""`xdpguard flows`: totals, unique 5-tuples and top flows of a log in the original
+tool's format (check_unique parity).
+
+`read_checked` is how `flows` and `analyze` read a log: bad lines are reported on stderr by
+number and skipped; a log with no valid line at all is an error (exit 1).
+"""
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 from services.common.errors import ConfigError
@@ -26,14 +31,34 @@ def format_flows(packets, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def cmd_flows(args) -> int:
+def read_checked(path: str, verb: str, shown: int = 10):
+    """The log at `path` (services.offline.seedlog.SeedLog). Each bad line is reported on stderr
+    as `xdpguard VERB: PATH line N: reason` (the first `shown`, then how many more); ConfigError
+    when the file cannot be read or holds no valid line."""
     from services.offline.seedlog import read_log
 
     try:
-        log = read_log(args.file)
+        log = read_log(path)
     except FileNotFoundError:
-        raise ConfigError(f"log file not found: {args.file}") from None
+        raise ConfigError(f"log file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    for lineno, reason in log.skipped[:shown]:
+        print(f"xdpguard {verb}: {path} line {lineno}: {reason} (skipped)", file=sys.stderr)
+    if len(log.skipped) > shown:
+        print(f"xdpguard {verb}: {path}: {len(log.skipped) - shown} more bad lines skipped",
+              file=sys.stderr)
+    if not log.packets:
+        what = f"{len(log.skipped)} bad lines" if log.skipped else "empty"
+        raise ConfigError(f"{path} holds no valid log entry ({what})")
+    return log
+
+
+def cmd_flows(args) -> int:
+    if args.top < 1:
+        raise ConfigError("--top must be at least 1")
+    log = read_checked(args.file, "flows")
     print(format_flows(log.packets, args.top))
     if log.skipped:
-        print(f"\n({len(log.skipped)} undecodable lines skipped)")
+        print(f"\n({len(log.skipped)} bad lines skipped)")
     return 0

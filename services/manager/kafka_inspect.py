@@ -1,11 +1,16 @@
 """Read-only views of the cluster for operators: topic layout, records as JSON, consumer groups.
 
 Adapter code (aiokafka); the CLI verbs in topics_cmd.py and groups_cmd.py only format its results.
+Views default to this deployment (names under XDPGUARD_TOPIC_PREFIX); `everything=True` shows
+the whole cluster. Records are decoded with the codec the services use (services.wire.codec):
+one JSON object per packet event, verdict, rule record or dead letter.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import enum
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -13,14 +18,17 @@ from typing import Any, AsyncIterator
 import msgpack
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.protocol.admin import DescribeGroupsRequest_v1
 from aiokafka.protocol.api import Request
 
-from services.common.errors import ConfigError, DecodeError
-from services.wire.kafka import client_options, stop_quietly
+from services.common.errors import ConfigError, DecodeError, KafkaUnavailable
 from services.common.settings import CommonSettings
-from services.wire.topics import start_admin, topic_partitions
+from services.wire import codec
+from services.wire.kafka import client_options, stop_quietly
+from services.wire.topics import DEADLETTER, PACKETS, RULES, VERDICTS, prefixed, start_admin, \
+    topic_partitions
 
 
 @dataclass
@@ -61,7 +69,19 @@ class GroupInfo:
 
     @property
     def total_lag(self) -> int:
-        return sum(max(end - committed, 0) for committed, end in self.lag.values())
+        """Lag summed over the group's own input topics (its internal topics left out)."""
+        return sum(lag for topic, lag in self.lag_by_topic().items() if not self.internal(topic))
+
+    def internal(self, topic: str) -> bool:
+        """A topic the group's framework keeps for itself (faust: `<group>-...`: the
+        repartition topic, table changelogs): its lag moves while the input is idle."""
+        return topic.startswith(f"{self.group_id}-")
+
+    def lag_by_topic(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for tp, (committed, end) in self.lag.items():
+            out[tp.topic] = out.get(tp.topic, 0) + max(end - committed, 0)
+        return out
 
 
 class _DescribeGroupsV1(Request[DescribeGroupsRequest_v1]):
@@ -82,16 +102,34 @@ def resolve_topic(common: CommonSettings, name: str) -> str:
     return name if name.startswith(common.topic_prefix) else common.topic(name)
 
 
-async def describe_topics(common: CommonSettings, names: list[str] | None = None) -> list[TopicInfo]:
+async def start_consumer(consumer: AIOKafkaConsumer, common: CommonSettings) -> None:
+    """Start `consumer`; an unreachable cluster is KafkaUnavailable naming the bootstrap."""
+    try:
+        await consumer.start()
+    except (KafkaConnectionError, OSError) as exc:
+        raise KafkaUnavailable(f"cannot reach Kafka at {common.kafka_bootstrap}: {exc}") from None
+
+
+async def describe_topics(common: CommonSettings, names: list[str] | None = None,
+                          everything: bool = False) -> list[TopicInfo]:
+    """Layout and offsets of `names` (ConfigError if one is missing); by default of every topic
+    under the prefix, with `everything` of every topic in the cluster."""
     admin = AIOKafkaAdminClient(**client_options(common))
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     try:
         await start_admin(admin, common)
-        await consumer.start()
+        await start_consumer(consumer, common)
+        if names is None and not everything:
+            names = prefixed(common, await admin.list_topics())
+            if not names:
+                return []
+            wanted = False
+        else:
+            wanted = names is not None
         raw = await admin.describe_topics(names)
         infos = []
         for t in sorted(raw, key=lambda t: t["topic"]):
-            if t["error_code"] and names:
+            if t["error_code"] and wanted:
                 raise ConfigError(f"topic {t['topic']} does not exist")
             if t["error_code"]:
                 continue
@@ -106,7 +144,7 @@ async def describe_topics(common: CommonSettings, names: list[str] | None = None
             infos.append(TopicInfo(t["topic"], parts))
         return infos
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
         await admin.close()
 
 
@@ -117,8 +155,8 @@ async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
     beginning; with follow, keep yielding new ones until cancelled."""
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    await consumer.start()
     try:
+        await start_consumer(consumer, common)
         parts = await topic_partitions(common, topic)
         if not parts:
             raise ConfigError(f"topic {topic} does not exist")
@@ -149,17 +187,23 @@ async def tail(common: CommonSettings, topic: str, *, last: int | None = None,
         await stop_quietly(consumer)
 
 
-async def consumer_groups(common: CommonSettings, only: str | None = None) -> list[GroupInfo]:
+async def consumer_groups(common: CommonSettings, only: str | None = None,
+                          everything: bool = False) -> list[GroupInfo]:
+    """Members, assignments and committed offsets of group `only`, else of every group under
+    the prefix (the scorer's `<prefix><app id>`, each enforcer's `<prefix>enforcer-<node>`), or
+    with `everything` of every group in the cluster."""
     admin = AIOKafkaAdminClient(**client_options(common))
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
     try:
         await start_admin(admin, common)
-        await consumer.start()
+        await start_consumer(consumer, common)
         ids = sorted(g[0] for g in await admin.list_consumer_groups())
         if only is not None:
             if only not in ids:
                 raise ConfigError(f"consumer group {only} does not exist")
             ids = [only]
+        elif not everything:
+            ids = prefixed(common, ids)
         groups = []
         responses = []
         for gid in ids:
@@ -182,31 +226,39 @@ async def consumer_groups(common: CommonSettings, only: str | None = None) -> li
             g.lag = {tp: (offsets[tp].offset, ends[tp]) for tp in sorted(tps)}
         return sorted(groups, key=lambda g: g.group_id)
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
         await admin.close()
 
 
-def record_to_json(topic_kind: str, value: bytes | None) -> list[Any]:
-    """Decode one record's value into JSON-ready objects (a micro-batch gives several)."""
-    if value is None:
-        return [None]  # tombstone
+def record_to_json(topic_kind: str, value: bytes | None, key: bytes | None = None) -> list[Any]:
+    """Decode one record's value into JSON-ready objects with the services' codec: one object
+    per packet event (a micro-batch gives several; keys are Packet's fields, so
+    `jq 'select(.dport == 22)'` works), one per verdict, rule record or dead letter. A topic of
+    another kind is shown schema-less; an undecodable record as its reason and base64."""
+    if value is None and topic_kind != RULES:
+        return [None]  # a tombstone
     try:
-        from services.wire import codec  # the schema-aware decoder, when present
-        to_jsonable = getattr(codec, "to_jsonable", None)
-    except ImportError:
-        to_jsonable = None
-    if to_jsonable is not None:
-        try:
-            return to_jsonable(topic_kind, value)
-        except DecodeError:
-            pass  # fall back to a schema-less view so the operator still sees something
-    try:
+        if topic_kind == PACKETS:
+            return [_jsonable(dataclasses.asdict(p)) for p in codec.decode_packets(value)]
+        if topic_kind == VERDICTS:
+            return [_jsonable(dataclasses.asdict(codec.decode_verdict(value)))]
+        if topic_kind == RULES:
+            rec = codec.decode_rule_record(key, value)
+            return [_jsonable({**dataclasses.asdict(rec), "key": rec.key.decode(errors="replace"),
+                               "deleted": rec.deleted})]
+        if topic_kind == DEADLETTER:
+            dead = codec.decode_deadletter(value)
+            return [_jsonable({**dataclasses.asdict(dead),
+                               "raw": base64.b64encode(dead.raw).decode()})]
         return [_jsonable(msgpack.unpackb(value, raw=False, strict_map_key=False))]
-    except Exception as exc:  # noqa: BLE001 - anything unreadable is shown, not fatal
-        return [{"_undecodable": str(exc), "_base64": base64.b64encode(value).decode()}]
+    except (DecodeError, ValueError, TypeError, msgpack.UnpackException) as exc:
+        return [{"_undecodable": str(exc),
+                 "_base64": base64.b64encode(value or b"").decode()}]
 
 
 def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, enum.Enum):
+        return obj.value
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -219,4 +271,3 @@ def _jsonable(obj: Any) -> Any:
         except UnicodeDecodeError:
             return base64.b64encode(obj).decode()
     return obj
-

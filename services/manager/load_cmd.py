@@ -1,7 +1,14 @@
-"""`xdpguard load|unload|status`: attach the XDP program, detach it, show what is loaded."""
+"""`xdpguard load|unload|status`: attach the XDP program, detach it, show what is loaded.
+
+The pins must land on the host's BPF filesystem. `ip netns exec NS` mounts a /sys of its own,
+which hides it, so `load` checks first and says what to do instead: `--netns NS` (or
+`nsenter --net=/var/run/netns/NS xdpguard load ...`) switches only the network namespace.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 from services.dataplane import loader
 from services.dataplane.datapath import Datapath
@@ -18,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("-i", "--iface", action="append", default=[], help="interface (repeatable)")
     p.add_argument("--mode", choices=("native", "generic", "auto"), default="auto",
                    help="driver (native) or generic (skb) XDP; auto tries native first")
+    p.add_argument("--netns", metavar="NS", help="the interfaces are in network namespace NS "
+                   "(ip netns add NS); the pins stay on the host's bpffs")
     d = loader.Sizes()
     p.add_argument("--exact-max", type=int, default=d.exact, help=f"exact rules (default {d.exact})")
     p.add_argument("--prefix-max", type=int, default=d.prefix, help=f"source prefixes (default {d.prefix})")
@@ -48,13 +57,68 @@ def cmd_load(args) -> int:
         return 0
     if not args.iface:
         raise ConfigError("name at least one interface with -i IFACE")
+    check_bpffs(pin_dir())
     was_loaded = loader.is_loaded(pin_dir())
-    modes = loader.load(args.iface, mode=args.mode, pin_dir=pin_dir(), sizes=sizes)
+    with _netns(args.netns):
+        modes = loader.load(args.iface, mode=args.mode, pin_dir=pin_dir(), sizes=sizes)
     if was_loaded:
         print(f"program already loaded in {pin_dir()} (map sizes unchanged)")
     for iface, mode in modes.items():
         print(f"attached to {iface} ({mode})")
     return 0
+
+
+@contextlib.contextmanager
+def _netns(name: str | None):
+    if name is None:
+        yield
+        return
+    from .netns import in_netns
+    if not os.path.exists(f"/var/run/netns/{name}"):
+        raise ConfigError(f"no network namespace named {name!r} (ip netns list)")
+    with in_netns(name):
+        yield
+
+
+def mount_of(path: str) -> tuple[str, str]:
+    """(mount point, filesystem type) of the mount `path` is on, from /proc/self/mounts."""
+    best = ("/", "")
+    path = os.path.abspath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and \
+                    len(point) >= len(best[0]):
+                best = (point, fields[2])
+    return best
+
+
+def check_bpffs(path: str) -> None:
+    """ConfigError unless `path` (XDPGUARD_PIN_DIR) is on a BPF filesystem here."""
+    point, fstype = mount_of(path)
+    if fstype == "bpf":
+        return
+    ns = _named_netns()
+    hint = (f"inside network namespace {ns} (`ip netns exec` mounts a /sys of its own, hiding "
+            f"the host's bpffs): run `xdpguard load --netns {ns} -i IFACE` from the host (or "
+            f"`nsenter --net=/var/run/netns/{ns} xdpguard load -i IFACE`)"
+            if ns else "mount it: mount -t bpf bpf /sys/fs/bpf")
+    raise ConfigError(f"XDPGUARD_PIN_DIR={path} is not on a BPF filesystem here ({fstype or '?'} "
+                      f"at {point}); {hint}")
+
+
+def _named_netns() -> str:
+    """The `ip netns` name of this process's network namespace ("" for none)."""
+    try:
+        own = os.stat("/proc/self/ns/net")
+        for name in sorted(os.listdir("/var/run/netns")):
+            st = os.stat(f"/var/run/netns/{name}")
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                return name
+    except OSError:
+        pass
+    return ""
 
 
 def cmd_unload(args) -> int:

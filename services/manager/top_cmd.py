@@ -1,9 +1,16 @@
 """`xdpguard top`: a live terminal view of the busiest rules, drop and pass rates, and the most
-recent verdicts with their reasons. `--once` prints one frame (rates over one interval)."""
+recent verdicts with their reasons. `--once` prints one frame (rates over one interval).
+
+The program loaded again under it (`xdpguard unload` + `load`) is noticed at the next frame:
+the new maps are opened and the rates start over. Verdicts that cannot be read (Kafka
+unreachable) are said in the table's title, and `--once` then also says so on stderr and exits 1
+(`--no-verdicts` shows the maps alone).
+"""
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -12,9 +19,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from services.common.errors import ConfigError, KafkaUnavailable, KernelError
+from services.common.settings import load_common
 from services.records.packet import PROTO_NAMES
 from services.wire.kafka import stop_quietly
-from services.common.settings import load_common
 
 DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit")
 
@@ -57,7 +65,52 @@ def describe_rule(rule) -> str:
     return f"to {rule.dst}:{port} {proto} flags={rule.tcp_flags:#x} ≤{rule.rate_pps} pps"
 
 
-def view(prev: Snapshot, cur: Snapshot, verdicts, top_n: int):
+class Maps:
+    """The maps of the program pinned in `pin_dir`, reopened when it is loaded again."""
+
+    def __init__(self, pin_dir: str) -> None:
+        from services.dataplane.datapath import Datapath, pinned_maps_id
+
+        self.pin_dir = pin_dir
+        self.maps_id = pinned_maps_id(pin_dir)
+        self.dp = Datapath.open(pin_dir)
+        self.note = ""
+
+    def reopened(self) -> bool:
+        """True when the program was loaded again and its new maps are open now."""
+        from services.dataplane.datapath import Datapath, pinned_maps_id
+
+        current = pinned_maps_id(self.pin_dir)
+        if current == self.maps_id:
+            return False
+        if current == 0:
+            self.note = f"no program pinned in {self.pin_dir} (unloaded): last values shown"
+            return False
+        try:
+            new = Datapath.open(self.pin_dir)
+        except KernelError as exc:
+            self.note = f"program loaded again, maps not ready: {exc}"
+            return False
+        self.dp.close()
+        self.dp, self.maps_id = new, current
+        self.note = "program loaded again: maps reopened, rates start over"
+        return True
+
+    def close(self) -> None:
+        self.dp.close()
+
+
+@dataclass
+class Feed:
+    """The verdicts of the last minutes, read in the background: `recent` (newest last),
+    `error` ("" or why none can be read), `ready` once the backlog was read (or it failed)."""
+    recent: collections.deque
+    error: str = ""
+    absent: str = ""
+    ready: asyncio.Event | None = None
+
+
+def view(prev: Snapshot, cur: Snapshot, feed: Feed | None, top_n: int, note: str = ""):
     r = rates(prev, cur)
     head = Text.assemble(
         ("xdpguard top  ", "bold"),
@@ -84,89 +137,119 @@ def view(prev: Snapshot, cur: Snapshot, verdicts, top_n: int):
                       f"{rate:,.0f}", f"{rs.hits:,}", f"{rs.bytes:,}", left)
 
     parts = [head, Text(f"maps: {occ}", style="dim"), rules]
-    if verdicts is not None:
-        vt = Table(title="recent verdicts", expand=True)
+    if note:
+        parts.insert(1, Text(note, style="bold yellow"))
+    if feed is not None:
+        title = "recent verdicts" + (f" (unavailable: {feed.error})" if feed.error else
+                                     f" ({feed.absent})" if feed.absent else "")
+        vt = Table(title=title, expand=True)
         for col in ("TIME", "RULE", "ACTION", "SCORE", "NODE", "REASON"):
             vt.add_column(col)
-        for v in reversed(verdicts):
+        for v in reversed(list(feed.recent)):
             vt.add_row(time.strftime("%H:%M:%S", time.localtime(v.created_ns / 1e9)),
                        describe_rule(v.rule), v.rule.action.value, f"{v.score:.3f}", v.node, v.reason)
         parts.append(vt)
     return Group(*parts)
 
 
-async def _verdict_feed(common, recent: collections.deque, stop: asyncio.Event) -> None:
+async def _verdict_feed(common, feed: Feed, stop: asyncio.Event) -> None:
+    """Fill `feed` until `stop`; any failure to read is kept in feed.error, never raised."""
+    try:
+        await _read_verdicts(common, feed, stop)
+    except Exception as exc:  # noqa: BLE001 - shown in the view and on exit, not a crash
+        feed.error = str(exc) or type(exc).__name__
+    finally:
+        feed.ready.set()
+
+
+async def _read_verdicts(common, feed: Feed, stop: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from services.wire.codec import decode_verdict
     from services.common.errors import DecodeError
+    from services.wire.codec import decode_verdict
     from services.wire.kafka import client_options
-    from services.wire.topics import VERDICTS
+    from services.wire.topics import VERDICTS, topic_partitions
 
-    from services.wire.topics import topic_partitions
+    from .kafka_inspect import start_consumer
 
     topic = common.topic(VERDICTS)
     parts = await topic_partitions(common, topic)
+    if not parts:
+        feed.absent = f"no topic {topic} yet"
+        return
     consumer = AIOKafkaConsumer(**client_options(common), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await start_consumer(consumer, common)
         tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         for tp in tps:
-            consumer.seek(tp, max(0, ends[tp] - recent.maxlen))
+            consumer.seek(tp, max(0, ends[tp] - feed.recent.maxlen))
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for rec in records:
                     try:
-                        recent.append(decode_verdict(rec.value))
+                        feed.recent.append(decode_verdict(rec.value))
                     except DecodeError:
                         continue  # top only shows; the services count and dead-letter these
+            if not feed.ready.is_set() and all(
+                    await consumer.position(tp) >= ends[tp] for tp in tps):
+                feed.ready.set()
     finally:
         await stop_quietly(consumer)
 
 
-async def _run(args, dp) -> None:
+async def _run(args, maps: Maps) -> str:
+    """Show frames until Ctrl-C (one with --once); returns why verdicts could not be read."""
     common = load_common()
-    recent: collections.deque = collections.deque(maxlen=10)
+    feed = None if args.no_verdicts else Feed(collections.deque(maxlen=10), ready=asyncio.Event())
     stop = asyncio.Event()
-    feed = None
-    if not args.no_verdicts:
-        feed = asyncio.create_task(_verdict_feed(common, recent, stop))
+    task = None
+    if feed is not None:
+        task = asyncio.create_task(_verdict_feed(common, feed, stop))
     console = Console()
-    prev = take(dp)
+    prev = take(maps.dp)
     try:
         if args.once:
             await asyncio.sleep(args.interval)
-            console.print(view(prev, take(dp), None if feed is None else list(recent), args.rules))
-            return
+            if feed is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.ready.wait(), 5)
+            if maps.reopened():
+                prev = take(maps.dp)
+            console.print(view(prev, take(maps.dp), feed, args.rules, maps.note))
+            return feed.error if feed is not None else ""
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
                 await asyncio.sleep(args.interval)
-                cur = take(dp)
-                live.update(view(prev, cur, None if feed is None else list(recent), args.rules),
-                            refresh=True)
+                if maps.reopened():
+                    prev = take(maps.dp)
+                cur = take(maps.dp)
+                live.update(view(prev, cur, feed, args.rules, maps.note), refresh=True)
                 prev = cur
     finally:
         stop.set()
-        if feed is not None:
+        if task is not None:
             try:
-                await asyncio.wait_for(feed, 5)
-            except Exception:  # noqa: BLE001 - a dead feed must not hide the view's own error
-                feed.cancel()
+                await asyncio.wait_for(task, 5)
+            except Exception:  # noqa: BLE001 - a stuck feed must not hide the view's own error
+                task.cancel()
 
 
 def cmd_top(args) -> int:
-    from services.dataplane.datapath import Datapath
-
     if args.interval <= 0:
-        raise SystemExit("xdpguard top: error: --interval must be above 0")
-    with Datapath.open(load_common().pin_dir) as dp:
-        try:
-            asyncio.run(_run(args, dp))
-        except KeyboardInterrupt:
-            pass
+        raise ConfigError("--interval must be above 0")
+    if args.rules < 1:
+        raise ConfigError("--rules must be at least 1")
+    maps = Maps(load_common().pin_dir)
+    feed_error = ""
+    try:
+        feed_error = asyncio.run(_run(args, maps))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        maps.close()
+    if feed_error:
+        raise KafkaUnavailable(f"verdicts: {feed_error} (--no-verdicts shows the maps alone)")
     return 0

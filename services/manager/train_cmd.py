@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -55,12 +56,20 @@ def _parse_time(text: str) -> int:
 def collect(args) -> list:
     from services.offline import training as T
 
+    from .evaluate_cmd import checked_manifest, read_captures
+
     captures = []
     if args.manifest:
-        rows = T.read_manifest(args.manifest)
+        rows = checked_manifest(args.manifest)
         with task_progress("reading captures", len(rows)) as step:
-            captures += T.load_manifest(args.manifest, progress=lambda name: step(name))
-    captures += T.load_files(args.pcap) + T.load_files(args.seed_log)
+            captures += read_captures(lambda: T.load_manifest(args.manifest, progress=step),
+                                      args.manifest)
+    files = [*args.pcap, *args.seed_log]
+    for path in files:
+        if not os.path.isfile(path):
+            raise ConfigError(f"no such file: {path}")
+    captures += read_captures(lambda: T.load_files(args.pcap) + T.load_files(args.seed_log),
+                              " ".join(files))
     if args.kafka_from:
         import asyncio
 
@@ -83,20 +92,29 @@ def cmd_train(args) -> int:
 
     if not 0 < args.train_frac <= 1 or not 0 < args.target_fpr < 1:
         raise ConfigError("--train-frac must be in (0, 1] and --target-fpr in (0, 1)")
+    if args.trees < 1 or args.window <= 0:
+        raise ConfigError("--trees must be at least 1 and --window above 0")
     captures = collect(args)
     train_parts = [c.split(args.train_frac)[0] for c in captures]
     benign = [c for c in train_parts if c.label == "benign"]
     attack = [c for c in train_parts if c.label == "attack"]
-    with task_progress("fitting", None):
-        res = T.train(benign, features=args.features, target_fpr=args.target_fpr,
-                      window_s=args.window, n_estimators=args.trees, seed=args.seed, attack=attack)
+    try:
+        with task_progress("fitting", None):
+            res = T.train(benign, features=args.features, target_fpr=args.target_fpr,
+                          window_s=args.window, n_estimators=args.trees, seed=args.seed,
+                          attack=attack)
+    except ValueError as exc:  # too little data to fit and calibrate on
+        raise ConfigError(str(exc)) from None
     res.training["train_frac"] = args.train_frac
     res.training["split"] = "time order within each capture: first train_frac trains, rest is test"
-    meta = save_model(res.estimator, args.out, threshold=res.threshold,
-                      wide_threshold=res.wide_threshold,
-                      feature_names=res.feature_names, training=res.training,
-                      metrics=res.metrics, params=res.params,
-                      name="xdpguard-if" if args.features == "full" else "seed-if")
+    try:
+        meta = save_model(res.estimator, args.out, threshold=res.threshold,
+                          wide_threshold=res.wide_threshold,
+                          feature_names=res.feature_names, training=res.training,
+                          metrics=res.metrics, params=res.params,
+                          name="xdpguard-if" if args.features == "full" else "seed-if")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from None
     print(f"wrote {args.out} ({meta['model_id']}): threshold {res.threshold:.4f} "
           f"(wide rules {res.wide_threshold:.4f}), "
           f"{res.metrics['fit_rows']} fit rows, calibration FPR {res.metrics['calibration_fpr']:.4f}")

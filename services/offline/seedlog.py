@@ -24,6 +24,17 @@ class SeedLog:
 
 
 def packet_from_entry(obj: dict) -> Packet:
+    """A Packet from one log object. ValueError when a flow's identity is missing or invalid
+    (src_ip, dst_ip: addresses; ports 0-65535, proto 0-255): such a line would otherwise make
+    a flow of 0.0.0.0:0. The other fields keep the original tool's defaults."""
+    import ipaddress
+    for name in ("src_ip", "dst_ip"):
+        if name not in obj:
+            raise ValueError(f"no {name}")
+        ipaddress.ip_address(str(obj[name]))  # ValueError naming the text
+    for name, top in (("src_port", 65535), ("dst_port", 65535), ("proto", 255)):
+        if not 0 <= int(obj.get(name, 0) or 0) <= top:
+            raise ValueError(f"{name} {obj[name]} out of range 0-{top}")
     return Packet(ts_ns=int(obj.get("timestamp", 0) or 0), src=str(obj.get("src_ip", "0.0.0.0")),
                   dst=str(obj.get("dst_ip", "0.0.0.0")), sport=int(obj.get("src_port", 0) or 0),
                   dport=int(obj.get("dst_port", 0) or 0), proto=int(obj.get("proto", 0) or 0),
@@ -55,7 +66,8 @@ def parse_lines(lines: Iterable[str]) -> SeedLog:
 
 
 def read_log(path: str | os.PathLike) -> SeedLog:
-    with open(path, encoding="utf-8") as fh:
+    # errors="replace": a binary line becomes a line that does not parse (skipped, counted)
+    with open(path, encoding="utf-8", errors="replace") as fh:
         return parse_lines(fh)
 
 

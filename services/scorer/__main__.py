@@ -6,6 +6,7 @@ parses the arguments (`worker`, `--loglevel`, ...); SIGTERM stops the worker cle
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
@@ -34,10 +35,13 @@ def main(argv: list[str] | None = None) -> None:
                                 ttl_s=s.verdict_ttl_s),
             emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
         app, scorer = create_app(s, common, detector, policy)
-        # packets/verdicts/deadletter AND faust's internal topics, before the worker joins.
+        # packets/verdicts/deadletter AND faust's internal topics, before the worker joins;
+        # an unreachable cluster is said once, below, not by aiokafka's own error log too.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         asyncio.run(ensure_scorer_topics(common, app, scorer))
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
     except XdpguardError as exc:
-        print(f"scorer: {exc}", file=sys.stderr)
+        print(f"scorer: error: {exc}", file=sys.stderr)
         sys.exit(2)
     if argv and argv[0] == "worker":
         # faust's CLI would override the app's web settings with its own defaults (web on 6066).

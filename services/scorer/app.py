@@ -11,6 +11,8 @@ faust internals used anywhere are in faust_internals.py (ScorerWorker among them
 """
 from __future__ import annotations
 
+import os
+
 import faust
 
 from services.common.settings import CommonSettings
@@ -42,6 +44,9 @@ def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
         broker_heartbeat_interval=s.heartbeat_s,
         consumer_auto_offset_reset=s.offset_reset, web_enabled=s.web_port > 0,
         producer_acks=-1, key_serializer="raw", value_serializer="raw",
+        # `xdpguard groups` shows members by client id: name the host and the worker (faust's
+        # default, faust-<version>, is the same for every worker of every host).
+        broker_client_id=worker_client_id(s, common),
         # Waiting for stream buffers to drain at a rebalance stalled workers under a backlog
         # (bench/scorer_bench.py); our state does not need it: every record is idempotent by
         # offset and the new owner restores from the tables.
@@ -54,6 +59,11 @@ def faust_settings(s: ScorerSettings, common: CommonSettings) -> dict:
     if creds is not None:
         opts["broker_credentials"] = creds
     return opts
+
+
+def worker_client_id(s: ScorerSettings, common: CommonSettings) -> str:
+    """Kafka client id of this worker: `<app id>-<node id>-<pid>`."""
+    return f"{s.app_id}-{common.node_id}-{os.getpid()}"
 
 
 def _credentials(common: CommonSettings):

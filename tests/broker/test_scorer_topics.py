@@ -53,7 +53,7 @@ async def test_every_internal_topic_exists_before_the_worker_starts(broker):
 async def test_a_stale_internal_topic_with_the_wrong_partition_count_is_refused(broker):
     app, scorer = create_app(ScorerSettings(), broker, _D(), VerdictPolicy())
     await ensure_topics(broker, [TopicSpec(scorer.topics.flows.get_topic_name(), 1, 1)])
-    with pytest.raises(ConfigError, match="scorer-flows has 1 .needs 8"):
+    with pytest.raises(ConfigError, match="scorer-flows has 1 partitions, needs 8"):
         await ensure_scorer_topics(broker, app, scorer)
 
 

@@ -112,3 +112,15 @@ def test_manual_rules_are_not_mirrored_in_dry_run():
     maps.add_rule(rule("198.18.0.0/16", origin=Origin.MANUAL))
     asyncio.run(rec.sync_manual(maps))
     assert topic.log == []
+
+
+def test_restore_leaves_a_rule_the_maps_already_hold_alone():
+    """An enforcer restart with the program still loaded: the maps hold the topic's rule with
+    its hit counters; writing it again would reset them (3000 -> 0), so it is not written."""
+    topic, maps, rec, policy, _ = world()
+    maps.add_rule(LIVE)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert ("add", LIVE.key()) not in maps.writes
+    assert LIVE.key() in keys(policy.installed()) and maps.installed[LIVE.key()] == LIVE
+    assert ("add", MANUAL_IN_TOPIC.key()) in maps.writes  # not in the maps: installed

@@ -70,7 +70,7 @@ def test_rel_the_scorer_gets_the_same_credentials():
 
 
 def test_rel_a_bad_protocol_fails_fast_naming_the_variable():
-    with pytest.raises(ConfigError, match="security protocol 'TLS'"):
+    with pytest.raises(ConfigError, match="XDPGUARD_KAFKA_SECURITY_PROTOCOL='TLS'"):
         settings(security_protocol="TLS")
 
 

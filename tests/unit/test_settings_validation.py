@@ -1,0 +1,116 @@
+"""docs/configuration.md: "a bad value stops the service with one line naming the variable". Every
+setting of every service, set to a bad value, is refused by `load` with a ConfigError that names
+that variable (the table below must cover every variable `xdpguard config` lists, so a new
+setting needs a bad value here)."""
+import pytest
+
+from services.common.config import describe, load
+from services.common.errors import ConfigError
+from services.manager.config_cmd import SECTIONS, settings_classes
+
+SASL = {"XDPGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "XDPGUARD_KAFKA_SASL_USERNAME": "u", "XDPGUARD_KAFKA_SASL_PASSWORD": "p"}
+
+# variable -> (bad value, other variables set alongside)
+BAD = {
+    "XDPGUARD_KAFKA_BOOTSTRAP": ("nohost", {}),
+    "XDPGUARD_TOPIC_PREFIX": ("my topics/", {}),
+    "XDPGUARD_NODE_ID": ("", {}),
+    "XDPGUARD_PIN_DIR": ("sys/fs/bpf/x", {}),
+    "XDPGUARD_PACKETS_PARTITIONS": ("0", {}),
+    "XDPGUARD_VERDICTS_PARTITIONS": ("-1", {}),
+    "XDPGUARD_RULES_PARTITIONS": ("one", {}),
+    "XDPGUARD_DEADLETTER_PARTITIONS": ("0", {}),
+    "XDPGUARD_REPLICATION_FACTOR": ("0", {}),
+    "XDPGUARD_KAFKA_SECURITY_PROTOCOL": ("TELNET", {}),
+    "XDPGUARD_KAFKA_SASL_MECHANISM": ("GSSAPI", {}),
+    "XDPGUARD_KAFKA_SASL_USERNAME": ("", SASL),
+    "XDPGUARD_KAFKA_SASL_PASSWORD": ("", SASL),
+    "XDPGUARD_KAFKA_SSL_CAFILE": ("/nonexistent/ca.pem", {}),
+    "XDPGUARD_KAFKA_SSL_CERTFILE": ("/nonexistent/cert.pem", {}),
+    "XDPGUARD_KAFKA_SSL_KEYFILE": ("/nonexistent/key.pem", {}),
+    "CAPTURE_INTERFACES": ("eth0,a-name-far-too-long0", {}),
+    "CAPTURE_XDP_MODE": ("turbo", {}),
+    "CAPTURE_UNLOAD_ON_EXIT": ("maybe", {}),
+    "CAPTURE_QUEUE_EVENTS": ("0", {}),
+    "CAPTURE_BUFFER_EVENTS": ("-5", {}),
+    "CAPTURE_BATCH_EVENTS": ("100000", {}),
+    "CAPTURE_LINGER_MS": ("-1", {}),
+    "CAPTURE_COMPRESSION": ("brotli", {}),
+    "CAPTURE_REQUEST_TIMEOUT_MS": ("0", {}),
+    "CAPTURE_POLL_MS": ("0", {}),
+    "CAPTURE_SAMPLE_RATE": ("-1", {}),
+    "CAPTURE_MAX_SAMPLE_RATE": ("2", {"CAPTURE_SAMPLE_RATE": "4"}),
+    "CAPTURE_ADAPT_INTERVAL_MS": ("0", {}),
+    "CAPTURE_ADAPTIVE_SAMPLING": ("sometimes", {}),
+    "CAPTURE_METRICS_PORT": ("70000", {}),
+    "CAPTURE_METRICS_HOST": ("not a host", {}),
+    "SCORER_APP_ID": ("my scorer", {}),
+    "SCORER_WINDOW_S": ("0", {}),
+    "SCORER_LATENESS_S": ("-0.1", {}),
+    "SCORER_IDLE_S": ("nan", {}),
+    "SCORER_CLOSE_WAIT_S": ("-1", {}),
+    "SCORER_TICK_S": ("0", {}),
+    "SCORER_MODEL": ("/nonexistent/model.joblib", {}),
+    "SCORER_EMIT_PASS": ("2", {}),
+    "SCORER_PASS_TTL_S": ("0", {}),
+    "SCORER_VERDICT_TTL_S": ("-1", {}),
+    "SCORER_LIMIT_PPS": ("0", {}),
+    "SCORER_SPOOF_MIN_SOURCES": ("0", {}),
+    "SCORER_TARGET_ORIGIN": ("yes please", {}),
+    "SCORER_SESSION_TIMEOUT_S": ("0", {}),
+    "SCORER_REBALANCE_TIMEOUT_S": ("-1", {}),
+    "SCORER_HEARTBEAT_S": ("20", {}),
+    "SCORER_OFFSET_RESET": ("middle", {}),
+    "SCORER_STANDBY_REPLICAS": ("-1", {}),
+    "SCORER_WEB_PORT": ("-1", {}),
+    "SCORER_DATADIR": ("/etc/hostname", {}),
+    "SCORER_METRICS_PORT": ("99999", {}),
+    "SCORER_METRICS_HOST": ("bad_host!", {}),
+    "SCORER_LOG_LEVEL": ("loud", {}),
+    "ENFORCER_DRY_RUN": ("perhaps", {}),
+    "ENFORCER_TTL_S": ("0", {}),
+    "ENFORCER_MAX_TTL_S": ("10", {"ENFORCER_TTL_S": "60"}),
+    "ENFORCER_MAX_RULES_PER_SECOND": ("0", {}),
+    "ENFORCER_MAX_RULES_PER_MINUTE": ("0", {}),
+    "ENFORCER_MAX_RULES_PER_SOURCE": ("0", {}),
+    "ENFORCER_MAX_MODEL_RULES": ("0", {}),
+    "ENFORCER_ALLOWLIST": ("10.0.0.0/8,banana", {}),
+    "ENFORCER_PROTECT_ADDRESSES": ("10.0.0.0/8", {}),
+    "ENFORCER_GROUP_ID": ("my group", {}),
+    "ENFORCER_SWEEP_INTERVAL_MS": ("0", {}),
+    "ENFORCER_RESTORE": ("t", {}),
+    "ENFORCER_FROM_BEGINNING": ("f", {}),
+    "ENFORCER_METRICS_PORT": ("http", {}),
+    "ENFORCER_METRICS_HOST": ("", {}),
+}
+
+
+def all_settings():
+    for _title, module in SECTIONS:
+        for cls in settings_classes(module):
+            for env, _default, _doc in describe(cls):
+                yield cls, env
+
+
+def test_every_setting_has_a_bad_value_case():
+    assert {env for _, env in all_settings()} == set(BAD)
+
+
+@pytest.mark.parametrize("cls,env", list(all_settings()), ids=lambda x: getattr(x, "__name__", x))
+def test_a_bad_value_is_refused_naming_the_variable(cls, env):
+    value, context = BAD[env]
+    with pytest.raises(ConfigError) as err:
+        load(cls, {**context, env: value})
+    text = str(err.value)
+    assert env in text and "\n" not in text, text
+
+
+def test_the_defaults_and_good_values_load():
+    for _title, module in SECTIONS:
+        for cls in settings_classes(module):
+            load(cls, {})
+    from services.common.settings import CommonSettings
+    s = load(CommonSettings, {"XDPGUARD_KAFKA_BOOTSTRAP": "k1:9092, [::1]:9093",
+                              "XDPGUARD_TOPIC_PREFIX": "site-a.", **SASL})
+    assert s.kafka_bootstrap.startswith("k1") and s.topic("x") == "site-a.x"
