@@ -71,7 +71,7 @@ def test_every_metric_named_in_the_docs_exists():
 def test_every_setting_named_in_the_docs_exists():
     settings = {env for _t, module in SECTIONS for cls in settings_classes(module)
                 for env, _d, _doc in describe(cls)}
-    elsewhere = "\n".join(p.read_text(errors="replace") for d in ("scripts", "compose")
+    elsewhere = "\n".join(p.read_text(errors="replace") for d in ("scripts", "compose", "tests/support")
                           for p in (ROOT / d).rglob("*") if p.is_file())
     missing = set()
     for doc in DOCS:
