@@ -16,7 +16,7 @@ from services.records.packet import PROTO_NAMES
 from services.wire.kafka import stop_quietly
 from services.common.settings import load_common
 
-DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit")
+DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit", "drop_frag")
 
 
 def register(sub) -> None:
