@@ -14,6 +14,9 @@ class ScorerSettings:
     window_s: float = setting("SCORER_WINDOW_S", 1.0, "tumbling event-time window length, seconds")
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this")
+    max_future_s: float = setting("SCORER_MAX_FUTURE_S", 10.0,
+                                  "events stamped further ahead of this host's clock are refused "
+                                  "(counted per capture node); nor do windows close ahead of it")
     idle_s: float = setting("SCORER_IDLE_S", 0.3,
                             "after this long without records the wall clock moves a caught-up "
                             "partition's watermark (closes the last window of a burst)")
@@ -52,6 +55,8 @@ class ScorerSettings:
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.lateness_s < 0 or self.close_wait_s < 0 or self.tick_s <= 0:
             raise ValueError("SCORER_WINDOW_S/TICK_S must be > 0, LATENESS_S/CLOSE_WAIT_S >= 0")
+        if not 0 <= self.max_future_s <= 86400:
+            raise ValueError("SCORER_MAX_FUTURE_S must be 0-86400 seconds")
         if self.offset_reset not in ("earliest", "latest"):
             raise ValueError("SCORER_OFFSET_RESET must be earliest or latest")
         if self.log_level not in ("crit", "error", "warn", "info", "debug"):
