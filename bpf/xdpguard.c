@@ -1,12 +1,16 @@
 // xdpguard XDP program (loaded with BCC by services/dataplane/loader.py).
 //
 // Parse Ethernet (+ up to XG_VLAN_MAX VLAN tags), IPv4 (any IHL, fragments) or IPv6 (+ up to
-// XG_IPV6_EXT_MAX extension and fragment headers), then: allowlist > exact 5-tuple > source
-// prefix > destination limit > default pass, sampling 1-in-N of the default-passed packets into
-// the ring buffer. What cannot be parsed is passed and counted, never dropped. Map sizes come
-// from -D flags; structs, constants and default sizes from xdpguard.h. The maps below are listed
-// once for user space in services/dataplane/maps.py (tests/kernel/test_dp_structs.py checks both
-// agree).
+// XG_IPV6_EXT_MAX extension headers, AH and fragment headers among them), then: allowlist >
+// exact 5-tuple > source prefix > destination limit > default pass, sampling 1-in-N of the
+// default-passed packets into the ring buffer. A frame meets every rule whose fields the parser
+// read: one whose addresses were read but not its transport header ("partial") still meets the
+// allowlist, the source prefixes and the port-less limits before it is passed and counted; a
+// fragment that hides or overwrites its transport header (RFC 1858, RFC 7112) is dropped and
+// counted unless its source is allowlisted; a frame without readable addresses is passed and
+// counted. Map sizes come from -D flags; structs, constants and default sizes from xdpguard.h.
+// The maps below are listed once for user space in services/dataplane/maps.py
+// (tests/kernel/test_dp_structs.py checks both agree).
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -42,21 +46,30 @@ struct vlan_hdr {
 };
 
 // The first 8 bytes of any IPv6 extension header (hop-by-hop, routing, destination options,
-// fragment); frag_off is only meaningful in a fragment header.
+// fragment, AH); frag_off is only meaningful in a fragment header.
 struct ip6_ext_hdr {
     __u8 nexthdr;
-    __u8 hdrlen; // in 8-byte units, not counting the first 8 bytes (not used by fragment headers)
-    __be16 frag_off; // fragment offset << 3 | flags
+    __u8 hdrlen; // length in 8-byte units not counting the first 8 (AH: 4-byte units minus 2;
+                 // a fragment header has none: it is 8 bytes)
+    __be16 frag_off; // fragment offset in bytes (a multiple of 8) | M flag
     __be32 ident;
 };
 
-#define IP_FRAG_OFFSET 0x1fff  // IPv4 frag_off: the offset bits
-#define IP6_FRAG_OFFSET 0xfff8 // IPv6 fragment header: the offset bits
+#define IP_MF 0x2000           // IPv4 frag_off: more fragments
+#define IP_FRAG_OFFSET 0x1fff  // IPv4 frag_off: the offset bits, in 8-byte units
+#define IP6_MF 0x0001          // IPv6 fragment header: more fragments
+#define IP6_FRAG_OFFSET 0xfff8 // IPv6 fragment header: the offset bits, already in bytes
 
-// What parse() gives back: PARSE_OK, or why the frame is passed unmatched.
+// What parse() gives back: PARSE_OK, or how far it got.
 #define PARSE_OK 0
 #define PARSE_NOT_IP 1
-#define PARSE_FAIL -1 // truncated or malformed
+#define PARSE_PARTIAL 2  // addresses read, transport header not: matched on source scope only
+#define PARSE_BAD_FRAG 3 // a fragment hiding or overlapping its transport header: dropped
+#define PARSE_FAIL -1    // no addresses read (truncated or malformed Ethernet/IP header)
+
+// skip_ip6hdrext's failures
+#define EXT_TRUNCATED -1 // an extension header cut by the end of the frame
+#define EXT_TOO_LONG -2  // more extension headers than XG_IPV6_EXT_MAX
 
 struct parsed {
     __u8 saddr[16];
@@ -66,6 +79,13 @@ struct parsed {
     __u8 proto;
     __u8 tcp_flags;
     __u8 flags; // XG_EV_*
+};
+
+// What the IPv6 fragment header of a chain said, if there was one.
+struct frag6 {
+    __u8 first; // offset 0 with M set: this frame must hold the whole header chain (RFC 7112)
+    __u8 later; // offset above 0: no transport header follows
+    __u16 off;  // the offset, in bytes
 };
 
 static __always_inline int proto_is_vlan(__u16 h_proto)
@@ -123,18 +143,20 @@ static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
     return ip6h->nexthdr;
 }
 
+// The extension headers Linux's own IPv6 input walks past before the transport header: every
+// other next-header value is the upper-layer protocol (ESP: encrypted, matched by number).
 static __always_inline int ip6_is_ext(__u8 nexthdr)
 {
     return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
-           nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT;
+           nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_AH;
 }
 
 // Walk up to XG_IPV6_EXT_MAX extension headers starting at `nexthdr`: the upper-layer protocol,
-// or -1 (a header truncated, or a chain longer than followed). A fragment header with a non-zero
-// offset ends the walk: *later_frag is set and the protocol it names is returned (no L4 header
-// follows). Every rule about extension chains and fragments lives here.
+// EXT_TRUNCATED or EXT_TOO_LONG. A fragment header is noted in *fh; one with a non-zero offset
+// ends the walk (no transport header follows) and the protocol it names is returned. Every rule
+// about extension chains and IPv6 fragments lives here and in parse_ipv6.
 static __always_inline int skip_ip6hdrext(struct hdr_cursor *nh, void *data_end, __u8 nexthdr,
-                                          int *later_frag)
+                                          struct frag6 *fh)
 {
 #pragma unroll
     for (int i = 0; i < XG_IPV6_EXT_MAX; i++) {
@@ -142,19 +164,26 @@ static __always_inline int skip_ip6hdrext(struct hdr_cursor *nh, void *data_end,
             return nexthdr;
         struct ip6_ext_hdr *hdr = nh->pos;
         if ((void *)(hdr + 1) > data_end)
-            return -1;
+            return EXT_TRUNCATED;
+        __u32 len = (hdr->hdrlen + 1) * 8;
         if (nexthdr == IPPROTO_FRAGMENT) {
-            nh->pos = hdr + 1;
-            if (hdr->frag_off & bpf_htons(IP6_FRAG_OFFSET)) {
-                *later_frag = 1;
+            __u16 off = bpf_ntohs(hdr->frag_off);
+            len = 8;
+            if (off & IP6_FRAG_OFFSET) {
+                nh->pos = hdr + 1;
+                fh->later = 1;
+                fh->off = off & IP6_FRAG_OFFSET;
                 return hdr->nexthdr;
             }
-        } else {
-            nh->pos += (hdr->hdrlen + 1) * 8;
+            if (off & IP6_MF)
+                fh->first = 1;
+        } else if (nexthdr == IPPROTO_AH) {
+            len = (hdr->hdrlen + 2) * 4;
         }
+        nh->pos += len;
         nexthdr = hdr->nexthdr;
     }
-    return ip6_is_ext(nexthdr) ? -1 : nexthdr;
+    return ip6_is_ext(nexthdr) ? EXT_TOO_LONG : nexthdr;
 }
 
 // The fixed 20-byte TCP header (options are not needed, so data offset is not checked): 0 or -1.
@@ -186,6 +215,19 @@ static __always_inline int parse_icmphdr(struct hdr_cursor *nh, void *data_end)
     if (nh->pos + 4 > data_end)
         return -1;
     nh->pos += 4;
+    return 0;
+}
+
+// Bytes of `proto`'s header the parser reads (TCP 20, UDP 8, ICMP/ICMPv6 4, others none): a
+// first fragment must hold them and a later fragment must not start inside them.
+static __always_inline __u32 l4_hdr_len(__u8 proto)
+{
+    if (proto == IPPROTO_TCP)
+        return 20;
+    if (proto == IPPROTO_UDP)
+        return 8;
+    if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+        return 4;
     return 0;
 }
 
@@ -221,6 +263,10 @@ static __always_inline void map_v4(__u8 *dst, __be32 addr)
     __builtin_memcpy(dst + 12, &addr, 4);
 }
 
+// The IPv4 fragment rules: a later fragment (offset above 0) has no transport header and is
+// matched with ports 0, unless it starts inside the transport header (PARSE_BAD_FRAG, RFC 1858's
+// overlapping fragment); a first fragment (M set) too short for it is PARSE_BAD_FRAG (the tiny
+// fragment); any other frame whose transport header is cut is PARSE_PARTIAL.
 static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, struct parsed *p)
 {
     struct iphdr *iph;
@@ -230,13 +276,21 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, str
     map_v4(p->saddr, iph->saddr);
     map_v4(p->daddr, iph->daddr);
     p->proto = proto;
-    if (iph->frag_off & bpf_htons(IP_FRAG_OFFSET)) { // not the first fragment: no L4 header
+    __u16 frag = bpf_ntohs(iph->frag_off);
+    if (frag & IP_FRAG_OFFSET) {
         p->flags |= XG_EV_FRAGMENT;
+        if ((__u32)(frag & IP_FRAG_OFFSET) * 8 < l4_hdr_len(proto))
+            return PARSE_BAD_FRAG;
         return PARSE_OK;
     }
-    return parse_l4(nh, data_end, p);
+    if (parse_l4(nh, data_end, p) == PARSE_OK)
+        return PARSE_OK;
+    return (frag & IP_MF) ? PARSE_BAD_FRAG : PARSE_PARTIAL;
 }
 
+// The IPv6 rules, as parse_ipv4's, with RFC 7112's for first fragments: one whose extension
+// chain or transport header is cut is PARSE_BAD_FRAG. A chain longer than followed, or cut in a
+// frame that is no first fragment, is PARSE_PARTIAL with protocol 0 (unknown).
 static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, struct parsed *p)
 {
     struct ipv6hdr *ip6h;
@@ -246,19 +300,24 @@ static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, str
     __builtin_memcpy(p->saddr, &ip6h->saddr, 16);
     __builtin_memcpy(p->daddr, &ip6h->daddr, 16);
     p->flags |= XG_EV_IPV6;
-    int later_frag = 0;
-    int proto = skip_ip6hdrext(nh, data_end, nexthdr, &later_frag);
+    struct frag6 fh = {};
+    int proto = skip_ip6hdrext(nh, data_end, nexthdr, &fh);
     if (proto < 0)
-        return PARSE_FAIL;
+        return (proto == EXT_TRUNCATED && fh.first) ? PARSE_BAD_FRAG : PARSE_PARTIAL;
     p->proto = proto;
-    if (later_frag) {
+    if (fh.later) {
         p->flags |= XG_EV_FRAGMENT;
+        if (fh.off < l4_hdr_len(proto))
+            return PARSE_BAD_FRAG;
         return PARSE_OK;
     }
-    return parse_l4(nh, data_end, p);
+    if (parse_l4(nh, data_end, p) == PARSE_OK)
+        return PARSE_OK;
+    return fh.first ? PARSE_BAD_FRAG : PARSE_PARTIAL;
 }
 
-// The frame's 5-tuple, TCP flags and XG_EV_* flags into *p: PARSE_OK, PARSE_NOT_IP or PARSE_FAIL.
+// The frame's 5-tuple, TCP flags and XG_EV_* flags into *p: PARSE_OK, PARSE_PARTIAL (addresses
+// only), PARSE_BAD_FRAG (addresses only), PARSE_NOT_IP or PARSE_FAIL.
 static __always_inline int parse(struct xdp_md *ctx, struct parsed *p)
 {
     void *data_end = (void *)(long)ctx->data_end;
@@ -451,6 +510,8 @@ int xdpguard(struct xdp_md *ctx)
         return pass(st, &st->non_ip);
     if (p.flags & XG_EV_FRAGMENT)
         st->fragments++;
+    if (rc == PARSE_PARTIAL)
+        st->partial++;
 #ifdef XG_PARSE_ONLY
     st->passed++;
     return XDP_PASS;
@@ -461,12 +522,18 @@ int xdpguard(struct xdp_md *ctx)
     __builtin_memcpy(sk.addr, p.saddr, 16);
     if (allow.lookup(&sk))
         return pass(st, &st->allowed);
+    if (rc == PARSE_BAD_FRAG) {
+        st->drop_frag++;
+        return XDP_DROP;
+    }
 
-    struct xg_rule *r = find_exact(&p);
-    if (r && !expired(r->expires_ns, &now)) {
-        r->packets++;
-        r->bytes += len;
-        return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
+    if (rc == PARSE_OK) { // exact rules need the ports
+        struct xg_rule *r = find_exact(&p);
+        if (r && !expired(r->expires_ns, &now)) {
+            r->packets++;
+            r->bytes += len;
+            return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
+        }
     }
 
     struct xg_prefix *pr = src_prefix.lookup(&sk);
@@ -476,6 +543,8 @@ int xdpguard(struct xdp_md *ctx)
         return rule_verdict(st, drop, &st->drop_prefix);
     }
 
+    // A partial frame has ports and flags 0 (and protocol 0 if unknown), so only the limits
+    // that name no port and no TCP-flag mask (and no protocol, or the one read) can match.
     struct xg_limit_key lk = {};
     struct xg_limit *l = find_limit(&p, &lk, &now);
     if (l) {
@@ -487,6 +556,8 @@ int xdpguard(struct xdp_md *ctx)
         return rule_verdict(st, drop, &st->drop_limit);
     }
 
+    if (rc == PARSE_PARTIAL) // no 5-tuple to sample
+        return pass(st, &st->parse_fail);
     sample(ctx, &p, st, len); // before unmatched++: sample() counts 1-in-N on unmatched
     return pass(st, &st->unmatched);
 }

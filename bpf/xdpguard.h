@@ -22,7 +22,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444732u /* "XDG2": bump when any struct below changes */
+#define XG_MAGIC 0x58444733u /* "XDG3": bump when any struct or parse rule below changes */
 
 /* rule actions (xg_rule.action, xg_prefix.action) */
 #define XG_ACT_DROP 1
@@ -35,9 +35,11 @@ typedef uint64_t __u64;
 
 #define XG_LIMIT_MASKS 4 /* distinct TCP-flag masks per limited destination */
 
-/* parse limits: how deep the program looks before it calls a frame "not IP" or malformed */
+/* parse limits: how deep the program looks before it calls a frame "not IP" or partial */
 #define XG_VLAN_MAX 2     /* VLAN tags followed (802.1Q / 802.1ad); behind a third: not IP */
-#define XG_IPV6_EXT_MAX 4 /* IPv6 extension headers followed; a longer chain: parse failure */
+#define XG_IPV6_EXT_MAX 8 /* IPv6 extension headers followed (hop-by-hop, routing, fragment,
+                           * destination options, AH): every chain RFC 8200 allows (each header
+                           * once, destination options twice) fits; a longer one is "partial" */
 
 /* default map sizes; the loader passes the sizes it loads with as -D flags */
 #ifndef XG_EXACT_MAX
@@ -162,9 +164,15 @@ struct xg_stats {
     __u64 unmatched;    /* default pass */
     __u64 events;       /* samples written to the ring buffer */
     __u64 events_lost;  /* samples lost because the ring buffer was full */
-    __u64 parse_fail;   /* truncated or malformed headers (passed) */
+    __u64 parse_fail;   /* passed unmatched: no addresses read, or "partial" and no rule hit */
     __u64 non_ip;       /* neither IPv4 nor IPv6 (passed) */
     __u64 fragments;    /* non-first fragments (matched with ports 0) */
+    __u64 partial;      /* addresses read, transport header not (truncated, or an IPv6
+                         * extension chain longer than XG_IPV6_EXT_MAX): matched on the
+                         * allowlist, source prefixes and port-less limits only */
+    __u64 drop_frag;    /* dropped: a first fragment too short for its transport header (or,
+                         * IPv6, its header chain), or a later one overlapping it (RFC 1858,
+                         * RFC 7112); allowlisted sources excepted */
 };
 
 /* run-time configuration (map "config", one entry) */

@@ -21,7 +21,7 @@ import struct
 import numpy as np
 
 from services.common.errors import KernelError
-from services.dataplane.maps import open_pinned
+from services.dataplane.maps import open_checked
 from services.dataplane.structs import Event
 
 BUSY, DISCARD = 1 << 31, 1 << 30
@@ -46,10 +46,12 @@ class FastRing:
     """poll(timeout_ms) -> numpy array of RECORD_DTYPE (possibly empty). One thread polls."""
 
     def __init__(self, pin_dir: str) -> None:
-        """Map the pinned `events` ring, checked against its spec (services.dataplane.maps):
-        NotLoaded if missing, MapMismatch if it is not this build's ring buffer."""
+        """Map the pinned `events` ring after the pins' compatibility check
+        (services.dataplane.maps.open_checked): NotLoaded if missing, MapMismatch if the pins
+        are not this build's."""
         path = os.path.join(pin_dir, "events")
-        self._fd, info = open_pinned(pin_dir, "events")
+        _, opened = open_checked(pin_dir, ("events",))
+        self._fd, info = opened["events"]
         try:
             self.size = info.max_entries
             page = mmap.PAGESIZE

@@ -1,8 +1,8 @@
 """The live maps of a loaded xdpguard program, opened from their pins.
 
-`Datapath.open(pin_dir)` checks every pinned map against its spec in services.dataplane.maps
-(type, key and value size, flags, and max entries against the sizes recorded in the config map at
-load) and the config map's magic before the first write, and refuses a mismatch with MapMismatch.
+`Datapath.open(pin_dir)` runs the pins' compatibility check (services.dataplane.maps.open_checked:
+the config map's magic, every pinned map's type, key and value size, flags and max entries)
+before the first write, and refuses a mismatch with MapMismatch.
 Rules go in and out as services.records.rules.Rule; expiry is converted between Unix epoch ns
 (rules) and kernel monotonic ns (maps).
 
@@ -19,6 +19,7 @@ import ctypes
 import errno
 import functools
 import ipaddress
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from services.common.paths import DEFAULT_PIN_DIR
 from services.records.rules import Action, Origin, Rule, Scope
 
 from . import bpfsys
-from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_pinned, read_config
+from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .pinlock import PinLock
 from .structs import (STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS, XG_ORIGIN_MANUAL,
                       XG_ORIGIN_MODEL, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
@@ -40,6 +41,7 @@ _ORIGIN_BACK = {v: k for k, v in _ORIGIN.items()}
 _ACTION = {Action.DROP: XG_ACT_DROP, Action.PASS: XG_ACT_PASS}
 _ACTION_BACK = {v: k for k, v in _ACTION.items()}
 LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
+log = logging.getLogger("xdpguard.dataplane")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,16 @@ def pinned_maps_id(pin_dir: str) -> int:
         return bpfsys.map_info(fd).id
     finally:
         os.close(fd)
+
+
+def _entry_rule(map_name: str, key, **fields) -> Rule | None:
+    """The Rule a map entry stands for; None (logged) if the entry makes no valid Rule."""
+    try:
+        return Rule(**fields)
+    except ValueError as exc:
+        log.warning("%s entry %s left out: it is no rule this build can hold (%s)", map_name,
+                    bytes(key).hex(), exc)
+        return None
 
 
 @dataclass
@@ -120,15 +132,9 @@ class Datapath:
         """Open and check every map but the ring buffer (services.dataplane.ringbuf reads that)."""
         if not os.path.exists(os.path.join(pin_dir, "prog")):
             raise NotLoaded(f"no xdpguard program pinned in {pin_dir}; run `xdpguard load -i IFACE`")
-        maps: dict[str, _Map] = {}
+        _, opened = open_checked(pin_dir, [s.name for s in MAPS if s.name != "events"])
+        maps = {name: _Map(SPECS[name], fd, info.max_entries) for name, (fd, info) in opened.items()}
         try:
-            fd, _ = open_pinned(pin_dir, "config")
-            maps["config"] = _Map(SPECS["config"], fd, 1)
-            cfg = read_config(fd, pin_dir)
-            for spec in MAPS:
-                if spec.name not in maps and spec.name != "events":
-                    fd, info = open_pinned(pin_dir, spec.name, cfg)
-                    maps[spec.name] = _Map(spec, fd, info.max_entries)
             return cls(pin_dir, maps, lock_timeout_s)
         except BaseException:
             for m in maps.values():
@@ -217,9 +223,7 @@ class Datapath:
     @staticmethod
     def _flow_key(rule: Rule):
         """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps."""
-        src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)
-        if src.version != dst.version:
-            raise ConfigError(f"source {rule.src} and destination {rule.dst} are different IP versions")
+        src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)  # one family: Rule
         if src.version == 4:
             return "exact4", Flow4Key((ctypes.c_uint8 * 4)(*src.packed), (ctypes.c_uint8 * 4)(*dst.packed),
                                       rule.sport, rule.dport, rule.proto)
@@ -242,24 +246,16 @@ class Datapath:
         MapFull when a map has no room (maps written before it keep their new entry)."""
         origin = _ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
-        if rule.scope is Scope.FLOW:
-            if rule.action not in _ACTION:
-                raise ConfigError("an exact rule's action is drop or pass")
+        if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
             name, key = self._flow_key(rule)
             self._write(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})")
         elif rule.scope is Scope.SRC_PREFIX:
-            if rule.action not in _ACTION:
-                raise ConfigError("a source-prefix rule's action is drop or pass")
             key = lpm_key(rule.src)
             self._write("src_stats", key, Counter(), "source-prefix counter")
             self._write("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
                                                      _ACTION[rule.action], origin), "source-prefix")
         else:
-            if rule.tcp_flags and rule.proto not in (0, 6):
-                raise ConfigError("TCP-flag masks apply to TCP only")
-            if rule.dport and not rule.proto:
-                raise ConfigError("a limit on a port needs a protocol")
             key = self._limit_key(rule)
             if rule.tcp_flags and not rule.proto:
                 key.proto = 6
@@ -316,6 +312,8 @@ class Datapath:
         self._write("limit_dst", akey, val, "limit")
 
     def rules(self) -> list[RuleStats]:
+        """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
+        makes no valid Rule (written by something other than this build) is left out, logged."""
         out: list[RuleStats] = []
         for name, ktype in (("exact4", Flow4Key), ("exact6", Flow6Key)):
             out.extend(self._exact_rules(name, ktype))
@@ -324,20 +322,24 @@ class Datapath:
             if v is None:
                 continue
             c = self._read_sum("src_stats", key) or Counter()
-            rule = Rule(Scope.SRC_PREFIX, _ACTION_BACK.get(v.action, Action.DROP), src=lpm_text(key),
-                        origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
-                        expires_ns=to_epoch(v.expires_ns))
-            out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
+            rule = _entry_rule("src_prefix", key, scope=Scope.SRC_PREFIX,
+                               action=_ACTION_BACK.get(v.action, Action.DROP), src=lpm_text(key),
+                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
+                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
+            if rule is not None:
+                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
         for key in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey):
             v = self._read_sum("dst_limit", key)
             if v is None:
                 continue
             c = self._read_sum("limit_stats", key) or Counter()
-            rule = Rule(Scope.DST_LIMIT, Action.LIMIT, dst=addr_text(key.daddr), dport=key.dport,
-                        proto=key.proto, tcp_flags=key.tcp_flags, rate_pps=v.rate_pps,
-                        origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
-                        expires_ns=to_epoch(v.expires_ns))
-            out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
+            rule = _entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,
+                               dst=addr_text(key.daddr), dport=key.dport, proto=key.proto,
+                               tcp_flags=key.tcp_flags, rate_pps=v.rate_pps,
+                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
+                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
+            if rule is not None:
+                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
         return out
 
     def _exact_rules(self, name: str, ktype) -> list[RuleStats]:
@@ -350,11 +352,14 @@ class Datapath:
                 src, dst = str(ipaddress.IPv4Address(bytes(key.saddr))), str(ipaddress.IPv4Address(bytes(key.daddr)))
             else:
                 src, dst = addr_text(key.saddr), addr_text(key.daddr)
-            rule = Rule(Scope.FLOW, _ACTION_BACK.get(v.action, Action.DROP), src=src, dst=dst,
-                        sport=key.sport, dport=key.dport, proto=key.proto,
-                        origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL), created_ns=v.created_ns,
-                        expires_ns=to_epoch(v.expires_ns))
-            out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
+            rule = _entry_rule(name, key, scope=Scope.FLOW,
+                               action=_ACTION_BACK.get(v.action, Action.DROP), src=src, dst=dst,
+                               sport=key.sport, dport=key.dport, proto=key.proto,
+                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
+                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
+            if rule is not None:
+                out.append(RuleStats(rule, v.packets, v.bytes,
+                                     v.packets if v.action == XG_ACT_DROP else 0))
         return out
 
     # -- allowlist -------------------------------------------------------------------

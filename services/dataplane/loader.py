@@ -25,7 +25,7 @@ from services.common.errors import ConfigError, KernelError, NotLoaded, NotSuppo
 from services.common.paths import BPF_DIR, DEFAULT_PIN_DIR
 
 from . import bpfsys
-from .maps import MAP_NAMES
+from .maps import MAP_NAMES, open_checked
 from .pinlock import PinLock
 from .structs import (XG_ALLOW_MAX, XG_EXACT_MAX, XG_LIMIT_MAX, XG_MAGIC, XG_PREFIX_MAX,
                       XG_RING_PAGES, Config)
@@ -34,6 +34,8 @@ SOURCE = BPF_DIR / "xdpguard.c"
 PROG_NAME = "xdpguard"
 LOAD_LOCK_TIMEOUT_S = 60.0  # a concurrent fresh load holds the lock while BCC compiles (~15 s)
 MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
+MAX_ENTRIES = 2**32 - 1   # a map size is a u32 (in the kernel and in xg_config)
+MAX_RING_PAGES = 2**19    # 2 GiB: the ring's size in bytes is a u32 in xg_config
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ class Sizes:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if value < 1:
-                raise ConfigError(f"map size {name} must be at least 1")
+            if type(value) is not int or not 1 <= value <= MAX_ENTRIES:
+                raise ConfigError(f"map size {name} must be a whole number 1-{MAX_ENTRIES}")
+        if self.ring_pages > MAX_RING_PAGES:
+            raise ConfigError(f"ring_pages {self.ring_pages} above {MAX_RING_PAGES} (2 GiB)")
         if self.ring_pages & (self.ring_pages - 1):
             raise ConfigError(f"ring_pages {self.ring_pages} is not a power of two")
 
@@ -190,7 +194,10 @@ def load(ifaces: list[str] | tuple[str, ...], mode: str = "auto", pin_dir: str =
     """Load (or reuse) the pinned program and attach it to `ifaces`: {iface: mode}.
 
     With no interfaces the program and maps are only loaded and pinned (tests, benchmarks).
-    Sizes apply to a fresh load only; an already loaded program keeps its own."""
+    Sizes apply to a fresh load only; an already loaded program keeps its own. A pinned program
+    this build cannot use (another build's config magic or maps: check_pins) is refused with
+    MapMismatch/NotLoaded naming the fix, nothing attached; it is never replaced behind the
+    operator's back (its maps hold the rules in force)."""
     if mode not in ("auto", *MODES):
         raise ConfigError(f"unknown XDP mode {mode!r} (native, generic or auto)")
     with _lock(pin_dir, create=True):
@@ -202,6 +209,8 @@ def _load_locked(ifaces, mode: str, pin_dir: str, sizes: Sizes | None) -> dict[s
     if fresh:
         _remove_pins(pin_dir)  # leftovers of an interrupted load
         _load_and_pin(pin_dir, sizes or Sizes())
+    else:  # reused only if this build can use it: the check every opener of the pins runs
+        check_pins(pin_dir)
     attached: dict[str, str] = {}
     try:
         for iface in ifaces:
@@ -216,6 +225,12 @@ def _load_locked(ifaces, mode: str, pin_dir: str, sizes: Sizes | None) -> dict[s
             _remove_pins(pin_dir)
         raise
     return attached
+
+
+def check_pins(pin_dir: str) -> None:
+    """The pins' compatibility check (maps.open_checked) with nothing kept open: MapMismatch or
+    NotLoaded, naming the fix, unless this build can use what is pinned in `pin_dir`."""
+    open_checked(pin_dir)
 
 
 def unload(iface: str, pin_dir: str = DEFAULT_PIN_DIR) -> bool:

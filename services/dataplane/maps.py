@@ -97,6 +97,13 @@ MAP_NAMES: tuple[str, ...] = tuple(SPECS)
 RULE_MAPS = ("exact4", "exact6", "src_prefix", "allow", "dst_limit")  # what `status` reports
 
 
+def fix_text(pin_dir: str) -> str:
+    """How to get rid of pins this build cannot use (every MapMismatch/NotLoaded about them ends
+    with it)."""
+    return (f"run `xdpguard unload --all` and `xdpguard load -i IFACE` again (pins in {pin_dir}; "
+            f"the enforcer reinstalls its rules from the `rules` topic)")
+
+
 def open_pinned(pin_dir: str, name: str, cfg: Config | None = None) -> tuple[int, MapInfo]:
     """(fd, info) of the pinned map `name`, checked against its spec (max entries too when `cfg`
     is given); the caller closes the fd. NotLoaded if the pin is missing, MapMismatch naming every
@@ -104,14 +111,14 @@ def open_pinned(pin_dir: str, name: str, cfg: Config | None = None) -> tuple[int
     path = os.path.join(pin_dir, name)
     if not os.path.exists(path):
         raise NotLoaded(f"{path} is missing: no xdpguard program loaded there, or its pins are "
-                        f"incomplete; run `xdpguard load -i IFACE`")
+                        f"incomplete; {fix_text(pin_dir)}")
     fd = bpfsys.obj_get(path)
     try:
         info = bpfsys.map_info(fd)
         diff = SPECS[name].differences(info, cfg)
         if diff:
             raise MapMismatch(f"pinned map {path} has {', '.join(diff)}: it was loaded by another "
-                              f"xdpguard version; unload and load again")
+                              f"xdpguard build; {fix_text(pin_dir)}")
     except BaseException:
         os.close(fd)
         raise
@@ -123,6 +130,29 @@ def read_config(fd: int, pin_dir: str) -> Config:
     cfg = Config()
     bpfsys.lookup(fd, ctypes.c_uint32(0), cfg)
     if cfg.magic != XG_MAGIC:
-        raise MapMismatch(f"{pin_dir}/config has magic {cfg.magic:#x}, this build expects "
-                          f"{XG_MAGIC:#x}: unload and load again")
+        raise MapMismatch(f"the program pinned in {pin_dir} was loaded by another xdpguard build "
+                          f"(config magic {cfg.magic:#x}, this build's is {XG_MAGIC:#x}); "
+                          f"{fix_text(pin_dir)}")
     return cfg
+
+
+def open_checked(pin_dir: str, names: tuple[str, ...] | list[str] = ()
+                 ) -> tuple[Config, dict[str, tuple[int, MapInfo]]]:
+    """The one compatibility check every verb and service that opens the pins runs (load,
+    Datapath.open, the ring readers): the `config` magic is this build's and EVERY pinned map of
+    MAPS matches its spec, max entries included. Returns the config and (fd, info) of each map
+    in `names` (the caller closes them; the others are closed here). NotLoaded if a pin is
+    missing, MapMismatch naming every difference; both end with fix_text()."""
+    opened: dict[str, tuple[int, MapInfo]] = {}
+    try:
+        opened["config"] = open_pinned(pin_dir, "config")
+        cfg = read_config(opened["config"][0], pin_dir)
+        for spec in MAPS[1:]:
+            opened[spec.name] = open_pinned(pin_dir, spec.name, cfg)
+    except BaseException:
+        for fd, _ in opened.values():
+            os.close(fd)
+        raise
+    for name in [n for n in opened if n not in names]:
+        os.close(opened.pop(name)[0])
+    return cfg, opened

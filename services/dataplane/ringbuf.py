@@ -18,7 +18,7 @@ from services.records.packet import Packet
 
 from . import bpfsys
 from .datapath import mono_offset_ns
-from .maps import open_pinned, read_config
+from .maps import open_checked
 from .structs import Config, Event, Stats, addr_text
 
 EVENT_SIZE = ctypes.sizeof(Event)
@@ -38,16 +38,16 @@ class RingReader:
     may be called from another thread once polling has stopped."""
 
     def __init__(self, pin_dir: str = DEFAULT_PIN_DIR, node: str = ""):
-        """Open the pinned `events`, `stats` and `config` maps, each checked against its spec
-        (services.dataplane.maps): NotLoaded if missing, MapMismatch if of another build."""
+        """Open the pinned `events`, `stats` and `config` maps after the pins' compatibility
+        check (services.dataplane.maps.open_checked): NotLoaded if missing, MapMismatch if of
+        another build."""
         self.node = node
         self._fd = self._stats_fd = self._config_fd = -1
         self._rb = None
         try:
-            self._config_fd, _ = open_pinned(pin_dir, "config")
-            cfg = read_config(self._config_fd, pin_dir)
-            self._fd, _ = open_pinned(pin_dir, "events", cfg)
-            self._stats_fd, _ = open_pinned(pin_dir, "stats", cfg)
+            _, opened = open_checked(pin_dir, ("config", "events", "stats"))
+            self._config_fd, self._fd, self._stats_fd = (
+                opened[n][0] for n in ("config", "events", "stats"))
             self._batch: list[Packet] = []
             self._raw: list[int] = []
             self._cb = bpfsys.RingSampleFn(self._on_event)  # keep a reference: C holds it

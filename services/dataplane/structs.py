@@ -11,13 +11,15 @@ import ctypes
 import ipaddress
 from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
 
+from services.records.rules import canonical_network
+
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444732               # "XDG2": bumped when any struct changes
+XG_MAGIC = 0x58444733               # "XDG3": bumped when any struct or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
 XG_VLAN_MAX = 2                     # VLAN tags the parser follows
-XG_IPV6_EXT_MAX = 4                 # IPv6 extension headers the parser follows
+XG_IPV6_EXT_MAX = 8                 # IPv6 extension headers the parser follows
 XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
@@ -77,7 +79,7 @@ class Counter(ctypes.Structure):
 
 STAT_FIELDS = ("seen", "passed", "allowed", "rule_pass", "drop_exact", "drop_prefix",
                "drop_limit", "unmatched", "events", "events_lost", "parse_fail", "non_ip",
-               "fragments")
+               "fragments", "partial", "drop_frag")
 
 
 class Stats(ctypes.Structure):
@@ -113,12 +115,16 @@ def addr_bytes(text: str) -> bytes:
 
 
 def addr_text(raw: bytes) -> str:
+    """16 map bytes -> the address in its one form (v4-mapped as IPv4)."""
     ip = ipaddress.IPv6Address(bytes(raw))
     return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
 
 
 def lpm_key(cidr: str) -> LpmKey:
-    net = ipaddress.ip_network(cidr, strict=False)
+    """The LPM key of a prefix in its one form (records.rules.canonical_network): an IPv4 /n
+    is ::ffff:a.b.c.d/96+n. ValueError if not a prefix, or an IPv6 prefix that would also match
+    every IPv4 source."""
+    net = ipaddress.ip_network(canonical_network(cidr))
     plen = net.prefixlen + (96 if net.version == 4 else 0)
     return LpmKey(plen, Addr16(*addr_bytes(str(net.network_address))))
 

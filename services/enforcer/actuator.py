@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable, Protocol
 
-from services.common.errors import KernelError, MapFull
+from services.common.errors import ConfigError, KernelError, MapFull
 from services.records.rules import Rule
 from services.records.verdict import Verdict
 
@@ -104,11 +104,17 @@ class MapActuator:
 
     async def _install_making_room(self, rule: Rule) -> bool:
         """Add `rule`; while its map is full, evict the oldest model rule and retry. False (the
-        rule refused as map_full) when no model rule is left to evict."""
+        rule refused as map_full) when no model rule is left to evict, or (refused as `map`)
+        when the maps cannot hold it at all (ConfigError: e.g. a fifth TCP-flag mask for one
+        destination)."""
         while True:
             try:
                 self.maps.add_rule(rule)
                 return True
+            except ConfigError as exc:
+                self.metrics.refused.labels("map").inc()
+                log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
+                return False
             except MapFull as exc:
                 victim = self.policy.evict_for_full_map()
                 if victim is None:
@@ -163,7 +169,11 @@ class MapActuator:
         now = self.clock()
         for rule in self.policy.installed():
             if not rule.expired(now):
-                self.maps.add_rule(rule)
+                try:
+                    self.maps.add_rule(rule)
+                except KernelError as exc:  # one rule the new maps refuse must not stop the rest
+                    self.metrics.refused.labels("map").inc()
+                    log.error("not re-installed after the reload: %s: %s", rule.key(), exc)
         self.metrics.restored.inc(len(self.policy.installed()))
 
     # -- gauges --------------------------------------------------------------------------------

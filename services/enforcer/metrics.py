@@ -21,8 +21,8 @@ class EnforcerMetrics:
         self.restored = Counter(p + "rules_restored", "rules restored from the rules topic",
                                 registry=r)
         self.dry_run = Counter(p + "dry_run_actions", "actions only logged (dry run)", registry=r)
-        self.deadletters = Counter(p + "deadletters", "undecodable verdicts sent to deadletter",
-                                   registry=r)
+        self.deadletters = Counter(p + "deadletters", "records sent to deadletter (undecodable, "
+                                   "or not applicable to the maps)", registry=r)
         self.model_rules = Gauge(p + "model_rules", "model rules installed now", registry=r)
         self.occupancy = Gauge(p + "map_occupancy", "entries in each rule map", ["map"], registry=r)
         self.capacity = Gauge(p + "map_capacity", "capacity of each rule map", ["map"], registry=r)

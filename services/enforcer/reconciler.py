@@ -5,7 +5,9 @@
 - `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
   their original times), tombstones the expired ones and deletes model rules the topic no longer
   holds; manual rules in the maps are tracked and never touched. Undecodable records are skipped,
-  counted and dead-lettered.
+  counted and dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a
+  fifth TCP-flag mask for one destination), which is also tombstoned, so that no record can stop
+  a start, once or at every restart; one that does not fit a full map is counted and kept.
 - `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
   into the topic and tombstones deleted ones, so a reload or reboot restores them too.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Awaitable, Callable, Protocol
 
+from services.common.errors import ConfigError, MapFull
 from services.records.rules import Origin, Rule
 from services.wire.codec import RuleRecord
 
@@ -90,7 +93,15 @@ class RulesReconciler:
                     await self.removed(rule)
                 continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
-                maps.add_rule(rule)  # writing a rule again resets its counters: only if needed
+                try:
+                    maps.add_rule(rule)  # writing a rule again resets its counters: only if needed
+                except ConfigError as exc:  # this program can never hold it
+                    await self._refused(rec, exc)
+                    continue
+                except MapFull as exc:  # it may fit maps loaded larger: keep it in the topic
+                    self.metrics.refused.labels("map_full").inc()
+                    log.error("%s not restored: %s", key, exc)
+                    continue
             self.policy.track(rule)
             if rule.origin is Origin.MANUAL:
                 self._manual[key] = rule  # already in the topic: no rewrite
@@ -102,6 +113,15 @@ class RulesReconciler:
         self.metrics.restored.inc(restored)
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.topic.topic, len(bad_records), len(stale))
+
+    async def _refused(self, rec: RuleRecord, exc: Exception) -> None:
+        """A restored rule the maps can never hold: counted, dead-lettered with the reason and
+        tombstoned (the topic must not say it is applied)."""
+        reason = f"rule not restored: {type(exc).__name__}: {exc}"
+        log.error("%s: %s", rec.key.decode(errors="replace"), reason)
+        self.metrics.refused.labels("restore").inc()
+        await self._deadletter(self.topic.topic, rec.partition, rec.offset, reason, rec.raw)
+        await self.removed(rec.rule)
 
     # -- while running ---------------------------------------------------------------------------
     async def sync_manual(self, maps: RuleMaps) -> None:

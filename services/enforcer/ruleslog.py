@@ -9,6 +9,7 @@ of every key: what a restarted enforcer, a reloaded program or a rebooted host i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -106,6 +107,8 @@ async def read_rules(common: CommonSettings, node: str | None = None, timeout: f
                                 bad_records.append((tp.partition, r.offset, str(exc), r.key,
                                                     r.value))
                             continue
+                        rec = dataclasses.replace(rec, partition=tp.partition, offset=r.offset,
+                                                  raw=r.value)
                         key = rec.key.decode()
                         if rec.deleted:
                             latest.pop(key, None)

@@ -22,7 +22,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
-from services.common.errors import DecodeError, KafkaUnavailable
+from services.common.errors import DecodeError, KafkaUnavailable, XdpguardError
 from services.common.settings import CommonSettings
 from services.records.verdict import Verdict
 from services.wire import codec
@@ -159,7 +159,12 @@ class Enforcer:
                     except DecodeError as exc:
                         await self._deadletter(tp.topic, tp.partition, r.offset, str(exc), r.value)
                         continue
-                    await self.handle(verdict)
+                    try:
+                        await self.handle(verdict)
+                    except XdpguardError as exc:  # this verdict could not be carried out:
+                        # say why and go on with the next (one record must not stop the service)
+                        await self._deadletter(tp.topic, tp.partition, r.offset,
+                                               f"not applied: {type(exc).__name__}: {exc}", r.value)
 
     async def handle(self, verdict: Verdict) -> Decision:
         """Decide on one verdict, count the outcome and carry it out; the decision made."""

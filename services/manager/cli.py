@@ -9,6 +9,7 @@ import sys
 from aiokafka.errors import KafkaError
 
 from services.common.errors import XdpguardError
+from services.manager.ruleargs import bounded
 
 # Verb modules, in the order their verbs appear in --help.
 VERB_MODULES = [
@@ -39,6 +40,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def bound_numbers(parser: argparse.ArgumentParser) -> None:
+    """Give every plain int/float flag of every verb a bounded type (ruleargs.bounded: whole
+    numbers 0..2**31-1, numbers 0..1e9, never NaN or infinite), so a wild value is one argparse
+    line before the verb runs; flags with a bounded type of their own keep it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                bound_numbers(sub)
+        elif action.type is int:
+            action.type = bounded(int, 0, 2**31 - 1)
+        elif action.type is float:
+            action.type = bounded(float, 0, 1e9)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="xdpguard", description="XDP firewall driven by a streaming ML pipeline",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
+    bound_numbers(parser)
     return parser
 
 

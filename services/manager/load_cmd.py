@@ -14,6 +14,7 @@ from services.dataplane import loader
 from services.dataplane.datapath import Datapath
 from services.common.errors import ConfigError
 from services.common.settings import load_common
+from services.manager.ruleargs import bounded
 
 
 def pin_dir() -> str:
@@ -27,12 +28,12 @@ def register(sub) -> None:
                    help="driver (native) or generic (skb) XDP; auto tries native first")
     p.add_argument("--netns", metavar="NS", help="the interfaces are in network namespace NS "
                    "(ip netns add NS); the pins stay on the host's bpffs")
-    d = loader.Sizes()
-    p.add_argument("--exact-max", type=int, default=d.exact, help=f"exact rules (default {d.exact})")
-    p.add_argument("--prefix-max", type=int, default=d.prefix, help=f"source prefixes (default {d.prefix})")
-    p.add_argument("--allow-max", type=int, default=d.allow, help=f"allowlist prefixes (default {d.allow})")
-    p.add_argument("--limit-max", type=int, default=d.limit, help=f"limit rules (default {d.limit})")
-    p.add_argument("--ring-pages", type=int, default=d.ring_pages,
+    d, entries = loader.Sizes(), bounded(int, 1, loader.MAX_ENTRIES)
+    p.add_argument("--exact-max", type=entries, default=d.exact, help=f"exact rules (default {d.exact})")
+    p.add_argument("--prefix-max", type=entries, default=d.prefix, help=f"source prefixes (default {d.prefix})")
+    p.add_argument("--allow-max", type=entries, default=d.allow, help=f"allowlist prefixes (default {d.allow})")
+    p.add_argument("--limit-max", type=entries, default=d.limit, help=f"limit rules (default {d.limit})")
+    p.add_argument("--ring-pages", type=bounded(int, 1, loader.MAX_RING_PAGES), default=d.ring_pages,
                    help=f"ring buffer size in 4 KiB pages, power of two (default {d.ring_pages})")
     p.add_argument("--print-c", action="store_true",
                    help="print the C source and the -D flags it would be compiled with, then exit")

@@ -24,7 +24,7 @@ from services.common.settings import load_common
 from services.records.packet import PROTO_NAMES
 from services.wire.kafka import stop_quietly
 
-DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit")
+DROP_FIELDS = ("drop_exact", "drop_prefix", "drop_limit", "drop_frag")
 
 
 def register(sub) -> None:

@@ -6,6 +6,14 @@ origin, a creation time and an optional expiry. Times are Unix epoch nanoseconds
 the same after a reboot; the map layer converts expiry to the kernel's monotonic clock.
 `Rule.key()` is the rule's identity: the Kafka key in the compacted `rules` topic and the
 de-duplication key everywhere else.
+
+Addresses have one text form everywhere (`canonical_address`, `canonical_network`): what
+`ipaddress` prints, with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) written as the IPv4
+address it stands for, because the maps store IPv4 that way and report it back as IPv4. A Rule
+holds only that form, so a rule written either way has one key, one map entry and one listing.
+A Rule also refuses what the maps cannot hold (ValueError): numbers wider than their kernel
+field, a flow whose addresses are of two families, an IPv6 prefix that would also cover every
+IPv4 source, an action or a TCP-flag mask its scope has no use for.
 """
 from __future__ import annotations
 
@@ -15,6 +23,34 @@ from enum import Enum
 from functools import lru_cache
 
 from services.records.packet import PROTO_TCP
+
+V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # where the maps keep IPv4 addresses
+
+
+def canonical_address(text: str) -> str:
+    """`text` (IPv4 or IPv6) in its one form: ipaddress's text, IPv4-mapped IPv6 as IPv4.
+    ValueError if it is not an address."""
+    ip = ipaddress.ip_address(text)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def canonical_network(text: str) -> str:
+    """`text` (a CIDR; host bits are cleared) in its one form: IPv6 prefixes inside
+    ::ffff:0:0/96 as the IPv4 prefix they stand for. ValueError if it is not a prefix, or if it
+    is an IPv6 prefix that contains ::ffff:0:0/96 (::/0 ... ::ffff:0:0/95): in the maps it would
+    match every IPv4 source too, which is never what `::/0` was written for."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.version == 6:
+        if net.subnet_of(V4_MAPPED):
+            return str(ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF,
+                                              net.prefixlen - 96)))
+        if V4_MAPPED.subnet_of(net):
+            raise ValueError(f"IPv6 prefix {net} also covers every IPv4 address (the maps keep "
+                             f"them as {V4_MAPPED}); name the IPv6 prefixes that do not, and "
+                             f"IPv4 ones separately")
+    return str(net)
 
 
 class Scope(str, Enum):
@@ -66,14 +102,30 @@ class Rule:
         for name in ("created_ns", "expires_ns"):
             if not 0 <= getattr(self, name) < 2**63:
                 raise ValueError(f"{name} {getattr(self, name)} out of range")
-        if self.scope is Scope.FLOW:
-            ipaddress.ip_address(self.src), ipaddress.ip_address(self.dst)
-        elif self.scope is Scope.SRC_PREFIX:
-            object.__setattr__(self, "src", str(ipaddress.ip_network(self.src, strict=False)))
-        elif self.scope is Scope.DST_LIMIT:
-            ipaddress.ip_address(self.dst)
+        self._canonical_addresses()
+        if self.scope is Scope.DST_LIMIT:
             if self.action is not Action.LIMIT or self.rate_pps <= 0:
                 raise ValueError("a destination limit needs action limit and a rate above 0")
+            if self.tcp_flags and self.proto not in (0, PROTO_TCP):
+                raise ValueError("TCP-flag masks apply to TCP only")
+            if self.dport and not self.proto:
+                raise ValueError("a limit on a port needs a protocol")
+        elif self.action is Action.LIMIT:
+            raise ValueError(f"a {self.scope.value} rule's action is drop or pass")
+
+    def _canonical_addresses(self) -> None:
+        """Every address of the rule's scope in its one form (canonical_*); ValueError if one
+        is missing or malformed, or a flow's two addresses are of different families."""
+        if self.scope is Scope.FLOW:
+            src, dst = canonical_address(self.src), canonical_address(self.dst)
+            if (":" in src) != (":" in dst):
+                raise ValueError(f"source {src} and destination {dst} are different IP versions")
+            object.__setattr__(self, "src", src)
+            object.__setattr__(self, "dst", dst)
+        elif self.scope is Scope.SRC_PREFIX:
+            object.__setattr__(self, "src", canonical_network(self.src))
+        else:
+            object.__setattr__(self, "dst", canonical_address(self.dst))
 
     def key(self) -> str:
         if self.scope is Scope.FLOW:

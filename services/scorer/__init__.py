@@ -1,7 +1,7 @@
 """The scorer service: N faust workers, one consumer group, `packets` -> `verdicts`.
 
-Pure logic: windows (both stages' event-time windows), scoring (the batched model call's rows
-to verdicts). Adapters: ingest (stage 1), collect (stage 2), tables (the window tables' keys and
+Pure logic: windows (both stages' event-time windows), chunks (the record between the stages
+and its validation), scoring (the batched model call's rows to verdicts). Adapters: ingest (stage 1), collect (stage 2), tables (the window tables' keys and
 I/O), faust_internals (every faust/mode internal relied on, probed by a unit test). Runtime:
 service (the Scorer around both stages: timers, dead letters), metrics (counters and /healthz),
 app (faust wiring only), topics (topics created before joining), settings, __main__.

@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+import msgpack
+
 from services.common.errors import DecodeError
 from services.wire.codec import encode_verdict
 
@@ -41,14 +43,20 @@ class CollectStage:
         self.topic_name: str = flows_topic.get_topic_name()
         self.metrics, self.dead = metrics, dead
         self.dests: dict[int, DstPartition] = {}
+        self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (q, key, reason, value)
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, q: int) -> DstPartition:
-        """The state of flows partition `q`, restored from the table if not held yet."""
+        """The state of flows partition `q`, restored from the table if not held yet. Stored
+        values that do not decode are queued for the dead-letter topic and deleted (flush_bad)."""
         part = self.dests.get(q)
         if part is None:
             part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s)
-            marker = self.store.marker(q)
+            try:
+                marker = self.store.marker(q, self.n)
+            except DecodeError as exc:
+                self.bad.append((q, self.store.marker_key(q), f"bad marker: {exc}", None))
+                marker = None
             if marker:
                 part.closed_upto, progress = marker
                 for p, upto in enumerate(progress):
@@ -56,9 +64,16 @@ class CollectStage:
             for key, value in self.store.chunks(q):
                 try:
                     part.add(key, FlowChunk.decode(value))
-                except DecodeError:
-                    continue
+                except DecodeError as exc:
+                    self.bad.append((q, key, str(exc), value))
         return part
+
+    async def flush_bad(self) -> None:
+        """Dead-letter and delete the bad stored values partition() met."""
+        while self.bad:
+            q, key, reason, value = self.bad.pop(0)
+            await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}", value or b"")
+            await self.store.forget(q, key)
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
@@ -66,17 +81,27 @@ class CollectStage:
 
     # --- records ------------------------------------------------------------------------------
     async def on_chunk(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
-        """One flows record: a progress mark or a chunk (kept unless its window has closed)."""
+        """One flows record: a progress mark or a chunk (kept unless its window has closed).
+        Neither may be ahead of this host's clock by more than SCORER_MAX_FUTURE_S (stage 1
+        never sends such: something else wrote it): dead-lettered like an undecodable one."""
         part = self.partition(partition)
+        await self.flush_bad()
+        future = time.time_ns() + int(self.s.max_future_s * 1e9)
         if is_mark(key):
             try:
-                part.mark(*decode_mark(value))
+                src, upto = decode_mark(value)
+                if upto > future:
+                    raise DecodeError(f"progress {upto} is ahead of this host's clock")
             except DecodeError as exc:
                 await self.dead(self.topic_name, partition, offset, f"bad progress mark: {exc}",
                                 value)
+                return
+            part.mark(src, upto)
             return
         try:
             chunk = FlowChunk.decode(value)
+            if chunk.window_ns > future:
+                raise DecodeError(f"flows: window {chunk.window_ns} is ahead of this host's clock")
         except DecodeError as exc:
             await self.dead(self.topic_name, partition, offset, str(exc), value)
             return
@@ -91,15 +116,24 @@ class CollectStage:
 
     # --- closing and scoring ----------------------------------------------------------------
     async def close(self) -> None:
-        """Close every due window of every held partition, then score them in one call."""
+        """Close every due window of every held partition, then score them in one call. A
+        window that cannot be closed (its chunks passed decode yet break the aggregation) is
+        dead-lettered chunk by chunk with the reason and dropped, never retried."""
+        await self.flush_bad()
         closed = []
         for q, part in list(self.dests.items()):
             due = part.due()
             for ws in due:
-                w = part.close(ws)
-                for key in w.chunk_keys:
+                chunks = dict(part.windows.get(ws, {}))
+                try:
+                    w = part.close(ws)
+                except Exception as exc:  # a bug's or a producer's: the window goes, not the worker
+                    part.discard(ws)
+                    await self._dead_window(q, ws, [c.encode() for c in chunks.values()], exc)
+                else:
+                    closed.append(w)
+                for key in chunks:
                     await self.store.put_chunk(q, key, None)
-                closed.append(w)
                 self.metrics.windows_closed.labels("dest").inc()
             if due:
                 await self.store.put_marker(q, part.closed_upto, part.progress)
@@ -107,11 +141,34 @@ class CollectStage:
         if closed:
             await self._score(closed)
 
+    async def _dead_window(self, q: int, ws: int, raws: list[bytes], exc: Exception,
+                           what: str = "closed") -> None:
+        """Dead-letter what is left of window `ws` of flows partition `q` (its chunks, or a
+        summary of its flows), with the reason it could not be `what`."""
+        reason = f"window {ws} not {what}: {type(exc).__name__}: {exc}"
+        log.error("flows partition %d: %s (%d records dead-lettered)", q, reason, len(raws))
+        for raw in raws:
+            await self.dead(self.topic_name, q, -1, reason, raw)
+
+    async def _dead_scored(self, w: ClosedWindow, exc: Exception) -> None:
+        summary = msgpack.packb({"window": w.window_ns, "flows": [list(k) for k in w.keys]})
+        await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
+
     async def _score(self, closed: list[ClosedWindow]) -> None:
         t0 = time.perf_counter()
-        # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
-        all_scores = await asyncio.get_running_loop().run_in_executor(
-            None, score_windows, self.detector, closed)
+        loop = asyncio.get_running_loop()
+        try:
+            # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
+            all_scores = await loop.run_in_executor(None, score_windows, self.detector, closed)
+        except Exception:  # one window's rows the model refuses: find it, score the others
+            all_scores = []
+            for w in list(closed):
+                try:
+                    all_scores.extend(await loop.run_in_executor(None, score_windows,
+                                                                 self.detector, [w]))
+                except Exception as exc:
+                    closed.remove(w)
+                    await self._dead_scored(w, exc)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         thr, model_id = self.detector.threshold, self.detector.model_id
         wide = getattr(self.detector, "wide_threshold", None)
@@ -119,8 +176,13 @@ class CollectStage:
             self.metrics.windows_scored.inc()
             self.metrics.flows_scored.inc(len(scores))
             self.metrics.anomalies.inc(int((scores >= thr).sum()))
-            for v in verdicts_for(w, scores, threshold=thr, model_id=model_id, policy=self.policy,
-                                  wide_threshold=wide, own=own):
+            try:
+                verdicts = verdicts_for(w, scores, threshold=thr, model_id=model_id,
+                                        policy=self.policy, wide_threshold=wide, own=own)
+            except Exception as exc:  # no verdict for this window; the next ones still come
+                await self._dead_scored(w, exc)
+                continue
+            for v in verdicts:
                 await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
                 self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))

@@ -29,6 +29,7 @@ from .windows import SourcePartition
 
 log = logging.getLogger("xdpguard.scorer")
 MARK_REPEAT_S = 0.5  # progress marks repeat: stage 2 tells a busy partition from an orphaned one
+MAX_NODE_LABELS = 256  # capture nodes named in metric labels; the others share "other"
 
 
 class IngestStage:
@@ -47,6 +48,9 @@ class IngestStage:
         self.sources: dict[int, SourcePartition] = {}
         self.seen: dict[int, int] = {}  # packets partition -> newest offset folded in
         self.announced: dict[int, tuple[int, float]] = {}  # packets partition -> (progress, when)
+        self.nodes: set[str] = set()  # capture nodes with a metric label of their own
+        self.warned: dict[str, float] = {}  # node -> when its future events were last logged
+        self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (p, key, reason, value)
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, p: int) -> SourcePartition:
@@ -57,26 +61,43 @@ class IngestStage:
         return part
 
     def restore(self, p: int) -> SourcePartition:
-        """Rebuild packets partition `p`'s open windows from `src-records` (replaces any held)."""
+        """Rebuild packets partition `p`'s open windows from `src-records` (replaces any held).
+        A stored value that does not decode (only decodable records are stored, so something
+        else wrote it) is queued for the dead-letter topic and deleted (flush_bad), never
+        replayed: no stored record can stop a restore, once or at every restart."""
         part = self.sources[p] = SourcePartition(
             p, self.width_ns, int(self.s.lateness_s * 1e9), idle_ns=int(self.s.idle_s * 1e9),
-            horizon=SourceHorizon(self.width_ns, self.detector.horizon_windows))
+            horizon=SourceHorizon(self.width_ns, self.detector.horizon_windows),
+            wall=time.time_ns, max_future_ns=int(self.s.max_future_s * 1e9))
         seen, replayed = -1, 0
-        marker = self.store.marker(p)
+        try:
+            marker = self.store.marker(p)
+        except DecodeError as exc:  # rebuilt from the records alone (closed windows may repeat)
+            self.bad.append((p, self.store.marker_key(p), f"bad marker: {exc}", None))
+            marker = None
         if marker:
             part.closed_upto, seen = marker
         for offset, value in self.store.records(p):
             try:
                 replayed += part.add(offset, decode_packet_columns(value))
-            except DecodeError:
-                continue  # only decodable records are ever stored
+            except DecodeError as exc:
+                self.bad.append((p, self.store.record_key(p, offset), str(exc), value))
+                continue
             seen = max(seen, offset)
+        self.report_clocks(part)
         self.seen[p] = seen
         self.metrics.partitions.set(len(self.sources))
         if replayed:
             log.info("packets partition %d: restored %d events in %d open windows", p, replayed,
                      len(part.windows))
         return part
+
+    async def flush_bad(self) -> None:
+        """Dead-letter and delete the bad stored values restore() met."""
+        while self.bad:
+            p, key, reason, value = self.bad.pop(0)
+            await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}", value or b"")
+            await self.store.forget(p, key)
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
@@ -88,6 +109,7 @@ class IngestStage:
     async def on_packets(self, partition: int, offset: int, value: bytes) -> None:
         """Fold one `packets` record in (once per offset), store it, close what is due."""
         part = self.partition(partition)
+        await self.flush_bad()
         if offset <= self.seen.get(partition, -1):
             return  # already folded in before a restart/rebalance (restored from the table)
         self.seen[partition] = offset
@@ -102,11 +124,32 @@ class IngestStage:
         self.metrics.events.inc(accepted)
         if part.late != late:
             self.metrics.late.inc(part.late - late)
+        self.report_clocks(part)
         if accepted:
             await self.store.put_record(partition, offset, value)
         self.update_backlog(partition, part)
         if part.due():
             await self.close([partition])
+
+    def report_clocks(self, part: SourcePartition) -> None:
+        """Move `part`'s per-node future-event counts and clock skews into the metrics (and a
+        warning per node at most once a minute while its events are refused)."""
+        for node, n in part.future.items():
+            self.metrics.future.labels(self._label(node)).inc(n)
+            if time.monotonic() - self.warned.get(node, -60.0) >= 60.0:
+                self.warned[node] = time.monotonic()
+                log.warning("capture node %r: %d events stamped more than %.0f s ahead of this "
+                            "host's clock refused (clock skew %.1f s); fix its clock", node, n,
+                            self.s.max_future_s, part.skew_ns.get(node, 0) / 1e9)
+        for node, skew in part.skew_ns.items():
+            self.metrics.clock_skew.labels(self._label(node)).set(skew / 1e9)
+        part.future.clear()
+        part.skew_ns.clear()
+
+    def _label(self, node: str) -> str:
+        if node not in self.nodes and len(self.nodes) < MAX_NODE_LABELS:
+            self.nodes.add(node)
+        return node if node in self.nodes else "other"
 
     def unread(self, p: int) -> int | None:
         """Records of packets partition `p` fetched or known to exist but not folded in yet;
@@ -136,6 +179,7 @@ class IngestStage:
     # --- closing ------------------------------------------------------------------------------
     async def close_all(self) -> None:
         """The timer's pass: refresh every partition's backlog, close what is due."""
+        await self.flush_bad()
         for p, part in self.sources.items():
             self.update_backlog(p, part)
         await self.close(list(self.sources))

@@ -31,6 +31,13 @@ class ScorerMetrics:
                               "(rate() = events/s)", registry=r)
         self.late = Counter("xdpguard_scorer_late_events", "events for an already closed window (dropped)",
                             registry=r)
+        self.future = Counter("xdpguard_scorer_future_events", "events stamped more than "
+                              "SCORER_MAX_FUTURE_S ahead of this host's clock (refused), by "
+                              "capture node", ["node"], registry=r)
+        self.clock_skew = Gauge("xdpguard_scorer_node_clock_skew_seconds", "a capture node's "
+                                "newest event time minus this host's clock when it arrived "
+                                "(its clock offset less transit time; > 0: ahead)", ["node"],
+                                registry=r)
         self.late_flows = Counter("xdpguard_scorer_late_flows", "flows reaching stage 2 after their window "
                                   "closed (dropped)", registry=r)
         self.decode_errors = Counter("xdpguard_scorer_decode_errors", "records sent to the dead-letter topic",

@@ -18,6 +18,10 @@ class ScorerSettings:
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this",
                                 check=C.at_least(0))
+    max_future_s: float = setting("SCORER_MAX_FUTURE_S", 10.0,
+                                  "events stamped further ahead of this host's clock are refused "
+                                  "(counted per capture node); nor do windows close ahead of it",
+                                  check=C.between(0, 86400))
     idle_s: float = setting("SCORER_IDLE_S", 0.3,
                             "after this long without records the wall clock moves a caught-up "
                             "partition's watermark (closes the last window of a burst)",

@@ -42,12 +42,44 @@ def encode_mark(p: int, upto: int) -> bytes:
 
 
 def decode_mark(value: bytes) -> tuple[int, int]:
-    """(source partition, upto) of a progress mark. Raises DecodeError (text: the cause)."""
+    """(source partition, upto) of a progress mark: two integers, the partition >= 0, upto a
+    window start (>= -1, < 2**63). Raises DecodeError (text: the cause)."""
+    src, upto = _ints(value, 2, "progress mark")
+    if src < 0 or upto < -1:
+        raise DecodeError(f"progress mark [{src}, {upto}] out of range")
+    return src, upto
+
+
+def _unpack(value, what: str):
     try:
-        src, upto = msgpack.unpackb(value)
-        return int(src), int(upto)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise DecodeError(str(exc)) from None
+        return msgpack.unpackb(value)
+    except Exception as exc:  # msgpack raises a zoo of types for bad input
+        raise DecodeError(f"{what}: not msgpack ({type(exc).__name__}: {exc})") from None
+
+
+def _ints(value, n: int, what: str) -> list[int]:
+    """`value` as msgpack of a list of `n` integers in -2**63..2**63-1, or DecodeError."""
+    got = _unpack(value, what) if isinstance(value, (bytes, bytearray)) else value
+    if type(got) is not list or len(got) != n or \
+            not all(type(x) is int and -2**63 <= x < 2**63 for x in got):
+        raise DecodeError(f"{what}: expected {n} integers, got {got!r:.80}")
+    return got
+
+
+def decode_source_marker(value: bytes) -> tuple[int, int]:
+    """`src-records` marker: (newest closed window start, newest offset folded in); DecodeError."""
+    closed_upto, seen = _ints(value, 2, "src-records marker")
+    return closed_upto, seen
+
+
+def decode_dest_marker(value: bytes, sources: int) -> tuple[int, list[int]]:
+    """`dst-chunks` marker: (newest closed window start, progress of each of `sources` source
+    partitions); DecodeError."""
+    got = _unpack(value, "dst-chunks marker")
+    if type(got) is not list or len(got) != 2 or type(got[1]) is not list:
+        raise DecodeError(f"dst-chunks marker: expected [closed, [progress...]], got {got!r:.80}")
+    closed_upto = _ints([got[0]], 1, "dst-chunks marker")[0]
+    return closed_upto, _ints(got[1], len(got[1]), "dst-chunks marker progress")[:sources]
 
 
 class WindowTable:
@@ -56,9 +88,13 @@ class WindowTable:
     def __init__(self, table) -> None:
         self.table = table
 
-    def _marker(self, partition: int):
-        hw = faust_internals.table_store(self.table).get(b"%d/hw" % partition)
-        return msgpack.unpackb(hw) if hw else None
+    @property
+    def topic(self) -> str:
+        """The table's changelog topic (where a bad stored value came from, for dead letters)."""
+        return faust_internals.changelog_topic(self.table).get_topic_name()
+
+    def _marker(self, partition: int) -> bytes | None:
+        return faust_internals.table_store(self.table).get(b"%d/hw" % partition)
 
     async def _put_marker(self, partition: int, marker: list) -> None:
         await faust_internals.write_through(self.table, partition, b"%d/hw" % partition,
@@ -70,32 +106,55 @@ class WindowTable:
         prefix = b"%d/%s/" % (partition, kind)
         return [(k, data[k]) for k in sorted(k for k in list(data.keys()) if k.startswith(prefix))]
 
+    async def forget(self, partition: int, key: bytes) -> None:
+        """Delete a stored value (a bad one, dead-lettered) so no restore reads it again."""
+        await faust_internals.write_through(self.table, partition, key, None)
+
 
 class SourceRecords(WindowTable):
     """`src-records`: stage 1's open records and per-partition marker."""
 
     def marker(self, p: int) -> tuple[int, int] | None:
-        """(newest closed window start, newest offset folded in), or None if never written."""
-        return self._marker(p)
+        """(newest closed window start, newest offset folded in), or None if never written;
+        DecodeError if what is stored is not that."""
+        raw = self._marker(p)
+        return None if raw is None else decode_source_marker(raw)
+
+    def marker_key(self, p: int) -> bytes:
+        return b"%d/hw" % p
 
     async def put_marker(self, p: int, closed_upto: int, seen: int) -> None:
         await self._put_marker(p, [closed_upto, seen])
 
     def records(self, p: int) -> list[tuple[int, bytes]]:
-        """(offset, raw record) of every stored record of packets partition `p`, oldest first."""
-        return [(int(k.rsplit(b"/", 1)[1]), v) for k, v in self._items(p, b"r")]
+        """(offset, raw record) of every stored record of packets partition `p`, oldest first
+        (the offset is in the key: keys that hold none are left out)."""
+        out = []
+        for k, v in self._items(p, b"r"):
+            tail = k.rsplit(b"/", 1)[1]
+            if tail.isdigit():
+                out.append((int(tail), v))
+        return out
+
+    def record_key(self, p: int, offset: int) -> bytes:
+        return b"%d/r/%020d" % (p, offset)
 
     async def put_record(self, p: int, offset: int, value: bytes | None) -> None:
         """Store (value None: delete) the record at `offset` of packets partition `p`."""
-        await faust_internals.write_through(self.table, p, b"%d/r/%020d" % (p, offset), value)
+        await faust_internals.write_through(self.table, p, self.record_key(p, offset), value)
 
 
 class DestChunks(WindowTable):
     """`dst-chunks`: stage 2's open flow chunks and per-partition marker."""
 
-    def marker(self, q: int) -> tuple[int, list[int]] | None:
-        """(newest closed window start, progress per source partition), or None."""
-        return self._marker(q)
+    def marker(self, q: int, sources: int) -> tuple[int, list[int]] | None:
+        """(newest closed window start, progress of each of `sources` source partitions), or
+        None if never written; DecodeError if what is stored is not that."""
+        raw = self._marker(q)
+        return None if raw is None else decode_dest_marker(raw, sources)
+
+    def marker_key(self, q: int) -> bytes:
+        return b"%d/hw" % q
 
     async def put_marker(self, q: int, closed_upto: int, progress: list[int]) -> None:
         await self._put_marker(q, [closed_upto, progress])

@@ -4,7 +4,11 @@ Stage 1, per `packets` partition (= per set of SOURCE addresses): packet events 
 state per window. A window closes when the partition's watermark passes its end + lateness; the
 watermark is the newest event time seen, advanced by the wall-clock time elapsed since the last
 record arrived when the partition has no backlog, so the last window of a burst closes without
-waiting for more traffic while a worker catching up never closes windows early. A closed
+waiting for more traffic while a worker catching up never closes windows early. Event time is
+bounded by this host's clock (`wall`, Unix epoch ns): an event stamped more than `max_future_ns`
+ahead of it is refused and counted per capture node (`future`), neither the watermark nor the
+progress a partition announces ever passes it, and each node's clock skew as seen here is kept
+(`skew_ns`), so one node's wrong clock never closes windows under the other nodes' events. A closed
 window yields its flows, each with its source's aggregate features (complete: a source lives on
 one partition) and horizon features (the source over the last ten windows, kept per partition),
 grouped by DESTINATION partition for stage 2.
@@ -25,18 +29,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgpack
-
-from services.common.errors import DecodeError
-from services.detection.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
+from services.detection.features import (SourceHorizon, agg_features, agg_new,
                                        flow_features, flow_key_text, horizon_count, sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
-FLOWS_VERSION = 2  # 2: source features include the horizon
+from .chunks import FLOW_LEN, FlowChunk
+
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
-FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
 Clock = Callable[[], float]
 
 
@@ -62,39 +63,6 @@ def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
 
 
 @dataclass
-class FlowChunk:
-    """Flows of one window from one source partition, bound for one destination partition."""
-    window_ns: int
-    src_partition: int
-    dst_partition: int
-    index: int
-    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]
-
-    def key(self) -> bytes:
-        return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
-
-    def encode(self) -> bytes:
-        return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
-                              "sp": self.src_partition, "dp": self.dst_partition,
-                              "i": self.index, "f": self.flows}, use_bin_type=True)
-
-    @classmethod
-    def decode(cls, data: bytes) -> "FlowChunk":
-        try:
-            rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            if rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
-                raise DecodeError(f"flows: unsupported record {rec.get('t')!r} v{rec.get('v')!r}")
-            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"])
-        except DecodeError:
-            raise
-        except Exception as exc:  # any shape error of an internal record means "malformed"
-            raise DecodeError(f"flows: malformed ({type(exc).__name__}: {exc})") from None
-        if not all(type(f) is list and len(f) >= FLOW_LEN for f in chunk.flows):
-            raise DecodeError("flows: malformed flow entry")
-        return chunk
-
-
-@dataclass
 class SourcePartition:
     """Stage 1 state of one `packets` partition."""
     partition: int
@@ -116,6 +84,12 @@ class SourcePartition:
     # Sources' recent windows (features.SourceHorizon). Not restored after a restart or a
     # rebalance: the horizon then covers the windows closed since.
     horizon: SourceHorizon | None = None
+    # This host's clock (Unix epoch ns) bounding event time; None: unbounded (pure tests whose
+    # events are stamped in another year).
+    wall: Callable[[], int] | None = None
+    max_future_ns: int = 10 * 10**9
+    future: dict[str, int] = field(default_factory=dict)   # node -> events refused as future
+    skew_ns: dict[str, int] = field(default_factory=dict)  # node -> newest event time - wall
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -123,12 +97,19 @@ class SourcePartition:
             self.horizon = SourceHorizon(self.width_ns)
 
     def add(self, offset: int, c: PacketColumns) -> int:
-        """Fold one decoded record into its windows; returns the events accepted."""
+        """Fold one decoded record into its windows; returns the events accepted. Events of
+        closed windows count in `late`; with `wall`, events stamped beyond wall() +
+        max_future_ns count in `future` per node and the record's nodes' skews are noted."""
         width, closed, windows = self.width_ns, self.closed_upto, self.windows
         cur, flows, newest, max_ts, accepted = -1, None, -1, self.max_ts, 0
+        now = self.wall() if self.wall is not None else None
+        limit = now + self.max_future_ns if now is not None else 2**64
         for ts, src, dst, sp, dp, pr, fl, ln, sr, node in zip(
                 c.ts_ns, c.src, c.dst, c.sport, c.dport, c.proto, c.tcp_flags, c.length,
                 c.sample_rate, c.node):
+            if ts > limit:
+                self.future[node] = self.future.get(node, 0) + 1
+                continue
             ws = ts - ts % width
             if ws != cur:
                 if ws <= closed:
@@ -162,15 +143,35 @@ class SourcePartition:
         self.last_arrival = self.clock()
         if newest >= 0:
             self.records[offset] = max(newest, self.records.get(offset, -1))
+        if now is not None:
+            self._note_skew(c, now)
         return accepted
 
+    def _note_skew(self, c: PacketColumns, now: int) -> None:
+        """Each node's newest event time in `c` minus `now`: its clock's offset from this
+        host's, less the time the event took to get here."""
+        nodes = set(c.node)
+        if len(nodes) == 1:
+            self.skew_ns[c.node[0]] = max(c.ts_ns) - now
+            return
+        newest: dict[str, int] = {}
+        for node, ts in zip(c.node, c.ts_ns):
+            if ts > newest.get(node, -1):
+                newest[node] = ts
+        for node, ts in newest.items():
+            self.skew_ns[node] = ts - now
+
     def watermark(self) -> int:
+        """Event time up to which this partition has seen everything (see the module
+        docstring); never past wall() when bounded."""
         if self.backlog:  # a pause in reading is not a pause in traffic
-            return self.max_ts
-        quiet_until = self.clock()
-        if self.polled_at is not None:
-            quiet_until = min(quiet_until, self.polled_at)
-        return self.max_ts + max(0, int((quiet_until - self.last_arrival) * 1e9) - self.idle_ns)
+            wm = self.max_ts
+        else:
+            quiet_until = self.clock()
+            if self.polled_at is not None:
+                quiet_until = min(quiet_until, self.polled_at)
+            wm = self.max_ts + max(0, int((quiet_until - self.last_arrival) * 1e9) - self.idle_ns)
+        return wm if self.wall is None else min(wm, self.wall())
 
     def due(self) -> list[int]:
         """Starts of the windows whose end + lateness the watermark has passed, oldest first."""
@@ -185,6 +186,9 @@ class SourcePartition:
         upto = self._progress(clock_ns)
         if self.sending:  # a mark must not overtake the chunks of a window still being sent
             upto = min(upto, min(self.sending) - self.width_ns)
+        if self.wall is not None:  # nor vouch for windows this host's clock has not passed
+            mark = self.wall() - self.width_ns - self.lateness_ns
+            upto = min(upto, max(self.closed_upto, mark - mark % self.width_ns))
         return upto
 
     def _progress(self, clock_ns: int) -> int:
@@ -297,6 +301,11 @@ class DstPartition:
                  if newest - heard < self.max_wait_s]
         done = min(alive) if alive else max(self.windows)
         return sorted(ws for ws in self.windows if ws <= done)
+
+    def discard(self, ws: int) -> None:
+        """Forget window `ws` as if closed (it could not be: the caller dead-letters it)."""
+        self.windows.pop(ws, None)
+        self.closed_upto = max(self.closed_upto, ws)
 
     def close(self, ws: int) -> ClosedWindow:
         chunks = self.windows.pop(ws, {})

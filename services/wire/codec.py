@@ -26,7 +26,7 @@ import msgpack
 
 from services.common.errors import DecodeError
 from services.records.packet import Packet
-from services.records.rules import Rule
+from services.records.rules import Rule, canonical_address
 from services.records.verdict import Verdict
 
 SCHEMA_VERSION = 1
@@ -72,7 +72,9 @@ def packed_address(text: str) -> bytes:
 
 
 def address_from_packed(raw: bytes) -> str:
-    """packed_address's inverse: 4 or 16 raw bytes -> text; DecodeError for anything else."""
+    """packed_address's inverse: 4 or 16 raw bytes -> text in its one form (an IPv4-mapped
+    16-byte address is the IPv4 address, as everywhere: records.rules.canonical_address);
+    DecodeError for anything else."""
     if type(raw) is not bytes:
         raise DecodeError(f"address must be 4 or 16 bytes, got {type(raw).__name__}")
     text = _UNPACKED.get(raw)
@@ -82,8 +84,7 @@ def address_from_packed(raw: bytes) -> str:
         if len(raw) == 4:
             text = socket.inet_ntop(socket.AF_INET, raw)
         else:
-            import ipaddress  # same text form as services.records.rules uses for IPv6
-            text = str(ipaddress.IPv6Address(raw))
+            text = canonical_address(socket.inet_ntop(socket.AF_INET6, raw))
         if len(_UNPACKED) >= _CACHE_MAX:
             _UNPACKED.clear()
         _UNPACKED[raw] = text
@@ -140,10 +141,19 @@ def _decode_row(row: Any) -> dict[str, Any]:
             raise DecodeError(f"{T_PACKETS}: {attr} {value!r:.40} is not an integer in range")
         cols[attr] = [value]
     cols["src"], cols["dst"] = [address_from_packed(row[9])], [address_from_packed(row[10])]
+    _same_families(cols["src"], cols["dst"])
     if type(row[11]) is not str:
         raise DecodeError(f"{T_PACKETS}: node must be a string")
     cols["node"] = [row[11]]
     return cols
+
+
+def _same_families(src: list[str], dst: list[str]) -> None:
+    """One IP header holds both addresses: an event whose two are of different families is no
+    packet (and no flow rule could name it)."""
+    if any((":" in s) != (":" in d) for s, d in zip(src, dst)):
+        raise DecodeError(f"{T_PACKETS}: an event's source and destination are of different "
+                          f"IP families")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +201,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         if len(raw) != n:
             raise DecodeError(f"{T_PACKETS}: column {key!r} has {len(raw)} entries, expected {n}")
         cols[key] = [address_from_packed(a) for a in raw]
+    _same_families(cols["src"], cols["dst"])
     node = _field(rec, "node", (str, list), T_PACKETS)
     if isinstance(node, str):
         cols["node"] = [node] * n
@@ -266,6 +277,9 @@ class RuleRecord:
     node: str = ""
     updated_ns: int = 0
     verdict_id: str = ""       # the verdict that caused it, if any
+    partition: int = -1        # where the reader found it (-1: not read from Kafka) ...
+    offset: int = -1
+    raw: bytes | None = None   # ... and its value as read (for a dead letter)
 
     @property
     def deleted(self) -> bool:

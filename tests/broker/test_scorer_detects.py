@@ -27,11 +27,9 @@ async def test_syn_flood_gets_a_limit_verdict_and_benign_traffic_none(broker, mo
                 await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total") >= 2000, 15,
                                "all windows")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; " + ", ".join(
-                    f"{n}={w.metric(n)}" for n in ("xdpguard_scorer_flows_scored_total",
-                                                   "xdpguard_scorer_late_flows_total",
-                                                   "xdpguard_scorer_late_events_total",
-                                                   "xdpguard_scorer_open_windows"))) from None
+                raise AssertionError(f"{exc}; " + w.describe(
+                    "xdpguard_scorer_flows_scored_total", "xdpguard_scorer_late_flows_total",
+                    "xdpguard_scorer_late_events_total", "xdpguard_scorer_open_windows")) from None
             got = [decode_verdict(v) for v in verdicts.values]
         assert got, "no verdict"
         for v in got:

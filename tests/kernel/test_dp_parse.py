@@ -100,18 +100,35 @@ def test_ipv6_extension_header_and_fragments(env):
     raw(ETH / IP(src="1.1.1.1", dst="2.2.2.2"))[:14 + 12],                       # IPv4 cut short
     raw(ETH / IP(ihl=4) / TCP()),                                                 # IHL below 5
     raw(ETH / IP(ihl=15) / Raw(b"z" * 20)),                                       # IHL past the end
-    raw(ETH / IP(src="1.1.1.1", dst="2.2.2.2") / TCP())[:14 + 20 + 10],          # TCP cut short
-    raw(ETH / IP(src="1.1.1.1", dst="2.2.2.2") / UDP())[:14 + 20 + 4],           # UDP cut short
     raw(ETH / IPv6() / TCP())[:14 + 30],                                          # IPv6 cut short
     raw(ETH / Dot1Q(vlan=3) / IP())[:16],                                         # VLAN tag cut short
-    raw(ETH / IPv6(nh=44) / Raw(b"\x11\x00"))                                     # fragment hdr cut
-], ids=["eth", "ipv4", "ihl4", "ihl15", "tcp", "udp", "ipv6", "vlan", "v6frag"])
+], ids=["eth", "ipv4", "ihl4", "ihl15", "ipv6", "vlan"])
 def test_truncated_or_malformed_headers_pass_and_count_as_parse_failures(env, frame):
+    """No addresses could be read: no rule can name the frame, so it passes and is counted."""
     env.dp.add_rule(Rule("src_prefix", "drop", src="0.0.0.0/0"))
-    env.dp.add_rule(Rule("src_prefix", "drop", src="::/0"))
+    env.dp.add_rule(Rule("src_prefix", "drop", src="8000::/1"))
     with Delta(env) as d:
         assert env.run(frame) == XDP_PASS
-    assert d["parse_fail"] == 1 and d["passed"] == 1 and d["drop_prefix"] == 0
+    assert d["parse_fail"] == 1 and d["passed"] == 1 and d["drop_prefix"] == 0 and d["partial"] == 0
+
+
+@pytest.mark.parametrize("frame", [
+    raw(ETH / IP(src="1.1.1.1", dst="2.2.2.2") / TCP())[:14 + 20 + 10],          # TCP cut short
+    raw(ETH / IP(src="1.1.1.1", dst="2.2.2.2") / UDP())[:14 + 20 + 4],           # UDP cut short
+    raw(ETH / IPv6(src="fd00::1") / TCP())[:14 + 40 + 8],                        # TCP cut short
+    raw(ETH / IPv6(src="fd00::1", nh=44) / Raw(b"\x11\x00")),                     # fragment hdr cut
+], ids=["tcp", "udp", "tcp6", "v6frag"])
+def test_frames_cut_after_their_addresses_meet_source_rules_and_else_pass(env, frame):
+    """Partial: the source is known, so the allowlist and the source prefixes apply; unmatched,
+    the frame passes counted as a parse failure (and as partial), never sampled."""
+    with Delta(env) as d:
+        assert env.run(frame) == XDP_PASS
+    assert (d["parse_fail"], d["partial"], d["unmatched"], d["events"]) == (1, 1, 0, 0)
+    env.dp.add_rule(Rule("src_prefix", "drop", src="1.1.1.0/24"))
+    env.dp.add_rule(Rule("src_prefix", "drop", src="fd00::/16"))
+    with Delta(env) as d:
+        assert env.run(frame) == XDP_DROP
+    assert d["drop_prefix"] == 1 and d["partial"] == 1
 
 
 def test_non_ip_passes_and_counts(env):

@@ -128,6 +128,14 @@ BAD = [
     ("add", "--limit", "10", "--dst", "10.2.0.2", "--dport", "80"),        # port without proto
     ("add", "--limit", "10", "--dst", "10.2.0.2", "--src", "10.1.0.1"),
     ("del", "--src", "10.1.0.1", "--dst", "10.2.0.2", "--sport", "1", "--dport", "2"),  # no proto
+    # issue 13, case 4: each was a 17-23 line traceback
+    ("add", "--src-prefix", "198.51.100.0/24", "--ttl", "1e10"),
+    ("add", "--src-prefix", "198.51.100.0/24", "--ttl", "inf"),
+    ("add", "--limit", "4294967296", "--dst", "192.0.2.2"),
+    ("load", "-i", "lo", "--exact-max", "4294967296"),
+    # issue 13, case 3: an IPv6 prefix that would also match every IPv4 source in the maps
+    ("add", "--src-prefix", "::/0"),
+    ("allow", "add", "::/64"),
     ("del", "--src-prefix", "203.0.113.0/99"),
     ("allow", "add", "not-a-cidr"),
     ("allow", "add", "10.0.0.0/40"),
@@ -183,3 +191,43 @@ def test_rel_failed_load_on_a_missing_interface_leaves_nothing_loaded(pin_dir, m
         assert not os.path.exists(pin_dir)
     finally:
         loader.unload_all(pin_dir)
+
+
+def numeric_flags(parser=None, path=()):
+    """(verb path, option, argparse's name for it) of every flag read as a number, whichever
+    verb declares it: plain int/float types and the bounded types of
+    services/manager/ruleargs.py (`.bounds`)."""
+    parser = parser or cli.build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from numeric_flags(sub, (*path, name))
+        elif action.option_strings and (action.type in (int, float)
+                                         or hasattr(action.type, "bounds")):
+            yield path, action.option_strings[-1], "/".join(action.option_strings)
+
+
+WILD_NUMBERS = ["-1", "-7.5", "nan", "NaN", "inf", "-inf", "1e10", "1e30", "1e400",
+                str(2**32), str(2**64), "0x1p99", "ten"]
+
+
+def test_rel_every_numeric_flag_refuses_wild_numbers_in_one_line(loaded, capsys):
+    """Issue 13, case 4 (`add --ttl 1e10`, `--ttl inf`, `--limit 4294967296` gave 17-23 line
+    tracebacks): every numeric flag of every verb, given negative, NaN, infinite and huge values,
+    says so in one line naming the flag, exits 2 and changes nothing."""
+    before = snapshot(capsys, loaded)
+    flags = list(numeric_flags())
+    assert {(("add",), "--ttl"), (("add",), "--limit"), (("add",), "--sport"),
+            (("load",), "--exact-max"), (("monitor",), "--sample")} <= {f[:2] for f in flags}
+    failures = []
+    for path, flag, name in flags:
+        for value in WILD_NUMBERS:
+            code, _, err = run(capsys, *path, f"{flag}={value}")
+            try:
+                one_error_line(code, err, (*path, flag, value))
+                assert code == 2 and f"argument {name}" in err, f"{path} {flag}={value}: {err}"
+            except AssertionError as exc:
+                failures.append(str(exc).splitlines()[0])
+    assert snapshot(capsys, loaded) == before, "the maps changed"
+    assert not failures, f"{len(failures)} of {len(flags) * len(WILD_NUMBERS)}:\n" + \
+        "\n".join(failures[:40])

@@ -2,15 +2,17 @@
 
 `FakeMaps` satisfies services.enforcer.maps.RuleMaps (tests/unit/test_enforcer_protocols.py checks
 it against the protocol, as it checks Datapath): rules by key, an allowlist, one capacity for all
-rules (MapFull beyond it, as a full kernel map), and the order of writes. `FakeDataplane`
+rules (MapFull beyond it, as a full kernel map), at most XG_LIMIT_MASKS TCP-flag masks per limited
+destination (ConfigError beyond, as Datapath), and the order of writes. `FakeDataplane`
 satisfies Dataplane: the test loads a "program" again with `reload()` (new maps id, new empty
 maps) and can make the next `open()` calls fail, as in the middle of a load.
 """
 from __future__ import annotations
 
-from services.common.errors import KernelError, MapFull
+from services.common.errors import ConfigError, KernelError, MapFull
 from services.dataplane.datapath import RuleStats
-from services.records.rules import Rule
+from services.dataplane.structs import XG_LIMIT_MASKS
+from services.records.rules import Rule, Scope
 
 
 class FakeMaps:
@@ -31,6 +33,11 @@ class FakeMaps:
         self._open()
         if rule.key() not in self.installed and len(self.installed) >= self.capacity:
             raise MapFull(f"rule map is full ({self.capacity} entries)")
+        if rule.scope is Scope.DST_LIMIT:
+            masks = {r.tcp_flags for r in self.installed.values()
+                     if r.scope is Scope.DST_LIMIT and r.dst == rule.dst} | {rule.tcp_flags}
+            if len(masks) > XG_LIMIT_MASKS:
+                raise ConfigError(f"at most {XG_LIMIT_MASKS} distinct TCP-flag masks per destination")
         self.installed[rule.key()] = rule
         self.writes.append(("add", rule.key()))
 

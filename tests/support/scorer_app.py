@@ -11,7 +11,7 @@ from services.scorer.settings import ScorerSettings
 
 class StubDetector:
     """The detector attributes the wiring reads (no model: nothing gets scored)."""
-    threshold, wide_threshold, model_id = 0.5, 0.5, "test"
+    threshold, wide_threshold, model_id, horizon_windows = 0.5, 0.5, "test", 10
 
 
 def scorer_without_broker() -> Scorer:

@@ -50,6 +50,10 @@ class Worker:
         except OSError:
             return 0.0
 
+    def describe(self, *names: str) -> str:
+        """The metrics as 'name=value, ...', for the message of a failed wait."""
+        return ", ".join(f"{n}={self.metric(n)}" for n in names)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """`sig`, then SIGKILL after `timeout` s; returns the exit status."""
         rc = stop_process(self.proc, sig, timeout)

@@ -23,7 +23,8 @@ from tests.support.dp_env import Env
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
-HOPOPTS, ROUTING, FRAGMENT, DSTOPTS = 0, 43, 44, 60
+HOPOPTS, ROUTING, FRAGMENT, DSTOPTS, AH = 0, 43, 44, 60, 51
+IPV6_EXT = (HOPOPTS, ROUTING, FRAGMENT, DSTOPTS, AH)  # what the parser walks past
 TCP, UDP, ICMP, ICMP6 = 6, 17, 1, 58
 MIN_FRAME = 14      # BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header
 MAX_FRAME = 3000    # and longer than a page minus head/tail room
@@ -45,12 +46,14 @@ def rule_set(now_ns: int) -> tuple[list[Rule], list[str]]:
         Rule(Scope.FLOW, Action.DROP, src="10.1.0.1", dst="10.2.0.3", proto=ICMP),
         Rule(Scope.FLOW, Action.DROP, src="fd00::1", dst="fd00::2", sport=1000, dport=80, proto=TCP),
         Rule(Scope.FLOW, Action.DROP, src="fd00::3", dst="fd00::2", proto=UDP),
+        Rule(Scope.FLOW, Action.DROP, src="fd77::1", dst="fd00::2", sport=1000, dport=80, proto=TCP),
         Rule(Scope.FLOW, Action.PASS, src="10.66.0.1", dst="10.2.0.2", sport=1000, dport=80, proto=TCP),
         Rule(Scope.FLOW, Action.DROP, src="10.66.7.7", dst="10.2.0.2", sport=1000, dport=80, proto=TCP),
         Rule(Scope.SRC_PREFIX, Action.DROP, src="10.66.0.0/16"),
         Rule(Scope.SRC_PREFIX, Action.PASS, src="10.66.5.0/24"),
         Rule(Scope.SRC_PREFIX, Action.DROP, src="fd66::/32"),
         Rule(Scope.SRC_PREFIX, Action.PASS, src="fd66:0:5::/48"),
+        Rule(Scope.SRC_PREFIX, Action.DROP, src="2001:db8::1/128"),
         Rule(Scope.SRC_PREFIX, Action.DROP, src="10.77.0.0/16", created_ns=past - 10**9,
              expires_ns=past),
         Rule(Scope.FLOW, Action.DROP, src="10.9.9.9", dst="10.2.0.2", sport=1000, dport=80,
@@ -73,31 +76,97 @@ class Parsed:
     proto: int = 0
     tcp_flags: int = 0
     fragment: bool = False
+    # "ok": the whole 5-tuple; "partial": addresses only (transport header cut, or an IPv6
+    # chain longer than followed: protocol 0 then); "bad_frag": a fragment hiding or
+    # overlapping its transport header (dropped unless allowlisted)
+    state: str = "ok"
 
 
 def _v4mapped(raw4: bytes) -> bytes:
     return b"\0" * 10 + b"\xff\xff" + raw4
 
 
-def _l4(f: bytes, cur: int, p: Parsed) -> Parsed | None:
+def _l4(f: bytes, cur: int, p: Parsed) -> bool:
+    """Ports and flags of p.proto's header at `cur` into p; False if the header is cut."""
     end = len(f)
     if p.proto == TCP:
         if cur + 20 > end:
-            return None
+            return False
         p.sport, p.dport = struct.unpack_from("!HH", f, cur)
         p.tcp_flags = f[cur + 13]
     elif p.proto == UDP:
         if cur + 8 > end:
-            return None
+            return False
         p.sport, p.dport = struct.unpack_from("!HH", f, cur)
     elif p.proto in (ICMP, ICMP6):
         if cur + 4 > end:
-            return None
+            return False
+    return True
+
+
+def l4_hdr_len(proto: int) -> int:
+    """Bytes of a transport header the parser reads: a first fragment must hold them, a later
+    one must not start inside them."""
+    return {TCP: 20, UDP: 8, ICMP: 4, ICMP6: 4}.get(proto, 0)
+
+
+def _ipv4(f: bytes, cur: int) -> Parsed | str:
+    end = len(f)
+    if cur + 20 > end:
+        return "fail"
+    ver, hlen = f[cur] >> 4, (f[cur] & 0x0F) * 4
+    if ver != 4 or hlen < 20 or cur + hlen > end:
+        return "fail"
+    p = Parsed(_v4mapped(f[cur + 12:cur + 16]), _v4mapped(f[cur + 16:cur + 20]), proto=f[cur + 9])
+    frag = struct.unpack_from("!H", f, cur + 6)[0]
+    if frag & 0x1FFF:
+        p.fragment = True
+        if (frag & 0x1FFF) * 8 < l4_hdr_len(p.proto):
+            p.state = "bad_frag"
+        return p
+    if not _l4(f, cur + hlen, p):
+        p.state = "bad_frag" if frag & 0x2000 else "partial"
+    return p
+
+
+def _ipv6(f: bytes, cur: int) -> Parsed | str:
+    end = len(f)
+    if cur + 40 > end:
+        return "fail"
+    p = Parsed(bytes(f[cur + 8:cur + 24]), bytes(f[cur + 24:cur + 40]))
+    nh = f[cur + 6]
+    cur += 40
+    first = False
+    for _ in range(XG_IPV6_EXT_MAX):
+        if nh not in IPV6_EXT:
+            break
+        if cur + 8 > end:
+            p.state = "bad_frag" if first else "partial"
+            return p
+        if nh == FRAGMENT:
+            off = struct.unpack_from("!H", f, cur + 2)[0]
+            nh, cur = f[cur], cur + 8
+            if off & 0xFFF8:
+                p.proto, p.fragment = nh, True
+                if (off & 0xFFF8) < l4_hdr_len(nh):
+                    p.state = "bad_frag"
+                return p
+            first = first or bool(off & 1)
+        elif nh == AH:
+            nh, cur = f[cur], cur + (f[cur + 1] + 2) * 4
+        else:
+            nh, cur = f[cur], cur + (f[cur + 1] + 1) * 8
+    if nh in IPV6_EXT:  # more headers than followed
+        p.state = "partial"
+        return p
+    p.proto = nh
+    if not _l4(f, cur, p):
+        p.state = "bad_frag" if first else "partial"
     return p
 
 
 def parse(f: bytes) -> Parsed | str:
-    """Parsed fields, or "fail" (truncated/malformed) or "non_ip"; both must pass."""
+    """Parsed fields (see Parsed.state), or "fail" (no addresses read) or "non_ip"; both pass."""
     end = len(f)
     if end < 14:
         return "fail"
@@ -111,41 +180,9 @@ def parse(f: bytes) -> Parsed | str:
         proto = struct.unpack_from("!H", f, cur + 2)[0]
         cur += 4
     if proto == ETH_IP:
-        if cur + 20 > end:
-            return "fail"
-        ver, hlen = f[cur] >> 4, (f[cur] & 0x0F) * 4
-        if ver != 4 or hlen < 20 or cur + hlen > end:
-            return "fail"
-        p = Parsed(_v4mapped(f[cur + 12:cur + 16]), _v4mapped(f[cur + 16:cur + 20]), proto=f[cur + 9])
-        if struct.unpack_from("!H", f, cur + 6)[0] & 0x1FFF:
-            p.fragment = True
-            return p
-        return _l4(f, cur + hlen, p) or "fail"
+        return _ipv4(f, cur)
     if proto == ETH_IP6:
-        if cur + 40 > end:
-            return "fail"
-        p = Parsed(bytes(f[cur + 8:cur + 24]), bytes(f[cur + 24:cur + 40]))
-        nh = f[cur + 6]
-        cur += 40
-        for _ in range(XG_IPV6_EXT_MAX):
-            if nh in (HOPOPTS, ROUTING, DSTOPTS):
-                if cur + 8 > end:
-                    return "fail"
-                nh, cur = f[cur], cur + (f[cur + 1] + 1) * 8
-            elif nh == FRAGMENT:
-                if cur + 8 > end:
-                    return "fail"
-                nh, off = f[cur], struct.unpack_from("!H", f, cur + 2)[0] & 0xFFF8
-                cur += 8
-                if off:
-                    p.proto, p.fragment = nh, True
-                    return p
-            else:
-                break
-        if nh in (HOPOPTS, ROUTING, DSTOPTS, FRAGMENT):
-            return "fail"
-        p.proto = nh
-        return _l4(f, cur, p) or "fail"
+        return _ipv6(f, cur)
     return "non_ip"
 
 
@@ -177,20 +214,28 @@ class Model:
         self._prefix.sort(key=lambda r: -ipaddress.ip_network(r.src).prefixlen)  # longest first
 
     def expect(self, f: bytes) -> tuple[set[int], str, Parsed | None]:
-        """(verdicts allowed, why, parsed or None): the kernel's answer must be in the set."""
+        """(verdicts allowed, why, parsed or None): the kernel's answer must be in the set.
+        `why` names the counter the frame lands in: fail, non_ip, allow, drop_frag, exact,
+        prefix, limit, partial (passed unmatched, counted in parse_fail) or unmatched."""
         p = parse(f)
         if isinstance(p, str):
             return {XDP_PASS}, p, None
         fields = (addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport, p.proto, p.tcp_flags)
         if any(a.covers(*fields) for a in self._allow):
             return {XDP_PASS}, "allow", p
-        for level, rules in (("exact", self._exact), ("prefix", self._prefix)):
+        if p.state == "bad_frag":
+            return {XDP_DROP}, "drop_frag", p
+        # a frame meets the rules whose fields were read: exact rules need the ports
+        levels = (("exact", self._exact), ("prefix", self._prefix)) if p.state == "ok" else \
+            (("prefix", self._prefix),)
+        for level, rules in levels:
             r = next((r for r in rules if r.covers(*fields)), None)
             if r is not None:
                 return {XDP_DROP if r.action is Action.DROP else XDP_PASS}, level, p
+        # partial: ports, flags (and an unknown protocol) are 0, so only port-less limits match
         if any(r.covers(*fields) for r in self._limits):
             return {XDP_PASS, XDP_DROP}, "limit", p
-        return {XDP_PASS}, "unmatched", p
+        return {XDP_PASS}, "partial" if p.state == "partial" else "unmatched", p
 
 
 # --- the program under test ---------------------------------------------------------------
@@ -214,8 +259,11 @@ def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
     """Run n frames of `frames` through the program, each answer checked against the reference
     model and (check_events) every sampled event against the reference parse; the counters'
     deltas must add up. Raises AssertionError at the first wrong answer. Returns the tallies
-    {frames, drop, fail, non_ip, unmatched, events}."""
-    tally = {"frames": 0, "drop": 0, "fail": 0, "non_ip": 0, "unmatched": 0, "events": 0}
+    {frames, drop, fail, non_ip, unmatched, partial, drop_frag, events}: `fail` counts every
+    frame passed as a parse failure (no addresses, or partial and unmatched), `partial` every
+    frame parsed to its addresses only, whatever became of it."""
+    tally = {"frames": 0, "drop": 0, "fail": 0, "non_ip": 0, "unmatched": 0, "partial": 0,
+             "drop_frag": 0, "events": 0}
     expected_events: list[tuple] = []
     before = env.dp.stats()
     for i in range(n):
@@ -226,7 +274,10 @@ def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
                                     f"{sorted(allowed)}; frame={f.hex()}")
         tally["frames"] += 1
         tally["drop"] += verdict == XDP_DROP
-        if why in ("fail", "non_ip", "unmatched"):
+        tally["partial"] += p is not None and p.state == "partial"
+        if why in ("fail", "partial"):
+            tally["fail"] += 1
+        elif why in ("non_ip", "unmatched", "drop_frag"):
             tally[why] += 1
         if why == "unmatched" and check_events:
             expected_events.append((addr_text(p.saddr), addr_text(p.daddr), p.sport, p.dport,
@@ -242,7 +293,9 @@ def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
     after = env.dp.stats()
     delta = {k: after[k] - before[k] for k in after}
     assert delta["seen"] == n
-    assert delta["drop_exact"] + delta["drop_prefix"] + delta["drop_limit"] == tally["drop"]
+    assert delta["drop_exact"] + delta["drop_prefix"] + delta["drop_limit"] + delta["drop_frag"] \
+        == tally["drop"]
+    assert delta["drop_frag"] == tally["drop_frag"] and delta["partial"] == tally["partial"]
     assert delta["passed"] == n - tally["drop"]
     assert delta["parse_fail"] == tally["fail"] and delta["non_ip"] == tally["non_ip"]
     assert delta["unmatched"] == tally["unmatched"]
@@ -251,11 +304,37 @@ def run_fuzz(env: FuzzEnv, frames, n: int, check_events: bool = True) -> dict:
     return tally
 
 
+# --- frame building blocks (the generator and the tests' crafted frames) -----------------
+
+def ip6_ext(kind: int, nexthdr: int, arg: int = 0) -> bytes:
+    """One IPv6 extension header naming `nexthdr`. `arg`: for a fragment header its 16-bit
+    offset/flags field (offset in bytes | M); for AH its length field ((arg + 2) * 4 bytes);
+    for the others their length field ((arg + 1) * 8 bytes)."""
+    if kind == FRAGMENT:
+        return struct.pack("!BBHI", nexthdr, 0, arg, 0x1234)
+    size = (arg + 2) * 4 if kind == AH else (arg + 1) * 8
+    return struct.pack("!BB", nexthdr, arg) + bytes(size - 2)
+
+
+def ipv6_head(src: str, dst: str, chain: list[tuple[int, int]], proto: int, l4_len: int) -> bytes:
+    """IPv6 header + extension headers `chain` ([(kind, arg)], outermost first, see ip6_ext)
+    leading to `proto`, for a transport part of `l4_len` bytes."""
+    ext, nh = b"", proto
+    for kind, arg in reversed(chain):
+        ext = ip6_ext(kind, nh, arg) + ext
+        nh = kind
+    return struct.pack("!IHBB", 6 << 28, len(ext) + l4_len, nh, 64) + addr_bytes(src) + \
+        addr_bytes(dst) + ext
+
+
 # --- frame generation -----------------------------------------------------------------------
 
 class Frames:
-    """A seeded stream of frames: well-formed ones aimed at the rules, the same mutated
-    (truncated, bytes flipped, trailers added), and raw garbage with IP-ish EtherTypes."""
+    """A seeded stream of frames: well-formed ones aimed at the rules (VLAN tags, IPv4 options,
+    IPv6 chains of 0-10 extension headers of every kind, fragments first, later and
+    overlapping), tiny first fragments (cut inside the transport header, or IPv6 inside the
+    chain), the well-formed ones mutated (truncated, bytes flipped, trailers added), and raw
+    garbage with IP-ish EtherTypes."""
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -272,7 +351,10 @@ class Frames:
             f[12:14] = struct.pack("!H", rng.choice((ETH_IP, ETH_IP6, ETH_VLAN, ETH_QINQ, 0x0806,
                                                      rng.randrange(65536))))
             return bytes(f)
-        f = bytearray(self.wellformed())
+        if kind < 0.14:  # a first fragment cut inside its header chain or transport header
+            f, l4_at = self.frame(first_fragment=True)
+            return f[:max(MIN_FRAME, rng.randrange(l4_at - 16, l4_at + 20))]
+        f = bytearray(self.frame()[0])
         if kind < 0.45:
             return bytes(f)
         if kind < 0.70:  # truncated anywhere from the Ethernet header on
@@ -286,52 +368,77 @@ class Frames:
         return bytes(f)
 
     def wellformed(self) -> bytes:
+        return self.frame()[0]
+
+    def frame(self, first_fragment: bool = False) -> tuple[bytes, int]:
+        """(a well-formed frame, where its transport header starts). `first_fragment`: the IP
+        layer says more fragments follow (IPv4 MF, or an IPv6 fragment header with M set)."""
         rng = self.rng
         v6 = rng.random() < 0.35
         pool = V6 if v6 else V4
         src, dst = rng.choice(pool), rng.choice(pool)
         proto = rng.choice((TCP, TCP, UDP, UDP, ICMP6 if v6 else ICMP, rng.randrange(256)))
+        l4 = self.transport(proto)
+        frag_later = not first_fragment and rng.random() < 0.1
+        if v6:
+            head, l4_at = self.ipv6(src, dst, proto, len(l4), first_fragment, frag_later)
+        else:
+            head, l4_at = self.ipv4(src, dst, proto, len(l4), first_fragment, frag_later)
+        eth = self.ethernet(ETH_IP6 if v6 else ETH_IP)
+        return eth + head + l4, len(eth) + l4_at
+
+    def transport(self, proto: int) -> bytes:
+        rng = self.rng
         sport = rng.choice((1000, 53, 0, rng.randrange(65536)))
         dport = rng.choice((80, 53, 0, rng.randrange(65536)))
         flags = rng.choice((0x02, 0x12, 0x10, 0x04, rng.randrange(256)))
         payload = rng.randbytes(rng.choice((0, 0, 8, 40, rng.randrange(1, 1200))))
         if proto == TCP:
-            l4 = struct.pack("!HHIIBBHHH", sport, dport, rng.getrandbits(32), 0, 5 << 4, flags,
-                             1024, 0, 0) + payload
-        elif proto == UDP:
-            l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+            return struct.pack("!HHIIBBHHH", sport, dport, rng.getrandbits(32), 0, 5 << 4, flags,
+                               1024, 0, 0) + payload
+        if proto == UDP:
+            return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+        return struct.pack("!BBH", 8, 0, 0) + payload
+
+    def fragment_offset(self) -> int:
+        """A later fragment's offset in 8-byte units, often inside a transport header."""
+        return self.rng.choice((1, 1, 2, 3, self.rng.randrange(1, 8192)))
+
+    def ipv4(self, src, dst, proto, l4_len, first_fragment, frag_later) -> tuple[bytes, int]:
+        rng = self.rng
+        opts = bytes(4 * rng.choice((0, 0, 0, 1, 10)))
+        ihl = 5 + len(opts) // 4
+        if frag_later:
+            frag = self.fragment_offset() | rng.choice((0, 0x2000))
         else:
-            l4 = struct.pack("!BBH", 8, 0, 0) + payload
-        frag_later = rng.random() < 0.1
-        if v6:
-            nh, ext = proto, b""
-            for _ in range(rng.choice((0, 0, 0, 1, 2, 5))):
-                kind = rng.choice((HOPOPTS, ROUTING, DSTOPTS, FRAGMENT))
-                if kind == FRAGMENT:
-                    off = rng.randrange(1, 8192) if frag_later else 0
-                    ext = struct.pack("!BBHI", nh, 0, off << 3, rng.getrandbits(32)) + ext
-                else:
-                    n = rng.choice((0, 0, 1))
-                    ext = struct.pack("!BB", nh, n) + bytes(6 + 8 * n) + ext
-                nh = kind
-            body = ext + l4
-            ip = struct.pack("!IHBB", 6 << 28, len(body), nh, 64) + addr_bytes(src) + addr_bytes(dst)
-            ethertype = ETH_IP6
-        else:
-            opts = bytes(4 * rng.choice((0, 0, 0, 1, 10)))
-            ihl = 5 + len(opts) // 4
-            frag = rng.randrange(1, 8192) if frag_later else rng.choice((0, 0, 0x2000))
-            ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + len(l4), rng.getrandbits(16),
-                             frag, 64, proto, 0, ipaddress.IPv4Address(src).packed,
-                             ipaddress.IPv4Address(dst).packed) + opts
-            body = l4
-            ethertype = ETH_IP
+            frag = 0x2000 if first_fragment else rng.choice((0, 0, 0x4000, 0x2000))
+        ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 4 * ihl + l4_len, rng.getrandbits(16),
+                         frag, 64, proto, 0, ipaddress.IPv4Address(src).packed,
+                         ipaddress.IPv4Address(dst).packed) + opts
+        return ip, len(ip)
+
+    def ipv6(self, src, dst, proto, l4_len, first_fragment, frag_later) -> tuple[bytes, int]:
+        """IPv6 header + a chain of 0-10 extension headers of every kind (the fragment header,
+        if any, says first/later as asked)."""
+        rng = self.rng
+        n = rng.choice((0, 0, 0, 1, 2, 3, 4, 5, 7, 8, 9, 10))
+        chain = [(rng.choice(IPV6_EXT), 0) for _ in range(n)]
+        for i, (kind, _) in enumerate(chain):  # AH: 12 or 24 bytes, others 8 or 16
+            chain[i] = (kind, rng.choice((1, 4)) if kind == AH else rng.choice((0, 0, 1)))
+        if first_fragment or frag_later:
+            off, m = (self.fragment_offset(), rng.choice((0, 1))) if frag_later else (0, 1)
+            chain.insert(rng.randrange(len(chain) + 1), (FRAGMENT, off << 3 | m))
+        for i, (kind, arg) in enumerate(chain):
+            if kind == FRAGMENT and not (first_fragment or frag_later):
+                chain[i] = (kind, rng.choice((0, 0, 1)))  # atomic or first, offset 0
+        head = ipv6_head(src, dst, chain, proto, l4_len)
+        return head, len(head)
+
+    def ethernet(self, ethertype: int) -> bytes:
+        rng = self.rng
         eth = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01"
         tags = b""
         for _ in range(rng.choice((0, 0, 0, 0, 1, 2, 3))):
             tags += struct.pack("!HH", rng.choice((ETH_VLAN, ETH_QINQ)), rng.randrange(4096))
-        if tags:  # each tag is TPID + TCI; the inner EtherType follows the last tag
-            first_tpid = tags[:2]
-            tags = tags[2:] + struct.pack("!H", ethertype)
-            return eth + first_tpid + tags + ip + body
-        return eth + struct.pack("!H", ethertype) + ip + body
+        # each tag is TPID + TCI; the inner EtherType follows the last tag
+        return eth + tags + struct.pack("!H", ethertype)

@@ -41,31 +41,61 @@ def test_tcp_flag_names_and_numbers():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--src", "10.0.0.300", "--dst", "10.0.0.2", "--proto", "tcp"], "not an IPv4 or IPv6 address"),
-    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--dport", "65536"], "out of range"),
-    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--sport", "-1"], "out of range"),
+    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--dport", "65536"], "out of range 0-65535"),
+    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--sport", "-1"], "out of range 0-65535"),
     (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "sctpx"], "unknown protocol"),
-    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "300"], "out of range"),
+    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "300"], "out of range 0-255"),
+    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp,udp"], "unknown protocol"),
+    (["--limit", "0", "--dst", "10.0.0.2"], "out of range 1-4294967295"),
+    (["--limit", "4294967296", "--dst", "10.0.0.2"], "out of range 1-4294967295"),
+    (["--limit", "1e3", "--dst", "10.0.0.2"], "not a whole number"),
+    (["--limit", "10", "--dst", "10.0.0.2", "--tcp-flags", "bogus"], "unknown TCP flag"),
+    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--ttl", "0"], "out of range 0.001-"),
+    (["--src-prefix", "198.51.100.0/24", "--ttl", "1e10"], "out of range 0.001-315360000"),
+    (["--src-prefix", "198.51.100.0/24", "--ttl", "inf"], "out of range"),
+    (["--src-prefix", "198.51.100.0/24", "--ttl", "nan"], "out of range"),
+])
+def test_a_bad_number_is_refused_by_its_flag_type_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(*argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--src", "10.0.0.300", "--dst", "10.0.0.2", "--proto", "tcp"], "not an IPv4 or IPv6 address"),
     (["--src", "10.0.0.1", "--dst", "fd00::2", "--proto", "tcp"], "different IP versions"),
+    (["--src", "::ffff:10.0.0.1", "--dst", "fd00::2", "--proto", "tcp"], "different IP versions"),
     (["--src", "10.0.0.1", "--dst", "10.0.0.2"], "needs --proto"),
     (["--src", "10.0.0.1", "--proto", "tcp"], "needs --src and --dst"),
     (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--action", "limit"], "pass or drop"),
     (["--src-prefix", "10.0.0.0/33"], "not an IPv4 or IPv6 prefix"),
-    (["--limit", "0", "--dst", "10.0.0.2"], "at least 1"),
+    (["--src-prefix", "::/0"], "also covers every IPv4 address"),
     (["--limit", "10"], "needs --dst"),
     (["--limit", "10", "--dst", "10.0.0.2", "--proto", "udp", "--tcp-flags", "syn"], "needs --proto tcp"),
-    (["--limit", "10", "--dst", "10.0.0.2", "--tcp-flags", "bogus"], "unknown flag"),
-    (["--src", "10.0.0.1", "--dst", "10.0.0.2", "--proto", "tcp", "--ttl", "0"], "above 0"),
 ])
-def test_bad_input_is_a_config_error_naming_the_problem(argv, message):
+def test_flags_that_do_not_fit_are_a_config_error_naming_the_problem(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse(*argv)
 
 
+@pytest.mark.parametrize("argv,want", [
+    (["--src", "::ffff:192.0.2.1", "--dst", "::ffff:192.0.2.2", "--sport", "5555", "--dport", "22",
+      "--proto", "tcp"], ("192.0.2.1", "192.0.2.2")),
+    (["--src", "2001:DB8:0::1", "--dst", "2001:db8::0:2", "--proto", "udp"], ("2001:db8::1", "2001:db8::2")),
+    (["--src-prefix", "::ffff:192.0.2.0/120"], ("192.0.2.0/24", "")),
+    (["--src-prefix", "::ffff:0:0/96"], ("0.0.0.0/0", "")),
+    (["--limit", "5", "--dst", "::ffff:192.0.2.9"], ("", "192.0.2.9")),
+])
+def test_every_address_is_read_in_its_one_form(argv, want):
+    """Issue 13 case 3: an IPv4-mapped spelling is the IPv4 address (the maps key both alike),
+    so `add`, `list` and `del` agree whichever spelling the operator used."""
+    r = parse(*argv)
+    assert (r.src, r.dst) == want
+
+
 @pytest.mark.parametrize("argv", [
-    ["add", "--src", "1.2.3.4", "--dst", "5.6.7.8", "--proto", "tcp", "--dport", "99999"],
     ["add", "--src", "bad", "--dst", "5.6.7.8", "--proto", "tcp"],
-    ["add", "--limit", "10", "--dst", "5.6.7.8", "--proto", "nope"],
     ["allow", "add", "10.0.0.0/99"],
     ["list"],                      # nothing loaded in the pin dir
     ["stats", "--json"],
@@ -79,7 +109,12 @@ def test_cli_prints_one_line_and_exits_non_zero(argv, capsys, monkeypatch, tmp_p
     assert "Traceback" not in out.err
 
 
-def test_argparse_errors_are_one_line_exit_2(capsys):
+@pytest.mark.parametrize("argv", [
+    ["load", "--mode", "fast", "-i", "eth0"],
+    ["add", "--src", "1.2.3.4", "--dst", "5.6.7.8", "--proto", "tcp", "--dport", "99999"],
+    ["add", "--limit", "10", "--dst", "5.6.7.8", "--proto", "nope"],
+])
+def test_argparse_errors_are_one_line_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["load", "--mode", "fast", "-i", "eth0"])
+        cli.main(argv)
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1

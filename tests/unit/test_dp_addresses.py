@@ -37,8 +37,11 @@ def test_epoch_and_monotonic_convert_both_ways_and_zero_means_never():
 def test_sizes_are_validated():
     with pytest.raises(ConfigError, match="power of two"):
         loader.Sizes(ring_pages=3)
-    with pytest.raises(ConfigError, match="at least 1"):
-        loader.Sizes(exact=0)
+    for bad in (0, -1, 2**32, 1.5):
+        with pytest.raises(ConfigError, match="whole number 1-4294967295"):
+            loader.Sizes(exact=bad)
+    with pytest.raises(ConfigError, match="above 524288"):
+        loader.Sizes(ring_pages=2**20)
     assert "-DXG_EXACT_MAX=262144" in loader.Sizes().cflags()
 
 

@@ -1,5 +1,7 @@
 """The enforcer's policy: allowlist and local addresses protected, TTLs, rate and per-source caps,
 bounded model rules evicted oldest first (manual never), at-most-once per verdict id, node filter."""
+import pytest
+
 from services.records.rules import Action, Origin, Rule, Scope
 from services.records.verdict import ALL_NODES, is_all_nodes
 from services.enforcer.policy import Order, Outcome, RulePolicy, RulePolicyConfig
@@ -34,7 +36,7 @@ def test_allowlisted_and_local_targets_are_refused_with_a_reason():
     p = policy()
     for rule in (flow(src="127.0.0.1"), flow(src="192.0.2.10"), flow(src="10.0.0.2"),
                  prefix("192.0.2.0/24"), prefix("0.0.0.0/0"), prefix("10.0.0.0/8"),
-                 prefix("::/0"), flow(src="::1", dst="fd00::2")):
+                 prefix("::/96"), flow(src="::1", dst="fd00::2")):
         d = apply(p, rule)
         assert d.outcome is Outcome.REFUSE and d.reason, rule
     assert p.installed() == []
@@ -145,7 +147,10 @@ def test_ipv4_mapped_spellings_of_protected_addresses_are_refused_too():
     p = policy()
     for rule in (flow(src="::ffff:127.0.0.1", dst="::ffff:10.0.0.2"),
                  flow(src="::ffff:10.0.0.2", dst="::ffff:10.0.0.9"),
-                 prefix("::ffff:192.0.2.10/128"), prefix("::ffff:0:0/96"), prefix("::/64")):
+                 prefix("::ffff:192.0.2.10/128"), prefix("::ffff:0:0/96")):
         d = apply(p, rule)
         assert d.outcome is Outcome.REFUSE, rule
     assert apply(p, prefix("::ffff:203.0.113.0/120")).outcome is Outcome.APPLY
+    # an IPv6 prefix holding ::ffff:0:0/96 never becomes a Rule (issue 13: records.rules)
+    with pytest.raises(ValueError, match="covers every IPv4"):
+        prefix("::/64")

@@ -155,7 +155,7 @@ def order(rule: Rule, i: int = 0) -> Order:
     Rule(Scope.SRC_PREFIX, Action.DROP, src="192.0.2.7/32"),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="192.0.0.0/16"),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="0.0.0.0/0"),
-    Rule(Scope.SRC_PREFIX, Action.DROP, src="::/0"),
+    Rule(Scope.SRC_PREFIX, Action.DROP, src="::/96"),  # holds ::1 (::/0 is refused by Rule)
     Rule(Scope.FLOW, Action.DROP, src="127.0.0.1", dst="10.0.0.1", proto=6),
     Rule(Scope.FLOW, Action.DROP, src="10.250.1.2", dst="10.0.0.1", proto=6),
     Rule(Scope.SRC_PREFIX, Action.DROP, src="10.250.0.0/16"),

@@ -40,7 +40,7 @@ def test_records_replay_in_offset_order_and_only_their_partition(wired):
     asyncio.run(fill())
     assert store.records(1) == [(10, b"rec10"), (100, b"rec100")]
     assert store.records(11) == [(5, b"rec5")] and store.records(2) == []
-    assert store.marker(1) == [4_000_000_000, 100] and store.marker(11) is None
+    assert store.marker(1) == (4_000_000_000, 100) and store.marker(11) is None
     assert [(name, p) for name, p, _, _ in sent] == [("src-records", p) for p in
                                                              (1, 1, 11, 1, 1, 1)]
     assert sent[-1][2:] == (b"1/r/00000000000000000009", None)  # a tombstone
@@ -59,7 +59,7 @@ def test_chunks_are_keyed_by_window_source_and_index_and_replaced_when_resent(wi
         await store.put_marker(5, 1_000_000_000, [7, 8])
     asyncio.run(fill())
     assert store.chunks(5) == [(key, b"again")] and store.chunks(6) == []
-    assert store.marker(5) == [1_000_000_000, [7, 8]]
+    assert store.marker(5, 2) == (1_000_000_000, [7, 8])
     assert {(name, p) for name, p, _, _ in sent} == {("dst-chunks", 5)}
 
 

@@ -1,0 +1,105 @@
+"""The record between the scorer's two stages: a FlowChunk, the flows of one closed stage 1
+window from one `packets` partition bound for one `<app id>-scorer-flows` partition, its msgpack
+form and its validation. Pure: no Kafka, no faust.
+
+A flow entry is a list: [src, dst, sport, dport, proto, first_ns, last_ns, packets, bytes,
+flags, syn_noack, node, *SRC_FEATURES] (the 5-tuple, stage 1's flow state, the source's
+features). `FlowChunk.decode` refuses (DecodeError) anything stage 2 could not close and score
+(`flow_entry_error`), so a record that decodes can never stop a worker, nor, stored in the
+`dst-chunks` table, make it crash again after a restart.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import msgpack
+
+from services.common.errors import DecodeError
+from services.detection.features import SRC_FEATURES
+
+FLOWS_VERSION = 2  # 2: source features include the horizon
+FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
+
+
+@dataclass
+class FlowChunk:
+    """Flows of one window from one source partition, bound for one destination partition."""
+    window_ns: int
+    src_partition: int
+    dst_partition: int
+    index: int
+    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]
+
+    def key(self) -> bytes:
+        return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
+                              "sp": self.src_partition, "dp": self.dst_partition,
+                              "i": self.index, "f": self.flows}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "FlowChunk":
+        """The chunk in `data`, every field checked for the type and range stage 2 relies on
+        (flow_entry_error); DecodeError naming the first problem otherwise, never another
+        exception: a record that decodes can be closed and scored."""
+        try:
+            rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises a zoo of types for bad input
+            raise DecodeError(f"flows: not msgpack ({type(exc).__name__}: {exc})") from None
+        if type(rec) is not dict or rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
+            what = (rec.get("t"), rec.get("v")) if type(rec) is dict else type(rec).__name__
+            raise DecodeError(f"flows: unsupported record {what!r:.80}")
+        head = [rec.get(k) for k in ("ws", "sp", "dp", "i")]
+        if not all(type(x) is int and 0 <= x < 2**63 for x in head) or head[1] >= 2**31 \
+                or head[2] >= 2**31:
+            raise DecodeError(f"flows: window/partition/index {head!r:.120} not integers in range")
+        flows = rec.get("f")
+        if type(flows) is not list:
+            raise DecodeError("flows: 'f' is not a list")
+        for n, f in enumerate(flows):
+            problem = flow_entry_error(f)
+            if problem:
+                raise DecodeError(f"flows: flow {n}: {problem}")
+        return cls(*head, flows)
+
+
+_U64 = 2**64
+_FIELDS = ((2, "sport", 65536), (3, "dport", 65536), (4, "proto", 256), (5, "first_ns", _U64),
+           (6, "last_ns", _U64), (7, "packets", _U64), (8, "bytes", _U64), (9, "flags", 256),
+           (10, "syn_noack", _U64))
+MAX_FEATURE = 1e30  # far above any real aggregate, far below float32's range (the model's)
+
+
+def flow_entry_error(f) -> str:
+    """Why `f` is not a flow entry stage 2 can use ("" if it is): [src, dst, sport, dport,
+    proto, first_ns, last_ns, packets, bytes, flags, syn_noack, node, *SRC_FEATURES] with
+    addresses as text, integers in their field's range, first <= last, the node a string and
+    the source features finite numbers within +-MAX_FEATURE."""
+    if type(f) is not list or len(f) < FLOW_LEN:
+        return "not a list of at least %d values" % FLOW_LEN
+    for i in (0, 1):
+        if type(f[i]) is not str or not _is_address(f[i]):
+            return f"address {f[i]!r:.60} is not one"
+    if (":" in f[0]) != (":" in f[1]):
+        return "source and destination of different IP families"
+    for i, name, end in _FIELDS:
+        if type(f[i]) is not int or not 0 <= f[i] < end:
+            return f"{name} {f[i]!r:.40} is not an integer in 0..{end - 1}"
+    if f[5] > f[6]:
+        return "first_ns after last_ns"
+    if type(f[11]) is not str:
+        return "node is not a string"
+    for x in f[12:FLOW_LEN]:
+        if type(x) not in (int, float) or not -MAX_FEATURE <= x <= MAX_FEATURE:  # NaN fails too
+            return f"source feature {x!r:.40} is not a finite number"
+    return ""
+
+
+def _is_address(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return False
+    return True
