@@ -48,6 +48,7 @@ BAD = {
     "SCORER_APP_ID": ("my scorer", {}),
     "SCORER_WINDOW_S": ("0", {}),
     "SCORER_LATENESS_S": ("-0.1", {}),
+    "SCORER_MAX_FUTURE_S": ("86401", {}),
     "SCORER_IDLE_S": ("nan", {}),
     "SCORER_CLOSE_WAIT_S": ("-1", {}),
     "SCORER_TICK_S": ("0", {}),
