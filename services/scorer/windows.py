@@ -7,11 +7,17 @@ record arrived when the partition has no backlog, so the last window of a burst 
 waiting for more traffic while a worker catching up never closes windows early. A closed
 window yields its flows, each with its source's aggregate features (complete: a source lives on
 one partition) and horizon features (the source over the last ten windows, kept per partition),
-grouped by DESTINATION partition for stage 2.
+grouped by DESTINATION partition for stage 2. It also carries the source's own evidence
+measures (evidence.SourceWatch: half-open flows, probes of one target group over the horizon,
+login sessions) and, towards the partition each SOURCE address belongs to as a destination,
+what that address sent (hashes of its flows' 5-tuples and sender keys): stage 2 looks up there
+whether a destination answered or asked for what it receives (evidence.Answers).
 
 Stage 2, per intermediate `scorer-flows` partition (= per set of DESTINATION addresses): flow
 chunks from every source partition -> per-destination aggregates, then one feature row per flow
-(features.row order), scored in a batch by the caller. Every source partition broadcasts its
+(features.row order: its evidence measures computed here, evidence.assess), scored in a batch by
+the caller, which passes the window's evidence and the partition's escalation memory to
+detect.suggest (scoring.verdicts_for). Every source partition broadcasts its
 progress (the newest window it has closed, or that passed without events) to every stage 2
 partition; a window closes when all source partitions are past it.
 
@@ -30,20 +36,25 @@ from aiokafka.partitioner import murmur2
 
 from services.wire.codec import PacketColumns, address_bytes
 from services.common.errors import DecodeError
-from services.detection.features import (SRC_FEATURES, SourceHorizon, agg_features, agg_new,
-                                       flow_features, flow_key_text, horizon_count, sketch_add)
+from services.detection.detect import Escalation
+from services.detection.evidence import (Answers, SourceWatch, WindowEvidence, assess,
+                                         sent_from_key, settled)
+from services.detection.features import (SRC_EVIDENCE_FEATURES, SRC_FEATURES, SourceHorizon,
+                                         agg_features, agg_new, flow_features, flow_key_text,
+                                         hash64, horizon_count, sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
-FLOWS_VERSION = 2  # 2: source features include the horizon
+FLOWS_VERSION = 3  # 2: source features include the horizon; 3: evidence (own measures, sent flows)
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
+_SRC_AT, _OWN_AT = 12, 12 + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
 Clock = Callable[[], float]
 
 
 def flow_dict(key: tuple, st: list) -> dict:
     """A stage flow state in features' flow-state form."""
     return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
-            "proto": key[4], "sport": key[2], "dport": key[3]}
+            "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
 
 
 def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
@@ -72,7 +83,12 @@ class FlowChunk:
     src_partition: int
     dst_partition: int
     index: int
-    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]
+    # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]; the last SRC_EVIDENCE_FEATURES
+    # travel as the source's evidence.SRC_OWN (stage 2 turns them into the measures)
+    flows: list[list]
+    # what sources of this destination partition sent in the window: hash64 of each flow's
+    # 5-tuple and of its evidence.sent_from_key (stage 2 looks answers up in them)
+    sent: list[list[int]] = field(default_factory=list)
 
     def key(self) -> bytes:
         return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
@@ -80,7 +96,7 @@ class FlowChunk:
     def encode(self) -> bytes:
         return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
                               "sp": self.src_partition, "dp": self.dst_partition,
-                              "i": self.index, "f": self.flows}, use_bin_type=True)
+                              "i": self.index, "f": self.flows, "s": self.sent}, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "FlowChunk":
@@ -88,13 +104,15 @@ class FlowChunk:
             rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
             if rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
                 raise DecodeError(f"flows: unsupported record {rec.get('t')!r} v{rec.get('v')!r}")
-            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"])
+            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"], rec["s"])
         except DecodeError:
             raise
         except Exception as exc:  # any shape error of an internal record means "malformed"
             raise DecodeError(f"flows: malformed ({type(exc).__name__}: {exc})") from None
         if not all(type(f) is list and len(f) >= FLOW_LEN for f in chunk.flows):
             raise DecodeError("flows: malformed flow entry")
+        if not all(type(x) is list and len(x) == 2 for x in chunk.sent):
+            raise DecodeError("flows: malformed sent entry")
         return chunk
 
 
@@ -117,14 +135,17 @@ class SourcePartition:
     # When the consumer last heard from the broker about this partition (`clock` time; None:
     # not tracked). Quiet time counts only up to there: later records may exist unfetched.
     polled_at: float | None = None
-    # Sources' recent windows (features.SourceHorizon). Not restored after a restart or a
-    # rebalance: the horizon then covers the windows closed since.
+    # Sources' recent windows (features.SourceHorizon, evidence.SourceWatch). Not restored
+    # after a restart or a rebalance: they then cover the windows closed since.
     horizon: SourceHorizon | None = None
+    watch: SourceWatch | None = None
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
         if self.horizon is None:
             self.horizon = SourceHorizon(self.width_ns)
+        if self.watch is None:
+            self.watch = SourceWatch(self.width_ns, self.horizon.span)
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """Fold one decoded record into its windows; returns the events accepted."""
@@ -214,22 +235,37 @@ class SourcePartition:
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
+        end = ws + self.width_ns
         srcs: dict[str, dict] = {}
         recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
         for key, st in flows.items():
             agg = srcs.get(key[0])
             if agg is None:
                 agg = srcs[key[0]] = agg_new()
             horizon_count(recent, key[0], st[2], _agg_add_flow(agg, key, st, key[1]))
+            SourceWatch.count(watched, key, st[2], st[4], st[5], settled(st[1], end))
         self.horizon.add_entries(ws, recent)
+        self.watch.add_entries(ws, watched)
         hz = self.horizon.features_of(ws, srcs)
-        src_feats = {s: agg_features(a) + hz[s] for s, a in srcs.items()}
+        own = self.watch.measures(ws, srcs)
+        src_feats = {s: agg_features(a) + hz[s] + own[s] for s, a in srcs.items()}
         groups: dict[int, list[list]] = {}
+        sent: dict[int, list[list[int]]] = {}
+        part_of: dict[str, int] = {}
         for key, st in flows.items():
-            q = dst_partition(key[1], num_dst_partitions)
-            groups.setdefault(q, []).append([*key, *st, *src_feats[key[0]]])
-        chunks = [FlowChunk(ws, self.partition, q, i // CHUNK_FLOWS, fl[i:i + CHUNK_FLOWS])
-                  for q, fl in sorted(groups.items()) for i in range(0, len(fl), CHUNK_FLOWS)]
+            for addr in (key[0], key[1]):
+                if addr not in part_of:
+                    part_of[addr] = dst_partition(addr, num_dst_partitions)
+            groups.setdefault(part_of[key[1]], []).append([*key, *st, *src_feats[key[0]]])
+            sent.setdefault(part_of[key[0]], []).append([hash64(key), hash64(sent_from_key(key))])
+        chunks = []
+        for q in sorted(set(groups) | set(sent)):
+            fl, se = groups.get(q, []), sent.get(q, [])
+            for i in range(max(len(fl), len(se), 1) // CHUNK_FLOWS + 1):
+                part_f, part_s = fl[i * CHUNK_FLOWS:(i + 1) * CHUNK_FLOWS], se[i * CHUNK_FLOWS:(i + 1) * CHUNK_FLOWS]
+                if part_f or part_s:
+                    chunks.append(FlowChunk(ws, self.partition, q, i, part_f, part_s))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
@@ -252,6 +288,9 @@ class ClosedWindow:
     dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
     rows: list[list[float]]       # features.FEATURE_NAMES order
     chunk_keys: list[bytes]
+    evidence: WindowEvidence | None = None
+    memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
+    bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
 
 
 @dataclass
@@ -270,6 +309,11 @@ class DstPartition:
     last_heard: list[float] = field(default_factory=list)  # per source partition: last mark
     closed_upto: int = -1
     late: int = 0
+    # rules suggested before (escalation) and the previous window's sent flows (answers);
+    # in memory only, like the stage 1 horizon
+    memory: Escalation = field(default_factory=Escalation)
+    _answers: Answers | None = None
+    _answers_ws: int = -1
 
     def __post_init__(self) -> None:
         if not self.progress:
@@ -309,18 +353,34 @@ class DstPartition:
         nodes: dict[tuple, str] = {}
         src_feats: dict[tuple, list] = {}
         dsts: dict[str, dict] = {}
+        own: dict[str, list] = {}
+        src_packets: dict[str, float] = {}
+        sent_flows, senders = [], []
         for chunk in chunks.values():
             for f in chunk.flows:
                 key, st = tuple(f[:5]), f[5:12]
                 flows[key] = flow_dict(key, st)
                 nodes[key] = st[6]
-                src_feats[key] = f[12:FLOW_LEN]
+                src_feats[key] = f[_SRC_AT:_OWN_AT]
+                if key[0] not in own:
+                    own[key[0]] = f[_OWN_AT:FLOW_LEN]
+                    src_packets[key[0]] = f[_SRC_AT + 1]
                 agg = dsts.get(key[1])
                 if agg is None:
                     agg = dsts[key[1]] = agg_new()
                 _agg_add_flow(agg, key, st, key[0])
-        dst_feats = {d: agg_features(a) for d, a in dsts.items()}
+            for h_flow, h_sender in chunk.sent:
+                sent_flows.append(h_flow)
+                senders.append(h_sender)
+        end = ws + self.width_ns
+        prev = self._answers if self._answers_ws == ws - self.width_ns else None
+        answers = Answers(sent_flows, senders, prev, hashed=True)
+        self._answers, self._answers_ws = answers, ws
         keys = list(flows)
-        rows = [flow_features(flows[k]) + src_feats[k] + dst_feats[k[1]] for k in keys]
-        return ClosedWindow(ws, ws + self.width_ns, self.partition, keys, flows, nodes, dsts,
-                            rows, list(chunks))
+        ev = assess(keys, flows, answers, end, own, src_packets,
+                    {d: a["packets"] for d, a in dsts.items()})
+        src_ev, dst_ev = ev.model_inputs()
+        dst_feats = {d: agg_features(a) + dst_ev[d] for d, a in dsts.items()}
+        rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]
+        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, rows, list(chunks),
+                            ev, self.memory)

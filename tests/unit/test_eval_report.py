@@ -50,7 +50,7 @@ def test_rules_take_effect_after_window_end_plus_reaction():
         def score_rows(self, rows):
             import numpy as np
             return np.ones(len(rows))
-    pk = [p(t / 10, dport=100 + t) for t in range(40)]  # a 4-second scan, 10 probes/s
+    pk = [p(t / 50, dport=100 + t) for t in range(200)]  # a 4-second scan, 50 probes/s
     res = replay(pk, Always(), window_s=1.0, reaction_s=1.0)
     first = next(i for i, d in enumerate(res.dropped) if d)
     assert pk[first].ts_ns >= 2e9 and res.first_rule_ns == 2e9 and res.dropped[first:].all()
