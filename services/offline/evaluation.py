@@ -8,10 +8,10 @@ millions of packets is never held in memory):
     (folds.sustain: an attack that goes on, at the rate the capture shows);
   - per attack capture, ALL benign captures of the same test set merged with it (each shifted
     to start at the same instant; attacks as captured, not sustained): the collateral damage
-    while an attack is going on. The addresses of each benign capture are renumbered into its
-    own space (10.(200+i).0.0/16, fd00:0:i::/48), or the overlay would fuse hosts that several
-    captures share (the same phone's IPv6 address, every capture's 192.168.1.2) into one
-    impossible host doing the work of five.
+    while an attack is going on. The addresses of each benign capture are renumbered into a
+    space of its own (`_renumber`: fresh /24s in 100.64.0.0/10, host bits kept), or the overlay
+    would fuse hosts that several captures share (the same phone's IPv6 address, every
+    capture's 192.168.1.2) into one impossible host doing the work of five.
 Measures per replay: attack/benign packet drop share, benign flow drop share (a flow = 5-tuple
 over the replay, dropped if any of its packets was), time from the first attack packet to the
 first dropped one, the blocked share per second, and the (score, label) of every flow-window.
@@ -71,19 +71,29 @@ def _shifted(packets: Iterable[Packet], to_ns: int, index: int) -> Iterator[tupl
         yield Packet(p.ts_ns + d, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length), index
 
 
-def _renumber(packets: Sequence[Packet], index: int) -> list[Packet]:
+def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = None) -> list[Packet]:
+    """The capture's addresses moved into a space of its own, keeping their structure: every
+    /24 (IPv6: /64) gets a fresh one in 100.64.0.0/10 (fd00::/16), host bits kept, so hosts of
+    two captures never fuse and a capture's peers spread over the Internet stay spread (the
+    evidence counts targets per /24). `prefixes` (shared by the captures of one replay) hands
+    out the fresh /24s in order."""
     import ipaddress
 
+    prefixes = {} if prefixes is None else prefixes
     table: dict[str, str] = {}
 
     def new(addr: str) -> str:
-        if addr not in table:
-            n = len(table)
-            if ipaddress.ip_address(addr).version == 4:
-                table[addr] = f"10.{200 + index % 50}.{n // 250}.{n % 250 + 1}"
+        got = table.get(addr)
+        if got is None:
+            ip = ipaddress.ip_address(addr)
+            if ip.version == 4:
+                net = prefixes.setdefault((index, int(ip) >> 8), len(prefixes))
+                got = str(ipaddress.IPv4Address((100 << 24 | 64 << 16) + (net % 16384 << 8) + (int(ip) & 0xFF)))
             else:
-                table[addr] = f"fd00:0:{index:x}::{n + 1:x}"
-        return table[addr]
+                net = prefixes.setdefault((index, int(ip) >> 64), len(prefixes))
+                got = str(ipaddress.IPv6Address((0xFD00 << 112) + (net << 64) + (int(ip) & (2**64 - 1))))
+            table[addr] = got
+        return got
 
     return [Packet(p.ts_ns, new(p.src), new(p.dst), p.sport, p.dport, p.proto, p.tcp_flags,
                    p.length) for p in packets]
@@ -130,10 +140,10 @@ def run_replay(name: str, kind: str, parts: Sequence[Capture], detector, cfg: Ev
                sustain_s: float = 0.0) -> ReplayStats:
     """Merge `parts` (shifted to a common start; attacks sustained to `sustain_s`), replay,
     measure."""
-    streams = []
+    streams, prefixes = [], {}
     for i, c in enumerate(parts):
         att = c.label == "attack"
-        pk = c.packets if att or len(parts) == 1 else _renumber(c.packets, i)
+        pk = c.packets if att or len(parts) == 1 else _renumber(c.packets, i, prefixes)
         if att and sustain_s:
             pk = sustained(pk, sustain_s)
         streams.append(_shifted(pk, T0, i))

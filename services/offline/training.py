@@ -32,6 +32,7 @@ from .replay import Pipeline
 
 FEATURE_SETS = {"full": FEATURE_NAMES, "seed": SEED_FEATURES}
 MIN_CALIB_FILES = 4  # fewer benign captures: calibrate on the end of each one instead
+DEFAULT_TARGET_FPR = 0.02
 
 
 @dataclass
@@ -80,6 +81,16 @@ def load_manifest(path: str | os.PathLike, *, progress: Callable[[str], None] | 
             progress(r["file"])
         out.append(Capture(r["file"], r["label"], r["kind"], sort_packets(read_pcap(base / r["file"]))))
     return out
+
+
+def unique_names(captures: Sequence[Capture]) -> None:
+    """Make capture names unique in place (a name met again gets "#2", "#3", ...): several
+    manifests may name files alike."""
+    seen: dict[str, int] = {}
+    for c in captures:
+        n = seen[c.name] = seen.get(c.name, 0) + 1
+        if n > 1:
+            c.name = f"{c.name}#{n}"
 
 
 def load_files(paths: Sequence[str], label: str = "benign", kind: str = "unlabelled") -> list[Capture]:
@@ -170,7 +181,7 @@ def _calibration_files(benign: Sequence[Capture], calib_frac: float) -> set[str]
     return {c.name for c in benign if group_of(c.name) in held}
 
 
-def train(benign: Sequence[Capture], *, features: str = "full", target_fpr: float = 0.005,
+def train(benign: Sequence[Capture], *, features: str = "full", target_fpr: float = DEFAULT_TARGET_FPR,
           calib_frac: float = 0.3, window_s: float = 1.0, n_estimators: int = 200,
           max_samples: int = 256, seed: int = 0, gain: float = 0.5, wide_fpr: float = 0.0,
           attack: Sequence[Capture] = ()) -> TrainResult:
