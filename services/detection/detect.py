@@ -10,7 +10,8 @@ Scopes and rules:
       login sessions, volume). Never for an unspecified source (0.0.0.0, ::).
   DST_LIMIT (limit): destination measures, when the flows carrying them come from at least
       `spoof_min_sources` sources (spoofed or reflected: a source rule would never match twice)
-      or from the unspecified address (DHCP clients). Protocol, port and TCP-flag mask follow
+      or from the unspecified address (DHCP clients). Fewer sources: each of them is blocked
+      as a source instead (real addresses: a spoofer would not repeat itself). Protocol, port and TCP-flag mask follow
       the measure: SYN for half-open floods, SYN+ACK for reflected handshakes, RST for RST
       storms, UDP on any port for reflection and fragments (later fragments carry no ports),
       UDP/67 for DHCP floods.
@@ -104,6 +105,7 @@ def _blockable(addr: str) -> bool:
 # which flows carry a measure: mark bits required (all), plus a flow test
 _SRC_CARRIERS = {"half_open": E.HALF_OPEN, "probe_tcp": E.HALF_OPEN | E.PROBE,
                  "probe_other": E.PROBE | E.UNANSWERED, "login": E.INITIATED, "packets": 0}
+_ONE_SIDED = ("packets",)  # measures carried by the flows nobody answered
 _DST_CARRIERS = {"half_open_srcs": E.HALF_OPEN, "synack_srcs": E.SYNACK, "rst_srcs": E.RST_ONLY,
                  "reflector_srcs": E.REFLECTED, "fragments": E.FRAGMENT, "dhcp": E.DHCP,
                  "unsolicited_srcs": E.UNANSWERED, "packets": 0}
@@ -112,7 +114,7 @@ _DST_CARRIERS = {"half_open_srcs": E.HALF_OPEN, "synack_srcs": E.SYNACK, "rst_sr
 _GENERIC = ("unsolicited_srcs", "packets")
 _TEXT = {"half_open": "half-open TCP connections", "probe_tcp": "half-open probes of one target group",
          "probe_other": "unanswered probes of one target group", "login": "sessions to one login service",
-         "packets": "packets", "half_open_srcs": "sources with half-open connections",
+         "packets": "packets nobody answered", "half_open_srcs": "sources with half-open connections",
          "synack_srcs": "sources of unanswered SYN-ACKs", "rst_srcs": "sources of unanswered RSTs",
          "reflector_srcs": "sources of unsolicited reflector-port answers",
          "fragments": "non-first fragments", "dhcp": "DHCP client packets",
@@ -121,7 +123,7 @@ _TEXT = {"half_open": "half-open TCP connections", "probe_tcp": "half-open probe
 
 def _carries(measure: str, key: tuple, mark: int, carriers: dict) -> bool:
     need = carriers[measure]
-    if mark & need != need:
+    if mark & need != need or (measure in _ONE_SIDED and mark & (E.ANSWERED | E.GROUP)):
         return False
     if measure == "probe_other":
         return key[4] != PROTO_TCP
@@ -203,10 +205,11 @@ class _Decider:
                     continue  # a specific finding already shaped this destination's limit
                 flows = [k for k in by_dst.get(dst, ()) if _carries(measure, k, marks[k], _DST_CARRIERS)]
                 srcs = {k[0] for k in flows}
-                if len(srcs) < self.p.spoof_min_sources and not any(s in E.UNSPECIFIED for s in srcs):
-                    continue  # a few sources: their own rules, if their own evidence says so
                 ok, share, top = self.gate(flows)
                 if not ok:
+                    continue
+                if len(srcs) < self.p.spoof_min_sources and not any(s in E.UNSPECIFIED for s in srcs):
+                    self.few_sources(dst, measure, value, strong, flows, share, top)
                     continue
                 rule = self.limit(dst, measure, flows, by_dst[dst])
                 limited = True
@@ -217,6 +220,28 @@ class _Decider:
                          f"{self.bounds.bounds['dst'][measure]:.0f}) from {len(srcs)} sources; "
                          f"{share:.0%} of {len(flows)} flows score >= {self.threshold:.3f} "
                          f"(top {top:.3f})", top, len(flows))
+
+    def few_sources(self, dst: str, measure: str, value: float, strong: bool, flows: list[tuple],
+                    share: float, top: float) -> None:
+        """Destination evidence carried by fewer than `spoof_min_sources` sources: those
+        sources are real (a spoofer would not repeat itself), so they are blocked, not the
+        destination limited; only those that carry their share (at least half of an even
+        split of the carrying packets): a victim's ordinary clients add a little to a flood's
+        one-sided volume and must keep their traffic."""
+        pk = self.window.flows
+        per: dict[str, int] = {}
+        for k in flows:
+            per[k[0]] = per.get(k[0], 0) + (pk[k]["packets"] if k in pk else 1)
+        fair = sum(per.values()) / (2 * len(per))
+        for src in sorted(per):
+            if _blockable(src) and per[src] >= fair:
+                prefix = _prefix(src, self.p)
+                mine = [k for k in flows if k[0] == src]
+                self.add(Rule(Scope.SRC_PREFIX, Action.DROP, src=prefix), strong,
+                         f"source {prefix} -> {dst}: {value:.0f} {_TEXT[measure]} (bound "
+                         f"{self.bounds.bounds['dst'][measure]:.0f}) from {len({k[0] for k in flows})} "
+                         f"sources; {share:.0%} of {len(flows)} flows score >= {self.threshold:.3f} "
+                         f"(top {top:.3f})", max(self.scores[k] for k in mine), len(mine))
 
     def limit(self, dst: str, measure: str, flows: list[tuple], all_flows: list[tuple]) -> Rule:
         """The limit's shape (module doc) and its tight rate."""

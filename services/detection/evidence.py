@@ -14,8 +14,9 @@ last packet came in the window's last GRACE_NS is SETTLED only later: its answer
 fall into the next window, so it counts as neither half-open nor unanswered.
 
 Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`, `SRC_OWN`):
-  half_open    TCP flows of the source in the window with a SYN and no ACK: a SYN flood from
-               one address. Benign: a client's connection attempts to dead peers (a P2P node).
+  half_open    TCP flows of the source in the window with a SYN and no ACK, towards its busiest
+               destination: a SYN flood from one address. Benign: a client's connection
+               attempts to dead peers (a P2P node) are spread over many hosts.
   probe_tcp    half-open flows of <= 2 packets over the horizon (10 windows), largest TARGET
                GROUP: distinct ports of one host (port scan) or distinct hosts of one /24
                (IPv6 /64) on one port (sweep). Benign fan-out is spread over the Internet
@@ -35,8 +36,9 @@ Destination scope (stage 2 holds all flows towards a destination: `dst_measures`
   fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it
   dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
   unsolicited_srcs distinct sources whose flows to it nobody answered
-  packets         its packets in the window (volume far above any benign destination)
-Volume per source is the model's `src_packets`, used the same way (`detect`).
+  packets         packets towards it nobody answered (one-sided volume far above any benign
+                  destination's: a download or a call is answered, a flood is not)
+and per source the same one-sided volume (`src_measures`; partition-local in the scorer).
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ DST_MEASURES: tuple[str, ...] = ("half_open_srcs", "synack_srcs", "rst_srcs", "r
                                  "fragments", "dhcp", "unsolicited_srcs", "packets")
 
 # flow marks (bit set per flow, `flow_marks`)
-HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED = 1, 2, 4, 8, 512
+HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
 SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256
 _BARE = TCP_FIN | TCP_RST | TCP_PSH
 
@@ -119,6 +121,21 @@ class Answers:
         return self._key(asked_key(key)) in self.senders or self.answered(key)
 
 
+_GROUP_CACHE: dict[str, bool] = {}
+
+
+def is_group(addr: str) -> bool:
+    """A multicast or broadcast address (x.x.x.255 taken as a directed broadcast): traffic to it
+    is one-way by design (discovery, announcements), never a probe or a flood target here."""
+    got = _GROUP_CACHE.get(addr)
+    if got is None:
+        if len(_GROUP_CACHE) >= 1 << 16:
+            _GROUP_CACHE.clear()
+        got = _GROUP_CACHE[addr] = (addr.endswith(".255") or addr.startswith("ff")
+                                    or ipaddress.ip_address(addr).is_multicast)
+    return got
+
+
 def settled(last_ns: int, window_end_ns: int) -> bool:
     """A flow whose last packet is GRACE_NS before the window's end has had time for its answer."""
     return last_ns <= window_end_ns - GRACE_NS
@@ -128,13 +145,16 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) ->
     """The marks of one flow (features flow-state form: packets, flags, syn, last)."""
     proto, packets, flags = key[4], st["packets"], st["flags"]
     m = 0
+    group = is_group(key[1])
     answered = answers.answered(key)
     done = settled(st["last"], window_end_ns)
     if answered:
         m |= ANSWERED
+    elif group:
+        m |= GROUP  # nobody answers a group address: neither answered nor unanswered
     elif done:
         m |= UNANSWERED
-    if packets <= 2:
+    if packets <= 2 and not group:
         m |= PROBE
     if proto == PROTO_TCP:
         if st.get("syn", 0):
@@ -156,8 +176,8 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) ->
     return m
 
 
-def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
-                 dst_packets: Mapping[str, float]) -> dict[str, list[float]]:
+def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
+                 marks: Mapping[tuple, int]) -> dict[str, list[float]]:
     """DST_MEASURES of every destination of `keys` (all flows towards it must be there)."""
     sets: dict[str, list[set]] = {}
     counts: dict[str, list[int]] = {}
@@ -166,7 +186,9 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
         s = sets.get(d)
         if s is None:
             s = sets[d] = [set(), set(), set(), set(), set()]
-            counts[d] = [0, 0]
+            counts[d] = [0, 0, 0]
+        if not m & (ANSWERED | GROUP):
+            counts[d][2] += flows[k]["packets"]
         if m & HALF_OPEN:
             s[0].add(k[0])
         if m & SYNACK:
@@ -182,16 +204,20 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
             counts[d][0] += n if m & FRAGMENT else 0
             counts[d][1] += n if m & DHCP else 0
     return {d: [len(s[0]), len(s[1]), len(s[2]), len(s[3]), counts[d][0], counts[d][1], len(s[4]),
-                float(dst_packets.get(d, 0))] for d, s in sets.items()}
+                float(counts[d][2])] for d, s in sets.items()}
 
 
-def src_measures(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Mapping[str, list],
-                 src_packets: Mapping[str, float]) -> dict[str, list[float]]:
+def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
+                 own: Mapping[str, list]) -> dict[str, list[float]]:
     """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
-    probe_other weighted by the share of its non-TCP probes here that nobody answered."""
+    probe_other weighted by the share of its non-TCP probes here that nobody answered, and its
+    packets here that nobody answered."""
     probes: dict[str, list[int]] = {}
+    volume: dict[str, int] = {}
     for k in keys:
         m = marks[k]
+        if not m & (ANSWERED | GROUP):
+            volume[k[0]] = volume.get(k[0], 0) + flows[k]["packets"]
         if m & PROBE and k[4] != PROTO_TCP:
             c = probes.get(k[0])
             if c is None:
@@ -206,7 +232,7 @@ def src_measures(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Mapping
         o = own.get(s) or (0, 0, 0, 0)
         c = probes.get(s)
         share = c[1] / c[0] if c else 0.0
-        out[s] = [float(o[0]), float(o[1]), o[2] * share, float(o[3]), float(src_packets.get(s, 0))]
+        out[s] = [float(o[0]), float(o[1]), o[2] * share, float(o[3]), float(volume.get(s, 0))]
     return out
 
 
@@ -251,7 +277,8 @@ class SourceWatch:
 
     def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
         self.width_ns, self.span = width_ns, span
-        # window start -> source -> [half_open, probe codes (int | set | None), logins (dict | None)]
+        # window start -> source -> [half-open flows to its busiest destination, probe codes
+        # (int | set | None), logins (dict | None)]
         self.windows: dict[int, dict[str, list]] = {}
 
     @staticmethod
@@ -262,14 +289,16 @@ class SourceWatch:
         src, dst, _, dport, proto = key
         half_open = proto == PROTO_TCP and syn and not flags & TCP_ACK and done
         login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
-        probe = packets <= 2 and (half_open or proto != PROTO_TCP)
+        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
         if not (half_open or login or probe):
             return
         e = entries.get(src)
         if e is None:
-            e = entries[src] = [0, None, None]
+            e = entries[src] = [None, None, None]
         if half_open:
-            e[0] += 1
+            if e[0] is None:
+                e[0] = {}
+            e[0][dst] = e[0].get(dst, 0) + 1
         if probe:
             code = probe_code(dst, proto, dport)
             if e[1] is None:
@@ -286,6 +315,8 @@ class SourceWatch:
 
     def add_entries(self, ws: int, entries: dict[str, list]) -> None:
         """Window `ws` as `count` built it (replacing an earlier copy); drops old windows."""
+        for e in entries.values():  # half-open flows: only the busiest destination's count is kept
+            e[0] = max(e[0].values()) if e[0] else 0
         self.windows[ws] = entries
         oldest = ws - (self.span - 1) * self.width_ns
         for w in [w for w in self.windows if w < oldest]:
@@ -342,14 +373,13 @@ class WindowEvidence:
 
 
 def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answers,
-           window_end_ns: int, src_own: Mapping[str, list], src_packets: Mapping[str, float],
-           dst_packets: Mapping[str, float]) -> WindowEvidence:
+           window_end_ns: int, src_own: Mapping[str, list]) -> WindowEvidence:
     """Evidence of one window: `flows` in features flow-state form by 5-tuple, `src_own` the
-    sources' SourceWatch measures, packets per source and per destination."""
+    sources' SourceWatch measures."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
-    return WindowEvidence(marks, src_measures(keys, marks, src_own, src_packets),
-                          dst_measures(keys, flows, marks, dst_packets))
+    return WindowEvidence(marks, src_measures(keys, flows, marks, src_own),
+                          dst_measures(keys, flows, marks))
 
 
 def assess_window(window, window_end_ns: int, previous: Answers | None = None,
@@ -367,7 +397,5 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
                           settled(st["last"], window_end_ns))
     watch.add_entries(window.start_ns, entries)
     own = watch.measures(window.start_ns, window.srcs)
-    ev = assess(flows, flows, answers, window_end_ns, own,
-                {s: a["packets"] for s, a in window.srcs.items()},
-                {d: a["packets"] for d, a in window.dsts.items()})
+    ev = assess(flows, flows, answers, window_end_ns, own)
     return ev, answers

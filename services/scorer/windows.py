@@ -354,7 +354,6 @@ class DstPartition:
         src_feats: dict[tuple, list] = {}
         dsts: dict[str, dict] = {}
         own: dict[str, list] = {}
-        src_packets: dict[str, float] = {}
         sent_flows, senders = [], []
         for chunk in chunks.values():
             for f in chunk.flows:
@@ -364,7 +363,6 @@ class DstPartition:
                 src_feats[key] = f[_SRC_AT:_OWN_AT]
                 if key[0] not in own:
                     own[key[0]] = f[_OWN_AT:FLOW_LEN]
-                    src_packets[key[0]] = f[_SRC_AT + 1]
                 agg = dsts.get(key[1])
                 if agg is None:
                     agg = dsts[key[1]] = agg_new()
@@ -377,8 +375,7 @@ class DstPartition:
         answers = Answers(sent_flows, senders, prev, hashed=True)
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
-        ev = assess(keys, flows, answers, end, own, src_packets,
-                    {d: a["packets"] for d, a in dsts.items()})
+        ev = assess(keys, flows, answers, end, own)
         src_ev, dst_ev = ev.model_inputs()
         dst_feats = {d: agg_features(a) + dst_ev[d] for d, a in dsts.items()}
         rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]

@@ -125,3 +125,15 @@ def test_flow_only_is_the_seed_and_rules_are_capped_by_score():
     capped = suggest(w, keys, [i / 10 + 0.5 for i in range(10)], 0.5, window_end_ns=END,
                      params=DetectParams(flow_only=True, max_rules=3))
     assert len(capped) == 3 and capped[0].score == max(s.score for s in capped)
+
+
+def test_destination_evidence_from_a_few_real_sources_blocks_them_not_their_neighbours():
+    """Fragments from three reflectors (fewer than spoof_min_sources): the three are blocked as
+    sources; a client of the same victim sending a few packets is not."""
+    frags = [Packet(START + i * 1000, f"198.51.100.{i % 3 + 1}", "10.0.0.53", 0, 0, 17, 0, 1514)
+             for i in range(300)]
+    client = [Packet(START + 5000 + i, "10.0.0.9", "10.0.0.53", 0, 0, 17, 0, 1514) for i in range(3)]
+    w, keys = window(frags + client)
+    out = suggest(w, keys, [1.0] * len(keys), 0.5, window_end_ns=END)
+    assert sorted(s.rule.src for s in out) == [f"198.51.100.{i}/32" for i in (1, 2, 3)]
+    assert all(s.rule.scope is Scope.SRC_PREFIX and "non-first fragments" in s.reason for s in out)
