@@ -210,15 +210,16 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
 def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
                  own: Mapping[str, list]) -> dict[str, list[float]]:
     """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
-    probe_other weighted by the share of its non-TCP probes here that nobody answered, and its
-    packets here that nobody answered."""
+    probe_other weighted by the share of its non-TCP probes here that nobody answered (of those
+    whose fate is known: answered, or settled without an answer), and its packets here that
+    nobody answered."""
     probes: dict[str, list[int]] = {}
     volume: dict[str, int] = {}
     for k in keys:
         m = marks[k]
         if not m & (ANSWERED | GROUP):
             volume[k[0]] = volume.get(k[0], 0) + flows[k]["packets"]
-        if m & PROBE and k[4] != PROTO_TCP:
+        if m & PROBE and k[4] != PROTO_TCP and m & (ANSWERED | UNANSWERED):  # settled: known
             c = probes.get(k[0])
             if c is None:
                 c = probes[k[0]] = [0, 0]
