@@ -42,13 +42,13 @@ and per source the same one-sided volume (`src_measures`; partition-local in the
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
-from .features import HORIZON_WINDOWS, hash64
+from .sketch import _hash, hash64
+from .watch import LOGIN_PORTS, SourceWatch, is_group  # noqa: F401  (re-exported)
 
 # UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
 # QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
@@ -57,11 +57,6 @@ from .features import HORIZON_WINDOWS, hash64
 REFLECTOR_PORTS = frozenset({17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 500, 520, 623, 1194,
                              1434, 1604, 1900, 3283, 3702, 5060, 5351, 5353, 5683, 6881, 10001,
                              11211, 17185, 26000, 27015, 27960, 30718, 32414, 33848, 37810, 47808})
-# TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
-# LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB
-LOGIN_PORTS = frozenset({21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
-                         3306, 3389, 5432, 5900, 6379, 27017})
-LOGIN_WINDOWS = 3
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -92,48 +87,43 @@ def asked_key(key: tuple) -> tuple:
 
 
 class Answers:
-    """What was sent in this window and the one before, for `answered` / `solicited`: flows as
-    5-tuples and `sent_from_key`s. The replay gives the tuples; the scorer's stage 2 gives
-    their `hash64` (the source partitions ship them, windows.py) and sets `hashed`."""
+    """What was sent in this window and the one before, for `answered` / `solicited`: the
+    addresses that sent anything, flows as 5-tuples and `sent_from_key`s. The replay gives the
+    tuples; the scorer's stage 2 gives their `hash64` (the source partitions ship them,
+    windows.py) and sets `hashed`. An address that sent nothing answers nothing: no hash is
+    computed for the flows towards it (a flood's silent victim)."""
 
-    __slots__ = ("current_flows", "current_senders", "flows", "senders", "hashed")
+    __slots__ = ("current", "addresses", "flows", "senders", "hashed")
 
-    def __init__(self, flows: Iterable, senders: Iterable, previous: "Answers | None" = None,
-                 hashed: bool = False) -> None:
-        self.current_flows, self.current_senders = set(flows), set(senders)
-        self.flows, self.senders, self.hashed = self.current_flows, self.current_senders, hashed
+    def __init__(self, addresses: Iterable[str], flows: Iterable, senders: Iterable,
+                 previous: "Answers | None" = None, hashed: bool = False) -> None:
+        self.current = (set(addresses), set(flows), set(senders))
+        self.addresses, self.flows, self.senders = self.current
+        self.hashed = hashed
         if previous is not None:
-            self.flows = self.current_flows | previous.current_flows
-            self.senders = self.current_senders | previous.current_senders
+            self.addresses = self.addresses | previous.current[0]
+            self.flows = self.flows | previous.current[1]
+            self.senders = self.senders | previous.current[2]
 
     @classmethod
     def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None) -> "Answers":
         keys = list(keys)
-        return cls(keys, map(sent_from_key, keys), previous)
-
-    def _key(self, t: tuple):
-        return hash64(t) if self.hashed else t
+        return cls((k[0] for k in keys), keys, map(sent_from_key, keys), previous)
 
     def answered(self, key: tuple) -> bool:
-        return self._key(reverse_key(key)) in self.flows
+        """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""
+        if key[1] not in self.addresses:
+            return False
+        if self.hashed:
+            s, d, sp, dp, pr = key
+            return _hash(f"{d}|{s}|{dp}|{sp}|{pr}") in self.flows
+        return reverse_key(key) in self.flows
 
     def solicited(self, key: tuple) -> bool:
-        return self._key(asked_key(key)) in self.senders or self.answered(key)
-
-
-_GROUP_CACHE: dict[str, bool] = {}
-
-
-def is_group(addr: str) -> bool:
-    """A multicast or broadcast address (x.x.x.255 taken as a directed broadcast): traffic to it
-    is one-way by design (discovery, announcements), never a probe or a flood target here."""
-    got = _GROUP_CACHE.get(addr)
-    if got is None:
-        if len(_GROUP_CACHE) >= 1 << 16:
-            _GROUP_CACHE.clear()
-        got = _GROUP_CACHE[addr] = (addr.endswith(".255") or addr.startswith("ff")
-                                    or ipaddress.ip_address(addr).is_multicast)
-    return got
+        if key[1] not in self.addresses:
+            return False
+        ask = asked_key(key)
+        return (hash64(ask) if self.hashed else ask) in self.senders or self.answered(key)
 
 
 def settled(last_ns: int, window_end_ns: int) -> bool:
@@ -176,35 +166,33 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) ->
     return m
 
 
+_SOURCE_SETS = ((HALF_OPEN, 0), (SYNACK, 1), (RST_ONLY, 2), (REFLECTED, 3), (UNANSWERED, 4))
+_ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
+
+
 def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                  marks: Mapping[tuple, int]) -> dict[str, list[float]]:
     """DST_MEASURES of every destination of `keys` (all flows towards it must be there)."""
-    sets: dict[str, list[set]] = {}
-    counts: dict[str, list[int]] = {}
+    acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume
     for k in keys:
         m, d = marks[k], k[1]
-        s = sets.get(d)
-        if s is None:
-            s = sets[d] = [set(), set(), set(), set(), set()]
-            counts[d] = [0, 0, 0]
+        a = acc.get(d)
+        if a is None:
+            a = acc[d] = [None, None, None, None, None, 0, 0, 0]
         if not m & (ANSWERED | GROUP):
-            counts[d][2] += flows[k]["packets"]
-        if m & HALF_OPEN:
-            s[0].add(k[0])
-        if m & SYNACK:
-            s[1].add(k[0])
-        if m & RST_ONLY:
-            s[2].add(k[0])
-        if m & REFLECTED:
-            s[3].add(k[0])
-        if m & UNANSWERED:
-            s[4].add(k[0])
+            a[7] += flows[k]["packets"]
+        if m & _ANY_SET:
+            for bit, i in _SOURCE_SETS:
+                if m & bit:
+                    if a[i] is None:
+                        a[i] = {k[0]}
+                    else:
+                        a[i].add(k[0])
         if m & (FRAGMENT | DHCP):
-            n = flows[k]["packets"]
-            counts[d][0] += n if m & FRAGMENT else 0
-            counts[d][1] += n if m & DHCP else 0
-    return {d: [len(s[0]), len(s[1]), len(s[2]), len(s[3]), counts[d][0], counts[d][1], len(s[4]),
-                float(counts[d][2])] for d, s in sets.items()}
+            a[5 if m & FRAGMENT else 6] += flows[k]["packets"]
+    return {d: [len(a[0]) if a[0] else 0, len(a[1]) if a[1] else 0, len(a[2]) if a[2] else 0,
+                len(a[3]) if a[3] else 0, a[5], a[6], len(a[4]) if a[4] else 0, float(a[7])]
+            for d, a in acc.items()}
 
 
 def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
@@ -216,145 +204,22 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
     probes: dict[str, list[int]] = {}
     volume: dict[str, int] = {}
     for k in keys:
-        m = marks[k]
+        m, s = marks[k], k[0]
         if not m & (ANSWERED | GROUP):
-            volume[k[0]] = volume.get(k[0], 0) + flows[k]["packets"]
-        if m & PROBE and k[4] != PROTO_TCP and m & (ANSWERED | UNANSWERED):  # settled: known
-            c = probes.get(k[0])
+            volume[s] = volume.get(s, 0) + flows[k]["packets"]
+        if m & PROBE and m & (ANSWERED | UNANSWERED) and k[4] != PROTO_TCP:  # settled: known
+            c = probes.get(s)
             if c is None:
-                c = probes[k[0]] = [0, 0]
+                c = probes[s] = [0, 0]
             c[0] += 1
             c[1] += bool(m & UNANSWERED)
     out = {}
-    for k in keys:
-        s = k[0]
-        if s in out:
-            continue
-        o = own.get(s) or (0, 0, 0, 0)
+    zero = (0, 0, 0, 0)
+    for s in dict.fromkeys(k[0] for k in keys):
+        o = own.get(s) or zero
         c = probes.get(s)
-        share = c[1] / c[0] if c else 0.0
-        out[s] = [float(o[0]), float(o[1]), o[2] * share, float(o[3]), float(volume.get(s, 0))]
+        out[s] = [o[0], o[1], o[2] * c[1] / c[0] if c else 0.0, o[3], volume.get(s, 0)]
     return out
-
-
-# --- stage 1: a source's own measures over its recent windows ------------------------------------
-
-def _net(addr: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) an address lies in, as text."""
-    if ":" not in addr:
-        return addr.rsplit(".", 1)[0]
-    return str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
-
-
-def probe_code(dst: str, proto: int, dport: int) -> int:
-    """One probe as an int: host hash (32 bits) | net hash (32) | proto (8) | port (16), so a
-    set of them counts distinct targets and both target groups can be read back."""
-    return ((hash64(dst) >> 32) << 56 | (hash64(_net(dst) + f"|{dport}") >> 32) << 24
-            | proto << 16 | dport)
-
-
-def _largest_groups(codes: Iterable[int]) -> tuple[int, int]:
-    """(largest TCP group, largest other group) of a set of distinct probe codes: a group is
-    one host and protocol (members: ports) or one net, port and protocol (members: hosts)."""
-    groups: dict[tuple, int] = {}
-    for c in codes:
-        proto = (c >> 16) & 0xFF
-        for g in ((0, c >> 56, proto), (1, (c >> 24) & 0xFFFFFFFF, proto)):
-            groups[g] = groups.get(g, 0) + 1
-    best = [0, 0]
-    for (_, _, proto), n in groups.items():
-        i = 0 if proto == PROTO_TCP else 1
-        if n > best[i]:
-            best[i] = n
-    return best[0], best[1]
-
-
-class SourceWatch:
-    """Every source's probes and login sessions over the last `span` windows (SRC_OWN). Kept
-    per window like features.SourceHorizon, so expiry drops whole windows; a source with a
-    single probe in a window (a spoofed SYN) costs one int. Windows are added oldest first."""
-
-    __slots__ = ("width_ns", "span", "windows")
-
-    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
-        self.width_ns, self.span = width_ns, span
-        # window start -> source -> [half-open flows to its busiest destination, probe codes
-        # (int | set | None), logins (dict | None)]
-        self.windows: dict[int, dict[str, list]] = {}
-
-    @staticmethod
-    def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
-              done: bool) -> None:
-        """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
-        SYN-without-ACK packets, and whether it is `settled`)."""
-        src, dst, _, dport, proto = key
-        half_open = proto == PROTO_TCP and syn and not flags & TCP_ACK and done
-        login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
-        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
-        if not (half_open or login or probe):
-            return
-        e = entries.get(src)
-        if e is None:
-            e = entries[src] = [None, None, None]
-        if half_open:
-            if e[0] is None:
-                e[0] = {}
-            e[0][dst] = e[0].get(dst, 0) + 1
-        if probe:
-            code = probe_code(dst, proto, dport)
-            if e[1] is None:
-                e[1] = code
-            elif type(e[1]) is int:
-                e[1] = {e[1], code}
-            else:
-                e[1].add(code)
-        if login:
-            if e[2] is None:
-                e[2] = {}
-            g = (dst, dport)
-            e[2][g] = e[2].get(g, 0) + 1
-
-    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
-        """Window `ws` as `count` built it (replacing an earlier copy); drops old windows."""
-        for e in entries.values():  # half-open flows: only the busiest destination's count is kept
-            e[0] = max(e[0].values()) if e[0] else 0
-        self.windows[ws] = entries
-        oldest = ws - (self.span - 1) * self.width_ns
-        for w in [w for w in self.windows if w < oldest]:
-            del self.windows[w]
-
-    def measures(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
-        """SRC_OWN of each source with anything counted (others: absent, all zero)."""
-        span = [d for w in range(ws - (self.span - 1) * self.width_ns, ws + 1, self.width_ns)
-                if (d := self.windows.get(w)) is not None]
-        login_from = ws - (LOGIN_WINDOWS - 1) * self.width_ns
-        logins = [d for w, d in self.windows.items() if login_from <= w <= ws]
-        current = self.windows.get(ws, {})
-        out = {}
-        for src in srcs:
-            e = current.get(src)
-            codes: set = set()
-            for d in span:
-                x = d.get(src)
-                if x is not None and x[1] is not None:
-                    if type(x[1]) is int:
-                        codes.add(x[1])
-                    else:
-                        codes |= x[1]
-            if len(codes) > 1:
-                tcp, other = _largest_groups(codes)
-            else:
-                tcp = other = 0
-                for c in codes:
-                    tcp, other = (1, 0) if (c >> 16) & 0xFF == PROTO_TCP else (0, 1)
-            sessions: dict = {}
-            for d in logins:
-                x = d.get(src)
-                if x is not None and x[2]:
-                    for g, n in x[2].items():
-                        sessions[g] = sessions.get(g, 0) + n
-            out[src] = [e[0] if e else 0, tcp, other, max(sessions.values(), default=0)]
-        return out
 
 
 # --- one window, assessed ------------------------------------------------------------------------

@@ -13,17 +13,15 @@ Every state is updated one packet at a time (`flow_update`, `src_update`, `dst_u
 states of the same key and window can be merged (`flow_merge`, `agg_merge`), so per-partition
 partial aggregates combine exactly.
 
-Distinct counts (flows, peers, ports) use linear counting on a 4096-bit bitmap (64 words of 64
-bits, hashed with blake2b so every process agrees): 512 bytes per key, mergeable by OR, exact
-for a few dozen items, within a few % up to ~10k, saturating at ~34k (`SKETCH_MAX`). Exact sets would make one
-spoofed-flood destination's state grow without bound.
+Distinct counts (flows, peers, ports) use the linear-counting bitmaps of `sketch` (512 bytes
+per key, mergeable by OR). Exact sets would make one spoofed-flood destination's state grow
+without bound.
 
 The model row of a flow is `row(flow, src_agg, horizon, dst_agg)`, raw values in FEATURE_NAMES order;
 any scaling (log1p) belongs to the model pipeline, not here.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Iterable
 
@@ -55,67 +53,11 @@ FEATURE_NAMES: tuple[str, ...] = SEED_FEATURES + SRC_FEATURES + DST_FEATURES + D
 _NO_SRC_EV = [0.0] * len(SRC_EVIDENCE_FEATURES)
 _NO_DST_EV = [0.0] * len(DST_EVIDENCE_FEATURES)
 
-SKETCH_WORDS = 64
-SKETCH_BITS = SKETCH_WORDS * 64
-SKETCH_MAX = int(SKETCH_BITS * math.log(SKETCH_BITS))  # estimate reported when every bit is set
-_MASK64 = (1 << 64) - 1
+from .sketch import (SKETCH_BITS, SKETCH_MAX, SKETCH_WORDS, _cached_pos, _hash,  # noqa: F401
+                     _linear_count, hash64, sketch_add, sketch_count, sketch_merge, sketch_new,
+                     sketch_pos)
 
 FlowKey = tuple  # (src, dst, sport, dport, proto)
-
-
-# --- distinct-count sketch (linear counting) ---------------------------------------------------
-
-def sketch_new() -> list[int]:
-    return [0] * SKETCH_WORDS
-
-
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def hash64(item: str | tuple) -> int:
-    """64-bit blake2b of an item's text (a tuple's parts joined by "|"): every process agrees."""
-    return _hash(item if isinstance(item, str) else "|".join(str(p) for p in item))
-
-
-def sketch_pos(item: str) -> int:
-    """The sketch bit an item sets."""
-    return _hash(item) % SKETCH_BITS
-
-
-_POS_CACHE: dict[str, int] = {}
-
-
-def _cached_pos(item: str) -> int:
-    """`sketch_pos` of an item that recurs (addresses, ports), remembered (bounded)."""
-    pos = _POS_CACHE.get(item)
-    if pos is None:
-        if len(_POS_CACHE) >= 1 << 16:
-            _POS_CACHE.clear()
-        pos = _POS_CACHE[item] = sketch_pos(item)
-    return pos
-
-
-def sketch_add(sk: list[int], item: str) -> int:
-    """Add an item; returns its position (`sketch_pos`)."""
-    h = sketch_pos(item)
-    sk[h >> 6] |= 1 << (h & 63)
-    return h
-
-
-def sketch_merge(a: list[int], b: list[int]) -> list[int]:
-    return [(x | y) & _MASK64 for x, y in zip(a, b)]
-
-
-def sketch_count(sk: list[int]) -> float:
-    return _linear_count(sum(map(int.bit_count, sk)))
-
-
-def _linear_count(ones: int) -> float:
-    zeros = SKETCH_BITS - ones
-    if zeros == 0:
-        return float(SKETCH_MAX)
-    return -SKETCH_BITS * math.log(zeros / SKETCH_BITS)
 
 
 # --- per-flow state and the seed's 22 features ---------------------------------------------------
@@ -230,15 +172,23 @@ def agg_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def agg_features(agg: dict) -> list[float]:
+_ONE = _linear_count(1)
+
+
+def agg_features(agg: dict, single: bool = False) -> list[float]:
     """flows, packets, bytes, peers, ports, syn_noack_share, icmp_share, udp_share, pkts_per_flow,
-    flows_per_peer (repeated connections to one peer: brute force)."""
+    flows_per_peer (repeated connections to one peer: brute force). `single`: the caller knows
+    the aggregate holds one flow, so each sketch has one bit set (a spoofed source; the same
+    numbers without counting 3 x 64 words)."""
     packets = max(agg["packets"], 1)
-    flows = max(sketch_count(agg["flows"]), 1.0)
-    peers = sketch_count(agg["peers"])
-    return [flows, float(agg["packets"]), float(agg["bytes"]), peers,
-            sketch_count(agg["ports"]), agg["syn_noack"] / packets, agg["icmp"] / packets,
-            agg["udp"] / packets, agg["packets"] / flows, flows / max(peers, 1.0)]
+    if single:
+        flows = peers = ports = _ONE
+    else:
+        flows = max(sketch_count(agg["flows"]), 1.0)
+        peers, ports = sketch_count(agg["peers"]), sketch_count(agg["ports"])
+    return [flows, float(agg["packets"]), float(agg["bytes"]), peers, ports,
+            agg["syn_noack"] / packets, agg["icmp"] / packets, agg["udp"] / packets,
+            agg["packets"] / flows, flows / max(peers, 1.0)]
 
 
 # --- per-source horizon ---------------------------------------------------------------------------

@@ -37,17 +37,19 @@ from aiokafka.partitioner import murmur2
 from services.wire.codec import PacketColumns, address_bytes
 from services.common.errors import DecodeError
 from services.detection.detect import Escalation
-from services.detection.evidence import (Answers, SourceWatch, WindowEvidence, assess,
-                                         sent_from_key, settled)
-from services.detection.features import (SRC_EVIDENCE_FEATURES, SRC_FEATURES, SourceHorizon,
-                                         agg_features, agg_new, flow_features, flow_key_text,
-                                         hash64, horizon_count, sketch_add)
+from services.detection.evidence import (GRACE_NS, REFLECTOR_PORTS, Answers, SourceWatch,
+                                         WindowEvidence, assess, sent_from_key)
+from services.detection.features import (SKETCH_BITS, SRC_EVIDENCE_FEATURES, SRC_FEATURES,
+                                         SourceHorizon, _cached_pos, agg_features, agg_new,
+                                         flow_features, flow_key_text, hash64, horizon_count,
+                                         sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 
 FLOWS_VERSION = 3  # 2: source features include the horizon; 3: evidence (own measures, sent flows)
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
-FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
+FLOW_LEN = 5 + 7 + len(SRC_FEATURES) + 1  # 5-tuple, stage-1 state, source features, hash64
 _SRC_AT, _OWN_AT = 12, 12 + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
+_HASH_AT = 12 + len(SRC_FEATURES)
 Clock = Callable[[], float]
 
 
@@ -57,8 +59,9 @@ def flow_dict(key: tuple, st: list) -> dict:
             "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
 
 
-def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
-    """Add a flow to an aggregate; returns the peer's sketch position."""
+def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int | None = None) -> int:
+    """Add a flow to an aggregate; returns the peer's sketch position. `flow_hash`: the flow's
+    hash64, when the caller has it already (stage 1 ships it too)."""
     packets, proto = st[2], key[4]
     agg["packets"] += packets
     agg["bytes"] += st[3]
@@ -67,9 +70,14 @@ def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
         agg["icmp"] += packets
     elif proto == PROTO_UDP:
         agg["udp"] += packets
-    sketch_add(agg["flows"], flow_key_text(key))
-    sketch_add(agg["ports"], f"{proto}/{key[3]}")
-    return sketch_add(agg["peers"], peer)
+    if flow_hash is None:
+        sketch_add(agg["flows"], flow_key_text(key))
+    else:
+        pos = flow_hash % SKETCH_BITS
+        agg["flows"][pos >> 6] |= 1 << (pos & 63)
+    for name, pos in (("ports", _cached_pos(f"{proto}/{key[3]}")), ("peers", _cached_pos(peer))):
+        agg[name][pos >> 6] |= 1 << (pos & 63)
+    return pos
 
 
 def dst_partition(dst: str, num_partitions: int) -> int:
@@ -83,12 +91,15 @@ class FlowChunk:
     src_partition: int
     dst_partition: int
     index: int
-    # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]; the last SRC_EVIDENCE_FEATURES
-    # travel as the source's evidence.SRC_OWN (stage 2 turns them into the measures)
+    # [src, dst, sport, dport, proto, *state, *SRC_FEATURES, hash64 of the 5-tuple]; the last
+    # SRC_EVIDENCE_FEATURES travel as the source's evidence.SRC_OWN (stage 2 turns them into
+    # the measures)
     flows: list[list]
     # what sources of this destination partition sent in the window: hash64 of each flow's
-    # 5-tuple and of its evidence.sent_from_key (stage 2 looks answers up in them)
+    # 5-tuple and of its evidence.sent_from_key (0 unless the flow asks a reflector port),
+    # and the sources themselves (stage 2 looks answers up in them: evidence.Answers)
     sent: list[list[int]] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)
 
     def key(self) -> bytes:
         return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
@@ -96,7 +107,8 @@ class FlowChunk:
     def encode(self) -> bytes:
         return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
                               "sp": self.src_partition, "dp": self.dst_partition,
-                              "i": self.index, "f": self.flows, "s": self.sent}, use_bin_type=True)
+                              "i": self.index, "f": self.flows, "s": self.sent,
+                              "a": self.senders}, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "FlowChunk":
@@ -104,14 +116,15 @@ class FlowChunk:
             rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
             if rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
                 raise DecodeError(f"flows: unsupported record {rec.get('t')!r} v{rec.get('v')!r}")
-            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"], rec["s"])
+            chunk = cls(rec["ws"], rec["sp"], rec["dp"], rec["i"], rec["f"], rec["s"], rec["a"])
         except DecodeError:
             raise
         except Exception as exc:  # any shape error of an internal record means "malformed"
             raise DecodeError(f"flows: malformed ({type(exc).__name__}: {exc})") from None
         if not all(type(f) is list and len(f) >= FLOW_LEN for f in chunk.flows):
             raise DecodeError("flows: malformed flow entry")
-        if not all(type(x) is list and len(x) == 2 for x in chunk.sent):
+        if not all(type(x) is list and len(x) == 2 for x in chunk.sent) or not all(
+                type(a) is str for a in chunk.senders):
             raise DecodeError("flows: malformed sent entry")
         return chunk
 
@@ -139,6 +152,7 @@ class SourcePartition:
     # after a restart or a rebalance: they then cover the windows closed since.
     horizon: SourceHorizon | None = None
     watch: SourceWatch | None = None
+    _home: bool | None = None  # sources co-partitioned with stage 2 (`_copartitioned`)
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -239,37 +253,62 @@ class SourcePartition:
         srcs: dict[str, dict] = {}
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
+        hashes: dict[tuple, int] = {}
+        nflows: dict[str, int] = {}
+        settle_by = end - GRACE_NS  # evidence.settled
         for key, st in flows.items():
             agg = srcs.get(key[0])
             if agg is None:
                 agg = srcs[key[0]] = agg_new()
-            horizon_count(recent, key[0], st[2], _agg_add_flow(agg, key, st, key[1]))
-            SourceWatch.count(watched, key, st[2], st[4], st[5], settled(st[1], end))
+            nflows[key[0]] = nflows.get(key[0], 0) + 1
+            h = hashes[key] = hash64(key)
+            horizon_count(recent, key[0], st[2], _agg_add_flow(agg, key, st, key[1], h))
+            SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched)
         hz = self.horizon.features_of(ws, srcs)
         own = self.watch.measures(ws, srcs)
-        src_feats = {s: agg_features(a) + hz[s] + own[s] for s, a in srcs.items()}
+        src_feats = {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}
         groups: dict[int, list[list]] = {}
         sent: dict[int, list[list[int]]] = {}
         part_of: dict[str, int] = {}
+        if self._home is None and srcs:
+            self._home = self._copartitioned(srcs, num_dst_partitions)
         for key, st in flows.items():
-            for addr in (key[0], key[1]):
+            for addr in (key[1],) if self._home else (key[0], key[1]):
                 if addr not in part_of:
                     part_of[addr] = dst_partition(addr, num_dst_partitions)
-            groups.setdefault(part_of[key[1]], []).append([*key, *st, *src_feats[key[0]]])
-            sent.setdefault(part_of[key[0]], []).append([hash64(key), hash64(sent_from_key(key))])
+            if self._home:
+                part_of[key[0]] = self.partition
+            groups.setdefault(part_of[key[1]], []).append([*key, *st, *src_feats[key[0]], hashes[key]])
+            # the sender key only where an answer could be looked up by it (a request to a
+            # reflector port: evidence.Answers.solicited); 0 otherwise
+            asks = key[4] == PROTO_UDP and key[3] in REFLECTOR_PORTS
+            sent.setdefault(part_of[key[0]], []).append(
+                [hashes[key], hash64(sent_from_key(key)) if asks else 0])
+        senders: dict[int, list[str]] = {}
+        for src in srcs:
+            senders.setdefault(part_of[src], []).append(src)
         chunks = []
         for q in sorted(set(groups) | set(sent)):
-            fl, se = groups.get(q, []), sent.get(q, [])
-            for i in range(max(len(fl), len(se), 1) // CHUNK_FLOWS + 1):
-                part_f, part_s = fl[i * CHUNK_FLOWS:(i + 1) * CHUNK_FLOWS], se[i * CHUNK_FLOWS:(i + 1) * CHUNK_FLOWS]
-                if part_f or part_s:
-                    chunks.append(FlowChunk(ws, self.partition, q, i, part_f, part_s))
+            fl, se, sa = groups.get(q, []), sent.get(q, []), senders.get(q, [])
+            for i in range(max(len(fl), len(se), len(sa), 1) // CHUNK_FLOWS + 1):
+                part = slice(i * CHUNK_FLOWS, (i + 1) * CHUNK_FLOWS)
+                if fl[part] or se[part] or sa[part]:
+                    chunks.append(FlowChunk(ws, self.partition, q, i, fl[part], se[part], sa[part]))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
         return chunks, done
+
+    def _copartitioned(self, srcs, n: int) -> bool:
+        """Whether this partition's sources are all at home in stage 2 partition `partition`:
+        true when the packets topic has as many partitions as the flows topic (the adapter's
+        case: both are XDPGUARD's packets partition count, and capture partitions by the same
+        murmur2 of the source address), so stage 1 need not hash every source again (a spoofed
+        flood brings a new source per packet). Read from up to 16 sources, once."""
+        sample = list(srcs)[:16]
+        return all(dst_partition(a, n) == self.partition for a in sample)
 
     def sent(self, ws: int) -> None:
         """Every chunk of closed window `ws` is queued to stage 2, ahead of any later mark."""
@@ -354,7 +393,8 @@ class DstPartition:
         src_feats: dict[tuple, list] = {}
         dsts: dict[str, dict] = {}
         own: dict[str, list] = {}
-        sent_flows, senders = [], []
+        nflows: dict[str, int] = {}
+        sent_flows, senders, addresses = [], [], []
         for chunk in chunks.values():
             for f in chunk.flows:
                 key, st = tuple(f[:5]), f[5:12]
@@ -362,22 +402,26 @@ class DstPartition:
                 nodes[key] = st[6]
                 src_feats[key] = f[_SRC_AT:_OWN_AT]
                 if key[0] not in own:
-                    own[key[0]] = f[_OWN_AT:FLOW_LEN]
+                    own[key[0]] = f[_OWN_AT:_HASH_AT]
                 agg = dsts.get(key[1])
                 if agg is None:
                     agg = dsts[key[1]] = agg_new()
-                _agg_add_flow(agg, key, st, key[0])
+                    nflows[key[1]] = 0
+                nflows[key[1]] += 1
+                _agg_add_flow(agg, key, st, key[0], f[_HASH_AT])
             for h_flow, h_sender in chunk.sent:
                 sent_flows.append(h_flow)
-                senders.append(h_sender)
+                if h_sender:
+                    senders.append(h_sender)
+            addresses += chunk.senders
         end = ws + self.width_ns
         prev = self._answers if self._answers_ws == ws - self.width_ns else None
-        answers = Answers(sent_flows, senders, prev, hashed=True)
+        answers = Answers(addresses, sent_flows, senders, prev, hashed=True)
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
         ev = assess(keys, flows, answers, end, own)
         src_ev, dst_ev = ev.model_inputs()
-        dst_feats = {d: agg_features(a) + dst_ev[d] for d, a in dsts.items()}
+        dst_feats = {d: agg_features(a, nflows[d] == 1) + dst_ev[d] for d, a in dsts.items()}
         rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]
         return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, rows, list(chunks),
                             ev, self.memory)
