@@ -158,6 +158,8 @@ class _Decider:
         return rule.with_times(self.end, ttl), level
 
     def add(self, rule: Rule, strong: bool, reason: str, top: float, n: int) -> None:
+        """Keep `rule` (its TTL and, for a limit, its rate by the response level) unless the
+        window already has one with the same key and a higher score."""
         rule, level = self.respond(rule, strong)
         if rule.scope is Scope.DST_LIMIT and not level:
             rule = replace(rule, rate_pps=self.p.limit_pps)
@@ -173,6 +175,7 @@ class _Decider:
             top, n)
 
     def sources(self) -> None:
+        """SRC_PREFIX rules: per source, its strongest finding the model agrees with."""
         by_src: dict[str, list[tuple]] = {}
         for k in self.keys:
             by_src.setdefault(k[0], []).append(k)
@@ -194,6 +197,8 @@ class _Decider:
                 break
 
     def destinations(self) -> None:
+        """DST_LIMIT rules (or source rules for few sources): per destination, every specific
+        finding the model agrees with; the generic ones only if none shaped a limit."""
         by_dst: dict[str, list[tuple]] = {}
         for k in self.keys:
             by_dst.setdefault(k[1], []).append(k)

@@ -62,6 +62,7 @@ def _trainer(args, features: str, fpr: float):
 
 
 def cmd_evaluate(args) -> int:
+    """Read the manifests, train and replay per the split (EPILOG), write the report."""
     from services.detection.detect import DetectParams
     from services.detection.model import DEFAULT_MODEL, load_model, read_meta
     from services.offline import training as T

@@ -112,6 +112,7 @@ class _Tally:
         self.secs: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # att, att drop, ben, ben drop
 
     def add(self, p: Packet, att: bool, dropped: bool) -> None:
+        """One replayed packet: attack or benign, dropped or not."""
         c, sec = self.c, self.secs[(p.ts_ns - T0) // 10**9]
         if att:
             c["attack_packets"] += 1
@@ -203,6 +204,8 @@ def _share(a: int, b: int) -> float | None:
 
 
 def summarize(stats: Sequence[ReplayStats]) -> dict:
+    """Pooled counts, drop shares, AUCs, detection rates and the slowest first block of a set
+    of replays (None where a share has no packets)."""
     c = defaultdict(int)
     for s in stats:
         for k, v in s.counts.items():

@@ -151,6 +151,7 @@ class Enforcer:
         return False
 
     def verdict(self, pkt: Packet) -> bool | None:
+        """True: dropped; False: a rule matched and let it through; None: no rule matched."""
         ts = pkt.ts_ns
         key = pkt.flow_key()
         for k in (key, (key[1], key[0], key[3], key[2], key[4])):

@@ -105,6 +105,8 @@ def _files(ours: dict) -> list[str]:
 
 def write_report(out: str | Path, ours: dict, seed: dict | None, *, command: str,
                  split: str, extra: dict | None = None) -> dict:
+    """Write report.json (both methods' public parts), report.md (goals marked) and report.png
+    (ROC curves, blocked share over time) into `out`; returns the JSON document."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "split": split, **_public(ours),

@@ -386,6 +386,8 @@ class DstPartition:
         return sorted(ws for ws in self.windows if ws <= done)
 
     def close(self, ws: int) -> ClosedWindow:
+        """Close window `ws`: its flows, destination aggregates, evidence (answers looked up in
+        what this partition's addresses sent, this window and the one before) and rows."""
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
