@@ -14,17 +14,15 @@ Every state is updated one packet at a time (`flow_update`, `src_update`, `dst_u
 states of the same key and window can be merged (`flow_merge`, `agg_merge`), so per-partition
 partial aggregates combine exactly.
 
-Distinct counts (flows, peers, ports) use linear counting on a 4096-bit bitmap (64 words of 64
-bits, hashed with blake2b so every process agrees): 512 bytes per key, mergeable by OR, exact
-for a few dozen items, within a few % up to ~10k, saturating at ~34k (`SKETCH_MAX`). Exact sets would make one
-spoofed-flood destination's state grow without bound.
+Distinct counts (flows, peers, ports) use the linear-counting bitmaps of `sketch` (512 bytes
+per key, mergeable by OR). Exact sets would make one spoofed-flood destination's state grow
+without bound.
 
 The model row of a flow is `row(flow, src_agg, horizon, dst_agg)`, raw values in FEATURE_NAMES order;
 any scaling (log1p) belongs to the model pipeline, not here.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Iterable
 
@@ -41,56 +39,29 @@ SRC_AGG_FEATURES: tuple[str, ...] = tuple(f"src_{n}" for n in _AGG)   # peers = 
 # The source over the last HORIZON_WINDOWS windows: distinct peers, and peers divided by
 # packets per peer ("sparse peers": many peers that each got a packet or two, a sweep).
 HORIZON_FEATURES: tuple[str, ...] = ("src_h_peers", "src_h_sparse_peers")
-SRC_FEATURES: tuple[str, ...] = SRC_AGG_FEATURES + HORIZON_FEATURES  # all known in stage 1
+# The evidence module's measures of the source and of the destination (evidence.SRC_MEASURES,
+# DST_MEASURES but packets), seen by the model as well: the concentration of a
+# source's probes on one host or one /24 and the destination's one-sided traffic are what
+# no other feature describes.
+SRC_EVIDENCE_FEATURES: tuple[str, ...] = ("src_half_open", "src_h_probe_tcp", "src_h_probe_other",
+                                          "src_login")
+SRC_FEATURES: tuple[str, ...] = SRC_AGG_FEATURES + HORIZON_FEATURES + SRC_EVIDENCE_FEATURES  # stage 1
 DST_FEATURES: tuple[str, ...] = tuple(f"dst_{n}" for n in _AGG)   # peers = distinct sources
-FEATURE_NAMES: tuple[str, ...] = SEED_FEATURES + SRC_FEATURES + DST_FEATURES
+DST_EVIDENCE_FEATURES: tuple[str, ...] = ("dst_half_open_srcs", "dst_synack_srcs", "dst_rst_srcs",
+                                          "dst_reflector_srcs", "dst_fragments", "dst_dhcp",
+                                          "dst_unsolicited_srcs")
+FEATURE_NAMES: tuple[str, ...] = SEED_FEATURES + SRC_FEATURES + DST_FEATURES + DST_EVIDENCE_FEATURES
+_NO_SRC_EV = [0.0] * len(SRC_EVIDENCE_FEATURES)
+_NO_DST_EV = [0.0] * len(DST_EVIDENCE_FEATURES)
 
-SKETCH_WORDS = 64
-SKETCH_BITS = SKETCH_WORDS * 64
-SKETCH_MAX = int(SKETCH_BITS * math.log(SKETCH_BITS))  # estimate reported when every bit is set
-_MASK64 = (1 << 64) - 1
+from .sketch import (SKETCH_BITS, SKETCH_MAX, SKETCH_WORDS, _cached_pos, _hash,  # noqa: F401
+                     _linear_count, hash64, sketch_add, sketch_count, sketch_merge, sketch_new,
+                     sketch_pos)
 
 FlowKey = tuple  # (src, dst, sport, dport, proto)
 
 
-# --- distinct-count sketch (linear counting) ---------------------------------------------------
-
-def sketch_new() -> list[int]:
-    return [0] * SKETCH_WORDS
-
-
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def sketch_pos(item: str) -> int:
-    """The sketch bit an item sets."""
-    return _hash(item) % SKETCH_BITS
-
-
-def sketch_add(sk: list[int], item: str) -> int:
-    """Add an item; returns its position (`sketch_pos`)."""
-    h = sketch_pos(item)
-    sk[h >> 6] |= 1 << (h & 63)
-    return h
-
-
-def sketch_merge(a: list[int], b: list[int]) -> list[int]:
-    return [(x | y) & _MASK64 for x, y in zip(a, b)]
-
-
-def sketch_count(sk: list[int]) -> float:
-    return _linear_count(sum(map(int.bit_count, sk)))
-
-
-def _linear_count(ones: int) -> float:
-    zeros = SKETCH_BITS - ones
-    if zeros == 0:
-        return float(SKETCH_MAX)
-    return -SKETCH_BITS * math.log(zeros / SKETCH_BITS)
-
-
-# --- per-flow state and the original tool's 22 features (docs/origins.md) --------------------
+# --- per-flow state and the original tool's 22 features ---------------------------------------------------
 
 def window_start(ts_ns: int, width_ns: int) -> int:
     """Start of the tumbling window (event time) that holds `ts_ns`."""
@@ -98,8 +69,10 @@ def window_start(ts_ns: int, width_ns: int) -> int:
 
 
 def flow_new(pkt: Packet) -> dict:
+    """An empty flow state; `syn` counts SYN-without-ACK packets (a TCP initiation: evidence
+    module), the rest feeds `flow_features`."""
     return {"first": pkt.ts_ns, "last": pkt.ts_ns, "packets": 0, "bytes": 0, "flags": 0,
-            "proto": pkt.proto, "sport": pkt.sport, "dport": pkt.dport}
+            "syn": 0, "proto": pkt.proto, "sport": pkt.sport, "dport": pkt.dport}
 
 
 def flow_update(st: dict, pkt: Packet) -> dict:
@@ -111,6 +84,8 @@ def flow_update(st: dict, pkt: Packet) -> dict:
         st["first"] = pkt.ts_ns if st["first"] <= 0 else min(st["first"], pkt.ts_ns)
         st["last"] = max(st["last"], pkt.ts_ns)
     st["flags"] |= pkt.tcp_flags
+    if pkt.proto == PROTO_TCP and pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+        st["syn"] += n
     return st
 
 
@@ -118,8 +93,8 @@ def flow_merge(a: dict, b: dict) -> dict:
     firsts = [t for t in (a["first"], b["first"]) if t > 0]
     return {"first": min(firsts) if firsts else 0, "last": max(a["last"], b["last"]),
             "packets": a["packets"] + b["packets"], "bytes": a["bytes"] + b["bytes"],
-            "flags": a["flags"] | b["flags"], "proto": a["proto"], "sport": a["sport"],
-            "dport": a["dport"]}
+            "flags": a["flags"] | b["flags"], "syn": a.get("syn", 0) + b.get("syn", 0),
+            "proto": a["proto"], "sport": a["sport"], "dport": a["dport"]}
 
 
 def flow_duration(st: dict) -> float:
@@ -161,7 +136,8 @@ def agg_new() -> dict:
             "flows": sketch_new(), "peers": sketch_new(), "ports": sketch_new()}
 
 
-def _agg_add(agg: dict, pkt: Packet, peer: str) -> dict:
+def _agg_count(agg: dict, pkt: Packet) -> None:
+    """The counters of an aggregate (the sketches apart)."""
     n = max(1, pkt.sample_rate)
     agg["packets"] += n
     agg["bytes"] += pkt.length * n
@@ -171,6 +147,10 @@ def _agg_add(agg: dict, pkt: Packet, peer: str) -> dict:
         agg["icmp"] += n
     elif pkt.proto == PROTO_UDP:
         agg["udp"] += n
+
+
+def _agg_add(agg: dict, pkt: Packet, peer: str) -> dict:
+    _agg_count(agg, pkt)
     sketch_add(agg["flows"], flow_key_text(pkt.flow_key()))
     sketch_add(agg["peers"], peer)
     sketch_add(agg["ports"], f"{pkt.proto}/{pkt.dport}")
@@ -194,15 +174,23 @@ def agg_merge(a: dict, b: dict) -> dict:
     return out
 
 
-def agg_features(agg: dict) -> list[float]:
+_ONE = _linear_count(1)
+
+
+def agg_features(agg: dict, single: bool = False) -> list[float]:
     """flows, packets, bytes, peers, ports, syn_noack_share, icmp_share, udp_share, pkts_per_flow,
-    flows_per_peer (repeated connections to one peer: brute force)."""
+    flows_per_peer (repeated connections to one peer: brute force). `single`: the caller knows
+    the aggregate holds one flow, so each sketch has one bit set (a spoofed source; the same
+    numbers without counting 3 x 64 words)."""
     packets = max(agg["packets"], 1)
-    flows = max(sketch_count(agg["flows"]), 1.0)
-    peers = sketch_count(agg["peers"])
-    return [flows, float(agg["packets"]), float(agg["bytes"]), peers,
-            sketch_count(agg["ports"]), agg["syn_noack"] / packets, agg["icmp"] / packets,
-            agg["udp"] / packets, agg["packets"] / flows, flows / max(peers, 1.0)]
+    if single:
+        flows = peers = ports = _ONE
+    else:
+        flows = max(sketch_count(agg["flows"]), 1.0)
+        peers, ports = sketch_count(agg["peers"]), sketch_count(agg["ports"])
+    return [flows, float(agg["packets"]), float(agg["bytes"]), peers, ports,
+            agg["syn_noack"] / packets, agg["icmp"] / packets, agg["udp"] / packets,
+            agg["packets"] / flows, flows / max(peers, 1.0)]
 
 
 # --- per-source horizon ---------------------------------------------------------------------------
@@ -300,9 +288,12 @@ def flow_key_text(key: Iterable) -> str:
     return "|".join(str(p) for p in key)
 
 
-def row(flow: dict, src_agg: dict, horizon: list[float], dst_agg: dict) -> list[float]:
-    """One model row in FEATURE_NAMES order (`horizon`: SourceHorizon.features of the source)."""
-    return flow_features(flow) + agg_features(src_agg) + horizon + agg_features(dst_agg)
+def row(flow: dict, src_agg: dict, horizon: list[float], dst_agg: dict,
+        src_ev: list[float] = _NO_SRC_EV, dst_ev: list[float] = _NO_DST_EV) -> list[float]:
+    """One model row in FEATURE_NAMES order (`horizon`: SourceHorizon.features of the source;
+    `src_ev` / `dst_ev`: its evidence values, SRC_ / DST_EVIDENCE_FEATURES order)."""
+    return (flow_features(flow) + agg_features(src_agg) + horizon + list(src_ev)
+            + agg_features(dst_agg) + list(dst_ev))
 
 
 class WindowState:
@@ -319,24 +310,38 @@ class WindowState:
         self.dsts: dict[str, dict] = {}
 
     def add(self, pkt: Packet) -> None:
+        """`src_update` + `dst_update` + `flow_update`, hashing only for a flow's first packet:
+        a later packet of the flow would set the same sketch bits again."""
         key = pkt.flow_key()
         st = self.flows.get(key)
-        if st is None:
+        new = st is None
+        if new:
             st = self.flows[key] = flow_new(pkt)
         flow_update(st, pkt)
-        src_update(self.srcs.get(pkt.src) or self.srcs.setdefault(pkt.src, agg_new()), pkt)
-        dst_update(self.dsts.get(pkt.dst) or self.dsts.setdefault(pkt.dst, agg_new()), pkt)
+        sa = self.srcs.get(pkt.src) or self.srcs.setdefault(pkt.src, agg_new())
+        da = self.dsts.get(pkt.dst) or self.dsts.setdefault(pkt.dst, agg_new())
+        _agg_count(sa, pkt)
+        _agg_count(da, pkt)
+        if new:
+            f, port = sketch_pos(flow_key_text(key)), _cached_pos(f"{pkt.proto}/{pkt.dport}")
+            for agg, peer in ((sa, pkt.dst), (da, pkt.src)):
+                for name, pos in (("flows", f), ("peers", _cached_pos(peer)), ("ports", port)):
+                    agg[name][pos >> 6] |= 1 << (pos & 63)
 
-    def rows(self, horizon: SourceHorizon | None = None) -> tuple[list[FlowKey], list[list[float]]]:
+    def rows(self, horizon: SourceHorizon | None = None, src_ev: dict | None = None,
+             dst_ev: dict | None = None) -> tuple[list[FlowKey], list[list[float]]]:
         """(flow keys, model rows) in insertion order; aggregate features computed once per host.
         `horizon` must already hold this window (`add_to`); without one, the horizon features
-        cover this window alone."""
+        cover this window alone. `src_ev` / `dst_ev`: evidence values by source / destination
+        (SRC_ / DST_EVIDENCE_FEATURES order; absent: zeros)."""
         if horizon is None:
             horizon = SourceHorizon(1, span=1)
             self.add_to(horizon)
         hz = horizon.features_of(self.start_ns, self.srcs)
-        src_f = {s: agg_features(a) + hz[s] for s, a in self.srcs.items()}
-        dst_f = {d: agg_features(a) for d, a in self.dsts.items()}
+        src_ev, dst_ev = src_ev or {}, dst_ev or {}
+        src_f = {s: agg_features(a) + hz[s] + list(src_ev.get(s, _NO_SRC_EV))
+                 for s, a in self.srcs.items()}
+        dst_f = {d: agg_features(a) + list(dst_ev.get(d, _NO_DST_EV)) for d, a in self.dsts.items()}
         keys = list(self.flows)
         return keys, [flow_features(self.flows[k]) + src_f[k[0]] + dst_f[k[1]] for k in keys]
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from services.common.errors import ModelError
+from .bounds import EvidenceBounds
 from .features import FEATURE_NAMES, HORIZON_WINDOWS
 from services.common.paths import MODELS_DIR
 
@@ -72,6 +73,15 @@ class Detector:
         """The source horizon (windows) the model was trained with: rows must be built alike."""
         return int((self.meta.get("params") or {}).get("horizon_windows", HORIZON_WINDOWS))
 
+    @property
+    def evidence(self) -> EvidenceBounds:
+        """The evidence bounds calibrated with the model (metadata `evidence`; a model without
+        them gets the floors, services.detection.bounds)."""
+        b = self.__dict__.get("_evidence")
+        if b is None:
+            b = self._evidence = EvidenceBounds.from_dict(self.meta.get("evidence"))
+        return b
+
     def score(self, X: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
@@ -91,7 +101,7 @@ def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
                feature_names: Sequence[str], wide_threshold: float | None = None,
                training: dict | None = None,
                metrics: dict | None = None, params: dict | None = None,
-               name: str = "xdpguard-if") -> dict:
+               evidence: dict | None = None, name: str = "xdpguard-if") -> dict:
     """Write the joblib file and its metadata JSON (atomically each); returns the metadata."""
     import joblib
 
@@ -116,6 +126,7 @@ def save_model(estimator: Any, path: str | os.PathLike, *, threshold: float,
         "training": training or {},
         "metrics": metrics or {},
         "params": params or {},
+        "evidence": evidence or {},
     }
     mp = meta_path(path)
     tmp_meta = mp.with_suffix(".json.tmp")

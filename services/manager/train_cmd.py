@@ -12,27 +12,33 @@ from services.common.errors import ConfigError
 from .progress import task_progress
 
 EPILOG = """examples:
-  xdpguard train --manifest ../shared/data/pcaps/manifest.csv            # the shipped model
+  xdpguard train --manifest ../shared/data/pcaps/manifest.csv \
+      --manifest ../shared/data/corpus/manifest.csv                      # the shipped model
   xdpguard train --pcap office.pcapng --seed-log firewall_log.json --out models/site.joblib
   xdpguard train --kafka-from 2026-11-26T10:00:00Z --kafka-to 2026-11-26T11:00:00Z
 Inputs are treated as benign traffic, except manifest rows labelled attack (scored for the
-training metrics, never fitted). Of every capture only the first --train-frac (time order) is
-used; the rest is left for `xdpguard evaluate`.
+training metrics, never fitted). Of the benign captures, --calib-frac of them (by the sha256 of
+their name) are held back whole to calibrate the threshold; the evidence bounds come from all
+of them. --train-frac below 1 keeps only the first part (time order) of every capture.
+`xdpguard evaluate` trains its own models on the part it does not replay.
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train and calibrate the detector", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", help="manifest CSV (file,label,kind) of pcap/pcapng captures")
+    p.add_argument("--manifest", action="append", default=[],
+                   help="manifest CSV (file,label,kind) of pcap/pcapng captures (repeatable)")
     p.add_argument("--pcap", nargs="*", default=[], help="benign pcap/pcapng files")
     p.add_argument("--seed-log", nargs="*", default=[], help="benign seed-format JSON logs")
     p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
     p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
-    p.add_argument("--train-frac", type=float, default=0.5,
-                   help="share of each capture (time order) used for training (default 0.5)")
-    p.add_argument("--target-fpr", type=float, default=0.005,
-                   help="false-positive rate on held-back benign flow-windows (default 0.005)")
+    p.add_argument("--train-frac", type=float, default=1.0,
+                   help="share of each capture (time order) used for training (default 1: all)")
+    p.add_argument("--target-fpr", type=float, default=None,
+                   help="false-positive rate on held-back benign flow-windows (default 0.02)")
+    p.add_argument("--calib-frac", type=float, default=0.3,
+                   help="share of the benign captures held back for the threshold (default 0.3)")
     p.add_argument("--features", choices=("full", "seed"), default="full",
                    help="full (the original tool's 22 + window aggregates) or its 22 "
                         "only (docs/origins.md)")
@@ -59,11 +65,10 @@ def collect(args) -> list:
     from .evaluate_cmd import checked_manifest, read_captures
 
     captures = []
-    if args.manifest:
-        rows = checked_manifest(args.manifest)
-        with task_progress("reading captures", len(rows)) as step:
-            captures += read_captures(lambda: T.load_manifest(args.manifest, progress=step),
-                                      args.manifest)
+    for m in args.manifest:
+        rows = checked_manifest(m)
+        with task_progress(f"reading {m}", len(rows)) as step:
+            captures += read_captures(lambda: T.load_manifest(m, progress=step), m)
     files = [*args.pcap, *args.seed_log]
     for path in files:
         if not os.path.isfile(path):
@@ -83,6 +88,7 @@ def collect(args) -> list:
         captures.append(T.LabelledCapture("kafka:packets", "benign", "live", read.packets))
     if not captures:
         raise ConfigError("nothing to train on: give --manifest, --pcap, --seed-log or --kafka-from")
+    T.unique_names(captures)
     return captures
 
 
@@ -90,8 +96,9 @@ def cmd_train(args) -> int:
     from services.offline import training as T
     from services.detection.model import save_model
 
-    if not 0 < args.train_frac <= 1 or not 0 < args.target_fpr < 1:
-        raise ConfigError("--train-frac must be in (0, 1] and --target-fpr in (0, 1)")
+    fpr = T.DEFAULT_TARGET_FPR if args.target_fpr is None else args.target_fpr
+    if not 0 < args.train_frac <= 1 or not 0 < fpr < 1 or not 0 < args.calib_frac < 1:
+        raise ConfigError("--train-frac must be in (0, 1], --target-fpr and --calib-frac in (0, 1)")
     if args.trees < 1 or args.window <= 0:
         raise ConfigError("--trees must be at least 1 and --window above 0")
     captures = collect(args)
@@ -100,18 +107,19 @@ def cmd_train(args) -> int:
     attack = [c for c in train_parts if c.label == "attack"]
     try:
         with task_progress("fitting", None):
-            res = T.train(benign, features=args.features, target_fpr=args.target_fpr,
-                          window_s=args.window, n_estimators=args.trees, seed=args.seed,
-                          attack=attack)
+            res = T.train(benign, features=args.features, target_fpr=fpr,
+                          calib_frac=args.calib_frac, window_s=args.window,
+                          n_estimators=args.trees, seed=args.seed, attack=attack)
     except ValueError as exc:  # too little data to fit and calibrate on
         raise ConfigError(str(exc)) from None
     res.training["train_frac"] = args.train_frac
-    res.training["split"] = "time order within each capture: first train_frac trains, rest is test"
+    res.training["split"] = ("whole captures" if args.train_frac == 1 else
+                             "time order within each capture: first train_frac trains, rest is test")
     try:
         meta = save_model(res.estimator, args.out, threshold=res.threshold,
                           wide_threshold=res.wide_threshold,
                           feature_names=res.feature_names, training=res.training,
-                          metrics=res.metrics, params=res.params,
+                          metrics=res.metrics, params=res.params, evidence=res.evidence,
                           name="xdpguard-if" if args.features == "full" else "seed-if")
     except OSError as exc:
         raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from None

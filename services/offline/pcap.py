@@ -78,7 +78,7 @@ def parse_frame(linktype: int, frame: bytes, wirelen: int, ts_ns: int) -> Packet
     if first_fragment and proto in (PROTO_TCP, PROTO_UDP) and len(frame) >= l4 + 4:
         sport, dport = struct.unpack_from("!HH", frame, l4)
         if proto == PROTO_TCP and len(frame) >= l4 + 14:
-            flags = frame[l4 + 13] & 0x3F
+            flags = frame[l4 + 13]  # the whole byte (ECE, CWR too), as the XDP program reads it
     return Packet(ts_ns=ts_ns, src=src, dst=dst, sport=sport, dport=dport, proto=proto,
                   tcp_flags=flags, length=max(wirelen - link_len + ETH_LEN, ETH_LEN))
 

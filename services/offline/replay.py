@@ -1,14 +1,18 @@
 """The live pipeline's logic over a packet stream: tumbling event-time windows -> feature rows ->
 scores -> rule suggestions; plus a simulated data plane that enforces those rules.
 
-`Pipeline` is what the streaming scorer does per partition set, minus Kafka: packets in time
-order, a window closes when a packet of a later window arrives (or on `flush`). A late packet
-(older than the open window) is counted into the open window, as a grace-less stream would.
+`Pipeline` is what the streaming scorer does, minus Kafka and partitions: packets in time order,
+a window closes when a packet of a later window arrives (or on `flush`); its flows get feature
+rows, evidence (services.detection.evidence: the source measures over the horizon, answers
+looked up in this window and the one before), scores and decisions (detect.suggest, with one
+escalation memory for the whole replay). A late packet (older than the open window) is counted
+into the open window, as a grace-less stream would.
 
 `SimulatedDataPlane` is the data plane of docs/dataplane.md in Python: precedence exact flow >
-source prefix > destination limit > pass, matching by `Rule.covers`; a rule is active from its
-activation time; a destination limit lets `rate_pps` matching packets through per second and
-drops the excess.
+source prefix > destination limit > pass (a limit matches by `Rule.covers`); a rule is in force from its activation time
+for its TTL; a destination limit lets `rate_pps` matching packets through per second and drops
+the excess. As in the XDP program, a packet any rule matched is not sampled (`replay` never
+hands it to the pipeline), whether the rule dropped it or let it through.
 Flow and source rules also match the REVERSE direction (replies to a blocked peer): on a real
 host the XDP program drops the request, so the reply is never sent; replaying a two-way capture
 must not count those replies as "got through".
@@ -17,12 +21,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from services.detection.detect import DetectParams, Suggestion, own_scores, suggest
+from services.detection.detect import DetectParams, Escalation, Suggestion, suggest
+from services.detection.evidence import Answers, SourceWatch, WindowEvidence, assess_window
 from services.detection.features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
 from services.records.packet import Packet
 from services.records.rules import Rule, Scope
@@ -37,10 +41,11 @@ class WindowResult:
     rows: np.ndarray
     scores: np.ndarray
     suggestions: list[Suggestion] = field(default_factory=list)
+    evidence: WindowEvidence | None = None
 
 
 class Pipeline:
-    """Windowing + features (+ scoring and detection when a detector is given)."""
+    """Windowing + features + evidence (+ scoring and decisions when a detector is given)."""
 
     def __init__(self, detector=None, *, window_s: float = 1.0,
                  params: DetectParams = DetectParams()) -> None:
@@ -50,8 +55,12 @@ class Pipeline:
         self.width_ns = int(window_s * 1e9)
         self.params = params
         self._win: WindowState | None = None
-        self._horizon = SourceHorizon(self.width_ns, getattr(detector, "horizon_windows",
-                                                             HORIZON_WINDOWS))
+        span = getattr(detector, "horizon_windows", HORIZON_WINDOWS)
+        self._horizon = SourceHorizon(self.width_ns, span)
+        self._watch = SourceWatch(self.width_ns, span)
+        self._answers: Answers | None = None
+        self._last_ws: int | None = None
+        self.memory = Escalation()
 
     def push(self, pkt: Packet) -> list[WindowResult]:
         """Add one packet; returns the window it closed, if any."""
@@ -74,68 +83,93 @@ class Pipeline:
 
     def _close(self) -> WindowResult:
         win, self._win = self._win, None
-        win.add_to(self._horizon)
-        keys, rows = win.rows(self._horizon)
-        X = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
         end = win.start_ns + self.width_ns
+        if self._last_ws != win.start_ns - self.width_ns:
+            self._answers = None  # a gap: the previous window is not the one before
+        ev, self._answers = assess_window(win, end, self._answers, self._watch)
+        self._last_ws = win.start_ns
+        win.add_to(self._horizon)
+        keys, rows = win.rows(self._horizon, *ev.model_inputs())
+        X = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
         if self.detector is None:
-            return WindowResult(win.start_ns, end, win, keys, X, np.zeros(len(keys)))
+            return WindowResult(win.start_ns, end, win, keys, X, np.zeros(len(keys)), evidence=ev)
         scores = self.detector.score_rows(X)
         sugg = suggest(win, keys, scores, self.detector.threshold, window_end_ns=end,
-                       params=self.params,
-                       wide_threshold=getattr(self.detector, "wide_threshold", None),
-                       own_scores=own_scores(self.detector, rows, scores, self.detector.threshold))
-        return WindowResult(win.start_ns, end, win, keys, X, scores, sugg)
+                       params=self.params, bounds=getattr(self.detector, "evidence", None),
+                       evidence=ev, memory=self.memory)
+        return WindowResult(win.start_ns, end, win, keys, X, scores, sugg, ev)
 
 
 class SimulatedDataPlane:
-    """Simulated XDP rule maps: `install(rule, active_ns)`; `verdict(pkt)` -> True if dropped.
-
-    Whether a rule matches a packet is `Rule.covers` (the kernel's matching); the indexes below
-    only pick the few rules worth asking, so a replay of millions of packets stays fast."""
+    """Simulated XDP rule maps. `install(rule, active_ns)`; `verdict(pkt)`: True when dropped,
+    False when a rule matched and let it pass (a limit's allowance), None when no rule matched.
+    A rule lasts from its activation for its TTL (`expires_ns - created_ns`; 0: for good)."""
 
     def __init__(self) -> None:
-        self.by_addr: dict[str, list[tuple]] = {}     # address -> [(flow rule from it, or host
-        #                                               prefix rule on it, active from ns)]
-        self.nets: list[tuple] = []                   # (shorter prefix rule, active from ns)
-        self.limits: dict[str, list] = {}             # dst -> [[rule, active, bucket_s, used]]
-        self.keys: set[str] = set()
+        self.flows: dict[tuple, list] = {}            # 5-tuple -> [active from, until] (ns)
+        self.srcs: dict[str, list] = {}               # host address (/32, /128) -> [from, until]
+        self.nets: list[tuple] = []                   # (network, [from, until]) for shorter prefixes
+        self.limits: dict[str, list] = {}             # dst -> [[rule, [from, until], bucket_s, used]]
+        self.keys: dict[str, list] = {}               # rule key -> its [from, until] (shared)
 
     def install(self, rule: Rule, active_ns: int) -> bool:
-        """Add a rule (a second rule with the same key is ignored); True when new."""
-        if rule.key() in self.keys:
+        """Add a rule. One whose key is still in force is refreshed as the enforcer does
+        (services.enforcer.policy): once less than half the new TTL is left, the new rule
+        (its rate included) replaces it. True when the rule is new or replaces an expired one."""
+        ttl = rule.expires_ns - rule.created_ns if rule.expires_ns else 0
+        until = active_ns + ttl if ttl else 2**63
+        span = self.keys.get(rule.key())
+        if span is not None and span[1] > active_ns:
+            if span[1] - active_ns < (until - active_ns) / 2:
+                span[1] = until
+                for lim in self.limits.get(rule.dst, ()) if rule.scope is Scope.DST_LIMIT else ():
+                    if lim[0].key() == rule.key():
+                        lim[0] = rule
             return False
-        self.keys.add(rule.key())
+        span = self.keys[rule.key()] = [active_ns, until]
         if rule.scope is Scope.FLOW:
-            self.by_addr.setdefault(str(ipaddress.ip_address(rule.src)), []).append((rule, active_ns))
+            self.flows[(rule.src, rule.dst, rule.sport, rule.dport, rule.proto)] = span
         elif rule.scope is Scope.SRC_PREFIX:
             net = ipaddress.ip_network(rule.src)
             if net.prefixlen == net.max_prefixlen:
-                self.by_addr.setdefault(str(net.network_address), []).append((rule, active_ns))
+                self.srcs[str(net.network_address)] = span
             else:
-                self.nets.append((rule, active_ns))
+                self.nets = [n for n in self.nets if n[0] != net] + [(net, span)]
         else:
-            self.limits.setdefault(rule.dst, []).append([rule, active_ns, -1, 0])
+            lims = [lim for lim in self.limits.get(rule.dst, ()) if lim[0].key() != rule.key()]
+            self.limits[rule.dst] = lims + [[rule, span, -1, 0]]
         return True
 
-    def verdict(self, pkt: Packet) -> bool:
+    def _src_blocked(self, addr: str, ts: int) -> bool:
+        span = self.srcs.get(addr)
+        if span is not None and span[0] <= ts < span[1]:
+            return True
+        if self.nets:
+            ip = ipaddress.ip_address(addr)
+            return any(span[0] <= ts < span[1] and ip.version == n.version and ip in n
+                       for n, span in self.nets)
+        return False
+
+    def verdict(self, pkt: Packet) -> bool | None:
+        """True: dropped; False: a rule matched and let it through; None: no rule matched."""
         ts = pkt.ts_ns
-        fwd = (pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.proto)
-        rev = (pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.proto)
-        for rule, active in chain(self.by_addr.get(pkt.src, ()), self.by_addr.get(pkt.dst, ()),
-                                  self.nets):
-            if ts >= active and (rule.covers(*fwd) or rule.covers(*rev)):
+        key = pkt.flow_key()
+        for k in (key, (key[1], key[0], key[3], key[2], key[4])):
+            span = self.flows.get(k)
+            if span is not None and span[0] <= ts < span[1]:
                 return True
+        if self._src_blocked(pkt.src, ts) or self._src_blocked(pkt.dst, ts):
+            return True
         for lim in self.limits.get(pkt.dst, ()):
-            rule, active, bucket, used = lim
-            if ts < active or not rule.covers(*fwd, tcp_flags=pkt.tcp_flags):
+            rule, span, bucket, used = lim
+            if not span[0] <= ts < span[1] or not rule.covers(*key, tcp_flags=pkt.tcp_flags):
                 continue
             sec = ts // 1_000_000_000
             if sec != bucket:
                 lim[2], lim[3] = sec, 0
             lim[3] += 1
             return lim[3] > rule.rate_pps
-        return False
+        return None
 
 
 @dataclass
@@ -145,32 +179,46 @@ class ReplayResult:
     first_rule_ns: int | None
 
 
-def replay(packets: list[Packet], detector, *, window_s: float = 1.0, reaction_s: float = 1.0,
-           params: DetectParams = DetectParams(), keep_windows: bool = True) -> ReplayResult:
-    """Replay time-ordered packets on their own timestamps through pipeline and enforcer: a rule
-    suggested for a window becomes active `reaction_s` after that window's end. Dropped packets
-    never reach the pipeline (XDP drops them before sampling)."""
-    pipe = Pipeline(detector, window_s=window_s, params=params)
-    enf = SimulatedDataPlane()
-    react = int(reaction_s * 1e9)
-    dropped = np.zeros(len(packets), dtype=bool)
-    windows: list[WindowResult] = []
-    first_rule = None
+class Replayer:
+    """Pipeline + SimulatedDataPlane, one packet at a time (`feed`), for replays too long to hold: a rule
+    suggested for a window becomes active `reaction_s` after that window's end; a packet any
+    rule matched never reaches the pipeline (XDP samples unmatched packets only)."""
 
-    def handle(results: list[WindowResult]) -> None:
-        nonlocal first_rule
+    def __init__(self, detector, *, window_s: float = 1.0, reaction_s: float = 1.0,
+                 params: DetectParams = DetectParams(), keep_windows: bool = True) -> None:
+        self.pipe = Pipeline(detector, window_s=window_s, params=params)
+        self.enforcer = SimulatedDataPlane()
+        self.react = int(reaction_s * 1e9)
+        self.keep_windows = keep_windows
+        self.windows: list[WindowResult] = []
+        self.first_rule_ns: int | None = None
+
+    def _handle(self, results: list[WindowResult]) -> None:
         for res in results:
             for sg in res.suggestions:
-                if enf.install(sg.rule, res.end_ns + react) and first_rule is None:
-                    first_rule = res.end_ns + react
-            if keep_windows:
+                if self.enforcer.install(sg.rule, res.end_ns + self.react) and self.first_rule_ns is None:
+                    self.first_rule_ns = res.end_ns + self.react
+            if self.keep_windows:
                 res.state = None  # the rows and keys are kept; the raw state is not needed
-                windows.append(res)
+                self.windows.append(res)
 
-    for i, pkt in enumerate(packets):
-        if enf.verdict(pkt):
-            dropped[i] = True
-            continue
-        handle(pipe.push(pkt))
-    handle(pipe.flush())
-    return ReplayResult(dropped, windows, first_rule)
+    def feed(self, pkt: Packet) -> bool:
+        """One packet, in time order; True when the data plane dropped it."""
+        v = self.enforcer.verdict(pkt)
+        if v is None:
+            self._handle(self.pipe.push(pkt))
+        return bool(v)
+
+    def finish(self) -> None:
+        self._handle(self.pipe.flush())
+
+
+def replay(packets: list[Packet], detector, *, window_s: float = 1.0, reaction_s: float = 1.0,
+           params: DetectParams = DetectParams(), keep_windows: bool = True) -> ReplayResult:
+    """Replay time-ordered packets on their own timestamps through pipeline and enforcer
+    (`Replayer`); which packets were dropped, the windows, the first rule's activation."""
+    r = Replayer(detector, window_s=window_s, reaction_s=reaction_s, params=params,
+                 keep_windows=keep_windows)
+    dropped = np.fromiter((r.feed(p) for p in packets), dtype=bool, count=len(packets))
+    r.finish()
+    return ReplayResult(dropped, r.windows, r.first_rule_ns)

@@ -1,16 +1,18 @@
-"""Training: captures -> split -> window feature rows -> Isolation Forest -> calibrated threshold.
+"""Training: benign captures -> window feature rows -> Isolation Forest -> calibrated threshold
+and evidence bounds.
 
-Split (documented in docs/detection.md): every capture is cut by TIME ORDER at `train_frac` of
-its packets; the first part may be used for training and tuning, the rest is the untouched test
-part that `evaluation` replays. Attack kinds have one or two files each, so a split by file would
-leave some kinds with nothing to test (or nothing to tune on).
+Which captures (or which part of each) training may see is the caller's split: `xdpguard
+evaluate` trains one model per fold of a split by FILE (services.offline.folds) or on the first
+`train_frac` of every capture (split by time); `xdpguard train` on what it is given.
 
-The detector is trained on BENIGN rows only (novelty detection): within each benign capture's
-training part the first `1 - calib_frac` of its windows fit the forest and the last `calib_frac`
-are held back; the threshold is the (1 - target_fpr) quantile of the held-back benign scores, so
-about `target_fpr` of unseen benign flow-windows score above it. Rules wider than one flow
-(source prefix, destination limit) use `wide_threshold`, the (1 - wide_fpr) quantile, by
-default the highest held-back benign score: no held-back benign flow would have caused one.
+The detector is trained on BENIGN rows only (novelty detection). Of the benign captures, the
+last `calib_frac` by the sha256 of their name (never by their data) are held back whole: the
+forest is fitted on the others' rows and the threshold is the (1 - target_fpr) quantile of the
+held-back captures' scores, so about `target_fpr` of flow-windows of benign captures the forest
+never saw score above it. `wide_threshold`, the (1 - wide_fpr) quantile (by default the highest
+held-back score), is kept in the metadata. The evidence bounds (services.detection.bounds) come
+from the largest evidence values of every benign capture given. Attack captures are only scored,
+for the training metrics.
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from services.detection.bounds import MEASURES, EvidenceBounds, widen
 from services.detection.features import FEATURE_NAMES, HORIZON_WINDOWS, SEED_FEATURES
 from services.records.packet import Packet
 from .replay import Pipeline
 
 FEATURE_SETS = {"full": FEATURE_NAMES, "seed": SEED_FEATURES}
+MIN_CALIB_FILES = 4  # fewer benign captures: calibrate on the end of each one instead
+DEFAULT_TARGET_FPR = 0.02
 
 
 @dataclass
 class LabelledCapture:
-    """One capture's packets in time order with its label ("benign"/"attack") and kind (e.g.
-    "syn_flood"), read from a pcap, a log in the original tool's format or the packets topic."""
     name: str
     label: str          # "benign" or "attack"
     kind: str
@@ -80,6 +83,16 @@ def load_manifest(path: str | os.PathLike, *, progress: Callable[[str], None] | 
     return out
 
 
+def unique_names(captures: Sequence[LabelledCapture]) -> None:
+    """Make capture names unique in place (a name met again gets "#2", "#3", ...): several
+    manifests may name files alike."""
+    seen: dict[str, int] = {}
+    for c in captures:
+        n = seen[c.name] = seen.get(c.name, 0) + 1
+        if n > 1:
+            c.name = f"{c.name}#{n}"
+
+
 def load_files(paths: Sequence[str], label: str = "benign", kind: str = "unlabelled") -> list[LabelledCapture]:
     """pcap/pcapng files, or JSON-lines logs in the original tool's format (*.json / *.jsonl), as captures."""
     from .pcap import read_pcap
@@ -112,13 +125,10 @@ def make_estimator(features: str = "full", n_estimators: int = 200, max_samples:
                    seed: int = 0, gain: float = 0.5):
     """"full": log1p + Isolation Forest + range guard (services.detection.estimators); "seed": the
     original tool's method, a plain Isolation Forest on the raw 22 features."""
-    from sklearn.ensemble import IsolationForest
-
-    from services.detection.estimators import RangeGuardedForest
+    from services.detection.estimators import PlainForest, RangeGuardedForest
 
     if features == "seed":
-        return IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
-                               random_state=seed, n_jobs=1)
+        return PlainForest(n_estimators, max_samples, seed)
     return RangeGuardedForest(n_estimators, max_samples, gain, seed)
 
 
@@ -131,22 +141,70 @@ class TrainResult:
     metrics: dict
     training: dict
     params: dict
+    evidence: dict = field(default_factory=dict)  # bounds.EvidenceBounds.to_dict()
+
+    def detector(self, model_id: str = "in-memory"):
+        """The result as a Detector, without writing a file."""
+        from services.detection.model import Detector
+
+        return Detector(self.estimator, self.threshold, self.feature_names, model_id,
+                        {"params": self.params, "evidence": self.evidence}, self.wide_threshold)
 
 
-def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_fpr: float = 0.005,
+_ROWS: dict[tuple, tuple[np.ndarray, dict]] = {}
+
+
+def capture_windows(c: LabelledCapture, window_s: float = 1.0) -> tuple[np.ndarray, dict]:
+    """(feature rows in FEATURE_NAMES columns, largest evidence values per scope and measure)
+    of every window of a capture, replayed without rules; remembered per capture content."""
+    pk = c.packets
+    key = (c.name, len(pk), pk[0].ts_ns if pk else 0, pk[-1].ts_ns if pk else 0, window_s)
+    got = _ROWS.get(key)
+    if got is None:
+        parts, maxima = [], {}
+        for w in Pipeline(None, window_s=window_s).run(pk):
+            parts.append(w.rows)
+            widen(maxima, "src", w.evidence.src)
+            widen(maxima, "dst", w.evidence.dst)
+        rows = np.vstack(parts) if parts else np.zeros((0, len(FEATURE_NAMES)))
+        got = _ROWS[key] = (rows, maxima)
+    return got
+
+
+def _calibration_files(benign: Sequence[LabelledCapture], calib_frac: float) -> set[str]:
+    """Names of the captures held back for calibration: the last `calib_frac` of the benign
+    captures ordered by the sha256 of their fold group (folds.group_of), never by their data."""
+    from .folds import group_of
+
+    order = sorted({group_of(c.name) for c in benign}, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    held = set(order[len(order) - max(1, int(round(len(order) * calib_frac))):])
+    return {c.name for c in benign if group_of(c.name) in held}
+
+
+def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_fpr: float = DEFAULT_TARGET_FPR,
           calib_frac: float = 0.3, window_s: float = 1.0, n_estimators: int = 200,
           max_samples: int = 256, seed: int = 0, gain: float = 0.5, wide_fpr: float = 0.0,
           attack: Sequence[LabelledCapture] = ()) -> TrainResult:
-    """Fit on benign rows, calibrate the threshold on held-back benign rows. `attack` captures
-    (training parts only) are scored for the training-time metrics, never fitted."""
+    """Fit on benign rows, calibrate the threshold on benign rows held back BY FILE (at least
+    `MIN_CALIB_FILES` captures; fewer: the last `calib_frac` of every capture's windows), and
+    the evidence bounds on every benign capture. `attack` captures are scored for the
+    training-time metrics, never fitted."""
     names = FEATURE_SETS[features]
     cols = [FEATURE_NAMES.index(n) for n in names]
-    fit_parts, cal_parts = [], []
+    by_file = len({c.name for c in benign}) >= MIN_CALIB_FILES
+    held = _calibration_files(benign, calib_frac) if by_file else set()
+    fit_parts, cal_parts, maxima = [], [], {}
     for c in benign:
-        X = window_rows(c.packets, window_s)[:, cols]
-        k = int(round(len(X) * (1 - calib_frac)))
-        fit_parts.append(X[:k])
-        cal_parts.append(X[k:])
+        rows, mx = capture_windows(c, window_s)
+        for scope, vals in mx.items():
+            widen(maxima, scope, {c.name: [vals.get(m, 0.0) for m in MEASURES[scope]]})
+        X = rows[:, cols]
+        if by_file:
+            (cal_parts if c.name in held else fit_parts).append(X)
+        else:
+            k = int(round(len(X) * (1 - calib_frac)))
+            fit_parts.append(X[:k])
+            cal_parts.append(X[k:])
     X_fit, X_cal = np.vstack(fit_parts), np.vstack(cal_parts)
     if len(X_fit) < 10 or len(X_cal) < 10:
         raise ValueError(f"too little benign data: {len(X_fit)} fit rows, {len(X_cal)} held back")
@@ -156,13 +214,13 @@ def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_f
     threshold = float(np.quantile(cal_scores, 1 - target_fpr, method="higher"))
     wide = float(np.quantile(cal_scores, 1 - wide_fpr, method="higher"))
     metrics = {"fit_rows": int(len(X_fit)), "calibration_rows": int(len(X_cal)),
-               "target_fpr": target_fpr,
+               "calibration_files": len(held), "target_fpr": target_fpr,
                "calibration_fpr": float(np.mean(cal_scores >= threshold)),
                "wide_fpr": wide_fpr, "calibration_wide_fpr": float(np.mean(cal_scores > wide))}
     if attack:
         from sklearn.metrics import roc_auc_score
 
-        X_att = np.vstack([window_rows(c.packets, window_s)[:, cols] for c in attack])
+        X_att = np.vstack([capture_windows(c, window_s)[0][:, cols] for c in attack])
         att = -est.decision_function(X_att)
         metrics["train_attack_rows"] = int(len(X_att))
         metrics["train_attack_recall"] = float(np.mean(att >= threshold))
@@ -170,11 +228,14 @@ def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_f
         y = np.r_[np.zeros(len(cal_scores)), np.ones(len(att))]
         metrics["train_roc_auc_calib_vs_attack"] = float(roc_auc_score(y, np.r_[cal_scores, att]))
     training = {"captures": [{"name": c.name, "label": c.label, "kind": c.kind,
-                              "packets": len(c.packets)} for c in list(benign) + list(attack)],
+                              "packets": len(c.packets), "calibration": c.name in held}
+                             for c in list(benign) + list(attack)],
                 "data_digest": data_digest(list(benign)), "window_s": window_s,
-                "fitted_on": "benign rows only", "calib_frac": calib_frac}
+                "fitted_on": "benign rows only", "calib_frac": calib_frac,
+                "calibration_split": "by file" if by_file else "time order within each capture"}
     params = {"features": features, "n_estimators": n_estimators, "max_samples": max_samples,
               "seed": seed, "target_fpr": target_fpr, "window_s": window_s,
               "horizon_windows": HORIZON_WINDOWS,
               "range_guard_gain": gain if features != "seed" else None}
-    return TrainResult(est, threshold, wide, tuple(names), metrics, training, params)
+    evidence = EvidenceBounds.calibrate(maxima).to_dict()
+    return TrainResult(est, threshold, wide, tuple(names), metrics, training, params, evidence)

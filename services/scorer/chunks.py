@@ -3,23 +3,26 @@ window from one `packets` partition bound for one `<app id>-scorer-flows` partit
 form and its validation. Pure: no Kafka, no faust.
 
 A flow entry is a list: [src, dst, sport, dport, proto, first_ns, last_ns, packets, bytes,
-flags, syn_noack, node, *SRC_FEATURES] (the 5-tuple, stage 1's flow state, the source's
-features). `FlowChunk.decode` refuses (DecodeError) anything stage 2 could not close and score
+flags, syn_noack, node, *SRC_FEATURES, hash64] (the 5-tuple, stage 1's flow state, the source's
+features, the last SRC_EVIDENCE_FEATURES of them its own evidence measures, and the 5-tuple's
+hash). A chunk also carries what the sources of its destination partition sent in the window
+(`sent`: [hash64 of a flow's 5-tuple, hash64 of its evidence.sent_from_key or 0], `senders`: the
+source addresses), where stage 2 looks up whether a destination answered (evidence.Answers). `FlowChunk.decode` refuses (DecodeError) anything stage 2 could not close and score
 (`flow_entry_error`), so a record that decodes can never stop a worker, nor, stored in the
 `dst-chunks` table, make it crash again after a restart.
 """
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 
 from services.common.errors import DecodeError
 from services.detection.features import SRC_FEATURES
 
-FLOWS_VERSION = 2  # 2: source features include the horizon
-FLOW_LEN = 5 + 7 + len(SRC_FEATURES)  # 5-tuple, stage-1 state, source features
+FLOWS_VERSION = 3  # 2: source features include the horizon; 3: evidence (own measures, sent flows)
+FLOW_LEN = 5 + 7 + len(SRC_FEATURES) + 1  # 5-tuple, stage-1 state, source features, hash64
 
 
 @dataclass
@@ -29,7 +32,9 @@ class FlowChunk:
     src_partition: int
     dst_partition: int
     index: int
-    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES]
+    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES, hash64]
+    sent: list[list[int]] = field(default_factory=list)  # [hash64 5-tuple, hash64 sender key or 0]
+    senders: list[str] = field(default_factory=list)     # the sources of this partition
 
     def key(self) -> bytes:
         return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
@@ -37,7 +42,8 @@ class FlowChunk:
     def encode(self) -> bytes:
         return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
                               "sp": self.src_partition, "dp": self.dst_partition,
-                              "i": self.index, "f": self.flows}, use_bin_type=True)
+                              "i": self.index, "f": self.flows, "s": self.sent,
+                              "a": self.senders}, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "FlowChunk":
@@ -62,7 +68,14 @@ class FlowChunk:
             problem = flow_entry_error(f)
             if problem:
                 raise DecodeError(f"flows: flow {n}: {problem}")
-        return cls(*head, flows)
+        sent, senders = rec.get("s"), rec.get("a")
+        if type(sent) is not list or not all(
+                type(x) is list and len(x) == 2 and all(type(h) is int and 0 <= h < _U64 for h in x)
+                for x in sent):
+            raise DecodeError("flows: malformed sent entry")
+        if type(senders) is not list or not all(type(a) is str and _is_address(a) for a in senders):
+            raise DecodeError("flows: malformed sender")
+        return cls(*head, flows, sent, senders)
 
 
 _U64 = 2**64
@@ -74,9 +87,10 @@ MAX_FEATURE = 1e30  # far above any real aggregate, far below float32's range (t
 
 def flow_entry_error(f) -> str:
     """Why `f` is not a flow entry stage 2 can use ("" if it is): [src, dst, sport, dport,
-    proto, first_ns, last_ns, packets, bytes, flags, syn_noack, node, *SRC_FEATURES] with
-    addresses as text, integers in their field's range, first <= last, the node a string and
-    the source features finite numbers within +-MAX_FEATURE."""
+    proto, first_ns, last_ns, packets, bytes, flags, syn_noack, node, *SRC_FEATURES, hash64]
+    with addresses as text, integers in their field's range, first <= last, the node a string,
+    the source features finite numbers within +-MAX_FEATURE and the hash an unsigned 64-bit
+    integer."""
     if type(f) is not list or len(f) < FLOW_LEN:
         return "not a list of at least %d values" % FLOW_LEN
     for i in (0, 1):
@@ -91,9 +105,11 @@ def flow_entry_error(f) -> str:
         return "first_ns after last_ns"
     if type(f[11]) is not str:
         return "node is not a string"
-    for x in f[12:FLOW_LEN]:
+    for x in f[12:FLOW_LEN - 1]:
         if type(x) not in (int, float) or not -MAX_FEATURE <= x <= MAX_FEATURE:  # NaN fails too
             return f"source feature {x!r:.40} is not a finite number"
+    if type(f[FLOW_LEN - 1]) is not int or not 0 <= f[FLOW_LEN - 1] < _U64:
+        return f"flow hash {f[FLOW_LEN - 1]!r:.40} is not an unsigned 64-bit integer"
     return ""
 
 

@@ -2,7 +2,7 @@
 model call -> verdicts.
 
 Per owned `<app id>-scorer-flows` partition (flows partitioned by DESTINATION address) one pure
-`windows.DstPartition`, restored from the `dst-chunks` table the first time the worker touches
+`dst_windows.DstPartition`, restored from the `dst-chunks` table the first time the worker touches
 it: the marker gives the newest closed window and every source partition's progress, the stored
 chunks rebuild the open windows. A window closes when every live source partition is past it
 (docs/scorer.md, "Closing"); all windows closed in one pass are scored in one model call, in a
@@ -24,7 +24,8 @@ from .metrics import ScorerMetrics
 from .scoring import VerdictPolicy, score_windows, verdicts_for
 from .settings import ScorerSettings
 from .tables import DestChunks, decode_mark, is_mark
-from .windows import ClosedWindow, DstPartition, FlowChunk
+from .chunks import FlowChunk
+from .dst_windows import ClosedWindow, DstPartition
 
 log = logging.getLogger("xdpguard.scorer")
 

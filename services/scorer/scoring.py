@@ -1,7 +1,9 @@
 """Closed windows -> one batched model call -> detect's rule suggestions -> verdicts. Pure.
 
 All windows closed in one timer tick are scored with ONE `score_rows` call (the model's cost is
-per call as much as per row), then each window's scores go through services.detection.detect.
+per call as much as per row), then each window's scores, its evidence (dst_windows.DstPartition
+computed it) and its partition's escalation memory go through services.detection.detect. The
+model's evidence bounds reach the decision through the windows `score_windows` scored.
 """
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from services.detection.detect import DetectParams, own_scores, suggest
+from services.detection.detect import DetectParams, suggest
 from services.detection.features import FEATURE_NAMES, WindowState
 from services.records.rules import Action, Rule, Scope
 from services.records.verdict import ALL_NODES, Verdict
 
-from .windows import ClosedWindow
+from .dst_windows import ClosedWindow
 
 
 @dataclass(frozen=True)
@@ -41,42 +43,29 @@ def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 
-def own_batch(detector, windows: Sequence[ClosedWindow],
-              scores: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Own-evidence scores of every window's anomalous rows (detect.own_scores), one model
-    call for all windows of the tick."""
-    thr = detector.threshold
-    flat_rows = [r for w, s in zip(windows, scores) for r, x in zip(w.rows, s) if x >= thr]
-    if not flat_rows:
-        return [np.asarray(s, dtype=np.float64) for s in scores]
-    flat = own_scores(detector, flat_rows, np.full(len(flat_rows), thr), thr)
-    out, i = [], 0
-    for s in scores:
-        s = np.asarray(s, dtype=np.float64).copy()
-        idx = np.flatnonzero(s >= thr)
-        s[idx] = flat[i:i + len(idx)]
-        i += len(idx)
-        out.append(s)
-    return out
-
-
 def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(scores, own-evidence scores) of every window: two model calls at most."""
-    scores = score_batch(detector, windows)
-    return list(zip(scores, own_batch(detector, windows, scores)))
+    """(scores, scores) of every window from one model call; each window also gets the model's
+    evidence bounds (`bounds`) for verdicts_for. The pair keeps the adapter's shape from when a
+    second, "own evidence" score existed (services.detection.evidence replaced it)."""
+    bounds = getattr(detector, "evidence", None)
+    for w in windows:
+        w.bounds = bounds
+    return [(s, s) for s in score_batch(detector, windows)]
 
 
 def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
                  policy: VerdictPolicy, now_ns: int | None = None, wide_threshold: float | None = None,
-                 own: np.ndarray | None = None) -> list[Verdict]:
-    """Verdicts of one scored window. `wide_threshold` gates source/destination-wide rules
-    (the model's, see detect.suggest); `own` are the own-evidence scores (`own_batch`)."""
+                 own: np.ndarray | None = None, bounds=None) -> list[Verdict]:
+    """Verdicts of one scored window: detect.suggest with the window's evidence and memory and
+    `bounds` (default: those `score_windows` left on the window). `wide_threshold` and `own`
+    are accepted and unused (kept for the adapter's call; detect.py has no second threshold)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
     state.flows, state.dsts = window.flows, window.dsts
     out = []
     for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
-                     params=policy.params, wide_threshold=wide_threshold, own_scores=own):
+                     params=policy.params, bounds=bounds if bounds is not None else window.bounds,
+                     evidence=window.evidence, memory=window.memory):
         node = ALL_NODES
         if policy.target_origin and s.rule.scope is Scope.FLOW:
             node = window.nodes.get(_flow_key(s.rule), ALL_NODES) or ALL_NODES

@@ -23,7 +23,7 @@ import msgpack
 from services.common.errors import DecodeError
 
 from . import faust_internals
-from .windows import FlowChunk
+from .chunks import FlowChunk
 
 MARK_PREFIX = b"mark/"
 

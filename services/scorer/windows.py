@@ -11,11 +11,18 @@ progress a partition announces ever passes it, and each node's clock skew as see
 (`skew_ns`), so one node's wrong clock never closes windows under the other nodes' events. A closed
 window yields its flows, each with its source's aggregate features (complete: a source lives on
 one partition) and horizon features (the source over the last ten windows, kept per partition),
-grouped by DESTINATION partition for stage 2.
+grouped by DESTINATION partition for stage 2. It also carries the source's own evidence
+measures (evidence.SourceWatch: half-open flows, probes of one target group over the horizon,
+login sessions) and, towards the partition each SOURCE address belongs to as a destination,
+what that address sent (hashes of its flows' 5-tuples and sender keys): stage 2 looks up there
+whether a destination answered or asked for what it receives (evidence.Answers).
 
-Stage 2, per intermediate `scorer-flows` partition (= per set of DESTINATION addresses): flow
-chunks from every source partition -> per-destination aggregates, then one feature row per flow
-(features.row order), scored in a batch by the caller. Every source partition broadcasts its
+Stage 2 (services/scorer/dst_windows.py), per intermediate `scorer-flows` partition (= per set of
+DESTINATION addresses): flow chunks from every source partition -> per-destination aggregates,
+then one feature row per flow
+(features.row order: its evidence measures computed here, evidence.assess), scored in a batch by
+the caller, which passes the window's evidence and the partition's escalation memory to
+detect.suggest (scoring.verdicts_for). Every source partition broadcasts its
 progress (the newest window it has closed, or that passed without events) to every stage 2
 partition; a window closes when all source partitions are past it.
 
@@ -29,26 +36,31 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from services.detection.features import (SourceHorizon, agg_features, agg_new,
-                                       flow_features, flow_key_text, horizon_count, sketch_add)
+from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
+from services.detection.features import (SKETCH_BITS, SRC_EVIDENCE_FEATURES, SRC_FEATURES,
+                                         SourceHorizon, _cached_pos, agg_features, agg_new,
+                                         flow_key_text, hash64, horizon_count, sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
-from .chunks import FLOW_LEN, FlowChunk
+from .chunks import FlowChunk
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
+SRC_AT, OWN_AT = 12, 12 + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
+HASH_AT = 12 + len(SRC_FEATURES)
 Clock = Callable[[], float]
 
 
 def flow_dict(key: tuple, st: list) -> dict:
     """A stage flow state in features' flow-state form."""
     return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
-            "proto": key[4], "sport": key[2], "dport": key[3]}
+            "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
 
 
-def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
-    """Add a flow to an aggregate; returns the peer's sketch position."""
+def agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int | None = None) -> int:
+    """Add a flow to an aggregate; returns the peer's sketch position. `flow_hash`: the flow's
+    hash64, when the caller has it already (stage 1 ships it too)."""
     packets, proto = st[2], key[4]
     agg["packets"] += packets
     agg["bytes"] += st[3]
@@ -57,9 +69,14 @@ def _agg_add_flow(agg: dict, key: tuple, st: list, peer: str) -> int:
         agg["icmp"] += packets
     elif proto == PROTO_UDP:
         agg["udp"] += packets
-    sketch_add(agg["flows"], flow_key_text(key))
-    sketch_add(agg["ports"], f"{proto}/{key[3]}")
-    return sketch_add(agg["peers"], peer)
+    if flow_hash is None:
+        sketch_add(agg["flows"], flow_key_text(key))
+    else:
+        pos = flow_hash % SKETCH_BITS
+        agg["flows"][pos >> 6] |= 1 << (pos & 63)
+    for name, pos in (("ports", _cached_pos(f"{proto}/{key[3]}")), ("peers", _cached_pos(peer))):
+        agg[name][pos >> 6] |= 1 << (pos & 63)
+    return pos
 
 
 @dataclass
@@ -81,8 +98,8 @@ class SourcePartition:
     # When the consumer last heard from the broker about this partition (`clock` time; None:
     # not tracked). Quiet time counts only up to there: later records may exist unfetched.
     polled_at: float | None = None
-    # Sources' recent windows (features.SourceHorizon). Not restored after a restart or a
-    # rebalance: the horizon then covers the windows closed since.
+    # Sources' recent windows (features.SourceHorizon, evidence.SourceWatch). Not restored
+    # after a restart or a rebalance: they then cover the windows closed since.
     horizon: SourceHorizon | None = None
     # This host's clock (Unix epoch ns) bounding event time; None: unbounded (pure tests whose
     # events are stamped in another year).
@@ -90,11 +107,15 @@ class SourcePartition:
     max_future_ns: int = 10 * 10**9
     future: dict[str, int] = field(default_factory=dict)   # node -> events refused as future
     skew_ns: dict[str, int] = field(default_factory=dict)  # node -> newest event time - wall
+    watch: SourceWatch | None = None
+    _home: bool | None = None  # sources co-partitioned with stage 2 (`_copartitioned`)
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
         if self.horizon is None:
             self.horizon = SourceHorizon(self.width_ns)
+        if self.watch is None:
+            self.watch = SourceWatch(self.width_ns, self.horizon.span)
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """Fold one decoded record into its windows; returns the events accepted. Events of
@@ -214,118 +235,67 @@ class SourcePartition:
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
+        end = ws + self.width_ns
         srcs: dict[str, dict] = {}
         recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
+        hashes: dict[tuple, int] = {}
+        nflows: dict[str, int] = {}
+        settle_by = end - GRACE_NS  # evidence.settled
         for key, st in flows.items():
             agg = srcs.get(key[0])
             if agg is None:
                 agg = srcs[key[0]] = agg_new()
-            horizon_count(recent, key[0], st[2], _agg_add_flow(agg, key, st, key[1]))
+            nflows[key[0]] = nflows.get(key[0], 0) + 1
+            h = hashes[key] = hash64(key)
+            horizon_count(recent, key[0], st[2], agg_add_flow(agg, key, st, key[1], h))
+            SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
+        self.watch.add_entries(ws, watched)
         hz = self.horizon.features_of(ws, srcs)
-        src_feats = {s: agg_features(a) + hz[s] for s, a in srcs.items()}
+        own = self.watch.measures(ws, srcs)
+        src_feats = {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}
         groups: dict[int, list[list]] = {}
+        sent: dict[int, list[list[int]]] = {}
+        part_of: dict[str, int] = {}
+        if self._home is None and srcs:
+            self._home = self._copartitioned(srcs, num_dst_partitions)
         for key, st in flows.items():
-            q = address_partition(key[1], num_dst_partitions)
-            groups.setdefault(q, []).append([*key, *st, *src_feats[key[0]]])
-        chunks = [FlowChunk(ws, self.partition, q, i // CHUNK_FLOWS, fl[i:i + CHUNK_FLOWS])
-                  for q, fl in sorted(groups.items()) for i in range(0, len(fl), CHUNK_FLOWS)]
+            for addr in (key[1],) if self._home else (key[0], key[1]):
+                if addr not in part_of:
+                    part_of[addr] = address_partition(addr, num_dst_partitions)
+            if self._home:
+                part_of[key[0]] = self.partition
+            groups.setdefault(part_of[key[1]], []).append([*key, *st, *src_feats[key[0]], hashes[key]])
+            # the sender key only where an answer could be looked up by it (a request to a
+            # reflector port: evidence.Answers.solicited); 0 otherwise
+            asks = key[4] == PROTO_UDP and key[3] in REFLECTOR_PORTS
+            sent.setdefault(part_of[key[0]], []).append(
+                [hashes[key], hash64(sent_from_key(key)) if asks else 0])
+        senders: dict[int, list[str]] = {}
+        for src in srcs:
+            senders.setdefault(part_of[src], []).append(src)
+        chunks = []
+        for q in sorted(set(groups) | set(sent)):
+            fl, se, sa = groups.get(q, []), sent.get(q, []), senders.get(q, [])
+            for i in range(max(len(fl), len(se), len(sa), 1) // CHUNK_FLOWS + 1):
+                part = slice(i * CHUNK_FLOWS, (i + 1) * CHUNK_FLOWS)
+                if fl[part] or se[part] or sa[part]:
+                    chunks.append(FlowChunk(ws, self.partition, q, i, fl[part], se[part], sa[part]))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
         return chunks, done
 
+    def _copartitioned(self, srcs, n: int) -> bool:
+        """Whether this partition's sources are all at home in stage 2 partition `partition`:
+        true when the packets topic has as many partitions as the flows topic (the adapter's
+        case: both are XDPGUARD's packets partition count, and capture partitions by the same
+        murmur2 of the source address), so stage 1 need not hash every source again (a spoofed
+        flood brings a new source per packet). Read from up to 16 sources, once."""
+        sample = list(srcs)[:16]
+        return all(address_partition(a, n) == self.partition for a in sample)
+
     def sent(self, ws: int) -> None:
         """Every chunk of closed window `ws` is queued to stage 2, ahead of any later mark."""
         self.sending.discard(ws)
-
-
-@dataclass
-class ClosedWindow:
-    """A stage 2 window ready to score: flows towards this partition's destinations."""
-    window_ns: int
-    end_ns: int
-    partition: int
-    keys: list[tuple]
-    flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
-    nodes: dict[tuple, str]
-    dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
-    rows: list[list[float]]       # features.FEATURE_NAMES order
-    chunk_keys: list[bytes]
-
-
-@dataclass
-class DstPartition:
-    """Stage 2 state of one `scorer-flows` partition. Window W closes once every source
-    partition has reported (a progress mark) that it is past W. A source partition silent for
-    `max_wait_s` (no owner: a worker died and the group has not rebalanced yet) is not waited
-    for; owners repeat their marks, so a busy partition is never mistaken for a silent one."""
-    partition: int
-    width_ns: int
-    num_sources: int
-    max_wait_s: float
-    clock: Clock = time.monotonic
-    windows: dict[int, dict[bytes, FlowChunk]] = field(default_factory=dict)
-    progress: list[int] = field(default_factory=list)      # per source partition: past up to
-    last_heard: list[float] = field(default_factory=list)  # per source partition: last mark
-    closed_upto: int = -1
-    late: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.progress:
-            self.progress = [-1] * self.num_sources
-        self.last_heard = [self.clock()] * self.num_sources
-
-    def add(self, key: bytes, chunk: FlowChunk) -> bool:
-        """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
-        if chunk.window_ns <= self.closed_upto:
-            self.late += len(chunk.flows)
-            return False
-        self.windows.setdefault(chunk.window_ns, {})[key] = chunk
-        return True
-
-    def mark(self, src_partition: int, closed_upto: int) -> None:
-        if 0 <= src_partition < self.num_sources:
-            self.progress[src_partition] = max(self.progress[src_partition], closed_upto)
-            self.last_heard[src_partition] = self.clock()
-
-    def due(self) -> list[int]:
-        if not self.windows:
-            return []
-        # Silence is judged against the newest mark heard, not the wall clock: when this worker
-        # itself was stalled (a long scoring call on a busy CPU) every source looks silent to
-        # the wall clock, and closing everything then would drop the flows still in flight.
-        # A partition whose owner died falls behind the others, which keep marking.
-        newest = max(self.last_heard)
-        alive = [up for up, heard in zip(self.progress, self.last_heard)
-                 if newest - heard < self.max_wait_s]
-        done = min(alive) if alive else max(self.windows)
-        return sorted(ws for ws in self.windows if ws <= done)
-
-    def discard(self, ws: int) -> None:
-        """Forget window `ws` as if closed (it could not be: the caller dead-letters it)."""
-        self.windows.pop(ws, None)
-        self.closed_upto = max(self.closed_upto, ws)
-
-    def close(self, ws: int) -> ClosedWindow:
-        chunks = self.windows.pop(ws, {})
-        self.closed_upto = max(self.closed_upto, ws)
-        flows: dict[tuple, dict] = {}
-        nodes: dict[tuple, str] = {}
-        src_feats: dict[tuple, list] = {}
-        dsts: dict[str, dict] = {}
-        for chunk in chunks.values():
-            for f in chunk.flows:
-                key, st = tuple(f[:5]), f[5:12]
-                flows[key] = flow_dict(key, st)
-                nodes[key] = st[6]
-                src_feats[key] = f[12:FLOW_LEN]
-                agg = dsts.get(key[1])
-                if agg is None:
-                    agg = dsts[key[1]] = agg_new()
-                _agg_add_flow(agg, key, st, key[0])
-        dst_feats = {d: agg_features(a) for d, a in dsts.items()}
-        keys = list(flows)
-        rows = [flow_features(flows[k]) + src_feats[k] + dst_feats[k[1]] for k in keys]
-        return ClosedWindow(ws, ws + self.width_ns, self.partition, keys, flows, nodes, dsts,
-                            rows, list(chunks))

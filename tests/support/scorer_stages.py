@@ -4,7 +4,9 @@ the wire, stage 1 closed, its flow chunks through the intermediate record format
 and every stage 2 window closed. Time is a hand-moved clock."""
 from __future__ import annotations
 
-from services.scorer.windows import DstPartition, FlowChunk, SourcePartition
+from services.scorer.chunks import FlowChunk
+from services.scorer.dst_windows import DstPartition
+from services.scorer.windows import SourcePartition
 from services.wire.codec import decode_packet_columns
 from services.wire.partition import source_partition
 from tests.support.packet_records import encode_packets
@@ -24,7 +26,7 @@ class Clock:
 
 
 def run_stages(packets, n: int = 4, batch: int = 50, clock: Clock | None = None) -> list:
-    """Closed stage 2 windows (windows.ClosedWindow, in partition then time order) of `packets`
+    """Closed stage 2 windows (dst_windows.ClosedWindow, in partition then time order) of `packets`
     over `n` packets partitions and `n` stage 2 partitions, fed `batch` events per record.
 
     After the events, the clock moves 100 s on so every watermark passes every window; only the

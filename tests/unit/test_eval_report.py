@@ -4,7 +4,6 @@ import json
 import pytest
 
 from services.offline.evaluation import EvalConfig, evaluate
-from services.detection.model import Detector
 from services.records.packet import Packet
 from services.offline.replay import SimulatedDataPlane, replay
 from services.records.rules import Action, Rule, Scope
@@ -50,7 +49,7 @@ def test_rules_take_effect_after_window_end_plus_reaction():
         def score_rows(self, rows):
             import numpy as np
             return np.ones(len(rows))
-    pk = [p(t / 10, dport=100 + t) for t in range(40)]  # a 4-second scan, 10 probes/s
+    pk = [p(t / 50, dport=100 + t) for t in range(200)]  # a 4-second scan, 50 probes/s
     res = replay(pk, Always(), window_s=1.0, reaction_s=1.0)
     first = next(i for i, d in enumerate(res.dropped) if d)
     assert pk[first].ts_ns >= 2e9 and res.first_rule_ns == 2e9 and res.dropped[first:].all()
@@ -61,7 +60,7 @@ def test_small_evaluation_writes_the_report(manifest, tmp_path):
     tr = [c.split(0.5)[0] for c in caps]
     te = [c.split(0.5)[1] for c in caps]
     res = train([c for c in tr if c.label == "benign"], target_fpr=0.01, n_estimators=50)
-    det = Detector(res.estimator, res.threshold, res.feature_names, "t")
+    det = res.detector("t")
     rep = evaluate(te, det, EvalConfig(reaction_s=0.2, window_s=0.5))
     for key in ("attack_packet_drop_share", "benign_packet_drop_share", "benign_flow_drop_share",
                 "roc_auc", "pr_auc", "time_to_first_block_s"):
@@ -78,14 +77,34 @@ def test_small_evaluation_writes_the_report(manifest, tmp_path):
 
 def test_evaluate_verb_writes_md_png_json(manifest, tmp_path, monkeypatch):
     model = tmp_path / "m.joblib"
-    assert main(["train", "--manifest", str(manifest), "--trees", "30", "--out", str(model)]) == 0
+    assert main(["train", "--manifest", str(manifest), "--train-frac", "0.5", "--trees", "30",
+                 "--out", str(model)]) == 0
     out = tmp_path / "rep"
-    assert main(["evaluate", "--manifest", str(manifest), "--out", str(out), "--model", str(model)]) == 0
+    assert main(["evaluate", "--manifest", str(manifest), "--out", str(out), "--split", "time",
+                 "--model", str(model), "--no-merged"]) == 0
     doc = json.loads((out / "report.json").read_text())
     assert {"overall", "by_kind", "seed_method"} <= set(doc)
     assert set(doc["by_kind"]) == {"icmp_sweep", "port_scan_tcp"}
     assert (out / "report.png").stat().st_size > 10_000
     assert "seed method" in (out / "report.md").read_text()
+
+
+def test_evaluate_by_file_folds_never_replays_a_file_its_model_saw(manifest, tmp_path):
+    """Two folds by file, attacks sustained to 10 s: every capture replayed once, by the model
+    of the fold it is not in; the report names the folds and the worst benign capture."""
+    out = tmp_path / "rep"
+    assert main(["evaluate", "--manifest", str(manifest), "--out", str(out), "--folds", "2",
+                 "--sustain", "10", "--trees", "30", "--no-seed", "--no-merged"]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    files = [f for fold in doc["folds"] for f in fold["files"]]
+    assert sorted(files) == sorted(doc["by_file"]) and len(files) == len(FILES)
+    for fold in doc["folds"]:
+        assert fold["trained_on"] == sum(1 for f, l, _ in FILES if l == "benign") - sum(
+            1 for f in fold["files"] if doc["by_file"][f]["kind"] == "benign")
+    sweep = next(v for n, v in doc["by_file"].items() if "icmpScan" in n)
+    assert sweep["rate_pps"] > 5 and sweep["counts"]["attack_packets"] > 4 * 512  # 2.2 s -> 10 s
+    assert doc["overall"]["worst_benign_capture"]["name"] in doc["by_file"]
+    assert "## Folds" in (out / "report.md").read_text()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
@@ -100,10 +119,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "nothing to train on" in capsys.readouterr().err
 
 
-def test_merged_replays_keep_benign_captures_apart():
+def test_merged_replays_keep_benign_captures_apart_and_their_nets_spread():
     from services.offline.evaluation import _renumber
 
-    a = [p(1, src="192.168.1.2", dst="8.8.8.8"), p(2, src="8.8.8.8", dst="192.168.1.2")]
-    r0, r1 = _renumber(a, 0), _renumber(a, 1)
+    a = [p(1, src="192.168.1.2", dst="8.8.8.8"), p(2, src="8.8.8.8", dst="192.168.1.2"),
+         p(3, src="192.168.1.2", dst="8.8.8.4"), p(4, src="192.168.1.2", dst="1.1.1.1")]
+    shared: dict = {}
+    r0, r1 = _renumber(a, 0, shared), _renumber(a, 1, shared)
     assert r0[0].src == r0[1].dst and r0[0].dst == r0[1].src        # a capture stays consistent
     assert {r0[0].src, r0[0].dst}.isdisjoint({r1[0].src, r1[0].dst})  # two captures never share
+    net = lambda addr: addr.rsplit(".", 1)[0]
+    assert net(r0[0].dst) == net(r0[2].dst) != net(r0[3].dst)        # /24s kept apart, not packed

@@ -28,9 +28,10 @@ def test_feature_names_are_the_seeds_22_in_order():
         "icmp", "fin", "syn", "rst", "psh", "ack", "urg", "src_port", "src_low", "src_high",
         "dst_port", "dst_low", "dst_high")
     assert F.FEATURE_NAMES[:22] == F.SEED_FEATURES
-    assert F.SRC_FEATURES == F.SRC_AGG_FEATURES + F.HORIZON_FEATURES
+    assert F.SRC_FEATURES == F.SRC_AGG_FEATURES + F.HORIZON_FEATURES + F.SRC_EVIDENCE_FEATURES
     assert [n[4:] for n in F.SRC_AGG_FEATURES] == [n[4:] for n in F.DST_FEATURES]
-    assert F.FEATURE_NAMES == F.SEED_FEATURES + F.SRC_FEATURES + F.DST_FEATURES
+    assert F.FEATURE_NAMES == (F.SEED_FEATURES + F.SRC_FEATURES + F.DST_FEATURES
+                               + F.DST_EVIDENCE_FEATURES)
     assert len(F.FEATURE_NAMES) == len(set(F.FEATURE_NAMES))
 
 

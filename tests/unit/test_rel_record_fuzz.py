@@ -36,7 +36,8 @@ from services.records.verdict import Verdict
 from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
 from services.scorer.tables import decode_dest_marker, decode_mark, decode_source_marker
 from services.scorer.chunks import FLOW_LEN, FLOWS_VERSION, FlowChunk
-from services.scorer.windows import DstPartition, SourcePartition
+from services.scorer.dst_windows import DstPartition
+from services.scorer.windows import SourcePartition
 from services.wire import codec
 from tests.support.fake_dataplane import FakeDataplane, FakeMaps
 from tests.support.fake_rules_topic import FakeRulesTopic
@@ -139,7 +140,7 @@ def test_rel_any_packet_record_decodes_or_is_refused_and_then_flows_to_the_model
 
 plausible_flow = st.tuples(
     v4, v4, u(16), u(16), u(8), times, times, u(20), u(30), u(8), u(10), st.text(max_size=5),
-    *[st.floats(0, 1e6)] * len(SRC_FEATURES)).map(list)
+    *[st.floats(0, 1e6)] * len(SRC_FEATURES), u(64)).map(list)
 
 
 @st.composite
@@ -159,7 +160,9 @@ def flow_records(draw):
     rec = {"v": FLOWS_VERSION, "t": "flows", "ws": draw(either(times.map(lambda t: t - t % W))),
            "sp": draw(either(st.integers(0, 1))), "dp": draw(either(st.just(0))),
            "i": draw(either(st.integers(0, 3))),
-           "f": draw(either(st.lists(either(flow_entries()), max_size=4)))}
+           "f": draw(either(st.lists(either(flow_entries()), max_size=4))),
+           "s": draw(either(st.lists(either(st.tuples(u(64), u(64)).map(list)), max_size=3))),
+           "a": draw(either(st.lists(either(v4), max_size=3)))}
     return pack(rec)
 
 
@@ -177,8 +180,9 @@ def test_rel_any_flow_chunk_decodes_or_is_refused_and_then_closes_and_scores(det
 
 def test_rel_the_reported_chunk_is_refused_at_decode():
     f = ["10.0.0.1", "10.0.0.2", 1, 2, 6, NOW, NOW, "x", 60, 2, 0, "node-a",
-         *[0.0] * len(SRC_FEATURES)]
-    data = pack({"v": FLOWS_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 0, "i": 0, "f": [f]})
+         *[0.0] * len(SRC_FEATURES), 0]
+    data = pack({"v": FLOWS_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 0, "i": 0, "f": [f],
+                 "s": [], "a": []})
     with pytest.raises(DecodeError, match="packets"):
         FlowChunk.decode(data)
 

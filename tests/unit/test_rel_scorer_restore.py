@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from services.detection.features import SRC_FEATURES
-from services.scorer import faust_internals, windows
+from services.scorer import dst_windows, faust_internals, windows
 from services.scorer.chunks import FLOWS_VERSION, FlowChunk
 from services.wire.codec import decode_deadletter, decode_packet_columns
 from tests.support.packet_records import encode_packets
@@ -42,9 +42,9 @@ def scorer(monkeypatch):
 def reported_chunk() -> bytes:
     """The report: flow entries of the right length, a string where the packet count belongs."""
     f = ["10.0.0.1", "10.0.0.2", 1, 2, 6, NOW, NOW, "x", 60, 2, 0, "node-a",
-         *[0.0] * len(SRC_FEATURES)]
+         *[0.0] * len(SRC_FEATURES), 0]
     return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 2, "i": 0,
-                          "f": [f]}, use_bin_type=True)
+                          "f": [f], "s": [], "a": []}, use_bin_type=True)
 
 
 def test_rel_a_bad_stored_record_or_marker_is_dead_lettered_and_deleted_not_replayed(scorer):
@@ -95,13 +95,13 @@ def test_rel_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(sc
         part.add(collect.store.chunk_key(0, c), FlowChunk.decode(c.encode()))
     for p in range(collect.n):
         part.mark(p, NOW)
-    real_close = windows.DstPartition.close
+    real_close = dst_windows.DstPartition.close
 
     def close(self, ws):
         if ws == NOW - 2 * W:
             raise TypeError("a bug in the aggregation")
         return real_close(self, ws)
-    monkeypatch.setattr(windows.DstPartition, "close", close)
+    monkeypatch.setattr(dst_windows.DstPartition, "close", close)
     scored = []
 
     async def score(closed):

@@ -11,7 +11,7 @@ import pytest
 from services.common.errors import DecodeError
 from services.scorer.tables import (DestChunks, SourceRecords, decode_mark, encode_mark, is_mark,
                                     mark_key)
-from services.scorer.windows import FlowChunk
+from services.scorer.chunks import FlowChunk
 from tests.support.scorer_app import scorer_without_broker
 
 

@@ -1,0 +1,267 @@
+"""Evidence of hostility in one window, per rule scope. Pure; shared by replay, training and the
+scorer's two stages.
+
+The model's score says how unlike the benign training data a flow looks (novelty); it does not
+say the traffic does harm. A rule needs both (services.detection.detect): a score at or above
+the threshold AND one of the measures below at or above its bound for the rule's scope. Every
+measure counts something the data plane can see on ingress and benign applications do not do
+in bulk; its bound is calibrated on benign captures (`bounds.EvidenceBounds`).
+
+A flow S->D is ANSWERED when the reverse 5-tuple (D, S, dport, sport, proto) carried a packet in
+this window or the one before. An answer to a reflector port is SOLICITED when D itself sent
+from that port pair (to anyone: discovery goes to multicast or broadcast addresses). A flow whose
+last packet came in the window's last GRACE_NS is SETTLED only later: its answer or its ACK may
+fall into the next window, so it counts as neither half-open nor unanswered.
+
+Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`, `SRC_OWN`):
+  half_open    TCP flows of the source in the window with a SYN and no ACK, towards its busiest
+               destination: a SYN flood from one address. Benign: a client's connection
+               attempts to dead peers (a P2P node) are spread over many hosts.
+  probe_tcp    half-open flows of <= 2 packets over the horizon (10 windows), largest TARGET
+               GROUP: distinct ports of one host (port scan) or distinct hosts of one /24
+               (IPv6 /64) on one port (sweep). Benign fan-out is spread over the Internet
+               (P2P peers, CDN servers) and completes its handshakes.
+  probe_other  the same for UDP / ICMP / other flows of <= 2 packets; at decision time weighted
+               by the share of the source's such flows nobody answered (`src_measures`): a DNS
+               prober's resolvers answer, a swept /24's empty addresses do not.
+  login        TCP sessions started by the source towards ONE login service (LOGIN_PORTS) of one
+               host, summed over the last 3 windows (password guessing). Benign: a mail client
+               polling, one SSH or database session; web ports are not login services (a client
+               that reconnects per request is ordinary).
+Destination scope (stage 2 holds all flows towards a destination: `dst_measures`):
+  half_open_srcs  distinct sources with a half-open flow to the destination (spoofed SYN flood)
+  synack_srcs     distinct sources sending it bare, unanswered SYN-ACKs (SYN-ACK reflection)
+  rst_srcs        distinct sources sending it unanswered RSTs (RST storm, backscatter)
+  reflector_srcs  distinct sources sending it unsolicited UDP from a reflector port (REFLECTOR_PORTS)
+  fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it
+  dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
+  unsolicited_srcs distinct sources whose flows to it nobody answered
+  packets         packets towards it nobody answered (one-sided volume far above any benign
+                  destination's: a download or a call is answered, a flood is not)
+and per source the same one-sided volume (`src_measures`; partition-local in the scorer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
+
+from .sketch import _hash, hash64
+from .watch import LOGIN_PORTS, SourceWatch, is_group  # noqa: F401  (re-exported)
+
+# UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
+# QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
+# MS-SQL, Citrix, SSDP, ARD, WS-Discovery, SIP, NAT-PMP, mDNS, CoAP, BitTorrent, Ubiquiti,
+# memcached, VxWorks, Quake, Steam, Lantronix, Plex, Jenkins, DVR (37810), BACnet
+REFLECTOR_PORTS = frozenset({17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 500, 520, 623, 1194,
+                             1434, 1604, 1900, 3283, 3702, 5060, 5351, 5353, 5683, 6881, 10001,
+                             11211, 17185, 26000, 27015, 27960, 30718, 32414, 33848, 37810, 47808})
+GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
+UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
+
+SRC_OWN: tuple[str, ...] = ("half_open", "probe_tcp", "probe_other", "login")
+SRC_MEASURES: tuple[str, ...] = ("half_open", "probe_tcp", "probe_other", "login", "packets")
+DST_MEASURES: tuple[str, ...] = ("half_open_srcs", "synack_srcs", "rst_srcs", "reflector_srcs",
+                                 "fragments", "dhcp", "unsolicited_srcs", "packets")
+
+# flow marks (bit set per flow, `flow_marks`)
+HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
+SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256
+_BARE = TCP_FIN | TCP_RST | TCP_PSH
+
+
+def reverse_key(key: tuple) -> tuple:
+    """The 5-tuple an answer to flow `key` has."""
+    return (key[1], key[0], key[3], key[2], key[4])
+
+
+def sent_from_key(key: tuple) -> tuple:
+    """(address, sport, dport, proto) of a flow: what `solicited` looks up."""
+    return (key[0], key[2], key[3], key[4])
+
+
+def asked_key(key: tuple) -> tuple:
+    """The `sent_from_key` of a request that flow `key` answers, whoever it was sent to."""
+    return (key[1], key[3], key[2], key[4])
+
+
+class Answers:
+    """What was sent in this window and the one before, for `answered` / `solicited`: the
+    addresses that sent anything, flows as 5-tuples and `sent_from_key`s. The replay gives the
+    tuples; the scorer's stage 2 gives their `hash64` (the source partitions ship them,
+    windows.py) and sets `hashed`. An address that sent nothing answers nothing: no hash is
+    computed for the flows towards it (a flood's silent victim)."""
+
+    __slots__ = ("current", "addresses", "flows", "senders", "hashed")
+
+    def __init__(self, addresses: Iterable[str], flows: Iterable, senders: Iterable,
+                 previous: "Answers | None" = None, hashed: bool = False) -> None:
+        self.current = (set(addresses), set(flows), set(senders))
+        self.addresses, self.flows, self.senders = self.current
+        self.hashed = hashed
+        if previous is not None:
+            self.addresses = self.addresses | previous.current[0]
+            self.flows = self.flows | previous.current[1]
+            self.senders = self.senders | previous.current[2]
+
+    @classmethod
+    def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None) -> "Answers":
+        keys = list(keys)
+        return cls((k[0] for k in keys), keys, map(sent_from_key, keys), previous)
+
+    def answered(self, key: tuple) -> bool:
+        """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""
+        if key[1] not in self.addresses:
+            return False
+        if self.hashed:
+            s, d, sp, dp, pr = key
+            return _hash(f"{d}|{s}|{dp}|{sp}|{pr}") in self.flows
+        return reverse_key(key) in self.flows
+
+    def solicited(self, key: tuple) -> bool:
+        if key[1] not in self.addresses:
+            return False
+        ask = asked_key(key)
+        return (hash64(ask) if self.hashed else ask) in self.senders or self.answered(key)
+
+
+def settled(last_ns: int, window_end_ns: int) -> bool:
+    """A flow whose last packet is GRACE_NS before the window's end has had time for its answer."""
+    return last_ns <= window_end_ns - GRACE_NS
+
+
+def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) -> int:
+    """The marks of one flow (features flow-state form: packets, flags, syn, last)."""
+    proto, packets, flags = key[4], st["packets"], st["flags"]
+    m = 0
+    group = is_group(key[1])
+    answered = answers.answered(key)
+    done = settled(st["last"], window_end_ns)
+    if answered:
+        m |= ANSWERED
+    elif group:
+        m |= GROUP  # nobody answers a group address: neither answered nor unanswered
+    elif done:
+        m |= UNANSWERED
+    if packets <= 2 and not group:
+        m |= PROBE
+    if proto == PROTO_TCP:
+        if st.get("syn", 0):
+            m |= INITIATED
+            if not flags & TCP_ACK and done:
+                m |= HALF_OPEN
+        elif not answered:
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+                m |= SYNACK
+            elif flags & TCP_RST and not flags & TCP_SYN:
+                m |= RST_ONLY
+    elif proto == PROTO_UDP:
+        if key[2] in REFLECTOR_PORTS and not answers.solicited(key):
+            m |= REFLECTED
+        if key[2] == 68 and key[3] == 67:
+            m |= DHCP
+    if proto in (PROTO_TCP, PROTO_UDP) and key[2] == 0 and key[3] == 0:
+        m |= FRAGMENT
+    return m
+
+
+_SOURCE_SETS = ((HALF_OPEN, 0), (SYNACK, 1), (RST_ONLY, 2), (REFLECTED, 3), (UNANSWERED, 4))
+_ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
+
+
+def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
+                 marks: Mapping[tuple, int]) -> dict[str, list[float]]:
+    """DST_MEASURES of every destination of `keys` (all flows towards it must be there)."""
+    acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume
+    for k in keys:
+        m, d = marks[k], k[1]
+        a = acc.get(d)
+        if a is None:
+            a = acc[d] = [None, None, None, None, None, 0, 0, 0]
+        if not m & (ANSWERED | GROUP):
+            a[7] += flows[k]["packets"]
+        if m & _ANY_SET:
+            for bit, i in _SOURCE_SETS:
+                if m & bit:
+                    if a[i] is None:
+                        a[i] = {k[0]}
+                    else:
+                        a[i].add(k[0])
+        if m & (FRAGMENT | DHCP):
+            a[5 if m & FRAGMENT else 6] += flows[k]["packets"]
+    return {d: [len(a[0]) if a[0] else 0, len(a[1]) if a[1] else 0, len(a[2]) if a[2] else 0,
+                len(a[3]) if a[3] else 0, a[5], a[6], len(a[4]) if a[4] else 0, float(a[7])]
+            for d, a in acc.items()}
+
+
+def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
+                 own: Mapping[str, list]) -> dict[str, list[float]]:
+    """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
+    probe_other weighted by the share of its non-TCP probes here that nobody answered (of those
+    whose fate is known: answered, or settled without an answer), and its packets here that
+    nobody answered."""
+    probes: dict[str, list[int]] = {}
+    volume: dict[str, int] = {}
+    for k in keys:
+        m, s = marks[k], k[0]
+        if not m & (ANSWERED | GROUP):
+            volume[s] = volume.get(s, 0) + flows[k]["packets"]
+        if m & PROBE and m & (ANSWERED | UNANSWERED) and k[4] != PROTO_TCP:  # settled: known
+            c = probes.get(s)
+            if c is None:
+                c = probes[s] = [0, 0]
+            c[0] += 1
+            c[1] += bool(m & UNANSWERED)
+    out = {}
+    zero = (0, 0, 0, 0)
+    for s in dict.fromkeys(k[0] for k in keys):
+        o = own.get(s) or zero
+        c = probes.get(s)
+        out[s] = [o[0], o[1], o[2] * c[1] / c[0] if c else 0.0, o[3], volume.get(s, 0)]
+    return out
+
+
+# --- one window, assessed ------------------------------------------------------------------------
+
+@dataclass
+class WindowEvidence:
+    """Marks of every flow and the measures of every source and destination of one window."""
+    marks: dict[tuple, int]
+    src: dict[str, list[float]]   # SRC_MEASURES
+    dst: dict[str, list[float]]   # DST_MEASURES
+
+    def model_inputs(self) -> tuple[dict, dict]:
+        """(source, destination) values of features.SRC_ / DST_EVIDENCE_FEATURES: the measures
+        but packets (the model has those as src_packets / dst_packets)."""
+        return ({s: v[:len(SRC_MEASURES) - 1] for s, v in self.src.items()},
+                {d: v[:len(DST_MEASURES) - 1] for d, v in self.dst.items()})
+
+
+def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answers,
+           window_end_ns: int, src_own: Mapping[str, list]) -> WindowEvidence:
+    """Evidence of one window: `flows` in features flow-state form by 5-tuple, `src_own` the
+    sources' SourceWatch measures."""
+    keys = list(keys)
+    marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
+    return WindowEvidence(marks, src_measures(keys, flows, marks, src_own),
+                          dst_measures(keys, flows, marks))
+
+
+def assess_window(window, window_end_ns: int, previous: Answers | None = None,
+                  watch: "SourceWatch | None" = None) -> tuple[WindowEvidence, Answers]:
+    """Evidence of a features.WindowState (all its flows in one place, as in the replay).
+    `watch` must not hold this window yet (it is added here); without one, the source
+    measures cover this window alone. Returns the Answers for the next window's call."""
+    flows = window.flows
+    answers = Answers.of_keys(flows, previous)
+    if watch is None:
+        watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
+    entries: dict[str, list] = {}
+    for k, st in flows.items():
+        SourceWatch.count(entries, k, st["packets"], st["flags"], st.get("syn", 0),
+                          settled(st["last"], window_end_ns))
+    watch.add_entries(window.start_ns, entries)
+    own = watch.measures(window.start_ns, window.srcs)
+    ev = assess(flows, flows, answers, window_end_ns, own)
+    return ev, answers

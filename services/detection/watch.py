@@ -1,0 +1,170 @@
+"""A source's own evidence measures over its recent windows (evidence.SRC_OWN). Pure.
+
+Kept where all of a source's packets are: the replay, and stage 1 of the scorer (one
+`SourceWatch` per `packets` partition, in memory like features.SourceHorizon). What it counts is
+described with the measures in services.detection.evidence.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from services.records.packet import PROTO_TCP, TCP_ACK
+
+from .features import HORIZON_WINDOWS
+
+LOGIN_WINDOWS = 3
+# TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
+# LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB
+LOGIN_PORTS = frozenset({21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
+                         3306, 3389, 5432, 5900, 6379, 27017})
+_GROUP_CACHE: dict[str, bool] = {}
+
+
+def is_group(addr: str) -> bool:
+    """A multicast or broadcast address (x.x.x.255 taken as a directed broadcast): traffic to it
+    is one-way by design (discovery, announcements), never a probe or a flood target here."""
+    got = _GROUP_CACHE.get(addr)
+    if got is None:
+        if len(_GROUP_CACHE) >= 1 << 16:
+            _GROUP_CACHE.clear()
+        got = _GROUP_CACHE[addr] = (addr.endswith(".255") or addr.startswith("ff")
+                                    or ipaddress.ip_address(addr).is_multicast)
+    return got
+
+
+def _net(addr: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) an address lies in, as text."""
+    if ":" not in addr:
+        return addr.rsplit(".", 1)[0]
+    return str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
+
+
+def _largest_groups(probes: Iterable[tuple]) -> tuple[int, int]:
+    """(largest TCP group, largest other group) of a set of distinct probes (dst, proto, dport):
+    a group is one host and protocol (members: ports) or one net, port and protocol (members:
+    hosts)."""
+    groups: dict[tuple, int] = {}
+    for dst, proto, dport in probes:
+        for g in ((0, dst, proto), (1, _net(dst), dport, proto)):
+            groups[g] = groups.get(g, 0) + 1
+    best = [0, 0]
+    for g, n in groups.items():
+        i = 0 if g[-1] == PROTO_TCP else 1
+        if n > best[i]:
+            best[i] = n
+    return best[0], best[1]
+
+
+class SourceWatch:
+    """Every source's probes and login sessions over the last `span` windows (SRC_OWN). Kept
+    per window like features.SourceHorizon, so expiry drops whole windows; a probe is its
+    (dst, proto, dport), and a source with a single probe in a window (a spoofed SYN) keeps
+    that tuple, not a set. Nothing is hashed: target groups are formed only for a source with
+    more than one probe in the horizon. Windows are added oldest first."""
+
+    __slots__ = ("width_ns", "span", "windows", "seen")
+
+    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
+        self.width_ns, self.span = width_ns, span
+        # window start -> source -> [half-open flows to its busiest destination, probes
+        # (tuple | set | None), logins (dict | None)]
+        self.windows: dict[int, dict[str, list]] = {}
+        self.seen: dict[str, int] = {}  # source -> windows kept that hold it
+
+    @staticmethod
+    def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
+              done: bool) -> None:
+        """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
+        SYN-without-ACK packets, and whether it is `settled`)."""
+        src, dst, _, dport, proto = key
+        half_open = proto == PROTO_TCP and syn and not flags & TCP_ACK and done
+        login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
+        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+        if not (half_open or login or probe):
+            return
+        e = entries.get(src)
+        if e is None:
+            e = entries[src] = [None, None, None]
+        if half_open:
+            if e[0] is None:
+                e[0] = {}
+            e[0][dst] = e[0].get(dst, 0) + 1
+        if probe:
+            target = (dst, proto, dport)
+            if e[1] is None:
+                e[1] = target
+            elif type(e[1]) is tuple:
+                if e[1] != target:
+                    e[1] = {e[1], target}
+            else:
+                e[1].add(target)
+        if login:
+            if e[2] is None:
+                e[2] = {}
+            g = (dst, dport)
+            e[2][g] = e[2].get(g, 0) + 1
+
+    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
+        """Window `ws` as `count` built it (replacing an earlier copy); drops old windows."""
+        if ws in self.windows:
+            self._drop(ws)
+        seen = self.seen
+        for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
+            e[0] = max(e[0].values()) if e[0] else 0
+            seen[src] = seen.get(src, 0) + 1
+        self.windows[ws] = entries
+        oldest = ws - (self.span - 1) * self.width_ns
+        for w in [w for w in self.windows if w < oldest]:
+            self._drop(w)
+
+    def _drop(self, ws: int) -> None:
+        seen = self.seen
+        for src in self.windows.pop(ws):
+            n = seen[src] - 1
+            if n:
+                seen[src] = n
+            else:
+                del seen[src]
+
+    def measures(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
+        """SRC_OWN of each source with anything counted (others: absent, all zero)."""
+        span = [d for w in range(ws - (self.span - 1) * self.width_ns, ws + 1, self.width_ns)
+                if (d := self.windows.get(w)) is not None]
+        login_from = ws - (LOGIN_WINDOWS - 1) * self.width_ns
+        logins = [d for w, d in self.windows.items() if login_from <= w <= ws]
+        current, seen = self.windows.get(ws, {}), self.seen
+        out = {}
+        for src in srcs:
+            e = current.get(src)
+            if e is None and src not in seen:  # nothing counted for it in the span
+                out[src] = [0, 0, 0, 0]
+                continue
+            if e is not None and seen[src] == 1 and type(e[1]) is not set:  # this window only
+                p = e[1]
+                out[src] = [e[0], int(p is not None and p[1] == PROTO_TCP),
+                            int(p is not None and p[1] != PROTO_TCP),
+                            max(e[2].values()) if e[2] else 0]
+                continue
+            probes: set = set()
+            for d in span:
+                x = d.get(src)
+                if x is not None and x[1] is not None:
+                    if type(x[1]) is tuple:
+                        probes.add(x[1])
+                    else:
+                        probes |= x[1]
+            if len(probes) > 1:
+                tcp, other = _largest_groups(probes)
+            else:
+                tcp = other = 0
+                for p in probes:
+                    tcp, other = (1, 0) if p[1] == PROTO_TCP else (0, 1)
+            sessions: dict = {}
+            for d in logins:
+                x = d.get(src)
+                if x is not None and x[2]:
+                    for g, n in x[2].items():
+                        sessions[g] = sessions.get(g, 0) + n
+            out[src] = [e[0] if e else 0, tcp, other, max(sessions.values(), default=0)]
+        return out

@@ -1,0 +1,235 @@
+"""Synthetic traffic of the attack kinds and benign shapes the detection must tell apart. Pure.
+
+Every generator returns time-ordered Packet records (two-way where a capture on the protected
+host would show both directions), starting at `t0` (ns), deterministic for a given `seed`.
+Addresses: the protected side in 10.0.0.0/8, the Internet in documentation and random public
+ranges. Used by the unit tests of the decision layer (tests/unit/test_detect_synthetic.py) and
+handy to try settings: `xdpguard`-independent, no I/O.
+
+Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks send), `dhcp_flood`
+(DISCOVERs from 0.0.0.0 to broadcast), `ftp_guessing` (short login sessions to port 21),
+`fragmented_amplification` (DNS answers in IP fragments; later fragments carry no ports),
+`synack_reflection` (SYN-ACKs of servers answering SYNs spoofed with the victim's address),
+`service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports).
+Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `web_poller`.
+"""
+from __future__ import annotations
+
+import random
+
+from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
+
+S = 1_000_000_000
+SYN, ACK, PSH, FIN, RST, ECE, CWR = 0x02, 0x10, 0x08, 0x01, 0x04, 0x40, 0x80
+
+
+def _public(rnd: random.Random) -> str:
+    """A random unicast address outside the private and reserved ranges used here."""
+    while True:
+        a = rnd.randrange(1, 224)
+        if a not in (10, 127, 169, 172, 192, 198, 203, 100):
+            return f"{a}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+
+
+def _tcp(t: int, src: str, dst: str, sp: int, dp: int, flags: int, length: int = 66) -> Packet:
+    return Packet(t, src, dst, sp, dp, PROTO_TCP, flags, length)
+
+
+def _udp(t: int, src: str, dst: str, sp: int, dp: int, length: int) -> Packet:
+    return Packet(t, src, dst, sp, dp, PROTO_UDP, 0, length)
+
+
+def _sorted(pk: list[Packet]) -> list[Packet]:
+    return sorted(pk, key=lambda p: p.ts_ns)
+
+
+# --- attacks ----------------------------------------------------------------------------------
+
+def syn_flood(t0: int, seconds: float, pps: int, victim: str = "10.0.0.10", dport: int = 80,
+              ecn: bool = False, seed: int = 1) -> list[Packet]:
+    """Spoofed SYNs from random sources and ports to one address:port, evenly spaced."""
+    rnd = random.Random(seed)
+    flags = SYN | ECE | CWR if ecn else SYN
+    return [_tcp(t0 + i * S // pps, _public(rnd), victim, rnd.randrange(1024, 65536), dport, flags, 74)
+            for i in range(int(seconds * pps))]
+
+
+def dhcp_flood(t0: int, seconds: float, pps: int = 100, seed: int = 2) -> list[Packet]:
+    """DHCP DISCOVERs from 0.0.0.0:68 to 255.255.255.255:67 (random client MACs: one 5-tuple)."""
+    rnd = random.Random(seed)
+    return [_udp(t0 + i * S // pps + rnd.randrange(S // (4 * pps)), "0.0.0.0", "255.255.255.255",
+                 68, 67, 342) for i in range(int(seconds * pps))]
+
+
+def ftp_guessing(t0: int, seconds: float, per_s: float = 10, attacker: str = "203.0.113.66",
+                 server: str = "10.0.0.21", seed: int = 3) -> list[Packet]:
+    """One source, `per_s` short FTP login sessions a second, both directions: handshake,
+    banner, USER, 331, PASS, 530, QUIT, 221, FIN; each session ~40 ms."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for i in range(int(seconds * per_s)):
+        t, sp = t0 + int(i * S / per_s) + rnd.randrange(5 * ms), 40000 + i % 20000
+        c = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, attacker, server, sp, 21, fl, ln))
+        s = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, server, attacker, 21, sp, fl, ln))
+        c(0, SYN, 74), s(1, SYN | ACK, 74), c(2, ACK, 66), s(4, PSH | ACK, 120), c(5, ACK, 66)
+        c(6, PSH | ACK, 80), s(8, PSH | ACK, 100), c(9, PSH | ACK, 82), s(30, PSH | ACK, 90)
+        c(31, PSH | ACK, 72), s(33, PSH | ACK, 80), s(33, FIN | ACK, 66), c(34, FIN | ACK, 66)
+        s(35, ACK, 66)
+    return _sorted(pk)
+
+
+def fragmented_amplification(t0: int, seconds: float, answers_per_s: int = 200,
+                             reflectors: int = 300, victim: str = "10.0.0.53",
+                             seed: int = 4) -> list[Packet]:
+    """DNS answers (~4 KB) from open resolvers to one victim port, each in three IP fragments:
+    the first carries the UDP header (sport 53), the later two carry no ports."""
+    rnd = random.Random(seed)
+    refl = [_public(rnd) for _ in range(reflectors)]
+    pk = []
+    for i in range(int(seconds * answers_per_s)):
+        t, r = t0 + i * S // answers_per_s, rnd.choice(refl)
+        pk += [_udp(t, r, victim, 53, 8080, 1514), _udp(t + 20_000, r, victim, 0, 0, 1514),
+               _udp(t + 40_000, r, victim, 0, 0, 1100)]
+    return pk
+
+
+def synack_reflection(t0: int, seconds: float, pps: int = 300, servers: int = 500,
+                      victim: str = "10.0.0.80", seed: int = 5) -> list[Packet]:
+    """SYN-ACKs from many web servers to the victim's random ports (the attacker spoofed SYNs
+    from the victim's address); each server retransmits its SYN-ACK after 1 s."""
+    rnd = random.Random(seed)
+    srv = [(_public(rnd), rnd.choice((80, 443))) for _ in range(servers)]
+    pk = []
+    for i in range(int(seconds * pps / 2)):
+        t, (s, port) = t0 + i * 2 * S // pps, rnd.choice(srv)
+        vp = rnd.randrange(1024, 65536)
+        pk += [_tcp(t, s, victim, port, vp, SYN | ACK, 74), _tcp(t + S, s, victim, port, vp, SYN | ACK, 74)]
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def service_probe(t0: int, scanner: str = "203.0.113.77", target: str = "10.0.0.30",
+                  open_ports: tuple[int, ...] = (22, 80, 443), seconds: float = 30,
+                  seed: int = 6) -> list[Packet]:
+    """nmap -sV: a SYN scan of 1000 ports at ~500 ports/s (closed ports answer RST, open ones
+    SYN-ACK, the scanner resets), then version probes: short sessions to each open port, one
+    after the other (connect, a probe, the answer, reset), ~8 a second until `seconds`."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    ports = sorted(set(open_ports) | set(rnd.sample(range(1, 10000), 1000 - len(open_ports))))
+    rnd.shuffle(ports)
+    sp = rnd.randrange(40000, 60000)
+    for i, port in enumerate(ports):
+        t = t0 + i * 2 * ms
+        pk.append(_tcp(t, scanner, target, sp, port, SYN, 58))
+        if port in open_ports:
+            pk += [_tcp(t + ms // 2, target, scanner, port, sp, SYN | ACK, 58),
+                   _tcp(t + ms, scanner, target, sp, port, RST, 54)]
+        else:
+            pk.append(_tcp(t + ms // 2, target, scanner, port, sp, RST | ACK, 54))
+    t, n = t0 + len(ports) * 2 * ms + 100 * ms, 0
+    while t < t0 + int(seconds * S):
+        port, sp = open_ports[n % len(open_ports)], 50000 + n % 10000
+        pk += [_tcp(t, scanner, target, sp, port, SYN, 74), _tcp(t + ms, target, scanner, port, sp, SYN | ACK, 74),
+               _tcp(t + 2 * ms, scanner, target, sp, port, ACK, 66),
+               _tcp(t + 3 * ms, scanner, target, sp, port, PSH | ACK, 66 + rnd.randrange(10, 200)),
+               _tcp(t + 5 * ms, target, scanner, port, sp, PSH | ACK, 66 + rnd.randrange(20, 400)),
+               _tcp(t + 6 * ms, scanner, target, sp, port, RST | ACK, 54)]
+        t, n = t + 125 * ms, n + 1
+    return _sorted(pk)
+
+
+# --- benign shapes ------------------------------------------------------------------------------
+
+def _session(pk: list, t: int, client: str, server: str, sp: int, dp: int, exchanges: int,
+             gap_ns: int, up: int = 300, down: int = 1200, close: bool = True) -> int:
+    """A completed TCP session (both directions); returns its last timestamp."""
+    ms = S // 1000
+    pk += [_tcp(t, client, server, sp, dp, SYN, 74), _tcp(t + 20 * ms, server, client, dp, sp, SYN | ACK, 74),
+           _tcp(t + 21 * ms, client, server, sp, dp, ACK, 66)]
+    t += 22 * ms
+    for _ in range(exchanges):
+        pk += [_tcp(t, client, server, sp, dp, PSH | ACK, up), _tcp(t + 20 * ms, server, client, dp, sp, PSH | ACK, down),
+               _tcp(t + 21 * ms, client, server, sp, dp, ACK, 66)]
+        t += gap_ns
+    if close:
+        pk += [_tcp(t, client, server, sp, dp, FIN | ACK, 66), _tcp(t + 20 * ms, server, client, dp, sp, FIN | ACK, 66),
+               _tcp(t + 21 * ms, client, server, sp, dp, ACK, 66)]
+    return t
+
+
+def doh_client(t0: int, seconds: float, client: str = "10.0.0.5", seed: int = 10) -> list[Packet]:
+    """DNS over HTTPS: two long-lived TLS connections to two resolvers, a query every ~300 ms,
+    and a fresh connection every 10 s."""
+    rnd, pk = random.Random(seed), []
+    resolvers = ["1.1.1.1", "8.8.8.8"]
+    for k in range(int(seconds // 10) + 1):
+        for j, r in enumerate(resolvers):
+            t = t0 + k * 10 * S + j * 50_000_000
+            _session(pk, t, client, r, 50000 + 2 * k + j, 443, 33, 300_000_000 + rnd.randrange(1000),
+                     up=180, down=260, close=False)
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def dns_prober(t0: int, seconds: float, per_s: int = 20, client: str = "10.0.0.6",
+               seed: int = 11) -> list[Packet]:
+    """A client asking many public resolvers (one small query each, from its own port); every
+    resolver answers within 30-150 ms."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for i in range(int(seconds * per_s)):
+        t, r, sp = t0 + i * S // per_s, _public(rnd), rnd.randrange(1024, 65536)
+        pk += [_udp(t, client, r, sp, 53, 80), _udp(t + rnd.randrange(30, 150) * ms, r, client, 53, sp, 140)]
+    return _sorted(pk)
+
+
+def media_call(t0: int, seconds: float, local: str = "10.0.0.7", remote: str = "198.51.100.20",
+               pps: int = 50, seed: int = 12) -> list[Packet]:
+    """A voice/video call's UDP media: RTP both ways at `pps` each, steady, one port pair."""
+    rnd = random.Random(seed)
+    pk = []
+    for i in range(int(seconds * pps)):
+        t = t0 + i * S // pps
+        pk += [_udp(t, local, remote, 16384, 30000, 200 + rnd.randrange(800)),
+               _udp(t + rnd.randrange(S // pps), remote, local, 30000, 16384, 200 + rnd.randrange(800))]
+    return _sorted(pk)
+
+
+def p2p_node(t0: int, seconds: float, node: str = "10.0.0.8", peers: int = 300,
+             seed: int = 13) -> list[Packet]:
+    """A P2P node: UDP messages to many peers spread over the Internet (two thirds answer,
+    a few messages each), plus TCP connections to some of them (handshakes complete)."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    ps = [(_public(rnd), rnd.randrange(1024, 65536)) for _ in range(peers)]
+    for i in range(int(seconds * 40)):
+        t, (p, port) = t0 + i * S // 40, rnd.choice(ps)
+        sp = 6881
+        pk.append(_udp(t, node, p, sp, port, 100 + rnd.randrange(300)))
+        if rnd.random() < 0.66:
+            pk.append(_udp(t + rnd.randrange(40, 300) * ms, p, node, port, sp, 100 + rnd.randrange(1200)))
+    for i in range(int(seconds)):
+        p, _ = rnd.choice(ps)
+        _session(pk, t0 + i * S + rnd.randrange(S // 2), node, p, 40000 + i, 6881, 5, 60 * ms,
+                 down=1400, close=False)
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def browser(t0: int, seconds: float, client: str = "10.0.0.9", seed: int = 14) -> list[Packet]:
+    """Page loads every 5 s: 30 TLS connections at once to 20 servers (up to 6 to one CDN
+    host), all handshakes complete, some closed early."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    sp = 30000
+    for k in range(int(seconds // 5) + 1):
+        servers = [_public(rnd) for _ in range(20)]
+        for j in range(30):
+            server = servers[0] if j < 6 else rnd.choice(servers)
+            _session(pk, t0 + k * 5 * S + rnd.randrange(200) * ms, client, server, sp, 443,
+                     rnd.randrange(2, 8), 50 * ms, up=600, down=1400, close=rnd.random() < 0.3)
+            sp += 1
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def web_poller(t0: int, seconds: float, client: str = "10.0.0.11", server: str = "10.0.0.80",
+               per_s: float = 10) -> list[Packet]:
+    """A client fetching a page every 100 ms with a new connection each time (curl in a loop,
+    the demo's and soak's benign client), both directions."""
+    pk = []
+    for i in range(int(seconds * per_s)):
+        _session(pk, t0 + int(i * S / per_s), client, server, 40000 + i % 20000, 80, 1, 0, up=150)
+    return _sorted(pk)

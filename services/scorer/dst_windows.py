@@ -1,0 +1,137 @@
+"""Stage 2 of the scorer's windows, per intermediate `scorer-flows` partition (= per set of
+DESTINATION addresses): flow chunks from every stage 1 partition (services/scorer/windows.py)
+-> per-destination aggregates, then one feature row per flow (features.row order: its evidence
+measures computed here, evidence.assess), scored in a batch by the caller, which passes the
+window's evidence and the partition's escalation memory to detect.suggest
+(scoring.verdicts_for). A window closes when every source partition's progress mark is past it.
+Pure: no Kafka, no faust.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from services.detection.detect import Escalation
+from services.detection.evidence import Answers, WindowEvidence, assess
+from services.detection.features import agg_features, agg_new, flow_features
+
+from .chunks import FlowChunk
+from .windows import HASH_AT, OWN_AT, SRC_AT, Clock, agg_add_flow, flow_dict
+
+@dataclass
+class ClosedWindow:
+    """A stage 2 window ready to score: flows towards this partition's destinations."""
+    window_ns: int
+    end_ns: int
+    partition: int
+    keys: list[tuple]
+    flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
+    nodes: dict[tuple, str]
+    dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
+    rows: list[list[float]]       # features.FEATURE_NAMES order
+    chunk_keys: list[bytes]
+    evidence: WindowEvidence | None = None
+    memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
+    bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
+
+
+@dataclass
+class DstPartition:
+    """Stage 2 state of one `scorer-flows` partition. Window W closes once every source
+    partition has reported (a progress mark) that it is past W. A source partition silent for
+    `max_wait_s` (no owner: a worker died and the group has not rebalanced yet) is not waited
+    for; owners repeat their marks, so a busy partition is never mistaken for a silent one."""
+    partition: int
+    width_ns: int
+    num_sources: int
+    max_wait_s: float
+    clock: Clock = time.monotonic
+    windows: dict[int, dict[bytes, FlowChunk]] = field(default_factory=dict)
+    progress: list[int] = field(default_factory=list)      # per source partition: past up to
+    last_heard: list[float] = field(default_factory=list)  # per source partition: last mark
+    closed_upto: int = -1
+    late: int = 0
+    # rules suggested before (escalation) and the previous window's sent flows (answers);
+    # in memory only, like the stage 1 horizon
+    memory: Escalation = field(default_factory=Escalation)
+    _answers: Answers | None = None
+    _answers_ws: int = -1
+
+    def __post_init__(self) -> None:
+        if not self.progress:
+            self.progress = [-1] * self.num_sources
+        self.last_heard = [self.clock()] * self.num_sources
+
+    def add(self, key: bytes, chunk: FlowChunk) -> bool:
+        """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
+        if chunk.window_ns <= self.closed_upto:
+            self.late += len(chunk.flows)
+            return False
+        self.windows.setdefault(chunk.window_ns, {})[key] = chunk
+        return True
+
+    def mark(self, src_partition: int, closed_upto: int) -> None:
+        if 0 <= src_partition < self.num_sources:
+            self.progress[src_partition] = max(self.progress[src_partition], closed_upto)
+            self.last_heard[src_partition] = self.clock()
+
+    def due(self) -> list[int]:
+        if not self.windows:
+            return []
+        # Silence is judged against the newest mark heard, not the wall clock: when this worker
+        # itself was stalled (a long scoring call on a busy CPU) every source looks silent to
+        # the wall clock, and closing everything then would drop the flows still in flight.
+        # A partition whose owner died falls behind the others, which keep marking.
+        newest = max(self.last_heard)
+        alive = [up for up, heard in zip(self.progress, self.last_heard)
+                 if newest - heard < self.max_wait_s]
+        done = min(alive) if alive else max(self.windows)
+        return sorted(ws for ws in self.windows if ws <= done)
+
+    def discard(self, ws: int) -> None:
+        """Forget window `ws` as if closed (it could not be: the caller dead-letters it)."""
+        self.windows.pop(ws, None)
+        self.closed_upto = max(self.closed_upto, ws)
+
+    def close(self, ws: int) -> ClosedWindow:
+        """Close window `ws`: its flows, destination aggregates, evidence (answers looked up in
+        what this partition's addresses sent, this window and the one before) and rows."""
+        chunks = self.windows.pop(ws, {})
+        self.closed_upto = max(self.closed_upto, ws)
+        flows: dict[tuple, dict] = {}
+        nodes: dict[tuple, str] = {}
+        src_feats: dict[tuple, list] = {}
+        dsts: dict[str, dict] = {}
+        own: dict[str, list] = {}
+        nflows: dict[str, int] = {}
+        sent_flows, senders, addresses = [], [], []
+        for chunk in chunks.values():
+            for f in chunk.flows:
+                key, st = tuple(f[:5]), f[5:12]
+                flows[key] = flow_dict(key, st)
+                nodes[key] = st[6]
+                src_feats[key] = f[SRC_AT:OWN_AT]
+                if key[0] not in own:
+                    own[key[0]] = f[OWN_AT:HASH_AT]
+                agg = dsts.get(key[1])
+                if agg is None:
+                    agg = dsts[key[1]] = agg_new()
+                    nflows[key[1]] = 0
+                nflows[key[1]] += 1
+                agg_add_flow(agg, key, st, key[0], f[HASH_AT])
+            for h_flow, h_sender in chunk.sent:
+                sent_flows.append(h_flow)
+                if h_sender:
+                    senders.append(h_sender)
+            addresses += chunk.senders
+        end = ws + self.width_ns
+        prev = self._answers if self._answers_ws == ws - self.width_ns else None
+        answers = Answers(addresses, sent_flows, senders, prev, hashed=True)
+        self._answers, self._answers_ws = answers, ws
+        keys = list(flows)
+        ev = assess(keys, flows, answers, end, own)
+        src_ev, dst_ev = ev.model_inputs()
+        dst_feats = {d: agg_features(a, nflows[d] == 1) + dst_ev[d] for d, a in dsts.items()}
+        rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]
+        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, rows, list(chunks),
+                            ev, self.memory)

@@ -1,0 +1,163 @@
+"""Every evidence measure (services.detection.evidence) on a synthetic case: what it catches,
+and the benign traffic of the same shape it must let through."""
+from __future__ import annotations
+
+import pytest
+
+from services.detection import evidence as E
+from services.detection.bounds import EvidenceBounds
+from services.detection.features import WindowState
+from services.records.packet import Packet
+
+W = 10**9
+T = 100 * W
+ME = "10.0.0.5"
+
+
+def tcp(t, s, d, sp, dp, fl, n=66):
+    return Packet(T + t, s, d, sp, dp, 6, fl, n)
+
+
+def udp(t, s, d, sp, dp, n=100):
+    return Packet(T + t, s, d, sp, dp, 17, 0, n)
+
+
+def assess(pkts, watch=None, start=T, previous=None):
+    w = WindowState(start)
+    for p in pkts:
+        w.add(p)
+    return E.assess_window(w, start + W, previous, watch)
+
+
+def src(ev, addr, measure):
+    return ev.src[addr][E.SRC_MEASURES.index(measure)]
+
+
+def dst(ev, addr, measure):
+    return ev.dst[addr][E.DST_MEASURES.index(measure)]
+
+
+def handshake(t, client, server, sp, dp):
+    return [tcp(t, client, server, sp, dp, 0x02), tcp(t + 1000, server, client, dp, sp, 0x12),
+            tcp(t + 2000, client, server, sp, dp, 0x10), tcp(t + 3000, client, server, sp, dp, 0x18, 400)]
+
+
+def test_half_open_counts_syns_never_acked_but_not_young_ones():
+    flood = [tcp(i * 1000, "203.0.113.9", ME, 1024 + i, 80, 0x02) for i in range(50)]
+    late = [tcp(W - 100_000_000 + i, "203.0.113.9", ME, 9000 + i, 80, 0x02) for i in range(10)]
+    ev, _ = assess(flood + late)  # the last 10 came within GRACE of the window's end
+    assert src(ev, "203.0.113.9", "half_open") == 50
+    client = [p for i in range(50) for p in handshake(i * 10_000, ME, "93.184.216.34", 40000 + i, 443)]
+    ev, _ = assess(client)
+    assert src(ev, ME, "half_open") == 0
+
+
+def test_tcp_probes_count_one_target_group_not_scattered_peers():
+    scan = [tcp(i * 1000, "203.0.113.9", ME, 4444, port, 0x02) for port in range(1, 41) for i in (port,)]
+    scan += [tcp(i * 1000 + 500, ME, "203.0.113.9", port, 4444, 0x14) for i, port in enumerate(range(1, 41))]
+    ev, _ = assess(scan)
+    assert src(ev, "203.0.113.9", "probe_tcp") == 40  # RST answers do not make it answered
+    # a P2P node's attempts to dead peers: half-open, but one per host all over the Internet
+    p2p = [tcp(i * 1000, ME, f"{20 + i}.{i}.1.1", 50000 + i, 6881, 0x02) for i in range(40)]
+    ev, _ = assess(p2p)
+    assert src(ev, ME, "probe_tcp") <= 1 and src(ev, ME, "half_open") == 1  # busiest host: 1
+
+
+def test_udp_probes_weigh_by_what_nobody_answered():
+    sweep = [udp(i * 1000, "203.0.113.9", f"10.1.2.{i}", 5000, 161) for i in range(1, 41)]
+    ev, _ = assess(sweep)
+    assert src(ev, "203.0.113.9", "probe_other") == 40
+    # a DNS prober: many resolvers (here even one /24), each answers
+    prober = [p for i in range(1, 41) for p in (udp(i * 1000, ME, f"9.9.9.{i}", 30000 + i, 53),
+                                                udp(i * 1000 + 500, f"9.9.9.{i}", ME, 53, 30000 + i))]
+    ev, _ = assess(prober)
+    assert src(ev, ME, "probe_other") == 0
+
+
+def test_probes_add_up_over_the_horizon():
+    watch = E.SourceWatch(W)
+    prev = None
+    for k in range(4):
+        pk = [Packet(T + k * W + i * 1000, "203.0.113.9", f"10.1.2.{k * 10 + i}", 5000, 53, 17, 0, 60)
+              for i in range(10)]
+        ev, prev = assess(pk, watch, T + k * W, prev)
+    assert src(ev, "203.0.113.9", "probe_other") == 40  # ten a second, one /24, one port
+
+
+def test_login_sessions_to_one_service_over_three_windows_and_web_ports_do_not_count():
+    watch = E.SourceWatch(W)
+    for k in range(3):
+        pk = [p for i in range(4) for p in handshake(i * 10_000, "203.0.113.9", ME, 30000 + 10 * k + i, 21)]
+        pk += [p for i in range(10) for p in handshake(i * 10_000, "10.0.0.11", ME, 40000 + 10 * k + i, 80)]
+        moved = [Packet(p.ts_ns + k * W, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags,
+                        p.length) for p in pk]
+        ev, _ = assess(moved, watch, T + k * W)
+    assert src(ev, "203.0.113.9", "login") == 12
+    assert src(ev, "10.0.0.11", "login") == 0
+
+
+def test_volume_counts_what_nobody_answered():
+    flood = [udp(i * 10_000, "203.0.113.9", ME, 5000, 9, 1400) for i in range(3000)]
+    ev, _ = assess(flood)
+    assert src(ev, "203.0.113.9", "packets") == 3000 and dst(ev, ME, "packets") == 3000
+    download = [p for i in range(3000) for p in (tcp(i * 10_000, "93.184.216.34", ME, 443, 50000, 0x10, 1514),
+                                                 tcp(i * 10_000 + 5, ME, "93.184.216.34", 50000, 443, 0x10))]
+    ev, _ = assess(download)
+    assert src(ev, "93.184.216.34", "packets") == 0 and dst(ev, ME, "packets") == 0
+
+
+def test_half_open_sources_towards_one_destination():
+    spoofed = [tcp(i * 1000, f"198.51.{i // 200}.{i % 200}", ME, 1024 + i, 80, 0xC2) for i in range(30)]
+    ev, _ = assess(spoofed)  # SYN with ECE+CWR is a SYN too
+    assert dst(ev, ME, "half_open_srcs") == 30
+    clients = [p for i in range(30) for p in handshake(i * 10_000, f"198.51.0.{i}", ME, 40000 + i, 80)]
+    ev, _ = assess(clients)
+    assert dst(ev, ME, "half_open_srcs") == 0
+
+
+def test_synacks_and_rsts_count_only_when_nobody_asked():
+    refl = [tcp(i * 1000, f"198.51.0.{i}", ME, 443, 20000 + i, 0x12) for i in range(20)]
+    rst = [tcp(i * 1000, f"198.51.1.{i}", ME, 80, 30000 + i, 0x04) for i in range(20)]
+    ev, _ = assess(refl + rst)
+    assert dst(ev, ME, "synack_srcs") == 20 and dst(ev, ME, "rst_srcs") == 20
+    # the same answers to this host's own SYNs (a browser) and a reset of its own connection
+    own = [p for i in range(20) for p in (tcp(i * 1000 - 500, ME, f"198.51.0.{i}", 20000 + i, 443, 0x02),
+                                          refl[i])]
+    own += [p for i in range(20) for p in (tcp(i * 1000 - 500, ME, f"198.51.1.{i}", 30000 + i, 80, 0x18),
+                                           rst[i])]
+    ev, _ = assess(own)
+    assert dst(ev, ME, "synack_srcs") == 0 and dst(ev, ME, "rst_srcs") == 0
+
+
+def test_reflector_answers_unless_solicited_even_by_multicast():
+    amp = [udp(i * 1000, f"198.51.0.{i}", ME, 123, 8080, 468) for i in range(20)]
+    ev, _ = assess(amp)
+    assert dst(ev, ME, "reflector_srcs") == 20
+    # SSDP discovery: one M-SEARCH to the multicast group, twenty devices answer it
+    ssdp = [udp(0, ME, "239.255.255.250", 51000, 1900, 200)]
+    ssdp += [udp(1000 + i, f"192.168.1.{i + 10}", ME, 1900, 51000, 300) for i in range(20)]
+    ev, _ = assess(ssdp)
+    assert dst(ev, ME, "reflector_srcs") == 0
+
+
+def test_fragments_dhcp_and_unsolicited_sources():
+    frags = [udp(i * 1000, f"198.51.0.{i % 50}", ME, 0, 0, 1514) for i in range(100)]
+    ev, _ = assess(frags)
+    assert dst(ev, ME, "fragments") == 100
+    dhcp = [udp(i * 1000, "0.0.0.0", "255.255.255.255", 68, 67, 342) for i in range(40)]
+    ev, _ = assess(dhcp)
+    assert dst(ev, "255.255.255.255", "dhcp") == 40
+    call = [p for i in range(50) for p in (udp(i * 20_000_000, ME, "198.51.100.20", 16384, 30000, 200),
+                                           udp(i * 20_000_000 + 5, "198.51.100.20", ME, 30000, 16384, 200))]
+    ev, _ = assess(call)
+    assert dst(ev, ME, "unsolicited_srcs") == 0 and dst(ev, "198.51.100.20", "unsolicited_srcs") == 0
+
+
+@pytest.mark.parametrize("scope,measure", [(s, m) for s, ms in (("src", E.SRC_MEASURES),
+                                                                 ("dst", E.DST_MEASURES)) for m in ms])
+def test_bounds_are_the_benign_maximum_times_the_margin_never_below_the_floor(scope, measure):
+    b = EvidenceBounds.calibrate({scope: {measure: 1000.0}})
+    assert b.bounds[scope][measure] == 2000.0
+    floor = EvidenceBounds.default().bounds[scope][measure]
+    assert EvidenceBounds.calibrate({scope: {measure: 1.0}}).bounds[scope][measure] == floor > 0
+    assert EvidenceBounds.from_dict(b.to_dict()) == b

@@ -1,0 +1,61 @@
+"""The scorer's two stages reach the replay's decisions: with one partition the same rows, the
+same evidence and the same rules; with several the destination evidence is the same (all flows
+towards a destination meet in one partition) and so are the destination limits."""
+from __future__ import annotations
+
+import pytest
+
+from services.detection.model import load_model
+from services.offline import synthetic as G
+from services.offline.replay import Pipeline
+from services.records.packet import Packet
+from services.records.rules import Scope
+from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
+from tests.support.scorer_stages import run_stages
+
+T0 = 1_800_000_000 * 10**9 + 300_000_000
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    pk = (G.syn_flood(T0, 4, 300) + G.ftp_guessing(T0, 4) + G.dns_prober(T0, 4)
+          + G.fragmented_amplification(T0, 4) + G.p2p_node(T0, 4) + G.dhcp_flood(T0, 4)
+          + G.media_call(T0, 4))
+    pk.sort(key=lambda p: p.ts_ns)
+    return [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length, seq=i)
+            for i, p in enumerate(pk)]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_model()
+
+
+def scorer_rules(windows, detector):
+    out = set()
+    for w, (scores, own) in zip(windows, score_windows(detector, windows)):
+        for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
+                              policy=VerdictPolicy(), own=own):
+            out.add((w.window_ns, v.rule.key(), v.rule.rate_pps, v.rule.expires_ns))
+    return out
+
+
+def test_one_partition_gives_the_replays_rows_evidence_and_rules(traffic, detector):
+    closed = sorted((w for w in run_stages(traffic, n=1) if w.rows), key=lambda w: w.window_ns)
+    replayed = [r for r in Pipeline(detector).run(traffic)]
+    assert [w.window_ns for w in closed] == [r.start_ns for r in replayed]
+    for w, r in zip(closed, replayed):
+        assert dict(zip(w.keys, map(list, w.rows))) == dict(zip(r.keys, map(list, r.rows)))
+        assert w.evidence.src == r.evidence.src and w.evidence.dst == r.evidence.dst
+    want = {(r.start_ns, sg.rule.key(), sg.rule.rate_pps, sg.rule.expires_ns)
+            for r in replayed for sg in r.suggestions}
+    assert want and scorer_rules(closed, detector) == want
+
+
+def test_several_partitions_agree_on_every_destination(traffic, detector):
+    one = {(w.window_ns, d): v for w in run_stages(traffic, n=1) for d, v in w.evidence.dst.items()}
+    three = {(w.window_ns, d): v for w in run_stages(traffic, n=3) for d, v in w.evidence.dst.items()}
+    assert one == three
+    limits = lambda rules: {r for r in rules if r[1].startswith("limit/")}
+    assert limits(scorer_rules([w for w in run_stages(traffic, n=3) if w.rows], detector)) == \
+        limits(scorer_rules([w for w in run_stages(traffic, n=1) if w.rows], detector))
