@@ -32,7 +32,7 @@ log = logging.getLogger("xdpguard.scorer")
 
 class CollectStage:
     """Stage 2 of one worker. `n`: flows partitions (= packets partitions, the sources);
-    `detector`: the model (score_rows, threshold, model_id, wide_threshold); `dead(topic,
+    `detector`: the model (score_rows, threshold, model_id, evidence); `dead(topic,
     partition, offset, reason, raw)`: dead-letters an undecodable record."""
 
     def __init__(self, s: ScorerSettings, n: int, detector, policy: VerdictPolicy, flows_topic,
@@ -172,14 +172,13 @@ class CollectStage:
                     await self._dead_scored(w, exc)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         thr, model_id = self.detector.threshold, self.detector.model_id
-        wide = getattr(self.detector, "wide_threshold", None)
-        for w, (scores, own) in zip(closed, all_scores):
+        for w, scores in zip(closed, all_scores):
             self.metrics.windows_scored.inc()
             self.metrics.flows_scored.inc(len(scores))
             self.metrics.anomalies.inc(int((scores >= thr).sum()))
             try:
                 verdicts = verdicts_for(w, scores, threshold=thr, model_id=model_id,
-                                        policy=self.policy, wide_threshold=wide, own=own)
+                                        policy=self.policy)
             except Exception as exc:  # no verdict for this window; the next ones still come
                 await self._dead_scored(w, exc)
                 continue

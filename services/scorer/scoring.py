@@ -43,22 +43,19 @@ def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 
-def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(scores, scores) of every window from one model call; each window also gets the model's
-    evidence bounds (`bounds`) for verdicts_for. The pair keeps the adapter's shape from when a
-    second, "own evidence" score existed (services.detection.evidence replaced it)."""
+def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
+    """The scores of every window's rows from one model call; each window also gets the
+    model's evidence bounds (`bounds`) for verdicts_for."""
     bounds = getattr(detector, "evidence", None)
     for w in windows:
         w.bounds = bounds
-    return [(s, s) for s in score_batch(detector, windows)]
+    return score_batch(detector, windows)
 
 
 def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
-                 policy: VerdictPolicy, now_ns: int | None = None, wide_threshold: float | None = None,
-                 own: np.ndarray | None = None, bounds=None) -> list[Verdict]:
+                 policy: VerdictPolicy, now_ns: int | None = None, bounds=None) -> list[Verdict]:
     """Verdicts of one scored window: detect.suggest with the window's evidence and memory and
-    `bounds` (default: those `score_windows` left on the window). `wide_threshold` and `own`
-    are accepted and unused (kept for the adapter's call; detect.py has no second threshold)."""
+    `bounds` (default: those `score_windows` left on the window)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
     state.flows, state.dsts = window.flows, window.dsts

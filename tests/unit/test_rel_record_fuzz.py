@@ -92,9 +92,8 @@ def stage_two(chunks, detector) -> None:
         return
     rows = np.asarray([r for w in closed for r in w.rows], dtype=np.float64)
     assert np.isfinite(rows.astype(np.float32)).all(), "rows the model cannot take"
-    for w, (scores, own) in zip(closed, score_windows(detector, closed)):
-        verdicts_for(w, scores, threshold=detector.threshold, model_id="m", policy=VerdictPolicy(),
-                     own=own)
+    for w, scores in zip(closed, score_windows(detector, closed)):
+        verdicts_for(w, scores, threshold=detector.threshold, model_id="m", policy=VerdictPolicy())
 
 
 row_event = st.tuples(either(times), either(u(64)), either(u(16)), either(u(16)), either(u(8)),

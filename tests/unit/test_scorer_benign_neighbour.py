@@ -70,10 +70,9 @@ def test_scorer_blocks_the_flooder_and_never_its_victims_clients(detector):
     closed = [w for w in run_stages(traffic()) if w.rows]
     assert len(closed) >= 8
     verdicts = []
-    for w, (scores, own) in zip(closed, score_windows(detector, closed)):
+    for w, scores in zip(closed, score_windows(detector, closed)):
         verdicts += verdicts_for(w, scores, threshold=detector.threshold,
-                                 model_id=detector.model_id, policy=VerdictPolicy(),
-                                 wide_threshold=detector.wide_threshold, own=own)
+                                 model_id=detector.model_id, policy=VerdictPolicy())
     assert (Scope.SRC_PREFIX, f"{ATTACKER}/32") in _rules(verdicts)
     blocked = [v for v in verdicts if v.rule.src.split("/")[0] in BENIGN]
     assert blocked == [], [(v.rule.key(), v.reason) for v in blocked]

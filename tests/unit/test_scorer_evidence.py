@@ -33,9 +33,9 @@ def detector():
 
 def scorer_rules(windows, detector):
     out = set()
-    for w, (scores, own) in zip(windows, score_windows(detector, windows)):
+    for w, scores in zip(windows, score_windows(detector, windows)):
         for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
-                              policy=VerdictPolicy(), own=own):
+                              policy=VerdictPolicy()):
             out.add((w.window_ns, v.rule.key(), v.rule.rate_pps, v.rule.expires_ns))
     return out
 

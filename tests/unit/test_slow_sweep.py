@@ -36,9 +36,9 @@ def test_the_scorer_blocks_the_sweeping_source_within_a_few_windows(sweep, detec
     closed = [w for w in run_stages(sweep) if w.rows]
     first = min(w.window_ns for w in closed)
     blocked_at = None
-    for w, (scores, own) in zip(closed, score_windows(detector, closed)):
+    for w, scores in zip(closed, score_windows(detector, closed)):
         for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
-                              policy=VerdictPolicy(), wide_threshold=detector.wide_threshold, own=own):
+                              policy=VerdictPolicy()):
             if v.rule.scope is Scope.SRC_PREFIX and v.rule.src == f"{SCANNER}/32":
                 blocked_at = min(blocked_at or w.window_ns, w.window_ns)
     assert blocked_at is not None, "no source rule for the scanner"
