@@ -1,5 +1,5 @@
 """The attack kinds the detection missed on captures it had never seen, and the benign shapes it
-blocked there, synthetic (services.offline.synthetic), replayed through the live logic with the
+blocked there, synthetic (tests/support/synthetic_traffic.py), replayed through the live logic with the
 shipped model: each attack gets the right rule within 3 s of its first packet and loses at least
 90% of its packets over 30 s; no benign shape loses a packet."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from services.detection.model import load_model
-from services.offline import synthetic as G
+from tests.support import synthetic_traffic as G
 from services.offline.replay import replay
 from services.records.rules import Action, Scope
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.detection.model import load_model
-from services.offline import synthetic as G
+from tests.support import synthetic_traffic as G
 from services.offline.replay import Pipeline
 from services.records.packet import Packet
 from services.records.rules import Scope
