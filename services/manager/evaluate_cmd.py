@@ -20,7 +20,8 @@ EPILOG = """examples:
 (services/offline/folds.py); for each fold a model (forest, threshold, evidence bounds) is
 trained on the benign captures of the other folds and the fold's captures are replayed whole.
 --split time: one model trained on the first --train-frac of every capture, the rest replayed;
-with --model, that model is replayed as it is (the part after its own train_frac).
+with --model, that model is replayed as it is (the part after its own train_frac, or the second
+half); without benign captures to train on, the shipped model is.
 --sustain S repeats every attack capture, back to back, until it spans S seconds.
 Writes DIR/report.md, DIR/report.png and DIR/report.json (`overall`, `by_kind`, `by_file`,
 `merged`, `folds`, `seed_method`).
@@ -84,6 +85,8 @@ def _trainer(args, features: str, fpr: float):
     from services.offline import training as T
 
     def train(benign):
+        if not benign:
+            raise ValueError("no benign capture to train it on")
         res = T.train(benign, features=features, target_fpr=fpr, window_s=args.window,
                       n_estimators=args.trees)
         return res.detector(f"{'xdpguard' if features == 'full' else 'seed'}-fold")
@@ -119,7 +122,12 @@ def cmd_evaluate(args) -> int:
                           not args.no_merged)
     methods = [("xdpguard", "full", cfg)] + ([] if args.no_seed else [("seed method", "seed", seed_cfg)])
     reports = {}
+    n_benign = sum(c.label == "benign" for c in caps)
     if args.split == "file":
+        if n_benign < args.folds:
+            raise ConfigError(f"--split file trains each of the {args.folds} folds on the benign "
+                              f"captures of the others: {n_benign} benign given; give more, "
+                              "fewer --folds, or --split time (the shipped model or --model)")
         folds = assign_folds(caps, args.folds)
         for name, features, c in methods:
             with task_progress(f"folds ({name})", None) as step:
@@ -132,8 +140,12 @@ def cmd_evaluate(args) -> int:
     else:
         frac = args.train_frac
         det = load_model(args.model) if args.model else None
-        if frac is None:
+        if det is None and not n_benign:
+            print("no benign capture to train on: the shipped model is replayed", file=sys.stderr)
+            det = load_model(DEFAULT_MODEL)
+        if frac is None:  # the model's own split; one trained on whole captures: halves
             frac = float(det.meta.get("training", {}).get("train_frac", 0.5)) if det else 0.5
+            frac = frac if 0 < frac < 1 else 0.5
         if not 0 < frac < 1:
             raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
         train = [c.split(frac)[0] for c in caps]
@@ -158,8 +170,9 @@ def cmd_evaluate(args) -> int:
     o = ours["overall"]
     worst = o["worst_benign_capture"] or {}
     print(f"wrote {args.out}/report.md, report.json, report.png")
-    print(f"benign packets dropped {_pct(o['benign_packet_drop_share'])} (worst capture "
-          f"{_pct(worst.get('share'))}: {worst.get('name')}), attack packets dropped: mean over "
+    worst_text = f" (worst capture {_pct(worst['share'])}: {worst['name']})" if worst else ""
+    print(f"benign packets dropped {_pct(o['benign_packet_drop_share'])}{worst_text}, "
+          f"attack packets dropped: mean over "
           f"kinds {_pct(o['attack_packet_drop_share'])}, lowest kind "
           f"{_pct(o['attack_packet_drop_share_min_kind'])}; ROC-AUC {_num(o['roc_auc'])}")
     return 0

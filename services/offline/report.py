@@ -154,7 +154,8 @@ def _plot(path: Path, ours: dict, seed: dict | None) -> None:
     ax1.plot([0, 1], [0, 1], ":", color="grey")
     ax1.set(xlabel="false-positive rate (benign flow-windows)", ylabel="true-positive rate",
             title="ROC, held-out captures, every file weighted equally")
-    ax1.legend(loc="lower right")
+    if ax1.get_legend_handles_labels()[0]:  # no ROC without both labels
+        ax1.legend(loc="lower right")
     for name, tl in ours["timelines"].items():
         xs = [t[0] for t in tl if t[1] is not None]
         ys = [t[1] for t in tl if t[1] is not None]
@@ -162,7 +163,8 @@ def _plot(path: Path, ours: dict, seed: dict | None) -> None:
     ax2.set(xlabel="seconds since first packet", ylabel="attack packets dropped (share)",
             title=f"xdpguard: blocked share over time (reaction {ours['config']['reaction_s']} s)",
             ylim=(-0.02, 1.02))
-    ax2.legend(fontsize=6)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -76,7 +76,8 @@ def test_evaluate_on_one_capture_writes_the_report(installed, tmp_path, shared_d
         w = csv.DictWriter(f, fieldnames=list(row))
         w.writeheader()
         w.writerow({**row, "file": os.fspath(pcaps / row["file"])})
-    res = run(installed, tmp_path, "evaluate", "--manifest", str(manifest), "--out", str(tmp_path / "ev"))
+    res = run(installed, tmp_path, "evaluate", "--manifest", str(manifest), "--split", "time",
+              "--out", str(tmp_path / "ev"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     report = json.loads((tmp_path / "ev/report.json").read_text())

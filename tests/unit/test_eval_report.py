@@ -1,4 +1,5 @@
 """Evaluation on a small subset of the real captures: replay, enforcement, report files."""
+import csv
 import json
 
 import pytest
@@ -130,3 +131,27 @@ def test_merged_replays_keep_benign_captures_apart_and_their_nets_spread():
     assert {r0[0].src, r0[0].dst}.isdisjoint({r1[0].src, r1[0].dst})  # two captures never share
     net = lambda addr: addr.rsplit(".", 1)[0]
     assert net(r0[0].dst) == net(r0[2].dst) != net(r0[3].dst)        # /24s kept apart, not packed
+
+
+def test_one_attack_capture_is_refused_by_file_and_replays_the_shipped_model_by_time(
+        shared_dir, tmp_path, capsys):
+    """No benign capture to train folds on: one line naming --split time; by time, the shipped
+    model replays the capture's second half and the baseline is skipped in one line."""
+    one = tmp_path / "one.csv"
+    base = shared_dir / "data/pcaps"
+    with open(base / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["file"] == "chrissanders+packets/synscan.pcapng")
+    with open(one, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerow({**row, "file": str(base / row["file"])})
+    assert main(["evaluate", "--manifest", str(one), "--out", str(tmp_path / "f")]) == 1
+    err = capsys.readouterr().err
+    assert "0 benign given" in err and "--split time" in err and "Traceback" not in err
+    assert main(["evaluate", "--manifest", str(one), "--split", "time",
+                 "--out", str(tmp_path / "t")]) == 0
+    err = capsys.readouterr().err
+    assert "the shipped model is replayed" in err and "no benign capture to train it on" in err
+    report = json.loads((tmp_path / "t/report.json").read_text())
+    assert report["overall"]["counts"]["attack_packets"] > 0
