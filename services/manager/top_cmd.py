@@ -193,9 +193,10 @@ async def _read_verdicts(common, feed: Feed, stop: asyncio.Event) -> None:
                         feed.recent.append(decode_verdict(rec.value))
                     except DecodeError:
                         continue  # top only shows; the services count and dead-letter these
-            if not feed.ready.is_set() and all(
-                    await consumer.position(tp) >= ends[tp] for tp in tps):
-                feed.ready.set()
+            if not feed.ready.is_set():
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                    feed.ready.set()
     finally:
         await stop_quietly(consumer)
 

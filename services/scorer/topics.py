@@ -43,11 +43,11 @@ async def ensure_scorer_topics(common: CommonSettings, app: faust.App, scorer: S
     internal = internal_topic_specs(app, scorer)
     created = await ensure_topics(common, topic_specs(common) + internal)
     counts = await _partition_counts(common, [t.name for t in internal])
-    wrong = [f"{t.name} has {counts[t.name]} (needs {t.partitions})" for t in internal
-             if counts.get(t.name) not in (None, t.partitions)]
-    if wrong:  # faust would route windows to partitions nobody reads
-        raise ConfigError("scorer internal topics with the wrong partition count: "
-                          + "; ".join(wrong) + " (delete them or change XDPGUARD_PACKETS_PARTITIONS)")
+    wrong = [f"topic {t.name} has {counts[t.name]} partitions, needs {t.partitions}"
+             for t in internal if counts.get(t.name) not in (None, t.partitions)]
+    if wrong:  # faust would route windows to partitions nobody reads (same words as ensure_topics)
+        raise ConfigError("; ".join(wrong) + " (a scorer internal topic: `xdpguard topics delete`"
+                          " it, or set XDPGUARD_PACKETS_PARTITIONS to its count)")
     return created
 
 

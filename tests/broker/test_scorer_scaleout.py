@@ -79,7 +79,10 @@ async def test_two_workers_share_partitions_and_score_every_flow_once(broker, tm
 
 async def test_killed_worker_windows_are_restored_and_scored_once(broker, tmp_path):
     width_s = 15
-    workers, parts = await two_workers(broker, tmp_path, SCORER_WINDOW_S=str(width_s))
+    # the events are stamped in the NEXT window, up to width_s ahead of the clock: the bound on
+    # event time (SCORER_MAX_FUTURE_S, 10 s by default) is raised above it
+    workers, parts = await two_workers(broker, tmp_path, SCORER_WINDOW_S=str(width_s),
+                                       SCORER_MAX_FUTURE_S=str(2 * width_s))
     victim, survivor = workers
     try:
         async with TopicReader(broker, VERDICTS) as verdicts:

@@ -57,6 +57,7 @@ def syn_acks(pair, packets: str) -> int:
     got a SYN-ACK back."""
     code = textwrap.dedent(f"""
         import time
+        from functools import reduce
         from scapy.all import (IP, TCP, Ether, IPv6, IPv6ExtHdrDestOpt, Raw, AsyncSniffer,
                                conf, raw, sendp)
         conf.verb = 0
@@ -76,8 +77,10 @@ def syn_acks(pair, packets: str) -> int:
     return int(out.split()[-1])
 
 
-V6_SYNS = ("[ETH / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrDestOpt() * n / TCP(sport=40000 + n, "
-           "dport=2000, flags='S') for n in (0, 1, 4, 5, 8, 10)]")
+# (scapy's `layer * n` is a list of n copies, not a chain: the chain is folded with `/`)
+V6_SYNS = ("[reduce(lambda a, b: a / b, [IPv6ExtHdrDestOpt() for _ in range(n)], "
+           "ETH / IPv6(src=SRC6, dst=DST6)) / TCP(sport=40000 + n, dport=2000, flags='S') "
+           "for n in (0, 1, 4, 5, 8, 10)]")
 # the report's SYN, its TCP header split 8 + 12 bytes over two fragments (checksum of the whole)
 SPLIT_SYN = ("[ETH / IP(src=SRC4, dst=DST4, id=77, flags='MF', proto=6) / Raw(t[:8]), "
              "ETH / IP(src=SRC4, dst=DST4, id=77, frag=1, proto=6) / Raw(t[8:])] "
