@@ -130,3 +130,13 @@ def test_merged_replays_keep_benign_captures_apart_and_their_nets_spread():
     assert {r0[0].src, r0[0].dst}.isdisjoint({r1[0].src, r1[0].dst})  # two captures never share
     net = lambda addr: addr.rsplit(".", 1)[0]
     assert net(r0[0].dst) == net(r0[2].dst) != net(r0[3].dst)        # /24s kept apart, not packed
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"file,label,kind\n\x00\x01,benign,x\n"])
+def test_a_manifest_that_is_not_text_csv_is_one_line(tmp_path, capsys, content):
+    """A binary file given as --manifest (not UTF-8, or NUL bytes): one line naming it, exit 1."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    assert main(["evaluate", "--manifest", str(bad), "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0], err
