@@ -118,3 +118,16 @@ def test_argparse_errors_are_one_line_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["unload", "--all"]])
+def test_status_and_unload_where_the_pin_dir_is_not_on_bpffs_say_so(argv, capsys, monkeypatch,
+                                                                      tmp_path):
+    """Under `ip netns exec NS` (a /sys of its own hides the host's bpffs) `status` said "not
+    loaded" and `unload --all` "detached everywhere, pins removed" with exit 0 while the program
+    stayed attached: like `load`, they refuse a pin dir that is not on a BPF filesystem."""
+    monkeypatch.setenv("XDPGUARD_PIN_DIR", str(tmp_path / "pins"))
+    assert cli.main(argv) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1, out
+    assert "is not on a BPF filesystem" in out.err and "xdpguard load -i" not in out.err, out.err
