@@ -105,6 +105,14 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("--window must be above 0 and --reaction 0 or more")
     if args.folds < 2 or args.sustain < 0:
         raise ConfigError("--folds must be at least 2 and --sustain not negative")
+    if args.train_frac is not None and args.split != "time":
+        raise ConfigError("--train-frac splits each capture in time: it goes with --split time")
+    if args.train_frac is not None and not 0 < args.train_frac < 1:
+        raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
+    try:  # now, not after minutes of replay
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {args.out}: {exc.strerror}") from None
     shipped = read_meta(args.model or DEFAULT_MODEL).get("params", {})
     fpr = args.target_fpr or float(shipped.get("target_fpr", T.DEFAULT_TARGET_FPR))
     caps = []

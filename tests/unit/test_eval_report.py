@@ -140,3 +140,26 @@ def test_a_manifest_that_is_not_text_csv_is_one_line(tmp_path, capsys, content):
     assert main(["evaluate", "--manifest", str(bad), "--out", str(tmp_path / "ev")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0], err
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--out", "/proc/no-such/ev"], "cannot write"),
+    (["--out", "OUT", "--split", "time", "--train-frac", "2"], "--train-frac"),
+    (["--out", "OUT", "--train-frac", "0.5"], "--split time"),
+])
+def test_evaluate_refuses_a_bad_out_or_train_frac_before_reading_any_capture(
+        shared_dir, tmp_path, capsys, monkeypatch, extra, says):
+    """An unwritable --out was reported only after the whole evaluation (minutes on the
+    corpus, then lost); --train-frac 2 likewise, and with --split file it was ignored without a
+    word. Both are refused before a capture is read."""
+    from services.offline import training
+
+    def no_reading(*a, **k):
+        raise AssertionError("a capture was read before the arguments were checked")
+    monkeypatch.setattr(training, "load_manifest", no_reading)
+    manifest = str(shared_dir / "data/pcaps/manifest.csv")
+    argv = ["evaluate", "--manifest", manifest,
+            *[str(tmp_path / "ev") if a == "OUT" else a for a in extra]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
