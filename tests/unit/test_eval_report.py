@@ -163,3 +163,20 @@ def test_evaluate_refuses_a_bad_out_or_train_frac_before_reading_any_capture(
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.parametrize("out", ["/proc/no-such/m.joblib", "DIR"])
+def test_train_refuses_an_out_it_cannot_write_before_reading_any_capture(
+        shared_dir, tmp_path, capsys, monkeypatch, out):
+    """`train --out` in a missing folder, or naming a folder, failed only after the fit."""
+    from services.manager import train_cmd
+
+    def no_reading(*a, **k):
+        raise AssertionError("captures were read before --out was checked")
+    monkeypatch.setattr(train_cmd, "collect", no_reading)
+    out = str(tmp_path) if out == "DIR" else out
+    argv = ["train", "--seed-log", str(shared_dir / "data/seed-capture/firewall_log.json"),
+            "--out", out]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {out}" in err[0], err
