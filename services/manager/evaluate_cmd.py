@@ -90,15 +90,9 @@ def _trainer(args, features: str, fpr: float):
     return train
 
 
-def cmd_evaluate(args) -> int:
-    """Read the manifests, train and replay per the split (EPILOG), write the report."""
-    from services.detection.detect import DetectParams
-    from services.detection.model import DEFAULT_MODEL, load_model, read_meta
-    from services.offline import training as T
-    from services.offline.evaluation import EvalConfig, evaluate, evaluate_folds
-    from services.offline.folds import assign_folds
-    from services.offline.report import write_report
-
+def _check_args(args) -> None:
+    """ConfigError for flags that do not go together or are out of range, and for an --out
+    that cannot be made: found before any capture is read, not after minutes of replay."""
     if args.model and args.split != "time":
         raise ConfigError("--model replays a trained model: it goes with --split time")
     if args.window <= 0 or args.reaction < 0:
@@ -109,10 +103,22 @@ def cmd_evaluate(args) -> int:
         raise ConfigError("--train-frac splits each capture in time: it goes with --split time")
     if args.train_frac is not None and not 0 < args.train_frac < 1:
         raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
-    try:  # now, not after minutes of replay
+    try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {args.out}: {exc.strerror}") from None
+
+
+def cmd_evaluate(args) -> int:
+    """Read the manifests, train and replay per the split (EPILOG), write the report."""
+    from services.detection.detect import DetectParams
+    from services.detection.model import DEFAULT_MODEL, load_model, read_meta
+    from services.offline import training as T
+    from services.offline.evaluation import EvalConfig, evaluate, evaluate_folds
+    from services.offline.folds import assign_folds
+    from services.offline.report import write_report
+
+    _check_args(args)
     shipped = read_meta(args.model or DEFAULT_MODEL).get("params", {})
     fpr = args.target_fpr or float(shipped.get("target_fpr", T.DEFAULT_TARGET_FPR))
     caps = []
