@@ -93,6 +93,25 @@ def _trainer(args, features: str, fpr: float):
     return train
 
 
+def _check_args(args) -> None:
+    """ConfigError for flags that do not go together or are out of range, and for an --out
+    that cannot be made: found before any capture is read, not after minutes of replay."""
+    if args.model and args.split != "time":
+        raise ConfigError("--model replays a trained model: it goes with --split time")
+    if args.window <= 0 or args.reaction < 0:
+        raise ConfigError("--window must be above 0 and --reaction 0 or more")
+    if args.folds < 2 or args.sustain < 0:
+        raise ConfigError("--folds must be at least 2 and --sustain not negative")
+    if args.train_frac is not None and args.split != "time":
+        raise ConfigError("--train-frac splits each capture in time: it goes with --split time")
+    if args.train_frac is not None and not 0 < args.train_frac < 1:
+        raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {args.out}: {exc.strerror}") from None
+
+
 def cmd_evaluate(args) -> int:
     """Read the manifests, train and replay per the split (EPILOG), write the report."""
     from services.detection.detect import DetectParams
@@ -102,12 +121,7 @@ def cmd_evaluate(args) -> int:
     from services.offline.folds import assign_folds
     from services.offline.report import write_report
 
-    if args.model and args.split != "time":
-        raise ConfigError("--model replays a trained model: it goes with --split time")
-    if args.window <= 0 or args.reaction < 0:
-        raise ConfigError("--window must be above 0 and --reaction 0 or more")
-    if args.folds < 2 or args.sustain < 0:
-        raise ConfigError("--folds must be at least 2 and --sustain not negative")
+    _check_args(args)
     shipped = read_meta(args.model or DEFAULT_MODEL).get("params", {})
     fpr = args.target_fpr or float(shipped.get("target_fpr", T.DEFAULT_TARGET_FPR))
     caps = []
@@ -146,8 +160,6 @@ def cmd_evaluate(args) -> int:
         if frac is None:  # the model's own split; one trained on whole captures: halves
             frac = float(det.meta.get("training", {}).get("train_frac", 0.5)) if det else 0.5
             frac = frac if 0 < frac < 1 else 0.5
-        if not 0 < frac < 1:
-            raise ConfigError("--train-frac must be in (0, 1) to leave a test part")
         train = [c.split(frac)[0] for c in caps]
         test = [c.split(frac)[1] for c in caps]
         benign = [c for c in train if c.label == "benign"]

@@ -95,15 +95,18 @@ def mount_of(path: str) -> tuple[str, str]:
     return best
 
 
-def check_bpffs(path: str) -> None:
-    """ConfigError unless `path` (XDPGUARD_PIN_DIR) is on a BPF filesystem here."""
+def check_bpffs(path: str, verb: str = "load") -> None:
+    """ConfigError unless `path` (XDPGUARD_PIN_DIR) is on a BPF filesystem here; `verb` (load,
+    status, unload) is the command the hint tells how to run."""
     point, fstype = mount_of(path)
     if fstype == "bpf":
         return
     ns = _named_netns()
+    how = (f"xdpguard load --netns {ns} -i IFACE", "xdpguard load -i IFACE") if verb == "load" \
+        else (f"xdpguard {verb}", f"xdpguard {verb}")
     hint = (f"inside network namespace {ns} (`ip netns exec` mounts a /sys of its own, hiding "
-            f"the host's bpffs): run `xdpguard load --netns {ns} -i IFACE` from the host (or "
-            f"`nsenter --net=/var/run/netns/{ns} xdpguard load -i IFACE`)"
+            f"the host's bpffs): run `{how[0]}` from the host (or "
+            f"`nsenter --net=/var/run/netns/{ns} {how[1]}`)"
             if ns else "mount it: mount -t bpf bpf /sys/fs/bpf")
     raise ConfigError(f"XDPGUARD_PIN_DIR={path} is not on a BPF filesystem here ({fstype or '?'} "
                       f"at {point}); {hint}")
@@ -123,6 +126,7 @@ def _named_netns() -> str:
 
 
 def cmd_unload(args) -> int:
+    check_bpffs(pin_dir(), "unload")  # elsewhere "pins removed" would be said of hidden pins
     if args.all:
         loader.unload_all(pin_dir())
         print(f"detached everywhere, pins removed from {pin_dir()}")
@@ -137,6 +141,7 @@ def cmd_unload(args) -> int:
 
 
 def cmd_status(args) -> int:
+    check_bpffs(pin_dir(), "status")  # elsewhere "not loaded" would be said of hidden pins
     st = loader.status(pin_dir())
     if st["loaded"]:
         with Datapath.open(pin_dir()) as dp:

@@ -101,6 +101,10 @@ def cmd_train(args) -> int:
         raise ConfigError("--train-frac must be in (0, 1], --target-fpr and --calib-frac in (0, 1)")
     if args.trees < 1 or args.window <= 0:
         raise ConfigError("--trees must be at least 1 and --window above 0")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out) or not os.path.isdir(out_dir):  # now, not after the fit
+        why = "Is a directory" if os.path.isdir(args.out) else f"no folder {out_dir}"
+        raise ConfigError(f"cannot write {args.out}: {why}")
     captures = collect(args)
     train_parts = [c.split(args.train_frac)[0] for c in captures]
     benign = [c for c in train_parts if c.label == "benign"]

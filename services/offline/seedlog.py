@@ -60,7 +60,7 @@ def parse_lines(lines: Iterable[str]) -> SeedLog:
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             log.packets.append(packet_from_entry(obj))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # Overflow: 1e400, Infinity
             log.skipped.append((lineno, str(exc)))
     return log
 

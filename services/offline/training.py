@@ -61,6 +61,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
         raise ConfigError(f"cannot read manifest {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"manifest {path} is not a UTF-8 CSV file: {exc}") from None
     for n, r in enumerate(rows, start=2):
         for col in ("file", "label", "kind"):
             if r.get(col) is None:

@@ -29,8 +29,11 @@ V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # where the maps keep IPv4 ad
 
 def canonical_address(text: str) -> str:
     """`text` (IPv4 or IPv6) in its one form: ipaddress's text, IPv4-mapped IPv6 as IPv4.
-    ValueError if it is not an address."""
+    ValueError if it is not an address, or has an IPv6 zone index (`%eth0`: the maps hold none,
+    so it would be a second spelling of the address)."""
     ip = ipaddress.ip_address(text)
+    if getattr(ip, "scope_id", None) is not None:
+        raise ValueError(f"{text!r} has a zone index: rules name addresses without one")
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
@@ -42,6 +45,8 @@ def canonical_network(text: str) -> str:
     is an IPv6 prefix that contains ::ffff:0:0/96 (::/0 ... ::ffff:0:0/95): in the maps it would
     match every IPv4 source too, which is never what `::/0` was written for."""
     net = ipaddress.ip_network(text, strict=False)
+    if getattr(net.network_address, "scope_id", None) is not None:
+        raise ValueError(f"{text!r} has a zone index: rules name prefixes without one")
     if net.version == 6:
         if net.subnet_of(V4_MAPPED):
             return str(ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF,

@@ -9,9 +9,10 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from services.detection.detect import DetectParams
-from services.common.errors import XdpguardError
+from services.common.errors import ConfigError, XdpguardError
 from services.detection.model import load_model
 from services.common.settings import load_common
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
                                 ttl_s=s.verdict_ttl_s),
             emit_pass=s.emit_pass, pass_ttl_s=s.pass_ttl_s, target_origin=s.target_origin)
         app, scorer = create_app(s, common, detector, policy)
+        _make_datadir(Path(app.conf.datadir), s.datadir)
         # packets/verdicts/deadletter AND faust's internal topics, before the worker joins;
         # an unreachable cluster is said once, below, not by aiokafka's own error log too.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -53,6 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     import mode.loop
     mode.loop.use("uvloop")  # before faust's CLI creates the loop
     app.main()
+
+
+def _make_datadir(path: Path, setting: str) -> None:
+    """Make faust's data folder (SCORER_DATADIR, default ./<app id>-data) and its parents now:
+    faust makes only the last level, once the worker runs, and a failure there is a traceback.
+    ConfigError naming the variable when it cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"SCORER_DATADIR={setting!r}: cannot make {path}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def _exit_early(signum, frame) -> None:

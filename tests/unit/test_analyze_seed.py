@@ -63,3 +63,17 @@ def test_a_log_line_has_the_original_keys_in_order_and_reads_back():
     back = parse_lines([json.dumps(entry)]).packets
     assert back == [Packet(99, "10.0.0.1", "10.0.0.2", 1234, 80, 6, 0x12, 60)]
     assert entry_from_packet(pkt)["timestamp"] == 7
+
+
+def test_a_line_with_an_infinite_or_huge_number_is_skipped_not_a_traceback():
+    """JSON allows `1e400` and `Infinity` (float inf): int() of them raises OverflowError, which
+    must count as a bad line like any other (issue 14: no traceback on any input)."""
+    from services.offline.seedlog import parse_lines
+
+    good = '{"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "src_port": 1, "dst_port": 2, "proto": 6}'
+    lines = [good, good.replace('"src_port": 1', '"src_port": 1e400'),
+             good.replace('"proto": 6', '"proto": 6, "timestamp": Infinity'),
+             good.replace('"proto": 6', '"proto": 6, "len": -Infinity')]
+    log = parse_lines(lines)
+    assert len(log.packets) == 1
+    assert [n for n, _ in log.skipped] == [2, 3, 4]

@@ -118,3 +118,40 @@ def test_argparse_errors_are_one_line_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["unload", "--all"]])
+def test_status_and_unload_where_the_pin_dir_is_not_on_bpffs_say_so(argv, capsys, monkeypatch,
+                                                                      tmp_path):
+    """Under `ip netns exec NS` (a /sys of its own hides the host's bpffs) `status` said "not
+    loaded" and `unload --all` "detached everywhere, pins removed" with exit 0 while the program
+    stayed attached: like `load`, they refuse a pin dir that is not on a BPF filesystem."""
+    monkeypatch.setenv("XDPGUARD_PIN_DIR", str(tmp_path / "pins"))
+    assert cli.main(argv) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1, out
+    assert "is not on a BPF filesystem" in out.err and "xdpguard load -i" not in out.err, out.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["add", "--src", "2001:db8::1%eth0", "--dst", "2001:db8::2", "--proto", "tcp"],
+    ["add", "--src", "2001:db8::1", "--dst", "fe80::2%1", "--proto", "tcp"],
+    ["add", "--src-prefix", "2001:db8::1%eth0/128"],
+    ["allow", "add", "fe80::%eth0/64"],
+])
+def test_an_ipv6_zone_index_is_refused_not_kept_as_a_second_spelling(argv, capsys, monkeypatch,
+                                                                      tmp_path):
+    """`2001:db8::1%eth0` was kept as is (ipaddress accepts zone indexes): a rule key
+    `flow/6/2001:db8::1%eth0/...` beside `2001:db8::1`'s for the same map entry, and a printed
+    prefix `2001:db8::1%eth0/128`. The maps hold no zone; one spelling per address (issue 13)."""
+    from services.records.rules import canonical_address, canonical_network
+
+    for bad in ("2001:db8::1%eth0", "fe80::2%1"):
+        with pytest.raises(ValueError):
+            canonical_address(bad)
+    with pytest.raises(ValueError):
+        canonical_network("2001:db8::1%eth0/128")
+    monkeypatch.setenv("XDPGUARD_PIN_DIR", str(tmp_path / "no-pins"))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "%" in err and "no xdpguard program" not in err, err

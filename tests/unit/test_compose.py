@@ -205,3 +205,18 @@ def test_the_local_broker_image_answers_the_healthcheck_and_reads_kafka_variable
                          capture_output=True, text=True, timeout=30).stdout.split()
     assert "listener.security.protocol.map" in out and "advertised.listeners" in out
     assert "log.dirs" in out and out[-1] == "a_b-c"
+
+
+def test_a_node_takes_every_topic_setting_the_central_host_takes():
+    """A node's capture and enforcer check the topics' shape against their own settings (capture
+    refuses `packets` when its partition count differs from XDPGUARD_PACKETS_PARTITIONS): every
+    XDPGUARD_ setting the central file hands its capture/enforcer must be settable on a node too,
+    or a central host with XDPGUARD_PACKETS_PARTITIONS=16 has nodes that never publish."""
+    central = rendered("docker-compose.yml", XDPGUARD_PACKETS_PARTITIONS="16")["services"]
+    node = rendered("docker-compose.node.yml", XDPGUARD_PACKETS_PARTITIONS="16")["services"]
+    for svc in ("capture", "enforcer"):
+        shared = {k: v for k, v in central[svc]["environment"].items()
+                  if k.startswith("XDPGUARD_") and k not in ("XDPGUARD_KAFKA_BOOTSTRAP", "XDPGUARD_NODE_ID")}
+        assert shared["XDPGUARD_PACKETS_PARTITIONS"] == "16"
+        missing = {k: v for k, v in shared.items() if node[svc]["environment"].get(k) != v}
+        assert not missing, (svc, missing)

@@ -155,3 +155,53 @@ def test_one_attack_capture_is_refused_by_file_and_replays_the_shipped_model_by_
     assert "the shipped model is replayed" in err and "no benign capture to train it on" in err
     report = json.loads((tmp_path / "t/report.json").read_text())
     assert report["overall"]["counts"]["attack_packets"] > 0
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"file,label,kind\n\x00\x01,benign,x\n"])
+def test_a_manifest_that_is_not_text_csv_is_one_line(tmp_path, capsys, content):
+    """A binary file given as --manifest (not UTF-8, or NUL bytes): one line naming it, exit 1."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    assert main(["evaluate", "--manifest", str(bad), "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0], err
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--out", "/proc/no-such/ev"], "cannot write"),
+    (["--out", "OUT", "--split", "time", "--train-frac", "2"], "--train-frac"),
+    (["--out", "OUT", "--train-frac", "0.5"], "--split time"),
+])
+def test_evaluate_refuses_a_bad_out_or_train_frac_before_reading_any_capture(
+        shared_dir, tmp_path, capsys, monkeypatch, extra, says):
+    """An unwritable --out was reported only after the whole evaluation (minutes on the
+    corpus, then lost); --train-frac 2 likewise, and with --split file it was ignored without a
+    word. Both are refused before a capture is read."""
+    from services.offline import training
+
+    def no_reading(*a, **k):
+        raise AssertionError("a capture was read before the arguments were checked")
+    monkeypatch.setattr(training, "load_manifest", no_reading)
+    manifest = str(shared_dir / "data/pcaps/manifest.csv")
+    argv = ["evaluate", "--manifest", manifest,
+            *[str(tmp_path / "ev") if a == "OUT" else a for a in extra]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+@pytest.mark.parametrize("out", ["/proc/no-such/m.joblib", "DIR"])
+def test_train_refuses_an_out_it_cannot_write_before_reading_any_capture(
+        shared_dir, tmp_path, capsys, monkeypatch, out):
+    """`train --out` in a missing folder, or naming a folder, failed only after the fit."""
+    from services.manager import train_cmd
+
+    def no_reading(*a, **k):
+        raise AssertionError("captures were read before --out was checked")
+    monkeypatch.setattr(train_cmd, "collect", no_reading)
+    out = str(tmp_path) if out == "DIR" else out
+    argv = ["train", "--seed-log", str(shared_dir / "data/seed-capture/firewall_log.json"),
+            "--out", out]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {out}" in err[0], err

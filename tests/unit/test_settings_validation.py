@@ -115,3 +115,29 @@ def test_the_defaults_and_good_values_load():
     s = load(CommonSettings, {"XDPGUARD_KAFKA_BOOTSTRAP": "k1:9092, [::1]:9093",
                               "XDPGUARD_TOPIC_PREFIX": "site-a.", **SASL})
     assert s.kafka_bootstrap.startswith("k1") and s.topic("x") == "site-a.x"
+
+
+def test_a_scorer_datadir_that_cannot_be_made_is_one_line_before_kafka(tmp_path):
+    """SCORER_DATADIR passes its check unless it names a file, but faust makes the folder only
+    when the worker starts: /proc/nope/data, or a folder under a file, was a FileNotFoundError
+    traceback from faust once Kafka answered. The scorer makes it first (parents too) and says
+    in one line which variable is wrong, before it touches Kafka."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "file").write_text("")
+    for bad in ("/proc/nope/data", str(tmp_path / "file" / "data")):
+        env = dict(os.environ, SCORER_DATADIR=bad, XDPGUARD_KAFKA_BOOTSTRAP="127.0.0.1:1")
+        r = subprocess.run([sys.executable, "-m", "services.scorer", "worker"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "SCORER_DATADIR" in lines[0] and bad in lines[0], lines[0]
+    # a new folder whose parents do not exist yet is made, not refused (faust made only the last)
+    env = dict(os.environ, SCORER_DATADIR=str(tmp_path / "a" / "b"), XDPGUARD_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    r = subprocess.run([sys.executable, "-m", "services.scorer", "worker"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert (tmp_path / "a" / "b").is_dir() and "cannot reach Kafka" in r.stderr, r.stderr
