@@ -9,8 +9,8 @@ is measured. Each phase runs --seconds. kcat gets the very records the capture p
 (micro-batches of --batch events, same compression and acks), pinned to the same core.
 
 examples:
-  sudo .venv/bin/python bench/capture_bench.py                  # defaults: 10 s per phase
-  sudo .venv/bin/python bench/capture_bench.py --seconds 5 --rate 600000 --batch 512
+  .venv/bin/python bench/capture_bench.py                  # defaults: 10 s per phase
+  .venv/bin/python bench/capture_bench.py --seconds 5 --rate 600000 --batch 512
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ against us); "rule" is the enforcer's install time (the rule's created_ns); "dro
 first poll (every 10 ms) that sees the rule's hit counter above 0.
 
 examples:
-  sudo .venv/bin/python bench/time_to_block.py              # 10 runs
-  sudo .venv/bin/python bench/time_to_block.py --runs 20 --pps 5000
+  .venv/bin/python bench/time_to_block.py              # 10 runs
+  .venv/bin/python bench/time_to_block.py --runs 20 --pps 5000
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from services.common.errors import ConfigError
 from .demo_stack import Stack, metric, stop_traffic, transmitted_received
 
 EPILOG = """examples:
-  sudo scripts/demo                    # starts the broker too
+  scripts/demo                         # starts the broker too
   xdpguard demo --pps 3000 --after 4   # a heavier flood, 4 s after the flood is blocked
 """
 

@@ -13,9 +13,9 @@ from .progress import task_progress
 
 EPILOG = """examples:
   xdpguard train --manifest ../shared/data/pcaps/manifest.csv \
-      --manifest ../shared/data/corpus/manifest.csv                      # the shipped model
+      --manifest ../shared/data/corpus/manifest.csv --out models/xdpguard-if.joblib  # shipped
   xdpguard train --pcap office.pcapng --seed-log firewall_log.json --out models/site.joblib
-  xdpguard train --kafka-from 2026-11-26T10:00:00Z --kafka-to 2026-11-26T11:00:00Z
+  xdpguard train --kafka-from 2026-11-26T10:00:00Z --kafka-to 2026-11-26T11:00:00Z --out site.joblib
 Inputs are treated as benign traffic, except manifest rows labelled attack (scored for the
 training metrics, never fitted). Of the benign captures, --calib-frac of them (by the sha256 of
 their name) are held back whole to calibrate the threshold; the evidence bounds come from all
@@ -45,7 +45,9 @@ def register(sub) -> None:
     p.add_argument("--window", type=float, default=1.0, help="window seconds (default 1)")
     p.add_argument("--trees", type=int, default=200, help="Isolation Forest trees (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", default="models/xdpguard-if.joblib", help="model file to write")
+    p.add_argument("--out", required=True,
+                   help="model file to write (never a default: a relative one in a checkout "
+                        "would overwrite the shipped model)")
     p.set_defaults(func=cmd_train)
 
 

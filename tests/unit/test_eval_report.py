@@ -205,3 +205,14 @@ def test_train_refuses_an_out_it_cannot_write_before_reading_any_capture(
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot write {out}" in err[0], err
+
+
+def test_train_needs_an_out_so_the_shipped_model_is_never_overwritten(capsys):
+    """`xdpguard train` in a checkout once wrote models/xdpguard-if.joblib by default."""
+    from services.detection.model import DEFAULT_MODEL
+
+    before = DEFAULT_MODEL.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--pcap", "x.pcap"])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    assert DEFAULT_MODEL.stat().st_mtime_ns == before
