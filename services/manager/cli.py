@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except XdpguardError as exc:
-        print(f"xdpguard {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"xdpguard {args.verb}: error: {_why_not_loaded(exc, args.verb)}", file=sys.stderr)
         return 1
     except KafkaError as exc:
         print(f"xdpguard {args.verb}: error: Kafka: {exc}", file=sys.stderr)
@@ -86,6 +86,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _why_not_loaded(exc: XdpguardError, verb: str) -> XdpguardError:
+    """`exc`, or, for "no program pinned" where the pin dir is not on a bpffs here (e.g. inside
+    `ip netns exec`, which hides the host's), the error saying so and how to run `verb`."""
+    from services.common.errors import ConfigError, NotLoaded
+
+    if not isinstance(exc, NotLoaded):
+        return exc
+    from services.common.settings import load_common
+
+    from .load_cmd import check_bpffs
+
+    try:
+        check_bpffs(load_common().pin_dir, verb)
+    except ConfigError as hidden:
+        return hidden
+    return exc
 
 
 if __name__ == "__main__":

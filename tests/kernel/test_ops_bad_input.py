@@ -203,3 +203,26 @@ def test_load_in_a_namespace_and_the_mode_of_an_attachment(netns_pair, pin_dir):
         assert netns_pair.ping(count=2) == 2
     finally:
         loader.unload_all(pin_dir)
+
+
+def test_verbs_that_open_the_pins_inside_ip_netns_exec_name_the_hidden_bpffs(netns_pair, pin_dir):
+    """Inside `ip netns exec` the host's bpffs is hidden: a verb that opens the pins says so and
+    how to run it, not "no xdpguard program pinned; run xdpguard load" (which would load a
+    second program); the program the host loaded is untouched."""
+    env = {**os.environ, "XDPGUARD_PIN_DIR": pin_dir}
+    res = run(["load", "--netns", netns_pair.b, "-i", netns_pair.veth_b, "--mode", "generic"], {},
+              pin_dir)
+    assert res.returncode == 0, res.stderr
+    try:
+        failures = []
+        for argv in (["list"], ["stats"], ["monitor", "--count", "1"],
+                     ["add", "--src-prefix", "192.0.2.0/24", "--action", "drop"],
+                     ["allow", "add", "192.0.2.9"]):
+            res = subprocess.run(["ip", "netns", "exec", netns_pair.b, sys.executable, "-m",
+                                  "services.manager", *argv], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60)
+            failures.append(problem(res, f"ip netns exec ... {argv[0]}", "not on a BPF filesystem"))
+        assert not any(failures), "\n".join(f for f in failures if f)
+        assert loader.is_loaded(pin_dir)
+    finally:
+        loader.unload_all(pin_dir)
