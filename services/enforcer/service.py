@@ -106,10 +106,10 @@ class Enforcer:
         except TimeoutError:
             raise KafkaUnavailable(f"no partition of {self.common.topic(VERDICTS)} assigned to "
                                    f"group {self.group_id} within 60 s") from None
-        self.ready = True
         log.info("enforcer %s ready: %d rules installed, allowlist %s%s%s", self.common.node_id,
                  len(self.policy.installed()), ", ".join(self.policy.allowlist()),
                  " (DRY RUN)" if self.settings.dry_run else "", self._learning_note())
+        self.ready = True
 
     def _learning_note(self) -> str:
         if self.learning is None:
