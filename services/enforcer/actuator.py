@@ -191,6 +191,8 @@ class MapActuator:
                      c.seconds, c.entry.verdicts, c.entry.reason, c.why)
 
     def _learning_gauges(self, now: int) -> None:
+        """Would-apply rules held now by action and scope (0 for labels seen before), whether
+        learning is active at `now`, and the period's end."""
         counts: dict[tuple[str, str], int] = {}
         for e in self.learning.entries():
             labels = (e.rule.action.value, e.rule.scope.value)

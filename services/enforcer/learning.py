@@ -23,8 +23,8 @@ what is left of the period, or the site's traffic of the first days is gone when
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 from services.records.rules import Rule
 
@@ -66,6 +66,7 @@ class Closed:
 
     @property
     def seconds(self) -> float:
+        """From the first verdict to `end_ns`, in seconds (never negative)."""
         return max(0, self.end_ns - self.entry.first_ns) / S
 
 
