@@ -18,6 +18,10 @@ is wrong and what is expected (the variable's name is added by config.load):
     networks           every item a CIDR (or address)
     addresses          every item an IP address
     ifnames            every item a valid interface name
+    instant_or_empty   "" or a moment: ISO 8601 with a UTC offset (or Z), or Unix seconds
+
+`instant_ns(text)` is the parser `instant_or_empty` checks with (epoch ns), for the services that
+use such a value.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import ipaddress
 import math
 import os
 import re
+from datetime import datetime
 from typing import Any, Callable
 
 Check = Callable[[Any], None]
@@ -152,3 +157,30 @@ def between(lo: float, hi: float) -> Check:
         if not lo <= value <= hi:
             raise ValueError(f"must be {lo}-{hi}")
     return check
+
+
+def instant_ns(text: str) -> int:
+    """Unix epoch ns of `text`: ISO 8601 with a UTC offset or Z (2026-12-07T08:00:00Z), or Unix
+    seconds (1796630400). ValueError otherwise, a time without an offset included: read by a
+    service in another time zone it would name another moment."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be ISO 8601 with a UTC offset (2026-12-07T08:00:00Z) or Unix "
+                             "seconds") from None
+        if moment.tzinfo is None:
+            raise ValueError("needs a UTC offset or Z (a time without one depends on the time "
+                             "zone of whoever reads it)") from None
+        return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a Unix time in seconds, at least 0")
+    return int(seconds * 1e9)
+
+
+def instant_or_empty(value: str) -> None:
+    if value.strip():
+        instant_ns(value)

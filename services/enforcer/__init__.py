@@ -2,6 +2,7 @@
 
     service.py     the service loop: lifecycle (start, stop on SIGTERM), consuming verdicts, sweeps
     policy.py      RulePolicy: what to do with a verdict (pure: no kernel, no Kafka, no clock)
+    learning.py    learning mode: model rules only written down until ENFORCER_LEARN_UNTIL (pure)
     actuator.py    MapActuator: decisions carried out on the maps, expiry, program reloads
     reconciler.py  RulesReconciler: the `rules` topic (records, tombstones, restore, manual rules)
     ruleslog.py    the Kafka adapter for the `rules` topic

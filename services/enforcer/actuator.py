@@ -6,19 +6,23 @@ rule through the journal (the reconciler, which writes the `rules` topic). `expi
 and tombstones the rules whose TTL ran out. `check_reload()` notices that the program was loaded
 again (the maps' id changed), opens the new maps and re-installs the allowlist and every tracked
 rule. In dry run nothing is written: what would be done is logged and counted, and the policy
-still learns it. The maps come through the `Dataplane` protocol (services/enforcer/maps.py).
+still learns it. In learning mode (learning.py) no model decision is carried out either: the rule
+goes into the would-apply ledger, is logged and counted, and the policy does not track it, so the
+same rule asked for after the period is applied as any new one. The maps come through the `Dataplane` protocol (services/enforcer/maps.py).
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from services.common.errors import ConfigError, KernelError, MapFull
 from services.records.rules import Rule
 from services.records.verdict import Verdict
 
+from .learning import Closed, WouldApplyLedger
 from .maps import Dataplane, RuleMaps
 from .metrics import EnforcerMetrics
 from .policy import Decision, Outcome, RulePolicy
@@ -38,14 +42,18 @@ class RuleJournal(Protocol):
 
 class MapActuator:
     """Owns the open maps (`self.maps`) from start to close. `maps_id` is the id they were
-    opened under (Dataplane.maps_id()); `clock` gives Unix epoch ns."""
+    opened under (Dataplane.maps_id()); `clock` gives Unix epoch ns; `learning`, when given,
+    holds model decisions back while its period is active."""
 
     def __init__(self, dataplane: Dataplane, maps: RuleMaps, maps_id: int, policy: RulePolicy,
                  journal: RuleJournal, metrics: EnforcerMetrics, *, dry_run: bool,
-                 clock: Callable[[], int]) -> None:
+                 clock: Callable[[], int], learning: WouldApplyLedger | None = None) -> None:
         self.dataplane, self.maps, self.maps_id = dataplane, maps, maps_id
         self.policy, self.journal, self.metrics = policy, journal, metrics
-        self.dry_run, self.clock = dry_run, clock
+        self.dry_run, self.clock, self.learning = dry_run, clock, learning
+        self._learned_labels: set[tuple[str, str]] = set()
+        if learning is not None:
+            self._learning_gauges(clock())
         self._unopened = 0  # maps id of a reload not opened yet (said once, retried each sweep)
 
     def close(self) -> None:
@@ -73,6 +81,9 @@ class MapActuator:
     async def apply(self, d: Decision, verdict: Verdict, now: int) -> None:
         """Carry out an APPLY or REFRESH decision for `verdict` at `now` (epoch ns)."""
         rule = d.rule
+        if self.learning is not None and self.learning.holds_back(now):
+            self._write_down(d, verdict, now)
+            return
         if self.dry_run:
             for old in d.evict:
                 log.warning("dry run: would evict %s (oldest model rule, bound reached)", old.key())
@@ -141,6 +152,56 @@ class MapActuator:
         for rule in self.policy.expire(now):
             await self.remove(rule, "expired")
             self.metrics.expired.inc()
+        if self.learning is not None:
+            closed, ended = self.learning.expire(now)
+            self._closed(closed)
+            if ended:
+                log.warning("learning period ended (%s): model rules are installed from now on; "
+                            "%d would-apply rules closed", _when(self.learning.period.until_ns),
+                            sum(1 for c in closed if c.why == "period ended"))
+            self._learning_gauges(now)
+
+    # -- learning mode ---------------------------------------------------------------------------
+    def _write_down(self, d: Decision, verdict: Verdict, now: int) -> None:
+        """Learning: `d`'s rule goes into the ledger, logged (once per rule) and counted; nothing
+        is written and the policy does not track it (evictions are not made either)."""
+        rule = d.rule
+        labels = (rule.action.value, rule.scope.value)
+        entry, new, closed = self.learning.record(rule, verdict.reason, now)
+        self.metrics.learning_verdicts.labels(*labels).inc()
+        self._closed(closed)
+        if new:
+            self.metrics.would_apply.labels(*labels).inc()
+            log.info("learning: would apply %s %s for %.0f s (score %.3f, threshold %.3f, model "
+                     "%s: %s); not written", rule.action.value, rule.key(),
+                     (rule.expires_ns - now) / 1e9, verdict.score, verdict.threshold,
+                     verdict.model_id, verdict.reason)
+        else:
+            log.debug("learning: %s asked for again (%d verdicts)", rule.key(), entry.verdicts)
+        self._learning_gauges(now)
+
+    def _closed(self, closed: list[Closed]) -> None:
+        """Log and count would-apply entries that ended: how long their rule would have held."""
+        for c in closed:
+            rule = c.entry.rule
+            self.metrics.would_apply_seconds.labels(rule.action.value, rule.scope.value).inc(
+                c.seconds)
+            log.info("learning: would have applied %s %s from %s for %.0f s (%d verdicts; %s); "
+                     "ended: %s", rule.action.value, rule.key(), _when(c.entry.first_ns),
+                     c.seconds, c.entry.verdicts, c.entry.reason, c.why)
+
+    def _learning_gauges(self, now: int) -> None:
+        """Would-apply rules held now by action and scope (0 for labels seen before), whether
+        learning is active at `now`, and the period's end."""
+        counts: dict[tuple[str, str], int] = {}
+        for e in self.learning.entries():
+            labels = (e.rule.action.value, e.rule.scope.value)
+            counts[labels] = counts.get(labels, 0) + 1
+        self._learned_labels |= set(counts)
+        for labels in self._learned_labels:
+            self.metrics.would_apply_rules.labels(*labels).set(counts.get(labels, 0))
+        self.metrics.learning_active.set(1 if self.learning.holds_back(now) else 0)
+        self.metrics.learning_ends.set(self.learning.period.until_ns / 1e9)
 
     # -- program reloads -----------------------------------------------------------------------
     def check_reload(self) -> None:
@@ -190,3 +251,8 @@ class MapActuator:
         for name, (used, capacity) in occupancy.items():
             self.metrics.occupancy.labels(name).set(used)
             self.metrics.capacity.labels(name).set(capacity)
+
+
+def _when(epoch_ns: int) -> str:
+    """`epoch_ns` as UTC ISO 8601 to the second."""
+    return datetime.fromtimestamp(epoch_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

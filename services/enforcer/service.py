@@ -3,11 +3,13 @@
 start(): create or check the topics it uses (verdicts, rules, deadletter: a `rules` topic the
 broker auto-created is not compacted and is refused), open the maps (services/enforcer/maps.py),
 gather the host facts (hostfacts.py: the allowlist and the local addresses) into the policy
-(policy.py), install the allowlist, restore this node's rules from the `rules` topic
+(policy.py), install the allowlist, in learning mode check that the `packets` topic keeps
+records until the period ends (a warning if not), restore this node's rules from the `rules` topic
 (reconciler.py), then join the consumer group on `verdicts` (`<topic prefix>enforcer-<node id>`,
 so deployments sharing a cluster never share it). A cluster that cannot be reached is one
 KafkaUnavailable naming the bootstrap. run(): consume verdicts, each decided by the policy and carried out by the map
-actuator (actuator.py); and sweep: program reloads, manual-rule mirroring, expiry. Verdict offsets
+actuator (actuator.py), or, in learning mode (ENFORCER_LEARN_UNTIL, learning.py), only logged
+and counted; and sweep: program reloads, manual-rule mirroring, expiry. Verdict offsets
 are committed before the verdicts are acted on, and ids are remembered, so a verdict is applied
 at most once. stop() (SIGTERM, via services.common.lifecycle.serve): a last manual-rule mirror,
 then the consumer, the producer and the maps are closed; the rules stay in the kernel.
@@ -27,10 +29,13 @@ from services.common.settings import CommonSettings
 from services.records.verdict import Verdict
 from services.wire import codec
 from services.wire.kafka import client_options
-from services.wire.topics import DEADLETTER, RULES, VERDICTS, ensure_topics, specs_named
+from services.common.checks import instant_ns
+from services.wire.topics import (DEADLETTER, PACKETS, RULES, VERDICTS, ensure_topics,
+                                  specs_named, topic_config)
 
 from .actuator import MapActuator
 from .hostfacts import policy_config
+from .learning import LearningPeriod, WouldApplyLedger, retention_shortfall
 from .maps import Dataplane, PinnedDataplane
 from .metrics import EnforcerMetrics
 from .policy import Decision, Order, Outcome, RulePolicy
@@ -56,6 +61,9 @@ class Enforcer:
         self.actuator: MapActuator | None = None
         self.reconciler: RulesReconciler | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        until = instant_ns(settings.learn_until) if settings.learn_until.strip() else 0
+        self.learning = WouldApplyLedger(LearningPeriod(until), settings.max_model_rules) \
+            if until else None
         self.ready = False
         self._beat = time.monotonic()
 
@@ -79,9 +87,10 @@ class Enforcer:
             restore=self.settings.restore, deadletter=self._deadletter, clock=self.clock)
         self.actuator = MapActuator(
             self.dataplane, maps, maps_id, self.policy, self.reconciler, self.metrics,
-            dry_run=self.settings.dry_run, clock=self.clock)
+            dry_run=self.settings.dry_run, clock=self.clock, learning=self.learning)
         self.actuator.install_allowlist()
         try:
+            await self._check_packets_retention()
             await self.rules_log.start()
             await self.reconciler.restore(self.actuator.maps)
             self.consumer = AIOKafkaConsumer(
@@ -97,10 +106,34 @@ class Enforcer:
         except TimeoutError:
             raise KafkaUnavailable(f"no partition of {self.common.topic(VERDICTS)} assigned to "
                                    f"group {self.group_id} within 60 s") from None
-        self.ready = True
-        log.info("enforcer %s ready: %d rules installed, allowlist %s%s", self.common.node_id,
+        log.info("enforcer %s ready: %d rules installed, allowlist %s%s%s", self.common.node_id,
                  len(self.policy.installed()), ", ".join(self.policy.allowlist()),
-                 " (DRY RUN)" if self.settings.dry_run else "")
+                 " (DRY RUN)" if self.settings.dry_run else "", self._learning_note())
+        self.ready = True
+
+    def _learning_note(self) -> str:
+        if self.learning is None:
+            return ""
+        now = self.clock()
+        if not self.learning.holds_back(now):
+            return f" (learning period ended at {self.settings.learn_until}: enforcing)"
+        return (f" (LEARNING until {self.settings.learn_until}, "
+                f"{self.learning.period.remaining_s(now) / 3600:.1f} h left: model rules are only "
+                "logged)")
+
+    async def _check_packets_retention(self) -> None:
+        """Learning mode: one warning when the `packets` topic would not keep what is published
+        now until the period ends (a topic not created yet is judged by the retention it will
+        be created with)."""
+        if self.learning is None or not self.learning.holds_back(self.clock()):
+            return
+        topic = self.common.topic(PACKETS)
+        value = await topic_config(self.common, topic, "retention.ms")
+        if value is None:
+            value = specs_named(self.common, PACKETS)[0].config["retention.ms"]
+        problem = retention_shortfall(topic, int(value), self.learning.period, self.clock())
+        if problem:
+            log.warning("learning mode: %s", problem)
 
     async def _wait_assigned(self, timeout: float = 60) -> None:
         """Ready means partitions assigned and positions resolved: no verdict published after

@@ -40,6 +40,10 @@ class EnforcerSettings:
     sweep_interval_ms: int = setting(
         "ENFORCER_SWEEP_INTERVAL_MS", 1000, "how often expired rules are removed and tombstoned",
         check=C.at_least(1))
+    learn_until: str = setting(
+        "ENFORCER_LEARN_UNTIL", "", "learning mode until this moment (ISO 8601 with Z or an offset, "
+        "or Unix seconds): model rules are only logged and counted, manual rules and the "
+        "allowlist applied; empty = enforce from the start", check=C.instant_or_empty)
     restore: bool = setting(
         "ENFORCER_RESTORE", True, "restore this node's rules from the rules topic at start")
     from_beginning: bool = setting(

@@ -159,18 +159,32 @@ async def _differences(admin: AIOKafkaAdminClient, specs: list[TopicSpec],
     return out
 
 
-async def _configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
-    """{topic: {config: value}} of CHECKED_CONFIGS for `names`."""
+async def _configs(admin: AIOKafkaAdminClient, names: list[str],
+                   keys: tuple[str, ...] = CHECKED_CONFIGS) -> dict[str, dict[str, str]]:
+    """{topic: {config: value}} of `keys` for `names` (topics that do not answer left out)."""
     if not names:
         return {}
     out: dict[str, dict[str, str]] = {}
     for resp in await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(CHECKED_CONFIGS))
-             for n in names]):
+            [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(keys)) for n in names]):
         for code, _message, _rtype, name, entries in resp.resources:
             if not code:
                 out[name] = {e[0]: e[1] for e in entries}
     return out
+
+
+async def topic_config(common: CommonSettings, topic: str, key: str) -> str | None:
+    """The value of config `key` (e.g. "retention.ms") of the existing `topic` as the broker
+    reports it (the topic's own or the broker's default); None when the topic does not exist.
+    Raises KafkaUnavailable."""
+    admin = AIOKafkaAdminClient(**client_options(common))
+    try:
+        await start_admin(admin, common)
+        if topic not in await admin.list_topics():
+            return None
+        return (await _configs(admin, [topic], (key,))).get(topic, {}).get(key)
+    finally:
+        await admin.close()
 
 
 async def list_topics(common: CommonSettings) -> list[str]:

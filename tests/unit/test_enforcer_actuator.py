@@ -6,51 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from services.enforcer.actuator import MapActuator
-from services.enforcer.metrics import EnforcerMetrics
-from services.enforcer.policy import Order, Outcome, RulePolicy, RulePolicyConfig
-from services.enforcer.reconciler import RulesReconciler
+from services.enforcer.policy import Outcome
 from services.records.rules import Action, Origin, Rule, Scope
-from services.records.verdict import Verdict
-from tests.support.fake_dataplane import FakeDataplane, FakeMaps
-from tests.support.fake_rules_topic import FakeRulesTopic
-
-S = 1_000_000_000
-T0 = 1_800_000_000 * S
-
-
-class Parts:
-    """An actuator wired as the service wires it, over fakes."""
-
-    def __init__(self, maps: FakeMaps | None = None, dry_run: bool = False, **policy) -> None:
-        policy.setdefault("max_per_second", 10**6)
-        policy.setdefault("max_per_minute", 10**6)
-        self.dataplane = FakeDataplane(maps)
-        self.maps = self.dataplane.maps
-        self.topic = FakeRulesTopic()
-        self.metrics = EnforcerMetrics()
-        self.policy = RulePolicy(RulePolicyConfig(node_id="n1", **policy))
-        reconciler = RulesReconciler(self.policy, self.topic, self.metrics, dry_run=dry_run,
-                                     restore=True, deadletter=self.topic.deadletter,
-                                     clock=lambda: T0)
-        self.act = MapActuator(self.dataplane, self.dataplane.open(), 1, self.policy, reconciler,
-                               self.metrics, dry_run=dry_run, clock=lambda: T0)
-
-    def verdict(self, rule: Rule, now: int = T0, ttl_s: float = 600) -> Outcome:
-        """Decide on a verdict for `rule` at `now` and carry the decision out."""
-        v = Verdict(rule=rule.with_times(now, ttl_s), score=-0.3, threshold=-0.1, model_id="m",
-                    window_start_ns=now - S, window_end_ns=now, reason="test", created_ns=now)
-        d = self.policy.decide(Order(id=v.verdict_id, node=v.node, rule=v.rule, ttl_s=ttl_s), now)
-        if d.outcome in (Outcome.APPLY, Outcome.REFRESH):
-            asyncio.run(self.act.apply(d, v, now))
-        return d.outcome
-
-    def metric(self, name: str, **labels) -> float:
-        return self.metrics.registry.get_sample_value(f"xdpguard_enforcer_{name}", labels) or 0
-
-
-def prefix(i: int) -> Rule:
-    return Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.113.{i}/32")
+from tests.support.enforcer_parts import S, T0, Parts, prefix
+from tests.support.fake_dataplane import FakeMaps
 
 
 def test_applied_rules_are_in_the_maps_and_recorded_in_the_topic():

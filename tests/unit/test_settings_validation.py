@@ -80,6 +80,7 @@ BAD = {
     "ENFORCER_PROTECT_ADDRESSES": ("10.0.0.0/8", {}),
     "ENFORCER_GROUP_ID": ("my group", {}),
     "ENFORCER_SWEEP_INTERVAL_MS": ("0", {}),
+    "ENFORCER_LEARN_UNTIL": ("2026-12-07 08:00", {}),  # no UTC offset: another moment elsewhere
     "ENFORCER_RESTORE": ("t", {}),
     "ENFORCER_FROM_BEGINNING": ("f", {}),
     "ENFORCER_METRICS_PORT": ("http", {}),
