@@ -14,8 +14,8 @@ xdpguard holds --exact-rules IPv4 and as many IPv6 exact rules, --prefixes sourc
 lengths (half IPv4: /16 /20 /24 /28 /32, half IPv6: /32 /48 /64 /96 /128; disjoint) and 1 limit.
 
 examples:
-  sudo .venv/bin/python bench/xdp_bench.py                  # 1,000,000 repeats, median of 5
-  sudo .venv/bin/python bench/xdp_bench.py --repeat 2000000 --runs 3 --markdown
+  .venv/bin/python bench/xdp_bench.py                  # 1,000,000 repeats, median of 5
+  .venv/bin/python bench/xdp_bench.py --repeat 2000000 --runs 3 --markdown
 """
 from __future__ import annotations
 
