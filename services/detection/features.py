@@ -198,16 +198,12 @@ def agg_features(agg: dict, single: bool = False) -> list[float]:
 HORIZON_WINDOWS = 10
 
 
-class SourceHorizon:
-    """Every source's activity over the last `span` windows, the current one included. A slow
-    sweep (ten one-packet probes a second) looks like any client within one window; over ten
-    it has reached far more peers than a client, each with a packet or two.
-
-    Kept per window, so expiry drops whole windows: window start -> source -> [packets, peer
-    positions], the positions being the sketch bits (`sketch_pos`) of the window's peers, so
-    the distinct count is the sketches' estimate. A set with one member is stored as that int:
-    most sources of a spoofed flood appear once, with one peer, and must stay small. Windows
-    are added oldest first (aligned to the width, as `window_start` gives them)."""
+class WindowedSources:
+    """Per-source entries kept per window over the last `span` windows (the current one
+    included): `windows` maps window start (ns) -> source -> entry, `seen` counts the windows
+    kept that hold each source. Subclasses (SourceHorizon, watch.SourceWatch) settle a window's
+    entries and count them in `seen`, between `_forget` (an earlier copy of the window) and
+    `_keep` (store it, drop windows older than the span). Windows are added oldest first."""
 
     __slots__ = ("width_ns", "span", "windows", "seen")
 
@@ -216,23 +212,14 @@ class SourceHorizon:
         self.windows: dict[int, dict[str, list]] = {}
         self.seen: dict[str, int] = {}  # source -> windows kept that hold it
 
-    def add(self, ws: int, flows: Iterable[tuple[FlowKey, int]]) -> None:
-        """Window `ws`'s flows as (5-tuple, packets)."""
-        entries: dict[str, list] = {}
-        for key, packets in flows:
-            horizon_count(entries, key[0], packets, sketch_pos(key[1]))
-        self.add_entries(ws, entries)
-
-    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
-        """Window `ws` as `horizon_count` built it (replacing an earlier copy of it); drops
-        windows older than the span."""
-        seen = self.seen
+    def _forget(self, ws: int) -> None:
+        """Drop window `ws` if kept (it is being added again)."""
         if ws in self.windows:
             self._drop(ws)
-        for src, e in entries.items():
-            if len(e[1]) == 1:
-                e[1] = e[1].pop()
-            seen[src] = seen.get(src, 0) + 1
+
+    def _keep(self, ws: int, entries: dict[str, list]) -> None:
+        """Store window `ws` (its sources already counted in `seen`); drop windows older than
+        the span."""
         self.windows[ws] = entries
         oldest = ws - (self.span - 1) * self.width_ns
         for w in [w for w in self.windows if w < oldest]:
@@ -246,6 +233,38 @@ class SourceHorizon:
                 seen[src] = n
             else:
                 del seen[src]
+
+
+class SourceHorizon(WindowedSources):
+    """Every source's activity over the last `span` windows, the current one included. A slow
+    sweep (ten one-packet probes a second) looks like any client within one window; over ten
+    it has reached far more peers than a client, each with a packet or two.
+
+    Kept per window, so expiry drops whole windows: window start -> source -> [packets, peer
+    positions], the positions being the sketch bits (`sketch_pos`) of the window's peers, so
+    the distinct count is the sketches' estimate. A set with one member is stored as that int:
+    most sources of a spoofed flood appear once, with one peer, and must stay small. Windows
+    are added oldest first (aligned to the width, as `window_start` gives them)."""
+
+    __slots__ = ()
+
+    def add(self, ws: int, flows: Iterable[tuple[FlowKey, int]]) -> None:
+        """Window `ws`'s flows as (5-tuple, packets)."""
+        entries: dict[str, list] = {}
+        for key, packets in flows:
+            horizon_count(entries, key[0], packets, sketch_pos(key[1]))
+        self.add_entries(ws, entries)
+
+    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
+        """Window `ws` as `horizon_count` built it (replacing an earlier copy of it); drops
+        windows older than the span."""
+        self._forget(ws)
+        seen = self.seen
+        for src, e in entries.items():
+            if len(e[1]) == 1:
+                e[1] = e[1].pop()
+            seen[src] = seen.get(src, 0) + 1
+        self._keep(ws, entries)
 
     def features_of(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
         """HORIZON_FEATURES of each source over the span ending with window `ws`."""

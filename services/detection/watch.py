@@ -11,7 +11,7 @@ from typing import Iterable
 
 from services.records.packet import PROTO_TCP, TCP_ACK
 
-from .features import HORIZON_WINDOWS
+from .features import WindowedSources
 
 LOGIN_WINDOWS = 3
 # TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
@@ -56,21 +56,16 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[int, int]:
     return best[0], best[1]
 
 
-class SourceWatch:
+class SourceWatch(WindowedSources):
     """Every source's probes and login sessions over the last `span` windows (SRC_OWN). Kept
     per window like features.SourceHorizon, so expiry drops whole windows; a probe is its
     (dst, proto, dport), and a source with a single probe in a window (a spoofed SYN) keeps
     that tuple, not a set. Nothing is hashed: target groups are formed only for a source with
     more than one probe in the horizon. Windows are added oldest first."""
 
-    __slots__ = ("width_ns", "span", "windows", "seen")
-
-    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
-        self.width_ns, self.span = width_ns, span
-        # window start -> source -> [half-open flows to its busiest destination, probes
-        # (tuple | set | None), logins (dict | None)]
-        self.windows: dict[int, dict[str, list]] = {}
-        self.seen: dict[str, int] = {}  # source -> windows kept that hold it
+    # windows: window start -> source -> [half-open flows to its busiest destination, probes
+    # (tuple | set | None), logins (dict | None)]
+    __slots__ = ()
 
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
@@ -107,25 +102,12 @@ class SourceWatch:
 
     def add_entries(self, ws: int, entries: dict[str, list]) -> None:
         """Window `ws` as `count` built it (replacing an earlier copy); drops old windows."""
-        if ws in self.windows:
-            self._drop(ws)
+        self._forget(ws)
         seen = self.seen
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1
-        self.windows[ws] = entries
-        oldest = ws - (self.span - 1) * self.width_ns
-        for w in [w for w in self.windows if w < oldest]:
-            self._drop(w)
-
-    def _drop(self, ws: int) -> None:
-        seen = self.seen
-        for src in self.windows.pop(ws):
-            n = seen[src] - 1
-            if n:
-                seen[src] = n
-            else:
-                del seen[src]
+        self._keep(ws, entries)
 
     def measures(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
         """SRC_OWN of each source with anything counted (others: absent, all zero)."""
