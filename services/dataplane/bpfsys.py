@@ -103,6 +103,20 @@ def map_info(fd: int) -> MapInfo:
     return MapInfo.from_buffer_copy(raw.ljust(ctypes.sizeof(MapInfo), b"\0"))
 
 
+def pinned_map_id(path: str) -> int:
+    """Kernel id of the map pinned at `path` (a new one each time the program is loaded), 0
+    when nothing can be opened there. KernelError only if the pinned object cannot be
+    described."""
+    try:
+        fd = obj_get(path)
+    except KernelError:
+        return 0
+    try:
+        return map_info(fd).id
+    finally:
+        os.close(fd)
+
+
 def prog_id(fd: int) -> int:
     return int.from_bytes(_info(fd)[4:8], "little")
 

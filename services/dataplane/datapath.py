@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from services.common.errors import ConfigError, KernelError, MapFull, NotLoaded
+from services.common.errors import ConfigError, MapFull, NotLoaded
 from services.common.paths import DEFAULT_PIN_DIR
 from services.records.rules import Action, Origin, Rule, Scope
 
@@ -69,14 +69,7 @@ def pinned_maps_id(pin_dir: str) -> int:
     """Kernel id of the `config` map pinned in `pin_dir`: a new id each time the program is loaded
     (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
     KernelError only if the pinned object cannot be described."""
-    try:
-        fd = bpfsys.obj_get(os.path.join(pin_dir, "config"))
-    except KernelError:
-        return 0
-    try:
-        return bpfsys.map_info(fd).id
-    finally:
-        os.close(fd)
+    return bpfsys.pinned_map_id(os.path.join(pin_dir, "config"))
 
 
 def _entry_rule(map_name: str, key, **fields) -> Rule | None:

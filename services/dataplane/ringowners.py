@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from services.common.errors import KernelError
-
 from . import bpfsys
 
 
@@ -23,14 +21,7 @@ class Holder:
 
 def events_map_id(pin_dir: str) -> int:
     """Kernel id of the `events` ring pinned in `pin_dir`, 0 when none is pinned."""
-    try:
-        fd = bpfsys.obj_get(os.path.join(pin_dir, "events"))
-    except KernelError:
-        return 0
-    try:
-        return bpfsys.map_info(fd).id
-    finally:
-        os.close(fd)
+    return bpfsys.pinned_map_id(os.path.join(pin_dir, "events"))
 
 
 def map_holders(map_id: int, exclude_pid: int | None = None) -> list[Holder]:
