@@ -6,7 +6,6 @@ setting, a codec that does not exist, no program loaded, its metrics port taken 
 that does not resolve. A process's stderr may also hold the INFO lines a service logs while
 starting and, for analyze/flows, one report per bad line of the log; exactly one line is the
 error, naming what is wrong."""
-import argparse
 import os
 import re
 import socket
@@ -17,22 +16,12 @@ import uuid
 import pytest
 
 from services.dataplane import loader
-from services.manager import cli
+from tests.support.cli_walk import verb_paths
 from tests.support.services import ROOT
 
 UNREACHABLE = {"XDPGUARD_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
 NOT_LOADED = "/sys/fs/bpf/xdpguard-test-none"
 REPORT = re.compile(r"^xdpguard \w+: .* line \d+: .* \(skipped\)$|more bad lines skipped$")
-
-
-def verb_paths(parser=None, path=()):
-    parser = parser or cli.build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from verb_paths(sub, (*path, name))
-            return
-    yield path
 
 
 @pytest.fixture(scope="module")

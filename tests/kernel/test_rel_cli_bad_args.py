@@ -16,18 +16,8 @@ from services.dataplane.datapath import Datapath
 from services.records.rules import Action, Rule, Scope
 from services.manager import cli
 from tests.support import caps
+from tests.support.cli_walk import verb_paths
 from tests.support.services import ROOT
-
-
-def verb_paths(parser=None, path=()):
-    """Every runnable verb path, e.g. ('add',), ('allow', 'del'), ('topics', 'tail')."""
-    parser = parser or cli.build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from verb_paths(sub, (*path, name))
-            return
-    yield path
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
