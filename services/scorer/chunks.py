@@ -19,10 +19,15 @@ from dataclasses import dataclass, field
 import msgpack
 
 from services.common.errors import DecodeError
-from services.detection.features import SRC_FEATURES
+from services.detection.features import SRC_EVIDENCE_FEATURES, SRC_FEATURES
 
 FLOWS_VERSION = 3  # 2: source features include the horizon; 3: evidence (own measures, sent flows)
-FLOW_LEN = 5 + 7 + len(SRC_FEATURES) + 1  # 5-tuple, stage-1 state, source features, hash64
+# a flow entry: 5-tuple and stage-1 state (12), source features (the last of them its own
+# evidence measures), hash64
+SRC_AT = 12
+OWN_AT = SRC_AT + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
+HASH_AT = SRC_AT + len(SRC_FEATURES)
+FLOW_LEN = HASH_AT + 1
 
 
 @dataclass
@@ -105,11 +110,11 @@ def flow_entry_error(f) -> str:
         return "first_ns after last_ns"
     if type(f[11]) is not str:
         return "node is not a string"
-    for x in f[12:FLOW_LEN - 1]:
+    for x in f[SRC_AT:HASH_AT]:
         if type(x) not in (int, float) or not -MAX_FEATURE <= x <= MAX_FEATURE:  # NaN fails too
             return f"source feature {x!r:.40} is not a finite number"
-    if type(f[FLOW_LEN - 1]) is not int or not 0 <= f[FLOW_LEN - 1] < _U64:
-        return f"flow hash {f[FLOW_LEN - 1]!r:.40} is not an unsigned 64-bit integer"
+    if type(f[HASH_AT]) is not int or not 0 <= f[HASH_AT] < _U64:
+        return f"flow hash {f[HASH_AT]!r:.40} is not an unsigned 64-bit integer"
     return ""
 
 

@@ -15,8 +15,8 @@ from services.detection.detect import Escalation
 from services.detection.evidence import Answers, WindowEvidence, assess
 from services.detection.features import agg_features, agg_new, flow_features
 
-from .chunks import FlowChunk
-from .windows import HASH_AT, OWN_AT, SRC_AT, Clock, agg_add_flow, flow_dict
+from .chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
+from .windows import Clock, agg_add_flow, flow_dict
 
 @dataclass
 class ClosedWindow:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
-from services.detection.features import (SKETCH_BITS, SRC_EVIDENCE_FEATURES, SRC_FEATURES,
-                                         SourceHorizon, _cached_pos, agg_features, agg_new,
-                                         flow_key_text, hash64, horizon_count, sketch_add)
+from services.detection.features import (SKETCH_BITS, SourceHorizon, _cached_pos, agg_features,
+                                         agg_new, flow_key_text, hash64, horizon_count,
+                                         sketch_add)
 from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
@@ -47,8 +47,6 @@ from services.wire.partition import address_partition
 from .chunks import FlowChunk
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
-SRC_AT, OWN_AT = 12, 12 + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
-HASH_AT = 12 + len(SRC_FEATURES)
 Clock = Callable[[], float]
 
 
