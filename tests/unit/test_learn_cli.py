@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from services.detection.model import save_model
 from services.manager import cli
 from services.offline import training as T
 from services.offline.reference import reference_path, write_reference
 from tests.support import synthetic_traffic as S
 from tests.support.pcap_files import write_pcap
+from tests.support.site_baseline import make_baseline
 
 pytestmark = pytest.mark.unit
 T0 = 1_700_000_000 * 10**9
@@ -19,19 +19,7 @@ T0 = 1_700_000_000 * 10**9
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     d = tmp_path_factory.mktemp("learn")
-    benign = [T.LabelledCapture(n, "benign", "benign", f(T0, 40)) for n, f in (
-        ("doh.pcap", S.doh_client), ("dns.pcap", S.dns_prober), ("call.pcap", S.media_call),
-        ("web.pcap", S.browser), ("poll.pcap", S.web_poller))]
-    attack = [T.LabelledCapture("syn.pcap", "attack", "syn_flood", S.syn_flood(T0, 5, 300)),
-              T.LabelledCapture("ftp.pcap", "attack", "bruteforce_ftp", S.ftp_guessing(T0, 5))]
-    res = T.train(benign, n_estimators=50)
-    model = d / "base.joblib"
-    save_model(res.estimator, model, threshold=res.threshold, wide_threshold=res.wide_threshold,
-               feature_names=res.feature_names, training=res.training, params=res.params,
-               evidence=res.evidence)
-    write_reference(benign + attack, reference_path(model))
-    site = write_pcap(S.p2p_node(T0, 60), d / "site.pcap")
-    return d, model, site
+    return d, make_baseline(d, T0), write_pcap(S.p2p_node(T0, 60), d / "site.pcap")
 
 
 def test_a_site_model_that_passes_is_written_with_its_figures(baseline, capsys):
