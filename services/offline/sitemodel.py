@@ -6,14 +6,14 @@ the first `1 - holdout_frac` of each is training data, the rest is held back. Th
 trained as the shipped one (services.offline.training.train) on the baseline's benign captures
 plus the site's training parts, the site's parts always fitted (never held back for the
 threshold). Then two checks, each a replay through the live logic (services.offline.evaluation
-.run_replay: pipeline, rules, simulated data plane):
+.evaluate: pipeline, rules, simulated data plane), by the candidate and by the shipped model:
 
   false positives  the held-back site traffic replayed alone: the share of its packets dropped
                    must be at most `fp_budget` (default 0.0001 = 0.01% of packets);
   attacks          every attack capture of the reference set replayed alone (repeated to
-                   `sustain_s`), by the shipped model and by the site model: an attack kind is
-                   caught by a model when it drops at least `catch_share` of that kind's attack
-                   packets; every kind the shipped model catches, the site model must catch.
+                   `sustain_s`): an attack kind is caught by a model when it drops at least
+                   `catch_share` of that kind's attack packets; every kind the shipped model
+                   catches, the site model must catch.
 
 `judge` turns the figures into checks and is pure; `learn` runs the whole of it.
 """
