@@ -37,8 +37,8 @@ def register(sub) -> None:
                         "validation (default 0.3)")
     p.add_argument("--fp-budget", type=float, default=0.0001,
                    help="share of held-back site packets the model may drop (default 0.0001 = 0.01%%)")
-    p.add_argument("--catch-share", type=float, default=0.5,
-                   help="share of an attack kind's packets a model must drop to catch it (default 0.5)")
+    p.add_argument("--catch-share", type=float, default=0.3,
+                   help="share of an attack kind's packets a model must drop to catch it (default 0.3)")
     p.add_argument("--sustain", type=float, default=10.0,
                    help="attack captures are repeated to span this many seconds (default 10; "
                         "the evaluation's 30 takes about three times as long)")

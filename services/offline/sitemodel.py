@@ -35,7 +35,7 @@ class LearnConfig:
     """What `learn` trains and how strictly it validates (shares are fractions, not percent)."""
     holdout_frac: float = 0.3    # last share (time order) of each site capture held back
     fp_budget: float = 0.0001    # held-back site packets the model may drop
-    catch_share: float = 0.5     # attack packets a model must drop for a kind to count as caught
+    catch_share: float = 0.3     # attack packets a model must drop for a kind to count as caught
     sustain_s: float = 10.0      # attack captures repeated back to back to span this long
     target_fpr: float = DEFAULT_TARGET_FPR
     window_s: float = 1.0
