@@ -6,6 +6,10 @@ before the first write, and refuses a mismatch with MapMismatch.
 Rules go in and out as services.records.rules.Rule; expiry is converted between Unix epoch ns
 (rules) and kernel monotonic ns (maps).
 
+Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
+count is 0); the methods here keep it, raising it before an entry is written and lowering it after
+one is deleted, so it is never below the map's true count (`recount()` sets it from the maps).
+
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
 limit rule writes limit_stats and dst_limit, then rebuilds limit_dst from a scan of dst_limit), so
@@ -31,8 +35,8 @@ from services.records.rules import Action, Origin, Rule, Scope
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .pinlock import PinLock
-from .structs import (STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS, XG_ORIGIN_MANUAL,
-                      XG_ORIGIN_MODEL, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
+from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS,
+                      XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
                       LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes,
                       addr_text, lpm_key, lpm_text)
 
@@ -70,6 +74,11 @@ def pinned_maps_id(pin_dir: str) -> int:
     (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
     KernelError only if the pinned object cannot be described."""
     return bpfsys.pinned_map_id(os.path.join(pin_dir, "config"))
+
+
+def _is_v4_prefix(key: LpmKey) -> bool:
+    """An LPM key of an IPv4 prefix (v4-mapped, length 96 + n)."""
+    return key.prefixlen >= 96 and bytes(key.addr)[:12] == b"\0" * 10 + b"\xff\xff"
 
 
 def _entry_rule(map_name: str, key, **fields) -> Rule | None:
@@ -155,7 +164,7 @@ class Datapath:
         assert ctypes.sizeof(vtype) % 8 == 0
         return (vtype * self._ncpu)()
 
-    def _write(self, name: str, key, value, what: str) -> None:
+    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY) -> None:
         m = self._maps[name]
         if m.percpu:
             arr = self._percpu(m.value)
@@ -163,7 +172,7 @@ class Datapath:
                 arr[i] = value
             value = arr
         try:
-            bpfsys.update(m.fd, key, value)
+            bpfsys.update(m.fd, key, value, flags)
         except bpfsys.BpfErrno as exc:
             if exc.errno in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM):
                 raise MapFull(f"{what} map is full ({m.max_entries} entries): delete rules or "
@@ -203,6 +212,57 @@ class Datapath:
         cfg.sample_rate = n
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
+    def _count(self, field: str, delta: int) -> None:
+        """Add `delta` to the config map's rule count `field` (callers hold the lock)."""
+        cfg = self._config()
+        setattr(cfg, field, max(0, getattr(cfg, field) + delta))
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+
+    def _insert(self, name: str, key, value, what: str, field: str) -> None:
+        """Write key -> value in a rule map, raising the rule count `field` first if the key is
+        new (a replaced entry leaves it as it was). MapFull as _write."""
+        self._count(field, 1)
+        try:
+            self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
+            return
+        except bpfsys.BpfErrno as exc:
+            self._count(field, -1)
+            if exc.errno != errno.EEXIST:
+                raise
+        except BaseException:
+            self._count(field, -1)
+            raise
+        self._write(name, key, value, what)
+
+    def _remove(self, name: str, key, field: str) -> bool:
+        """Delete key from a rule map, then lower the rule count `field` if it was there."""
+        found = bpfsys.delete(self._maps[name].fd, key)
+        if found:
+            self._count(field, -1)
+        return found
+
+    def counts(self) -> dict[str, int]:
+        """The rule counts the program reads from the config map ({"n_exact4": 3, ...})."""
+        cfg = self._config()
+        return {f: getattr(cfg, f) for f in COUNT_FIELDS}
+
+    @_writes
+    def recount(self) -> dict[str, int]:
+        """Set every rule count from the maps themselves (after entries were written or deleted
+        by other means than this class) and return them."""
+        keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
+                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix", "dst_limit")}
+        v4 = sum(1 for k in keys["src_prefix"] if _is_v4_prefix(k))
+        got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
+               "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
+               "n_host6": len(keys["src_host6"]), "n_prefix4": v4,
+               "n_prefix6": len(keys["src_prefix"]) - v4, "n_limit": len(keys["dst_limit"])}
+        cfg = self._config()
+        for f, n in got.items():
+            setattr(cfg, f, n)
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        return got
+
     def stats(self) -> dict[str, int]:
         s = self._read_sum("stats", ctypes.c_uint32(0)) or Stats()
         return {f: getattr(s, f) for f in STAT_FIELDS}
@@ -224,6 +284,18 @@ class Datapath:
                                   rule.proto)
 
     @staticmethod
+    def _prefix_slot(rule: Rule) -> tuple[str, LpmKey | Addr4Key | AddrKey, str]:
+        """(map, key, count field) of a source-prefix rule: a host (/32, /128) is keyed by its
+        address alone in src_host4 or src_host6, a shorter prefix sits in src_prefix."""
+        key = lpm_key(rule.src)
+        v4 = _is_v4_prefix(key)
+        if key.prefixlen == 128:
+            if v4:
+                return "src_host4", Addr4Key((ctypes.c_uint8 * 4)(*bytes(key.addr)[12:])), "n_host4"
+            return "src_host6", AddrKey(key.addr), "n_host6"
+        return "src_prefix", key, "n_prefix4" if v4 else "n_prefix6"
+
+    @staticmethod
     def _limit_key(rule: Rule) -> LimitKey:
         return LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
 
@@ -231,8 +303,10 @@ class Datapath:
     def add_rule(self, rule: Rule) -> None:
         """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
 
-        An exact rule is one update (exact4 or exact6). A source-prefix rule is two: its counter
-        (src_stats), then the rule (src_prefix). A limit rule is three or more: its counter
+        Each new entry raises its map's rule count in config first. An exact rule is one update
+        (exact4 or exact6), a host rule (/32, /128) too (src_host4 or src_host6, counters in the
+        value). A shorter source-prefix rule is two: its counter (src_stats), then the rule
+        (src_prefix). A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
@@ -241,13 +315,18 @@ class Datapath:
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
             name, key = self._flow_key(rule)
-            self._write(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
-                        f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})")
+            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
+                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name)
         elif rule.scope is Scope.SRC_PREFIX:
-            key = lpm_key(rule.src)
+            name, key, field = self._prefix_slot(rule)
+            if name != "src_prefix":
+                self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action],
+                                                origin), "source-host", field)
+                return
             self._write("src_stats", key, Counter(), "source-prefix counter")
-            self._write("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
-                                                     _ACTION[rule.action], origin), "source-prefix")
+            self._insert("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
+                                                      _ACTION[rule.action], origin), "source-prefix",
+                         field)
         else:
             key = self._limit_key(rule)
             if rule.tcp_flags and not rule.proto:
@@ -255,12 +334,12 @@ class Datapath:
             interval = max(1, 1_000_000_000 // rule.rate_pps)
             burst = max(interval, int(LIMIT_BURST_S * 1e9))
             self._write("limit_stats", key, Counter(), "limit counter")
-            self._write("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
-                                                   rule.rate_pps, origin), "limit")
+            self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
+                                                    rule.rate_pps, origin), "limit", "n_limit")
             try:
                 self._sync_limit_dst(key.daddr)
             except ConfigError:  # one mask too many: the new rule (never a replaced one) goes
-                bpfsys.delete(self._maps["dst_limit"].fd, key)
+                self._remove("dst_limit", key, "n_limit")
                 bpfsys.delete(self._maps["limit_stats"].fd, key)
                 raise
 
@@ -270,16 +349,17 @@ class Datapath:
         pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
             name, key = self._flow_key(rule)
-            return bpfsys.delete(self._maps[name].fd, key)
+            return self._remove(name, key, "n_" + name)
         if rule.scope is Scope.SRC_PREFIX:
-            key = lpm_key(rule.src)
-            found = bpfsys.delete(self._maps["src_prefix"].fd, key)
-            bpfsys.delete(self._maps["src_stats"].fd, key)
+            name, key, field = self._prefix_slot(rule)
+            found = self._remove(name, key, field)
+            if name == "src_prefix":
+                bpfsys.delete(self._maps["src_stats"].fd, key)
             return found
         key = self._limit_key(rule)
         if rule.tcp_flags and not rule.proto:
             key.proto = 6
-        found = bpfsys.delete(self._maps["dst_limit"].fd, key)
+        found = self._remove("dst_limit", key, "n_limit")
         bpfsys.delete(self._maps["limit_stats"].fd, key)
         self._sync_limit_dst(key.daddr)
         return found
@@ -310,6 +390,8 @@ class Datapath:
         out: list[RuleStats] = []
         for name, ktype in (("exact4", Flow4Key), ("exact6", Flow6Key)):
             out.extend(self._exact_rules(name, ktype))
+        for name, ktype in (("src_host4", Addr4Key), ("src_host6", AddrKey)):
+            out.extend(self._host_rules(name, ktype))
         for key in bpfsys.keys(self._maps["src_prefix"].fd, LpmKey):
             v = self._read_sum("src_prefix", key)
             if v is None:
@@ -333,6 +415,23 @@ class Datapath:
                                created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
             if rule is not None:
                 out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
+        return out
+
+    def _host_rules(self, name: str, ktype) -> list[RuleStats]:
+        out = []
+        for key in bpfsys.keys(self._maps[name].fd, ktype):
+            v = self._read_sum(name, key)
+            if v is None:
+                continue
+            src = (str(ipaddress.IPv4Address(bytes(key.b))) + "/32" if name == "src_host4"
+                   else addr_text(key.b) + "/128")
+            rule = _entry_rule(name, key, scope=Scope.SRC_PREFIX,
+                               action=_ACTION_BACK.get(v.action, Action.DROP), src=src,
+                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
+                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
+            if rule is not None:
+                out.append(RuleStats(rule, v.packets, v.bytes,
+                                     v.packets if v.action == XG_ACT_DROP else 0))
         return out
 
     def _exact_rules(self, name: str, ktype) -> list[RuleStats]:
@@ -363,7 +462,8 @@ class Datapath:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
-        self._write("allow", key, AllowVal(time.time_ns(), _ORIGIN[Origin(origin)]), "allowlist")
+        self._insert("allow", key, AllowVal(time.time_ns(), _ORIGIN[Origin(origin)]), "allowlist",
+                     "n_allow")
 
     @_writes
     def allow_del(self, cidr: str) -> bool:
@@ -371,7 +471,7 @@ class Datapath:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
-        return bpfsys.delete(self._maps["allow"].fd, key)
+        return self._remove("allow", key, "n_allow")
 
     def allowlist(self) -> list[str]:
         return [lpm_text(k) for k in bpfsys.keys(self._maps["allow"].fd, LpmKey)]

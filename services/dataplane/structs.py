@@ -14,7 +14,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444733               # "XDG3": bumped when any struct or parse rule changes
+XG_MAGIC = 0x58444734               # "XDG4": bumped when any struct or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -25,6 +25,10 @@ XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
 Addr16 = u8 * 16
+
+
+class Addr4Key(ctypes.Structure):
+    _fields_ = [("b", u8 * 4)]
 
 
 class Flow4Key(ctypes.Structure):
@@ -86,9 +90,15 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, u64) for name in STAT_FIELDS]
 
 
+# Config's rule counts, one per map (or family within src_prefix) the program may skip when 0
+COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
+                "n_limit")
+
+
 class Config(ctypes.Structure):
     _fields_ = [("magic", u32), ("sample_rate", u32), ("exact_max", u32), ("prefix_max", u32),
-                ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32)]
+                ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
+                *[(name, u32) for name in COUNT_FIELDS]]
 
 
 class Event(ctypes.Structure):
@@ -99,7 +109,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
+    "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,
