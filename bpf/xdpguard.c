@@ -29,6 +29,7 @@ BPF_LPM_TRIE(src_prefix, struct xg_lpm_key, struct xg_prefix, XG_PREFIX_MAX);
 // host rules (/32, /128) by address alone, counters in the value; src_prefix holds shorter ones
 BPF_PERCPU_HASH(src_host4, struct xg_addr4, struct xg_rule, XG_PREFIX_MAX);
 BPF_PERCPU_HASH(src_host6, struct xg_addr, struct xg_rule, XG_PREFIX_MAX);
+BPF_ARRAY(src_filter, struct xg_filter_slot, XG_FILTER_SLOTS);
 BPF_PERCPU_HASH(src_stats, struct xg_lpm_key, struct xg_counter, XG_PREFIX_MAX);
 BPF_HASH(dst_limit, struct xg_limit_key, struct xg_limit, XG_LIMIT_MAX);
 BPF_HASH(limit_dst, struct xg_addr, struct xg_limit_dst, XG_LIMIT_MAX);
@@ -474,6 +475,19 @@ static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_co
     return exact4.lookup(&fk);
 }
 
+// Whether some exact or host rule may have p's source: its src_filter slot is not 0.
+static __always_inline int src_listed(struct parsed *p)
+{
+    __u32 h = p->saddr4;
+    if (!p->src4) {
+        __u32 *w = (__u32 *)p->saddr;
+        h = w[0] ^ w[1] ^ w[2] ^ w[3];
+    }
+    __u32 slot = (h * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
+    struct xg_filter_slot *f = src_filter.lookup(&slot);
+    return f && f->rules;
+}
+
 // The host rule (/32, /128) for p's source, from src_host4 (4-byte key) or src_host6; 0 if none,
 // or if the family's map holds no rule.
 static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_config *cfg)
@@ -567,7 +581,9 @@ int xdpguard(struct xdp_md *ctx)
         return XDP_DROP;
     }
 
-    if (rc == PARSE_OK) { // exact rules need the ports
+    // no exact or host rule has this source (the usual case for an unmatched packet): skip both
+    int listed = src_listed(&p);
+    if (listed && rc == PARSE_OK) { // exact rules need the ports
         struct xg_rule *r = find_exact(&p, cfg);
         if (r && !expired(r->expires_ns, &now)) {
             r->packets++;
@@ -579,7 +595,7 @@ int xdpguard(struct xdp_md *ctx)
     // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
     // their counters in the value; only a source with none walks the trie. An expired host rule,
     // like an expired longest prefix, skips to the limits.
-    struct xg_rule *h = find_host(&p, cfg);
+    struct xg_rule *h = listed ? find_host(&p, cfg) : 0;
     if (h) {
         if (!expired(h->expires_ns, &now)) {
             h->packets++;

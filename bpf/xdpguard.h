@@ -59,6 +59,20 @@ typedef uint64_t __u64;
 #define XG_RING_PAGES 256 /* ring buffer "events", in 4 KiB pages (power of two) */
 #endif
 
+/* source filter (map "src_filter"): XG_FILTER_SLOTS counters, slot i = how many exact and host
+ * rules have a source whose slot is i; a packet whose source's slot holds 0 skips the exact and
+ * host lookups. Slot of a source: its 32-bit words as loaded on this machine (IPv4, or a
+ * v4-mapped IPv6 source: the one word of a.b.c.d; IPv6: the XOR of its four), times
+ * XG_FILTER_MULT, top XG_FILTER_BITS bits. User space raises a slot before it writes a rule and
+ * lowers it after it deletes one. */
+#define XG_FILTER_BITS 20
+#define XG_FILTER_SLOTS (1 << XG_FILTER_BITS)
+#define XG_FILTER_MULT 0x9E3779B1u /* Knuth's multiplicative hash (2^32 / golden ratio) */
+
+struct xg_filter_slot {
+    __u32 rules;
+};
+
 /* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16
  * bytes instead of 40 is most of the cost of an exact-rule drop (docs/benchmarks.md) */
 struct xg_flow4_key {

@@ -7,8 +7,10 @@ Rules go in and out as services.records.rules.Rule; expiry is converted between 
 (rules) and kernel monotonic ns (maps).
 
 Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
-count is 0); the methods here keep it, raising it before an entry is written and lowering it after
-one is deleted, so it is never below the map's true count (`recount()` sets it from the maps).
+count is 0), and every exact or host rule's source a slot in `src_filter` (a packet whose source's
+slot is 0 skips the exact and host lookups); the methods here keep both, raising them before an
+entry is written and lowering them after one is deleted, so neither is ever below the truth
+(`recount()` rebuilds them from the maps).
 
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
@@ -37,8 +39,8 @@ from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS,
                       XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
-                      LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes,
-                      addr_text, lpm_key, lpm_text)
+                      FilterSlot, LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats,
+                      addr_bytes, addr_text, filter_slot, lpm_key, lpm_text)
 
 _ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
 _ORIGIN_BACK = {v: k for k, v in _ORIGIN.items()}
@@ -79,6 +81,16 @@ def pinned_maps_id(pin_dir: str) -> int:
 def _is_v4_prefix(key: LpmKey) -> bool:
     """An LPM key of an IPv4 prefix (v4-mapped, length 96 + n)."""
     return key.prefixlen >= 96 and bytes(key.addr)[:12] == b"\0" * 10 + b"\xff\xff"
+
+
+def _is_host(rule: Rule) -> bool:
+    """A source-prefix rule of one address (/32, /128)."""
+    return rule.scope is Scope.SRC_PREFIX and ipaddress.ip_network(rule.src).num_addresses == 1
+
+
+def _host(rule: Rule) -> str:
+    """The address of a host rule ("10.0.0.1/32" -> "10.0.0.1")."""
+    return str(ipaddress.ip_network(rule.src).network_address)
 
 
 def _entry_rule(map_name: str, key, **fields) -> Rule | None:
@@ -218,27 +230,38 @@ class Datapath:
         setattr(cfg, field, max(0, getattr(cfg, field) + delta))
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
-    def _insert(self, name: str, key, value, what: str, field: str) -> None:
-        """Write key -> value in a rule map, raising the rule count `field` first if the key is
-        new (a replaced entry leaves it as it was). MapFull as _write."""
+    def _slot(self, src: str | None, delta: int) -> None:
+        """Add `delta` to the src_filter slot of source address `src` (None: nothing to do)."""
+        if src is None:
+            return
+        fd, key, slot = self._maps["src_filter"].fd, ctypes.c_uint32(filter_slot(src)), FilterSlot()
+        bpfsys.lookup(fd, key, slot)
+        slot.rules = max(0, slot.rules + delta)
+        bpfsys.update(fd, key, slot)
+
+    def _insert(self, name: str, key, value, what: str, field: str, src: str | None = None) -> None:
+        """Write key -> value in a rule map, raising the rule count `field` (and, for an exact or
+        host rule, its source `src`'s filter slot) first if the key is new; a replaced entry leaves
+        them as they were. MapFull as _write."""
         self._count(field, 1)
+        self._slot(src, 1)
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
             return
-        except bpfsys.BpfErrno as exc:
+        except BaseException as exc:
             self._count(field, -1)
-            if exc.errno != errno.EEXIST:
+            self._slot(src, -1)
+            if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise
-        except BaseException:
-            self._count(field, -1)
-            raise
         self._write(name, key, value, what)
 
-    def _remove(self, name: str, key, field: str) -> bool:
-        """Delete key from a rule map, then lower the rule count `field` if it was there."""
+    def _remove(self, name: str, key, field: str, src: str | None = None) -> bool:
+        """Delete key from a rule map, then lower the rule count `field` (and the filter slot of
+        `src`) if it was there."""
         found = bpfsys.delete(self._maps[name].fd, key)
         if found:
             self._count(field, -1)
+            self._slot(src, -1)
         return found
 
     def counts(self) -> dict[str, int]:
@@ -249,7 +272,20 @@ class Datapath:
     @_writes
     def recount(self) -> dict[str, int]:
         """Set every rule count from the maps themselves (after entries were written or deleted
-        by other means than this class) and return them."""
+        by other means than this class) and return them; raise every filter slot of a rule's
+        source to at least its true count (a slot left above it costs a lookup, never a rule;
+        clearing all XG_FILTER_SLOTS would take a syscall each)."""
+        want: dict[int, int] = {}
+        for rs in self.rules():
+            if rs.rule.scope is Scope.FLOW or _is_host(rs.rule):
+                s = filter_slot(rs.rule.src.split("/")[0])
+                want[s] = want.get(s, 0) + 1
+        fd = self._maps["src_filter"].fd
+        for s, n in want.items():
+            slot = FilterSlot()
+            bpfsys.lookup(fd, ctypes.c_uint32(s), slot)
+            if slot.rules < n:
+                bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(n))
         keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
                 for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix", "dst_limit")}
         v4 = sum(1 for k in keys["src_prefix"] if _is_v4_prefix(k))
@@ -316,12 +352,13 @@ class Datapath:
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
             name, key = self._flow_key(rule)
             self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
-                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name)
+                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name,
+                         rule.src)
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, field = self._prefix_slot(rule)
             if name != "src_prefix":
                 self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action],
-                                                origin), "source-host", field)
+                                                origin), "source-host", field, _host(rule))
                 return
             self._write("src_stats", key, Counter(), "source-prefix counter")
             self._insert("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
@@ -349,10 +386,10 @@ class Datapath:
         pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
             name, key = self._flow_key(rule)
-            return self._remove(name, key, "n_" + name)
+            return self._remove(name, key, "n_" + name, rule.src)
         if rule.scope is Scope.SRC_PREFIX:
             name, key, field = self._prefix_slot(rule)
-            found = self._remove(name, key, field)
+            found = self._remove(name, key, field, _host(rule) if name != "src_prefix" else None)
             if name == "src_prefix":
                 bpfsys.delete(self._maps["src_stats"].fd, key)
             return found

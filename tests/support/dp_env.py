@@ -55,6 +55,8 @@ class Env:
 def clear_rules(dp: Datapath) -> None:
     """Empty every rule map of a loaded program (rule counts back to 0) and set sampling back to 1
     in 1."""
+    for rs in dp.rules():  # through Datapath first, so rule counts and filter slots go back to 0
+        dp.delete_rule(rs.rule)
     maps = dp._maps
     for name, key in (("exact4", Flow4Key), ("exact6", Flow6Key), ("src_prefix", LpmKey), ("src_stats", LpmKey),
                       ("src_host4", Addr4Key), ("src_host6", AddrKey),

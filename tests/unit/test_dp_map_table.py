@@ -18,7 +18,8 @@ MACROS = {"ARRAY": (bpfsys.MAP_TYPE_ARRAY, False), "PERCPU_ARRAY": (bpfsys.MAP_T
           "LPM_TRIE": (bpfsys.MAP_TYPE_LPM_TRIE, True), "RINGBUF_OUTPUT": (bpfsys.MAP_TYPE_RINGBUF, False)}
 # size macro of the C declaration -> the Config field the loader records it in
 SIZE_FIELDS = {"1": None, "XG_EXACT_MAX": "exact_max", "XG_PREFIX_MAX": "prefix_max",
-               "XG_ALLOW_MAX": "allow_max", "XG_LIMIT_MAX": "limit_max", "XG_RING_PAGES": "ring_bytes"}
+               "XG_ALLOW_MAX": "allow_max", "XG_LIMIT_MAX": "limit_max", "XG_RING_PAGES": "ring_bytes",
+               "XG_FILTER_SLOTS": structs.XG_FILTER_SLOTS}
 
 
 def declarations() -> dict[str, tuple[str, list[str]]]:
