@@ -475,8 +475,8 @@ static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_co
     return exact4.lookup(&fk);
 }
 
-// Whether some exact or host rule may have p's source: its src_filter slot is not 0.
-static __always_inline int src_listed(struct parsed *p)
+// p's source's src_filter slot: how many exact and host rules may have that source.
+static __always_inline struct xg_filter_slot *src_listed(struct parsed *p)
 {
     __u32 h = p->saddr4;
     if (!p->src4) {
@@ -484,8 +484,7 @@ static __always_inline int src_listed(struct parsed *p)
         h = w[0] ^ w[1] ^ w[2] ^ w[3];
     }
     __u32 slot = (h * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
-    struct xg_filter_slot *f = src_filter.lookup(&slot);
-    return f && f->rules;
+    return src_filter.lookup(&slot);
 }
 
 // The host rule (/32, /128) for p's source, from src_host4 (4-byte key) or src_host6; 0 if none,
@@ -581,9 +580,9 @@ int xdpguard(struct xdp_md *ctx)
         return XDP_DROP;
     }
 
-    // no exact or host rule has this source (the usual case for an unmatched packet): skip both
-    int listed = src_listed(&p);
-    if (listed && rc == PARSE_OK) { // exact rules need the ports
+    // no exact (host) rule has this source, the usual case for an unmatched packet: no lookup
+    struct xg_filter_slot *f = src_listed(&p);
+    if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
         struct xg_rule *r = find_exact(&p, cfg);
         if (r && !expired(r->expires_ns, &now)) {
             r->packets++;
@@ -595,7 +594,7 @@ int xdpguard(struct xdp_md *ctx)
     // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
     // their counters in the value; only a source with none walks the trie. An expired host rule,
     // like an expired longest prefix, skips to the limits.
-    struct xg_rule *h = listed ? find_host(&p, cfg) : 0;
+    struct xg_rule *h = (f && f->host) ? find_host(&p, cfg) : 0;
     if (h) {
         if (!expired(h->expires_ns, &now)) {
             h->packets++;

@@ -59,9 +59,9 @@ typedef uint64_t __u64;
 #define XG_RING_PAGES 256 /* ring buffer "events", in 4 KiB pages (power of two) */
 #endif
 
-/* source filter (map "src_filter"): XG_FILTER_SLOTS counters, slot i = how many exact and host
- * rules have a source whose slot is i; a packet whose source's slot holds 0 skips the exact and
- * host lookups. Slot of a source: its 32-bit words as loaded on this machine (IPv4, or a
+/* source filter (map "src_filter"): XG_FILTER_SLOTS pairs of counters, slot i = how many exact
+ * rules and how many host rules have a source whose slot is i; a packet skips the exact lookup
+ * when its source's slot counts no exact rule, the host lookup when it counts no host rule. Slot of a source: its 32-bit words as loaded on this machine (IPv4, or a
  * v4-mapped IPv6 source: the one word of a.b.c.d; IPv6: the XOR of its four), times
  * XG_FILTER_MULT, top XG_FILTER_BITS bits. User space raises a slot before it writes a rule and
  * lowers it after it deletes one. */
@@ -70,7 +70,8 @@ typedef uint64_t __u64;
 #define XG_FILTER_MULT 0x9E3779B1u /* Knuth's multiplicative hash (2^32 / golden ratio) */
 
 struct xg_filter_slot {
-    __u32 rules;
+    __u32 exact; /* exact4 + exact6 rules */
+    __u32 host;  /* src_host4 + src_host6 rules */
 };
 
 /* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16

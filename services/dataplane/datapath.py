@@ -24,51 +24,26 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import ipaddress
-import logging
 import os
 import time
 from dataclasses import dataclass
 
 from services.common.errors import ConfigError, MapFull, NotLoaded
 from services.common.paths import DEFAULT_PIN_DIR
-from services.records.rules import Action, Origin, Rule, Scope
+from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
+from .entries import (ACTION, ORIGIN, RuleStats, flow_key, host_addr, is_host, is_v4_prefix,
+                      limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .pinlock import PinLock
-from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS,
-                      XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
-                      FilterSlot, LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats,
-                      addr_bytes, addr_text, filter_slot, lpm_key, lpm_text)
+from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
+                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal,
+                      Stats, filter_slot, lpm_key, lpm_text)
 
-_ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
-_ORIGIN_BACK = {v: k for k, v in _ORIGIN.items()}
-_ACTION = {Action.DROP: XG_ACT_DROP, Action.PASS: XG_ACT_PASS}
-_ACTION_BACK = {v: k for k, v in _ACTION.items()}
+__all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
+
 LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
-log = logging.getLogger("xdpguard.dataplane")
-
-
-@dataclass(frozen=True)
-class RuleStats:
-    rule: Rule
-    hits: int
-    bytes: int
-    dropped: int = 0
-
-
-def mono_offset_ns() -> int:
-    """Unix epoch ns minus kernel monotonic ns (CLOCK_MONOTONIC = bpf_ktime_get_ns)."""
-    return time.time_ns() - time.monotonic_ns()
-
-
-def to_mono(epoch_ns: int) -> int:
-    return 0 if not epoch_ns else max(1, epoch_ns - mono_offset_ns())
-
-
-def to_epoch(mono_ns: int) -> int:
-    return 0 if not mono_ns else mono_ns + mono_offset_ns()
 
 
 def pinned_maps_id(pin_dir: str) -> int:
@@ -76,31 +51,6 @@ def pinned_maps_id(pin_dir: str) -> int:
     (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
     KernelError only if the pinned object cannot be described."""
     return bpfsys.pinned_map_id(os.path.join(pin_dir, "config"))
-
-
-def _is_v4_prefix(key: LpmKey) -> bool:
-    """An LPM key of an IPv4 prefix (v4-mapped, length 96 + n)."""
-    return key.prefixlen >= 96 and bytes(key.addr)[:12] == b"\0" * 10 + b"\xff\xff"
-
-
-def _is_host(rule: Rule) -> bool:
-    """A source-prefix rule of one address (/32, /128)."""
-    return rule.scope is Scope.SRC_PREFIX and ipaddress.ip_network(rule.src).num_addresses == 1
-
-
-def _host(rule: Rule) -> str:
-    """The address of a host rule ("10.0.0.1/32" -> "10.0.0.1")."""
-    return str(ipaddress.ip_network(rule.src).network_address)
-
-
-def _entry_rule(map_name: str, key, **fields) -> Rule | None:
-    """The Rule a map entry stands for; None (logged) if the entry makes no valid Rule."""
-    try:
-        return Rule(**fields)
-    except ValueError as exc:
-        log.warning("%s entry %s left out: it is no rule this build can hold (%s)", map_name,
-                    bytes(key).hex(), exc)
-        return None
 
 
 @dataclass
@@ -230,16 +180,18 @@ class Datapath:
         setattr(cfg, field, max(0, getattr(cfg, field) + delta))
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
-    def _slot(self, src: str | None, delta: int) -> None:
-        """Add `delta` to the src_filter slot of source address `src` (None: nothing to do)."""
+    def _slot(self, src: tuple[str, str] | None, delta: int) -> None:
+        """Add `delta` to one counter ("exact" or "host") of the src_filter slot of a source
+        address: `src` is (address, counter), None for a rule of neither kind."""
         if src is None:
             return
-        fd, key, slot = self._maps["src_filter"].fd, ctypes.c_uint32(filter_slot(src)), FilterSlot()
+        fd, key, slot = self._maps["src_filter"].fd, ctypes.c_uint32(filter_slot(src[0])), FilterSlot()
         bpfsys.lookup(fd, key, slot)
-        slot.rules = max(0, slot.rules + delta)
+        setattr(slot, src[1], max(0, getattr(slot, src[1]) + delta))
         bpfsys.update(fd, key, slot)
 
-    def _insert(self, name: str, key, value, what: str, field: str, src: str | None = None) -> None:
+    def _insert(self, name: str, key, value, what: str, field: str,
+                src: tuple[str, str] | None = None) -> None:
         """Write key -> value in a rule map, raising the rule count `field` (and, for an exact or
         host rule, its source `src`'s filter slot) first if the key is new; a replaced entry leaves
         them as they were. MapFull as _write."""
@@ -255,7 +207,7 @@ class Datapath:
                 raise
         self._write(name, key, value, what)
 
-    def _remove(self, name: str, key, field: str, src: str | None = None) -> bool:
+    def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None) -> bool:
         """Delete key from a rule map, then lower the rule count `field` (and the filter slot of
         `src`) if it was there."""
         found = bpfsys.delete(self._maps[name].fd, key)
@@ -275,20 +227,24 @@ class Datapath:
         by other means than this class) and return them; raise every filter slot of a rule's
         source to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
-        want: dict[int, int] = {}
+        want: dict[int, FilterSlot] = {}
         for rs in self.rules():
-            if rs.rule.scope is Scope.FLOW or _is_host(rs.rule):
-                s = filter_slot(rs.rule.src.split("/")[0])
-                want[s] = want.get(s, 0) + 1
+            if rs.rule.scope is Scope.FLOW or is_host(rs.rule):
+                n = want.setdefault(filter_slot(rs.rule.src.split("/")[0]), FilterSlot())
+                if rs.rule.scope is Scope.FLOW:
+                    n.exact += 1
+                else:
+                    n.host += 1
         fd = self._maps["src_filter"].fd
         for s, n in want.items():
             slot = FilterSlot()
             bpfsys.lookup(fd, ctypes.c_uint32(s), slot)
-            if slot.rules < n:
-                bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(n))
+            if slot.exact < n.exact or slot.host < n.host:
+                bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(max(slot.exact, n.exact),
+                                                                 max(slot.host, n.host)))
         keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
                 for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix", "dst_limit")}
-        v4 = sum(1 for k in keys["src_prefix"] if _is_v4_prefix(k))
+        v4 = sum(1 for k in keys["src_prefix"] if is_v4_prefix(k))
         got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
                "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
                "n_host6": len(keys["src_host6"]), "n_prefix4": v4,
@@ -309,32 +265,6 @@ class Datapath:
                 for n in RULE_MAPS}
 
     # -- rules -----------------------------------------------------------------------
-    @staticmethod
-    def _flow_key(rule: Rule):
-        """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps."""
-        src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)  # one family: Rule
-        if src.version == 4:
-            return "exact4", Flow4Key((ctypes.c_uint8 * 4)(*src.packed), (ctypes.c_uint8 * 4)(*dst.packed),
-                                      rule.sport, rule.dport, rule.proto)
-        return "exact6", Flow6Key(Addr16(*src.packed), Addr16(*dst.packed), rule.sport, rule.dport,
-                                  rule.proto)
-
-    @staticmethod
-    def _prefix_slot(rule: Rule) -> tuple[str, LpmKey | Addr4Key | AddrKey, str]:
-        """(map, key, count field) of a source-prefix rule: a host (/32, /128) is keyed by its
-        address alone in src_host4 or src_host6, a shorter prefix sits in src_prefix."""
-        key = lpm_key(rule.src)
-        v4 = _is_v4_prefix(key)
-        if key.prefixlen == 128:
-            if v4:
-                return "src_host4", Addr4Key((ctypes.c_uint8 * 4)(*bytes(key.addr)[12:])), "n_host4"
-            return "src_host6", AddrKey(key.addr), "n_host6"
-        return "src_prefix", key, "n_prefix4" if v4 else "n_prefix6"
-
-    @staticmethod
-    def _limit_key(rule: Rule) -> LimitKey:
-        return LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
-
     @_writes
     def add_rule(self, rule: Rule) -> None:
         """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
@@ -347,27 +277,25 @@ class Datapath:
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
         MapFull when a map has no room (maps written before it keep their new entry)."""
-        origin = _ORIGIN[rule.origin]
+        origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
-            name, key = self._flow_key(rule)
-            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
+            name, key = flow_key(rule)
+            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin),
                          f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name,
-                         rule.src)
+                         (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
-            name, key, field = self._prefix_slot(rule)
+            name, key, field = prefix_slot(rule)
             if name != "src_prefix":
-                self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action],
-                                                origin), "source-host", field, _host(rule))
+                self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action],
+                                                origin), "source-host", field, (host_addr(rule), "host"))
                 return
             self._write("src_stats", key, Counter(), "source-prefix counter")
             self._insert("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
-                                                      _ACTION[rule.action], origin), "source-prefix",
+                                                      ACTION[rule.action], origin), "source-prefix",
                          field)
         else:
-            key = self._limit_key(rule)
-            if rule.tcp_flags and not rule.proto:
-                key.proto = 6
+            key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
             burst = max(interval, int(LIMIT_BURST_S * 1e9))
             self._write("limit_stats", key, Counter(), "limit counter")
@@ -385,17 +313,16 @@ class Datapath:
         """Remove `rule` and its counter (a limit rule also rebuilds limit_dst), under the
         pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
-            name, key = self._flow_key(rule)
-            return self._remove(name, key, "n_" + name, rule.src)
+            name, key = flow_key(rule)
+            return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
-            name, key, field = self._prefix_slot(rule)
-            found = self._remove(name, key, field, _host(rule) if name != "src_prefix" else None)
+            name, key, field = prefix_slot(rule)
+            found = self._remove(name, key, field,
+                                 (host_addr(rule), "host") if name != "src_prefix" else None)
             if name == "src_prefix":
                 bpfsys.delete(self._maps["src_stats"].fd, key)
             return found
-        key = self._limit_key(rule)
-        if rule.tcp_flags and not rule.proto:
-            key.proto = 6
+        key = limit_key(rule)
         found = self._remove("dst_limit", key, "n_limit")
         bpfsys.delete(self._maps["limit_stats"].fd, key)
         self._sync_limit_dst(key.daddr)
@@ -424,72 +351,7 @@ class Datapath:
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
         makes no valid Rule (written by something other than this build) is left out, logged."""
-        out: list[RuleStats] = []
-        for name, ktype in (("exact4", Flow4Key), ("exact6", Flow6Key)):
-            out.extend(self._exact_rules(name, ktype))
-        for name, ktype in (("src_host4", Addr4Key), ("src_host6", AddrKey)):
-            out.extend(self._host_rules(name, ktype))
-        for key in bpfsys.keys(self._maps["src_prefix"].fd, LpmKey):
-            v = self._read_sum("src_prefix", key)
-            if v is None:
-                continue
-            c = self._read_sum("src_stats", key) or Counter()
-            rule = _entry_rule("src_prefix", key, scope=Scope.SRC_PREFIX,
-                               action=_ACTION_BACK.get(v.action, Action.DROP), src=lpm_text(key),
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
-        for key in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey):
-            v = self._read_sum("dst_limit", key)
-            if v is None:
-                continue
-            c = self._read_sum("limit_stats", key) or Counter()
-            rule = _entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,
-                               dst=addr_text(key.daddr), dport=key.dport, proto=key.proto,
-                               tcp_flags=key.tcp_flags, rate_pps=v.rate_pps,
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
-        return out
-
-    def _host_rules(self, name: str, ktype) -> list[RuleStats]:
-        out = []
-        for key in bpfsys.keys(self._maps[name].fd, ktype):
-            v = self._read_sum(name, key)
-            if v is None:
-                continue
-            src = (str(ipaddress.IPv4Address(bytes(key.b))) + "/32" if name == "src_host4"
-                   else addr_text(key.b) + "/128")
-            rule = _entry_rule(name, key, scope=Scope.SRC_PREFIX,
-                               action=_ACTION_BACK.get(v.action, Action.DROP), src=src,
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, v.packets, v.bytes,
-                                     v.packets if v.action == XG_ACT_DROP else 0))
-        return out
-
-    def _exact_rules(self, name: str, ktype) -> list[RuleStats]:
-        out = []
-        for key in bpfsys.keys(self._maps[name].fd, ktype):
-            v = self._read_sum(name, key)
-            if v is None:
-                continue
-            if name == "exact4":
-                src, dst = str(ipaddress.IPv4Address(bytes(key.saddr))), str(ipaddress.IPv4Address(bytes(key.daddr)))
-            else:
-                src, dst = addr_text(key.saddr), addr_text(key.daddr)
-            rule = _entry_rule(name, key, scope=Scope.FLOW,
-                               action=_ACTION_BACK.get(v.action, Action.DROP), src=src, dst=dst,
-                               sport=key.sport, dport=key.dport, proto=key.proto,
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, v.packets, v.bytes,
-                                     v.packets if v.action == XG_ACT_DROP else 0))
-        return out
+        return read_rules(lambda name, ktype: bpfsys.keys(self._maps[name].fd, ktype), self._read_sum)
 
     # -- allowlist -------------------------------------------------------------------
     @_writes
@@ -499,7 +361,7 @@ class Datapath:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
-        self._insert("allow", key, AllowVal(time.time_ns(), _ORIGIN[Origin(origin)]), "allowlist",
+        self._insert("allow", key, AllowVal(time.time_ns(), ORIGIN[Origin(origin)]), "allowlist",
                      "n_allow")
 
     @_writes

@@ -33,7 +33,7 @@ Addr16 = u8 * 16
 
 
 class FilterSlot(ctypes.Structure):
-    _fields_ = [("rules", u32)]
+    _fields_ = [("exact", u32), ("host", u32)]
 
 
 class Addr4Key(ctypes.Structure):

@@ -18,10 +18,11 @@ ZERO = dict(n_allow=0, n_exact4=0, n_exact6=0, n_host4=0, n_host6=0, n_prefix4=0
             n_limit=0)
 
 
-def slot(env, src: str) -> int:
+def slot(env, src: str) -> tuple[int, int]:
+    """(exact rules, host rules) counted in the src_filter slot of `src`."""
     got = FilterSlot()
     bpfsys.lookup(env.dp._maps["src_filter"].fd, ctypes.c_uint32(filter_slot(src)), got)
-    return got.rules
+    return got.exact, got.host
 
 
 def test_host_rules_sit_in_their_own_maps_and_beat_shorter_prefixes_with_their_own_counters(env):
@@ -78,10 +79,10 @@ def test_rule_counts_follow_adds_replaces_and_deletes(env):
     env.dp.allow_add("10.8.0.0/16")
     want = ZERO | dict(n_allow=1, n_exact6=1, n_host4=1, n_prefix4=1, n_prefix6=1, n_limit=1)
     assert env.dp.counts() == want
-    assert (slot(env, "10.1.0.1"), slot(env, "fd00::1")) == (1, 1)
+    assert (slot(env, "10.1.0.1"), slot(env, "fd00::1")) == ((0, 1), (1, 0))
     assert env.dp.recount() == want
     assert env.dp.delete_rule(host) and not env.dp.delete_rule(host)
-    assert env.dp.counts()["n_host4"] == 0 and slot(env, "10.1.0.1") == 0
+    assert env.dp.counts()["n_host4"] == 0 and slot(env, "10.1.0.1") == (0, 0)
     assert env.dp.allow_del("10.8.0.0/16") and env.dp.counts()["n_allow"] == 0
 
 
@@ -94,14 +95,21 @@ def test_a_rule_written_behind_datapaths_back_is_skipped_until_recount(env):
                   RuleVal(0, 0, 0, 0, XG_ACT_DROP, 1), "host")
     other = raw(ETH / IP(src="10.1.0.9", dst="10.2.0.2") / TCP())
     assert (env.run(SYN), env.run(other)) == (XDP_PASS, XDP_PASS)
-    assert env.dp.recount()["n_exact4"] == 1 and slot(env, "10.1.0.1") == 1
+    assert env.dp.recount()["n_exact4"] == 1 and slot(env, "10.1.0.1") == (1, 0)
+    assert slot(env, "10.1.0.9") == (0, 1)
     assert (env.run(SYN), env.run(other)) == (XDP_DROP, XDP_DROP)
 
 
-def test_a_count_above_zero_with_an_empty_filter_slot_still_skips_only_that_source(env):
+def test_a_filter_slot_counting_no_rule_of_a_kind_skips_that_lookup(env):
     env.dp.add_rule(Rule("flow", "drop", src="10.1.0.1", dst="10.2.0.2", sport=1234, dport=80, proto=6))
+    env.dp.add_rule(Rule("src_prefix", "drop", src="10.1.0.1/32"))
+    other = raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / TCP(sport=999))  # not the exact rule's
     fd = env.dp._maps["src_filter"].fd
-    bpfsys.update(fd, ctypes.c_uint32(filter_slot("10.1.0.1")), FilterSlot(0))
-    assert env.run(SYN) == XDP_PASS  # the slot says "no rule for this source": not looked up
+    bpfsys.update(fd, ctypes.c_uint32(filter_slot("10.1.0.1")), FilterSlot(0, 1))
+    with Delta(env) as d:  # "no exact rule for this source": the host rule drops it instead
+        assert env.run(SYN) == XDP_DROP
+    assert d["drop_prefix"] == 1 and d["drop_exact"] == 0
+    bpfsys.update(fd, ctypes.c_uint32(filter_slot("10.1.0.1")), FilterSlot(1, 0))
+    assert env.run(other) == XDP_PASS  # "no host rule": not looked up
     env.dp.recount()
-    assert env.run(SYN) == XDP_DROP
+    assert (env.run(SYN), env.run(other)) == (XDP_DROP, XDP_DROP)
