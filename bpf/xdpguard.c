@@ -2,7 +2,7 @@
 //
 // Parse Ethernet (+ up to XG_VLAN_MAX VLAN tags), IPv4 (any IHL, fragments) or IPv6 (+ up to
 // XG_IPV6_EXT_MAX extension headers, AH and fragment headers among them), then: allowlist >
-// exact 5-tuple > source prefix > destination limit > default pass, sampling 1-in-N of the
+// exact 5-tuple > source host or prefix > destination limit > default pass, sampling 1-in-N of the
 // default-passed packets into the ring buffer. A frame meets every rule whose fields the parser
 // read: one whose addresses were read but not its transport header ("partial") still meets the
 // allowlist, the source prefixes and the port-less limits before it is passed and counted; a
@@ -26,6 +26,10 @@ BPF_LPM_TRIE(allow, struct xg_lpm_key, struct xg_allow, XG_ALLOW_MAX);
 BPF_PERCPU_HASH(exact4, struct xg_flow4_key, struct xg_rule, XG_EXACT_MAX);
 BPF_PERCPU_HASH(exact6, struct xg_flow6_key, struct xg_rule, XG_EXACT_MAX);
 BPF_LPM_TRIE(src_prefix, struct xg_lpm_key, struct xg_prefix, XG_PREFIX_MAX);
+// host rules (/32, /128) by address alone, counters in the value; src_prefix holds shorter ones
+BPF_PERCPU_HASH(src_host4, struct xg_addr4, struct xg_rule, XG_PREFIX_MAX);
+BPF_PERCPU_HASH(src_host6, struct xg_addr, struct xg_rule, XG_PREFIX_MAX);
+BPF_ARRAY(src_filter, struct xg_filter_slot, XG_FILTER_SLOTS);
 BPF_PERCPU_HASH(src_stats, struct xg_lpm_key, struct xg_counter, XG_PREFIX_MAX);
 BPF_HASH(dst_limit, struct xg_limit_key, struct xg_limit, XG_LIMIT_MAX);
 BPF_HASH(limit_dst, struct xg_addr, struct xg_limit_dst, XG_LIMIT_MAX);
@@ -79,6 +83,9 @@ struct parsed {
     __u8 proto;
     __u8 tcp_flags;
     __u8 flags; // XG_EV_*
+    __u8 src4;     // the source is IPv4, or an IPv6 address that is v4-mapped (::ffff:a.b.c.d)
+    __be32 saddr4; // then its 4 bytes as in the header (the key of src_host4 and exact4)
+    __be32 daddr4; // IPv4 only
 };
 
 // What the IPv6 fragment header of a chain said, if there was one.
@@ -273,6 +280,9 @@ static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, str
     int proto = parse_iphdr(nh, data_end, &iph);
     if (proto < 0)
         return PARSE_FAIL;
+    p->src4 = 1;
+    p->saddr4 = iph->saddr;
+    p->daddr4 = iph->daddr;
     map_v4(p->saddr, iph->saddr);
     map_v4(p->daddr, iph->daddr);
     p->proto = proto;
@@ -300,6 +310,13 @@ static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, str
     __builtin_memcpy(p->saddr, &ip6h->saddr, 16);
     __builtin_memcpy(p->daddr, &ip6h->daddr, 16);
     p->flags |= XG_EV_IPV6;
+    // a v4-mapped source meets the IPv4 host and prefix rules of its a.b.c.d, as it always met
+    // them in the 16-byte src_prefix trie (docs/dataplane.md, "Maps")
+    __u32 *s32 = (__u32 *)p->saddr;
+    if (s32[0] == 0 && s32[1] == 0 && s32[2] == bpf_htonl(0xffff)) {
+        p->src4 = 1;
+        p->saddr4 = s32[3];
+    }
     struct frag6 fh = {};
     int proto = skip_ip6hdrext(nh, data_end, nexthdr, &fh);
     if (proto < 0)
@@ -406,11 +423,9 @@ static __always_inline struct xg_limit *find_limit(struct parsed *p, struct xg_l
 }
 
 static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct xg_stats *st,
-                                   __u64 len)
+                                   struct xg_config *cfg, __u64 len)
 {
-    int zero = 0;
-    struct xg_config *cfg = config.lookup(&zero);
-    __u32 n = cfg ? cfg->sample_rate : 1;
+    __u32 n = cfg->sample_rate;
     // st->unmatched is this CPU's running count, so 1-in-N is deterministic per CPU
     if (n == 0 || (n > 1 && st->unmatched % n != 0))
         return;
@@ -434,10 +449,13 @@ static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct 
     st->events++;
 }
 
-// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6; 0 if none.
-static __always_inline struct xg_rule *find_exact(struct parsed *p)
+// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6; 0 if none, or if the
+// family's map holds no rule (its count in config is 0: no lookup).
+static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_config *cfg)
 {
     if (p->flags & XG_EV_IPV6) {
+        if (!cfg->n_exact6)
+            return 0;
         struct xg_flow6_key fk = {};
         __builtin_memcpy(fk.saddr, p->saddr, 16);
         __builtin_memcpy(fk.daddr, p->daddr, 16);
@@ -446,13 +464,45 @@ static __always_inline struct xg_rule *find_exact(struct parsed *p)
         fk.proto = p->proto;
         return exact6.lookup(&fk);
     }
+    if (!cfg->n_exact4)
+        return 0;
     struct xg_flow4_key fk = {};
-    __builtin_memcpy(fk.saddr, p->saddr + 12, 4);
-    __builtin_memcpy(fk.daddr, p->daddr + 12, 4);
+    __builtin_memcpy(fk.saddr, &p->saddr4, 4);
+    __builtin_memcpy(fk.daddr, &p->daddr4, 4);
     fk.sport = p->sport;
     fk.dport = p->dport;
     fk.proto = p->proto;
     return exact4.lookup(&fk);
+}
+
+// p's source's src_filter slot: how many exact and host rules may have that source.
+static __always_inline struct xg_filter_slot *src_listed(struct parsed *p)
+{
+    __u32 h = p->saddr4;
+    if (!p->src4) {
+        __u32 *w = (__u32 *)p->saddr;
+        h = w[0] ^ w[1] ^ w[2] ^ w[3];
+    }
+    __u32 slot = (h * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
+    return src_filter.lookup(&slot);
+}
+
+// The host rule (/32, /128) for p's source, from src_host4 (4-byte key) or src_host6; 0 if none,
+// or if the family's map holds no rule.
+static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_config *cfg)
+{
+    if (!p->src4) {
+        if (!cfg->n_host6)
+            return 0;
+        struct xg_addr hk;
+        __builtin_memcpy(hk.b, p->saddr, 16);
+        return src_host6.lookup(&hk);
+    }
+    if (!cfg->n_host4)
+        return 0;
+    struct xg_addr4 hk;
+    __builtin_memcpy(hk.b, &p->saddr4, 4);
+    return src_host4.lookup(&hk);
 }
 
 // The src_stats counter of the prefix rule of length plen that matched saddr: src_stats is
@@ -498,7 +548,8 @@ int xdpguard(struct xdp_md *ctx)
 {
     int zero = 0;
     struct xg_stats *st = stats.lookup(&zero);
-    if (!st)
+    struct xg_config *cfg = config.lookup(&zero);
+    if (!st || !cfg) // never: both are one-entry arrays
         return XDP_PASS;
     st->seen++;
     __u64 len = ctx->data_end - ctx->data;
@@ -518,17 +569,21 @@ int xdpguard(struct xdp_md *ctx)
 #endif
     __u64 now = 0; // read from the clock at most once, when an expiry or a bucket needs it
 
+    // A map whose rule count in config is 0 is not looked up (user space raises the count
+    // before it writes an entry, so a rule is never skipped).
     struct xg_lpm_key sk = {.prefixlen = 128};
     __builtin_memcpy(sk.addr, p.saddr, 16);
-    if (allow.lookup(&sk))
+    if (cfg->n_allow && allow.lookup(&sk))
         return pass(st, &st->allowed);
     if (rc == PARSE_BAD_FRAG) {
         st->drop_frag++;
         return XDP_DROP;
     }
 
-    if (rc == PARSE_OK) { // exact rules need the ports
-        struct xg_rule *r = find_exact(&p);
+    // no exact (host) rule has this source, the usual case for an unmatched packet: no lookup
+    struct xg_filter_slot *f = src_listed(&p);
+    if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
+        struct xg_rule *r = find_exact(&p, cfg);
         if (r && !expired(r->expires_ns, &now)) {
             r->packets++;
             r->bytes += len;
@@ -536,17 +591,29 @@ int xdpguard(struct xdp_md *ctx)
         }
     }
 
-    struct xg_prefix *pr = src_prefix.lookup(&sk);
-    if (pr && !expired(pr->expires_ns, &now)) {
-        int drop = pr->action == XG_ACT_DROP;
-        count(prefix_counter(p.saddr, pr->prefixlen), len, drop);
-        return rule_verdict(st, drop, &st->drop_prefix);
+    // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
+    // their counters in the value; only a source with none walks the trie. An expired host rule,
+    // like an expired longest prefix, skips to the limits.
+    struct xg_rule *h = (f && f->host) ? find_host(&p, cfg) : 0;
+    if (h) {
+        if (!expired(h->expires_ns, &now)) {
+            h->packets++;
+            h->bytes += len;
+            return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
+        }
+    } else if (p.src4 ? cfg->n_prefix4 : cfg->n_prefix6) {
+        struct xg_prefix *pr = src_prefix.lookup(&sk);
+        if (pr && !expired(pr->expires_ns, &now)) {
+            int drop = pr->action == XG_ACT_DROP;
+            count(prefix_counter(p.saddr, pr->prefixlen), len, drop);
+            return rule_verdict(st, drop, &st->drop_prefix);
+        }
     }
 
     // A partial frame has ports and flags 0 (and protocol 0 if unknown), so only the limits
     // that name no port and no TCP-flag mask (and no protocol, or the one read) can match.
     struct xg_limit_key lk = {};
-    struct xg_limit *l = find_limit(&p, &lk, &now);
+    struct xg_limit *l = cfg->n_limit ? find_limit(&p, &lk, &now) : 0;
     if (l) {
         if (!now)
             now = bpf_ktime_get_ns();
@@ -558,6 +625,6 @@ int xdpguard(struct xdp_md *ctx)
 
     if (rc == PARSE_PARTIAL) // no 5-tuple to sample
         return pass(st, &st->parse_fail);
-    sample(ctx, &p, st, len); // before unmatched++: sample() counts 1-in-N on unmatched
+    sample(ctx, &p, st, cfg, len); // before unmatched++: sample() counts 1-in-N on unmatched
     return pass(st, &st->unmatched);
 }

@@ -7,7 +7,8 @@
  *
  * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
  * kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n); the one exception
- * is the exact 5-tuple map, split by family for speed.
+ * are the maps keyed by a whole address or 5-tuple, split by family for speed: exact4/exact6 and
+ * the host rules (/32, /128) in src_host4/src_host6.
  * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
  * (bpf_ktime_get_ns); 0 means "never expires". Padding is explicit so C and ctypes agree.
  */
@@ -22,7 +23,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444733u /* "XDG3": bump when any struct or parse rule below changes */
+#define XG_MAGIC 0x58444734u /* "XDG4": bump when any struct or parse rule below changes */
 
 /* rule actions (xg_rule.action, xg_prefix.action) */
 #define XG_ACT_DROP 1
@@ -46,7 +47,7 @@ typedef uint64_t __u64;
 #define XG_EXACT_MAX 262144 /* entries of exact4 and of exact6 */
 #endif
 #ifndef XG_PREFIX_MAX
-#define XG_PREFIX_MAX 65536 /* src_prefix and src_stats */
+#define XG_PREFIX_MAX 65536 /* src_prefix, src_stats, src_host4 and src_host6 */
 #endif
 #ifndef XG_ALLOW_MAX
 #define XG_ALLOW_MAX 16384 /* allow */
@@ -57,6 +58,21 @@ typedef uint64_t __u64;
 #ifndef XG_RING_PAGES
 #define XG_RING_PAGES 256 /* ring buffer "events", in 4 KiB pages (power of two) */
 #endif
+
+/* source filter (map "src_filter"): XG_FILTER_SLOTS pairs of counters, slot i = how many exact
+ * rules and how many host rules have a source whose slot is i; a packet skips the exact lookup
+ * when its source's slot counts no exact rule, the host lookup when it counts no host rule. Slot of a source: its 32-bit words as loaded on this machine (IPv4, or a
+ * v4-mapped IPv6 source: the one word of a.b.c.d; IPv6: the XOR of its four), times
+ * XG_FILTER_MULT, top XG_FILTER_BITS bits. User space raises a slot before it writes a rule and
+ * lowers it after it deletes one. */
+#define XG_FILTER_BITS 20
+#define XG_FILTER_SLOTS (1 << XG_FILTER_BITS)
+#define XG_FILTER_MULT 0x9E3779B1u /* Knuth's multiplicative hash (2^32 / golden ratio) */
+
+struct xg_filter_slot {
+    __u32 exact; /* exact4 + exact6 rules */
+    __u32 host;  /* src_host4 + src_host6 rules */
+};
 
 /* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16
  * bytes instead of 40 is most of the cost of an exact-rule drop (docs/benchmarks.md) */
@@ -79,7 +95,14 @@ struct xg_flow6_key {
     __u8 pad[3];
 };
 
-/* exact rule value; the map is per-CPU, so packets/bytes are per-CPU counters */
+/* key of "src_host4": an IPv4 host rule's address, network order as in the header */
+struct xg_addr4 {
+    __u8 b[4];
+};
+
+/* exact and host rule value (maps exact4, exact6, src_host4, src_host6); the maps are per-CPU,
+ * so packets/bytes are per-CPU counters (a host rule drops all it counts or none: its dropped
+ * count is packets when its action is drop) */
 struct xg_rule {
     __u64 expires_ns; /* monotonic, 0 = never */
     __u64 created_ns; /* Unix epoch, informational */
@@ -90,7 +113,8 @@ struct xg_rule {
     __u8 pad[6];
 };
 
-/* LPM key for "allow" and "src_prefix" (prefixlen counts bits of the 16-byte address) */
+/* LPM key for "allow" and "src_prefix" (prefixlen counts bits of the 16-byte address; hosts,
+ * /32 and /128, are not in src_prefix but in src_host4/src_host6) */
 struct xg_lpm_key {
     __u32 prefixlen;
     __u8 addr[16];
@@ -133,7 +157,7 @@ struct xg_limit {
     __u8 pad[3];
 };
 
-/* key of "limit_dst" */
+/* key of "limit_dst" and "src_host6" */
 struct xg_addr {
     __u8 b[16];
 };
@@ -185,6 +209,17 @@ struct xg_config {
     __u32 limit_max;
     __u32 ring_bytes;
     __u32 pad;
+    /* rules in each map, kept by user space (Datapath) under the pin-directory lock: raised
+     * before an entry is written, lowered after one is deleted, so never below the true count;
+     * the program skips the lookup of a map whose count is 0 */
+    __u32 n_allow;
+    __u32 n_exact4;
+    __u32 n_exact6;
+    __u32 n_host4;   /* src_host4 */
+    __u32 n_host6;   /* src_host6 */
+    __u32 n_prefix4; /* IPv4 prefixes in src_prefix */
+    __u32 n_prefix6; /* IPv6 prefixes in src_prefix */
+    __u32 n_limit;   /* dst_limit */
 };
 
 /* xg_event.flags */

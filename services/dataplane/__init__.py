@@ -6,6 +6,7 @@
                 the check of a pinned map against it
     pinlock     the flock on the pin directory every map writer holds (one writer at a time)
     loader      compile with BCC, pin, attach/detach, status
+    entries     which map and key a Rule is written under, and the Rules read back from the maps
     datapath    Datapath: the live maps of a loaded program, opened from their pins
     ringbuf     read sampled packet events from the pinned ring buffer
 

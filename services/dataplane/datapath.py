@@ -6,6 +6,12 @@ before the first write, and refuses a mismatch with MapMismatch.
 Rules go in and out as services.records.rules.Rule; expiry is converted between Unix epoch ns
 (rules) and kernel monotonic ns (maps).
 
+Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
+count is 0), and every exact or host rule's source a slot in `src_filter` (a packet whose source's
+slot is 0 skips the exact and host lookups); the methods here keep both, raising them before an
+entry is written and lowering them after one is deleted, so neither is ever below the truth
+(`recount()` rebuilds them from the maps).
+
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
 limit rule writes limit_stats and dst_limit, then rebuilds limit_dst from a scan of dst_limit), so
@@ -18,51 +24,26 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import ipaddress
-import logging
 import os
 import time
 from dataclasses import dataclass
 
 from services.common.errors import ConfigError, MapFull, NotLoaded
 from services.common.paths import DEFAULT_PIN_DIR
-from services.records.rules import Action, Origin, Rule, Scope
+from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
+from .entries import (ACTION, ORIGIN, RuleStats, flow_key, host_addr, is_host, is_v4_prefix,
+                      limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .pinlock import PinLock
-from .structs import (STAT_FIELDS, XG_ACT_DROP, XG_ACT_PASS, XG_LIMIT_MASKS, XG_ORIGIN_MANUAL,
-                      XG_ORIGIN_MODEL, Addr16, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key,
-                      LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats, addr_bytes,
-                      addr_text, lpm_key, lpm_text)
+from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
+                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal,
+                      Stats, filter_slot, lpm_key, lpm_text)
 
-_ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
-_ORIGIN_BACK = {v: k for k, v in _ORIGIN.items()}
-_ACTION = {Action.DROP: XG_ACT_DROP, Action.PASS: XG_ACT_PASS}
-_ACTION_BACK = {v: k for k, v in _ACTION.items()}
+__all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
+
 LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
-log = logging.getLogger("xdpguard.dataplane")
-
-
-@dataclass(frozen=True)
-class RuleStats:
-    rule: Rule
-    hits: int
-    bytes: int
-    dropped: int = 0
-
-
-def mono_offset_ns() -> int:
-    """Unix epoch ns minus kernel monotonic ns (CLOCK_MONOTONIC = bpf_ktime_get_ns)."""
-    return time.time_ns() - time.monotonic_ns()
-
-
-def to_mono(epoch_ns: int) -> int:
-    return 0 if not epoch_ns else max(1, epoch_ns - mono_offset_ns())
-
-
-def to_epoch(mono_ns: int) -> int:
-    return 0 if not mono_ns else mono_ns + mono_offset_ns()
 
 
 def pinned_maps_id(pin_dir: str) -> int:
@@ -70,16 +51,6 @@ def pinned_maps_id(pin_dir: str) -> int:
     (the loader pins `config` first and `prog` last), 0 when none can be opened. Raises
     KernelError only if the pinned object cannot be described."""
     return bpfsys.pinned_map_id(os.path.join(pin_dir, "config"))
-
-
-def _entry_rule(map_name: str, key, **fields) -> Rule | None:
-    """The Rule a map entry stands for; None (logged) if the entry makes no valid Rule."""
-    try:
-        return Rule(**fields)
-    except ValueError as exc:
-        log.warning("%s entry %s left out: it is no rule this build can hold (%s)", map_name,
-                    bytes(key).hex(), exc)
-        return None
 
 
 @dataclass
@@ -155,7 +126,7 @@ class Datapath:
         assert ctypes.sizeof(vtype) % 8 == 0
         return (vtype * self._ncpu)()
 
-    def _write(self, name: str, key, value, what: str) -> None:
+    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY) -> None:
         m = self._maps[name]
         if m.percpu:
             arr = self._percpu(m.value)
@@ -163,7 +134,7 @@ class Datapath:
                 arr[i] = value
             value = arr
         try:
-            bpfsys.update(m.fd, key, value)
+            bpfsys.update(m.fd, key, value, flags)
         except bpfsys.BpfErrno as exc:
             if exc.errno in (errno.E2BIG, errno.ENOSPC, errno.ENOMEM):
                 raise MapFull(f"{what} map is full ({m.max_entries} entries): delete rules or "
@@ -203,6 +174,87 @@ class Datapath:
         cfg.sample_rate = n
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
+    def _count(self, field: str, delta: int) -> None:
+        """Add `delta` to the config map's rule count `field` (callers hold the lock)."""
+        cfg = self._config()
+        setattr(cfg, field, max(0, getattr(cfg, field) + delta))
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+
+    def _slot(self, src: tuple[str, str] | None, delta: int) -> None:
+        """Add `delta` to one counter ("exact" or "host") of the src_filter slot of a source
+        address: `src` is (address, counter), None for a rule of neither kind."""
+        if src is None:
+            return
+        fd, key, slot = self._maps["src_filter"].fd, ctypes.c_uint32(filter_slot(src[0])), FilterSlot()
+        bpfsys.lookup(fd, key, slot)
+        setattr(slot, src[1], max(0, getattr(slot, src[1]) + delta))
+        bpfsys.update(fd, key, slot)
+
+    def _insert(self, name: str, key, value, what: str, field: str,
+                src: tuple[str, str] | None = None) -> None:
+        """Write key -> value in a rule map, raising the rule count `field` (and, for an exact or
+        host rule, its source `src`'s filter slot) first if the key is new; a replaced entry leaves
+        them as they were. MapFull as _write."""
+        self._count(field, 1)
+        self._slot(src, 1)
+        try:
+            self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
+            return
+        except BaseException as exc:
+            self._count(field, -1)
+            self._slot(src, -1)
+            if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
+                raise
+        self._write(name, key, value, what)
+
+    def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None) -> bool:
+        """Delete key from a rule map, then lower the rule count `field` (and the filter slot of
+        `src`) if it was there."""
+        found = bpfsys.delete(self._maps[name].fd, key)
+        if found:
+            self._count(field, -1)
+            self._slot(src, -1)
+        return found
+
+    def counts(self) -> dict[str, int]:
+        """The rule counts the program reads from the config map ({"n_exact4": 3, ...})."""
+        cfg = self._config()
+        return {f: getattr(cfg, f) for f in COUNT_FIELDS}
+
+    @_writes
+    def recount(self) -> dict[str, int]:
+        """Set every rule count from the maps themselves (after entries were written or deleted
+        by other means than this class) and return them; raise every filter slot of a rule's
+        source to at least its true count (a slot left above it costs a lookup, never a rule;
+        clearing all XG_FILTER_SLOTS would take a syscall each)."""
+        want: dict[int, FilterSlot] = {}
+        for rs in self.rules():
+            if rs.rule.scope is Scope.FLOW or is_host(rs.rule):
+                n = want.setdefault(filter_slot(rs.rule.src.split("/")[0]), FilterSlot())
+                if rs.rule.scope is Scope.FLOW:
+                    n.exact += 1
+                else:
+                    n.host += 1
+        fd = self._maps["src_filter"].fd
+        for s, n in want.items():
+            slot = FilterSlot()
+            bpfsys.lookup(fd, ctypes.c_uint32(s), slot)
+            if slot.exact < n.exact or slot.host < n.host:
+                bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(max(slot.exact, n.exact),
+                                                                 max(slot.host, n.host)))
+        keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
+                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix", "dst_limit")}
+        v4 = sum(1 for k in keys["src_prefix"] if is_v4_prefix(k))
+        got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
+               "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
+               "n_host6": len(keys["src_host6"]), "n_prefix4": v4,
+               "n_prefix6": len(keys["src_prefix"]) - v4, "n_limit": len(keys["dst_limit"])}
+        cfg = self._config()
+        for f, n in got.items():
+            setattr(cfg, f, n)
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        return got
+
     def stats(self) -> dict[str, int]:
         s = self._read_sum("stats", ctypes.c_uint32(0)) or Stats()
         return {f: getattr(s, f) for f in STAT_FIELDS}
@@ -213,54 +265,46 @@ class Datapath:
                 for n in RULE_MAPS}
 
     # -- rules -----------------------------------------------------------------------
-    @staticmethod
-    def _flow_key(rule: Rule):
-        """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps."""
-        src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)  # one family: Rule
-        if src.version == 4:
-            return "exact4", Flow4Key((ctypes.c_uint8 * 4)(*src.packed), (ctypes.c_uint8 * 4)(*dst.packed),
-                                      rule.sport, rule.dport, rule.proto)
-        return "exact6", Flow6Key(Addr16(*src.packed), Addr16(*dst.packed), rule.sport, rule.dport,
-                                  rule.proto)
-
-    @staticmethod
-    def _limit_key(rule: Rule) -> LimitKey:
-        return LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
-
     @_writes
     def add_rule(self, rule: Rule) -> None:
         """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
 
-        An exact rule is one update (exact4 or exact6). A source-prefix rule is two: its counter
-        (src_stats), then the rule (src_prefix). A limit rule is three or more: its counter
+        Each new entry raises its map's rule count in config first. An exact rule is one update
+        (exact4 or exact6), a host rule (/32, /128) too (src_host4 or src_host6, counters in the
+        value). A shorter source-prefix rule is two: its counter (src_stats), then the rule
+        (src_prefix). A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
         MapFull when a map has no room (maps written before it keep their new entry)."""
-        origin = _ORIGIN[rule.origin]
+        origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
-            name, key = self._flow_key(rule)
-            self._write(name, key, RuleVal(exp, rule.created_ns, 0, 0, _ACTION[rule.action], origin),
-                        f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})")
+            name, key = flow_key(rule)
+            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin),
+                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name,
+                         (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
-            key = lpm_key(rule.src)
+            name, key, field = prefix_slot(rule)
+            if name != "src_prefix":
+                self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action],
+                                                origin), "source-host", field, (host_addr(rule), "host"))
+                return
             self._write("src_stats", key, Counter(), "source-prefix counter")
-            self._write("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
-                                                     _ACTION[rule.action], origin), "source-prefix")
+            self._insert("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
+                                                      ACTION[rule.action], origin), "source-prefix",
+                         field)
         else:
-            key = self._limit_key(rule)
-            if rule.tcp_flags and not rule.proto:
-                key.proto = 6
+            key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
             burst = max(interval, int(LIMIT_BURST_S * 1e9))
             self._write("limit_stats", key, Counter(), "limit counter")
-            self._write("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
-                                                   rule.rate_pps, origin), "limit")
+            self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
+                                                    rule.rate_pps, origin), "limit", "n_limit")
             try:
                 self._sync_limit_dst(key.daddr)
             except ConfigError:  # one mask too many: the new rule (never a replaced one) goes
-                bpfsys.delete(self._maps["dst_limit"].fd, key)
+                self._remove("dst_limit", key, "n_limit")
                 bpfsys.delete(self._maps["limit_stats"].fd, key)
                 raise
 
@@ -269,17 +313,17 @@ class Datapath:
         """Remove `rule` and its counter (a limit rule also rebuilds limit_dst), under the
         pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
-            name, key = self._flow_key(rule)
-            return bpfsys.delete(self._maps[name].fd, key)
+            name, key = flow_key(rule)
+            return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
-            key = lpm_key(rule.src)
-            found = bpfsys.delete(self._maps["src_prefix"].fd, key)
-            bpfsys.delete(self._maps["src_stats"].fd, key)
+            name, key, field = prefix_slot(rule)
+            found = self._remove(name, key, field,
+                                 (host_addr(rule), "host") if name != "src_prefix" else None)
+            if name == "src_prefix":
+                bpfsys.delete(self._maps["src_stats"].fd, key)
             return found
-        key = self._limit_key(rule)
-        if rule.tcp_flags and not rule.proto:
-            key.proto = 6
-        found = bpfsys.delete(self._maps["dst_limit"].fd, key)
+        key = limit_key(rule)
+        found = self._remove("dst_limit", key, "n_limit")
         bpfsys.delete(self._maps["limit_stats"].fd, key)
         self._sync_limit_dst(key.daddr)
         return found
@@ -307,53 +351,7 @@ class Datapath:
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
         makes no valid Rule (written by something other than this build) is left out, logged."""
-        out: list[RuleStats] = []
-        for name, ktype in (("exact4", Flow4Key), ("exact6", Flow6Key)):
-            out.extend(self._exact_rules(name, ktype))
-        for key in bpfsys.keys(self._maps["src_prefix"].fd, LpmKey):
-            v = self._read_sum("src_prefix", key)
-            if v is None:
-                continue
-            c = self._read_sum("src_stats", key) or Counter()
-            rule = _entry_rule("src_prefix", key, scope=Scope.SRC_PREFIX,
-                               action=_ACTION_BACK.get(v.action, Action.DROP), src=lpm_text(key),
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
-        for key in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey):
-            v = self._read_sum("dst_limit", key)
-            if v is None:
-                continue
-            c = self._read_sum("limit_stats", key) or Counter()
-            rule = _entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,
-                               dst=addr_text(key.daddr), dport=key.dport, proto=key.proto,
-                               tcp_flags=key.tcp_flags, rate_pps=v.rate_pps,
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
-        return out
-
-    def _exact_rules(self, name: str, ktype) -> list[RuleStats]:
-        out = []
-        for key in bpfsys.keys(self._maps[name].fd, ktype):
-            v = self._read_sum(name, key)
-            if v is None:
-                continue
-            if name == "exact4":
-                src, dst = str(ipaddress.IPv4Address(bytes(key.saddr))), str(ipaddress.IPv4Address(bytes(key.daddr)))
-            else:
-                src, dst = addr_text(key.saddr), addr_text(key.daddr)
-            rule = _entry_rule(name, key, scope=Scope.FLOW,
-                               action=_ACTION_BACK.get(v.action, Action.DROP), src=src, dst=dst,
-                               sport=key.sport, dport=key.dport, proto=key.proto,
-                               origin=_ORIGIN_BACK.get(v.origin, Origin.MODEL),
-                               created_ns=v.created_ns, expires_ns=to_epoch(v.expires_ns))
-            if rule is not None:
-                out.append(RuleStats(rule, v.packets, v.bytes,
-                                     v.packets if v.action == XG_ACT_DROP else 0))
-        return out
+        return read_rules(lambda name, ktype: bpfsys.keys(self._maps[name].fd, ktype), self._read_sum)
 
     # -- allowlist -------------------------------------------------------------------
     @_writes
@@ -363,7 +361,8 @@ class Datapath:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
-        self._write("allow", key, AllowVal(time.time_ns(), _ORIGIN[Origin(origin)]), "allowlist")
+        self._insert("allow", key, AllowVal(time.time_ns(), ORIGIN[Origin(origin)]), "allowlist",
+                     "n_allow")
 
     @_writes
     def allow_del(self, cidr: str) -> bool:
@@ -371,7 +370,7 @@ class Datapath:
             key = lpm_key(cidr)
         except ValueError as exc:
             raise ConfigError(f"bad prefix {cidr!r}: {exc}") from None
-        return bpfsys.delete(self._maps["allow"].fd, key)
+        return self._remove("allow", key, "n_allow")
 
     def allowlist(self) -> list[str]:
         return [lpm_text(k) for k in bpfsys.keys(self._maps["allow"].fd, LpmKey)]

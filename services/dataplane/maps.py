@@ -21,7 +21,8 @@ from services.common.errors import MapMismatch, NotLoaded
 from . import bpfsys
 from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF, MapInfo)
-from .structs import (XG_MAGIC, AddrKey, AllowVal, Config, Counter, Flow4Key, Flow6Key, LimitDst,
+from .structs import (XG_FILTER_SLOTS, XG_MAGIC, Addr4Key, AddrKey, AllowVal, Config, Counter,
+                      FilterSlot, Flow4Key, Flow6Key, LimitDst,
                       LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal, Stats)
 
 BPF_F_NO_PREALLOC = 1  # LPM tries require it (BCC's BPF_LPM_TRIE sets it)
@@ -34,12 +35,13 @@ _TYPE_NAMES = {MAP_TYPE_HASH: "hash", MAP_TYPE_ARRAY: "array", MAP_TYPE_PERCPU_H
 @dataclass(frozen=True)
 class MapSpec:
     """One map of the program. `key`/`value` are ctypes types (None for the ring buffer, which
-    has neither); `size` is the Config field holding max entries (None: a single entry)."""
+    has neither); `size` is the Config field holding max entries (None: a single entry; a
+    number: that many, whatever the load's sizes)."""
     name: str
     type: int
     key: type | None
     value: type | None
-    size: str | None
+    size: str | int | None
     flags: int = 0
 
     @property
@@ -57,6 +59,8 @@ class MapSpec:
 
     def max_entries(self, cfg: Config) -> int:
         """Max entries the program was loaded with (for the ring buffer: its size in bytes)."""
+        if isinstance(self.size, int):
+            return self.size
         return 1 if self.size is None else getattr(cfg, self.size)
 
     def differences(self, info: MapInfo, cfg: Config | None = None) -> list[str]:
@@ -86,6 +90,9 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("exact4", MAP_TYPE_PERCPU_HASH, Flow4Key, RuleVal, "exact_max"),
     MapSpec("exact6", MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max"),
     MapSpec("src_prefix", MAP_TYPE_LPM_TRIE, LpmKey, PrefixVal, "prefix_max", BPF_F_NO_PREALLOC),
+    MapSpec("src_host4", MAP_TYPE_PERCPU_HASH, Addr4Key, RuleVal, "prefix_max"),
+    MapSpec("src_host6", MAP_TYPE_PERCPU_HASH, AddrKey, RuleVal, "prefix_max"),
+    MapSpec("src_filter", MAP_TYPE_ARRAY, ctypes.c_uint32, FilterSlot, XG_FILTER_SLOTS),
     MapSpec("src_stats", MAP_TYPE_PERCPU_HASH, LpmKey, Counter, "prefix_max"),
     MapSpec("dst_limit", MAP_TYPE_HASH, LimitKey, LimitVal, "limit_max"),
     MapSpec("limit_dst", MAP_TYPE_HASH, AddrKey, LimitDst, "limit_max"),
@@ -94,7 +101,7 @@ MAPS: tuple[MapSpec, ...] = (
 )
 SPECS: dict[str, MapSpec] = {m.name: m for m in MAPS}
 MAP_NAMES: tuple[str, ...] = tuple(SPECS)
-RULE_MAPS = ("exact4", "exact6", "src_prefix", "allow", "dst_limit")  # what `status` reports
+RULE_MAPS = ("exact4", "exact6", "src_host4", "src_host6", "src_prefix", "allow", "dst_limit")  # what `status` reports
 
 
 def fix_text(pin_dir: str) -> str:

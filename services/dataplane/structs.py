@@ -9,22 +9,35 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import sys
 from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as u64
 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444733               # "XDG3": bumped when any struct or parse rule changes
+XG_MAGIC = 0x58444734               # "XDG4": bumped when any struct or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
 XG_VLAN_MAX = 2                     # VLAN tags the parser follows
 XG_IPV6_EXT_MAX = 8                 # IPv6 extension headers the parser follows
 XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
+# source filter: slots, and the multiplier of the slot hash (filter_slot below is the C's)
+XG_FILTER_BITS = 20
+XG_FILTER_SLOTS = 1 << XG_FILTER_BITS
+XG_FILTER_MULT = 0x9E3779B1
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
 Addr16 = u8 * 16
+
+
+class FilterSlot(ctypes.Structure):
+    _fields_ = [("exact", u32), ("host", u32)]
+
+
+class Addr4Key(ctypes.Structure):
+    _fields_ = [("b", u8 * 4)]
 
 
 class Flow4Key(ctypes.Structure):
@@ -86,9 +99,15 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, u64) for name in STAT_FIELDS]
 
 
+# Config's rule counts, one per map (or family within src_prefix) the program may skip when 0
+COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
+                "n_limit")
+
+
 class Config(ctypes.Structure):
     _fields_ = [("magic", u32), ("sample_rate", u32), ("exact_max", u32), ("prefix_max", u32),
-                ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32)]
+                ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
+                *[(name, u32) for name in COUNT_FIELDS]]
 
 
 class Event(ctypes.Structure):
@@ -99,11 +118,22 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
+    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,
 }
+
+
+def filter_slot(src: str) -> int:
+    """The src_filter slot of a rule's source address (IPv4 or IPv6 text), as the program
+    computes it: the address's 32-bit words in this machine's byte order, XORed, times
+    XG_FILTER_MULT, the top XG_FILTER_BITS bits."""
+    packed = ipaddress.ip_address(src).packed
+    h = 0
+    for i in range(0, len(packed), 4):
+        h ^= int.from_bytes(packed[i:i + 4], sys.byteorder)
+    return ((h * XG_FILTER_MULT) & 0xFFFFFFFF) >> (32 - XG_FILTER_BITS)
 
 
 def addr_bytes(text: str) -> bytes:

@@ -9,7 +9,7 @@ import os
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
-from services.dataplane.structs import AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
+from services.dataplane.structs import Addr4Key, AddrKey, Flow4Key, Flow6Key, LimitKey, LpmKey
 from tests.support.caps import fresh_pin_dir
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -53,13 +53,18 @@ class Env:
 
 
 def clear_rules(dp: Datapath) -> None:
-    """Empty every rule map of a loaded program and set sampling back to 1 in 1."""
+    """Empty every rule map of a loaded program (rule counts back to 0) and set sampling back to 1
+    in 1."""
+    for rs in dp.rules():  # through Datapath first, so rule counts and filter slots go back to 0
+        dp.delete_rule(rs.rule)
     maps = dp._maps
     for name, key in (("exact4", Flow4Key), ("exact6", Flow6Key), ("src_prefix", LpmKey), ("src_stats", LpmKey),
+                      ("src_host4", Addr4Key), ("src_host6", AddrKey),
                       ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
                       ("limit_stats", LimitKey)):
         for k in bpfsys.keys(maps[name].fd, key):
             bpfsys.delete(maps[name].fd, k)
+    dp.recount()
     dp.set_sample_rate(1)
 
 

@@ -3,7 +3,7 @@ sizes and link pin names (no kernel needed)."""
 import pytest
 from hypothesis import given, strategies as st
 
-from services.dataplane import datapath, loader
+from services.dataplane import entries, loader
 from services.common.errors import ConfigError
 from services.dataplane.structs import addr_bytes, addr_text, lpm_key, lpm_text
 
@@ -29,9 +29,9 @@ def test_lpm_keys_count_bits_of_the_16_byte_form(cidr, plen, back):
 
 
 def test_epoch_and_monotonic_convert_both_ways_and_zero_means_never():
-    assert datapath.to_mono(0) == 0 and datapath.to_epoch(0) == 0
+    assert entries.to_mono(0) == 0 and entries.to_epoch(0) == 0
     t = 1_900_000_000_000_000_000
-    assert abs(datapath.to_epoch(datapath.to_mono(t)) - t) < 1_000_000
+    assert abs(entries.to_epoch(entries.to_mono(t)) - t) < 1_000_000
 
 
 def test_sizes_are_validated():
