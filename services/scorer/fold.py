@@ -1,8 +1,9 @@
 """Stage 1's fold of one packet record into per-flow window state, vectorised. Pure: numpy only.
 
-`fold_columns` groups a decoded record's events by (window, 5-tuple) with numpy: window starts
-from the timestamps, one sort of a packed key (address pair code, ports, protocol; the window
-as a second key when the record spans several), then per group `np.add.reduceat` for packets,
+`fold_columns` groups a decoded record's events by (window, 5-tuple): window starts from the
+timestamps with numpy, a group id per event from one dict pass over the 5-tuples (C loops: the id
+is the position of the key's first event), one stable sort by id, then per group
+`np.add.reduceat` for packets,
 bytes and SYN-without-ACK packets, `bitwise_or.reduceat` for TCP flags and `minimum`/`maximum`
 for the first and last timestamps. `merge_folded` adds the groups to a partition's windows
 (`windows.SourcePartition.windows`: window start -> 5-tuple -> flow state). No Python runs per
@@ -61,15 +62,8 @@ def _pick(values: list, idx: np.ndarray) -> list:
     return list(itemgetter(*idx.tolist())(values))
 
 
-def _codes(values: list) -> tuple[np.ndarray, int]:
-    """(an int per value naming it, in first-seen order; the number of distinct values), by C
-    loops only (dict.fromkeys, map)."""
-    code = dict(zip(dict.fromkeys(values), count()))
-    return np.array(list(map(code.__getitem__, values)), dtype=np.int64), len(code)
-
-
 def _column(c: PacketColumns, attr: str, dtype) -> np.ndarray:
-    """Integer column `attr` of `c` as a new array of `dtype` (no per-element Python when the
+    """Integer column `attr` of `c` as an array of `dtype` (no per-element Python when the
     decoder kept the wire arrays)."""
     if c.arrays is None:
         return np.array(getattr(c, attr), dtype=dtype)
@@ -105,21 +99,6 @@ def _accepted(c: PacketColumns, ts: np.ndarray, width: int, closed: int,
     return idx, (ws if type(ws) is int else ws[idx]), late, future
 
 
-def _group(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(a stable order sorting events by `keys`, the last the primary one; the start of each
-    group of equal keys in that order)."""
-    if len(keys) == 1:
-        order = np.argsort(keys[0], kind="stable")
-    else:
-        order = np.lexsort(keys)
-    change = np.zeros(order.size, bool)
-    change[0] = True
-    for k in keys:
-        ks = k[order]
-        change[1:] |= ks[1:] != ks[:-1]
-    return order, np.flatnonzero(change)
-
-
 def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> FoldedRecord:
     """Group record `c`'s events by (window of `width` ns, 5-tuple). Events stamped past
     `limit` (ns) count in `future` per node, those of windows up to `closed` (a window start,
@@ -133,41 +112,45 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
     def accepted(a: np.ndarray) -> np.ndarray:
         return a if idx is None else a[idx]
 
-    ts = accepted(ts)
-    n = ts.size
-    sport, dport = accepted(_column(c, "sport", np.int64)), accepted(_column(c, "dport", np.int64))
-    proto, flags = accepted(_column(c, "proto", np.uint8)), accepted(_column(c, "tcp_flags", np.uint8))
-    (src, nsrc), (dst, ndst) = _codes(c.src), _codes(c.dst)
-    src, dst = accepted(src), accepted(dst)
-    ports = (sport << 24) | (dport << 8) | proto           # 40 bits
-    if nsrc * ndst < 1 << 23:                               # one 63-bit key: pair and ports
-        keys = [((src * ndst + dst) << 40) | ports]
-    else:
-        keys = [ports, dst, src]
+    keys = zip(c.src, c.dst, c.sport, c.dport, c.proto)
+    if idx is not None:
+        keep = np.zeros(ts.size, bool)
+        keep[idx] = True
+        keys = compress(keys, keep.tolist())
     if type(ws) is not int:
-        keys.append(ws)
-    order, starts = _group(keys)
-    firsts = order[starts]                  # stable: each group's first event in record order
-    by_first = np.argsort(firsts)           # groups in the order of their first event
-    firsts = firsts[by_first]
+        keys = zip(keys, ws.tolist())
+    # Group ids by one dict pass (C loops): each key's id is the position of its first event,
+    # so sorting by id puts the groups in first-event order and the dict lists them so.
+    first_of: dict = {}
+    gid = np.array(list(map(first_of.setdefault, keys, count())), dtype=np.int64)
+    order = np.argsort(gid, kind="stable")
+    sorted_gid = gid[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_gid[1:] != sorted_gid[:-1])))
 
     def reduce(ufunc, values):
-        return ufunc.reduceat(values[order], starts)[by_first].tolist()
+        return ufunc.reduceat(values[order], starts).tolist()
 
+    ts = accepted(ts)
+    n = ts.size
+    proto, flags = accepted(_column(c, "proto", np.uint8)), accepted(_column(c, "tcp_flags", np.uint8))
     weight = accepted(_column(c, "sample_rate", _U64))
     weight[weight == 0] = 1
     nbytes = accepted(_column(c, "length", _U64)) * weight  # each < 2**32: the product fits
     if int(nbytes.max()) * n >= 2**64:                       # the sums might not: Python ints
         nbytes = nbytes.astype(object)
     syn = np.where((proto == PROTO_TCP) & (flags & _TCP_SYN_ACK == _TCP_SYN), weight, _U64(0))
-    orig = firsts if idx is None else idx[firsts]
-    out.windows = [ws] * firsts.size if type(ws) is int else ws[firsts].tolist()
-    out.keys = list(zip(_pick(c.src, orig), _pick(c.dst, orig), sport[firsts].tolist(),
-                        dport[firsts].tolist(), proto[firsts].tolist()))
+    if type(ws) is int:
+        out.keys, out.windows = list(first_of), [ws] * len(first_of)
+    else:
+        out.keys, out.windows = [k for k, _ in first_of], [w for _, w in first_of]
     out.first, out.last = reduce(np.minimum, ts), reduce(np.maximum, ts)
     out.packets, out.bytes = reduce(np.add, weight), reduce(np.add, nbytes)
     out.flags, out.syn = reduce(np.bitwise_or, flags), reduce(np.add, syn)
-    out.node = _pick(c.node, orig)
+    if c.node.count(c.node[0]) == len(c.node):  # the usual record: one capture node
+        out.node = [c.node[0]] * len(first_of)
+    else:
+        firsts = np.fromiter(first_of.values(), np.int64, len(first_of))
+        out.node = _pick(c.node, firsts if idx is None else idx[firsts])
     out.accepted, out.max_ts = n, int(ts.max())
     out.newest = ws if type(ws) is int else int(ws.max())
     return out
