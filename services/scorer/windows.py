@@ -33,8 +33,10 @@ sketches are idempotent per item, so the result equals features.WindowState's pe
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from operator import itemgetter
+from typing import Callable, ClassVar
 
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
 from services.detection.features import (SKETCH_BITS, SourceHorizon, _cached_pos, agg_features,
@@ -55,6 +57,17 @@ def flow_dict(key: tuple, st: list) -> dict:
     """A stage flow state in features' flow-state form."""
     return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
             "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
+
+
+def single_flow_agg(key: tuple, st: list) -> dict:
+    """The aggregate of a source with one flow in the window, counters only: what
+    agg_features(agg, single=True) reads (it needs no sketch: each would hold one bit), equal to
+    agg_add_flow on agg_new() but for the three sketches (3 x 64 words a spoofed source need
+    not allocate)."""
+    proto, packets = key[4], st[2]
+    return {"packets": packets, "bytes": st[3], "syn_noack": st[5],
+            "icmp": packets if proto in (PROTO_ICMP, PROTO_ICMPV6) else 0,
+            "udp": packets if proto == PROTO_UDP else 0}
 
 
 def agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int | None = None) -> int:
@@ -108,6 +121,9 @@ class SourcePartition:
     skew_ns: dict[str, int] = field(default_factory=dict)  # node -> newest event time - wall
     watch: SourceWatch | None = None
     _home: bool | None = None  # sources co-partitioned with stage 2 (`_copartitioned`)
+    # close(): a source with one flow gets single_flow_agg, not full sketches (False: the test
+    # reference, tests/support/fold_reference.py, which must give the same features)
+    single_flow_counters: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -209,15 +225,19 @@ class SourcePartition:
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
         hashes: dict[tuple, int] = {}
-        nflows: dict[str, int] = {}
+        nflows = Counter(map(itemgetter(0), flows))
         settle_by = end - GRACE_NS  # evidence.settled
         for key, st in flows.items():
-            agg = srcs.get(key[0])
-            if agg is None:
-                agg = srcs[key[0]] = agg_new()
-            nflows[key[0]] = nflows.get(key[0], 0) + 1
             h = hashes[key] = hash64(key)
-            horizon_count(recent, key[0], st[2], agg_add_flow(agg, key, st, key[1], h))
+            if nflows[key[0]] == 1 and self.single_flow_counters:
+                srcs[key[0]] = single_flow_agg(key, st)
+                pos = _cached_pos(key[1])
+            else:
+                agg = srcs.get(key[0])
+                if agg is None:
+                    agg = srcs[key[0]] = agg_new()
+                pos = agg_add_flow(agg, key, st, key[1], h)
+            horizon_count(recent, key[0], st[2], pos)
             SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched)

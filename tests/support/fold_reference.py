@@ -1,6 +1,8 @@
 """The scorer's stage 1 fold one event at a time: the reference the vectorised fold
 (services/scorer/fold.py, used by windows.SourcePartition.add) must equal to the bit
-(tests/unit/test_scorer_fold.py). It is the loop SourcePartition.add ran before issue 17."""
+(tests/unit/test_scorer_fold.py). It is the loop SourcePartition.add ran before issue 17; its
+close() aggregates every source in full, as close() did before (SourcePartition.close skips
+the sketches of one-flow sources, single_flow_agg)."""
 from __future__ import annotations
 
 from services.records.packet import PROTO_TCP
@@ -9,7 +11,10 @@ from services.wire.codec import PacketColumns
 
 
 class ReferencePartition(SourcePartition):
-    """A SourcePartition whose `add` folds events one by one in Python."""
+    """A SourcePartition whose `add` folds events one by one in Python and whose `close`
+    builds every source's aggregate with its sketches (agg_new + agg_add_flow)."""
+
+    single_flow_counters = False
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """SourcePartition.add, per event."""
