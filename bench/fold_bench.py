@@ -8,6 +8,7 @@ examples:
   .venv/bin/python bench/fold_bench.py                         # 400k events, 10% flood
   .venv/bin/python bench/fold_bench.py --flood 0.5 --close
   py-spy record -o fold.svg -- .venv/bin/python bench/fold_bench.py --repeat 5
+  cd ../old-tree && ../wt/.venv/bin/python ../wt/bench/fold_bench.py --fold columnar  # old tree's stage 1
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the tree to measure: the current directory's when it is one (an old tree in a worktree),
+# else this file's
+sys.path.insert(0, str(Path.cwd() if (Path.cwd() / "services/scorer").is_dir()
+                       else Path(__file__).resolve().parents[1]))
 
 from bench.scorer_bench import encode_records, traffic  # noqa: E402
 from services.scorer.windows import SourcePartition  # noqa: E402
 from services.wire.codec import PacketColumns, decode_packet_columns  # noqa: E402
-from tests.support.fold_reference import ReferencePartition  # noqa: E402
 
 W = 10**9
 
@@ -61,7 +64,10 @@ def main() -> int:
     decoded = [(p, decode_packet_columns(data)) for p, data in records]
     decode = time.perf_counter() - t0
     print(f"decode {a.events / decode:,.0f} events/s ({decode:.3f} s)")
-    kinds = {"columnar": SourcePartition, "reference": ReferencePartition}
+    kinds = {"columnar": SourcePartition}
+    if a.fold != "columnar":  # the per-event reference (a tree before issue 17 has none)
+        from tests.support.fold_reference import ReferencePartition
+        kinds["reference"] = ReferencePartition
     names = list(kinds) if a.fold == "both" else [a.fold]
     for _ in range(a.repeat):
         for name in names:

@@ -27,8 +27,12 @@ progress (the newest window it has closed, or that passed without events) to eve
 partition; a window closes when all source partitions are past it.
 
 Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
+A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one dict update per
+group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py).
 The aggregates are rebuilt per flow rather than per packet: counts add up, and the distinct-count
-sketches are idempotent per item, so the result equals features.WindowState's per-packet one.
+sketches are idempotent per item, so the result equals features.WindowState's per-packet one. A
+source with one flow in the window (every spoofed source of a flood) gets its counters only
+(`single_flow_agg`): its features need no sketch.
 """
 from __future__ import annotations
 
