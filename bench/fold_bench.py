@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path.cwd() if (Path.cwd() / "services/scorer").is_dir()
                        else Path(__file__).resolve().parents[1]))
 
-from bench.scorer_bench import encode_records, traffic  # noqa: E402
+from bench.scorer_bench import encode_records, traffic, traffic_arguments  # noqa: E402
 from services.scorer.windows import SourcePartition  # noqa: E402
 from services.wire.codec import PacketColumns, decode_packet_columns  # noqa: E402
 
@@ -48,11 +48,7 @@ def run(records: list[tuple[int, PacketColumns]], partitions: int, close: bool,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=400_000)
-    ap.add_argument("--rate", type=float, default=100_000, help="event-time rate of the traffic")
-    ap.add_argument("--flood", type=float, default=0.1, help="share of spoofed SYN events")
-    ap.add_argument("--sources", type=int, default=5000)
-    ap.add_argument("--batch", type=int, default=500, help="events per packets record")
+    traffic_arguments(ap)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--close", action="store_true", help="also close every window (flow chunks)")
