@@ -3,11 +3,11 @@
 `fold_columns` groups a decoded record's events by (window, 5-tuple): window starts from the
 timestamps with numpy, a group id per event from one dict pass over the 5-tuples (C loops: the id
 is the position of the key's first event), one stable sort by id, then per group
-`np.add.reduceat` for packets,
-bytes and SYN-without-ACK packets, `bitwise_or.reduceat` for TCP flags and `minimum`/`maximum`
-for the first and last timestamps. `merge_folded` adds the groups to a partition's windows
-(`windows.SourcePartition.windows`: window start -> 5-tuple -> flow state). No Python runs per
-event; what runs per group is the dict update of the window state.
+`np.add.reduceat` for packets, bytes and SYN-without-ACK packets, `bitwise_or.reduceat` for TCP
+flags and `minimum`/`maximum` for the first and last timestamps. `merge_folded` adds the groups
+to a partition's windows (`windows.SourcePartition.windows`: window start -> 5-tuple -> flow
+state). No Python bytecode runs per event (zip, map and dict methods loop in C); per group, a
+flow the window already holds is updated in Python.
 
 The result is the per-event fold's to the bit (tests/unit/test_scorer_fold.py checks it against
 the reference, tests/support/fold_reference.py, on random traffic): the same windows, flows and
