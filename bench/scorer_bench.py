@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,6 +39,7 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, Packet  # noqa: E402
 from services.common.settings import load_common  # noqa: E402
 from services.wire.topics import PACKETS, VERDICTS, ensure_topics  # noqa: E402
 from services.detection.features import window_start  # noqa: E402
+from tests.support.scorer_traffic import window_ahead  # noqa: E402
 from tests.support.scorer_worker import Worker, wait_for  # noqa: E402
 
 
@@ -46,12 +49,8 @@ def args_timeout() -> float:
 
 def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> list[Packet]:
     rng = random.Random(seed)
-    # now, on a window boundary: the scorer refuses events stamped more than SCORER_MAX_FUTURE_S
-    # ahead of its clock (2030 was), and partitions without events vouch for windows the clock
-    # has passed, so traffic stamped in the past closes ahead of its flows (an hour back did).
-    # NOT YET VALIDATED: --events/--rate must keep the traffic within the bound (400k at 100k/s
-    # spans 4 s).
-    t0 = time.time_ns() // 10**9 * 10**9
+    # Stamped from 0; run_group re-stamps it just before producing (stamp_ahead).
+    t0 = 0
     clients = [f"10.{rng.randrange(1, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
                for _ in range(sources)]
     servers = [f"192.168.{i // 250}.{i % 250 + 1}" for i in range(50)]
@@ -82,6 +81,18 @@ def traffic(n: int, rate: float, flood: float, sources: int, seed: int = 7) -> l
     return out
 
 
+def stamp_ahead(packets: list[Packet], width_ns: int = 10**9) -> tuple[list[Packet], int]:
+    """`packets` (stamped from 0) moved to start at a window boundary far enough ahead that
+    re-stamping and encoding them (about 100k events/s here) end before it, and that start (ns).
+    A capture stamps a packet moments before publishing it, and the scorer relies on that: a
+    partition with nothing to read follows the wall clock, so traffic stamped in the past by
+    the time it is produced is late (an hour back was, and so was the next window when
+    re-stamping took longer than the time to it); events more than SCORER_MAX_FUTURE_S ahead
+    are refused (2030 was)."""
+    t0 = window_ahead(2 + math.ceil(len(packets) / 50_000), width_ns)
+    return [replace(p, ts_ns=p.ts_ns + t0) for p in packets], t0
+
+
 def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[tuple[int, bytes]]:
     """Capture's format: per-partition micro-batches, in time order."""
     from services.wire.partition import source_partition
@@ -100,34 +111,26 @@ def encode_records(packets: list[Packet], batch: int, partitions: int) -> list[t
     return out
 
 
-_last: dict = {}
-
-
-def _stable(fn) -> bool:
-    """True once fn() has not changed for 2 s."""
-    v, now = fn(), time.monotonic()
-    if _last.get("v") != v:
-        _last.update(v=v, t=now)
-    return now - _last["t"] >= 2.0
-
-
-async def produce_records(common, records: list[tuple[int, bytes]]) -> None:
+async def produce_records(common, records: list[tuple[int, bytes]]) -> float:
+    """Produce `records` as fast as the broker takes them (every send queued, then awaited);
+    returns the seconds it took."""
     from aiokafka import AIOKafkaProducer
     from services.wire.kafka import client_options
 
-    producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=5,
-                                max_request_size=4 << 20)
+    producer = AIOKafkaProducer(**client_options(common), acks="all", linger_ms=20,
+                                max_batch_size=1 << 20, max_request_size=4 << 20)
     await producer.start()
     try:
         topic = common.topic(PACKETS)
-        for part, data in records:
-            await producer.send(topic, data, partition=part)
-        await producer.flush()
+        t = time.monotonic()
+        sent = [await producer.send(topic, data, partition=part) for part, data in records]
+        await asyncio.gather(*sent)
+        return time.monotonic() - t
     finally:
         await producer.stop()
 
 
-async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int, n_flows: int,
+async def run_group(model: Path, tmp: Path, workers: int, packets: list[Packet], batch: int, n_events: int, n_flows: int,
                     tag: str) -> dict:
     """Start `workers` workers on fresh topics, wait until they share the partitions, then
     produce the records (the group is stable: a rebalance under a backlog is not measured)."""
@@ -147,6 +150,9 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
         def flows():
             return sum(w.metric("xdpguard_scorer_flows_scored_total") for w in ws)
 
+        def late_flows():
+            return sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws)
+
         def shared():
             if any(w.proc.poll() is not None for w in ws):
                 raise SystemExit(f"a worker died: see {tmp}")
@@ -159,10 +165,16 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
         await asyncio.sleep(2.0)  # let a late rebalance settle
         await wait_for(shared, 30, "a stable group")
         join_s = time.monotonic() - t_start
+        stamped, t0 = stamp_ahead(packets)
+        records = encode_records(stamped, batch, common.packets_partitions)
+        # produced just before the traffic's first window starts, as a capture would have
+        await asyncio.sleep(max(0.0, (t0 - time.time_ns()) / 1e9 - 0.3))
         t_send = time.monotonic()
-        await produce_records(common, records)
+        produce_s = await produce_records(common, records)
         await wait_for(lambda: events() > 0, 30, "the first event", interval=0.05)
         t_first = time.monotonic()
+        # no run can end before the wall clock passes the end of its last window (+ lateness)
+        floor_s = (window_start(stamped[-1].ts_ns, 10**9) + 1.1e9 - time.time_ns()) / 1e9
         try:
             await wait_for(lambda: events() + late() >= n_events, args_timeout(), "all events",
                            interval=0.1)
@@ -173,21 +185,21 @@ async def run_group(model: Path, tmp: Path, workers: int, records, n_events: int
             raise SystemExit(f"stuck: {[w.metric('xdpguard_scorer_events_total') for w in ws]} events, "
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_ingested = time.monotonic()
-        # events/flows after their window closed: what they would add is missing
-        lost = late() + sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws)
-        try:
-            await wait_for(lambda: flows() >= n_flows or (lost and _stable(flows)), 600,
-                           f"{n_flows} flows scored", interval=0.1)
+        try:  # every flow scored, or counted late (what it would add is missing)
+            await wait_for(lambda: flows() + late_flows() >= n_flows, 600, f"{n_flows} flows scored",
+                           interval=0.1)
         except AssertionError:
-            raise SystemExit(f"stuck: {flows():.0f} of {n_flows} flows scored, "
+            raise SystemExit(f"stuck: {flows():.0f} of {n_flows} flows scored, {late_flows():.0f} late, "
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_done, last = time.monotonic(), flows()
         shares = [w.metric("xdpguard_scorer_events_total") for w in ws]
-        return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(t_first - t_send, 2),
+        return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(produce_s, 2),
+                "first_event_s": round(t_first - t_send, 2),
+                "floor_s": round(floor_s, 2),
                 "ingest_eps": n_events / (t_ingested - t_first),
                 "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
                 "late_events": late(),
-                "late_flows": sum(w.metric("xdpguard_scorer_late_flows_total") for w in ws),
+                "late_flows": late_flows(),
                 "verdicts": sum(w.metric("xdpguard_scorer_verdicts_total") for w in ws)}
     finally:
         for w in ws:
@@ -275,7 +287,9 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
 def traffic_arguments(ap: argparse.ArgumentParser) -> None:
     """The traffic's and records' options (`traffic`, `encode_records`); also bench/fold_bench.py's."""
     ap.add_argument("--events", type=int, default=400_000)
-    ap.add_argument("--rate", type=float, default=100_000, help="event-time rate of the traffic")
+    ap.add_argument("--rate", type=float, default=1_000_000,
+                    help="event-time rate of the traffic (its last window closes, at the earliest, "
+                         "when the wall clock passes it: floor_s in the results)")
     ap.add_argument("--flood", type=float, default=0.1, help="share of spoofed SYN events")
     ap.add_argument("--sources", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=500, help="events per packets record")
@@ -310,16 +324,15 @@ async def main() -> None:
             print(await join_timings(common, model, tmp, label, env), flush=True)
         return
     packets = traffic(args.events, args.rate, args.flood, args.sources)
-    records = encode_records(packets, args.batch, load_common().packets_partitions)
     n_flows = len({(window_start(p.ts_ns, 10**9), p.flow_key()) for p in packets})
-    print(f"{len(packets)} events in {len(records)} records, {n_flows} flows (window, 5-tuple); "
+    print(f"{len(packets)} events in records of {args.batch}, {n_flows} flows (window, 5-tuple); "
           f"logs in {tmp}", flush=True)
     if args.only_two:
-        print(await run_group(model, tmp, 2, records, len(packets), n_flows, "two"))
+        print(await run_group(model, tmp, 2, packets, args.batch, len(packets), n_flows, "two"))
         return
-    one = await run_group(model, tmp, 1, records, len(packets), n_flows, "one")
+    one = await run_group(model, tmp, 1, packets, args.batch, len(packets), n_flows, "one")
     print(one, flush=True)
-    two = await run_group(model, tmp, 2, records, len(packets), n_flows, "two")
+    two = await run_group(model, tmp, 2, packets, args.batch, len(packets), n_flows, "two")
     print(two, flush=True)
     print(f"\n| workers | events/s (ingest) | events/s (to last flow scored) | flows scored |\n"
           f"|---|---|---|---|\n"

@@ -9,6 +9,7 @@ decisions.
     estimators  the Isolation Forest variant the shipped model uses (flat, fast scoring)
     model       model files (joblib + JSON metadata), verified before unpickling; Detector
     detect      a scored window + its evidence -> Rule suggestions with their reasons
+    drift       the hourly share of flow-windows above threshold and rules fired, vs a band
 
 Used alike by the scorer, replay/evaluation and training. Imports: services.common,
 services.records, numpy, scikit-learn and joblib. Never Kafka, faust or BCC.

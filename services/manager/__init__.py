@@ -3,8 +3,10 @@
     cli.py                          the parser and the one error line / exit status
     load_cmd, rules_cmd, ruleargs   load/unload/status; add/del/list/allow/stats on the live maps
     monitor_cmd, top_cmd            sampled packets to a JSON-lines log; a live view of the maps
+    drift_view                        top's drift line, from the scorer workers' /metrics
     analyze_cmd, flows_cmd          logs in the original tool's format (docs/origins.md)
     train_cmd, evaluate_cmd         fit a model; replay labelled captures into a report
+    learn_cmd                       a site model from the site's traffic, validated before use
     topics_cmd, groups_cmd,         topics and consumer groups; kafka_inspect holds the read-only
     kafka_inspect, config_cmd         cluster views; every environment variable with its default
     demo_cmd, demo_stack, netns     the one-host demonstration (namespaces, all services)

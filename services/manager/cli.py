@@ -24,6 +24,7 @@ VERB_MODULES = [
     "services.manager.analyze_cmd",
     "services.manager.flows_cmd",
     "services.manager.train_cmd",
+    "services.manager.learn_cmd",
     "services.manager.evaluate_cmd",
 ]
 

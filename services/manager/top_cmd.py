@@ -33,6 +33,10 @@ def register(sub) -> None:
     p.add_argument("--rules", type=int, default=15, help="rules shown (busiest first)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.add_argument("--no-verdicts", action="store_true", help="do not read the verdicts topic")
+    p.add_argument("--scorer-metrics", action="append", default=[], metavar="URL",
+                   help="a scorer worker's metrics URL (e.g. http://127.0.0.1:9402/metrics; "
+                        "repeatable): show the drift line (flow-windows above threshold, "
+                        "evidence rules per hour)")
     p.set_defaults(func=cmd_top)
 
 
@@ -110,7 +114,8 @@ class Feed:
     ready: asyncio.Event | None = None
 
 
-def view(prev: Snapshot, cur: Snapshot, feed: Feed | None, top_n: int, note: str = ""):
+def view(prev: Snapshot, cur: Snapshot, feed: Feed | None, top_n: int, note: str = "",
+         drift=None):
     r = rates(prev, cur)
     head = Text.assemble(
         ("xdpguard top  ", "bold"),
@@ -137,6 +142,8 @@ def view(prev: Snapshot, cur: Snapshot, feed: Feed | None, top_n: int, note: str
                       f"{rate:,.0f}", f"{rs.hits:,}", f"{rs.bytes:,}", left)
 
     parts = [head, Text(f"maps: {occ}", style="dim"), rules]
+    if drift is not None:
+        parts.insert(2, drift.line())
     if note:
         parts.insert(1, Text(note, style="bold yellow"))
     if feed is not None:
@@ -210,6 +217,12 @@ async def _run(args, maps: Maps) -> str:
     if feed is not None:
         task = asyncio.create_task(_verdict_feed(common, feed, stop))
     console = Console()
+    drift = None
+    if args.scorer_metrics:
+        from .drift_view import DriftFeed
+
+        drift = DriftFeed(args.scorer_metrics)
+        await drift.poll()
     prev = take(maps.dp)
     try:
         if args.once:
@@ -219,7 +232,9 @@ async def _run(args, maps: Maps) -> str:
                     await asyncio.wait_for(feed.ready.wait(), 5)
             if maps.reopened():
                 prev = take(maps.dp)
-            console.print(view(prev, take(maps.dp), feed, args.rules, maps.note))
+            if drift is not None:
+                await drift.poll()
+            console.print(view(prev, take(maps.dp), feed, args.rules, maps.note, drift))
             return feed.error if feed is not None else ""
         with Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
@@ -227,7 +242,9 @@ async def _run(args, maps: Maps) -> str:
                 if maps.reopened():
                     prev = take(maps.dp)
                 cur = take(maps.dp)
-                live.update(view(prev, cur, feed, args.rules, maps.note), refresh=True)
+                if drift is not None:
+                    await drift.poll()
+                live.update(view(prev, cur, feed, args.rules, maps.note, drift), refresh=True)
                 prev = cur
     finally:
         stop.set()

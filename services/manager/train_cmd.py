@@ -48,6 +48,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True,
                    help="model file to write (never a default: a relative one in a checkout "
                         "would overwrite the shipped model)")
+    p.add_argument("--reference-out",
+                   help="also write the reference set (the benign captures trained on and the "
+                        "attack captures, packet headers only) that `xdpguard learn` merges with "
+                        "and validates against: <model>.reference.npz beside the model")
     p.set_defaults(func=cmd_train)
 
 
@@ -129,6 +133,14 @@ def cmd_train(args) -> int:
                           name="xdpguard-if" if args.features == "full" else "seed-if")
     except OSError as exc:
         raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from None
+    if args.reference_out:
+        from services.offline.reference import write_reference
+
+        try:
+            write_reference(benign + attack, args.reference_out)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.reference_out}: {exc.strerror}") from None
+        print(f"wrote {args.reference_out}: {len(benign)} benign and {len(attack)} attack captures")
     print(f"wrote {args.out} ({meta['model_id']}): threshold {res.threshold:.4f} "
           f"(wide rules {res.wide_threshold:.4f}), "
           f"{res.metrics['fit_rows']} fit rows, calibration FPR {res.metrics['calibration_fpr']:.4f}")

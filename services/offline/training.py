@@ -186,22 +186,24 @@ def _calibration_files(benign: Sequence[LabelledCapture], calib_frac: float) -> 
 def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_fpr: float = DEFAULT_TARGET_FPR,
           calib_frac: float = 0.3, window_s: float = 1.0, n_estimators: int = 200,
           max_samples: int = 256, seed: int = 0, gain: float = 0.5, wide_fpr: float = 0.0,
-          attack: Sequence[LabelledCapture] = ()) -> TrainResult:
+          attack: Sequence[LabelledCapture] = (), fitted: frozenset[str] | set[str] = frozenset()
+          ) -> TrainResult:
     """Fit on benign rows, calibrate the threshold on benign rows held back BY FILE (at least
     `MIN_CALIB_FILES` captures; fewer: the last `calib_frac` of every capture's windows), and
-    the evidence bounds on every benign capture. `attack` captures are scored for the
-    training-time metrics, never fitted."""
+    the evidence bounds on every benign capture. Captures named in `fitted` are never held
+    back (a site's own traffic, services.offline.sitemodel). `attack` captures are scored for
+    the training-time metrics, never fitted."""
     names = FEATURE_SETS[features]
     cols = [FEATURE_NAMES.index(n) for n in names]
     by_file = len({c.name for c in benign}) >= MIN_CALIB_FILES
-    held = _calibration_files(benign, calib_frac) if by_file else set()
+    held = _calibration_files(benign, calib_frac) - set(fitted) if by_file else set()
     fit_parts, cal_parts, maxima = [], [], {}
     for c in benign:
         rows, mx = capture_windows(c, window_s)
         for scope, vals in mx.items():
             widen(maxima, scope, {c.name: [vals.get(m, 0.0) for m in MEASURES[scope]]})
         X = rows[:, cols]
-        if by_file:
+        if by_file or c.name in fitted:
             (cal_parts if c.name in held else fit_parts).append(X)
         else:
             k = int(round(len(X) * (1 - calib_frac)))

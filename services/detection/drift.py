@@ -1,0 +1,97 @@
+"""Drift of the model on live traffic: the share of flow-windows scored at or above the
+threshold, and the evidence rules fired, per hour, against a configured band. Pure.
+
+Inputs are the scorer's cumulative counters (services.scorer.metrics, summed over workers):
+`xdpguard_scorer_flows_scored_total` (flow-windows scored), `xdpguard_scorer_anomalies_total`
+(of them at or above the threshold) and `xdpguard_scorer_verdicts_total` (rules fired: every
+verdict the scorer publishes is an evidence rule). Prometheus computes the same figures with
+the recording rules of compose/prometheus/rules/drift.yml and alerts outside the same band
+(DEFAULT_BAND; tests/unit/test_drift.py keeps the two alike); `xdpguard top` feeds samples it
+scrapes into `HourlyDrift`.
+
+A counter that goes down (a worker restarted) counts from zero again, as Prometheus'
+`increase()` does.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Cumulative counters at monotonic time `at` (seconds)."""
+    at: float
+    flows: float      # flow-windows scored
+    above: float      # of them scored at or above the threshold
+    rules: float      # verdicts (evidence rules) published
+
+
+@dataclass(frozen=True)
+class DriftBand:
+    """Where the hourly figures are expected: the above-threshold share in [share_low,
+    share_high] (fractions), at most `rules_high` rules an hour. The model's threshold is set
+    so that about its target false-positive rate (0.02) of benign flow-windows score above it."""
+    share_low: float = 0.002
+    share_high: float = 0.06
+    rules_high: float = 60.0
+
+    def outside(self, share: float | None, rules_per_hour: float | None) -> list[str]:
+        """Why the figures leave the band (empty: inside; None figures are not judged)."""
+        out = []
+        if share is not None and not self.share_low <= share <= self.share_high:
+            out.append(f"{share * 100:.2f}% of flow-windows above threshold, band "
+                       f"{self.share_low * 100:.2f}%-{self.share_high * 100:.2f}%")
+        if rules_per_hour is not None and rules_per_hour > self.rules_high:
+            out.append(f"{rules_per_hour:,.1f} rules/h, band at most {self.rules_high:,.0f}")
+        return out
+
+
+DEFAULT_BAND = DriftBand()
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Figures over `span_s` seconds (at most an hour): the share of flow-windows at or above
+    the threshold (None when none was scored) and rules fired, scaled to one hour."""
+    span_s: float
+    flows: float
+    share: float | None
+    rules_per_hour: float | None
+
+
+def _increase(values: list[float]) -> float:
+    """Increase of a cumulative counter over its samples, a drop meaning a restart from 0."""
+    total = 0.0
+    for a, b in zip(values, values[1:]):
+        total += b - a if b >= a else b
+    return total
+
+
+class HourlyDrift:
+    """Counter samples of the last hour (`add`), and the drift over them (`figures`)."""
+
+    def __init__(self, window_s: float = HOUR_S) -> None:
+        self.window_s = window_s
+        self.samples: deque[Sample] = deque()
+
+    def add(self, s: Sample) -> None:
+        """A new sample (times must not go back); samples older than the window are dropped,
+        keeping one at or before its start so the whole window is covered."""
+        self.samples.append(s)
+        while len(self.samples) > 2 and self.samples[1].at <= s.at - self.window_s:
+            self.samples.popleft()
+
+    def figures(self) -> Drift | None:
+        """The drift over the samples held; None before two samples."""
+        if len(self.samples) < 2:
+            return None
+        ss = list(self.samples)
+        span = ss[-1].at - ss[0].at
+        flows = _increase([s.flows for s in ss])
+        above = _increase([s.above for s in ss])
+        rules = _increase([s.rules for s in ss])
+        return Drift(span, flows, above / flows if flows else None,
+                     rules * HOUR_S / span if span > 0 else None)

@@ -1,0 +1,86 @@
+"""The drift line of `xdpguard top`: the scorer workers' counters scraped from their metrics
+endpoints (`--scorer-metrics URL`, repeatable), summed, fed to services.detection.drift and
+shown against its band. A worker that cannot be scraped is named in the line, never fatal."""
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+from rich.text import Text
+
+from services.detection.drift import DEFAULT_BAND, DriftBand, HourlyDrift, Sample
+
+COUNTERS = {"xdpguard_scorer_flows_scored_total": "flows",
+            "xdpguard_scorer_anomalies_total": "above",
+            "xdpguard_scorer_verdicts_total": "rules"}
+
+
+def parse_counters(text: str) -> dict[str, float]:
+    """{"flows", "above", "rules"}: the drift counters of one Prometheus text exposition
+    (labels summed); ValueError when it is not one."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = dict.fromkeys(COUNTERS.values(), 0.0)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in COUNTERS:
+                out[COUNTERS[s.name]] += s.value
+    return out
+
+
+def _fetch(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - operator's URL
+        return resp.read().decode("utf-8", "replace")
+
+
+class DriftFeed:
+    """Samples of the summed counters, one per `poll`; `error` names the endpoints that failed
+    at the last poll ("" when all answered)."""
+
+    def __init__(self, urls: list[str], band: DriftBand = DEFAULT_BAND, timeout: float = 2.0) -> None:
+        self.urls, self.band, self.timeout = urls, band, timeout
+        self.hourly = HourlyDrift()
+        self.first: dict[str, float] | None = None
+        self.error = ""
+
+    async def poll(self) -> None:
+        total = dict.fromkeys(COUNTERS.values(), 0.0)
+        failed = []
+        for url in self.urls:
+            try:
+                got = parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
+            except (OSError, ValueError) as exc:
+                failed.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+                continue
+            for k, v in got.items():
+                total[k] += v
+        self.error = "; ".join(failed)
+        if failed and len(failed) == len(self.urls):
+            return
+        if self.first is None:
+            self.first = total
+        self.hourly.add(Sample(time.monotonic(), total["flows"], total["above"], total["rules"]))
+
+    def line(self) -> Text:
+        """One line: the figures over the last hour (or since top started, up to an hour), or
+        since the workers started before a second sample; outside the band in red."""
+        d = self.hourly.figures()
+        if d is not None:
+            share, rules = d.share, d.rules_per_hour
+            when = f"last {d.span_s / 60:,.0f} min" if d.span_s < 3540 else "last hour"
+            scored = d.flows
+        elif self.first is not None:
+            scored, rules, when = self.first["flows"], None, "since the workers started"
+            share = self.first["above"] / scored if scored else None
+        else:
+            return Text(f"drift: unavailable ({self.error})", style="bold yellow")
+        txt = (f"drift ({when}): {'-' if share is None else f'{share * 100:.2f}%'} of "
+               f"{scored:,.0f} flow-windows above threshold, "
+               f"{'-' if rules is None else f'{rules:,.1f}'} evidence rules/h "
+               f"(band {self.band.share_low * 100:.2f}%-{self.band.share_high * 100:.2f}%, "
+               f"<= {self.band.rules_high:,.0f}/h)")
+        why = self.band.outside(share, rules)
+        if self.error:
+            txt += f"  [not scraped: {self.error}]"
+        return Text(txt + ("  OUTSIDE BAND" if why else ""), style="bold red" if why else "")

@@ -1,0 +1,102 @@
+"""Drift: the hourly share of flow-windows above threshold and evidence rules fired, from the
+scorer's cumulative counters (services.detection.drift), against a band that the Prometheus
+alert rules (compose/prometheus/rules/drift.yml) use as well; and `xdpguard top`'s drift line
+reads the scorer's exposition."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.detection.drift import DEFAULT_BAND, DriftBand, HourlyDrift, Sample
+from services.manager.drift_view import DriftFeed, parse_counters
+from services.scorer.metrics import ScorerMetrics
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "compose" / "prometheus" / "rules" / "drift.yml"
+
+
+def test_share_and_rules_per_hour_over_the_samples():
+    h = HourlyDrift()
+    assert h.figures() is None
+    h.add(Sample(0, 1000, 10, 0))
+    assert h.figures() is None
+    h.add(Sample(1800, 11_000, 210, 5))
+    d = h.figures()
+    assert d.span_s == 1800 and d.flows == 10_000
+    assert d.share == pytest.approx(0.02) and d.rules_per_hour == pytest.approx(10.0)
+
+
+def test_a_worker_restart_counts_from_zero_like_prometheus_increase():
+    h = HourlyDrift()
+    for s in (Sample(0, 500, 5, 1), Sample(600, 900, 9, 3), Sample(1200, 100, 2, 1)):
+        h.add(s)
+    d = h.figures()
+    assert d.flows == 400 + 100 and d.share == pytest.approx((4 + 2) / 500)
+    assert d.rules_per_hour == pytest.approx((2 + 1) * 3)
+
+
+def test_only_the_last_hour_is_kept():
+    h = HourlyDrift()
+    h.add(Sample(0, 0, 0, 0))
+    h.add(Sample(1800, 1000, 1000, 100))   # a burst, an hour and a half ago
+    h.add(Sample(5400, 2000, 1000, 100))
+    h.add(Sample(7200, 3000, 1000, 100))
+    d = h.figures()
+    assert d.span_s == 5400 - 1800 + 1800 and d.share == pytest.approx(0.0)
+
+
+def test_no_flow_scored_has_no_share():
+    h = HourlyDrift()
+    h.add(Sample(0, 7, 1, 0))
+    h.add(Sample(60, 7, 1, 0))
+    assert h.figures().share is None
+
+
+def test_the_band_names_what_leaves_it():
+    b = DriftBand(share_low=0.01, share_high=0.05, rules_high=10)
+    assert b.outside(0.02, 3) == [] and b.outside(None, None) == []
+    assert b.outside(0.2, 3) == ["20.00% of flow-windows above threshold, band 1.00%-5.00%"]
+    assert b.outside(0.005, 12) == ["0.50% of flow-windows above threshold, band 1.00%-5.00%",
+                                    "12.0 rules/h, band at most 10"]
+
+
+def test_prometheus_rules_record_the_figures_and_alert_outside_the_same_band():
+    doc = yaml.safe_load(RULES.read_text())
+    rules = {r.get("record") or r.get("alert"): r for g in doc["groups"] for r in g["rules"]}
+    share = rules["xdpguard:scorer_flows_above_threshold:share1h"]["expr"]
+    assert "xdpguard_scorer_anomalies_total[1h]" in share
+    assert "xdpguard_scorer_flows_scored_total[1h]" in share
+    assert "xdpguard_scorer_verdicts_total[1h]" in rules["xdpguard:scorer_rules_fired:per_hour"]["expr"]
+    alert = rules["XdpguardDriftAboveThresholdShare"]["expr"]
+    assert f"< {DEFAULT_BAND.share_low}" in alert and f"> {DEFAULT_BAND.share_high}" in alert
+    assert f"> {DEFAULT_BAND.rules_high:g}" in rules["XdpguardDriftRulesFired"]["expr"]
+    prom = yaml.safe_load((ROOT / "compose" / "prometheus" / "prometheus.yml").read_text())
+    assert prom["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    compose = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
+    assert "./prometheus/rules:/etc/prometheus/rules:ro" in compose["services"]["prometheus"]["volumes"]
+
+
+def test_the_counters_are_read_from_a_scorer_exposition():
+    from prometheus_client import generate_latest
+
+    m = ScorerMetrics()
+    m.flows_scored.inc(400)
+    m.anomalies.inc(8)
+    m.verdicts.labels("drop").inc(2)
+    m.verdicts.labels("rate_limit").inc(1)
+    assert parse_counters(generate_latest(m.registry).decode()) == {"flows": 400, "above": 8,
+                                                                      "rules": 3}
+
+
+def test_top_drift_line_before_and_after_a_second_sample():
+    feed = DriftFeed(["http://unused"])
+    assert "unavailable" in feed.line().plain
+    feed.first = {"flows": 1000.0, "above": 300.0, "rules": 0.0}
+    feed.hourly.add(Sample(0, 1000, 300, 0))
+    line = feed.line()
+    assert "since the workers started" in line.plain and "30.00% of 1,000" in line.plain
+    assert "OUTSIDE BAND" in line.plain
+    feed.hourly.add(Sample(600, 2000, 310, 1))
+    assert "last 10 min): 1.00% of 1,000 flow-windows" in feed.line().plain
+    assert "6.0 evidence rules/h" in feed.line().plain and "OUTSIDE" not in feed.line().plain

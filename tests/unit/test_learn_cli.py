@@ -1,0 +1,77 @@
+"""`xdpguard learn` end to end on synthetic traffic: a baseline model with its reference set
+(written as `xdpguard train --reference-out` does), a site's capture learnt, validated and
+written; and a candidate that cannot be validated refused with one line, exit 1, no file."""
+import json
+
+import pytest
+
+from services.manager import cli
+from services.offline import training as T
+from services.offline.reference import reference_path, write_reference
+from tests.support import synthetic_traffic as S
+from tests.support.pcap_files import write_pcap
+from tests.support.site_baseline import make_baseline
+
+pytestmark = pytest.mark.unit
+T0 = 1_700_000_000 * 10**9
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    d = tmp_path_factory.mktemp("learn")
+    return d, make_baseline(d, T0), write_pcap(S.p2p_node(T0, 60), d / "site.pcap")
+
+
+def test_a_site_model_that_passes_is_written_with_its_figures(baseline, capsys):
+    d, model, site = baseline
+    out = d / "site.joblib"
+    rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(model), "--sustain", "5",
+                   "--trees", "50", "--out", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    assert "attack syn_flood: shipped" in text.out and "passed validation" in text.out
+    meta = json.loads(out.with_suffix(".json").read_text())
+    v = meta["training"]["site"]["validation"]
+    assert v["failures"] == [] and v["held_back"]["packets"] > 0
+    assert set(v["attacks_site"]) == {"syn_flood", "bruteforce_ftp"}
+    assert meta["training"]["site"]["captures"] == ["site:site.pcap"]
+
+
+def test_a_refused_model_is_one_line_per_failure_exit_1_and_no_file(baseline, capsys):
+    d, model, site = baseline
+    out = d / "refused.joblib"
+    # everything a model may drop is no packet at all: a budget the candidate cannot miss is
+    # not possible, so leave it nothing to validate on instead (the held-back part is empty)
+    rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(model), "--sustain", "5",
+                   "--trees", "50", "--holdout", "0.000001", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.splitlines() == ["xdpguard learn: refused: held-back site traffic: no packet to "
+                                "validate on (more traffic, or a larger --holdout)"]
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_reference_set_that_is_not_the_models_training_data_is_refused(baseline, capsys, tmp_path):
+    d, model, site = baseline
+    other = tmp_path / "base.joblib"
+    for suffix in (".joblib", ".json"):
+        other.with_suffix(suffix).write_bytes(model.with_suffix(suffix).read_bytes())
+    write_reference([T.LabelledCapture("x.pcap", "benign", "b", S.doh_client(T0, 5)),
+                     T.LabelledCapture("syn.pcap", "attack", "syn_flood", S.syn_flood(T0, 2, 100))],
+                    reference_path(other))
+    rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(other),
+                   "--out", str(tmp_path / "s.joblib")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "does not hold the benign data model" in err
+
+
+def test_the_shipped_reference_set_is_what_the_shipped_model_was_trained_on():
+    from services.detection.model import DEFAULT_MODEL, read_meta
+    from services.offline.reference import load_reference
+
+    meta = read_meta(DEFAULT_MODEL)
+    ref = load_reference(DEFAULT_MODEL, meta)
+    names = {c["name"] for c in meta["training"]["captures"]}
+    assert {c.name for c in ref.benign + ref.attack} == names
+    assert len(ref.kinds()) >= 7 and all(c.packets for c in ref.attack)
+    assert all(a.ts_ns <= b.ts_ns for c in ref.benign for a, b in zip(c.packets, c.packets[1:]))
