@@ -284,8 +284,8 @@ async def latency(model: Path, tmp: Path, runs: int) -> list[float]:
     return out
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def traffic_arguments(ap: argparse.ArgumentParser) -> None:
+    """The traffic's and records' options (`traffic`, `encode_records`); also bench/fold_bench.py's."""
     ap.add_argument("--events", type=int, default=400_000)
     ap.add_argument("--rate", type=float, default=1_000_000,
                     help="event-time rate of the traffic (its last window closes, at the earliest, "
@@ -293,6 +293,11 @@ async def main() -> None:
     ap.add_argument("--flood", type=float, default=0.1, help="share of spoofed SYN events")
     ap.add_argument("--sources", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=500, help="events per packets record")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    traffic_arguments(ap)
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--join", action="store_true", help="measure group join/failover times instead")
     ap.add_argument("--latency", type=int, default=0, metavar="RUNS",

@@ -27,14 +27,20 @@ progress (the newest window it has closed, or that passed without events) to eve
 partition; a window closes when all source partitions are past it.
 
 Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
+A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one dict update per
+group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py).
 The aggregates are rebuilt per flow rather than per packet: counts add up, and the distinct-count
-sketches are idempotent per item, so the result equals features.WindowState's per-packet one.
+sketches are idempotent per item, so the result equals features.WindowState's per-packet one. A
+source with one flow in the window (every spoofed source of a flood) gets its counters only
+(`single_flow_agg`): its features need no sketch.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from operator import itemgetter
+from typing import Callable, ClassVar
 
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
 from services.detection.features import (SKETCH_BITS, SourceHorizon, _cached_pos, agg_features,
@@ -45,6 +51,7 @@ from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
 from .chunks import FlowChunk
+from .fold import fold_columns, merge_folded
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
@@ -54,6 +61,17 @@ def flow_dict(key: tuple, st: list) -> dict:
     """A stage flow state in features' flow-state form."""
     return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
             "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
+
+
+def single_flow_agg(key: tuple, st: list) -> dict:
+    """The aggregate of a source with one flow in the window, counters only: what
+    agg_features(agg, single=True) reads (it needs no sketch: each would hold one bit), equal to
+    agg_add_flow on agg_new() but for the three sketches (3 x 64 words a spoofed source need
+    not allocate)."""
+    proto, packets = key[4], st[2]
+    return {"packets": packets, "bytes": st[3], "syn_noack": st[5],
+            "icmp": packets if proto in (PROTO_ICMP, PROTO_ICMPV6) else 0,
+            "udp": packets if proto == PROTO_UDP else 0}
 
 
 def agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int | None = None) -> int:
@@ -107,6 +125,9 @@ class SourcePartition:
     skew_ns: dict[str, int] = field(default_factory=dict)  # node -> newest event time - wall
     watch: SourceWatch | None = None
     _home: bool | None = None  # sources co-partitioned with stage 2 (`_copartitioned`)
+    # close(): a source with one flow gets single_flow_agg, not full sketches (False: the test
+    # reference, tests/support/fold_reference.py, which must give the same features)
+    single_flow_counters: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -116,55 +137,25 @@ class SourcePartition:
             self.watch = SourceWatch(self.width_ns, self.horizon.span)
 
     def add(self, offset: int, c: PacketColumns) -> int:
-        """Fold one decoded record into its windows; returns the events accepted. Events of
-        closed windows count in `late`; with `wall`, events stamped beyond wall() +
-        max_future_ns count in `future` per node and the record's nodes' skews are noted."""
-        width, closed, windows = self.width_ns, self.closed_upto, self.windows
-        cur, flows, newest, max_ts, accepted = -1, None, -1, self.max_ts, 0
+        """Fold one decoded record into its windows (vectorised: fold.fold_columns); returns
+        the events accepted. Events of closed windows count in `late`; with `wall`, events
+        stamped beyond wall() + max_future_ns count in `future` per node and the record's
+        nodes' skews are noted."""
         now = self.wall() if self.wall is not None else None
         limit = now + self.max_future_ns if now is not None else 2**64
-        for ts, src, dst, sp, dp, pr, fl, ln, sr, node in zip(
-                c.ts_ns, c.src, c.dst, c.sport, c.dport, c.proto, c.tcp_flags, c.length,
-                c.sample_rate, c.node):
-            if ts > limit:
-                self.future[node] = self.future.get(node, 0) + 1
-                continue
-            ws = ts - ts % width
-            if ws != cur:
-                if ws <= closed:
-                    self.late += 1
-                    continue
-                cur = ws
-                flows = windows.get(ws)
-                if flows is None:
-                    flows = windows[ws] = {}
-                if ws > newest:
-                    newest = ws
-            if ts > max_ts:
-                max_ts = ts
-            n = sr or 1
-            syn = n if pr == PROTO_TCP and fl & 0x12 == 0x02 else 0  # SYN without ACK
-            key = (src, dst, sp, dp, pr)
-            st = flows.get(key)
-            if st is None:
-                flows[key] = [ts, ts, n, ln * n, fl, syn, node]
-            else:
-                if ts < st[0]:
-                    st[0] = ts
-                if ts > st[1]:
-                    st[1] = ts
-                st[2] += n
-                st[3] += ln * n
-                st[4] |= fl
-                st[5] += syn
-            accepted += 1
-        self.max_ts = max_ts
+        f = fold_columns(c, self.width_ns, self.closed_upto, limit)
+        for node, n in (f.future or {}).items():
+            self.future[node] = self.future.get(node, 0) + n
+        self.late += f.late
+        merge_folded(self.windows, f)
+        if f.max_ts > self.max_ts:
+            self.max_ts = f.max_ts
         self.last_arrival = self.clock()
-        if newest >= 0:
-            self.records[offset] = max(newest, self.records.get(offset, -1))
+        if f.newest >= 0:
+            self.records[offset] = max(f.newest, self.records.get(offset, -1))
         if now is not None:
             self._note_skew(c, now)
-        return accepted
+        return f.accepted
 
     def _note_skew(self, c: PacketColumns, now: int) -> None:
         """Each node's newest event time in `c` minus `now`: its clock's offset from this
@@ -238,15 +229,19 @@ class SourcePartition:
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
         hashes: dict[tuple, int] = {}
-        nflows: dict[str, int] = {}
+        nflows = Counter(map(itemgetter(0), flows))
         settle_by = end - GRACE_NS  # evidence.settled
         for key, st in flows.items():
-            agg = srcs.get(key[0])
-            if agg is None:
-                agg = srcs[key[0]] = agg_new()
-            nflows[key[0]] = nflows.get(key[0], 0) + 1
             h = hashes[key] = hash64(key)
-            horizon_count(recent, key[0], st[2], agg_add_flow(agg, key, st, key[1], h))
+            if nflows[key[0]] == 1 and self.single_flow_counters:
+                srcs[key[0]] = single_flow_agg(key, st)
+                pos = _cached_pos(key[1])
+            else:
+                agg = srcs.get(key[0])
+                if agg is None:
+                    agg = srcs[key[0]] = agg_new()
+                pos = agg_add_flow(agg, key, st, key[1], h)
+            horizon_count(recent, key[0], st[2], pos)
             SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched)

@@ -19,7 +19,7 @@ import array
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -158,7 +158,10 @@ def _same_families(src: list[str], dst: list[str]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class PacketColumns:
-    """A decoded packet record as columns (the scorer's fast path: no Packet per event)."""
+    """A decoded packet record as columns (the scorer's fast path: no Packet per event).
+    `arrays`: the integer columns as decoded (Packet attribute -> array.array of the wire
+    type, native byte order; None for a one-event record), for numpy without a copy per
+    element (np.frombuffer): the scorer's vectorised fold (services/scorer/fold.py)."""
     n: int
     ts_ns: list[int]
     seq: list[int]
@@ -172,6 +175,7 @@ class PacketColumns:
     ifindex: list[int]
     sample_rate: list[int]
     node: list[str]
+    arrays: dict[str, array.array] | None = field(default=None, compare=False, repr=False)
 
     def packets(self) -> list[Packet]:
         return [Packet(*row) for row in zip(
@@ -186,7 +190,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         raise DecodeError(f"{T_PACKETS}: event count {n} outside 1..{MAX_BATCH}")
     if n == 1 and "e" in rec:
         return PacketColumns(**_decode_row(rec["e"]))
-    cols: dict[str, Any] = {"n": n}
+    cols: dict[str, Any] = {"n": n, "arrays": {}}
     for key, code, attr in PACKET_COLUMNS:
         raw = _field(rec, key, bytes, T_PACKETS)
         col = array.array(code)
@@ -196,6 +200,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         if _SWAP:
             col.byteswap()
         cols[attr] = col.tolist()
+        cols["arrays"][attr] = col
     for key in ("src", "dst"):
         raw = _field(rec, key, list, T_PACKETS)
         if len(raw) != n:
