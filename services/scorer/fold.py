@@ -13,7 +13,9 @@ The result is the per-event fold's to the bit (tests/unit/test_scorer_fold.py ch
 the reference, tests/support/fold_reference.py, on random traffic): the same windows, flows and
 flow states (a flow's node is that of its first event in record order), the same insertion order
 of windows and flows, the same counts of late and future events. Sums that could pass 2**64 in a
-record (hostile lengths times sample rates) are summed as Python ints instead.
+record (hostile lengths times sample rates) are summed as Python ints instead, and every
+counter of a flow state saturates at COUNTER_MAX: a flow chunk carries unsigned 64-bit counters,
+and a hostile record must not stop a window from closing (msgpack cannot pack 2**64).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from services.wire.codec import PacketColumns
 
 _U64 = np.uint64
 _TCP_SYN_ACK, _TCP_SYN = 0x12, 0x02
+COUNTER_MAX = 2**64 - 1  # packets, bytes and SYN-without-ACK of a flow state saturate here
 
 
 @dataclass(slots=True)
@@ -145,6 +148,8 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
         out.keys, out.windows = [k for k, _ in first_of], [w for _, w in first_of]
     out.first, out.last = reduce(np.minimum, ts), reduce(np.maximum, ts)
     out.packets, out.bytes = reduce(np.add, weight), reduce(np.add, nbytes)
+    if nbytes.dtype == object:
+        out.bytes = [min(b, COUNTER_MAX) for b in out.bytes]
     out.flags, out.syn = reduce(np.bitwise_or, flags), reduce(np.add, syn)
     if c.node.count(c.node[0]) == len(c.node):  # the usual record: one capture node
         out.node = [c.node[0]] * len(first_of)
@@ -191,3 +196,6 @@ def merge_folded(windows: dict[int, dict[tuple, list]], f: FoldedRecord) -> None
             st[3] += add[3]
             st[4] |= add[4]
             st[5] += add[5]
+            if st[3] > COUNTER_MAX or st[2] > COUNTER_MAX:  # hostile records only
+                st[2], st[3], st[5] = min(st[2], COUNTER_MAX), min(st[3], COUNTER_MAX), \
+                    min(st[5], COUNTER_MAX)

@@ -6,6 +6,7 @@ the sketches of one-flow sources, single_flow_agg)."""
 from __future__ import annotations
 
 from services.records.packet import PROTO_TCP
+from services.scorer.fold import COUNTER_MAX
 from services.scorer.windows import SourcePartition
 from services.wire.codec import PacketColumns
 
@@ -56,6 +57,9 @@ class ReferencePartition(SourcePartition):
                 st[3] += ln * n
                 st[4] |= fl
                 st[5] += syn
+                if st[3] > COUNTER_MAX or st[2] > COUNTER_MAX:
+                    st[2], st[3], st[5] = min(st[2], COUNTER_MAX), min(st[3], COUNTER_MAX), \
+                        min(st[5], COUNTER_MAX)
             accepted += 1
         self.max_ts = max_ts
         self.last_arrival = self.clock()

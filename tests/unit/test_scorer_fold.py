@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.records.packet import Packet
+from services.scorer.chunks import FlowChunk
 from services.scorer.dst_windows import DstPartition
+from services.scorer.fold import COUNTER_MAX
 from services.scorer.windows import SourcePartition
 from services.wire.codec import decode_packet_columns
 from tests.support.fold_reference import ReferencePartition
@@ -107,8 +109,10 @@ def test_vectorised_fold_equals_the_per_event_fold(stream):
         assert stage_two_rows(chunks) == want and want
 
 
-def test_sums_past_64_bits_and_times_past_63_stay_exact():
-    """Hostile but decodable: bytes summing past 2**64 in one record, event times near 2**64."""
+def test_sums_past_64_bits_saturate_and_the_window_still_closes():
+    """Hostile but decodable: bytes summing past 2**64 in one record, event times near 2**64.
+    The flow's bytes saturate at COUNTER_MAX (both folds), and its window closes into a chunk
+    that encodes and decodes (msgpack cannot pack 2**64: the window once raised instead)."""
     big = [Packet(T0 + i, "10.0.0.1", "10.0.0.2", 1, 2, 17, 0, 2**32 - 1, 0, 2**32 - 1, "a")
            for i in range(3)]
     late = [Packet(2**64 - 1 - i, "10.0.0.3", "10.0.0.4", 1, 2, 6, 0x02, 60, 0, 0, "a")
@@ -118,4 +122,7 @@ def test_sums_past_64_bits_and_times_past_63_stay_exact():
         cols = decode_packet_columns(encode_packets(pkts))
         assert got.add(offset, cols) == ref.add(offset, cols)
     assert state(got) == state(ref)
-    assert got.windows[T0][("10.0.0.1", "10.0.0.2", 1, 2, 17)][3] == 4 * (2**32 - 1) ** 2
+    assert got.windows[T0][("10.0.0.1", "10.0.0.2", 1, 2, 17)][3] == COUNTER_MAX
+    chunks, _ = got.close(T0, 4)
+    flows = [f for c in chunks for f in FlowChunk.decode(c.encode()).flows]
+    assert [f[8] for f in flows if f[:2] == ["10.0.0.1", "10.0.0.2"]] == [COUNTER_MAX]
