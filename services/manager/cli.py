@@ -25,6 +25,7 @@ VERB_MODULES = [
     "services.manager.flows_cmd",
     "services.manager.train_cmd",
     "services.manager.evaluate_cmd",
+    "services.manager.models_cmd",
 ]
 
 EPILOG = """examples:
