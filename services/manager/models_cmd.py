@@ -145,15 +145,8 @@ def cmd_publish(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    common, width = _settings(args.lead)
-    records, reports = asyncio.run(read_state(common))
-    cand = records.get(CANDIDATE)
-    if cand is None:
-        raise ConfigError("no candidate model: `xdpguard models publish FILE` first")
-    start = switch_boundary(time.time_ns(), width, args.lead)
-    old = records.get(ACTIVE) or _configured(ACTIVE, width)
-    asyncio.run(write(common, [(PREVIOUS, _moved(old, PREVIOUS, old.from_ns)),
-                               (ACTIVE, _moved(cand, ACTIVE, start)), (CANDIDATE, None)]))
+    cand, old, start, reports = _switch(args, CANDIDATE, "no candidate model: `xdpguard models "
+                                        "publish FILE` first")
     r = merge_reports(reports, cand.sha256)
     print(f"active from {_when(start)}: {cand.model_id} (was {old.model_id}; shadow: "
           f"{r.windows} windows, {_share(r.agree, r.flows)} agreement)")
@@ -161,17 +154,27 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    common, width = _settings(args.lead)
-    records, _ = asyncio.run(read_state(common))
-    prev = records.get(PREVIOUS)
-    if prev is None:
-        raise ConfigError("no previous model to roll back to (nothing was promoted)")
-    start = switch_boundary(time.time_ns(), width, args.lead)
-    cur = records.get(ACTIVE) or _configured(ACTIVE, width)
-    asyncio.run(write(common, [(PREVIOUS, _moved(cur, PREVIOUS, cur.from_ns)),
-                               (ACTIVE, _moved(prev, ACTIVE, start))]))
+    prev, cur, start, _ = _switch(args, PREVIOUS, "no previous model to roll back to (nothing "
+                                  "was promoted)")
     print(f"active from {_when(start)}: {prev.model_id} (was {cur.model_id})")
     return 0
+
+
+def _switch(args, source: str, missing: str):
+    """Make the `source` record's model active from the first boundary --lead ahead; the
+    active one becomes previous (a candidate promoted is deleted). Returns (the new active
+    record, the old one, the boundary, the shadow reports); ConfigError `missing` without a
+    `source` record."""
+    common, width = _settings(args.lead)
+    records, reports = asyncio.run(read_state(common))
+    new = records.get(source)
+    if new is None:
+        raise ConfigError(missing)
+    start = switch_boundary(time.time_ns(), width, args.lead)
+    old = records.get(ACTIVE) or _configured(ACTIVE, width)
+    items = [(PREVIOUS, _moved(old, PREVIOUS, old.from_ns)), (ACTIVE, _moved(new, ACTIVE, start))]
+    asyncio.run(write(common, items + ([(CANDIDATE, None)] if source == CANDIDATE else [])))
+    return new, old, start, reports
 
 
 def cmd_status(args) -> int:

@@ -122,4 +122,8 @@ class ScorerHealth:
                             "announced_lag_s": round((now_ns - announced[p][0]) / 1e9, 3)
                             if p in announced else None}
                         for p, part in sorted(sources.items())},
+            # windows wait while the models topic was not read to its end lately (docs/scorer.md,
+            # "Model roll-out"): how long ago it was
+            "models_read_s_ago": round((now_ns - self.collect.models.known_until_ns) / 1e9, 3)
+            if self.collect.models.known_until_ns else None,
             "uptime_s": round(time.time() - self.started_at, 1)})
