@@ -111,7 +111,8 @@ class ModelFeed:
                 self.schedule.remove(key.decode())
                 self._show(None, key.decode())
                 return
-            self.schedule.check(rec, self.scored_upto())
+            # Read at start-up, a record is history: others scored its windows with it already.
+            self.schedule.check(rec, self.scored_upto() if self.known_until_ns else -1)
             det = None
             if rec.model is not None:
                 det = await asyncio.get_running_loop().run_in_executor(

@@ -161,3 +161,44 @@ def test_reports_round_trip_and_merge_per_candidate():
         (5, 15, 14, 1, ["x"])
     with pytest.raises(DecodeError):
         ShadowReport.decode(msgpack.packb({"v": 1, "t": "shadow-report"}))
+
+
+class FakeDead:
+    def __init__(self):
+        self.letters = []
+
+    async def __call__(self, topic, partition, offset, reason, raw):
+        self.letters.append((offset, reason, raw))
+
+
+def feed(scored_upto: int):
+    from services.common.settings import CommonSettings
+    from services.detection.model import load_model
+    from services.scorer.metrics import ScorerMetrics
+    from services.scorer.modelfeed import ModelFeed
+
+    async def send(key, value):
+        pass
+    dead = FakeDead()
+    f = ModelFeed(CommonSettings(), ModelSchedule(load_model(), W), "w1", 10.0, ScorerMetrics(),
+                  lambda: scored_upto, dead, send)
+    return f, dead
+
+
+async def test_a_record_read_at_start_up_is_history_and_applies(shipped):
+    f, dead = feed(scored_upto=T0 + 50 * W)
+    await f.on_record(0, b"active", encode_model_record(record(shipped, ACTIVE, T0)))
+    assert not dead.letters and f.schedule.switches[0][0] == T0
+
+
+async def test_a_late_or_corrupt_record_in_steady_state_is_refused_and_the_model_kept(shipped):
+    f, dead = feed(scored_upto=T0 + 50 * W)
+    f.known_until_ns = T0 + 60 * W
+    late = encode_model_record(record(shipped, ACTIVE, T0 + 10 * W))
+    await f.on_record(3, b"active", late)
+    await f.on_record(4, b"active", b"\xc1")
+    assert [(o, raw) for o, _, raw in dead.letters] == [(3, late), (4, b"\xc1")]
+    assert "scored up to window" in dead.letters[0][1] and "not msgpack" in dead.letters[1][1]
+    assert f.schedule.switches == [] and f.report.refused == 2
+    assert f.metrics.registry.get_sample_value("xdpguard_scorer_model_records_total",
+                                               {"outcome": "refused"}) == 2
