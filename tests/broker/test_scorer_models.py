@@ -108,7 +108,7 @@ async def test_two_workers_switch_models_at_one_boundary_scoring_every_window_on
                     for w in workers) for m in (old_id, new_id)]
         assert all(used), used
         for w in workers:  # each worker took the switch
-            await wait_for(lambda: w.metric(f'xdpguard_scorer_model{{role="active",model_id="{new_id}"}}')
+            await wait_for(lambda: w.metric(f'xdpguard_scorer_model{{model_id="{new_id}",role="active"}}')
                            == 1, 5, f"{new_id} active on {w.env['SCORER_DATADIR']}")
     finally:
         assert [w.stop() for w in workers] == [0, 0]
