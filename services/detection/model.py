@@ -164,10 +164,7 @@ def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch:
     if digest != meta["sha256"]:
         raise ModelError(f"model file {path} has sha256 {digest[:16]}…, its metadata says "
                          f"{meta['sha256'][:16]}…: refusing to load a changed file")
-    have = _sklearn_version()
-    if have != meta["sklearn_version"] and not allow_sklearn_mismatch:
-        raise ModelError(f"model {path.name} was written by scikit-learn {meta['sklearn_version']}, "
-                         f"this is {have}: retrain it (xdpguard train)")
+    _check_sklearn(meta, path.name, allow_sklearn_mismatch)
     import joblib
 
     try:
@@ -178,9 +175,71 @@ def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch:
         missing = getattr(exc, "name", None) or str(exc)
         raise ModelError(f"model file {path} was saved by an older xdpguard (it names {missing!r}, "
                          "which this version does not have): retrain it (xdpguard train)") from None
+    return _detector(estimator, meta)
+
+
+def load_model_bytes(data: bytes, meta: dict, name: str = "model record") -> Detector:
+    """A Detector from a joblib file's bytes and its metadata (a `models` topic record,
+    services/wire/modelrec.py), with every check `load_model` makes (format, sha256, scikit-learn
+    version, feature names and count) before or right after unpickling, plus `sanity_check`.
+    ModelError (one line naming `name`) when any fails."""
+    for key in ("format", "model_id", "sha256", "feature_names", "threshold", "sklearn_version"):
+        if key not in meta:
+            raise ModelError(f"{name}: metadata lacks {key!r}")
+    if meta["format"] != FORMAT:
+        raise ModelError(f"{name}: metadata has format {meta['format']!r}, expected {FORMAT!r}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["sha256"]:
+        raise ModelError(f"{name}: model bytes hash to {digest[:16]}…, its metadata says "
+                         f"{str(meta['sha256'])[:16]}…")
+    _check_sklearn(meta, name, False)
+    import io
+
+    import joblib
+
+    try:
+        estimator = joblib.load(io.BytesIO(data))
+    except Exception as exc:  # a pickle that hashes right but does not load: refused, not a crash
+        raise ModelError(f"{name}: cannot unpickle the model ({type(exc).__name__}: {exc})") from None
+    det = _detector(estimator, meta)
+    sanity_check(det, name)
+    return det
+
+
+def sanity_check(det: Detector, name: str = "model") -> None:
+    """ModelError unless `det` has a finite threshold (and wide threshold at or above it) and
+    scores a row of zeros to one finite number."""
+    wide = det.wide_threshold
+    if not np.isfinite(det.threshold) or (wide is not None and not (np.isfinite(wide)
+                                                                     and wide >= det.threshold)):
+        raise ModelError(f"{name}: threshold {det.threshold} / wide threshold {wide} is not usable")
+    try:
+        s = det.score_rows(np.zeros((1, len(FEATURE_NAMES))))
+    except Exception as exc:
+        raise ModelError(f"{name}: does not score a row ({type(exc).__name__}: {exc})") from None
+    if s.shape != (1,) or not np.isfinite(s).all():
+        raise ModelError(f"{name}: scores a row of zeros to {s!r}, not one finite number")
+
+
+def _check_sklearn(meta: dict, name: str, allow_mismatch: bool) -> None:
+    have = _sklearn_version()
+    if have != meta["sklearn_version"] and not allow_mismatch:
+        raise ModelError(f"model {name} was written by scikit-learn {meta['sklearn_version']}, "
+                         f"this is {have}: retrain it (xdpguard train)")
+
+
+def _detector(estimator: Any, meta: dict) -> Detector:
+    """The Detector of an unpickled estimator; ModelError when its feature count is not its
+    metadata's."""
     n_in = getattr(estimator, "n_features_in_", len(meta["feature_names"]))
     if n_in != len(meta["feature_names"]):
         raise ModelError(f"model expects {n_in} features, metadata names {len(meta['feature_names'])}")
     wide = meta.get("wide_threshold")
-    return Detector(estimator, float(meta["threshold"]), tuple(meta["feature_names"]),
-                    meta["model_id"], meta, None if wide is None else float(wide))
+    try:
+        threshold = float(meta["threshold"])
+        wide = None if wide is None else float(wide)
+    except (TypeError, ValueError):
+        raise ModelError(f"model {meta.get('model_id')}: threshold {meta['threshold']!r} / "
+                         f"wide threshold {wide!r} is not a number") from None
+    return Detector(estimator, threshold, tuple(meta["feature_names"]), str(meta["model_id"]),
+                    meta, wide)

@@ -26,6 +26,7 @@ VERB_MODULES = [
     "services.manager.train_cmd",
     "services.manager.learn_cmd",
     "services.manager.evaluate_cmd",
+    "services.manager.models_cmd",
 ]
 
 EPILOG = """examples:

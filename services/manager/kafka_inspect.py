@@ -27,7 +27,7 @@ from services.common.errors import ConfigError, DecodeError, KafkaUnavailable
 from services.common.settings import CommonSettings
 from services.wire import codec
 from services.wire.kafka import client_options, stop_quietly
-from services.wire.topics import DEADLETTER, PACKETS, RULES, VERDICTS, prefixed, start_admin, \
+from services.wire.topics import DEADLETTER, MODELS, PACKETS, RULES, VERDICTS, prefixed, start_admin, \
     topic_partitions
 
 
@@ -250,10 +250,25 @@ def record_to_json(topic_kind: str, value: bytes | None, key: bytes | None = Non
             dead = codec.decode_deadletter(value)
             return [_jsonable({**dataclasses.asdict(dead),
                                "raw": base64.b64encode(dead.raw).decode()})]
+        if topic_kind == MODELS:
+            return [_model_json(key, value)]
         return [_jsonable(msgpack.unpackb(value, raw=False, strict_map_key=False))]
     except (DecodeError, ValueError, TypeError, msgpack.UnpackException) as exc:
         return [{"_undecodable": str(exc),
                  "_base64": base64.b64encode(value or b"").decode()}]
+
+
+def _model_json(key: bytes | None, value: bytes) -> dict:
+    """A models-topic record without its model bytes (their length instead)."""
+    from services.wire.modelrec import ShadowReport, decode_model_record, is_report_key
+
+    if is_report_key(key):
+        return _jsonable(ShadowReport.decode(value).__dict__)
+    rec = decode_model_record(key, value)
+    out = {**dataclasses.asdict(rec), "model_id": rec.model_id,
+           "model_bytes": None if rec.model is None else len(rec.model)}
+    del out["model"]
+    return _jsonable(out)
 
 
 def _jsonable(obj: Any) -> Any:

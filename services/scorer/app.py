@@ -6,6 +6,7 @@ timers. Only wiring: what they do is in service.Scorer and the two stage adapter
     timer "close-windows"  (SCORER_TICK_S)           -> scorer.tick_safely
     timer "progress-marks" (every 0.25 s)            -> scorer.marks_safely
     tables "src-records", "dst-chunks" (changelogs; keys: tables.py)
+    task  "models-feed" (the `models` topic, every worker all of it) -> modelfeed.ModelFeed
 
 faust internals used anywhere are in faust_internals.py (ScorerWorker among them).
 """
@@ -16,7 +17,7 @@ import os
 import faust
 
 from services.common.settings import CommonSettings
-from services.wire.topics import DEADLETTER, PACKETS, VERDICTS
+from services.wire.topics import DEADLETTER, MODELS, PACKETS, VERDICTS
 
 from .faust_internals import ScorerWorker
 from .ingest import MARK_REPEAT_S
@@ -88,6 +89,7 @@ def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: Verd
         flows=app.topic(f"{app.conf.id}-scorer-flows", partitions=n, internal=True, **RAW),
         verdicts=app.topic(common.topic(VERDICTS), **RAW),
         dead=app.topic(common.topic(DEADLETTER), **RAW),
+        models=app.topic(common.topic(MODELS), **RAW),
         src_table=app.Table("src-records", partitions=n, extra_topic_configs=CHANGELOG_CONFIG,
                             **TABLE_RAW),
         dst_table=app.Table("dst-chunks", partitions=n, extra_topic_configs=CHANGELOG_CONFIG,

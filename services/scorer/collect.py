@@ -7,10 +7,16 @@ it: the marker gives the newest closed window and every source partition's progr
 chunks rebuild the open windows. A window closes when every live source partition is past it
 (docs/scorer.md, "Closing"); all windows closed in one pass are scored in one model call, in a
 thread, and their verdicts published (ids deterministic: a re-scored window repeats them).
+
+Which model scores a window is the worker's ModelSchedule's answer (rollout.py, fed from the
+`models` topic by modelfeed.py); a window the schedule cannot vouch for yet (the topic not read
+to its end lately: rollout.may_score) stays open. In a shadow phase the candidate scores the
+same windows; its verdicts are compared (rollout.tally), never published.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from typing import Awaitable, Callable
@@ -21,7 +27,9 @@ from services.common.errors import DecodeError
 from services.wire.codec import encode_verdict
 
 from .metrics import ScorerMetrics
-from .scoring import VerdictPolicy, score_windows, verdicts_for
+from .modelfeed import ModelFeed
+from .rollout import rule_keys, tally
+from .scoring import VerdictPolicy, score_batch, score_windows, verdicts_for
 from .settings import ScorerSettings
 from .tables import DestChunks, decode_mark, is_mark
 from .chunks import FlowChunk
@@ -32,19 +40,27 @@ log = logging.getLogger("xdpguard.scorer")
 
 class CollectStage:
     """Stage 2 of one worker. `n`: flows partitions (= packets partitions, the sources);
-    `detector`: the model (score_rows, threshold, model_id, evidence); `dead(topic,
-    partition, offset, reason, raw)`: dead-letters an undecodable record."""
+    `models`: the models feed (its schedule names each window's model: score_rows, threshold,
+    model_id, evidence); `dead(topic, partition, offset, reason, raw)`: dead-letters an
+    undecodable record."""
 
-    def __init__(self, s: ScorerSettings, n: int, detector, policy: VerdictPolicy, flows_topic,
-                 verdicts_topic, store: DestChunks, metrics: ScorerMetrics,
+    def __init__(self, s: ScorerSettings, n: int, models: ModelFeed, policy: VerdictPolicy,
+                 flows_topic, verdicts_topic, store: DestChunks, metrics: ScorerMetrics,
                  dead: Callable[[str, int, int, str, bytes], Awaitable[None]]) -> None:
-        self.s, self.n, self.detector, self.policy = s, n, detector, policy
+        self.s, self.n, self.models, self.policy = s, n, models, policy
         self.width_ns = int(s.window_s * 1e9)
         self.flows_topic, self.verdicts_topic, self.store = flows_topic, verdicts_topic, store
         self.topic_name: str = flows_topic.get_topic_name()
         self.metrics, self.dead = metrics, dead
         self.dests: dict[int, DstPartition] = {}
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (q, key, reason, value)
+        self.closed_upto = -1   # the newest window start closed here (any partition, ever)
+
+    @property
+    def scored_upto(self) -> int:
+        """The newest window start closed by this worker or, for a partition it holds, by the
+        partition's earlier owners (-1: none)."""
+        return max([self.closed_upto] + [p.closed_upto for p in self.dests.values()])
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, q: int) -> DstPartition:
@@ -123,7 +139,7 @@ class CollectStage:
         await self.flush_bad()
         closed = []
         for q, part in list(self.dests.items()):
-            due = part.due()
+            due = [ws for ws in part.due() if self.models.may_score(ws)]
             for ws in due:
                 chunks = dict(part.windows.get(ws, {}))
                 try:
@@ -137,6 +153,7 @@ class CollectStage:
                     await self.store.put_chunk(q, key, None)
                 self.metrics.windows_closed.labels("dest").inc()
             if due:
+                self.closed_upto = max(self.closed_upto, part.closed_upto)
                 await self.store.put_marker(q, part.closed_upto, part.progress)
         closed = [w for w in closed if w.rows]
         if closed:
@@ -156,33 +173,84 @@ class CollectStage:
         await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
 
     async def _score(self, closed: list[ClosedWindow]) -> None:
+        """Score the windows closed in one pass: one model call per (model, shadow) pair the
+        schedule names for them (one, but for the pass that crosses a switch)."""
+        groups: dict[tuple[int, int], tuple[object, object, list[ClosedWindow]]] = {}
+        for w in closed:
+            det, shadow = self.models.schedule.for_window(w.window_ns)
+            groups.setdefault((id(det), id(shadow)), (det, shadow, []))[2].append(w)
+        for det, shadow, windows in groups.values():
+            await self._score_with(det, shadow, windows)
+
+    async def _score_with(self, detector, shadow, closed: list[ClosedWindow]) -> None:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
             # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
-            all_scores = await loop.run_in_executor(None, score_windows, self.detector, closed)
+            all_scores = await loop.run_in_executor(None, score_windows, detector, closed)
         except Exception:  # one window's rows the model refuses: find it, score the others
             all_scores = []
             for w in list(closed):
                 try:
                     all_scores.extend(await loop.run_in_executor(None, score_windows,
-                                                                 self.detector, [w]))
+                                                                 detector, [w]))
                 except Exception as exc:
                     closed.remove(w)
                     await self._dead_scored(w, exc)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
-        thr, model_id = self.detector.threshold, self.detector.model_id
-        for w, scores in zip(closed, all_scores):
+        shadow_scores = await self._shadow_scores(shadow, closed)
+        thr, model_id = detector.threshold, detector.model_id
+        for i, (w, scores) in enumerate(zip(closed, all_scores)):
             self.metrics.windows_scored.inc()
+            self.metrics.windows_by_model.labels(model_id).inc()
             self.metrics.flows_scored.inc(len(scores))
             self.metrics.anomalies.inc(int((scores >= thr).sum()))
+            memory = copy.deepcopy(w.memory) if shadow_scores is not None else None
             try:
                 verdicts = verdicts_for(w, scores, threshold=thr, model_id=model_id,
                                         policy=self.policy)
             except Exception as exc:  # no verdict for this window; the next ones still come
                 await self._dead_scored(w, exc)
                 continue
+            if shadow_scores is not None:
+                self._compare(w, memory, detector, scores, verdicts, shadow, shadow_scores[i])
             for v in verdicts:
                 await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
                 self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
+
+    async def _shadow_scores(self, shadow, closed: list[ClosedWindow]):
+        """The shadow model's scores of `closed` (None: no shadow, or it failed: logged)."""
+        if shadow is None or not closed:
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, score_batch, shadow,
+                                                                     closed)
+        except Exception as exc:
+            log.warning("shadow model %s could not score %d windows: %s: %s", shadow.model_id,
+                        len(closed), type(exc).__name__, exc)
+            return None
+
+    def _compare(self, w: ClosedWindow, memory, detector, scores, verdicts, shadow,
+                 shadow_scores) -> None:
+        """Tally one window scored by both models (the shadow's verdicts are built on a copy of
+        the partition's escalation memory, taken before the active model's verdicts)."""
+        try:
+            shadow_verdicts = verdicts_for(
+                w, shadow_scores, threshold=shadow.threshold, model_id=shadow.model_id,
+                policy=self.policy, bounds=getattr(shadow, "evidence", None),
+                memory=memory)
+        except Exception as exc:
+            log.warning("shadow model %s: no verdicts for window %d: %s", shadow.model_id,
+                        w.window_ns, exc)
+            return
+        r = self.models.report
+        before = (r.agree, r.flows, r.rules_added, r.rules_dropped)
+        tally(r, scores, detector.threshold, shadow_scores, shadow.threshold,
+              rule_keys(verdicts), rule_keys(shadow_verdicts))
+        self.metrics.shadow_windows.inc()
+        agree, flows = r.agree - before[0], r.flows - before[1]
+        self.metrics.shadow_flows.labels("agree").inc(agree)
+        self.metrics.shadow_flows.labels("disagree").inc(flows - agree)
+        self.metrics.shadow_rules.labels("added").inc(r.rules_added - before[2])
+        self.metrics.shadow_rules.labels("dropped").inc(r.rules_dropped - before[3])

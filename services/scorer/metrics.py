@@ -53,6 +53,22 @@ class ScorerMetrics:
         self.detect_lag = Histogram(
             "xdpguard_scorer_detect_lag_seconds", "wall clock at verdict minus the window's end (event time)",
             registry=r, buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 30))
+        # model roll-out (docs/scorer.md, "Model roll-out")
+        self.model_records = Counter("xdpguard_scorer_model_records", "models topic records, by "
+                                     "outcome: applied, refused (dead-lettered)", ["outcome"],
+                                     registry=r)
+        self.model_info = Gauge("xdpguard_scorer_model", "1 for the model of each role "
+                                "(active: the newest switch; candidate: in its shadow phase)",
+                                ["role", "model_id"], registry=r)
+        self.windows_by_model = Counter("xdpguard_scorer_model_windows", "windows scored, by the "
+                                        "model that scored them", ["model_id"], registry=r)
+        self.shadow_windows = Counter("xdpguard_scorer_shadow_windows", "windows the candidate "
+                                      "scored beside the active model", registry=r)
+        self.shadow_flows = Counter("xdpguard_scorer_shadow_flows", "flows scored by both models, "
+                                    "by agreement (agree: both below or both at/above their "
+                                    "thresholds)", ["agreement"], registry=r)
+        self.shadow_rules = Counter("xdpguard_scorer_shadow_rules", "drop/limit rules the candidate "
+                                    "would add or drop, per window", ["change"], registry=r)
         self.partitions = Gauge("xdpguard_scorer_assigned_partitions", "packets partitions this worker owns",
                                 registry=r)
         self.open_windows = Gauge("xdpguard_scorer_open_windows", "windows open", ["stage"], registry=r)
@@ -106,4 +122,8 @@ class ScorerHealth:
                             "announced_lag_s": round((now_ns - announced[p][0]) / 1e9, 3)
                             if p in announced else None}
                         for p, part in sorted(sources.items())},
+            # windows wait while the models topic was not read to its end lately (docs/scorer.md,
+            # "Model roll-out"): how long ago it was
+            "models_read_s_ago": round((now_ns - self.collect.models.known_until_ns) / 1e9, 3)
+            if self.collect.models.known_until_ns else None,
             "uptime_s": round(time.time() - self.started_at, 1)})

@@ -53,8 +53,10 @@ def score_windows(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]
 
 
 def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, model_id: str,
-                 policy: VerdictPolicy, now_ns: int | None = None, bounds=None) -> list[Verdict]:
-    """Verdicts of one scored window: detect.suggest with the window's evidence and memory and
+                 policy: VerdictPolicy, now_ns: int | None = None, bounds=None,
+                 memory=None) -> list[Verdict]:
+    """Verdicts of one scored window: detect.suggest with the window's evidence, `memory`
+    (default: the window's partition's escalation memory; a shadow model passes a copy) and
     `bounds` (default: those `score_windows` left on the window)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
@@ -62,7 +64,8 @@ def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, 
     out = []
     for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
                      params=policy.params, bounds=bounds if bounds is not None else window.bounds,
-                     evidence=window.evidence, memory=window.memory):
+                     evidence=window.evidence,
+                     memory=memory if memory is not None else window.memory):
         node = ALL_NODES
         if policy.target_origin and s.rule.scope is Scope.FLOW:
             node = window.nodes.get(_flow_key(s.rule), ALL_NODES) or ALL_NODES

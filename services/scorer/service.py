@@ -4,6 +4,8 @@
       --close--> `<app id>-scorer-flows` (internal, by destination)
       --collect.CollectStage--> stage 2 windows (table `dst-chunks`)
       --close--> one batched model call --> verdicts
+    models (compacted, every record, no group) --modelfeed.ModelFeed--> which model scores
+      which window (rollout.ModelSchedule); shadow reports back to `models`
 
 `Scorer` is a mode Service started and stopped with the faust worker (app.create_app wires it
 to the agents and timers). It owns no window logic: it routes records to the stages, runs the
@@ -25,6 +27,8 @@ from . import faust_internals
 from .collect import CollectStage
 from .ingest import IngestStage
 from .metrics import ScorerHealth, ScorerMetrics
+from .modelfeed import ModelFeed
+from .rollout import ModelSchedule
 from .scoring import VerdictPolicy
 from .settings import ScorerSettings
 from .tables import DestChunks, SourceRecords
@@ -39,6 +43,7 @@ class ScorerTopics:
     flows: faust.TopicT      # `<app id>-scorer-flows`, internal, by destination
     verdicts: faust.TopicT
     dead: faust.TopicT
+    models: faust.TopicT     # the compacted `models` topic (shadow reports are written to it)
     src_table: faust.Table   # `src-records`
     dst_table: faust.Table   # `dst-chunks`
 
@@ -52,9 +57,13 @@ class Scorer(mode.Service):
         self.app, self.topics, self.s = app, topics, s
         n = common.packets_partitions
         self.metrics = ScorerMetrics()
+        self.models = ModelFeed(common, ModelSchedule(detector, int(s.window_s * 1e9)),
+                                str(app.conf.broker_client_id), s.model_lead_s, self.metrics,
+                                lambda: self.collect.scored_upto, self.dead_letter,
+                                self._send_report)
         self.ingest = IngestStage(app, s, n, detector, topics.packets, topics.flows,
                                   SourceRecords(topics.src_table), self.metrics, self.dead_letter)
-        self.collect = CollectStage(s, n, detector, policy, topics.flows, topics.verdicts,
+        self.collect = CollectStage(s, n, self.models, policy, topics.flows, topics.verdicts,
                                     DestChunks(topics.dst_table), self.metrics, self.dead_letter)
         self.health = ScorerHealth(app, s, self.metrics, self.ingest, self.collect)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -62,9 +71,14 @@ class Scorer(mode.Service):
     # --- lifecycle ---------------------------------------------------------------------------
     async def on_start(self) -> None:
         await self.health.start()
+        await self.models.start()
 
     async def on_stop(self) -> None:
+        await self.models.stop()
         await self.health.stop()
+
+    async def _send_report(self, key: bytes, value: bytes) -> None:
+        await self.topics.models.send(key=key, value=value)
 
     def stopping(self) -> bool:
         """True once the worker is shutting down (app, this service or the producer)."""

@@ -37,6 +37,10 @@ class ScorerSettings:
                             check=C.above(0))
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)",
                          check=C.existing_file)
+    model_lead_s: float = setting("SCORER_MODEL_LEAD_S", 10.0,
+                                  "a window closer than this to the last time the worker read the "
+                                  "models topic to its end waits (the --lead of xdpguard models "
+                                  "must be at least this)", check=C.between(1, 3600))
     emit_pass: bool = setting("SCORER_EMIT_PASS", False, "also publish pass verdicts for normal flows")
     pass_ttl_s: float = setting("SCORER_PASS_TTL_S", 60.0, "TTL of pass verdicts, seconds",
                                 check=C.above(0))

@@ -28,8 +28,10 @@ PACKETS = "packets"
 VERDICTS = "verdicts"
 RULES = "rules"
 DEADLETTER = "deadletter"
+MODELS = "models"
 
 TOPIC_ALREADY_EXISTS = 36
+MODELS_MAX_MESSAGE_BYTES = 5 * 1024 * 1024  # above codec.MAX_RECORD_BYTES: batch overhead
 CHECKED_CONFIGS = ("cleanup.policy",)  # configs whose difference makes a topic unusable
 
 
@@ -72,6 +74,13 @@ def topic_specs(common: CommonSettings) -> list[TopicSpec]:
                   "XDPGUARD_RULES_PARTITIONS"),
         TopicSpec(common.topic(DEADLETTER), common.deadletter_partitions, rf,
                   {"retention.ms": str(14 * 24 * 3600 * 1000)}, "XDPGUARD_DEADLETTER_PARTITIONS"),
+        # Model roll-out state (wire/modelrec.py): one partition, so every scorer reads the
+        # records in the order they were written; compaction keeps the latest per key; models
+        # travel inline (codec.MAX_RECORD_BYTES at most, above the broker's 1 MB default).
+        TopicSpec(common.topic(MODELS), 1, rf,
+                  {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                   "segment.ms": str(3600 * 1000), "delete.retention.ms": str(24 * 3600 * 1000),
+                   "max.message.bytes": str(MODELS_MAX_MESSAGE_BYTES)}),
     ]
 
 

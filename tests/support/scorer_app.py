@@ -2,6 +2,8 @@
 is started), for unit tests of the wiring, the tables and the faust internals."""
 from __future__ import annotations
 
+import time
+
 from services.common.settings import CommonSettings
 from services.scorer.app import create_app
 from services.scorer.scoring import VerdictPolicy
@@ -15,6 +17,9 @@ class StubDetector:
 
 
 def scorer_without_broker() -> Scorer:
-    """A Scorer with default settings; its app is `.app`, its topics and tables `.topics`."""
+    """A Scorer with default settings; its app is `.app`, its topics and tables `.topics`. Its
+    models feed counts as having read the `models` topic (empty) to its end now, so stage 2
+    closes windows as a running worker's does."""
     _, scorer = create_app(ScorerSettings(), CommonSettings(), StubDetector(), VerdictPolicy())
+    scorer.models.known_until_ns = time.time_ns()
     return scorer

@@ -130,3 +130,11 @@ class TopicReader:
             pass
         finally:
             await self.consumer.stop()
+
+
+async def run_cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`xdpguard ARGS` in a subprocess with `env` (a Worker's: same broker, prefix, settings),
+    run in a thread so the test's event loop keeps producing meanwhile."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "services.manager", *args], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout)

@@ -51,6 +51,7 @@ BAD = {
     "SCORER_MAX_FUTURE_S": ("86401", {}),
     "SCORER_IDLE_S": ("nan", {}),
     "SCORER_CLOSE_WAIT_S": ("-1", {}),
+    "SCORER_MODEL_LEAD_S": ("0.5", {}),
     "SCORER_TICK_S": ("0", {}),
     "SCORER_MODEL": ("/nonexistent/model.joblib", {}),
     "SCORER_EMIT_PASS": ("2", {}),
