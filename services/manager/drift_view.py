@@ -4,6 +4,7 @@ shown against its band. A worker that cannot be scraped is named in the line, ne
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.request
 
@@ -50,7 +51,7 @@ class DriftFeed:
         for url in self.urls:
             try:
                 got = parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # no HTTP answer
                 failed.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
                 continue
             for k, v in got.items():

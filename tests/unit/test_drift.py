@@ -100,3 +100,31 @@ def test_top_drift_line_before_and_after_a_second_sample():
     feed.hourly.add(Sample(600, 2000, 310, 1))
     assert "last 10 min): 1.00% of 1,000 flow-windows" in feed.line().plain
     assert "6.0 evidence rules/h" in feed.line().plain and "OUTSIDE" not in feed.line().plain
+
+
+def test_an_endpoint_that_does_not_answer_http_is_named_in_the_line_not_raised():
+    import asyncio
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer_garbage():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x00\x01not http at all\r\n\r\n")
+        conn.close()
+
+    t = threading.Thread(target=answer_garbage, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/metrics"
+    feed = DriftFeed([url], timeout=5)
+    try:
+        asyncio.run(feed.poll())
+    finally:
+        t.join(5)
+        srv.close()
+    assert feed.error.startswith(url + ": ")
+    assert feed.line().plain.startswith(f"drift: unavailable ({url}: ")
