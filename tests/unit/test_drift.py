@@ -128,3 +128,13 @@ def test_an_endpoint_that_does_not_answer_http_is_named_in_the_line_not_raised()
         srv.close()
     assert feed.error.startswith(url + ": ")
     assert feed.line().plain.startswith(f"drift: unavailable ({url}: ")
+
+
+def test_a_page_without_the_scorer_counters_is_not_read_as_zero_flows():
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    r = CollectorRegistry()
+    Counter("node_cpu_seconds", "another exporter", registry=r).inc(5)
+    with pytest.raises(ValueError, match="not a scorer's metrics endpoint"):
+        parse_counters(generate_latest(r).decode())
+    assert parse_counters(generate_latest(ScorerMetrics().registry).decode())["flows"] == 0
