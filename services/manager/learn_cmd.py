@@ -125,6 +125,8 @@ def cmd_learn(args) -> int:
         drop = {group_of(n) for n in args.exclude_baseline}
         ref.benign = [c for c in ref.benign if group_of(c.name) not in drop]
     site = collect(args)
+    if not any(c.packets for c in site):  # now, not after training on the baseline alone
+        raise ConfigError(f"no site packet to learn from in {', '.join(c.name for c in site)}")
     with task_progress("learning", None) as step:
         try:
             res, val, reports = learn(site, ref, shipped, cfg, merged=args.merged, progress=step)

@@ -118,3 +118,17 @@ def test_a_corrupt_reference_set_is_one_line_and_exit_1(baseline, capsys, tmp_pa
                    "--out", str(tmp_path / "s.joblib")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and message in err, err
+
+
+def test_site_captures_without_one_ip_packet_are_refused_before_training(baseline, capsys, tmp_path):
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    d, model, site = baseline
+    arp = tmp_path / "arp.pcap"
+    wrpcap(str(arp), [Ether() / ARP() for _ in range(3)])
+    out = tmp_path / "s.joblib"
+    rc = cli.main(["learn", "--pcap", str(arp), "--baseline-model", str(model), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "no site packet to learn from in arp.pcap" in err and not out.exists()

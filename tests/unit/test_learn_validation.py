@@ -62,8 +62,13 @@ def test_site_traffic_is_split_by_time_and_named_apart_from_the_baseline():
     (["--pcap", "x.pcap", "--holdout", "0"], "--holdout must be in (0, 1)"),
     ([], "nothing to learn from"),
     (["--pcap", "/nonexistent/site.pcap"], "no such file: /nonexistent/site.pcap"),
+    (["--kafka-from", "2026-11-30T00:00:00Z", "--kafka-to", "2026-11-01T00:00:00Z"],
+     "--kafka-to 2026-11-01T00:00:00Z is not after --kafka-from 2026-11-30T00:00:00Z"),
+    (["--kafka-from", "2999-01-01T00:00:00Z"], "--kafka-to (now) is not after --kafka-from"),
+    (["--pcap", "x.pcap", "--kafka-to", "2026-11-01T00:00:00Z"], "--kafka-to needs --kafka-from"),
 ])
-def test_bad_input_is_one_line_and_exit_1(argv, message, tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_1(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDPGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never asked
     out = tmp_path / "site.joblib"
     assert cli.main(["learn", *argv, "--out", str(out)]) == 1
     err = capsys.readouterr().err
