@@ -138,3 +138,31 @@ def test_a_page_without_the_scorer_counters_is_not_read_as_zero_flows():
     with pytest.raises(ValueError, match="not a scorer's metrics endpoint"):
         parse_counters(generate_latest(r).decode())
     assert parse_counters(generate_latest(ScorerMetrics().registry).decode())["flows"] == 0
+
+
+def test_poll_sums_the_workers_that_answer_and_names_the_one_that_does_not():
+    import asyncio
+    import threading
+
+    from prometheus_client import start_http_server
+
+    workers = []
+    for flows, above in ((300, 3), (700, 11)):
+        m = ScorerMetrics()
+        m.flows_scored.inc(flows)
+        m.anomalies.inc(above)
+        server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
+        workers.append((server, thread))
+    urls = [f"http://127.0.0.1:{s.server_port}/metrics" for s, _ in workers]
+    down = "http://127.0.0.1:1/metrics"
+    feed = DriftFeed(urls + [down], timeout=5)
+    try:
+        asyncio.run(feed.poll())
+    finally:
+        for server, thread in workers:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+    assert feed.first == {"flows": 1000.0, "above": 14.0, "rules": 0.0}
+    line = feed.line().plain
+    assert "1.40% of 1,000 flow-windows" in line and f"[not scraped: {down}: " in line
