@@ -117,6 +117,8 @@ def cmd_learn(args) -> int:
 
     cfg = _config(args)
     base = args.baseline_model or DEFAULT_MODEL
+    if os.path.realpath(args.out) == os.path.realpath(base):  # its reference set would not match
+        raise ConfigError(f"--out {args.out} is the baseline model: write the site model elsewhere")
     shipped = load_model(base)
     ref = load_reference(base, shipped.meta)
     if args.exclude_baseline:

@@ -2,6 +2,8 @@
 held-back site traffic dropped than the false-positive budget, or an attack kind the shipped
 model catches and the site model misses (services.offline.sitemodel.judge); and bad input is
 one line and exit 1 before any work."""
+from pathlib import Path
+
 import pytest
 
 from services.manager import cli
@@ -74,3 +76,13 @@ def test_bad_input_is_one_line_and_exit_1(argv, message, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_site_model_never_overwrites_the_baseline_model(capsys):
+    from services.detection.model import DEFAULT_MODEL
+
+    before = Path(DEFAULT_MODEL).read_bytes()
+    assert cli.main(["learn", "--pcap", "x.pcap", "--out", str(DEFAULT_MODEL)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the baseline model" in err
+    assert Path(DEFAULT_MODEL).read_bytes() == before
