@@ -51,14 +51,20 @@ def test_a_refused_model_is_one_line_per_failure_exit_1_and_no_file(baseline, ca
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
-def test_a_reference_set_that_is_not_the_models_training_data_is_refused(baseline, capsys, tmp_path):
-    d, model, site = baseline
+def _model_with_another_reference(model, tmp_path):
+    """A copy of `model` in tmp_path beside a reference set that is not its training data."""
     other = tmp_path / "base.joblib"
     for suffix in (".joblib", ".json"):
         other.with_suffix(suffix).write_bytes(model.with_suffix(suffix).read_bytes())
     write_reference([T.LabelledCapture("x.pcap", "benign", "b", S.doh_client(T0, 5)),
                      T.LabelledCapture("syn.pcap", "attack", "syn_flood", S.syn_flood(T0, 2, 100))],
                     reference_path(other))
+    return other
+
+
+def test_a_reference_set_that_is_not_the_models_training_data_is_refused(baseline, capsys, tmp_path):
+    d, model, site = baseline
+    other = _model_with_another_reference(model, tmp_path)
     rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(other),
                    "--out", str(tmp_path / "s.joblib")])
     err = capsys.readouterr().err
@@ -107,12 +113,7 @@ def _short_starts(path):
 ])
 def test_a_corrupt_reference_set_is_one_line_and_exit_1(baseline, capsys, tmp_path, spoil, message):
     d, model, site = baseline
-    other = tmp_path / "base.joblib"
-    for suffix in (".joblib", ".json"):
-        other.with_suffix(suffix).write_bytes(model.with_suffix(suffix).read_bytes())
-    write_reference([T.LabelledCapture("x.pcap", "benign", "b", S.doh_client(T0, 5)),
-                     T.LabelledCapture("syn.pcap", "attack", "syn_flood", S.syn_flood(T0, 2, 100))],
-                    reference_path(other))
+    other = _model_with_another_reference(model, tmp_path)
     spoil(reference_path(other))
     rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(other),
                    "--out", str(tmp_path / "s.joblib")])
