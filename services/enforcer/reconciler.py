@@ -5,8 +5,9 @@
 - `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
   their original times), tombstones the expired ones (deleting a model rule that expired in the
   maps meanwhile) and deletes model rules the topic no longer holds; manual rules in the maps
-  are tracked and never touched. Undecodable records are skipped, counted and dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a
-  fifth TCP-flag mask for one destination), which is also tombstoned, so that no record can stop
+  are tracked and never touched. Undecodable records are skipped, counted and dead-lettered;
+  so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth TCP-flag mask for one
+  destination), which is also tombstoned, so that no record can stop
   a start, once or at every restart; one that does not fit a full map is counted and kept.
 - `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
   into the topic and tombstones deleted ones, so a reload or reboot restores them too.
