@@ -128,8 +128,10 @@ MIRRORS = {
 def filter_slot(src: str) -> int:
     """The src_filter slot of a rule's source address (IPv4 or IPv6 text), as the program
     computes it: the address's 32-bit words in this machine's byte order, XORed, times
-    XG_FILTER_MULT, the top XG_FILTER_BITS bits."""
-    packed = ipaddress.ip_address(src).packed
+    XG_FILTER_MULT, the top XG_FILTER_BITS bits. A v4-mapped IPv6 address (::ffff:a.b.c.d) has
+    the slot of a.b.c.d, as the program gives such a source its IPv4 word."""
+    ip = ipaddress.ip_address(src)
+    packed = (ip.ipv4_mapped or ip).packed if ip.version == 6 else ip.packed
     h = 0
     for i in range(0, len(packed), 4):
         h ^= int.from_bytes(packed[i:i + 4], sys.byteorder)

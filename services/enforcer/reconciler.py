@@ -3,10 +3,11 @@
 - `applied(rule, verdict_id)` / `removed(rule)`: the record of every rule the actuator installs
   (state applied) or removes (a tombstone); the actuator calls them (it is its RuleJournal).
 - `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
-  their original times), tombstones the expired ones and deletes model rules the topic no longer
-  holds; manual rules in the maps are tracked and never touched. Undecodable records are skipped,
-  counted and dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a
-  fifth TCP-flag mask for one destination), which is also tombstoned, so that no record can stop
+  their original times), tombstones the expired ones (deleting a model rule that expired in the
+  maps meanwhile) and deletes model rules the topic no longer holds; manual rules in the maps
+  are tracked and never touched. Undecodable records are skipped, counted and dead-lettered;
+  so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth TCP-flag mask for one
+  destination), which is also tombstoned, so that no record can stop
   a start, once or at every restart; one that does not fit a full map is counted and kept.
 - `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
   into the topic and tombstones deleted ones, so a reload or reboot restores them too.
@@ -91,6 +92,9 @@ class RulesReconciler:
             if rule.expired(now):
                 if not self.dry_run:
                     await self.removed(rule)
+                    held = in_maps.get(key)
+                    if held is not None and held.origin is Origin.MODEL and held.expired(now):
+                        maps.delete_rule(held)  # expired while we were away: nobody else will
                 continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:

@@ -4,6 +4,7 @@ shown against its band. A worker that cannot be scraped is named in the line, ne
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.request
 
@@ -14,18 +15,24 @@ from services.detection.drift import DEFAULT_BAND, DriftBand, HourlyDrift, Sampl
 COUNTERS = {"xdpguard_scorer_flows_scored_total": "flows",
             "xdpguard_scorer_anomalies_total": "above",
             "xdpguard_scorer_verdicts_total": "rules"}
+FLOWS = "xdpguard_scorer_flows_scored_total"
 
 
 def parse_counters(text: str) -> dict[str, float]:
     """{"flows", "above", "rules"}: the drift counters of one Prometheus text exposition
-    (labels summed); ValueError when it is not one."""
+    (labels summed); ValueError when it is not one, or not a scorer's (no flows-scored
+    counter, which a scorer exposes from its start: another exporter's page would read as 0)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out = dict.fromkeys(COUNTERS.values(), 0.0)
+    seen = set()
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name in COUNTERS:
                 out[COUNTERS[s.name]] += s.value
+                seen.add(s.name)
+    if FLOWS not in seen:
+        raise ValueError(f"no {FLOWS} (not a scorer's metrics endpoint)")
     return out
 
 
@@ -50,7 +57,7 @@ class DriftFeed:
         for url in self.urls:
             try:
                 got = parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # no HTTP answer
                 failed.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
                 continue
             for k, v in got.items():

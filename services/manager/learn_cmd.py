@@ -117,6 +117,8 @@ def cmd_learn(args) -> int:
 
     cfg = _config(args)
     base = args.baseline_model or DEFAULT_MODEL
+    if os.path.realpath(args.out) == os.path.realpath(base):  # its reference set would not match
+        raise ConfigError(f"--out {args.out} is the baseline model: write the site model elsewhere")
     shipped = load_model(base)
     ref = load_reference(base, shipped.meta)
     if args.exclude_baseline:
@@ -125,6 +127,8 @@ def cmd_learn(args) -> int:
         drop = {group_of(n) for n in args.exclude_baseline}
         ref.benign = [c for c in ref.benign if group_of(c.name) not in drop]
     site = collect(args)
+    if not any(c.packets for c in site):  # now, not after training on the baseline alone
+        raise ConfigError(f"no site packet to learn from in {', '.join(c.name for c in site)}")
     with task_progress("learning", None) as step:
         try:
             res, val, reports = learn(site, ref, shipped, cfg, merged=args.merged, progress=step)

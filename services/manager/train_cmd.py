@@ -65,11 +65,27 @@ def _parse_time(text: str) -> int:
     return int(dt.timestamp() * 1e9)
 
 
+def _kafka_range(args) -> tuple[int, int] | None:
+    """(from_ns, to_ns) of --kafka-from/--kafka-to (to: now by default), None without
+    --kafka-from; ConfigError for a time that is not ISO 8601 or an empty range."""
+    if not args.kafka_from:
+        if args.kafka_to:
+            raise ConfigError("--kafka-to needs --kafka-from")
+        return None
+    from_ns = _parse_time(args.kafka_from)
+    to_ns = _parse_time(args.kafka_to) if args.kafka_to else int(datetime.now().timestamp() * 1e9)
+    if to_ns <= from_ns:
+        raise ConfigError(f"--kafka-to {args.kafka_to or '(now)'} is not after "
+                          f"--kafka-from {args.kafka_from}")
+    return from_ns, to_ns
+
+
 def collect(args) -> list:
     from services.offline import training as T
 
     from .evaluate_cmd import checked_manifest, read_captures
 
+    kafka_range = _kafka_range(args)  # checked before any file or the broker is read
     captures = []
     for m in args.manifest:
         rows = checked_manifest(m)
@@ -87,8 +103,7 @@ def collect(args) -> list:
         from services.offline.kafka_packets import read_packets
         from services.common.settings import load_common
 
-        to_ns = _parse_time(args.kafka_to) if args.kafka_to else int(datetime.now().timestamp() * 1e9)
-        read = asyncio.run(read_packets(load_common(), _parse_time(args.kafka_from), to_ns))
+        read = asyncio.run(read_packets(load_common(), *kafka_range))
         print(f"kafka: {read.records} records, {len(read.packets)} packets, "
               f"{read.undecodable} undecodable", file=sys.stderr)
         captures.append(T.LabelledCapture("kafka:packets", "benign", "live", read.packets))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -98,20 +99,23 @@ def write_reference(captures: Sequence[LabelledCapture], path: str | os.PathLike
 
 
 def read_reference(path: str | os.PathLike) -> ReferenceSet:
-    """The captures of a reference file; ModelError when it is missing or not one."""
+    """The captures of a reference file; ModelError when it is missing or not one (not an
+    .npz, another format, an array missing or of the wrong length)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise ModelError(f"reference set {path} is missing (xdpguard train --reference-out "
                          "writes it)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelError(f"reference set {path} is unreadable: {exc}") from None
     if str(a.get("format", "")) != FORMAT:
         raise ModelError(f"{path} is not a reference set ({FORMAT})")
+    why = _malformed(a)
+    if why:
+        raise ModelError(f"reference set {path} is corrupt: {why}")
     addr = a["addr"].tolist()
-    cols = [a[k].tolist() for k in ("ts_ns", "src", "dst", "sport", "dport", "proto",
-                                    "tcp_flags", "length")]
+    cols = [a[k].tolist() for k in _PACKET_COLUMNS]
     rows = [Packet(t, addr[s], addr[d], sp, dp, pr, fl, ln) for t, s, d, sp, dp, pr, fl, ln in zip(*cols)]
     out = ReferenceSet([], [])
     st = a["starts"].tolist()
@@ -120,6 +124,31 @@ def read_reference(path: str | os.PathLike) -> ReferenceSet:
         c = LabelledCapture(name, label, kind, rows[st[i]:st[i + 1]])
         (out.benign if label == "benign" else out.attack).append(c)
     return out
+
+
+_PACKET_COLUMNS = ("ts_ns", "src", "dst", "sport", "dport", "proto", "tcp_flags", "length")
+
+
+def _malformed(a: dict) -> str:
+    """Why the arrays `a` of a reference file are not the layout of the module doc ("" if
+    they are): every array present, one row per packet, `starts` bounds, address indexes."""
+    missing = [k for k in ("names", "labels", "kinds", "starts", "addr", *_PACKET_COLUMNS)
+               if k not in a]
+    if missing:
+        return f"no array {', '.join(missing)}"
+    n = len(a["ts_ns"])
+    if any(a[k].shape != (n,) for k in _PACKET_COLUMNS):
+        return f"packet columns of unequal length (ts_ns has {n})"
+    st, m = a["starts"], len(a["names"])
+    if len(a["labels"]) != m or len(a["kinds"]) != m or st.shape != (m + 1,):
+        return f"{m} captures but {len(a['labels'])} labels, {len(a['kinds'])} kinds, " \
+               f"{st.size} starts (captures + 1)"
+    if st[0] != 0 or st[-1] != n or (np.diff(st) < 0).any():
+        return f"capture starts are not 0..{n} in order"
+    k = len(a["addr"])
+    if n and (min(a["src"].min(), a["dst"].min()) < 0 or max(a["src"].max(), a["dst"].max()) >= k):
+        return f"an address index outside the {k} addresses"
+    return ""
 
 
 def load_reference(model_path: str | os.PathLike, meta: dict) -> ReferenceSet:

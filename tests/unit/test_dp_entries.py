@@ -29,6 +29,8 @@ def test_filter_slots_are_in_range_and_spread_and_ipv6_words_are_xored():
     assert all(0 <= s < structs.XG_FILTER_SLOTS for s in slots) and len(slots) > 250
     # IPv6 words are XORed: an address and the same words reordered share a slot
     assert structs.filter_slot("1:2:3:4:5:6:7:8") == structs.filter_slot("5:6:1:2:3:4:7:8")
+    # a v4-mapped source is looked up by its IPv4 word (xdpguard.c src_listed)
+    assert structs.filter_slot("::ffff:10.1.0.1") == structs.filter_slot("10.1.0.1")
 
 
 def test_host_entries_read_back_as_prefix_rules_with_their_own_counters():

@@ -100,3 +100,69 @@ def test_top_drift_line_before_and_after_a_second_sample():
     feed.hourly.add(Sample(600, 2000, 310, 1))
     assert "last 10 min): 1.00% of 1,000 flow-windows" in feed.line().plain
     assert "6.0 evidence rules/h" in feed.line().plain and "OUTSIDE" not in feed.line().plain
+
+
+def test_an_endpoint_that_does_not_answer_http_is_named_in_the_line_not_raised():
+    import asyncio
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer_garbage():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.sendall(b"\x00\x01not http at all\r\n\r\n")
+        conn.close()
+
+    t = threading.Thread(target=answer_garbage, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/metrics"
+    feed = DriftFeed([url], timeout=5)
+    try:
+        asyncio.run(feed.poll())
+    finally:
+        t.join(5)
+        srv.close()
+    assert feed.error.startswith(url + ": ")
+    assert feed.line().plain.startswith(f"drift: unavailable ({url}: ")
+
+
+def test_a_page_without_the_scorer_counters_is_not_read_as_zero_flows():
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    r = CollectorRegistry()
+    Counter("node_cpu_seconds", "another exporter", registry=r).inc(5)
+    with pytest.raises(ValueError, match="not a scorer's metrics endpoint"):
+        parse_counters(generate_latest(r).decode())
+    assert parse_counters(generate_latest(ScorerMetrics().registry).decode())["flows"] == 0
+
+
+def test_poll_sums_the_workers_that_answer_and_names_the_one_that_does_not():
+    import asyncio
+    import threading
+
+    from prometheus_client import start_http_server
+
+    workers = []
+    for flows, above in ((300, 3), (700, 11)):
+        m = ScorerMetrics()
+        m.flows_scored.inc(flows)
+        m.anomalies.inc(above)
+        server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
+        workers.append((server, thread))
+    urls = [f"http://127.0.0.1:{s.server_port}/metrics" for s, _ in workers]
+    down = "http://127.0.0.1:1/metrics"
+    feed = DriftFeed(urls + [down], timeout=5)
+    try:
+        asyncio.run(feed.poll())
+    finally:
+        for server, thread in workers:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+    assert feed.first == {"flows": 1000.0, "above": 14.0, "rules": 0.0}
+    line = feed.line().plain
+    assert "1.40% of 1,000 flow-windows" in line and f"[not scraped: {down}: " in line

@@ -124,3 +124,14 @@ def test_restore_leaves_a_rule_the_maps_already_hold_alone():
     assert ("add", LIVE.key()) not in maps.writes
     assert LIVE.key() in keys(policy.installed()) and maps.installed[LIVE.key()] == LIVE
     assert ("add", MANUAL_IN_TOPIC.key()) in maps.writes  # not in the maps: installed
+
+
+def test_a_model_rule_that_expired_while_the_enforcer_was_away_leaves_the_maps():
+    # its entry still counts in its map's rule count and src_filter slot (the program skips a
+    # map only when no rule is left): the restore that tombstones it must also delete it
+    topic, maps, rec, policy, _ = world()
+    maps.add_rule(EXPIRED)
+    asyncio.run(rec.restore(maps))
+    assert EXPIRED.key() not in maps.installed
+    assert ("tombstone", EXPIRED.key()) in topic.log
+    assert EXPIRED.key() not in keys(policy.installed())

@@ -51,14 +51,20 @@ def test_a_refused_model_is_one_line_per_failure_exit_1_and_no_file(baseline, ca
     assert not out.exists() and not out.with_suffix(".json").exists()
 
 
-def test_a_reference_set_that_is_not_the_models_training_data_is_refused(baseline, capsys, tmp_path):
-    d, model, site = baseline
+def _model_with_another_reference(model, tmp_path):
+    """A copy of `model` in tmp_path beside a reference set that is not its training data."""
     other = tmp_path / "base.joblib"
     for suffix in (".joblib", ".json"):
         other.with_suffix(suffix).write_bytes(model.with_suffix(suffix).read_bytes())
     write_reference([T.LabelledCapture("x.pcap", "benign", "b", S.doh_client(T0, 5)),
                      T.LabelledCapture("syn.pcap", "attack", "syn_flood", S.syn_flood(T0, 2, 100))],
                     reference_path(other))
+    return other
+
+
+def test_a_reference_set_that_is_not_the_models_training_data_is_refused(baseline, capsys, tmp_path):
+    d, model, site = baseline
+    other = _model_with_another_reference(model, tmp_path)
     rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(other),
                    "--out", str(tmp_path / "s.joblib")])
     err = capsys.readouterr().err
@@ -75,3 +81,55 @@ def test_the_shipped_reference_set_is_what_the_shipped_model_was_trained_on():
     assert {c.name for c in ref.benign + ref.attack} == names
     assert len(ref.kinds()) >= 7 and all(c.packets for c in ref.attack)
     assert all(a.ts_ns <= b.ts_ns for c in ref.benign for a, b in zip(c.packets, c.packets[1:]))
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _without_addr(path):
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files if k != "addr"}
+    with open(path, "wb") as fh:
+        np.savez(fh, **a)
+
+
+def _short_starts(path):
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    a["starts"] = a["starts"][:2]
+    with open(path, "wb") as fh:
+        np.savez(fh, **a)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (_truncated, "is unreadable"),
+    (_without_addr, "is corrupt: no array addr"),
+    (_short_starts, "is corrupt: 2 captures but 2 labels, 2 kinds, 2 starts"),
+])
+def test_a_corrupt_reference_set_is_one_line_and_exit_1(baseline, capsys, tmp_path, spoil, message):
+    d, model, site = baseline
+    other = _model_with_another_reference(model, tmp_path)
+    spoil(reference_path(other))
+    rc = cli.main(["learn", "--pcap", str(site), "--baseline-model", str(other),
+                   "--out", str(tmp_path / "s.joblib")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and message in err, err
+
+
+def test_site_captures_without_one_ip_packet_are_refused_before_training(baseline, capsys, tmp_path):
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    d, model, site = baseline
+    arp = tmp_path / "arp.pcap"
+    wrpcap(str(arp), [Ether() / ARP() for _ in range(3)])
+    out = tmp_path / "s.joblib"
+    rc = cli.main(["learn", "--pcap", str(arp), "--baseline-model", str(model), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "no site packet to learn from in arp.pcap" in err and not out.exists()

@@ -2,6 +2,8 @@
 held-back site traffic dropped than the false-positive budget, or an attack kind the shipped
 model catches and the site model misses (services.offline.sitemodel.judge); and bad input is
 one line and exit 1 before any work."""
+from pathlib import Path
+
 import pytest
 
 from services.manager import cli
@@ -62,10 +64,25 @@ def test_site_traffic_is_split_by_time_and_named_apart_from_the_baseline():
     (["--pcap", "x.pcap", "--holdout", "0"], "--holdout must be in (0, 1)"),
     ([], "nothing to learn from"),
     (["--pcap", "/nonexistent/site.pcap"], "no such file: /nonexistent/site.pcap"),
+    (["--kafka-from", "2026-11-30T00:00:00Z", "--kafka-to", "2026-11-01T00:00:00Z"],
+     "--kafka-to 2026-11-01T00:00:00Z is not after --kafka-from 2026-11-30T00:00:00Z"),
+    (["--kafka-from", "2999-01-01T00:00:00Z"], "--kafka-to (now) is not after --kafka-from"),
+    (["--pcap", "x.pcap", "--kafka-to", "2026-11-01T00:00:00Z"], "--kafka-to needs --kafka-from"),
 ])
-def test_bad_input_is_one_line_and_exit_1(argv, message, tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_1(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDPGUARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never asked
     out = tmp_path / "site.joblib"
     assert cli.main(["learn", *argv, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_site_model_never_overwrites_the_baseline_model(capsys):
+    from services.detection.model import DEFAULT_MODEL
+
+    before = Path(DEFAULT_MODEL).read_bytes()
+    assert cli.main(["learn", "--pcap", "x.pcap", "--out", str(DEFAULT_MODEL)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the baseline model" in err
+    assert Path(DEFAULT_MODEL).read_bytes() == before
