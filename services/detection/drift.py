@@ -33,15 +33,21 @@ class Sample:
 class DriftBand:
     """Where the hourly figures are expected: the above-threshold share in [share_low,
     share_high] (fractions), at most `rules_high` rules an hour. The model's threshold is set
-    so that about its target false-positive rate (0.02) of benign flow-windows score above it."""
+    so that about its target false-positive rate (0.02) of benign flow-windows score above it.
+    The share is judged only over at least `min_flows` flow-windows: on a quiet site (a few
+    hundred flows an hour, none above the threshold) it says nothing about drift."""
     share_low: float = 0.002
     share_high: float = 0.06
     rules_high: float = 60.0
+    min_flows: float = 1000.0
 
-    def outside(self, share: float | None, rules_per_hour: float | None) -> list[str]:
-        """Why the figures leave the band (empty: inside; None figures are not judged)."""
+    def outside(self, share: float | None, rules_per_hour: float | None,
+                flows: float | None = None) -> list[str]:
+        """Why the figures leave the band (empty: inside; None figures are not judged, nor a
+        share over fewer than `min_flows` flow-windows when `flows` is given)."""
         out = []
-        if share is not None and not self.share_low <= share <= self.share_high:
+        judged = share is not None and (flows is None or flows >= self.min_flows)
+        if judged and not self.share_low <= share <= self.share_high:
             out.append(f"{share * 100:.2f}% of flow-windows above threshold, band "
                        f"{self.share_low * 100:.2f}%-{self.share_high * 100:.2f}%")
         if rules_per_hour is not None and rules_per_hour > self.rules_high:

@@ -87,7 +87,7 @@ class DriftFeed:
                f"{'-' if rules is None else f'{rules:,.1f}'} evidence rules/h "
                f"(band {self.band.share_low * 100:.2f}%-{self.band.share_high * 100:.2f}%, "
                f"<= {self.band.rules_high:,.0f}/h)")
-        why = self.band.outside(share, rules)
+        why = self.band.outside(share, rules, scored)
         if self.error:
             txt += f"  [not scraped: {self.error}]"
         return Text(txt + ("  OUTSIDE BAND" if why else ""), style="bold red" if why else "")

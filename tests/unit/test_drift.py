@@ -61,6 +61,13 @@ def test_the_band_names_what_leaves_it():
                                     "12.0 rules/h, band at most 10"]
 
 
+def test_a_quiet_sites_share_is_not_judged():
+    """A few hundred flow-windows an hour, none above the threshold: not drift."""
+    b = DriftBand(share_low=0.01, share_high=0.05, rules_high=10, min_flows=1000)
+    assert b.outside(0.0, 0, flows=300) == [] and b.outside(0.5, 0, flows=999) == []
+    assert b.outside(0.0, 0, flows=1000) == ["0.00% of flow-windows above threshold, band 1.00%-5.00%"]
+
+
 def test_prometheus_rules_record_the_figures_and_alert_outside_the_same_band():
     doc = yaml.safe_load(RULES.read_text())
     rules = {r.get("record") or r.get("alert"): r for g in doc["groups"] for r in g["rules"]}
@@ -70,6 +77,8 @@ def test_prometheus_rules_record_the_figures_and_alert_outside_the_same_band():
     assert "xdpguard_scorer_verdicts_total[1h]" in rules["xdpguard:scorer_rules_fired:per_hour"]["expr"]
     alert = rules["XdpguardDriftAboveThresholdShare"]["expr"]
     assert f"< {DEFAULT_BAND.share_low}" in alert and f"> {DEFAULT_BAND.share_high}" in alert
+    assert f"xdpguard:scorer_flows_scored:per_hour >= {DEFAULT_BAND.min_flows:g}" in alert
+    assert "xdpguard_scorer_flows_scored_total[1h]" in rules["xdpguard:scorer_flows_scored:per_hour"]["expr"]
     assert f"> {DEFAULT_BAND.rules_high:g}" in rules["XdpguardDriftRulesFired"]["expr"]
     prom = yaml.safe_load((ROOT / "compose" / "prometheus" / "prometheus.yml").read_text())
     assert prom["rule_files"] == ["/etc/prometheus/rules/*.yml"]
