@@ -86,12 +86,13 @@ def test_dry_run_logs_what_it_would_do_and_touches_nothing(broker, pin_dir, tmp_
 
 def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(broker, pin_dir,
                                                                                 tmp_path):
-    """Prefix map of 16 entries, one manual rule, 40 model verdicts: the map never overflows
+    """Host-rule map of 16 entries (src_host4, sized with the prefix maps: the /32 rules,
+    manual and model alike), one manual rule, 40 model verdicts: the map never overflows
     silently; the oldest model rules make room (counted, logged), the manual rule stays; and the
     ENFORCER_MAX_MODEL_RULES bound evicts the same way before the map is full."""
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(prefix=16, ring_pages=16))
-    manual = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.0/15", origin="manual")
+    manual = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.1/32", origin="manual")
     with Datapath.open(pin_dir) as dp:
         dp.add_rule(manual)
     enf = None
