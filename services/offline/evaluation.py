@@ -60,6 +60,7 @@ class ReplayStats:
     timeline: list        # [second, attack share blocked, benign share blocked]
     rate_pps: float = 0.0  # attack packets per second as replayed
     rules: list = field(default_factory=list)  # reasons of the first rules (up to 5)
+    first_drop_s: float | None = None  # first attack packet to the first one dropped
 
 
 def _shifted(packets: Iterable[Packet], to_ns: int, index: int) -> Iterator[tuple[Packet, int]]:
@@ -106,13 +107,14 @@ class _Tally:
         self.c = {k: 0 for k in ("attack_packets", "attack_dropped", "attack_blockable",
                                  "benign_packets", "benign_dropped")}
         self.width, self.reaction = width_ns, reaction_ns
-        self.first_att = self.first_drop = self.ready = None
+        self.first_att = self.first_drop = self.first_rule = self.ready = None
         self.benign_flows: dict[tuple, bool] = {}
         self.attack_flows: set[tuple] = set()
         self.secs: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # att, att drop, ben, ben drop
 
-    def add(self, p: Packet, att: bool, dropped: bool) -> None:
-        """One replayed packet: attack or benign, dropped or not."""
+    def add(self, p: Packet, att: bool, dropped: bool, rule_from: int | None = None) -> None:
+        """One replayed packet: attack or benign, dropped or not (by the rule in force from
+        `rule_from`, ns)."""
         c, sec = self.c, self.secs[(p.ts_ns - T0) // 10**9]
         if att:
             c["attack_packets"] += 1
@@ -126,7 +128,7 @@ class _Tally:
                 c["attack_dropped"] += 1
                 sec[1] += 1
                 if self.first_drop is None:
-                    self.first_drop = p.ts_ns
+                    self.first_drop, self.first_rule = p.ts_ns, rule_from
         else:
             c["benign_packets"] += 1
             sec[2] += 1
@@ -153,13 +155,17 @@ def run_replay(name: str, kind: str, parts: Sequence[LabelledCapture], detector,
     t = _Tally(int(cfg.window_s * 1e9), int(cfg.reaction_s * 1e9))
     last = T0
     for p, i in heapq.merge(*streams, key=lambda x: x[0].ts_ns):
-        t.add(p, attack[i], r.feed(p))
+        t.add(p, attack[i], r.feed(p), r.enforcer.matched_from)
         last = p.ts_ns
     r.finish()
     c = t.c
     c["benign_flows"] = len(t.benign_flows)
     c["benign_flows_dropped"] = sum(t.benign_flows.values())
-    ttfb = (t.first_drop - t.first_att) / 1e9 if t.first_drop is not None else None
+    # time to first block: from the first attack packet until the rule that first dropped an
+    # attack packet was in force (a capture with a pause shows its first drop only later)
+    first_drop = (t.first_drop - t.first_att) / 1e9 if t.first_drop is not None else None
+    ttfb = (None if first_drop is None else
+            max(0, min(t.first_drop, t.first_rule or t.first_drop) - t.first_att) / 1e9)
     scores = [w.scores for w in r.windows]
     labels = [[k in t.attack_flows for k in w.keys] for w in r.windows]
     scores = np.concatenate(scores) if scores else np.zeros(0)
@@ -175,7 +181,7 @@ def run_replay(name: str, kind: str, parts: Sequence[LabelledCapture], detector,
     rate = (c["attack_packets"] - 1) / span if span > 0 else 0.0
     rules = [sg.reason for w in r.windows for sg in w.suggestions][:5]
     return ReplayStats(name, kind, dict(c), ttfb, scores, labels, weights,
-                       scores >= detector.threshold, timeline, rate, rules)
+                       scores >= detector.threshold, timeline, rate, rules, first_drop)
 
 
 def _aucs(stats: Sequence[ReplayStats]) -> tuple[float | None, float | None]:
@@ -282,7 +288,7 @@ def report(alone: Sequence[ReplayStats], merged: Sequence[ReplayStats], cfg: Eva
                    "params": cfg.params.__dict__, "model_id": model_id},
         "overall": overall, "by_kind": by_kind,
         "by_file": {s.name: {**summarize([s]), "kind": s.kind, "rate_pps": s.rate_pps,
-                             "rules": s.rules} for s in alone},
+                             "rules": s.rules, "first_drop_s": s.first_drop_s} for s in alone},
         "merged": {s.name: {**summarize([s]), "kind": s.kind} for s in merged},
         "timelines": {s.name: s.timeline for s in alone if s.kind != "benign"},
         "_stats": list(alone),

@@ -111,6 +111,7 @@ class SimulatedDataPlane:
         self.nets: list[tuple] = []                   # (network, [from, until]) for shorter prefixes
         self.limits: dict[str, list] = {}             # dst -> [[rule, [from, until], bucket_s, used]]
         self.keys: dict[str, list] = {}               # rule key -> its [from, until] (shared)
+        self.matched_from: int | None = None          # activation of the rule `verdict` last matched
 
     def install(self, rule: Rule, active_ns: int) -> bool:
         """Add a rule. One whose key is still in force is refreshed as the enforcer does
@@ -140,25 +141,30 @@ class SimulatedDataPlane:
             self.limits[rule.dst] = lims + [[rule, span, -1, 0]]
         return True
 
-    def _src_blocked(self, addr: str, ts: int) -> bool:
+    def _src_blocked(self, addr: str, ts: int) -> list | None:
+        """The [from, until] span of a host or prefix rule in force for `addr` at `ts`, or None."""
         span = self.srcs.get(addr)
         if span is not None and span[0] <= ts < span[1]:
-            return True
+            return span
         if self.nets:
             ip = ipaddress.ip_address(addr)
-            return any(span[0] <= ts < span[1] and ip.version == n.version and ip in n
-                       for n, span in self.nets)
-        return False
+            return next((span for n, span in self.nets
+                         if span[0] <= ts < span[1] and ip.version == n.version and ip in n), None)
+        return None
 
     def verdict(self, pkt: Packet) -> bool | None:
-        """True: dropped; False: a rule matched and let it through; None: no rule matched."""
+        """True: dropped; False: a rule matched and let it through; None: no rule matched.
+        `matched_from` is then the activation time (ns) of the rule that matched."""
         ts = pkt.ts_ns
         key = pkt.flow_key()
         for k in (key, (key[1], key[0], key[3], key[2], key[4])):
             span = self.flows.get(k)
             if span is not None and span[0] <= ts < span[1]:
+                self.matched_from = span[0]
                 return True
-        if self._src_blocked(pkt.src, ts) or self._src_blocked(pkt.dst, ts):
+        span = self._src_blocked(pkt.src, ts) or self._src_blocked(pkt.dst, ts)
+        if span:
+            self.matched_from = span[0]
             return True
         for lim in self.limits.get(pkt.dst, ()):
             rule, span, bucket, used = lim
@@ -168,6 +174,7 @@ class SimulatedDataPlane:
             if sec != bucket:
                 lim[2], lim[3] = sec, 0
             lim[3] += 1
+            self.matched_from = span[0]
             return lim[3] > rule.rate_pps
         return None
 

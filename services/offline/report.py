@@ -74,8 +74,9 @@ def _by_kind(ours: dict, seed: dict | None) -> list[str]:
     lines.append("\nrate_pps_min: the slowest file of the kind as replayed (goals apply from "
                  f"{GOAL_RATE_PPS:.0f} packets/s); attack_drop_upper_bound: the share of attack "
                  "packets arriving after the first attack window closed plus the reaction time, "
-                 "the most any detector could drop with this timing; time_to_first_block_s: the "
-                 "slowest file of the kind, n/a when one was never blocked; ROC-AUC over the "
+                 "the most any detector could drop with this timing; time_to_first_block_s: from "
+                 "the first attack packet until the rule that first dropped attack packets was in "
+                 "force, the slowest file of the kind, n/a when one was never blocked; ROC-AUC over the "
                  "kind's files and every benign capture.\n")
     return lines
 
@@ -93,14 +94,17 @@ def _files(ours: dict) -> list[str]:
             lines.append(f"| {n} | {_fmt(s, 'share')} | {_fmt(bf[n]['benign_flow_drop_share'], 'share')} | {rule} |")
     else:
         lines.append(f"None: 0 packets dropped in each of the {len(benign)} benign captures.")
-    lines += ["\n## Attack captures\n", "| capture | kind | packets/s | dropped | first block (s) | first rule |",
-              "|---|---|---|---|---|---|"]
+    lines += ["\n## Attack captures\n", "first block: the rule that first dropped attack packets was in force; "
+              "first drop: the first attack packet dropped (later when the capture pauses).\n",
+              "| capture | kind | packets/s | dropped | first block (s) | first drop (s) | first rule |",
+              "|---|---|---|---|---|---|---|"]
     for n, v in bf.items():
         if v["kind"] != "benign":
             rule = (v.get("rules") or [""])[0]
             lines.append(f"| {n} | {v['kind']} | {v.get('rate_pps', 0):.1f} | "
                          f"{_fmt(v['attack_packet_drop_share'], 'share')} | "
-                         f"{_fmt(v['time_to_first_block_s'], 'time_to_first_block_s')} | {rule} |")
+                         f"{_fmt(v['time_to_first_block_s'], 'time_to_first_block_s')} | "
+                         f"{_fmt(v.get('first_drop_s'), 'time_to_first_block_s')} | {rule} |")
     return lines
 
 

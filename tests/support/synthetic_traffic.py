@@ -10,8 +10,9 @@ Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks sen
 (DISCOVERs from 0.0.0.0 to broadcast), `ftp_guessing` (short login sessions to port 21),
 `fragmented_amplification` (DNS answers in IP fragments; later fragments carry no ports),
 `synack_reflection` (SYN-ACKs of servers answering SYNs spoofed with the victim's address),
-`service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports).
-Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `web_poller`.
+`service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports),
+`host_sweep` (a slow UDP or TCP sweep of one /24 on one port).
+Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`.
 """
 from __future__ import annotations
 
@@ -136,6 +137,21 @@ def service_probe(t0: int, scanner: str = "203.0.113.77", target: str = "10.0.0.
     return _sorted(pk)
 
 
+def host_sweep(t0: int, seconds: float, pps: float = 5, proto: int = PROTO_UDP,
+               scanner: str = "203.0.113.88", net: str = "10.0.1", port: int = 161,
+               seed: int = 7) -> list[Packet]:
+    """A slow host sweep: one probe every 1/`pps` s to the next address of one /24 on one port
+    (UDP datagrams or TCP SYNs), nobody answers (the addresses are empty or filtered)."""
+    rnd = random.Random(seed)
+    sp = rnd.randrange(40000, 60000)
+    out = []
+    for i in range(int(seconds * pps)):
+        t, dst = t0 + int(i * S / pps), f"{net}.{1 + i % 254}"
+        out.append(_tcp(t, scanner, dst, sp, port, SYN, 58) if proto == PROTO_TCP
+                   else _udp(t, scanner, dst, sp, port, 60))
+    return out
+
+
 # --- benign shapes ------------------------------------------------------------------------------
 
 def _session(pk: list, t: int, client: str, server: str, sp: int, dp: int, exchanges: int,
@@ -222,6 +238,28 @@ def browser(t0: int, seconds: float, client: str = "10.0.0.9", seed: int = 14) -
             _session(pk, t0 + k * 5 * S + rnd.randrange(200) * ms, client, server, sp, 443,
                      rnd.randrange(2, 8), 50 * ms, up=600, down=1400, close=rnd.random() < 0.3)
             sp += 1
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def ice_checks(t0: int, seconds: float, local: str = "10.0.0.12", peer: str = "198.51.100.40",
+               candidates: int = 16, seed: int = 15) -> list[Packet]:
+    """WebRTC call set-up, repeated every 10 s (renegotiation, a new call): ICE connectivity
+    checks (small STUN binding requests) from one local port to each of a peer's `candidates`
+    ports, twice each over ~1 s; half the candidate pairs answer. Then media on one pair."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for k in range(int(seconds // 10) + 1):
+        base = t0 + k * 10 * S
+        ports = rnd.sample(range(20000, 60000), candidates)
+        for rep in range(2):
+            for j, port in enumerate(ports):
+                t = base + rep * 500 * ms + j * 25 * ms
+                pk.append(_udp(t, local, peer, 50000 + k, port, 62))
+                if j % 2 == 0:
+                    pk.append(_udp(t + 40 * ms, peer, local, port, 50000 + k, 74))
+        for i in range(400):
+            t = base + S + i * 20 * ms
+            pk += [_udp(t, local, peer, 50000 + k, ports[0], 180 + rnd.randrange(600)),
+                   _udp(t + 7 * ms, peer, local, ports[0], 50000 + k, 180 + rnd.randrange(600))]
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
 
 

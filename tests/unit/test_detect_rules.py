@@ -82,14 +82,14 @@ def test_scanner_becomes_a_source_block_and_its_victims_clients_do_not():
 
 
 def test_weak_evidence_gets_a_short_ttl_and_is_escalated_when_it_returns():
-    """20 half-open probes of one host (bound 12, strong from 36): a short drop first; the same
+    """10 half-open probes of one host (bound 5, strong from 15): a short drop first; the same
     source again after that rule ran out: the long one."""
     p = DetectParams()
     mem = Escalation()
 
     def scan(t0):
         w = WindowState(t0)
-        for i, port in enumerate(range(20, 40)):
+        for i, port in enumerate(range(20, 30)):
             w.add(Packet(t0 + i, "10.0.0.66", "10.0.0.1", 4444, port, 6, 0x02, 58))
         keys, _ = w.rows()
         return suggest(w, keys, [0.9] * len(keys), 0.5, window_end_ns=t0 + 10**9, memory=mem)

@@ -42,6 +42,10 @@ ATTACKS = {
                                           dict(scope=Scope.DST_LIMIT, dst="10.0.0.53", proto=17, dport=0)),
     "SYN-ACK reflection": (lambda: G.synack_reflection(T0, 30),
                            dict(scope=Scope.DST_LIMIT, dst="10.0.0.80", proto=6, tcp_flags=0x12)),
+    "UDP host sweep, 5 pps": (lambda: G.host_sweep(T0, 30, 5),
+                              dict(scope=Scope.SRC_PREFIX, src="203.0.113.88/32")),
+    "TCP SYN host sweep, 5 pps": (lambda: G.host_sweep(T0, 30, 5, proto=6, port=22),
+                                  dict(scope=Scope.SRC_PREFIX, src="203.0.113.88/32")),
 }
 
 
@@ -79,6 +83,7 @@ BENIGN = {
     "voice/video call media": lambda: G.media_call(T0, 60),
     "P2P node with many peers": lambda: G.p2p_node(T0, 60),
     "browser opening many TLS connections": lambda: G.browser(T0, 60),
+    "WebRTC ICE checks to a peer's candidate ports": lambda: G.ice_checks(T0, 60),
     "client reconnecting every 100 ms": lambda: G.web_poller(T0, 60),
 }
 

@@ -74,6 +74,18 @@ def test_udp_probes_weigh_by_what_nobody_answered():
     assert src(ev, ME, "probe_other") == 0
 
 
+def test_udp_ports_of_one_host_count_half_and_hosts_of_one_net_count_whole():
+    ports = [udp(i * 1000, "203.0.113.9", "10.1.2.3", 5000, 1000 + i) for i in range(40)]
+    ev, _ = assess(ports)
+    assert src(ev, "203.0.113.9", "probe_other") == 20  # media and NAT traversal fan out over ports
+    hosts = [udp(i * 1000, "203.0.113.9", f"10.1.2.{i}", 5000, 161) for i in range(1, 41)]
+    ev, _ = assess(hosts)
+    assert src(ev, "203.0.113.9", "probe_other") == 40
+    tcp_ports = [tcp(i * 1000, "203.0.113.9", "10.1.2.3", 5000, 1000 + i, 0x02) for i in range(40)]
+    ev, _ = assess(tcp_ports)
+    assert src(ev, "203.0.113.9", "probe_tcp") == 40  # a TCP port scan counts whole
+
+
 def test_probes_add_up_over_the_horizon():
     watch = E.SourceWatch(W)
     prev = None
