@@ -12,15 +12,15 @@ short TTL or the loose rate limit, escalated when it comes back (services.detect
 The floors are priors, not fitted: the benign corpora are client-side captures of one host each,
 so some counts (distinct half-open sources towards one destination: 1) would give bounds a
 busy server or a LAN exceeds every second. Each floor is the smallest count at which the
-behaviour stops being something a handful of ordinary peers do at once. The probe floors come
-from the detection goal, not from a capture: a 30 s attack at 5 packets/s must lose 90%, so its
-rule must be in force 3 s after its first packet, i.e. come from the evidence of the second
-window it touches (window 1 s, reaction 1 s). A scanner sending 5 probes a second that starts a
-third of the way into a window has sent 8 by then: UDP/ICMP probes all count (floor 6), but a
-TCP SYN in a window's last GRACE_NS is never judged half-open (its flow has no packet in the
-next window), so 5 of them count (floor 5). The benign maxima are 2 (TCP) and 3 (other): the
-floors are 2.5 and 2 times what benign sources do. A sweep that starts in the last quarter of
-a window gets its rule up to 3.25 s after its first probe.
+behaviour stops being something a handful of ordinary peers do at once. The probe floors (6
+probes of one target group over the horizon) come from the detection goal, not from a capture:
+a 30 s attack at 5 packets/s must lose 90%, so its rule must be in force 3 s after its first
+packet, i.e. come from the evidence of the second window it touches (window 1 s, reaction 1 s).
+A scanner sending 5 probes a second that starts a third of the way into a window has sent 8
+by then; a TCP SYN in a window's last GRACE_NS is judged when the next window closes, so 7 of
+them count. The benign maxima are 2 (TCP) and 3 (other): the floor is 2-3 times what benign
+sources do. A sweep that starts late in a window gets its rule up to ~3.2 s after its first
+probe.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .evidence import DST_MEASURES, SRC_MEASURES
 MARGIN = 2.0
 STRONG = 3.0
 FLOORS: dict[str, dict[str, float]] = {
-    "src": {"half_open": 20, "probe_tcp": 5, "probe_other": 6, "login": 8, "packets": 2000},
+    "src": {"half_open": 20, "probe_tcp": 6, "probe_other": 6, "login": 8, "packets": 2000},
     "dst": {"half_open_srcs": 12, "synack_srcs": 12, "rst_srcs": 12, "reflector_srcs": 12,
             "fragments": 20, "dhcp": 10, "unsolicited_srcs": 24, "packets": 2000},
 }

@@ -11,7 +11,9 @@ A flow S->D is ANSWERED when the reverse 5-tuple (D, S, dport, sport, proto) car
 this window or the one before. An answer to a reflector port is SOLICITED when D itself sent
 from that port pair (to anyone: discovery goes to multicast or broadcast addresses). A flow whose
 last packet came in the window's last GRACE_NS is SETTLED only later: its answer or its ACK may
-fall into the next window, so it counts as neither half-open nor unanswered.
+fall into the next window, so in its own window it counts as neither half-open nor unanswered.
+A source's SYN-only flow of that kind with no packet in the next window is counted there as a
+half-open probe (`SourceWatch.add_entries`); the marks below judge each window on its own.
 
 Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`, `SRC_OWN`):
   half_open    TCP flows of the source in the window with a SYN and no ACK, towards its busiest
@@ -261,7 +263,7 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
     for k, st in flows.items():
         SourceWatch.count(entries, k, st["packets"], st["flags"], st.get("syn", 0),
                           settled(st["last"], window_end_ns))
-    watch.add_entries(window.start_ns, entries)
+    watch.add_entries(window.start_ns, entries, flows)
     own = watch.measures(window.start_ns, window.srcs)
     ev = assess(flows, flows, answers, window_end_ns, own)
     return ev, answers

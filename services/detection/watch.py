@@ -7,11 +7,11 @@ described with the measures in services.detection.evidence.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from typing import Container, Iterable
 
 from services.records.packet import PROTO_TCP, TCP_ACK
 
-from .features import WindowedSources
+from .features import HORIZON_WINDOWS, WindowedSources
 
 LOGIN_WINDOWS = 3
 # TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
@@ -61,6 +61,29 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
     return best[0], best[1]
 
 
+def _settle(entries: dict[str, list], key: tuple) -> None:
+    """Count an earlier window's SYN-only flow, settled without an ACK, as a half-open probe."""
+    src, dst, _, dport, proto = key
+    e = entries.get(src)
+    if e is None:
+        e = entries[src] = [None, None, None, None]
+    if e[0] is None:
+        e[0] = {}
+    e[0][dst] = e[0].get(dst, 0) + 1
+    _add_probe(e, (dst, proto, dport))
+
+
+def _add_probe(e: list, target: tuple) -> None:
+    """Add a probe target (dst, proto, dport) to an entry: one stays a tuple, more a set."""
+    if e[1] is None:
+        e[1] = target
+    elif type(e[1]) is tuple:
+        if e[1] != target:
+            e[1] = {e[1], target}
+    else:
+        e[1].add(target)
+
+
 class SourceWatch(WindowedSources):
     """Every source's probes and login sessions over the last `span` windows (SRC_OWN). Kept
     per window like features.SourceHorizon, so expiry drops whole windows; a probe is its
@@ -69,46 +92,71 @@ class SourceWatch(WindowedSources):
     more than one probe in the horizon. Windows are added oldest first."""
 
     # windows: window start -> source -> [half-open flows to its busiest destination, probes
-    # (tuple | set | None), logins (dict | None)]
-    __slots__ = ()
+    # (tuple | set | None), logins (dict | None), None]; `pending`: window start -> 5-tuples
+    # of its unsettled SYN-only flows, judged when the next window is added
+    __slots__ = ("pending",)
+
+    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
+        super().__init__(width_ns, span)
+        self.pending: dict[int, list[tuple]] = {}
 
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
               done: bool) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
-        SYN-without-ACK packets, and whether it is `settled`)."""
+        SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
+        settled yet is noted in the entry's last slot (`add_entries` settles it later)."""
         src, dst, _, dport, proto = key
-        half_open = proto == PROTO_TCP and syn and not flags & TCP_ACK and done
+        syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
+        half_open = syn_only and done
         login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
         probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
-        if not (half_open or login or probe):
+        unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
+        if not (half_open or login or probe or unsettled):
             return
         e = entries.get(src)
         if e is None:
-            e = entries[src] = [None, None, None]
+            e = entries[src] = [None, None, None, None]
+        if unsettled:
+            if e[3] is None:
+                e[3] = []
+            e[3].append(key)
+            return
         if half_open:
             if e[0] is None:
                 e[0] = {}
             e[0][dst] = e[0].get(dst, 0) + 1
         if probe:
-            target = (dst, proto, dport)
-            if e[1] is None:
-                e[1] = target
-            elif type(e[1]) is tuple:
-                if e[1] != target:
-                    e[1] = {e[1], target}
-            else:
-                e[1].add(target)
+            _add_probe(e, (dst, proto, dport))
         if login:
             if e[2] is None:
                 e[2] = {}
             g = (dst, dport)
             e[2][g] = e[2].get(g, 0) + 1
 
-    def add_entries(self, ws: int, entries: dict[str, list]) -> None:
-        """Window `ws` as `count` built it (replacing an earlier copy); drops old windows."""
+    def add_entries(self, ws: int, entries: dict[str, list], flows: Container | None = None) -> None:
+        """Window `ws` as `count` built it (replacing an earlier copy); drops old windows.
+        `flows` (the window's 5-tuples) settles the previous window's unsettled SYN-only flows:
+        one with no packet in `ws` got no ACK and counts here as a half-open probe; one that went
+        on is judged in `ws` by its own packets. The unsettled flow of a source with nothing else
+        counted in the horizon (a spoofed SYN) is not kept: one probe is never evidence."""
         self._forget(ws)
         seen = self.seen
+        earlier = self.pending.get(ws - self.width_ns) if flows is not None else None
+        for key in earlier or ():
+            if key not in flows:
+                _settle(entries, key)
+        mine = []
+        for src in [s for s, e in entries.items() if e[3] is not None]:
+            e = entries[src]
+            if len(e[3]) == 1 and e[0] is None and e[1] is None and e[2] is None and src not in seen:
+                del entries[src]
+            else:
+                mine += e[3]
+                e[3] = None
+        self.pending = {w: p for w, p in self.pending.items() if w == ws - self.width_ns}
+        if mine:
+            self.pending[ws] = mine
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1

@@ -244,7 +244,7 @@ class SourcePartition:
             horizon_count(recent, key[0], st[2], pos)
             SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
-        self.watch.add_entries(ws, watched)
+        self.watch.add_entries(ws, watched, flows)
         hz = self.horizon.features_of(ws, srcs)
         own = self.watch.measures(ws, srcs)
         src_feats = {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}

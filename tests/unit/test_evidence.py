@@ -86,6 +86,29 @@ def test_udp_ports_of_one_host_count_half_and_hosts_of_one_net_count_whole():
     assert src(ev, "203.0.113.9", "probe_tcp") == 40  # a TCP port scan counts whole
 
 
+def test_a_syn_in_the_grace_period_is_judged_when_the_next_window_closes():
+    """SYNs in the window's last 250 ms: unsettled there; with no packet of their flow in the next
+    window they count there as half-open probes, while one whose handshake went on does not."""
+    watch = E.SourceWatch(W)
+    late = [tcp(W - 100_000_000 + i, "203.0.113.9", "10.1.2.3", 5000 + i, 20 + i, 0x02) for i in range(4)]
+    ev, prev = assess(late, watch)
+    assert src(ev, "203.0.113.9", "probe_tcp") == 0  # not settled yet
+    done = [tcp(W + 5_000_000, "203.0.113.9", "10.1.2.3", 5003, 23, 0x10)]  # the 4th one's ACK
+    ev, _ = assess(done, watch, T + W, prev)
+    assert src(ev, "203.0.113.9", "probe_tcp") == 3 and src(ev, "203.0.113.9", "half_open") == 3
+
+
+def test_a_lone_unsettled_syn_of_a_new_source_is_not_kept():
+    """A spoofed flood's sources send one SYN each: nothing to carry for them (memory)."""
+    watch = E.SourceWatch(W)
+    flood = [tcp(W - 100_000_000 + i, f"198.18.{i // 250}.{i % 250}", ME, 1000 + i, 80, 0x02) for i in range(500)]
+    assess(flood, watch)
+    assert watch.pending == {}
+    scan = [tcp(2 * W - 100_000_000 + i, "203.0.113.9", ME, 5000, 20 + i, 0x02) for i in range(3)]
+    assess(scan, watch, T + W)
+    assert len(watch.pending[T + W]) == 3
+
+
 def test_probes_add_up_over_the_horizon():
     watch = E.SourceWatch(W)
     prev = None
