@@ -105,7 +105,8 @@ class SourceWatch(WindowedSources):
               done: bool) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
         SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
-        settled yet is noted in the entry's last slot (`add_entries` settles it later)."""
+        settled yet is noted in the entry's last slot (`add_entries` settles it later); one to
+        a login service counts as a login session at once, as any SYN to it does."""
         src, dst, _, dport, proto = key
         syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
         half_open = syn_only and done
@@ -121,7 +122,8 @@ class SourceWatch(WindowedSources):
             if e[3] is None:
                 e[3] = []
             e[3].append(key)
-            return
+            if not login:
+                return
         if half_open:
             if e[0] is None:
                 e[0] = {}
@@ -139,7 +141,8 @@ class SourceWatch(WindowedSources):
         `flows` (the window's 5-tuples) settles the previous window's unsettled SYN-only flows:
         one with no packet in `ws` got no ACK and counts here as a half-open probe; one that went
         on is judged in `ws` by its own packets. The unsettled flow of a source with nothing else
-        counted in the horizon (a spoofed SYN) is not kept: one probe is never evidence."""
+        counted in the horizon (a spoofed SYN) is not kept: one probe is never evidence (its login
+        session, `count`, is)."""
         self._forget(ws)
         seen = self.seen
         earlier = self.pending.get(ws - self.width_ns) if flows is not None else None
@@ -149,11 +152,15 @@ class SourceWatch(WindowedSources):
         mine = []
         for src in [s for s, e in entries.items() if e[3] is not None]:
             e = entries[src]
-            if len(e[3]) == 1 and e[0] is None and e[1] is None and e[2] is None and src not in seen:
+            k = e[3][0]
+            alone = (len(e[3]) == 1 and e[0] is None and e[1] is None and src not in seen
+                     and e[2] in (None, {(k[1], k[3]): 1}))  # that SYN is all the source did
+            if alone and e[2] is None:
                 del entries[src]
-            else:
+                continue
+            if not alone:
                 mine += e[3]
-                e[3] = None
+            e[3] = None
         self.pending = {w: p for w, p in self.pending.items() if w == ws - self.width_ns}
         if mine:
             self.pending[ws] = mine
