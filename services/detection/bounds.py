@@ -16,8 +16,8 @@ behaviour stops being something a handful of ordinary peers do at once. The prob
 probes of one target group over the horizon) come from the detection goal, not from a capture:
 a 30 s attack at 5 packets/s must lose 90%, so its rule must be in force 3 s after its first
 packet, i.e. come from the evidence of the second window it touches (window 1 s, reaction 1 s).
-A scanner sending 5 probes a second that starts a third of the way into a window has sent 8
-by then; a TCP SYN in a window's last GRACE_NS is judged when the next window closes, so 7 of
+A scanner sending 5 probes a second that starts a third of the way into a window has sent 9
+by then; a TCP SYN in a window's last GRACE_NS is judged when the next window closes, so 8 of
 them count. The benign maxima are 2 (TCP) and 3 (other): the floor is 2-3 times what benign
 sources do. A sweep that starts late in a window gets its rule up to ~3.2 s after its first
 probe.

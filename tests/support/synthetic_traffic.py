@@ -12,13 +12,14 @@ Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks sen
 `synack_reflection` (SYN-ACKs of servers answering SYNs spoofed with the victim's address),
 `service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports),
 `host_sweep` (a slow UDP or TCP sweep of one /24 on one port).
-Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`.
+Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`;
+LAN infrastructure while some of its targets are down: `health_checks`, `ping_monitor`, `snmp_poller`.
 """
 from __future__ import annotations
 
 import random
 
-from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
+from services.records.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet
 
 S = 1_000_000_000
 SYN, ACK, PSH, FIN, RST, ECE, CWR = 0x02, 0x10, 0x08, 0x01, 0x04, 0x40, 0x80
@@ -271,3 +272,54 @@ def web_poller(t0: int, seconds: float, client: str = "10.0.0.11", server: str =
     for i in range(int(seconds * per_s)):
         _session(pk, t0 + int(i * S / per_s), client, server, 40000 + i % 20000, 80, 1, 0, up=150)
     return _sorted(pk)
+
+
+# --- LAN infrastructure with some of its targets down -----------------------------------------
+
+def health_checks(t0: int, seconds: float, checker: str = "10.0.0.60", net: str = "10.0.3",
+                  backends: int = 12, down: int = 6, every_s: float = 2.0,
+                  port: int = 8080) -> list[Packet]:
+    """A load balancer's layer-4 health checks (connect, then reset) of `backends` hosts of one
+    /24 on one port every `every_s`; the first `down` of them refuse (RST): a partial outage."""
+    pk, sp, ms = [], 30000, S // 1000
+    for i in range(int(seconds / every_s)):
+        for j in range(1, backends + 1):
+            t, b, sp = t0 + int(i * every_s * S) + j * 3 * ms, f"{net}.{j}", sp + 1
+            pk.append(_tcp(t, checker, b, sp, port, SYN, 74))
+            if j <= down:
+                pk.append(_tcp(t + ms, b, checker, port, sp, RST | ACK, 54))
+            else:
+                pk += [_tcp(t + ms, b, checker, port, sp, SYN | ACK, 74),
+                       _tcp(t + 2 * ms, checker, b, sp, port, ACK, 66),
+                       _tcp(t + 3 * ms, checker, b, sp, port, RST | ACK, 54)]
+    return _sorted(pk)
+
+
+def ping_monitor(t0: int, seconds: float, station: str = "10.0.0.51", net: str = "10.0.2",
+                 hosts: int = 30, down: int = 6) -> list[Packet]:
+    """A monitoring station pinging (ICMP echo) `hosts` hosts of one /24 every second; the
+    first `down` of them do not answer."""
+    pk, ms = [], S // 1000
+    for i in range(int(seconds)):
+        for j in range(1, hosts + 1):
+            t, h = t0 + i * S + j * 2 * ms, f"{net}.{j}"
+            pk.append(Packet(t, station, h, 0, 0, PROTO_ICMP, 0, 98))
+            if j > down:
+                pk.append(Packet(t + ms, h, station, 0, 0, PROTO_ICMP, 0, 98))
+    return _sorted(pk)
+
+
+def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = "10.0.1",
+                devices: int = 20, down: int = 4, every_s: int = 10,
+                retries: int = 5) -> list[Packet]:
+    """An SNMP station polling `devices` hosts of one /24 (UDP 161, one socket) every `every_s`;
+    the first `down` do not answer and get `retries` retries 1 s apart (net-snmp's defaults)."""
+    pk, ms, sp = [], S // 1000, 50161
+    for k in range(int(seconds // every_s) + 1):
+        for j in range(1, devices + 1):
+            t, dev = t0 + k * every_s * S + j * 10 * ms, f"{net}.{j}"
+            if j <= down:
+                pk += [_udp(t + r * S, station, dev, sp, 161, 90) for r in range(retries + 1)]
+            else:
+                pk += [_udp(t, station, dev, sp, 161, 90), _udp(t + 3 * ms, dev, station, 161, sp, 120)]
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
