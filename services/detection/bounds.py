@@ -31,7 +31,7 @@ from .evidence import DST_MEASURES, SRC_MEASURES
 MARGIN = 2.0
 STRONG = 3.0
 FLOORS: dict[str, dict[str, float]] = {
-    "src": {"half_open": 20, "probe_tcp": 6, "probe_other": 6, "login": 8, "packets": 2000},
+    "src": {"half_open": 20, "probe_tcp": 10, "probe_other": 10, "login": 8, "packets": 2000},
     "dst": {"half_open_srcs": 12, "synack_srcs": 12, "rst_srcs": 12, "reflector_srcs": 12,
             "fragments": 20, "dhcp": 10, "unsolicited_srcs": 24, "packets": 2000},
 }
