@@ -12,15 +12,14 @@ short TTL or the loose rate limit, escalated when it comes back (services.detect
 The floors are priors, not fitted: the benign corpora are client-side captures of one host each,
 so some counts (distinct half-open sources towards one destination: 1) would give bounds a
 busy server or a LAN exceeds every second. Each floor is the smallest count at which the
-behaviour stops being something a handful of ordinary peers do at once. The probe floors (6
-probes of one target group over the horizon) come from the detection goal, not from a capture:
-a 30 s attack at 5 packets/s must lose 90%, so its rule must be in force 3 s after its first
-packet, i.e. come from the evidence of the second window it touches (window 1 s, reaction 1 s).
-A scanner sending 5 probes a second that starts a third of the way into a window has sent 9
-by then; a TCP SYN in a window's last GRACE_NS is judged when the next window closes, so 8 of
-them count. The benign maxima are 2 (TCP) and 3 (other): the floor is 2-3 times what benign
-sources do. A sweep that starts late in a window gets its rule up to ~3.2 s after its first
-probe.
+behaviour stops being something a handful of ordinary peers do at once. The probe floors (10
+probes of one target group over the horizon) weigh two things, neither fitted on a capture: a
+monitoring station (load balancer checks, a ping or SNMP monitor) re-probes the same targets
+every few seconds, and during a partial outage several of them never answer, while a sweep
+reaches 10 empty addresses of one /24 within 1-2 s at 5-10 probes/s. At 10, a monitor with up
+to 9 dead targets of one /24 is left alone; a sweep at 10 probes/s has its rule within 3 s of
+its first probe, one at 5 probes/s within 3-4.2 s (86-90% of a 30 s sweep dropped instead of
+the goal's 90%). The benign corpora's maxima (2 TCP, 3 other) are far below either.
 """
 from __future__ import annotations
 
