@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from services.detection.detect import Escalation
 from services.detection.evidence import Answers, WindowEvidence, assess
-from services.detection.features import agg_features, agg_new, flow_features
+from services.detection.features import FEATURE_NAMES, agg_features, agg_new
 
 from .chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
+from .rows import flow_feature_matrix, window_matrix
 from .windows import Clock, agg_add_flow, flow_dict
 
 @dataclass
@@ -28,11 +31,16 @@ class ClosedWindow:
     flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
     nodes: dict[tuple, str]
     dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
-    rows: list[list[float]]       # features.FEATURE_NAMES order
+    matrix: np.ndarray            # (len(keys), len(FEATURE_NAMES)) float64: a row per key
     chunk_keys: list[bytes]
     evidence: WindowEvidence | None = None
     memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
     bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
+
+    @property
+    def rows(self) -> list[list[float]]:
+        """The rows as lists (features.FEATURE_NAMES order), for readers of single rows."""
+        return self.matrix.tolist()
 
 
 @dataclass
@@ -100,7 +108,7 @@ class DstPartition:
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
         nodes: dict[tuple, str] = {}
-        src_feats: dict[tuple, list] = {}
+        entry: dict[tuple, list] = {}
         dsts: dict[str, dict] = {}
         own: dict[str, list] = {}
         nflows: dict[str, int] = {}
@@ -110,7 +118,7 @@ class DstPartition:
                 key, st = tuple(f[:5]), f[5:12]
                 flows[key] = flow_dict(key, st)
                 nodes[key] = st[6]
-                src_feats[key] = f[SRC_AT:OWN_AT]
+                entry[key] = f  # a key's last entry counts (as for its flow state)
                 if key[0] not in own:
                     own[key[0]] = f[OWN_AT:HASH_AT]
                 agg = dsts.get(key[1])
@@ -132,6 +140,29 @@ class DstPartition:
         ev = assess(keys, flows, answers, end, own)
         src_ev, dst_ev = ev.model_inputs()
         dst_feats = {d: agg_features(a, nflows[d] == 1) + dst_ev[d] for d, a in dsts.items()}
-        rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]
-        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, rows, list(chunks),
-                            ev, self.memory)
+        matrix = _matrix(keys, [entry[k] for k in keys], src_ev, dst_feats)
+        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, matrix,
+                            list(chunks), ev, self.memory)
+
+
+def _matrix(keys: list[tuple], entries: list[list], src_rows: dict[str, list],
+            dst_rows: dict[str, list]) -> np.ndarray:
+    """The model rows of flows `keys` (their chunk `entries`): flow features, the source
+    features stage 1 shipped, then the source's and the destination's rows by address."""
+    if not keys:
+        return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+    cols = list(zip(*entries))
+    seed = flow_feature_matrix(cols[5], cols[6], cols[7], cols[8], cols[9], cols[4], cols[2],
+                               cols[3])
+    shipped = np.array(cols[SRC_AT:OWN_AT], dtype=np.float64).reshape(OWN_AT - SRC_AT, -1).T
+    src_at = {s: i for i, s in enumerate(src_rows)}
+    dst_at = {d: i for i, d in enumerate(dst_rows)}
+    n = len(keys)
+    src_of = np.fromiter((src_at[k[0]] for k in keys), dtype=np.intp, count=n)
+    dst_of = np.fromiter((dst_at[k[1]] for k in keys), dtype=np.intp, count=n)
+    return window_matrix(seed, shipped, src_of, _table(src_rows), dst_of, _table(dst_rows))
+
+
+def _table(rows: dict[str, list]) -> np.ndarray:
+    """Per-address feature lists as one float64 array, a row per address (insertion order)."""
+    return np.array(list(rows.values()), dtype=np.float64).reshape(len(rows), -1)

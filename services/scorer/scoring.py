@@ -34,11 +34,10 @@ class VerdictPolicy:
 
 def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     """Scores of every window's rows, from a single model call."""
-    sizes = [len(w.rows) for w in windows]
+    sizes = [len(w.matrix) for w in windows]
     if sum(sizes) == 0:
         return [np.zeros(0) for _ in windows]
-    X = np.asarray([r for w in windows for r in w.rows], dtype=np.float64)
-    X = X.reshape(len(X), len(FEATURE_NAMES))
+    X = np.concatenate([w.matrix for w in windows]).reshape(sum(sizes), len(FEATURE_NAMES))
     scores = np.asarray(detector.score_rows(X), dtype=np.float64)
     return np.split(scores, np.cumsum(sizes)[:-1])
 
