@@ -134,12 +134,14 @@ def _all_valid(flows: list) -> bool:
     if any(type(f) is not list for f in flows) or min(map(len, flows)) < FLOW_LEN:
         return False
     cols = list(zip(*flows))
+    if set(map(type, cols[0])) != {str} or set(map(type, cols[1])) != {str}:
+        return False
     v6 = _VALID_ADDRESSES
     if len(v6) > 1 << 16:
         v6.clear()
     for a in set(cols[0]) | set(cols[1]):
         if a not in v6:
-            if type(a) is not str or not _is_address(a):
+            if not _is_address(a):
                 return False
             v6[a] = ":" in a
     if list(map(v6.__getitem__, cols[0])) != list(map(v6.__getitem__, cols[1])):
