@@ -15,11 +15,11 @@ import numpy as np
 
 from services.detection.detect import Escalation
 from services.detection.evidence import Answers, WindowEvidence, assess
-from services.detection.features import FEATURE_NAMES, agg_features, agg_new
+from services.detection.features import FEATURE_NAMES
 
 from .chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
-from .rows import flow_feature_matrix, window_matrix
-from .windows import Clock, agg_add_flow, flow_dict
+from .rows import dst_features, flow_feature_matrix, window_matrix
+from .windows import Clock, flow_dict
 
 @dataclass
 class ClosedWindow:
@@ -30,7 +30,6 @@ class ClosedWindow:
     keys: list[tuple]
     flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
     nodes: dict[tuple, str]
-    dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
     matrix: np.ndarray            # (len(keys), len(FEATURE_NAMES)) float64: a row per key
     chunk_keys: list[bytes]
     evidence: WindowEvidence | None = None
@@ -102,17 +101,16 @@ class DstPartition:
         self.closed_upto = max(self.closed_upto, ws)
 
     def close(self, ws: int) -> ClosedWindow:
-        """Close window `ws`: its flows, destination aggregates, evidence (answers looked up in
-        what this partition's addresses sent, this window and the one before) and rows."""
+        """Close window `ws`: its flows, evidence (answers looked up in
+        what this partition's addresses sent, this window and the one before) and rows (with
+        the destinations' aggregate features, rows.dst_features)."""
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
         nodes: dict[tuple, str] = {}
         entry: dict[tuple, list] = {}
-        dsts: dict[str, dict] = {}
         own: dict[str, list] = {}
-        nflows: dict[str, int] = {}
-        sent_flows, senders, addresses = [], [], []
+        sent_flows, senders, addresses, entries = [], [], [], []
         for chunk in chunks.values():
             for f in chunk.flows:
                 key, st = tuple(f[:5]), f[5:12]
@@ -121,12 +119,7 @@ class DstPartition:
                 entry[key] = f  # a key's last entry counts (as for its flow state)
                 if key[0] not in own:
                     own[key[0]] = f[OWN_AT:HASH_AT]
-                agg = dsts.get(key[1])
-                if agg is None:
-                    agg = dsts[key[1]] = agg_new()
-                    nflows[key[1]] = 0
-                nflows[key[1]] += 1
-                agg_add_flow(agg, key, st, key[0], f[HASH_AT])
+            entries += chunk.flows  # every entry counts in its destination's aggregate
             for h_flow, h_sender in chunk.sent:
                 sent_flows.append(h_flow)
                 if h_sender:
@@ -139,19 +132,27 @@ class DstPartition:
         keys = list(flows)
         ev = assess(keys, flows, answers, end, own)
         src_ev, dst_ev = ev.model_inputs()
-        dst_feats = {d: agg_features(a, nflows[d] == 1) + dst_ev[d] for d, a in dsts.items()}
-        matrix = _matrix(keys, [entry[k] for k in keys], src_ev, dst_feats)
-        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, matrix,
-                            list(chunks), ev, self.memory)
+        cols = list(zip(*entries))
+        if cols:
+            agg = dst_features(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
+                               cols[HASH_AT])
+            dst_feats = {d: a + dst_ev[d] for d, a in agg.items()}
+            if len(entry) < len(entries):  # a re-sent flow: its last entry makes its row
+                cols = list(zip(*(entry[k] for k in keys)))
+        else:
+            dst_feats = {}
+        matrix = _matrix(keys, cols, src_ev, dst_feats)
+        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, matrix, list(chunks),
+                            ev, self.memory)
 
 
-def _matrix(keys: list[tuple], entries: list[list], src_rows: dict[str, list],
+def _matrix(keys: list[tuple], cols: list[tuple], src_rows: dict[str, list],
             dst_rows: dict[str, list]) -> np.ndarray:
-    """The model rows of flows `keys` (their chunk `entries`): flow features, the source
-    features stage 1 shipped, then the source's and the destination's rows by address."""
+    """The model rows of flows `keys` (`cols`: their chunk entries as columns): flow features,
+    the source features stage 1 shipped, then the source's and the destination's rows by
+    address."""
     if not keys:
         return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
-    cols = list(zip(*entries))
     seed = flow_feature_matrix(cols[5], cols[6], cols[7], cols[8], cols[9], cols[4], cols[2],
                                cols[3])
     shipped = np.array(cols[SRC_AT:OWN_AT], dtype=np.float64).reshape(OWN_AT - SRC_AT, -1).T

@@ -2,7 +2,10 @@
 no faust.
 
 `flow_feature_matrix` gives features.flow_features of many flows at once from their state
-columns; `window_matrix` puts a window's rows together (flow features, the source features
+columns; `dst_features` the destinations' aggregate features (features.agg_features of the
+aggregates agg_add_flow would build, the distinct counts being the number of distinct sketch
+positions per destination, found with one np.unique instead of three 64-word sketches per
+destination); `window_matrix` puts a window's rows together (flow features, the source features
 stage 1 shipped, the source's and the destination's features) by gathering per-source and
 per-destination rows with index arrays. Both equal the per-flow functions to the bit
 (tests/unit/test_scorer_rows.py): where numpy's float arithmetic could round differently from
@@ -15,8 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from services.detection.features import SEED_FEATURES
-from services.records.packet import (PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
+from services.detection.features import (SEED_FEATURES, SKETCH_BITS, _cached_pos, _linear_count,
+                                         agg_values)
+from services.records.packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
                                      TCP_RST, TCP_SYN, TCP_URG)
 
 _EXACT = 2**53  # integers below convert to float64 exactly: numpy's quotient is Python's
@@ -77,3 +81,57 @@ def window_matrix(seed: np.ndarray, shipped: np.ndarray, src_of: np.ndarray,
     source features, then row `src_of[i]` of `src_rows` and row `dst_of[i]` of `dst_rows`
     (the source's and the destination's features), side by side."""
     return np.concatenate([seed, shipped, src_rows[src_of], dst_rows[dst_of]], axis=1)
+
+
+def dst_features(dst: Sequence[str], src: Sequence[str], packets: Sequence[int],
+                 nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
+                 dport: Sequence[int], flow_hash: Sequence[int]) -> dict[str, list[float]]:
+    """features.agg_features of every destination's aggregate over the flows given as columns
+    (each flow's destination and source address, packets, bytes, SYN-without-ACK packets,
+    protocol, destination port and hash64 of its 5-tuple; counters below 2**64): the aggregate
+    windows.agg_add_flow builds, with the source as the peer. By destination, in order of
+    first appearance. Sums are exact (Python integers past 2**64)."""
+    at: dict[str, int] = {}
+    n = len(dst)
+    dst_of = np.fromiter((at.setdefault(d, len(at)) for d in dst), dtype=np.intp, count=n)
+    m = len(at)
+    pr = np.fromiter(proto, dtype=np.int64, count=n)
+    p = _u64(packets)
+    icmp = np.where((pr == PROTO_ICMP) | (pr == PROTO_ICMPV6), p, 0)
+    udp = np.where(pr == PROTO_UDP, p, 0)
+    if sum(packets) < 2**64 and sum(nbytes) < 2**64 and sum(syn) < 2**64:  # no uint64 wrap
+        sums = [_sum_by(dst_of, col, m) for col in (p, _u64(nbytes), _u64(syn), icmp, udp)]
+    else:
+        sums = [_sum_slow(dst_of.tolist(), col, m) for col in
+                (packets, nbytes, syn, icmp.tolist(), udp.tolist())]
+    flows = _distinct(dst_of, _u64(flow_hash) % SKETCH_BITS, m)
+    peers = _distinct(dst_of, np.fromiter(map(_cached_pos, src), dtype=np.int64, count=n), m)
+    ports, back = np.unique(pr * 65536 + np.fromiter(dport, dtype=np.int64, count=n),
+                            return_inverse=True)
+    port_pos = np.array([_cached_pos(f"{c >> 16}/{c & 65535}") for c in ports.tolist()],
+                        dtype=np.int64)
+    ports = _distinct(dst_of, port_pos[back.reshape(-1)], m)
+    lc = _linear_count
+    return {d: agg_values(sums[0][i], sums[1][i], sums[2][i], sums[3][i], sums[4][i],
+                          max(lc(flows[i]), 1.0), lc(peers[i]), lc(ports[i]))
+            for d, i in at.items()}
+
+
+def _sum_by(group: np.ndarray, values: np.ndarray, m: int) -> list[int]:
+    out = np.zeros(m, dtype=np.uint64)
+    np.add.at(out, group, values)
+    return out.tolist()
+
+
+def _sum_slow(group: list[int], values: Sequence[int], m: int) -> list[int]:
+    """Per-group sums of Python integers (past 2**64 when a hostile record makes them so)."""
+    out = [0] * m
+    for g, v in zip(group, values):
+        out[g] += v
+    return out
+
+
+def _distinct(group: np.ndarray, pos: np.ndarray, m: int) -> list[int]:
+    """Distinct sketch positions per group: the bits each group's sketch would have set."""
+    codes = np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
+    return np.bincount(codes // SKETCH_BITS, minlength=m).tolist()

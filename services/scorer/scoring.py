@@ -59,7 +59,7 @@ def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, 
     `bounds` (default: those `score_windows` left on the window)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
-    state.flows, state.dsts = window.flows, window.dsts
+    state.flows = window.flows  # all suggest reads of the state
     out = []
     for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
                      params=policy.params, bounds=bounds if bounds is not None else window.bounds,
