@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from services.detection.detect import Escalation
 from services.detection.evidence import Answers, WindowEvidence, assess
 from services.detection.features import FEATURE_NAMES
 
-from .chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
+from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
 from .rows import dst_features, flow_feature_matrix, window_matrix
 from .windows import Clock, flow_dict
 
@@ -110,7 +111,8 @@ class DstPartition:
         nodes: dict[tuple, str] = {}
         entry: dict[tuple, list] = {}
         own: dict[str, list] = {}
-        sent_flows, senders, addresses, entries = [], [], [], []
+        sent_flows, senders, addresses, columns = [], [], [], []
+        entries = 0
         for chunk in chunks.values():
             for f in chunk.flows:
                 key, st = tuple(f[:5]), f[5:12]
@@ -119,7 +121,9 @@ class DstPartition:
                 entry[key] = f  # a key's last entry counts (as for its flow state)
                 if key[0] not in own:
                     own[key[0]] = f[OWN_AT:HASH_AT]
-            entries += chunk.flows  # every entry counts in its destination's aggregate
+            if chunk.flows:  # every entry counts in its destination's aggregate
+                columns.append(chunk.flow_columns())
+                entries += len(chunk.flows)
             for h_flow, h_sender in chunk.sent:
                 sent_flows.append(h_flow)
                 if h_sender:
@@ -132,12 +136,13 @@ class DstPartition:
         keys = list(flows)
         ev = assess(keys, flows, answers, end, own)
         src_ev, dst_ev = ev.model_inputs()
-        cols = list(zip(*entries))
+        cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
+            if columns else []
         if cols:
             agg = dst_features(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
                                cols[HASH_AT])
             dst_feats = {d: a + dst_ev[d] for d, a in agg.items()}
-            if len(entry) < len(entries):  # a re-sent flow: its last entry makes its row
+            if len(entry) < entries:  # a re-sent flow: its last entry makes its row
                 cols = list(zip(*(entry[k] for k in keys)))
         else:
             dst_feats = {}
