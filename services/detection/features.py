@@ -55,8 +55,8 @@ _NO_SRC_EV = [0.0] * len(SRC_EVIDENCE_FEATURES)
 _NO_DST_EV = [0.0] * len(DST_EVIDENCE_FEATURES)
 
 from .sketch import (SKETCH_BITS, SKETCH_MAX, SKETCH_WORDS, _cached_pos, _hash,  # noqa: F401
-                     _linear_count, hash64, sketch_add, sketch_count, sketch_merge, sketch_new,
-                     sketch_pos)
+                     _linear_count, hash64, hash64_keys, sketch_add, sketch_count, sketch_merge,
+                     sketch_new, sketch_pos)
 
 FlowKey = tuple  # (src, dst, sport, dport, proto)
 

@@ -19,7 +19,7 @@ from services.detection.evidence import Answers, WindowEvidence, assess
 from services.detection.features import FEATURE_NAMES
 
 from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
-from .rows import dst_features, flow_feature_matrix, window_matrix
+from .rows import agg_rows, flow_feature_matrix, window_matrix
 from .windows import Clock, flow_dict
 
 @dataclass
@@ -104,7 +104,7 @@ class DstPartition:
     def close(self, ws: int) -> ClosedWindow:
         """Close window `ws`: its flows, evidence (answers looked up in
         what this partition's addresses sent, this window and the one before) and rows (with
-        the destinations' aggregate features, rows.dst_features)."""
+        the destinations' aggregate features, rows.agg_rows)."""
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
@@ -139,8 +139,8 @@ class DstPartition:
         cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
             if columns else []
         if cols:
-            agg = dst_features(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
-                               cols[HASH_AT])
+            agg, _ = agg_rows(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
+                              cols[HASH_AT])
             dst_feats = {d: a + dst_ev[d] for d, a in agg.items()}
             if len(entry) < entries:  # a re-sent flow: its last entry makes its row
                 cols = list(zip(*(entry[k] for k in keys)))

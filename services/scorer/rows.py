@@ -2,10 +2,10 @@
 no faust.
 
 `flow_feature_matrix` gives features.flow_features of many flows at once from their state
-columns; `dst_features` the destinations' aggregate features (features.agg_features of the
-aggregates agg_add_flow would build, the distinct counts being the number of distinct sketch
-positions per destination, found with one np.unique instead of three 64-word sketches per
-destination); `window_matrix` puts a window's rows together (flow features, the source features
+columns; `agg_rows` the aggregate features of the sources (stage 1) or destinations (stage 2)
+of many flows (features.agg_features of the aggregates built flow by flow, the distinct counts
+being the number of distinct sketch positions per address, found with np.unique instead of
+three 64-word sketches per address); `window_matrix` puts a window's rows together (flow features, the source features
 stage 1 shipped, the source's and the destination's features) by gathering per-source and
 per-destination rows with index arrays. Both equal the per-flow functions to the bit
 (tests/unit/test_scorer_rows.py): where numpy's float arithmetic could round differently from
@@ -83,38 +83,42 @@ def window_matrix(seed: np.ndarray, shipped: np.ndarray, src_of: np.ndarray,
     return np.concatenate([seed, shipped, src_rows[src_of], dst_rows[dst_of]], axis=1)
 
 
-def dst_features(dst: Sequence[str], src: Sequence[str], packets: Sequence[int],
-                 nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
-                 dport: Sequence[int], flow_hash: Sequence[int]) -> dict[str, list[float]]:
-    """features.agg_features of every destination's aggregate over the flows given as columns
-    (each flow's destination and source address, packets, bytes, SYN-without-ACK packets,
-    protocol, destination port and hash64 of its 5-tuple; counters below 2**64): the aggregate
-    windows.agg_add_flow builds, with the source as the peer. By destination, in order of
-    first appearance. Sums are exact (Python integers past 2**64)."""
+def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
+             nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
+             dport: Sequence[int], flow_hash: Sequence[int]) -> tuple[dict[str, list[float]],
+                                                                        list[int]]:
+    """(features.agg_features of every address's aggregate, by address in order of first
+    appearance; each flow's peer's sketch position) of flows given as columns: the address the
+    aggregate is kept for (`group`: the source in stage 1, the destination in stage 2) and the
+    peer (the other end), packets, bytes, SYN-without-ACK packets, protocol, destination port
+    and hash64 of the 5-tuple; counters below 2**64, sums exact past it. An aggregate is what
+    adding each flow to features.agg_new() gives (tests/support/dst_reference.agg_add_flow):
+    counters summed, the flow's hash, its peer and its protocol/port in three sketches."""
     at: dict[str, int] = {}
-    n = len(dst)
-    dst_of = np.fromiter((at.setdefault(d, len(at)) for d in dst), dtype=np.intp, count=n)
+    n = len(group)
+    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
     m = len(at)
     pr = np.fromiter(proto, dtype=np.int64, count=n)
     p = _u64(packets)
     icmp = np.where((pr == PROTO_ICMP) | (pr == PROTO_ICMPV6), p, 0)
     udp = np.where(pr == PROTO_UDP, p, 0)
     if sum(packets) < 2**64 and sum(nbytes) < 2**64 and sum(syn) < 2**64:  # no uint64 wrap
-        sums = [_sum_by(dst_of, col, m) for col in (p, _u64(nbytes), _u64(syn), icmp, udp)]
+        sums = [_sum_by(of, col, m) for col in (p, _u64(nbytes), _u64(syn), icmp, udp)]
     else:
-        sums = [_sum_slow(dst_of.tolist(), col, m) for col in
+        sums = [_sum_slow(of.tolist(), col, m) for col in
                 (packets, nbytes, syn, icmp.tolist(), udp.tolist())]
-    flows = _distinct(dst_of, _u64(flow_hash) % SKETCH_BITS, m)
-    peers = _distinct(dst_of, np.fromiter(map(_cached_pos, src), dtype=np.int64, count=n), m)
+    flows = _distinct(of, _u64(flow_hash) % SKETCH_BITS, m)
+    peer_pos = list(map(_cached_pos, peer))
+    peers = _distinct(of, np.array(peer_pos, dtype=np.int64), m)
     ports, back = np.unique(pr * 65536 + np.fromiter(dport, dtype=np.int64, count=n),
                             return_inverse=True)
     port_pos = np.array([_cached_pos(f"{c >> 16}/{c & 65535}") for c in ports.tolist()],
                         dtype=np.int64)
-    ports = _distinct(dst_of, port_pos[back.reshape(-1)], m)
+    ports = _distinct(of, port_pos[back.reshape(-1)], m)
     lc = _linear_count
-    return {d: agg_values(sums[0][i], sums[1][i], sums[2][i], sums[3][i], sums[4][i],
+    return {a: agg_values(sums[0][i], sums[1][i], sums[2][i], sums[3][i], sums[4][i],
                           max(lc(flows[i]), 1.0), lc(peers[i]), lc(ports[i]))
-            for d, i in at.items()}
+            for a, i in at.items()}, peer_pos
 
 
 def _sum_by(group: np.ndarray, values: np.ndarray, m: int) -> list[int]:

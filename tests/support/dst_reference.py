@@ -1,12 +1,33 @@
-"""Stage 2's window rows computed per flow, as services/scorer/dst_windows.py computed them
-before they became one array per window (services/scorer/rows.py): the reference its property
-test (tests/unit/test_scorer_rows.py) compares with, to the bit."""
+"""Aggregates and stage 2's window rows computed per flow, as services/scorer/windows.py and
+dst_windows.py computed them before they became columns (services/scorer/rows.py): the
+reference the property tests (tests/unit/test_scorer_rows.py, test_scorer_fold.py) compare
+with, to the bit."""
 from __future__ import annotations
 
 from services.detection.evidence import Answers, assess
-from services.detection.features import agg_features, agg_new, flow_features
+from services.detection.features import (SKETCH_BITS, _cached_pos, agg_features, agg_new,
+                                         flow_features)
+from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP
 from services.scorer.chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
-from services.scorer.windows import agg_add_flow, flow_dict
+from services.scorer.windows import flow_dict
+
+
+def agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int) -> int:
+    """Add a flow (5-tuple, stage flow state, its hash64) to an aggregate (features.agg_new
+    form) with `peer` as the other end; returns the peer's sketch position."""
+    packets, proto = st[2], key[4]
+    agg["packets"] += packets
+    agg["bytes"] += st[3]
+    agg["syn_noack"] += st[5]
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+        agg["icmp"] += packets
+    elif proto == PROTO_UDP:
+        agg["udp"] += packets
+    pos = flow_hash % SKETCH_BITS
+    agg["flows"][pos >> 6] |= 1 << (pos & 63)
+    for name, pos in (("ports", _cached_pos(f"{proto}/{key[3]}")), ("peers", _cached_pos(peer))):
+        agg[name][pos >> 6] |= 1 << (pos & 63)
+    return pos
 
 
 def reference_rows(chunks: list[FlowChunk], end_ns: int) -> tuple[list[tuple], list[list]]:

@@ -2,7 +2,8 @@
 equal the per-flow rows (features.flow_features, tests/support/dst_reference.py) to the bit on
 random flow chunks: counters up to 2**64 - 1 (where numpy's quotient and Python's could differ),
 times on both sides of 2**63, every protocol and flag, re-sent flows (a key in two chunks) and
-sources and destinations with one flow or many."""
+sources and destinations with one flow or many; and a window's flows hashed at once equal
+hash64 of each."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.detection.features import FEATURE_NAMES, SRC_FEATURES, flow_features
+from services.detection.features import FEATURE_NAMES, SRC_FEATURES, flow_features, hash64, hash64_keys
 from services.scorer.chunks import FlowChunk
 from services.scorer.dst_windows import DstPartition
 from services.scorer.rows import flow_feature_matrix
@@ -87,3 +88,9 @@ def test_quotients_past_2_53_are_python_s():
     assert b / p != float(b) / float(p)
     got = flow_feature_matrix([T0], [T0], [p], [b], [0], [17], [1], [2])
     assert got[0, 3] == b / p
+
+
+@given(st.lists(states(), max_size=20))
+def test_hash64_keys_equals_hash64_of_each_key(flows):
+    keys = [tuple(f[:5]) for f in flows]
+    assert hash64_keys(keys) == [hash64(k) for k in keys]
