@@ -30,6 +30,8 @@ def hash64(item: str | tuple) -> int:
         return _hash(item)
     if len(item) == 5:  # a 5-tuple, the common case: the f-string is twice as fast as join
         return _hash(f"{item[0]}|{item[1]}|{item[2]}|{item[3]}|{item[4]}")
+    if len(item) == 4:  # a sender key (evidence.sent_from_key)
+        return _hash(f"{item[0]}|{item[1]}|{item[2]}|{item[3]}")
     return _hash("|".join(str(p) for p in item))
 
 

@@ -3,7 +3,7 @@ equal the per-flow rows (features.flow_features, tests/support/dst_reference.py)
 random flow chunks: counters up to 2**64 - 1 (where numpy's quotient and Python's could differ),
 times on both sides of 2**63, every protocol and flag, re-sent flows (a key in two chunks) and
 sources and destinations with one flow or many; and a window's flows hashed at once equal
-hash64 of each."""
+hash64 of each (a tuple's text: its parts joined by "|")."""
 from __future__ import annotations
 
 import numpy as np
@@ -93,4 +93,7 @@ def test_quotients_past_2_53_are_python_s():
 @given(st.lists(states(), max_size=20))
 def test_hash64_keys_equals_hash64_of_each_key(flows):
     keys = [tuple(f[:5]) for f in flows]
-    assert hash64_keys(keys) == [hash64(k) for k in keys]
+    assert hash64_keys(keys) == [hash64(k) for k in keys] == [hash64("|".join(map(str, k)))
+                                                              for k in keys]
+    senders = [(k[0], k[2], k[3], k[4]) for k in keys]  # evidence.sent_from_key: 4 parts
+    assert [hash64(k) for k in senders] == [hash64("|".join(map(str, k))) for k in senders]
