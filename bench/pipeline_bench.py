@@ -16,9 +16,12 @@ examples:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 # the tree to measure: the current directory's when it is one (an old tree in a worktree),
 # else this file's
@@ -36,9 +39,12 @@ from services.wire.codec import decode_packet_columns  # noqa: E402
 W = 10**9
 
 
-def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, float], int, int]:
-    """({phase: seconds}, flows scored, verdicts) of one pass over `records` on fresh state of
-    `n` source and `n` destination partitions."""
+def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, float], int, int,
+                                                                      str]:
+    """({phase: seconds}, flows scored, verdicts, digest) of one pass over `records` on fresh
+    state of `n` source and `n` destination partitions. The digest (sha256) covers every
+    window's flow keys, model rows (float64 bytes) and verdicts' ids: two trees that agree
+    on it computed the same thing."""
     t = {k: 0.0 for k in ("decode+fold", "close1", "encode", "decode2", "close2", "score",
                           "verdicts")}
     src = {p: SourcePartition(p, W, 0, lambda: 0.0) for p in range(n)}
@@ -50,6 +56,7 @@ def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, f
     starts = sorted({ws for part in src.values() for ws in part.windows})
     scored = verdicts = 0
     policy = VerdictPolicy()
+    digest = hashlib.sha256()
     for ws in starts:  # one tick per window: every partition closes it, stage 2 scores it
         raws = []
         for part in src.values():
@@ -70,15 +77,19 @@ def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, f
         t2 = time.process_time()
         scores = score_windows(detector, closed) if closed else []
         t3 = time.process_time()
-        for w, s in zip(closed, scores):
-            verdicts += len(verdicts_for(w, s, threshold=detector.threshold,
-                                         model_id=detector.model_id, policy=policy))
-            scored += len(s)
+        outs = [verdicts_for(w, s, threshold=detector.threshold, model_id=detector.model_id,
+                             policy=policy, now_ns=0) for w, s in zip(closed, scores)]
         t["decode2"] += t1 - t0
         t["close2"] += t2 - t1
         t["score"] += t3 - t2
         t["verdicts"] += time.process_time() - t3
-    return t, scored, verdicts
+        for w, s, out in zip(closed, scores, outs):  # not timed
+            verdicts += len(out)
+            scored += len(s)
+            digest.update(repr(w.keys).encode())
+            digest.update(np.asarray(w.rows, dtype=np.float64).tobytes())
+            digest.update(repr(sorted(v.rule.key() for v in out)).encode())
+    return t, scored, verdicts, digest.hexdigest()[:16]
 
 
 def main() -> int:
@@ -92,11 +103,11 @@ def main() -> int:
     detector = load_model(a.model)
     records = encode_records(traffic(a.events, a.rate, a.flood, a.sources), a.batch, a.partitions)
     for _ in range(a.repeat):
-        t, scored, verdicts = run(records, a.partitions, detector)
+        t, scored, verdicts, digest = run(records, a.partitions, detector)
         total = sum(t.values())
         phases = " ".join(f"{k} {v:.3f}" for k, v in t.items())
         print(f"{a.events / total:,.0f} events/s ({total:.3f} CPU s; {scored} flows scored, "
-              f"{verdicts} verdicts) {phases}", flush=True)
+              f"{verdicts} verdicts, digest {digest}) {phases}", flush=True)
     return 0
 
 
