@@ -15,7 +15,8 @@ from itertools import chain
 import numpy as np
 
 from services.detection.detect import Escalation
-from services.detection.evidence import Answers, WindowEvidence, assess
+from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, WindowEvidence,
+                                         assess)
 from services.detection.features import FEATURE_NAMES
 
 from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
@@ -135,40 +136,44 @@ class DstPartition:
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
         ev = assess(keys, flows, answers, end, own)
-        src_ev, dst_ev = ev.model_inputs()
         cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
             if columns else []
-        if cols:
+        if not keys:
+            matrix = np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+        else:
             agg, _ = agg_rows(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
                               cols[HASH_AT])
-            dst_feats = {d: a + dst_ev[d] for d, a in agg.items()}
             if len(entry) < entries:  # a re-sent flow: its last entry makes its row
                 cols = list(zip(*(entry[k] for k in keys)))
-        else:
-            dst_feats = {}
-        matrix = _matrix(keys, cols, src_ev, dst_feats)
+            matrix = _matrix(keys, cols, ev, agg)
         return ClosedWindow(ws, end, self.partition, keys, flows, nodes, matrix, list(chunks),
                             ev, self.memory)
 
 
-def _matrix(keys: list[tuple], cols: list[tuple], src_rows: dict[str, list],
-            dst_rows: dict[str, list]) -> np.ndarray:
+# the measures the model sees (evidence.WindowEvidence.model_inputs): all but packets
+_SRC_INPUTS, _DST_INPUTS = len(SRC_MEASURES) - 1, len(DST_MEASURES) - 1
+
+
+def _matrix(keys: list[tuple], cols: list[tuple], ev: WindowEvidence,
+            agg: dict[str, list]) -> np.ndarray:
     """The model rows of flows `keys` (`cols`: their chunk entries as columns): flow features,
-    the source features stage 1 shipped, then the source's and the destination's rows by
-    address."""
-    if not keys:
-        return np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+    the source features stage 1 shipped, the source's evidence inputs, then the destination's
+    aggregate features (`agg`) and evidence inputs."""
     seed = flow_feature_matrix(cols[5], cols[6], cols[7], cols[8], cols[9], cols[4], cols[2],
                                cols[3])
     shipped = np.array(cols[SRC_AT:OWN_AT], dtype=np.float64).reshape(OWN_AT - SRC_AT, -1).T
-    src_at = {s: i for i, s in enumerate(src_rows)}
-    dst_at = {d: i for i, d in enumerate(dst_rows)}
+    src_at = {s: i for i, s in enumerate(ev.src)}
+    dst_at = {d: i for i, d in enumerate(agg)}
     n = len(keys)
     src_of = np.fromiter((src_at[k[0]] for k in keys), dtype=np.intp, count=n)
     dst_of = np.fromiter((dst_at[k[1]] for k in keys), dtype=np.intp, count=n)
-    return window_matrix(seed, shipped, src_of, _table(src_rows), dst_of, _table(dst_rows))
+    dst = np.concatenate([_table(agg.values()),
+                          _table([ev.dst[d] for d in agg])[:, :_DST_INPUTS]], axis=1)
+    return window_matrix(seed, shipped, src_of, _table(ev.src.values())[:, :_SRC_INPUTS],
+                         dst_of, dst)
 
 
-def _table(rows: dict[str, list]) -> np.ndarray:
-    """Per-address feature lists as one float64 array, a row per address (insertion order)."""
-    return np.array(list(rows.values()), dtype=np.float64).reshape(len(rows), -1)
+def _table(rows) -> np.ndarray:
+    """Per-address lists of values (all of one length) as one float64 array, a row each."""
+    rows = list(rows)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1)
