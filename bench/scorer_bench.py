@@ -193,17 +193,30 @@ async def run_group(model: Path, tmp: Path, workers: int, packets: list[Packet],
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_done, last = time.monotonic(), flows()
         shares = [w.metric("xdpguard_scorer_events_total") for w in ws]
+        peak_rss = [peak_rss_kib(w.proc.pid) for w in ws]
         return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(produce_s, 2),
                 "first_event_s": round(t_first - t_send, 2),
                 "floor_s": round(floor_s, 2),
                 "ingest_eps": n_events / (t_ingested - t_first),
                 "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
                 "late_events": late(),
-                "late_flows": late_flows(),
+                "late_flows": late_flows(), "peak_rss_kib": peak_rss,
                 "verdicts": sum(w.metric("xdpguard_scorer_verdicts_total") for w in ws)}
     finally:
         for w in ws:
             w.stop()
+
+
+def peak_rss_kib(pid: int) -> int:
+    """A live process's peak resident set size (VmHWM, KiB; 0 if unknown)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 async def join_timings(common, model: Path, tmp: Path, label: str, env: dict) -> dict:
@@ -339,7 +352,8 @@ async def main() -> None:
           f"| 1 | {one['ingest_eps']:,.0f} | {one['eps']:,.0f} | {one['flows']:,.0f} |\n"
           f"| 2 | {two['ingest_eps']:,.0f} | {two['eps']:,.0f} | {two['flows']:,.0f} |\n"
           f"\nspeed-up of 2 workers over 1: {two['eps'] / one['eps']:.2f}x "
-          f"(ingest {two['ingest_eps'] / one['ingest_eps']:.2f}x)")
+          f"(ingest {two['ingest_eps'] / one['ingest_eps']:.2f}x); workers' peak RSS (KiB): "
+          f"{one['peak_rss_kib']} / {two['peak_rss_kib']}")
 
 
 if __name__ == "__main__":

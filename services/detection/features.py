@@ -55,8 +55,8 @@ _NO_SRC_EV = [0.0] * len(SRC_EVIDENCE_FEATURES)
 _NO_DST_EV = [0.0] * len(DST_EVIDENCE_FEATURES)
 
 from .sketch import (SKETCH_BITS, SKETCH_MAX, SKETCH_WORDS, _cached_pos, _hash,  # noqa: F401
-                     _linear_count, hash64, sketch_add, sketch_count, sketch_merge, sketch_new,
-                     sketch_pos)
+                     _linear_count, hash64, hash64_keys, sketch_add, sketch_count, sketch_merge,
+                     sketch_new, sketch_pos)
 
 FlowKey = tuple  # (src, dst, sport, dport, proto)
 
@@ -182,15 +182,22 @@ def agg_features(agg: dict, single: bool = False) -> list[float]:
     flows_per_peer (repeated connections to one peer: brute force). `single`: the caller knows
     the aggregate holds one flow, so each sketch has one bit set (a spoofed source; the same
     numbers without counting 3 x 64 words)."""
-    packets = max(agg["packets"], 1)
     if single:
         flows = peers = ports = _ONE
     else:
         flows = max(sketch_count(agg["flows"]), 1.0)
         peers, ports = sketch_count(agg["peers"]), sketch_count(agg["ports"])
-    return [flows, float(agg["packets"]), float(agg["bytes"]), peers, ports,
-            agg["syn_noack"] / packets, agg["icmp"] / packets, agg["udp"] / packets,
-            agg["packets"] / flows, flows / max(peers, 1.0)]
+    return agg_values(agg["packets"], agg["bytes"], agg["syn_noack"], agg["icmp"], agg["udp"],
+                      flows, peers, ports)
+
+
+def agg_values(packets: int, nbytes: int, syn_noack: int, icmp: int, udp: int, flows: float,
+               peers: float, ports: float) -> list[float]:
+    """`agg_features` from an aggregate's counters and its distinct counts (`flows` at least
+    1.0)."""
+    p = max(packets, 1)
+    return [flows, float(packets), float(nbytes), peers, ports, syn_noack / p, icmp / p,
+            udp / p, packets / flows, flows / max(peers, 1.0)]
 
 
 # --- per-source horizon ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Iterable
 
 SKETCH_WORDS = 64
 SKETCH_BITS = SKETCH_WORDS * 64
@@ -29,7 +30,16 @@ def hash64(item: str | tuple) -> int:
         return _hash(item)
     if len(item) == 5:  # a 5-tuple, the common case: the f-string is twice as fast as join
         return _hash(f"{item[0]}|{item[1]}|{item[2]}|{item[3]}|{item[4]}")
+    if len(item) == 4:  # a sender key (evidence.sent_from_key)
+        return _hash(f"{item[0]}|{item[1]}|{item[2]}|{item[3]}")
     return _hash("|".join(str(p) for p in item))
+
+
+def hash64_keys(keys: Iterable[tuple]) -> list[int]:
+    """hash64 of each 5-tuple of `keys` (one comprehension: a window's flows at once)."""
+    b2 = hashlib.blake2b
+    return [int.from_bytes(b2(f"{a}|{b}|{c}|{d}|{e}".encode(), digest_size=8).digest(), "little")
+            for a, b, c, d, e in keys]
 
 
 def sketch_pos(item: str) -> int:

@@ -155,7 +155,7 @@ class CollectStage:
             if due:
                 self.closed_upto = max(self.closed_upto, part.closed_upto)
                 await self.store.put_marker(q, part.closed_upto, part.progress)
-        closed = [w for w in closed if w.rows]
+        closed = [w for w in closed if w.keys]
         if closed:
             await self._score(closed)
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
 
 from services.detection.detect import Escalation
-from services.detection.evidence import Answers, WindowEvidence, assess
-from services.detection.features import agg_features, agg_new, flow_features
+from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, WindowEvidence,
+                                         assess)
+from services.detection.features import FEATURE_NAMES
 
-from .chunks import HASH_AT, OWN_AT, SRC_AT, FlowChunk
-from .windows import Clock, agg_add_flow, flow_dict
+from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
+from .rows import agg_rows, flow_feature_matrix, window_matrix
+from .windows import Clock, flow_dict
 
 @dataclass
 class ClosedWindow:
@@ -27,12 +32,16 @@ class ClosedWindow:
     keys: list[tuple]
     flows: dict[tuple, dict]      # features flow-state form, by 5-tuple
     nodes: dict[tuple, str]
-    dsts: dict[str, dict]         # per-destination aggregates (features.agg_new form)
-    rows: list[list[float]]       # features.FEATURE_NAMES order
+    matrix: np.ndarray            # (len(keys), len(FEATURE_NAMES)) float64: a row per key
     chunk_keys: list[bytes]
     evidence: WindowEvidence | None = None
     memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
     bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
+
+    @property
+    def rows(self) -> list[list[float]]:
+        """The rows as lists (features.FEATURE_NAMES order), for readers of single rows."""
+        return self.matrix.tolist()
 
 
 @dataclass
@@ -94,31 +103,28 @@ class DstPartition:
         self.closed_upto = max(self.closed_upto, ws)
 
     def close(self, ws: int) -> ClosedWindow:
-        """Close window `ws`: its flows, destination aggregates, evidence (answers looked up in
-        what this partition's addresses sent, this window and the one before) and rows."""
+        """Close window `ws`: its flows, evidence (answers looked up in
+        what this partition's addresses sent, this window and the one before) and rows (with
+        the destinations' aggregate features, rows.agg_rows)."""
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         flows: dict[tuple, dict] = {}
         nodes: dict[tuple, str] = {}
-        src_feats: dict[tuple, list] = {}
-        dsts: dict[str, dict] = {}
+        entry: dict[tuple, list] = {}
         own: dict[str, list] = {}
-        nflows: dict[str, int] = {}
-        sent_flows, senders, addresses = [], [], []
+        sent_flows, senders, addresses, columns = [], [], [], []
+        entries = 0
         for chunk in chunks.values():
             for f in chunk.flows:
                 key, st = tuple(f[:5]), f[5:12]
                 flows[key] = flow_dict(key, st)
                 nodes[key] = st[6]
-                src_feats[key] = f[SRC_AT:OWN_AT]
+                entry[key] = f  # a key's last entry counts (as for its flow state)
                 if key[0] not in own:
                     own[key[0]] = f[OWN_AT:HASH_AT]
-                agg = dsts.get(key[1])
-                if agg is None:
-                    agg = dsts[key[1]] = agg_new()
-                    nflows[key[1]] = 0
-                nflows[key[1]] += 1
-                agg_add_flow(agg, key, st, key[0], f[HASH_AT])
+            if chunk.flows:  # every entry counts in its destination's aggregate
+                columns.append(chunk.flow_columns())
+                entries += len(chunk.flows)
             for h_flow, h_sender in chunk.sent:
                 sent_flows.append(h_flow)
                 if h_sender:
@@ -130,8 +136,44 @@ class DstPartition:
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
         ev = assess(keys, flows, answers, end, own)
-        src_ev, dst_ev = ev.model_inputs()
-        dst_feats = {d: agg_features(a, nflows[d] == 1) + dst_ev[d] for d, a in dsts.items()}
-        rows = [flow_features(flows[k]) + src_feats[k] + src_ev[k[0]] + dst_feats[k[1]] for k in keys]
-        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, dsts, rows, list(chunks),
+        cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
+            if columns else []
+        if not keys:
+            matrix = np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
+        else:
+            agg, _ = agg_rows(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
+                              cols[HASH_AT])
+            if len(entry) < entries:  # a re-sent flow: its last entry makes its row
+                cols = list(zip(*(entry[k] for k in keys)))
+            matrix = _matrix(keys, cols, ev, agg)
+        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, matrix, list(chunks),
                             ev, self.memory)
+
+
+# the measures the model sees (evidence.WindowEvidence.model_inputs): all but packets
+_SRC_INPUTS, _DST_INPUTS = len(SRC_MEASURES) - 1, len(DST_MEASURES) - 1
+
+
+def _matrix(keys: list[tuple], cols: list[tuple], ev: WindowEvidence,
+            agg: dict[str, list]) -> np.ndarray:
+    """The model rows of flows `keys` (`cols`: their chunk entries as columns): flow features,
+    the source features stage 1 shipped, the source's evidence inputs, then the destination's
+    aggregate features (`agg`) and evidence inputs."""
+    seed = flow_feature_matrix(cols[5], cols[6], cols[7], cols[8], cols[9], cols[4], cols[2],
+                               cols[3])
+    shipped = np.array(cols[SRC_AT:OWN_AT], dtype=np.float64).reshape(OWN_AT - SRC_AT, -1).T
+    src_at = {s: i for i, s in enumerate(ev.src)}
+    dst_at = {d: i for i, d in enumerate(agg)}
+    n = len(keys)
+    src_of = np.fromiter((src_at[k[0]] for k in keys), dtype=np.intp, count=n)
+    dst_of = np.fromiter((dst_at[k[1]] for k in keys), dtype=np.intp, count=n)
+    dst = np.concatenate([_table(agg.values()),
+                          _table([ev.dst[d] for d in agg])[:, :_DST_INPUTS]], axis=1)
+    return window_matrix(seed, shipped, src_of, _table(ev.src.values())[:, :_SRC_INPUTS],
+                         dst_of, dst)
+
+
+def _table(rows) -> np.ndarray:
+    """Per-address lists of values (all of one length) as one float64 array, a row each."""
+    rows = list(rows)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1)

@@ -34,11 +34,10 @@ class VerdictPolicy:
 
 def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
     """Scores of every window's rows, from a single model call."""
-    sizes = [len(w.rows) for w in windows]
+    sizes = [len(w.matrix) for w in windows]
     if sum(sizes) == 0:
         return [np.zeros(0) for _ in windows]
-    X = np.asarray([r for w in windows for r in w.rows], dtype=np.float64)
-    X = X.reshape(len(X), len(FEATURE_NAMES))
+    X = np.concatenate([w.matrix for w in windows]).reshape(sum(sizes), len(FEATURE_NAMES))
     scores = np.asarray(detector.score_rows(X), dtype=np.float64)
     return np.split(scores, np.cumsum(sizes)[:-1])
 
@@ -60,7 +59,7 @@ def verdicts_for(window: ClosedWindow, scores: np.ndarray, *, threshold: float, 
     `bounds` (default: those `score_windows` left on the window)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     state = WindowState(window.window_ns)
-    state.flows, state.dsts = window.flows, window.dsts
+    state.flows = window.flows  # all suggest reads of the state
     out = []
     for s in suggest(state, window.keys, scores, threshold, window_end_ns=window.end_ns,
                      params=policy.params, bounds=bounds if bounds is not None else window.bounds,

@@ -29,29 +29,29 @@ partition; a window closes when all source partitions are past it.
 Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
 A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one dict update per
 group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py).
-The aggregates are rebuilt per flow rather than per packet: counts add up, and the distinct-count
-sketches are idempotent per item, so the result equals features.WindowState's per-packet one. A
-source with one flow in the window (every spoofed source of a flood) gets its counters only
-(`single_flow_agg`): its features need no sketch.
+The aggregates are rebuilt from the window's flows rather than per packet: counts add up, and
+the distinct-count sketches are idempotent per item, so the result equals
+features.WindowState's per-packet one. When a window closes its sources' aggregates are
+computed from the flows as columns (rows.agg_rows: sums with numpy, distinct counts as the
+distinct sketch positions per source) and its flows hashed in one pass (hash64_keys); equal to
+the flow-by-flow aggregation to the bit (tests/unit/test_scorer_fold.py,
+tests/support/fold_reference.py).
 """
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Callable, ClassVar
+from typing import Callable
 
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
-from services.detection.features import (SKETCH_BITS, SourceHorizon, _cached_pos, agg_features,
-                                         agg_new, flow_key_text, hash64, horizon_count,
-                                         sketch_add)
-from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from services.detection.features import SourceHorizon, hash64, hash64_keys, horizon_count
+from services.records.packet import PROTO_UDP
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
 from .chunks import FlowChunk
 from .fold import fold_columns, merge_folded
+from .rows import agg_rows
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
@@ -61,38 +61,6 @@ def flow_dict(key: tuple, st: list) -> dict:
     """A stage flow state in features' flow-state form."""
     return {"first": st[0], "last": st[1], "packets": st[2], "bytes": st[3], "flags": st[4],
             "syn": st[5], "proto": key[4], "sport": key[2], "dport": key[3]}
-
-
-def single_flow_agg(key: tuple, st: list) -> dict:
-    """The aggregate of a source with one flow in the window, counters only: what
-    agg_features(agg, single=True) reads (it needs no sketch: each would hold one bit), equal to
-    agg_add_flow on agg_new() but for the three sketches (3 x 64 words a spoofed source need
-    not allocate)."""
-    proto, packets = key[4], st[2]
-    return {"packets": packets, "bytes": st[3], "syn_noack": st[5],
-            "icmp": packets if proto in (PROTO_ICMP, PROTO_ICMPV6) else 0,
-            "udp": packets if proto == PROTO_UDP else 0}
-
-
-def agg_add_flow(agg: dict, key: tuple, st: list, peer: str, flow_hash: int | None = None) -> int:
-    """Add a flow to an aggregate; returns the peer's sketch position. `flow_hash`: the flow's
-    hash64, when the caller has it already (stage 1 ships it too)."""
-    packets, proto = st[2], key[4]
-    agg["packets"] += packets
-    agg["bytes"] += st[3]
-    agg["syn_noack"] += st[5]
-    if proto in (PROTO_ICMP, PROTO_ICMPV6):
-        agg["icmp"] += packets
-    elif proto == PROTO_UDP:
-        agg["udp"] += packets
-    if flow_hash is None:
-        sketch_add(agg["flows"], flow_key_text(key))
-    else:
-        pos = flow_hash % SKETCH_BITS
-        agg["flows"][pos >> 6] |= 1 << (pos & 63)
-    for name, pos in (("ports", _cached_pos(f"{proto}/{key[3]}")), ("peers", _cached_pos(peer))):
-        agg[name][pos >> 6] |= 1 << (pos & 63)
-    return pos
 
 
 @dataclass
@@ -125,9 +93,6 @@ class SourcePartition:
     skew_ns: dict[str, int] = field(default_factory=dict)  # node -> newest event time - wall
     watch: SourceWatch | None = None
     _home: bool | None = None  # sources co-partitioned with stage 2 (`_copartitioned`)
-    # close(): a source with one flow gets single_flow_agg, not full sketches (False: the test
-    # reference, tests/support/fold_reference.py, which must give the same features)
-    single_flow_counters: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.last_arrival = self.clock()
@@ -224,30 +189,8 @@ class SourcePartition:
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
-        end = ws + self.width_ns
-        srcs: dict[str, dict] = {}
-        recent: dict[str, list] = {}
-        watched: dict[str, list] = {}
-        hashes: dict[tuple, int] = {}
-        nflows = Counter(map(itemgetter(0), flows))
-        settle_by = end - GRACE_NS  # evidence.settled
-        for key, st in flows.items():
-            h = hashes[key] = hash64(key)
-            if nflows[key[0]] == 1 and self.single_flow_counters:
-                srcs[key[0]] = single_flow_agg(key, st)
-                pos = _cached_pos(key[1])
-            else:
-                agg = srcs.get(key[0])
-                if agg is None:
-                    agg = srcs[key[0]] = agg_new()
-                pos = agg_add_flow(agg, key, st, key[1], h)
-            horizon_count(recent, key[0], st[2], pos)
-            SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
-        self.horizon.add_entries(ws, recent)
-        self.watch.add_entries(ws, watched, flows)
-        hz = self.horizon.features_of(ws, srcs)
-        own = self.watch.measures(ws, srcs)
-        src_feats = {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}
+        hashes = dict(zip(flows, hash64_keys(flows)))
+        srcs = self._source_features(ws, flows, hashes)
         groups: dict[int, list[list]] = {}
         sent: dict[int, list[list[int]]] = {}
         part_of: dict[str, int] = {}
@@ -259,7 +202,7 @@ class SourcePartition:
                     part_of[addr] = address_partition(addr, num_dst_partitions)
             if self._home:
                 part_of[key[0]] = self.partition
-            groups.setdefault(part_of[key[1]], []).append([*key, *st, *src_feats[key[0]], hashes[key]])
+            groups.setdefault(part_of[key[1]], []).append([*key, *st, *srcs[key[0]], hashes[key]])
             # the sender key only where an answer could be looked up by it (a request to a
             # reflector port: evidence.Answers.solicited); 0 otherwise
             asks = key[4] == PROTO_UDP and key[3] in REFLECTOR_PORTS
@@ -279,6 +222,32 @@ class SourcePartition:
         for off in done:
             del self.records[off]
         return chunks, done
+
+    def _source_features(self, ws: int, flows: dict[tuple, list],
+                         hashes: dict[tuple, int]) -> dict[str, list]:
+        """SRC_FEATURES of every source of window `ws`'s `flows` (5-tuple -> flow state;
+        `hashes`: their hash64), by source in order of first appearance: its aggregate
+        (rows.agg_rows, from columns), horizon and evidence measures; adds the window to the
+        horizon and the watch."""
+        keys, states = list(flows), list(flows.values())
+        agg: dict[str, list] = {}
+        peer_pos: list[int] = []
+        if keys:
+            k, st = list(zip(*keys)), list(zip(*states))
+            agg, peer_pos = agg_rows(k[0], k[1], st[2], st[3], st[5], k[4], k[3],
+                                     list(hashes.values()))
+        recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
+        settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
+        count = SourceWatch.count
+        for key, s, pos in zip(keys, states, peer_pos):
+            horizon_count(recent, key[0], s[2], pos)
+            count(watched, key, s[2], s[4], s[5], s[1] <= settle_by)
+        self.horizon.add_entries(ws, recent)
+        self.watch.add_entries(ws, watched, flows)
+        hz = self.horizon.features_of(ws, agg)
+        own = self.watch.measures(ws, agg)
+        return {s: a + hz[s] + own[s] for s, a in agg.items()}
 
     def _copartitioned(self, srcs, n: int) -> bool:
         """Whether this partition's sources are all at home in stage 2 partition `partition`:

@@ -1,21 +1,45 @@
 """The scorer's stage 1 fold one event at a time: the reference the vectorised fold
 (services/scorer/fold.py, used by windows.SourcePartition.add) must equal to the bit
 (tests/unit/test_scorer_fold.py). It is the loop SourcePartition.add ran before issue 17; its
-close() aggregates every source in full, as close() did before (SourcePartition.close skips
-the sketches of one-flow sources, single_flow_agg)."""
+close() aggregates every source flow by flow with its sketches (agg_new + agg_add_flow), as
+close() did before SourcePartition._source_features took the flows as columns."""
 from __future__ import annotations
 
+from services.detection.evidence import GRACE_NS, SourceWatch
+from services.detection.features import agg_features, agg_new, hash64, horizon_count
 from services.records.packet import PROTO_TCP
 from services.scorer.fold import COUNTER_MAX
 from services.scorer.windows import SourcePartition
 from services.wire.codec import PacketColumns
+from tests.support.dst_reference import agg_add_flow
 
 
 class ReferencePartition(SourcePartition):
     """A SourcePartition whose `add` folds events one by one in Python and whose `close`
     builds every source's aggregate with its sketches (agg_new + agg_add_flow)."""
 
-    single_flow_counters = False
+    def _source_features(self, ws: int, flows: dict[tuple, list],
+                         hashes: dict[tuple, int]) -> dict[str, list]:
+        """SourcePartition._source_features, flow by flow."""
+        srcs: dict[str, dict] = {}
+        nflows: dict[str, int] = {}
+        recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
+        settle_by = ws + self.width_ns - GRACE_NS
+        for key, st in flows.items():
+            assert hashes[key] == hash64(key)
+            agg = srcs.get(key[0])
+            if agg is None:
+                agg = srcs[key[0]] = agg_new()
+            nflows[key[0]] = nflows.get(key[0], 0) + 1
+            pos = agg_add_flow(agg, key, st, key[1], hashes[key])
+            horizon_count(recent, key[0], st[2], pos)
+            SourceWatch.count(watched, key, st[2], st[4], st[5], st[1] <= settle_by)
+        self.horizon.add_entries(ws, recent)
+        self.watch.add_entries(ws, watched, flows)
+        hz = self.horizon.features_of(ws, srcs)
+        own = self.watch.measures(ws, srcs)
+        return {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """SourcePartition.add, per event."""

@@ -1,0 +1,141 @@
+"""Stage 2's model rows as one 2-D array per window instead of a list per flow. Pure: no Kafka,
+no faust.
+
+`flow_feature_matrix` gives features.flow_features of many flows at once from their state
+columns; `agg_rows` the aggregate features of the sources (stage 1) or destinations (stage 2)
+of many flows (features.agg_features of the aggregates built flow by flow, the distinct counts
+being the number of distinct sketch positions per address, found with np.unique instead of
+three 64-word sketches per address); `window_matrix` puts a window's rows together (flow features, the source features
+stage 1 shipped, the source's and the destination's features) by gathering per-source and
+per-destination rows with index arrays. Both equal the per-flow functions to the bit
+(tests/unit/test_scorer_rows.py): where numpy's float arithmetic could round differently from
+Python's (int / int above 2**53, log1p), the Python value is used.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from services.detection.features import (SEED_FEATURES, SKETCH_BITS, _cached_pos, _linear_count,
+                                         agg_values)
+from services.records.packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
+                                     TCP_RST, TCP_SYN, TCP_URG)
+
+_EXACT = 2**53  # integers below convert to float64 exactly: numpy's quotient is Python's
+_FLAGS = (TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG)
+
+
+def _u64(values: Sequence[int]) -> np.ndarray:
+    return np.fromiter(values, dtype=np.uint64, count=len(values))
+
+
+def flow_feature_matrix(first: Sequence[int], last: Sequence[int], packets: Sequence[int],
+                        nbytes: Sequence[int], flags: Sequence[int], proto: Sequence[int],
+                        sport: Sequence[int], dport: Sequence[int]) -> np.ndarray:
+    """features.flow_features of n flows as an (n, len(SEED_FEATURES)) float64 array, from
+    their state columns (integers: times in ns with first <= last, counters below 2**64,
+    flags, protocol and ports). Equal to the per-flow function to the bit."""
+    n = len(packets)
+    out = np.empty((n, len(SEED_FEATURES)), dtype=np.float64)
+    if n == 0:
+        return out
+    t0, t1 = _u64(first), _u64(last)
+    d = (t1 - t0).astype(np.float64) / 1e9  # first <= last: no wrap
+    d[d == 0] = 0.001
+    p, b = _u64(packets), _u64(nbytes)
+    pf, bf = p.astype(np.float64), b.astype(np.float64)
+    pr = np.fromiter(proto, dtype=np.int64, count=n)
+    fl = np.fromiter(flags, dtype=np.int64, count=n)
+    sp = np.fromiter(sport, dtype=np.int64, count=n)
+    dp = np.fromiter(dport, dtype=np.int64, count=n)
+    tcp = pr == PROTO_TCP
+    fl = np.where(tcp, fl, 0)
+    out[:, 0] = d
+    out[:, 1] = pf
+    out[:, 2] = bf
+    out[:, 3] = bf / np.maximum(pf, 1.0)
+    big = (p >= _EXACT) | (b >= _EXACT)
+    if big.any():  # Python divides the exact integers: one rounding, not three
+        for i in np.flatnonzero(big).tolist():
+            out[i, 3] = nbytes[i] / max(packets[i], 1)
+    out[:, 4] = pf / np.maximum(d, 1e-3)
+    out[:, 5] = [math.log1p(x) for x in bf.tolist()]
+    out[:, 6] = [math.log1p(x) for x in pf.tolist()]
+    out[:, 7] = tcp
+    out[:, 8] = pr == PROTO_UDP
+    out[:, 9] = pr == PROTO_ICMP
+    for j, bit in enumerate(_FLAGS, start=10):
+        out[:, j] = (fl & bit) > 0
+    for j, ports in ((16, sp), (19, dp)):
+        out[:, j] = ports
+        out[:, j + 1] = ports < 1024
+        out[:, j + 2] = ports > 49151
+    return out
+
+
+def window_matrix(seed: np.ndarray, shipped: np.ndarray, src_of: np.ndarray,
+                  src_rows: np.ndarray, dst_of: np.ndarray, dst_rows: np.ndarray) -> np.ndarray:
+    """One window's model rows: per flow its `seed` row (flow_feature_matrix), its `shipped`
+    source features, then row `src_of[i]` of `src_rows` and row `dst_of[i]` of `dst_rows`
+    (the source's and the destination's features), side by side."""
+    return np.concatenate([seed, shipped, src_rows[src_of], dst_rows[dst_of]], axis=1)
+
+
+def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
+             nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
+             dport: Sequence[int], flow_hash: Sequence[int]) -> tuple[dict[str, list[float]],
+                                                                        list[int]]:
+    """(features.agg_features of every address's aggregate, by address in order of first
+    appearance; each flow's peer's sketch position) of flows given as columns: the address the
+    aggregate is kept for (`group`: the source in stage 1, the destination in stage 2) and the
+    peer (the other end), packets, bytes, SYN-without-ACK packets, protocol, destination port
+    and hash64 of the 5-tuple; counters below 2**64, sums exact past it. An aggregate is what
+    adding each flow to features.agg_new() gives (tests/support/dst_reference.agg_add_flow):
+    counters summed, the flow's hash, its peer and its protocol/port in three sketches."""
+    at: dict[str, int] = {}
+    n = len(group)
+    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
+    m = len(at)
+    pr = np.fromiter(proto, dtype=np.int64, count=n)
+    p = _u64(packets)
+    icmp = np.where((pr == PROTO_ICMP) | (pr == PROTO_ICMPV6), p, 0)
+    udp = np.where(pr == PROTO_UDP, p, 0)
+    if sum(packets) < 2**64 and sum(nbytes) < 2**64 and sum(syn) < 2**64:  # no uint64 wrap
+        sums = [_sum_by(of, col, m) for col in (p, _u64(nbytes), _u64(syn), icmp, udp)]
+    else:
+        sums = [_sum_slow(of.tolist(), col, m) for col in
+                (packets, nbytes, syn, icmp.tolist(), udp.tolist())]
+    flows = _distinct(of, _u64(flow_hash) % SKETCH_BITS, m)
+    peer_pos = list(map(_cached_pos, peer))
+    peers = _distinct(of, np.array(peer_pos, dtype=np.int64), m)
+    ports, back = np.unique(pr * 65536 + np.fromiter(dport, dtype=np.int64, count=n),
+                            return_inverse=True)
+    port_pos = np.array([_cached_pos(f"{c >> 16}/{c & 65535}") for c in ports.tolist()],
+                        dtype=np.int64)
+    ports = _distinct(of, port_pos[back.reshape(-1)], m)
+    lc = _linear_count
+    return {a: agg_values(sums[0][i], sums[1][i], sums[2][i], sums[3][i], sums[4][i],
+                          max(lc(flows[i]), 1.0), lc(peers[i]), lc(ports[i]))
+            for a, i in at.items()}, peer_pos
+
+
+def _sum_by(group: np.ndarray, values: np.ndarray, m: int) -> list[int]:
+    out = np.zeros(m, dtype=np.uint64)
+    np.add.at(out, group, values)
+    return out.tolist()
+
+
+def _sum_slow(group: list[int], values: Sequence[int], m: int) -> list[int]:
+    """Per-group sums of Python integers (past 2**64 when a hostile record makes them so)."""
+    out = [0] * m
+    for g, v in zip(group, values):
+        out[g] += v
+    return out
+
+
+def _distinct(group: np.ndarray, pos: np.ndarray, m: int) -> list[int]:
+    """Distinct sketch positions per group: the bits each group's sketch would have set."""
+    codes = np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
+    return np.bincount(codes // SKETCH_BITS, minlength=m).tolist()
