@@ -150,6 +150,7 @@ class Generator:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             _, err = self.proc.communicate()
+        self._gone()
         if early:
             lines = err.decode(errors="replace").strip().splitlines()
             raise SystemExit(f"veth_bench: trafgen exited early: {lines[-1] if lines else self.proc.returncode}")
@@ -161,6 +162,22 @@ class Generator:
         except ProcessLookupError:
             pass
         self.proc.communicate()
+        self._gone()
+
+    def _gone(self, timeout_s: float = 5.0) -> None:
+        """Wait up to 2 x timeout_s until no process of the group is left (the per-CPU children
+        are not ours to wait for: they go to init when the parent exits), SIGKILLing them after
+        timeout_s; a child init has not reaped yet still counts, so give up after that."""
+        for _ in range(2):
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def measure(args, topo, progs: Programs, name: str, case: dict, cfg_path: str) -> dict:
