@@ -95,17 +95,23 @@ def measure(fd: int, pkt: bytes, repeat: int, expect: int | None = None) -> floa
     return ns
 
 
+def reference_key(b, src: str, dst: str, sport: int, dport: int, proto: int = 6):
+    """The reference's `rules` key of one IPv4 flow (addresses as in the header, ports in host
+    order, as the program builds it)."""
+    k = b[b"rules"].Key()
+    k.src = int.from_bytes(ipaddress.IPv4Address(src).packed, "little")
+    k.dst = int.from_bytes(ipaddress.IPv4Address(dst).packed, "little")
+    k.sport, k.dport, k.proto = sport, dport, proto
+    return k
+
+
 def fill_reference(b, n: int) -> None:
     """The reference's rules: n IPv4 5-tuples, the same as xdpguard's exact4, action drop."""
     m = b[b"rules"]
     leaf = m.Leaf()
     leaf.action = DROP
     for i in range(n):
-        k = m.Key()
-        k.src = int.from_bytes(ipaddress.IPv4Address(exact_src(i, False)).packed, "little")
-        k.dst = int.from_bytes(ipaddress.IPv4Address("10.9.9.9").packed, "little")
-        k.sport, k.dport, k.proto = 1000 + i % 50000, 80, 6  # host order, as the program keys
-        bpfsys.update(m.map_fd, k, leaf)
+        bpfsys.update(m.map_fd, reference_key(b, exact_src(i, False), "10.9.9.9", 1000 + i % 50000, 80), leaf)
 
 
 def fill_xdpguard(dp: Datapath, n_exact: int, n_prefixes: int) -> None:

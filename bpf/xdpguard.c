@@ -25,6 +25,8 @@ BPF_PERCPU_ARRAY(stats, struct xg_stats, 1);
 BPF_LPM_TRIE(allow, struct xg_lpm_key, struct xg_allow, XG_ALLOW_MAX);
 BPF_PERCPU_HASH(exact4, struct xg_flow4_key, struct xg_rule, XG_EXACT_MAX);
 BPF_PERCPU_HASH(exact6, struct xg_flow6_key, struct xg_rule, XG_EXACT_MAX);
+// source prefixes shorter than a host: IPv4 ones by their 4 bytes, IPv6 ones by 16
+BPF_LPM_TRIE(src_prefix4, struct xg_lpm4_key, struct xg_prefix, XG_PREFIX_MAX);
 BPF_LPM_TRIE(src_prefix, struct xg_lpm_key, struct xg_prefix, XG_PREFIX_MAX);
 // host rules (/32, /128) by address alone, counters in the value; src_prefix holds shorter ones
 BPF_PERCPU_HASH(src_host4, struct xg_addr4, struct xg_rule, XG_PREFIX_MAX);
@@ -505,6 +507,17 @@ static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_con
     return src_host4.lookup(&hk);
 }
 
+// The longest source-prefix rule shorter than a host for p's source: src_prefix4 by the IPv4
+// (or v4-mapped) source's 4 bytes, src_prefix by the IPv6 source (sk, its 16 bytes, /128).
+static __always_inline struct xg_prefix *find_prefix(struct parsed *p, struct xg_lpm_key *sk)
+{
+    if (!p->src4)
+        return src_prefix.lookup(sk);
+    struct xg_lpm4_key k4 = {.prefixlen = 32};
+    __builtin_memcpy(k4.addr, &p->saddr4, 4);
+    return src_prefix4.lookup(&k4);
+}
+
 // The src_stats counter of the prefix rule of length plen that matched saddr: src_stats is
 // keyed by the rule's prefix, so the address is masked to plen bits. 0 if none.
 static __always_inline struct xg_counter *prefix_counter(__u8 *saddr, __u32 plen)
@@ -602,7 +615,7 @@ int xdpguard(struct xdp_md *ctx)
             return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
         }
     } else if (p.src4 ? cfg->n_prefix4 : cfg->n_prefix6) {
-        struct xg_prefix *pr = src_prefix.lookup(&sk);
+        struct xg_prefix *pr = find_prefix(&p, &sk);
         if (pr && !expired(pr->expires_ns, &now)) {
             int drop = pr->action == XG_ACT_DROP;
             count(prefix_counter(p.saddr, pr->prefixlen), len, drop);

@@ -34,7 +34,7 @@ from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
-from .entries import (ACTION, ORIGIN, RuleStats, flow_key, host_addr, is_host, is_v4_prefix,
+from .entries import (ACTION, ORIGIN, RuleStats, flow_key, host_addr, is_host, lpm16,
                       limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
@@ -243,12 +243,12 @@ class Datapath:
                 bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(max(slot.exact, n.exact),
                                                                  max(slot.host, n.host)))
         keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
-                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix", "dst_limit")}
-        v4 = sum(1 for k in keys["src_prefix"] if is_v4_prefix(k))
+                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix4",
+                          "src_prefix", "dst_limit")}
         got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
                "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
-               "n_host6": len(keys["src_host6"]), "n_prefix4": v4,
-               "n_prefix6": len(keys["src_prefix"]) - v4, "n_limit": len(keys["dst_limit"])}
+               "n_host6": len(keys["src_host6"]), "n_prefix4": len(keys["src_prefix4"]),
+               "n_prefix6": len(keys["src_prefix"]), "n_limit": len(keys["dst_limit"])}
         cfg = self._config()
         for f, n in got.items():
             setattr(cfg, f, n)
@@ -272,7 +272,7 @@ class Datapath:
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (src_host4 or src_host6, counters in the
         value). A shorter source-prefix rule is two: its counter (src_stats), then the rule
-        (src_prefix). A limit rule is three or more: its counter
+        (src_prefix4 for IPv4, src_prefix for IPv6). A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
@@ -286,14 +286,14 @@ class Datapath:
                          (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            if name != "src_prefix":
+            if name not in ("src_prefix4", "src_prefix"):
                 self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action],
                                                 origin), "source-host", field, (host_addr(rule), "host"))
                 return
-            self._write("src_stats", key, Counter(), "source-prefix counter")
-            self._insert("src_prefix", key, PrefixVal(exp, rule.created_ns, key.prefixlen,
-                                                      ACTION[rule.action], origin), "source-prefix",
-                         field)
+            skey = lpm16(key)
+            self._write("src_stats", skey, Counter(), "source-prefix counter")
+            self._insert(name, key, PrefixVal(exp, rule.created_ns, skey.prefixlen,
+                                              ACTION[rule.action], origin), "source-prefix", field)
         else:
             key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
@@ -317,10 +317,10 @@ class Datapath:
             return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            found = self._remove(name, key, field,
-                                 (host_addr(rule), "host") if name != "src_prefix" else None)
-            if name == "src_prefix":
-                bpfsys.delete(self._maps["src_stats"].fd, key)
+            trie = name in ("src_prefix4", "src_prefix")
+            found = self._remove(name, key, field, None if trie else (host_addr(rule), "host"))
+            if trie:
+                bpfsys.delete(self._maps["src_stats"].fd, lpm16(key))
             return found
         key = limit_key(rule)
         found = self._remove("dst_limit", key, "n_limit")

@@ -1,6 +1,6 @@
 """Rules and the map entries that hold them, both ways: which map and key a Rule is written
-under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128, src_prefix
-by LPM key, dst_limit by destination key), its action and origin codes, the monotonic/epoch
+under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128,
+src_prefix4/src_prefix by LPM key, dst_limit by destination key), its action and origin codes, the monotonic/epoch
 clock conversion of expiry, and the Rules (with their counters) read back from the maps.
 
 Pure apart from the two callables `read_rules` is given (a map's keys, an entry's value), so
@@ -18,7 +18,7 @@ from typing import Callable
 from services.records.rules import Action, Origin, Rule, Scope
 
 from .structs import (XG_ACT_DROP, XG_ACT_PASS, XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key,
-                      AddrKey, Counter, Flow4Key, Flow6Key, LimitKey, LpmKey, addr_bytes, addr_text,
+                      AddrKey, Counter, Flow4Key, Flow6Key, LimitKey, Lpm4Key, LpmKey, addr_bytes, addr_text,
                       lpm_key, lpm_text)
 
 ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
@@ -74,17 +74,28 @@ def flow_key(rule: Rule):
                               rule.proto)
 
 
-def prefix_slot(rule: Rule) -> tuple[str, LpmKey | Addr4Key | AddrKey, str]:
+def prefix_slot(rule: Rule) -> tuple[str, LpmKey | Lpm4Key | Addr4Key | AddrKey, str]:
     """(map, key, config count field) of a source-prefix rule: a host (/32, /128) is keyed by its
-    address alone in src_host4 or src_host6, a shorter prefix sits in src_prefix. ValueError if
-    the prefix is none the maps can hold (structs.lpm_key)."""
+    address alone in src_host4 or src_host6, a shorter prefix sits in src_prefix4 (IPv4, 4-byte
+    LPM key) or src_prefix (IPv6). Its src_stats key is lpm16(key). ValueError if the prefix is
+    none the maps can hold (structs.lpm_key)."""
     key = lpm_key(rule.src)
     v4 = is_v4_prefix(key)
     if key.prefixlen == 128:
         if v4:
             return "src_host4", Addr4Key((ctypes.c_uint8 * 4)(*bytes(key.addr)[12:])), "n_host4"
         return "src_host6", AddrKey(key.addr), "n_host6"
-    return "src_prefix", key, "n_prefix4" if v4 else "n_prefix6"
+    if v4:
+        return "src_prefix4", Lpm4Key(key.prefixlen - 96, (ctypes.c_uint8 * 4)(*bytes(key.addr)[12:])), "n_prefix4"
+    return "src_prefix", key, "n_prefix6"
+
+
+def lpm16(key: LpmKey | Lpm4Key) -> LpmKey:
+    """The 16-byte LPM key of a source prefix (src_stats' key, and the prefixlen its xg_prefix
+    value holds): an IPv4 one v4-mapped, length 96 + n."""
+    if isinstance(key, LpmKey):
+        return key
+    return LpmKey(96 + key.prefixlen, Addr16(*(b"\0" * 10 + b"\xff\xff" + bytes(key.addr))))
 
 
 def limit_key(rule: Rule) -> LimitKey:
@@ -138,13 +149,14 @@ def read_rules(keys: Callable[[str, type], list], read: Callable[[str, object], 
                                     **fields(key), **_common(v))
             if rule:  # a host or exact rule drops all it counts or none
                 out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
-    for key in keys("src_prefix", LpmKey):
-        v = read("src_prefix", key)
-        rule = v and entry_rule("src_prefix", key, scope=Scope.SRC_PREFIX, src=lpm_text(key),
-                                action=ACTION_BACK.get(v.action, Action.DROP), **_common(v))
-        if rule:
-            c = read("src_stats", key) or Counter()
-            out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
+    for name, ktype in (("src_prefix4", Lpm4Key), ("src_prefix", LpmKey)):
+        for key in keys(name, ktype):
+            v = read(name, key)
+            rule = v and entry_rule(name, key, scope=Scope.SRC_PREFIX, src=lpm_text(lpm16(key)),
+                                    action=ACTION_BACK.get(v.action, Action.DROP), **_common(v))
+            if rule:
+                c = read("src_stats", lpm16(key)) or Counter()
+                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
     for key in keys("dst_limit", LimitKey):
         v = read("dst_limit", key)
         rule = v and entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,

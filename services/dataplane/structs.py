@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444734               # "XDG4": bumped when any struct or parse rule changes
+XG_MAGIC = 0x58444735               # "XDG5": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -59,6 +59,10 @@ class LpmKey(ctypes.Structure):
     _fields_ = [("prefixlen", u32), ("addr", Addr16)]
 
 
+class Lpm4Key(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("addr", u8 * 4)]
+
+
 class PrefixVal(ctypes.Structure):
     _fields_ = [("expires_ns", u64), ("created_ns", u64), ("prefixlen", u32),
                 ("action", u8), ("origin", u8), ("pad", u8 * 2)]
@@ -99,7 +103,7 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, u64) for name in STAT_FIELDS]
 
 
-# Config's rule counts, one per map (or family within src_prefix) the program may skip when 0
+# Config's rule counts, one per map the program may skip when 0
 COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
                 "n_limit")
 
@@ -118,7 +122,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_prefix": PrefixVal,
+    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key, "xg_prefix": PrefixVal,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,

@@ -30,7 +30,7 @@ def test_host_rules_sit_in_their_own_maps_and_beat_shorter_prefixes_with_their_o
     env.dp.add_rule(Rule("src_prefix", "drop", src="10.1.0.1/32"))
     env.dp.add_rule(Rule("src_prefix", "drop", src="fd00::1/128"))
     occ = env.dp.occupancy()
-    assert (occ["src_host4"][0], occ["src_host6"][0], occ["src_prefix"][0]) == (1, 1, 1)
+    assert (occ["src_host4"][0], occ["src_host6"][0], occ["src_prefix4"][0], occ["src_prefix"][0]) == (1, 1, 1, 0)
     v6 = raw(ETH / IPv6(src="fd00::1", dst="fd00::2") / TCP())
     with Delta(env) as d:
         assert [env.run(SYN), env.run(SYN), env.run(v6)] == [XDP_DROP] * 3
