@@ -94,7 +94,8 @@ def create(tag: str | None = None) -> Topology:
 
 def attach_xdp(t: Topology, pin_dir: str, mode: str = "generic") -> dict[str, str]:
     """Load the program (pinned under pin_dir) and attach it to the victim's veth, from inside
-    the victim namespace (a veth has no native XDP here: generic mode)."""
+    the victim namespace. Generic mode by default: it works on any kernel and veth driver
+    setting; native XDP on a veth works on this kernel too (bench/veth_bench.py uses it)."""
     from services.dataplane import loader
     with in_netns(t.victim):
         return loader.load([t.veth_victim], mode=mode, pin_dir=pin_dir)
