@@ -61,15 +61,26 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
     return best[0], best[1]
 
 
-def _settle(entries: dict[str, list], key: tuple) -> None:
-    """Count an earlier window's SYN-only flow, settled without an ACK, as a half-open probe."""
-    src, dst, _, dport, proto = key
+def _entry(entries: dict[str, list], src: str) -> list:
+    """The source's entry of a window (created empty: half-open, probes, logins, unsettled)."""
     e = entries.get(src)
     if e is None:
         e = entries[src] = [None, None, None, None]
+    return e
+
+
+def _add_half_open(e: list, dst: str) -> None:
+    """Count a half-open flow towards `dst` in an entry."""
     if e[0] is None:
         e[0] = {}
     e[0][dst] = e[0].get(dst, 0) + 1
+
+
+def _settle(entries: dict[str, list], key: tuple) -> None:
+    """Count an earlier window's SYN-only flow, settled without an ACK, as a half-open probe."""
+    src, dst, _, dport, proto = key
+    e = _entry(entries, src)
+    _add_half_open(e, dst)
     _add_probe(e, (dst, proto, dport))
 
 
@@ -115,9 +126,7 @@ class SourceWatch(WindowedSources):
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled):
             return
-        e = entries.get(src)
-        if e is None:
-            e = entries[src] = [None, None, None, None]
+        e = _entry(entries, src)
         if unsettled:
             if e[3] is None:
                 e[3] = []
@@ -125,9 +134,7 @@ class SourceWatch(WindowedSources):
             if not login:
                 return
         if half_open:
-            if e[0] is None:
-                e[0] = {}
-            e[0][dst] = e[0].get(dst, 0) + 1
+            _add_half_open(e, dst)
         if probe:
             _add_probe(e, (dst, proto, dport))
         if login:
