@@ -137,16 +137,10 @@ _INSIDE = MAX_FEATURE * 0.999  # float(x) within this: x itself is within MAX_FE
 _VALID_ADDRESSES: dict[str, bool] = {}  # address -> IPv6 (bounded cache of checked ones)
 
 
-def _all_valid(flows: list) -> bool:
-    """Whether every entry of `flows` passes flow_entry_error, checked a column at a time (True
-    only if so; False: let flow_entry_error find the first problem). Accepts nothing
-    flow_entry_error refuses (tests/unit/test_scorer_chunk_checks.py)."""
-    return _valid_columns(flows) is not None
-
-
 def _valid_columns(flows: list) -> list[tuple] | None:
-    """The first FLOW_LEN fields of `flows` as columns if every entry is valid (`_all_valid`),
-    else None."""
+    """The first FLOW_LEN fields of `flows` as columns if every entry passes flow_entry_error,
+    checked a column at a time; else None (flow_entry_error then finds the first problem).
+    Accepts nothing flow_entry_error refuses (tests/unit/test_scorer_chunk_checks.py)."""
     if not flows:
         return []
     if any(type(f) is not list for f in flows) or min(map(len, flows)) < FLOW_LEN:

@@ -1,4 +1,4 @@
-"""A flow chunk's entries are checked a column at a time (chunks._all_valid) before the
+"""A flow chunk's entries are checked a column at a time (chunks._valid_columns) before the
 per-entry check (chunks.flow_entry_error) runs: the column check never accepts what the
 per-entry check refuses, and accepts the entries stage 1 writes."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.detection.features import SRC_FEATURES
-from services.scorer.chunks import FLOW_LEN, MAX_FEATURE, _all_valid, flow_entry_error
+from services.scorer.chunks import FLOW_LEN, MAX_FEATURE, _valid_columns, flow_entry_error
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +48,7 @@ def entries(draw) -> list:
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(entries(), max_size=5))
 def test_the_column_check_accepts_only_what_every_entry_check_accepts(flows):
-    if _all_valid(flows):
+    if _valid_columns(flows) is not None:
         assert not any(flow_entry_error(f) for f in flows)
 
 
@@ -57,4 +57,4 @@ def test_the_column_check_accepts_only_what_every_entry_check_accepts(flows):
 def test_plausible_entries_pass_the_column_check(flows):
     for f in flows:
         f[5], f[6] = sorted(f[5:7])
-    assert _all_valid(flows)
+    assert _valid_columns(flows) is not None
