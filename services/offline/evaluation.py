@@ -164,8 +164,7 @@ def run_replay(name: str, kind: str, parts: Sequence[LabelledCapture], detector,
     # time to first block: from the first attack packet until the rule that first dropped an
     # attack packet was in force (a capture with a pause shows its first drop only later)
     first_drop = (t.first_drop - t.first_att) / 1e9 if t.first_drop is not None else None
-    ttfb = (None if first_drop is None else
-            max(0, min(t.first_drop, t.first_rule or t.first_drop) - t.first_att) / 1e9)
+    ttfb = None if first_drop is None else max(0, t.first_rule - t.first_att) / 1e9
     scores = [w.scores for w in r.windows]
     labels = [[k in t.attack_flows for k in w.keys] for w in r.windows]
     scores = np.concatenate(scores) if scores else np.zeros(0)
