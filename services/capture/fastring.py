@@ -20,7 +20,7 @@ import struct
 
 import numpy as np
 
-from services.common.errors import KernelError
+from services.common.errors import KernelError, MapMismatch
 from services.dataplane.maps import open_checked
 from services.dataplane.structs import Event
 

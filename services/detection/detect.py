@@ -179,8 +179,8 @@ class _Decider:
         by_src: dict[str, list[tuple]] = {}
         for k in self.keys:
             by_src.setdefault(k[0], []).append(k)
-        for src, vals in self.ev.src.items():
-            found = self.bounds.findings("src", vals)
+        for src in self.ev.src:
+            found = self.bounds.findings("src", self.ev.src_for_decision(src))
             if not found or not _blockable(src):
                 continue
             marks = self.ev.marks

@@ -44,13 +44,13 @@ and per source the same one-sided volume (`src_measures`; partition-local in the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 from .sketch import _hash, hash64
-from .watch import LOGIN_PORTS, SourceWatch, is_group  # noqa: F401  (re-exported)
+from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
 
 # UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
 # QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
@@ -198,13 +198,18 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
 
 
 def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
-                 own: Mapping[str, list]) -> dict[str, list[float]]:
-    """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
-    probe_other weighted by the share of its non-TCP probes here that nobody answered (of those
-    whose fate is known: answered, or settled without an answer), and its packets here that
-    nobody answered."""
+                 own: Mapping[str, list], fates: ProbeFates | None = None,
+                 ws: int = 0) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """(SRC_MEASURES of every source of `keys`, probe_other held for decisions). The measures:
+    its stage-1 measures (`own`, SRC_OWN order) with probe_other weighted by the share of its
+    non-TCP probes here that nobody answered (of those whose fate is known: answered, or
+    settled without an answer), and its packets here that nobody answered. With `fates` (the
+    window `ws` is added to it here), a source whose distinct probe targets over the horizon
+    were answered more often than its probes here gets probe_other weighted by that lower
+    share in the second dict (`ProbeFates`: retries to one dead device are not a sweep)."""
     probes: dict[str, list[int]] = {}
     volume: dict[str, int] = {}
+    targets: dict[str, dict[tuple, bool]] = {}
     for k in keys:
         m, s = marks[k], k[0]
         if not m & (ANSWERED | GROUP):
@@ -215,13 +220,24 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
                 c = probes[s] = [0, 0]
             c[0] += 1
             c[1] += bool(m & UNANSWERED)
-    out = {}
+            if fates is not None and (own.get(s) or (0, 0, 0))[2] >= 2:  # a group: a candidate
+                t = targets.setdefault(s, {})
+                g = (k[1], k[4], k[3])
+                t[g] = t.get(g, True) and bool(m & UNANSWERED)
+    if fates is not None:
+        fates.add(ws, targets)
+    out, held = {}, {}
     zero = (0, 0, 0, 0)
     for s in dict.fromkeys(k[0] for k in keys):
         o = own.get(s) or zero
         c = probes.get(s)
-        out[s] = [o[0], o[1], o[2] * c[1] / c[0] if c else 0.0, o[3], volume.get(s, 0)]
-    return out
+        share = c[1] / c[0] if c else 0.0
+        out[s] = [o[0], o[1], o[2] * share, o[3], volume.get(s, 0)]
+        if s in targets and share:
+            h = fates.unanswered_share(s)
+            if h is not None and h < share:
+                held[s] = o[2] * h
+    return out, held
 
 
 # --- one window, assessed ------------------------------------------------------------------------
@@ -232,6 +248,19 @@ class WindowEvidence:
     marks: dict[tuple, int]
     src: dict[str, list[float]]   # SRC_MEASURES
     dst: dict[str, list[float]]   # DST_MEASURES
+    # probe_other of the sources whose horizon's unanswered share is lower than this window's
+    # (src_measures, ProbeFates): what decisions use; the model sees `src`
+    held: dict[str, float] = field(default_factory=dict)
+
+    def src_for_decision(self, src: str) -> list[float]:
+        """SRC_MEASURES of `src` as the decision reads them (probe_other held, if it is)."""
+        vals = self.src[src]
+        h = self.held.get(src)
+        if h is None:
+            return vals
+        vals = list(vals)
+        vals[SRC_MEASURES.index("probe_other")] = h
+        return vals
 
     def model_inputs(self) -> tuple[dict, dict]:
         """(source, destination) values of features.SRC_ / DST_EVIDENCE_FEATURES: the measures
@@ -241,20 +270,23 @@ class WindowEvidence:
 
 
 def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answers,
-           window_end_ns: int, src_own: Mapping[str, list]) -> WindowEvidence:
-    """Evidence of one window: `flows` in features flow-state form by 5-tuple, `src_own` the
-    sources' SourceWatch measures."""
+           window_end_ns: int, src_own: Mapping[str, list], fates: ProbeFates | None = None,
+           ws: int = 0) -> WindowEvidence:
+    """Evidence of window `ws`: `flows` in features flow-state form by 5-tuple, `src_own` the
+    sources' SourceWatch measures, `fates` the probe fates of the windows before (updated)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
-    return WindowEvidence(marks, src_measures(keys, flows, marks, src_own),
-                          dst_measures(keys, flows, marks))
+    src, held = src_measures(keys, flows, marks, src_own, fates, ws)
+    return WindowEvidence(marks, src, dst_measures(keys, flows, marks), held)
 
 
 def assess_window(window, window_end_ns: int, previous: Answers | None = None,
-                  watch: "SourceWatch | None" = None) -> tuple[WindowEvidence, Answers]:
+                  watch: "SourceWatch | None" = None,
+                  fates: ProbeFates | None = None) -> tuple[WindowEvidence, Answers]:
     """Evidence of a features.WindowState (all its flows in one place, as in the replay).
-    `watch` must not hold this window yet (it is added here); without one, the source
-    measures cover this window alone. Returns the Answers for the next window's call."""
+    `watch` and `fates` must not hold this window yet (it is added here); without a watch, the
+    source measures cover this window alone, without fates no probe_other is held. Returns
+    the Answers for the next window's call."""
     flows = window.flows
     answers = Answers.of_keys(flows, previous)
     if watch is None:
@@ -265,5 +297,5 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
                           settled(st["last"], window_end_ns))
     watch.add_entries(window.start_ns, entries, flows)
     own = watch.measures(window.start_ns, window.srcs)
-    ev = assess(flows, flows, answers, window_end_ns, own)
+    ev = assess(flows, flows, answers, window_end_ns, own, fates, window.start_ns)
     return ev, answers

@@ -217,3 +217,41 @@ class SourceWatch(WindowedSources):
                         sessions[g] = sessions.get(g, 0) + n
             out[src] = [e[0] if e else 0, tcp, other, max(sessions.values(), default=0)]
         return out
+
+
+class ProbeFates(WindowedSources):
+    """The fate of every non-TCP probe target (dst, proto, dport) of a candidate source over
+    the last `span` windows: answered or not (evidence.src_measures, at decision time). A
+    target answered in any kept window counts as answered. Kept where the answers are: the
+    replay, and per stage 2 partition in the scorer (partition-local there, like the window's
+    own share). Only sources whose probe group (SourceWatch) has 2 or more members are kept:
+    one probe is never a group, so a spoofed flood's sources cost nothing here.
+
+    Why: probe_other is the largest target group over the horizon, weighted by the share of
+    the source's probes nobody answered. Weighted by the current window's share alone, a
+    window of retries towards one dead device (net-snmp retries 5 times, 1 s apart) reads as
+    "every probe unanswered" while the group holds the devices that answered windows before:
+    an SNMP station with one device down looked like a sweep of 20 hosts."""
+
+    __slots__ = ()
+
+    def add(self, ws: int, fates: dict[str, dict[tuple, bool]]) -> None:
+        """Window `ws`'s known fates: source -> target -> unanswered (replacing an earlier copy)."""
+        self._forget(ws)
+        seen = self.seen
+        for src in fates:
+            seen[src] = seen.get(src, 0) + 1
+        self._keep(ws, fates)
+
+    def unanswered_share(self, src: str) -> float | None:
+        """Distinct targets of `src` nobody answered over the kept windows / distinct targets
+        with a known fate; None if it has none."""
+        if src not in self.seen:
+            return None
+        merged: dict[tuple, bool] = {}
+        for d in self.windows.values():
+            t = d.get(src)
+            if t:
+                for target, unanswered in t.items():
+                    merged[target] = merged.get(target, True) and unanswered
+        return sum(merged.values()) / len(merged) if merged else None

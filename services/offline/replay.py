@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from services.detection.detect import DetectParams, Escalation, Suggestion, suggest
-from services.detection.evidence import Answers, SourceWatch, WindowEvidence, assess_window
+from services.detection.evidence import Answers, ProbeFates, SourceWatch, WindowEvidence, assess_window
 from services.detection.features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
 from services.records.packet import Packet
 from services.records.rules import Rule, Scope
@@ -58,6 +58,7 @@ class Pipeline:
         span = getattr(detector, "horizon_windows", HORIZON_WINDOWS)
         self._horizon = SourceHorizon(self.width_ns, span)
         self._watch = SourceWatch(self.width_ns, span)
+        self._fates = ProbeFates(self.width_ns, span)
         self._answers: Answers | None = None
         self._last_ws: int | None = None
         self.memory = Escalation()
@@ -86,7 +87,7 @@ class Pipeline:
         end = win.start_ns + self.width_ns
         if self._last_ws != win.start_ns - self.width_ns:
             self._answers = None  # a gap: the previous window is not the one before
-        ev, self._answers = assess_window(win, end, self._answers, self._watch)
+        ev, self._answers = assess_window(win, end, self._answers, self._watch, self._fates)
         self._last_ws = win.start_ns
         win.add_to(self._horizon)
         keys, rows = win.rows(self._horizon, *ev.model_inputs())

@@ -15,8 +15,8 @@ from itertools import chain
 import numpy as np
 
 from services.detection.detect import Escalation
-from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, WindowEvidence,
-                                         assess)
+from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, ProbeFates,
+                                         WindowEvidence, assess)
 from services.detection.features import FEATURE_NAMES
 
 from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
@@ -63,12 +63,15 @@ class DstPartition:
     # rules suggested before (escalation) and the previous window's sent flows (answers);
     # in memory only, like the stage 1 horizon
     memory: Escalation = field(default_factory=Escalation)
+    fates: ProbeFates | None = None   # the sources' probe fates (evidence.src_measures)
     _answers: Answers | None = None
     _answers_ws: int = -1
 
     def __post_init__(self) -> None:
         if not self.progress:
             self.progress = [-1] * self.num_sources
+        if self.fates is None:
+            self.fates = ProbeFates(self.width_ns)
         self.last_heard = [self.clock()] * self.num_sources
 
     def add(self, key: bytes, chunk: FlowChunk) -> bool:
@@ -135,7 +138,7 @@ class DstPartition:
         answers = Answers(addresses, sent_flows, senders, prev, hashed=True)
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
-        ev = assess(keys, flows, answers, end, own)
+        ev = assess(keys, flows, answers, end, own, self.fates, ws)
         cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
             if columns else []
         if not keys:

@@ -22,11 +22,11 @@ def udp(t, s, d, sp, dp, n=100):
     return Packet(T + t, s, d, sp, dp, 17, 0, n)
 
 
-def assess(pkts, watch=None, start=T, previous=None):
+def assess(pkts, watch=None, start=T, previous=None, fates=None):
     w = WindowState(start)
     for p in pkts:
         w.add(p)
-    return E.assess_window(w, start + W, previous, watch)
+    return E.assess_window(w, start + W, previous, watch, fates)
 
 
 def src(ev, addr, measure):
@@ -135,6 +135,43 @@ def test_probes_add_up_over_the_horizon():
               for i in range(10)]
         ev, prev = assess(pk, watch, T + k * W, prev)
     assert src(ev, "203.0.113.9", "probe_other") == 40  # ten a second, one /24, one port
+
+
+def test_retries_to_one_dead_device_are_held_to_the_horizons_unanswered_share():
+    """An SNMP station: 20 devices of one /24 polled (19 answer), then 5 windows of retries to
+    the dead one. The group is 20 over the horizon and every probe of a retry window is
+    unanswered; decisions read probe_other weighted by the horizon's share of distinct targets
+    nobody answered (1 of 20), the model still sees the window's. A sweep is not held."""
+    watch, fates = E.SourceWatch(W), E.ProbeFates(W)
+    poll = [p for j in range(1, 21) for p in
+            ([udp(j * 1000, ME, f"10.1.2.{j}", 50161, 161)] +
+             ([udp(j * 1000 + 500, f"10.1.2.{j}", ME, 161, 50161)] if j > 1 else []))]
+    ev, prev = assess(poll, watch, T, None, fates)
+    assert ev.held == {} and src(ev, ME, "probe_other") == 1  # 1 of 20 unanswered: 20 / 20
+    for k in range(1, 6):
+        retry = [Packet(T + k * W + 1000, ME, "10.1.2.1", 50161, 161, 17, 0, 90)]
+        ev, prev = assess(retry, watch, T + k * W, prev, fates)
+        assert src(ev, ME, "probe_other") == 20  # the window's share: 1 of 1
+        assert ev.held[ME] == 1 and ev.src_for_decision(ME)[E.SRC_MEASURES.index("probe_other")] == 1
+    sweep_watch, sweep_fates, prev = E.SourceWatch(W), E.ProbeFates(W), None
+    for k in range(4):
+        pk = [Packet(T + k * W + i * 1000, "203.0.113.9", f"10.1.2.{k * 10 + i}", 5000, 161, 17, 0, 60)
+              for i in range(10)]
+        ev, prev = assess(pk, sweep_watch, T + k * W, prev, sweep_fates)
+    assert src(ev, "203.0.113.9", "probe_other") == 40 and ev.held == {}
+    assert sweep_fates.unanswered_share("203.0.113.9") == 1.0
+
+
+def test_probe_fates_keep_only_group_candidates_and_the_span():
+    """A spoofed flood's one-probe sources are not kept; windows older than the span go."""
+    fates = E.ProbeFates(W, span=3)
+    flood = [udp(i * 1000, f"198.18.{i // 250}.{i % 250}", ME, 1000 + i, 53) for i in range(500)]
+    assess(flood, None, T, None, fates)
+    assert fates.seen == {}
+    fates.add(T + W, {"a": {("d", 17, 1): True}})
+    fates.add(T + 4 * W, {"a": {("d", 17, 1): False}})
+    assert list(fates.windows) == [T + 4 * W] and fates.unanswered_share("a") == 0.0
+    assert fates.unanswered_share("b") is None
 
 
 def test_login_sessions_to_one_service_over_three_windows_and_web_ports_do_not_count():

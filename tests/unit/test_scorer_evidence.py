@@ -59,3 +59,18 @@ def test_several_partitions_agree_on_every_destination(traffic, detector):
     limits = lambda rules: {r for r in rules if r[1].startswith("limit/")}
     assert limits(scorer_rules([w for w in run_stages(traffic, n=3) if w.rows], detector)) == \
         limits(scorer_rules([w for w in run_stages(traffic, n=1) if w.rows], detector))
+
+
+def test_an_snmp_station_retrying_a_dead_device_gets_no_rule_in_the_scorer(detector):
+    """Stage 2 holds probe_other to the horizon's unanswered share as the replay does
+    (evidence.ProbeFates): the same held values with one partition, and no rule with one or
+    two, while the retry windows alone read as 20 unanswered probes of one /24."""
+    pk = G.snmp_poller(T0, 25, down=1)
+    replayed = list(Pipeline(detector).run(pk))
+    assert any(r.evidence.held for r in replayed)
+    for n in (1, 2):
+        closed = [w for w in run_stages(pk, n=n) if w.rows]
+        if n == 1:
+            assert {w.window_ns: w.evidence.held for w in closed} == \
+                {r.start_ns: r.evidence.held for r in replayed}
+        assert scorer_rules(closed, detector) == set()
