@@ -23,9 +23,11 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
                GROUP: distinct ports of one host (port scan) or distinct hosts of one /24
                (IPv6 /64) on one port (sweep). Benign fan-out is spread over the Internet
                (P2P peers, CDN servers) and completes its handshakes.
-  probe_other  the same for UDP / ICMP / other flows of <= 2 packets; at decision time weighted
-               by the share of the source's such flows nobody answered (`src_measures`): a DNS
-               prober's resolvers answer, a swept /24's empty addresses do not.
+  probe_other  the same for UDP / ICMP / other flows of <= 2 packets, weighted by the share of
+               the source's such flows here nobody answered (`src_measures`): a DNS prober's
+               resolvers answer, a swept /24's empty addresses do not. Decisions take the lower
+               of that and the share of its distinct targets nobody answered over the horizon
+               (`ProbeFates`): retries to one dead device are not a sweep.
   login        TCP sessions started by the source towards ONE login service (LOGIN_PORTS) of one
                host, summed over the last 3 windows (password guessing). Benign: a mail client
                polling, one SSH or database session; web ports are not login services (a client
