@@ -5,11 +5,16 @@ environment variable, its default and one line of documentation. `load(cls)` rea
 environment once and fails fast with ConfigError naming the variable: a value that does not
 parse, or that the setting's `check` (services.common.checks) refuses. `describe(cls)` lists the
 variables for the configuration reference in docs/; `in_effect(cls)` says which value each
-variable has now and where it came from (`xdpguard config`).
+variable has now and where it came from (`xdpguard config`). A variable that carries a
+service's own prefix (CAPTURE_, SCORER_, ENFORCER_) but names no setting is a typo the service
+would otherwise ignore in silence: `unknown(cls)` names it, with the setting it most resembles,
+and a service's `load` logs that as a warning.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import socket
 from typing import Any, Callable, Mapping, TypeVar
@@ -17,6 +22,10 @@ from typing import Any, Callable, Mapping, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger("xdpguard.config")
+# XDPGUARD_ is shared with the scripts and compose (XDPGUARD_IMAGE, XDPGUARD_KAFKA_HOST_PORT...):
+# a variable with it that no settings class reads is not necessarily a typo
+SHARED_PREFIXES = ("XDPGUARD_",)
 
 
 def parse_bool(text: str) -> bool:
@@ -61,8 +70,12 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     """An instance of the settings dataclass `cls` from `environ` (default os.environ);
     `overrides` (field name -> value) win over the environment. ConfigError, one line naming
     the variable, for a value that does not parse or is refused by its check or by the class's
-    own cross-setting checks (__post_init__, whose messages name their variables)."""
-    environ = os.environ if environ is None else environ
+    own cross-setting checks (__post_init__, whose messages name their variables). Read from
+    os.environ (no `environ` given), each `unknown` variable is logged as a warning."""
+    if environ is None:
+        environ = os.environ
+        for line in unknown(cls, environ):
+            log.warning("%s", line)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         env = f.metadata.get("env")
@@ -132,6 +145,24 @@ def in_effect(cls: type, environ: Mapping[str, str] | None = None
             value = str(value).lower()
         rows.append((env, str(value), source))
     return rows, failure
+
+
+def unknown(cls: type, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per variable of `environ` (default os.environ) that carries `cls`'s own prefix
+    (the part before the first "_" that all its variables share, unless in SHARED_PREFIXES)
+    and is none of its settings: the name, and the setting it most resembles if any."""
+    environ = os.environ if environ is None else environ
+    names = [f.metadata["env"] for f in _env_fields(cls)]
+    prefixes = {n.split("_", 1)[0] + "_" for n in names}
+    if len(prefixes) != 1 or prefixes <= set(SHARED_PREFIXES):
+        return []
+    prefix = prefixes.pop()
+    out = []
+    for env in sorted(e for e in environ if e.startswith(prefix) and e not in names):
+        near = difflib.get_close_matches(env, names, n=1, cutoff=0.75)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        out.append(f"{env} is not a {prefix[:-1].lower()} setting: ignored{hint}")
+    return out
 
 
 def _env_fields(cls: type) -> list[dataclasses.Field]:

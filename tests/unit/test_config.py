@@ -33,3 +33,21 @@ def test_rule_keys_and_roundtrip():
         Rule(Scope.FLOW, Action.DROP, src="10.0.0.1", dst="10.0.0.2", dport=70000)
     with pytest.raises(ValueError):
         Rule(Scope.DST_LIMIT, Action.DROP, dst="10.0.0.2")
+
+
+def test_a_misspelled_service_variable_is_named_with_the_setting_it_resembles(monkeypatch, caplog, capsys):
+    from services.manager.config_cmd import cmd_config
+    from services.scorer.settings import ScorerSettings, load_scorer
+    from services.common.config import unknown
+    env = {"SCORER_WINDOWS_S": "2", "SCORER_ZZZ": "1", "SCORER_WINDOW_S": "1",
+           "XDPGUARD_IMAGE": "x"}
+    assert unknown(ScorerSettings, env) == [
+        "SCORER_WINDOWS_S is not a scorer setting: ignored; did you mean SCORER_WINDOW_S?",
+        "SCORER_ZZZ is not a scorer setting: ignored"]
+    assert unknown(CommonSettings, env) == []  # XDPGUARD_ is shared with the scripts
+    monkeypatch.setenv("SCORER_WINDOWS_S", "2")
+    with caplog.at_level("WARNING", logger="xdpguard.config"):
+        assert load_scorer().window_s == 1.0
+    assert "did you mean SCORER_WINDOW_S?" in caplog.text
+    assert cmd_config(type("A", (), {"markdown": False})()) == 0
+    assert "warning: SCORER_WINDOWS_S is not a scorer setting" in capsys.readouterr().err
