@@ -11,6 +11,9 @@ from services.common.errors import ConfigError
 
 from .progress import task_progress
 
+# packet events a --kafka-from read may hold (about 3 GB as Packets; docs/operations.md)
+MAX_PACKETS = 10_000_000
+
 EPILOG = """examples:
   xdpguard train --manifest ../shared/data/pcaps/manifest.csv \
       --manifest ../shared/data/corpus/manifest.csv --out models/xdpguard-if.joblib  # shipped
@@ -33,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--seed-log", nargs="*", default=[], help="benign seed-format JSON logs")
     p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
     p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
+    p.add_argument("--max-packets", type=int, default=MAX_PACKETS,
+                   help="refuse a packets-topic range holding more packet events than this "
+                        f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
     p.add_argument("--train-frac", type=float, default=1.0,
                    help="share of each capture (time order) used for training (default 1: all)")
     p.add_argument("--target-fpr", type=float, default=None,
@@ -68,6 +74,8 @@ def _parse_time(text: str) -> int:
 def _kafka_range(args) -> tuple[int, int] | None:
     """(from_ns, to_ns) of --kafka-from/--kafka-to (to: now by default), None without
     --kafka-from; ConfigError for a time that is not ISO 8601 or an empty range."""
+    if args.max_packets < 1:
+        raise ConfigError("--max-packets must be at least 1")
     if not args.kafka_from:
         if args.kafka_to:
             raise ConfigError("--kafka-to needs --kafka-from")
@@ -103,7 +111,12 @@ def collect(args) -> list:
         from services.offline.kafka_packets import read_packets
         from services.common.settings import load_common
 
-        read = asyncio.run(read_packets(load_common(), *kafka_range))
+        read = asyncio.run(read_packets(load_common(), *kafka_range, max_packets=args.max_packets))
+        if read.truncated:
+            raise ConfigError(f"the packets topic holds more than {args.max_packets:,} packet "
+                              f"events from {args.kafka_from} to {args.kafka_to or 'now'}: give a "
+                              f"shorter range, or --max-packets N if the host has the memory "
+                              f"(about 300 bytes each)")
         print(f"kafka: {read.records} records, {len(read.packets)} packets, "
               f"{read.undecodable} undecodable", file=sys.stderr)
         captures.append(T.LabelledCapture("kafka:packets", "benign", "live", read.packets))

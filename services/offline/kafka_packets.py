@@ -3,7 +3,10 @@
 Offsets are looked up by record timestamp (`offsets_for_times`) on every partition, then read
 until the partition's end offset or a record newer than `to_ns`; each record is decoded with
 services.wire.codec.decode_packets (single event or micro-batch) and packets outside the
-range are dropped. Undecodable records are counted, not fatal.
+range are dropped. Undecodable records are counted, not fatal. The packets are held in memory
+(about 300 bytes each as `Packet`s), so a read stops once it holds more than `max_packets`
+and says so (`TopicRead.truncated`): the caller refuses rather than train on the first part of
+a range, or exhaust a firewall host's memory.
 """
 from __future__ import annotations
 
@@ -20,12 +23,15 @@ class TopicRead:
     packets: list[Packet] = field(default_factory=list)
     records: int = 0
     undecodable: int = 0
+    truncated: bool = False  # stopped at max_packets: the range holds more
 
 
 async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
-                       topic: str | None = None, progress=None, idle_polls: int = 10) -> TopicRead:
+                       topic: str | None = None, progress=None, idle_polls: int = 10,
+                       max_packets: int | None = None) -> TopicRead:
     """Packets with `from_ns <= ts_ns <= to_ns`; gives up on a partition after `idle_polls`
-    empty one-second polls (a broker that stopped answering mid-read)."""
+    empty one-second polls (a broker that stopped answering mid-read), and on the whole read
+    once it holds more than `max_packets` (`truncated` set; None: no limit)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -73,6 +79,9 @@ async def read_packets(common: CommonSettings, from_ns: int, to_ns: int, *,
                     out.packets.extend(p for p in pk if from_ns <= p.ts_ns <= to_ns)
                 if progress:
                     progress(len(recs))
+            if max_packets is not None and len(out.packets) > max_packets:
+                out.truncated = True
+                break
     finally:
         await stop_quietly(consumer)
     out.packets.sort(key=lambda p: p.ts_ns)

@@ -26,7 +26,10 @@ async def test_packets_topic_time_range_reads_only_that_range(broker, fresh_topi
         await producer.stop()
     got = await read_packets(broker, now - 10 * 10**9, now + 10 * 10**9, topic=fresh_topic)
     assert [p.sport for p in got.packets] == [p.sport for p in mid]
-    assert got.undecodable == 1
+    assert got.undecodable == 1 and not got.truncated
+    capped = await read_packets(broker, now - 200 * 10**9, now + 200 * 10**9, topic=fresh_topic,
+                                max_packets=3)
+    assert capped.truncated and 3 < len(capped.packets) < 15
 
 
 async def test_train_verb_fits_a_model_from_the_packets_topic(broker, tmp_path, monkeypatch):
@@ -58,6 +61,10 @@ async def test_train_verb_fits_a_model_from_the_packets_topic(broker, tmp_path, 
                                         iso(t0 + 40 * 10**9), "--train-frac", "1", "--trees", "20",
                                         "--out", str(out)])
     assert rc == 0
+    rc = await asyncio.to_thread(main, ["train", "--kafka-from", iso(t0 - 10**9), "--kafka-to",
+                                        iso(t0 + 40 * 10**9), "--max-packets", "100",
+                                        "--out", str(tmp_path / "no.joblib")])
+    assert rc != 0 and not (tmp_path / "no.joblib").exists()
     det = load_model(out)
     assert det.meta["training"]["captures"][0]["name"] == "kafka:packets"
     assert det.meta["training"]["captures"][0]["packets"] == len(pk)
