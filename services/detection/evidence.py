@@ -200,18 +200,13 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
 
 
 def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
-                 own: Mapping[str, list], fates: ProbeFates | None = None,
-                 ws: int = 0) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """(SRC_MEASURES of every source of `keys`, probe_other held for decisions). The measures:
-    its stage-1 measures (`own`, SRC_OWN order) with probe_other weighted by the share of its
-    non-TCP probes here that nobody answered (of those whose fate is known: answered, or
-    settled without an answer), and its packets here that nobody answered. With `fates` (the
-    window `ws` is added to it here), a source whose distinct probe targets over the horizon
-    were answered more often than its probes here gets probe_other weighted by that lower
-    share in the second dict (`ProbeFates`: retries to one dead device are not a sweep)."""
+                 own: Mapping[str, list]) -> dict[str, list[float]]:
+    """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
+    probe_other weighted by the share of its non-TCP probes here that nobody answered (of those
+    whose fate is known: answered, or settled without an answer), and its packets here that
+    nobody answered."""
     probes: dict[str, list[int]] = {}
     volume: dict[str, int] = {}
-    targets: dict[str, dict[tuple, bool]] = {}
     for k in keys:
         m, s = marks[k], k[0]
         if not m & (ANSWERED | GROUP):
@@ -222,24 +217,39 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
                 c = probes[s] = [0, 0]
             c[0] += 1
             c[1] += bool(m & UNANSWERED)
-            if fates is not None and (own.get(s) or (0, 0, 0))[2] >= 2:  # a group: a candidate
-                t = targets.setdefault(s, {})
-                g = (k[1], k[4], k[3])
-                t[g] = t.get(g, True) and bool(m & UNANSWERED)
-    if fates is not None:
-        fates.add(ws, targets)
-    out, held = {}, {}
+    out = {}
     zero = (0, 0, 0, 0)
     for s in dict.fromkeys(k[0] for k in keys):
         o = own.get(s) or zero
         c = probes.get(s)
-        share = c[1] / c[0] if c else 0.0
-        out[s] = [o[0], o[1], o[2] * share, o[3], volume.get(s, 0)]
-        if s in targets and share:
-            h = fates.unanswered_share(s)
-            if h is not None and h < share:
-                held[s] = o[2] * h
-    return out, held
+        out[s] = [o[0], o[1], o[2] * c[1] / c[0] if c else 0.0, o[3], volume.get(s, 0)]
+    return out
+
+
+def hold_probe_other(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Mapping[str, list],
+                     src: Mapping[str, list], fates: ProbeFates, ws: int) -> dict[str, float]:
+    """probe_other for decisions where it is lower than in `src` (src_measures): the fates of
+    window `ws`'s known non-TCP probes of candidate sources (probe group of 2 or more in `own`)
+    are added to `fates`, and a source whose distinct targets over the horizon were answered
+    more often than its probes here gets its group weighted by that lower share (`ProbeFates`:
+    retries to one dead device are not a sweep). `keys` may be any superset of those probes."""
+    targets: dict[str, dict[tuple, bool]] = {}
+    at = SRC_OWN.index("probe_other")  # == SRC_MEASURES.index: own and src agree on it
+    for k in keys:
+        m = marks[k]
+        if m & PROBE and m & (ANSWERED | UNANSWERED) and k[4] != PROTO_TCP:  # settled: known
+            o = own.get(k[0])
+            if o is not None and o[at] >= 2:  # a group: a candidate
+                t = targets.setdefault(k[0], {})
+                g = (k[1], k[4], k[3])
+                t[g] = t.get(g, True) and bool(m & UNANSWERED)
+    fates.add(ws, targets)
+    held = {}
+    for s in targets:
+        h = fates.unanswered_share(s)
+        if h is not None and own[s][at] * h < src[s][at]:
+            held[s] = own[s][at] * h
+    return held
 
 
 # --- one window, assessed ------------------------------------------------------------------------
@@ -251,7 +261,7 @@ class WindowEvidence:
     src: dict[str, list[float]]   # SRC_MEASURES
     dst: dict[str, list[float]]   # DST_MEASURES
     # probe_other of the sources whose horizon's unanswered share is lower than this window's
-    # (src_measures, ProbeFates): what decisions use; the model sees `src`
+    # (hold_probe_other, ProbeFates): what decisions use; the model sees `src`
     held: dict[str, float] = field(default_factory=dict)
 
     def src_for_decision(self, src: str) -> list[float]:
@@ -278,7 +288,8 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
     sources' SourceWatch measures, `fates` the probe fates of the windows before (updated)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
-    src, held = src_measures(keys, flows, marks, src_own, fates, ws)
+    src = src_measures(keys, flows, marks, src_own)
+    held = hold_probe_other(keys, marks, src_own, src, fates, ws) if fates is not None else {}
     return WindowEvidence(marks, src, dst_measures(keys, flows, marks), held)
 
 
