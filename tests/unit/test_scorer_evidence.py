@@ -100,3 +100,18 @@ def test_lan_monitoring_with_dead_targets_gets_no_rule_with_several_partitions(d
     assert not any(w.suggestions for w in replay(pk, detector).windows)
     closed = [w for w in run_stages(pk, n=n) if w.rows]
     assert scorer_rules(closed, detector) == set()
+
+
+def test_stage_2_keeps_probe_fates_over_the_models_horizon_as_the_replay_does():
+    """The replay keeps ProbeFates over the detector's horizon_windows, as stage 1 keeps its
+    SourceHorizon and SourceWatch; stage 2 must keep the same span, not HORIZON_WINDOWS."""
+    from types import SimpleNamespace
+
+    from services.scorer.collect import CollectStage
+    from services.scorer.settings import ScorerSettings
+
+    models = SimpleNamespace(schedule=SimpleNamespace(base=SimpleNamespace(horizon_windows=4)))
+    store = SimpleNamespace(marker=lambda q, n: None, chunks=lambda q: [])
+    stage = CollectStage(ScorerSettings(), 2, models, VerdictPolicy(), SimpleNamespace(
+        get_topic_name=lambda: "flows"), None, store, None, None)
+    assert stage.partition(1).fates.span == 4
