@@ -11,7 +11,7 @@ import sys
 from services.common.errors import ConfigError
 
 from .progress import task_progress
-from .train_cmd import MAX_PACKETS
+from .train_cmd import MAX_PACKETS, MAX_PACKETS_FLAG
 
 EPILOG = """examples:
   xdpguard learn --kafka-from 2026-11-26T00:00:00Z --kafka-to 2026-12-03T00:00:00Z --out /var/lib/xdpguard/site.joblib
@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--pcap", nargs="*", default=[], help="the site's pcap/pcapng files (benign)")
     p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
     p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
-    p.add_argument("--max-packets", type=int, default=MAX_PACKETS,
+    p.add_argument("--max-packets", type=MAX_PACKETS_FLAG, default=MAX_PACKETS,
                    help="refuse a packets-topic range holding more packet events than this "
                         f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
     p.add_argument("--holdout", type=float, default=0.3,

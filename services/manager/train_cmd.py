@@ -10,9 +10,12 @@ from datetime import datetime, timezone
 from services.common.errors import ConfigError
 
 from .progress import task_progress
+from .ruleargs import bounded
 
 # packet events a --kafka-from read may hold (about 3 GB as Packets; docs/operations.md)
 MAX_PACKETS = 10_000_000
+# --max-packets' type: 0 would refuse every range, so argparse's line names 1 as the lowest
+MAX_PACKETS_FLAG = bounded(int, 1, 2**31 - 1)
 
 EPILOG = """examples:
   xdpguard train --manifest ../shared/data/pcaps/manifest.csv \
@@ -36,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--seed-log", nargs="*", default=[], help="benign seed-format JSON logs")
     p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
     p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
-    p.add_argument("--max-packets", type=int, default=MAX_PACKETS,
+    p.add_argument("--max-packets", type=MAX_PACKETS_FLAG, default=MAX_PACKETS,
                    help="refuse a packets-topic range holding more packet events than this "
                         f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
     p.add_argument("--train-frac", type=float, default=1.0,
@@ -74,8 +77,6 @@ def _parse_time(text: str) -> int:
 def _kafka_range(args) -> tuple[int, int] | None:
     """(from_ns, to_ns) of --kafka-from/--kafka-to (to: now by default), None without
     --kafka-from; ConfigError for a time that is not ISO 8601 or an empty range."""
-    if args.max_packets < 1:
-        raise ConfigError("--max-packets must be at least 1")
     if not args.kafka_from:
         if args.kafka_to:
             raise ConfigError("--kafka-to needs --kafka-from")

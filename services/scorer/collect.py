@@ -24,6 +24,7 @@ from typing import Awaitable, Callable
 import msgpack
 
 from services.common.errors import DecodeError
+from services.detection.evidence import ProbeFates
 from services.wire.codec import encode_verdict
 
 from .metrics import ScorerMetrics
@@ -68,7 +69,10 @@ class CollectStage:
         values that do not decode are queued for the dead-letter topic and deleted (flush_bad)."""
         part = self.dests.get(q)
         if part is None:
-            part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s)
+            # probe fates over the span stage 1 keeps its horizon over (the base model's)
+            fates = ProbeFates(self.width_ns, self.models.schedule.base.horizon_windows)
+            part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s,
+                                                fates=fates)
             try:
                 marker = self.store.marker(q, self.n)
             except DecodeError as exc:

@@ -133,3 +133,15 @@ def test_site_captures_without_one_ip_packet_are_refused_before_training(baselin
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1, err
     assert "no site packet to learn from in arp.pcap" in err and not out.exists()
+
+
+@pytest.mark.parametrize("verb", ["train", "learn"])
+@pytest.mark.parametrize("value", ["0", "-5", "2147483648"])
+def test_a_max_packets_out_of_range_names_the_range_it_takes(verb, value, capsys, tmp_path):
+    """--max-packets refuses 0: the range its argparse line gives must not start at 0 (a user
+    told "-5 is out of range 0-..." who then gives 0 gets a second, different refusal)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([verb, "--max-packets", value, "--out", str(tmp_path / "m.joblib")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert f"argument --max-packets: {value} is out of range 1-" in err
