@@ -227,12 +227,21 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
 
 
 def hold_probe_other(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Mapping[str, list],
-                     src: Mapping[str, list], fates: ProbeFates, ws: int) -> dict[str, float]:
+                     src: Mapping[str, list], fates: ProbeFates, ws: int,
+                     parts: int = 1) -> dict[str, float]:
     """probe_other for decisions where it is lower than in `src` (src_measures): the fates of
     window `ws`'s known non-TCP probes of candidate sources (probe group of 2 or more in `own`)
     are added to `fates`, and a source whose distinct targets over the horizon were answered
     more often than its probes here gets its group weighted by that lower share (`ProbeFates`:
-    retries to one dead device are not a sweep). `keys` may be any superset of those probes."""
+    retries to one dead device are not a sweep). `keys` may be any superset of those probes.
+
+    `parts`: the stage 2 partitions the source's targets are spread over (1 in the replay).
+    A partition sees only its own destinations, so one that holds nothing but a monitor's dead
+    targets would read "all unanswered" and weigh the whole group by it. With several, the
+    share's denominator is at least group / parts, the targets an even spread gives each
+    partition: some partition holds at least that many of a sweep's group, all unanswered, so
+    a sweep keeps its whole value there, while a partition with one or two dead targets of a
+    20-device monitor reads 1 or 2 in 2.5."""
     targets: dict[str, dict[tuple, bool]] = {}
     at = SRC_OWN.index("probe_other")  # == SRC_MEASURES.index: own and src agree on it
     for k in keys:
@@ -246,7 +255,7 @@ def hold_probe_other(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Map
     fates.add(ws, targets)
     held = {}
     for s in targets:
-        h = fates.unanswered_share(s)
+        h = fates.unanswered_share(s, own[s][at] / parts if parts > 1 else 0.0)
         if h is not None and own[s][at] * h < src[s][at]:
             held[s] = own[s][at] * h
     return held
@@ -283,13 +292,14 @@ class WindowEvidence:
 
 def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answers,
            window_end_ns: int, src_own: Mapping[str, list], fates: ProbeFates | None = None,
-           ws: int = 0) -> WindowEvidence:
+           ws: int = 0, parts: int = 1) -> WindowEvidence:
     """Evidence of window `ws`: `flows` in features flow-state form by 5-tuple, `src_own` the
-    sources' SourceWatch measures, `fates` the probe fates of the windows before (updated)."""
+    sources' SourceWatch measures, `fates` the probe fates of the windows before (updated),
+    `parts` the stage 2 partitions (hold_probe_other)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
     src = src_measures(keys, flows, marks, src_own)
-    held = hold_probe_other(keys, marks, src_own, src, fates, ws) if fates is not None else {}
+    held = hold_probe_other(keys, marks, src_own, src, fates, ws, parts) if fates is not None else {}
     return WindowEvidence(marks, src, dst_measures(keys, flows, marks), held)
 
 

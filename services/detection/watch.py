@@ -243,9 +243,9 @@ class ProbeFates(WindowedSources):
             seen[src] = seen.get(src, 0) + 1
         self._keep(ws, fates)
 
-    def unanswered_share(self, src: str) -> float | None:
-        """Distinct targets of `src` nobody answered over the kept windows / distinct targets
-        with a known fate; None if it has none."""
+    def unanswered_share(self, src: str, at_least: float = 0.0) -> float | None:
+        """Distinct targets of `src` nobody answered over the kept windows / the distinct
+        targets with a known fate (or `at_least`, if more); None if it has none."""
         if src not in self.seen:
             return None
         merged: dict[tuple, bool] = {}
@@ -254,4 +254,4 @@ class ProbeFates(WindowedSources):
             if t:
                 for target, unanswered in t.items():
                     merged[target] = merged.get(target, True) and unanswered
-        return sum(merged.values()) / len(merged) if merged else None
+        return sum(merged.values()) / max(len(merged), at_least) if merged else None

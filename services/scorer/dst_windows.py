@@ -138,7 +138,7 @@ class DstPartition:
         answers = Answers(addresses, sent_flows, senders, prev, hashed=True)
         self._answers, self._answers_ws = answers, ws
         keys = list(flows)
-        ev = assess(keys, flows, answers, end, own, self.fates, ws)
+        ev = assess(keys, flows, answers, end, own, self.fates, ws, self.num_sources)
         cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
             if columns else []
         if not keys:
