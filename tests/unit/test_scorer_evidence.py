@@ -77,29 +77,58 @@ def test_an_snmp_station_retrying_a_dead_device_gets_no_rule_in_the_scorer(detec
 
 
 
-# LAN monitors the replay leaves alone (test_detect_synthetic.BENIGN), with dead targets
+# LAN monitors the replay leaves alone (test_detect_synthetic.BENIGN), with dead targets, and
+# the stage 2 partitions they are scored over (8 is XDPGUARD_PACKETS_PARTITIONS' default)
 MONITORS = {
     "SNMP station, 20 devices, 2 down, 8 partitions": (lambda: G.snmp_poller(T0, 25, down=2), 8),
     "SNMP station, 20 devices, 3 down, 8 partitions": (lambda: G.snmp_poller(T0, 25, down=3), 8),
     "SNMP station, 20 devices, 5 down, 4 partitions": (lambda: G.snmp_poller(T0, 25, down=5), 4),
+    "SNMP station, 20 devices, 9 down, 4 partitions": (lambda: G.snmp_poller(T0, 25, down=9), 4),
+}
+# ... and those the scorer still blocks: a partition holding only a few dead targets of a
+# monitor's first round reads like one holding its share of a sweep's (models/README.md)
+MONITORS_BLOCKED = {
+    "ping monitor, 30 hosts, 3 down, 8 partitions": (lambda: G.ping_monitor(T0, 25, down=3), 8),
     "ping monitor, 30 hosts, 6 down, 4 partitions": (lambda: G.ping_monitor(T0, 25, down=6), 4),
     "ping monitor, 30 hosts, 9 down, 2 partitions": (lambda: G.ping_monitor(T0, 25, down=9), 2),
+    "SNMP station, 20 devices, 9 down, 8 partitions": (lambda: G.snmp_poller(T0, 60, down=9), 8),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="stage 2 weighs probe_other (the source's group, all "
-                   "partitions) by the unanswered share of the probes to ITS destinations only "
-                   "(the window's and ProbeFates' alike): a partition holding only dead targets "
-                   "reads 100% and suggests the source rule the replay does not")
-@pytest.mark.parametrize("name", sorted(MONITORS))
-def test_lan_monitoring_with_dead_targets_gets_no_rule_with_several_partitions(detector, name):
-    """The replay leaves these monitors alone; the scorer, run with 8 packets partitions by
-    default (XDPGUARD_PACKETS_PARTITIONS), should too."""
-    make, n = MONITORS[name]
+def _scorer_blocks(detector, make, n) -> bool:
     pk = make()
     assert not any(w.suggestions for w in replay(pk, detector).windows)
-    closed = [w for w in run_stages(pk, n=n) if w.rows]
-    assert scorer_rules(closed, detector) == set()
+    return bool(scorer_rules([w for w in run_stages(pk, n=n) if w.rows], detector))
+
+
+@pytest.mark.parametrize("name", sorted(MONITORS))
+def test_lan_monitoring_with_dead_targets_gets_no_rule_with_several_partitions(detector, name):
+    """The replay leaves these monitors alone; so does the scorer over several partitions (a
+    partition's unanswered share is over at least group / partitions targets)."""
+    assert not _scorer_blocks(detector, *MONITORS[name])
+
+
+@pytest.mark.xfail(strict=True, reason="stage 2 weighs probe_other (the source's group, all "
+                   "partitions) by the unanswered share of the probes to ITS destinations only: "
+                   "a partition with a few of a monitor's dead targets and few others reads like "
+                   "the partition holding a sweep's share; a fix needs the share summed over "
+                   "partitions")
+@pytest.mark.parametrize("name", sorted(MONITORS_BLOCKED))
+def test_lan_monitoring_with_more_dead_targets_per_partition_gets_no_rule(detector, name):
+    assert not _scorer_blocks(detector, *MONITORS_BLOCKED[name])
+
+
+@pytest.mark.parametrize("proto", [17, 1])
+def test_a_sweep_gets_its_source_rule_as_soon_over_8_partitions_as_over_one(detector, proto):
+    """The partition holding most of a sweep's group sees at least group / partitions of its
+    targets, all unanswered: it keeps the whole value, so the rule comes in the same window."""
+    pk = G.host_sweep(T0, 10, 10, proto=proto, port=161 if proto == 17 else 0)
+    first = {}
+    for n in (1, 8):
+        windows = [w for w in run_stages(pk, n=n) if w.rows]
+        rules = {ws for ws, key, _, _ in scorer_rules(windows, detector) if key.startswith("src/")}
+        first[n] = min(rules, default=None)
+    assert first[1] is not None and first[8] == first[1]
 
 
 def test_stage_2_keeps_probe_fates_over_the_models_horizon_as_the_replay_does():
