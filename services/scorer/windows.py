@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
 from services.detection.features import SourceHorizon, hash64, hash64_keys, horizon_count
 from services.records.packet import PROTO_UDP
@@ -50,11 +52,14 @@ from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
 from .chunks import FlowChunk
+from .flowtable import FLOW_DTYPE, FlowTable
 from .fold import fold_columns, merge_folded
 from .rows import agg_rows
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
+_NONE = np.zeros(0, dtype=np.intp)
+_REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.uint16)
 
 
 def flow_dict(key: tuple, st: list) -> dict:
@@ -191,33 +196,32 @@ class SourcePartition:
         self.sending.add(ws)
         hashes = dict(zip(flows, hash64_keys(flows)))
         srcs = self._source_features(ws, flows, hashes)
-        groups: dict[int, list[list]] = {}
-        sent: dict[int, list[list[int]]] = {}
-        part_of: dict[str, int] = {}
         if self._home is None and srcs:
             self._home = self._copartitioned(srcs, num_dst_partitions)
-        for key, st in flows.items():
-            for addr in (key[1],) if self._home else (key[0], key[1]):
-                if addr not in part_of:
-                    part_of[addr] = address_partition(addr, num_dst_partitions)
-            if self._home:
-                part_of[key[0]] = self.partition
-            groups.setdefault(part_of[key[1]], []).append([*key, *st, *srcs[key[0]], hashes[key]])
-            # the sender key only where an answer could be looked up by it (a request to a
-            # reflector port: evidence.Answers.solicited); 0 otherwise
-            asks = key[4] == PROTO_UDP and key[3] in REFLECTOR_PORTS
-            sent.setdefault(part_of[key[0]], []).append(
-                [hashes[key], hash64(sent_from_key(key)) if asks else 0])
-        senders: dict[int, list[str]] = {}
-        for src in srcs:
-            senders.setdefault(part_of[src], []).append(src)
+        table, addr_q = _window_table(flows, hashes, srcs)
+        if self._home:  # sources take the addresses' first places (_window_table)
+            addr_q[:len(srcs)] = self.partition
+            rest = table.addresses[len(srcs):]
+        else:
+            rest = table.addresses
+        at = len(table.addresses) - len(rest)
+        addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
+        rows = table.rows
+        dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
+        sent_by = _sender_hashes(flows, rows)
+        names = np.array(table.addresses[:len(srcs)], dtype=object)
+        senders = {q: names[i].tolist() for q, i in _by_partition(addr_q[:len(srcs)]).items()}
         chunks = []
-        for q in sorted(set(groups) | set(sent)):
-            fl, se, sa = groups.get(q, []), sent.get(q, []), senders.get(q, [])
+        by_dst, by_src = _by_partition(dq), _by_partition(sq)
+        for q in sorted(set(by_dst) | set(by_src)):
+            fl, se, sa = by_dst.get(q, _NONE), by_src.get(q, _NONE), senders.get(q, [])
             for i in range(max(len(fl), len(se), len(sa), 1) // CHUNK_FLOWS + 1):
                 part = slice(i * CHUNK_FLOWS, (i + 1) * CHUNK_FLOWS)
-                if fl[part] or se[part] or sa[part]:
-                    chunks.append(FlowChunk(ws, self.partition, q, i, fl[part], se[part], sa[part]))
+                if len(fl[part]) or len(se[part]) or sa[part]:
+                    chunks.append(FlowChunk(ws, self.partition, q, i, senders=sa[part],
+                                            table=table.take(fl[part]),
+                                            sent_flows=rows["hash"][se[part]],
+                                            sent_by=sent_by[se[part]]))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
@@ -261,3 +265,52 @@ class SourcePartition:
     def sent(self, ws: int) -> None:
         """Every chunk of closed window `ws` is queued to stage 2, ahead of any later mark."""
         self.sending.discard(ws)
+
+
+def _window_table(flows: dict[tuple, list], hashes: dict[tuple, int],
+                  srcs: dict[str, list]) -> tuple[FlowTable, np.ndarray]:
+    """(a closing window's flows as one FlowTable, a zeroed int64 per address of it for its
+    stage 2 partition). Its addresses are the sources in `srcs` order (so a flow's feature
+    row is its source's index), then the other destinations; `srcs`: SRC_FEATURES by source."""
+    n = len(flows)
+    rows = np.empty(n, dtype=FLOW_DTYPE)
+    at = dict.fromkeys(srcs)
+    if n:
+        src, dst, sport, dport, proto = zip(*flows)
+        first, last, packets, nbytes, flags, syn, node = zip(*flows.values())
+        at = {a: i for i, a in enumerate(at)}
+        rows["src"] = [at[a] for a in src]
+        rows["feat"] = rows["src"]
+        rows["dst"] = [at.setdefault(a, len(at)) for a in dst]
+        for name, col in (("sport", sport), ("dport", dport), ("proto", proto),
+                          ("flags", flags)):
+            rows[name] = col
+        for name, col in (("first", first), ("last", last), ("packets", packets),
+                          ("bytes", nbytes), ("syn", syn)):
+            rows[name] = np.array(col, dtype=np.uint64)
+        rows["hash"] = np.fromiter(hashes.values(), dtype=np.uint64, count=n)
+        nodes: dict[str, int] = {}
+        rows["node"] = [nodes.setdefault(x, len(nodes)) for x in node]
+    else:
+        nodes = {}
+    table = FlowTable(rows, list(at), list(nodes), list(srcs.values()))
+    return table, np.zeros(len(at), dtype=np.int64)
+
+
+def _sender_hashes(flows: dict[tuple, list], rows: np.ndarray) -> np.ndarray:
+    """Per flow, hash64 of its evidence.sent_from_key where an answer could be looked up by it
+    (a request to a reflector port: evidence.Answers.solicited), else 0."""
+    out = np.zeros(len(rows), dtype=np.uint64)
+    asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], _REFLECTORS))
+    if asks.size:
+        keys = list(flows)
+        out[asks] = [hash64(sent_from_key(keys[i])) for i in asks.tolist()]
+    return out
+
+
+def _by_partition(q: np.ndarray) -> dict[int, np.ndarray]:
+    """Positions of each partition's flows in `q` (partition per flow), in flow order."""
+    order = np.argsort(q, kind="stable")
+    parts, starts = np.unique(q[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(q)]
+    return {p: order[a:b] for p, a, b in zip(parts.tolist(), starts.tolist(), ends)}
