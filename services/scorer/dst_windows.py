@@ -20,6 +20,7 @@ from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, Wi
 from services.detection.features import FEATURE_NAMES
 
 from .chunks import OWN_AT, SRC_AT, FlowChunk
+from .evidence_columns import assess_columns
 from .rows import agg_rows, flow_feature_matrix, window_matrix
 from .windows import Clock
 
@@ -135,7 +136,8 @@ class DstPartition:
         flows = {k: {"first": a, "last": b, "packets": p, "bytes": n, "flags": fl, "syn": sy,
                      "proto": k[4], "sport": k[2], "dport": k[3]}
                  for k, a, b, p, n, fl, sy in zip(keys, *cols)}  # windows.flow_dict
-        ev = assess(keys, flows, answers, end, f.own)
+        ev = assess_columns(keys, rows["packets"], rows["flags"], rows["syn"], rows["last"],
+                            answers, end, f.own)
         r = f.rows  # every entry counts in its destination's aggregate
         agg, _ = agg_rows(f.dst, f.src, r["packets"], r["bytes"], r["syn"], r["proto"],
                           r["dport"], r["hash"])

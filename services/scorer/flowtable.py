@@ -44,7 +44,9 @@ class FlowTable:
 
     def take(self, sel: np.ndarray) -> "FlowTable":
         """The flows at positions `sel` (in that order), with only the table entries they use."""
-        rows = self.rows[sel]
+        width = FLOW_DTYPE.itemsize  # rows as bytes: numpy gathers those faster than records
+        rows = np.ascontiguousarray(self.rows).view(np.uint8).reshape(-1, width)[sel]
+        rows = rows.reshape(-1).view(FLOW_DTYPE)
         addrs, (rows["src"], rows["dst"]) = _compact(self.addresses, rows["src"], rows["dst"])
         nodes, (rows["node"],) = _compact(self.nodes, rows["node"])
         feats, (rows["feat"],) = _compact(self.features, rows["feat"])
@@ -80,9 +82,12 @@ class FlowTable:
 
 def _compact(table: list, *indexes: np.ndarray) -> tuple[list, list[np.ndarray]]:
     """(the entries of `table` that `indexes` use, in table order; the indexes renumbered)."""
-    used = np.unique(np.concatenate(indexes)) if indexes[0].size else indexes[0][:0]
-    ul = used.tolist()
-    return [table[i] for i in ul], [np.searchsorted(used, x).astype(np.uint32) for x in indexes]
+    used = np.zeros(len(table), dtype=bool)
+    for x in indexes:
+        used[x] = True
+    at = np.cumsum(used) - 1  # an entry's place among the used ones
+    return [table[i] for i in np.flatnonzero(used).tolist()], \
+        [at[x].astype(np.uint32) for x in indexes]
 
 
 def table_error(rows: object, addresses: object, nodes: object, features: object) -> str:

@@ -274,14 +274,18 @@ def _window_table(flows: dict[tuple, list], hashes: dict[tuple, int],
     row is its source's index), then the other destinations; `srcs`: SRC_FEATURES by source."""
     n = len(flows)
     rows = np.empty(n, dtype=FLOW_DTYPE)
-    at = dict.fromkeys(srcs)
+    at = dict(zip(srcs, range(len(srcs))))
+    nodes: dict[str, int] = {}
     if n:
         src, dst, sport, dport, proto = zip(*flows)
         first, last, packets, nbytes, flags, syn, node = zip(*flows.values())
-        at = {a: i for i, a in enumerate(at)}
-        rows["src"] = [at[a] for a in src]
+        for a in dict.fromkeys(dst):  # distinct destinations: few under a flood
+            if a not in at:
+                at[a] = len(at)
+        nodes = dict(zip(dict.fromkeys(node), range(n)))
+        for name, col, table in (("src", src, at), ("dst", dst, at), ("node", node, nodes)):
+            rows[name] = np.fromiter(map(table.__getitem__, col), dtype=np.uint32, count=n)
         rows["feat"] = rows["src"]
-        rows["dst"] = [at.setdefault(a, len(at)) for a in dst]
         for name, col in (("sport", sport), ("dport", dport), ("proto", proto),
                           ("flags", flags)):
             rows[name] = col
@@ -289,10 +293,6 @@ def _window_table(flows: dict[tuple, list], hashes: dict[tuple, int],
                           ("bytes", nbytes), ("syn", syn)):
             rows[name] = np.array(col, dtype=np.uint64)
         rows["hash"] = np.fromiter(hashes.values(), dtype=np.uint64, count=n)
-        nodes: dict[str, int] = {}
-        rows["node"] = [nodes.setdefault(x, len(nodes)) for x in node]
-    else:
-        nodes = {}
     table = FlowTable(rows, list(at), list(nodes), list(srcs.values()))
     return table, np.zeros(len(at), dtype=np.int64)
 
