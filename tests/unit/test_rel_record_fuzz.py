@@ -205,13 +205,15 @@ def column_records(draw):
 @given(st.lists(column_records(), min_size=1, max_size=3))
 def test_rel_any_columnar_flow_chunk_decodes_or_is_refused_and_then_closes_and_scores(detector,
                                                                                       records):
-    chunks = []
-    for data in records:
-        try:
-            chunks.append(FlowChunk.decode(data))
-        except DecodeError:
-            pass
-    stage_two(chunks, detector)
+    stage_two([c for c in map(decoded_or_none, records) if c is not None], detector)
+
+
+def decoded_or_none(data: bytes) -> FlowChunk | None:
+    """The chunk in `data`, None if decode refuses it (DecodeError; anything else fails)."""
+    try:
+        return FlowChunk.decode(data)
+    except DecodeError:
+        return None
 
 
 def test_rel_the_reported_chunk_is_refused_at_decode():
