@@ -72,12 +72,13 @@ class FlowTable:
         cols = list(zip(*flows))
         rows["src"] = [at.setdefault(x, len(at)) for x in cols[0]]
         rows["dst"] = [at.setdefault(x, len(at)) for x in cols[1]]
+        at_hash = 12 + len(SRC_FEATURES)  # an entry's fields past its hash are not read
         for name, i in (("sport", 2), ("dport", 3), ("proto", 4), ("first", 5), ("last", 6),
-                        ("packets", 7), ("bytes", 8), ("flags", 9), ("syn", 10), ("hash", -1)):
+                        ("packets", 7), ("bytes", 8), ("flags", 9), ("syn", 10), ("hash", at_hash)):
             rows[name] = np.array(cols[i], dtype=np.uint64)
         rows["node"] = [nodes.setdefault(x, len(nodes)) for x in cols[11]]
         rows["feat"] = np.arange(len(flows))
-        return cls(rows, list(at), list(nodes), [f[12:-1] for f in flows])
+        return cls(rows, list(at), list(nodes), [f[12:at_hash] for f in flows])
 
 
 def _compact(table: list, *indexes: np.ndarray) -> tuple[list, list[np.ndarray]]:

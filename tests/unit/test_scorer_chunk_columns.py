@@ -83,3 +83,13 @@ def test_first_after_last_is_refused_in_the_rows():
     rec["r"] = rows.tobytes()
     with pytest.raises(DecodeError, match="first_ns after last_ns"):
         FlowChunk.decode(msgpack.packb(rec, use_bin_type=True))
+
+
+def test_a_version_3_entry_longer_than_a_flow_entry_reads_its_first_fields_only():
+    """Version 3 checked and read an entry's first FLOW_LEN fields; a longer one still does."""
+    f = ["10.0.0.1", "10.0.0.2", 1, 2, 6, T0, T0, 3, 60, 2, 0, "node-a",
+         *[1.0] * len(SRC_FEATURES), 7]
+    def v3(entry):
+        return msgpack.packb({"v": ENTRIES_VERSION, "t": "flows", "ws": T0, "sp": 0, "dp": 0,
+                              "i": 0, "f": [entry], "s": [], "a": []}, use_bin_type=True)
+    assert FlowChunk.decode(v3([*f, "extra", 99])).flows == FlowChunk.decode(v3(f)).flows == [f]
