@@ -157,3 +157,23 @@ def _distinct(group: np.ndarray, pos: np.ndarray, m: int) -> list[int]:
     """Distinct sketch positions per group: the bits each group's sketch would have set."""
     codes = np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
     return np.bincount(codes // SKETCH_BITS, minlength=m).tolist()
+
+
+def horizon_entries(group: Sequence[str], packets: Sequence[int],
+                    peer_pos: Sequence[int]) -> dict[str, list]:
+    """What features.horizon_count gives counting flows one by one: per address of `group`
+    (in order of first appearance) [its flows' packets summed (exact), the set of its peers'
+    sketch positions `peer_pos`]; one dict entry and one set per address, not per flow."""
+    at: dict[str, int] = {}
+    n = len(group)
+    if not n:
+        return {}
+    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
+    m = len(at)
+    sums = _sum_by(of, _u64(packets), m) if _total_below(packets, 2**64) else \
+        _sum_slow(of.tolist(), _ints(packets), m)
+    codes = np.unique(of.astype(np.int64) * SKETCH_BITS + np.asarray(peer_pos, dtype=np.int64))
+    ends = np.searchsorted(codes // SKETCH_BITS, np.arange(1, m + 1)).tolist()
+    pos = (codes % SKETCH_BITS).tolist()
+    starts = [0, *ends[:-1]]
+    return {a: [sums[i], set(pos[starts[i]:ends[i]])] for a, i in at.items()}

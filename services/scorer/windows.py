@@ -46,20 +46,22 @@ from typing import Callable
 import numpy as np
 
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
-from services.detection.features import SourceHorizon, hash64, hash64_keys, horizon_count
-from services.records.packet import PROTO_UDP
+from services.detection.features import SourceHorizon, hash64, hash64_keys
+from services.detection.watch import LOGIN_PORTS
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
 from .chunks import FlowChunk
 from .flowtable import FLOW_DTYPE, FlowTable
 from .fold import fold_columns, merge_folded
-from .rows import agg_rows
+from .rows import agg_rows, horizon_entries
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
 _NONE = np.zeros(0, dtype=np.intp)
 _REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.uint16)
+_LOGIN = np.array(sorted(LOGIN_PORTS), dtype=np.int64)
 
 
 def flow_dict(key: tuple, st: list) -> dict:
@@ -235,18 +237,18 @@ class SourcePartition:
         horizon and the watch."""
         keys, states = list(flows), list(flows.values())
         agg: dict[str, list] = {}
-        peer_pos: list[int] = []
+        recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
+        settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
         if keys:
             k, st = list(zip(*keys)), list(zip(*states))
             agg, peer_pos = agg_rows(k[0], k[1], st[2], st[3], st[5], k[4], k[3],
                                      list(hashes.values()))
-        recent: dict[str, list] = {}
-        watched: dict[str, list] = {}
-        settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
-        count = SourceWatch.count
-        for key, s, pos in zip(keys, states, peer_pos):
-            horizon_count(recent, key[0], s[2], pos)
-            count(watched, key, s[2], s[4], s[5], s[1] <= settle_by)
+            recent = horizon_entries(k[0], st[2], peer_pos)
+            count = SourceWatch.count
+            for i in _watch_candidates(k, st, settle_by).tolist():
+                s = states[i]
+                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched, flows)
         hz = self.horizon.features_of(ws, agg)
@@ -314,3 +316,21 @@ def _by_partition(q: np.ndarray) -> dict[int, np.ndarray]:
     parts, starts = np.unique(q[order], return_index=True)
     ends = [*starts[1:].tolist(), len(q)]
     return {p: order[a:b] for p, a, b in zip(parts.tolist(), starts.tolist(), ends)}
+
+
+def _watch_candidates(k: list[tuple], st: list[tuple], settle_by: int) -> np.ndarray:
+    """Positions of the flows evidence.SourceWatch.count may count (`k`, `st`: the window's
+    5-tuples and flow states as columns): a SYN-only TCP flow settled by `settle_by`, a SYN to
+    a login port, or one of at most 2 packets that is not TCP or is SYN-only (a probe or an
+    unsettled SYN; `count` itself leaves out those towards group addresses). The others it
+    skips, so they are not passed."""
+    tcp = np.fromiter(k[4], dtype=np.int64, count=len(k[4])) == PROTO_TCP
+    syn = np.array(st[5], dtype=np.uint64) != 0
+    ack = (np.fromiter(st[4], dtype=np.int64, count=len(st[4])) & TCP_ACK) != 0
+    syn_only = tcp & syn & ~ack
+    done = np.array(st[1], dtype=np.uint64) <= np.uint64(max(settle_by, 0))
+    if settle_by < 0:
+        done[:] = False
+    login = tcp & syn & np.isin(np.fromiter(k[3], dtype=np.int64, count=len(k[3])), _LOGIN)
+    few = np.array(st[2], dtype=np.uint64) <= 2
+    return np.flatnonzero((syn_only & done) | login | (few & (~tcp | syn_only)))
