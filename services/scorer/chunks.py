@@ -2,7 +2,10 @@
 window from one `packets` partition bound for one `<app id>-scorer-flows` partition, its msgpack
 form and its validation. Pure: no Kafka, no faust.
 
-A flow entry is a list: [src, dst, sport, dport, proto, first_ns, last_ns, packets, bytes,
+Version 4 (written) carries the flows as columns (flowtable.FlowTable: one fixed-width row per
+flow, little-endian bytes, with tables of addresses, nodes and per-source features) and what
+was sent as two uint64 columns. Version 3 (still decoded: chunks stored in the `dst-chunks`
+table or sent by a worker of the version before) carries them as entries. A flow entry is a list: [src, dst, sport, dport, proto, first_ns, last_ns, packets, bytes,
 flags, syn_noack, node, *SRC_FEATURES, hash64] (the 5-tuple, stage 1's flow state, the source's
 features, the last SRC_EVIDENCE_FEATURES of them its own evidence measures, and the 5-tuple's
 hash). A chunk also carries what the sources of its destination partition sent in the window
@@ -13,8 +16,6 @@ source addresses), where stage 2 looks up whether a destination answered (eviden
 """
 from __future__ import annotations
 
-import socket
-from dataclasses import dataclass, field
 from itertools import chain
 
 import msgpack
@@ -23,86 +24,137 @@ import numpy as np
 from services.common.errors import DecodeError
 from services.detection.features import SRC_EVIDENCE_FEATURES, SRC_FEATURES
 
-FLOWS_VERSION = 3  # 2: source features include the horizon; 3: evidence (own measures, sent flows)
-# a flow entry: 5-tuple and stage-1 state (12), source features (the last of them its own
-# evidence measures), hash64
+from .flowtable import (_INSIDE, FLOW_DTYPE, MAX_FEATURE, FlowTable, _is_address,  # noqa: F401
+                        table_error)
+
+ENTRIES_VERSION = 3  # flows as entries (below); still decoded: stored chunks, older workers
+FLOWS_VERSION = 4  # 2: source features include the horizon; 3: evidence; 4: flows as columns
+# a version-3 flow entry: 5-tuple and stage-1 state (12), source features (the last of them its
+# own evidence measures), hash64
 SRC_AT = 12
 OWN_AT = SRC_AT + len(SRC_FEATURES) - len(SRC_EVIDENCE_FEATURES)
 HASH_AT = SRC_AT + len(SRC_FEATURES)
 FLOW_LEN = HASH_AT + 1
+_NO_HASHES = np.zeros(0, dtype=np.uint64)
 
 
-@dataclass
 class FlowChunk:
-    """Flows of one window from one source partition, bound for one destination partition."""
-    window_ns: int
-    src_partition: int
-    dst_partition: int
-    index: int
-    flows: list[list]  # [src, dst, sport, dport, proto, *state, *SRC_FEATURES, hash64]
-    sent: list[list[int]] = field(default_factory=list)  # [hash64 5-tuple, hash64 sender key or 0]
-    senders: list[str] = field(default_factory=list)     # the sources of this partition
-    # `flows` as columns (flow_columns), kept from decode's check: stage 2 needs them again
-    columns: list[tuple] | None = field(default=None, compare=False, repr=False)
+    """Flows of one window from one source partition, bound for one destination partition:
+    `table` (flowtable.FlowTable, or `flows` as version-3 entries, turned into one), what the
+    sources of partition `dst_partition` sent (`sent_flows`: hash64 of a flow's 5-tuple,
+    `sent_by`: hash64 of its evidence.sent_from_key or 0; uint64 arrays, or `sent` as pairs)
+    and those sources (`senders`)."""
+
+    __slots__ = ("window_ns", "src_partition", "dst_partition", "index", "table", "sent_flows",
+                 "sent_by", "senders")
+
+    def __init__(self, window_ns: int, src_partition: int, dst_partition: int, index: int,
+                 flows: list[list] | None = None, sent: list | None = None,
+                 senders: list[str] | None = None, *, table: FlowTable | None = None,
+                 sent_flows: np.ndarray | None = None, sent_by: np.ndarray | None = None):
+        self.window_ns, self.src_partition = window_ns, src_partition
+        self.dst_partition, self.index = dst_partition, index
+        self.table = table if table is not None else FlowTable.from_entries(flows or [])
+        if sent_flows is None:
+            pairs = np.array(sent or [], dtype=np.uint64).reshape(-1, 2)
+            sent_flows, sent_by = pairs[:, 0].copy(), pairs[:, 1].copy()
+        self.sent_flows, self.sent_by = sent_flows, sent_by
+        self.senders = list(senders or [])
+
+    def __len__(self) -> int:
+        """The number of flows."""
+        return len(self.table)
+
+    @property
+    def flows(self) -> list[list]:
+        """The flows as version-3 entries (built on each call: for tests and reports)."""
+        return self.table.entries()
+
+    @property
+    def sent(self) -> list[list[int]]:
+        """What was sent as [hash64 5-tuple, hash64 sender key or 0] pairs."""
+        return [[a, b] for a, b in zip(self.sent_flows.tolist(), self.sent_by.tolist())]
 
     def key(self) -> bytes:
         return f"{self.window_ns}/{self.src_partition}/{self.dst_partition}/{self.index}".encode()
 
     def encode(self) -> bytes:
+        """The version-4 record: flow rows and both sent columns as little-endian bytes."""
+        t = self.table
         return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": self.window_ns,
                               "sp": self.src_partition, "dp": self.dst_partition,
-                              "i": self.index, "f": self.flows, "s": self.sent,
+                              "i": self.index, "r": t.rows.tobytes(), "ad": t.addresses,
+                              "nd": t.nodes, "fe": t.features,
+                              "sh": self.sent_flows.astype("<u8").tobytes(),
+                              "sb": self.sent_by.astype("<u8").tobytes(),
                               "a": self.senders}, use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> "FlowChunk":
-        """The chunk in `data`, every field checked for the type and range stage 2 relies on
-        (flow_entry_error); DecodeError naming the first problem otherwise, never another
-        exception: a record that decodes can be closed and scored."""
+        """The chunk in `data` (version 4, or 3: flows as entries), every field checked for the
+        type and range stage 2 relies on (flowtable.table_error, flow_entry_error);
+        DecodeError naming the first problem otherwise, never another exception: a record
+        that decodes can be closed and scored."""
         try:
             rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises a zoo of types for bad input
             raise DecodeError(f"flows: not msgpack ({type(exc).__name__}: {exc})") from None
-        if type(rec) is not dict or rec.get("v") != FLOWS_VERSION or rec.get("t") != "flows":
+        if type(rec) is not dict or rec.get("v") not in (FLOWS_VERSION, ENTRIES_VERSION) \
+                or rec.get("t") != "flows":
             what = (rec.get("t"), rec.get("v")) if type(rec) is dict else type(rec).__name__
             raise DecodeError(f"flows: unsupported record {what!r:.80}")
         head = [rec.get(k) for k in ("ws", "sp", "dp", "i")]
         if not all(type(x) is int and 0 <= x < 2**63 for x in head) or head[1] >= 2**31 \
                 or head[2] >= 2**31:
             raise DecodeError(f"flows: window/partition/index {head!r:.120} not integers in range")
-        flows = rec.get("f")
-        if type(flows) is not list:
-            raise DecodeError("flows: 'f' is not a list")
-        columns = _valid_columns(flows)
-        if columns is None:  # find the first bad entry and say why
-            for n, f in enumerate(flows):
-                problem = flow_entry_error(f)
-                if problem:
-                    raise DecodeError(f"flows: flow {n}: {problem}")
-        sent, senders = rec.get("s"), rec.get("a")
-        if type(sent) is not list or not all(
-                type(x) is list and len(x) == 2 and all(type(h) is int and 0 <= h < _U64 for h in x)
-                for x in sent):
-            raise DecodeError("flows: malformed sent entry")
-        if type(senders) is not list or not all(type(a) is str and _is_address(a) for a in senders):
-            raise DecodeError("flows: malformed sender")
-        chunk = cls(*head, flows, sent, senders)
-        chunk.columns = columns
-        return chunk
+        if rec["v"] == ENTRIES_VERSION:
+            flows, sent = _checked_entries(rec.get("f")), _checked_sent(rec.get("s"))
+            return cls(*head, flows, sent, _checked_senders(rec.get("a")))
+        problem = table_error(rec.get("r"), rec.get("ad"), rec.get("nd"), rec.get("fe"))
+        if problem:
+            raise DecodeError(f"flows: {problem}")
+        sh, sb = rec.get("sh"), rec.get("sb")
+        if type(sh) is not bytes or type(sb) is not bytes or len(sh) != len(sb) or len(sh) % 8:
+            raise DecodeError("flows: malformed sent columns")
+        senders = _checked_senders(rec.get("a"))
+        table = FlowTable(np.frombuffer(rec["r"], dtype=FLOW_DTYPE), rec["ad"], rec["nd"],
+                          rec["fe"])
+        return cls(*head, senders=senders, table=table,
+                   sent_flows=np.frombuffer(sh, dtype="<u8"),
+                   sent_by=np.frombuffer(sb, dtype="<u8"))
 
-    def flow_columns(self) -> list[tuple]:
-        """The flow entries' first FLOW_LEN fields as columns (a tuple per field; [] for no
-        flows), as decode left them or transposed now."""
-        if self.columns is None:
-            self.columns = list(zip(*self.flows))[:FLOW_LEN]
-        return self.columns
+
+def _checked_entries(flows: object) -> list[list]:
+    """Version-3 flow entries, checked (DecodeError naming the first bad one)."""
+    if type(flows) is not list:
+        raise DecodeError("flows: 'f' is not a list")
+    if _valid_columns(flows) is None:  # find the first bad entry and say why
+        for n, f in enumerate(flows):
+            problem = flow_entry_error(f)
+            if problem:
+                raise DecodeError(f"flows: flow {n}: {problem}")
+    return flows
+
+
+def _checked_senders(senders: object) -> list[str]:
+    if type(senders) is not list or not all(type(a) is str and _is_address(a) for a in senders):
+        raise DecodeError("flows: malformed sender")
+    return senders
+
+
+def _checked_sent(sent: object) -> list[list[int]]:
+    """Version-3 sent pairs, checked."""
+    if type(sent) is not list or not all(
+            type(x) is list and len(x) == 2 and all(type(h) is int and 0 <= h < _U64 for h in x)
+            for x in sent):
+        raise DecodeError("flows: malformed sent entry")
+    return sent
 
 
 _U64 = 2**64
 _FIELDS = ((2, "sport", 65536), (3, "dport", 65536), (4, "proto", 256), (5, "first_ns", _U64),
            (6, "last_ns", _U64), (7, "packets", _U64), (8, "bytes", _U64), (9, "flags", 256),
            (10, "syn_noack", _U64))
-MAX_FEATURE = 1e30  # far above any real aggregate, far below float32's range (the model's)
 
 
 def flow_entry_error(f) -> str:
@@ -133,7 +185,6 @@ def flow_entry_error(f) -> str:
     return ""
 
 
-_INSIDE = MAX_FEATURE * 0.999  # float(x) within this: x itself is within MAX_FEATURE
 _VALID_ADDRESSES: dict[str, bool] = {}  # address -> IPv6 (bounded cache of checked ones)
 
 
@@ -175,11 +226,3 @@ def _valid_columns(flows: list) -> list[tuple] | None:
         return None
     h = cols[HASH_AT]
     return cols if set(map(type, h)) == {int} and min(h) >= 0 and max(h) < _U64 else None
-
-
-def _is_address(text: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
-    except (OSError, ValueError):  # ValueError: an embedded NUL
-        return False
-    return True

@@ -130,10 +130,10 @@ class CollectStage:
         if part.add(key, chunk):
             await self.store.put_chunk(partition, key, value)
         else:
-            self.metrics.late_flows.inc(len(chunk.flows))
+            self.metrics.late_flows.inc(len(chunk))
             log.warning("flows partition %d: %d flows of window %d from packets partition %d "
                         "came after the window closed (source progress marks: %s)", partition,
-                        len(chunk.flows), chunk.window_ns, chunk.src_partition, part.progress)
+                        len(chunk), chunk.window_ns, chunk.src_partition, part.progress)
 
     # --- closing and scoring ----------------------------------------------------------------
     async def close(self) -> None:

@@ -19,9 +19,10 @@ from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, Pr
                                          WindowEvidence, assess)
 from services.detection.features import FEATURE_NAMES
 
-from .chunks import FLOW_LEN, HASH_AT, OWN_AT, SRC_AT, FlowChunk
+from .chunks import OWN_AT, SRC_AT, FlowChunk
+from .evidence_columns import assess_columns
 from .rows import agg_rows, flow_feature_matrix, window_matrix
-from .windows import Clock, flow_dict
+from .windows import Clock
 
 @dataclass
 class ClosedWindow:
@@ -63,7 +64,7 @@ class DstPartition:
     # rules suggested before (escalation) and the previous window's sent flows (answers);
     # in memory only, like the stage 1 horizon
     memory: Escalation = field(default_factory=Escalation)
-    fates: ProbeFates | None = None   # the sources' probe fates (evidence.src_measures)
+    fates: ProbeFates | None = None   # the sources' probe fates (evidence.hold_probe_other)
     _answers: Answers | None = None
     _answers_ws: int = -1
 
@@ -77,7 +78,7 @@ class DstPartition:
     def add(self, key: bytes, chunk: FlowChunk) -> bool:
         """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
         if chunk.window_ns <= self.closed_upto:
-            self.late += len(chunk.flows)
+            self.late += len(chunk)
             return False
         self.windows.setdefault(chunk.window_ns, {})[key] = chunk
         return True
@@ -111,60 +112,94 @@ class DstPartition:
         the destinations' aggregate features, rows.agg_rows)."""
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
-        flows: dict[tuple, dict] = {}
-        nodes: dict[tuple, str] = {}
-        entry: dict[tuple, list] = {}
-        own: dict[str, list] = {}
-        sent_flows, senders, addresses, columns = [], [], [], []
-        entries = 0
-        for chunk in chunks.values():
-            for f in chunk.flows:
-                key, st = tuple(f[:5]), f[5:12]
-                flows[key] = flow_dict(key, st)
-                nodes[key] = st[6]
-                entry[key] = f  # a key's last entry counts (as for its flow state)
-                if key[0] not in own:
-                    own[key[0]] = f[OWN_AT:HASH_AT]
-            if chunk.flows:  # every entry counts in its destination's aggregate
-                columns.append(chunk.flow_columns())
-                entries += len(chunk.flows)
-            for h_flow, h_sender in chunk.sent:
-                sent_flows.append(h_flow)
-                if h_sender:
-                    senders.append(h_sender)
-            addresses += chunk.senders
+        cs = list(chunks.values())
+        sent = np.concatenate([_NO_HASH, *(c.sent_flows for c in cs)]).tolist()
+        by = np.concatenate([_NO_HASH, *(c.sent_by for c in cs)])
+        addresses = list(chain.from_iterable(c.senders for c in cs))
         end = ws + self.width_ns
         prev = self._answers if self._answers_ws == ws - self.width_ns else None
-        answers = Answers(addresses, sent_flows, senders, prev, hashed=True)
+        answers = Answers(addresses, sent, by[by != 0].tolist(), prev, hashed=True)
         self._answers, self._answers_ws = answers, ws
-        keys = list(flows)
-        ev = assess(keys, flows, answers, end, own, self.fates, ws, self.num_sources)
-        cols = [tuple(chain.from_iterable(c[i] for c in columns)) for i in range(FLOW_LEN)] \
-            if columns else []
-        if not keys:
-            matrix = np.empty((0, len(FEATURE_NAMES)), dtype=np.float64)
-        else:
-            agg, _ = agg_rows(cols[1], cols[0], cols[7], cols[8], cols[10], cols[4], cols[3],
-                              cols[HASH_AT])
-            if len(entry) < entries:  # a re-sent flow: its last entry makes its row
-                cols = list(zip(*(entry[k] for k in keys)))
-            matrix = _matrix(keys, cols, ev, agg)
-        return ClosedWindow(ws, end, self.partition, keys, flows, nodes, matrix, list(chunks),
-                            ev, self.memory)
+        f = _flows(c.table for c in cs if len(c))
+        if f is None:
+            ev = assess([], {}, answers, end, {})
+            return ClosedWindow(ws, end, self.partition, [], {}, {},
+                                np.empty((0, len(FEATURE_NAMES)), dtype=np.float64),
+                                list(chunks), ev, self.memory)
+        keys = list(zip(f.src, f.dst, f.rows["sport"].tolist(), f.rows["dport"].tolist(),
+                        f.rows["proto"].tolist()))
+        last = dict(zip(keys, range(len(keys))))  # a key's last entry counts (a re-sent flow)
+        rows, node, shipped = f.rows, f.node, f.shipped
+        if len(last) < len(keys):
+            sel = np.fromiter(last.values(), dtype=np.intp, count=len(last))
+            keys, rows, shipped = list(last), rows[sel], shipped[sel]
+            node = [node[i] for i in sel.tolist()]
+        cols = [rows[name].tolist() for name in ("first", "last", "packets", "bytes", "flags",
+                                                  "syn")]
+        flows = {k: {"first": a, "last": b, "packets": p, "bytes": n, "flags": fl, "syn": sy,
+                     "proto": k[4], "sport": k[2], "dport": k[3]}
+                 for k, a, b, p, n, fl, sy in zip(keys, *cols)}  # windows.flow_dict
+        ev = assess_columns(keys, rows["packets"], rows["flags"], rows["syn"], rows["last"],
+                            answers, end, f.own, self.fates, ws, self.num_sources)
+        r = f.rows  # every entry counts in its destination's aggregate
+        agg, _ = agg_rows(f.dst, f.src, r["packets"], r["bytes"], r["syn"], r["proto"],
+                          r["dport"], r["hash"])
+        seed = flow_feature_matrix(rows["first"], rows["last"], rows["packets"], rows["bytes"],
+                                   rows["flags"], rows["proto"], rows["sport"], rows["dport"])
+        matrix = _matrix(keys, seed, shipped, ev, agg)
+        return ClosedWindow(ws, end, self.partition, keys, flows, dict(zip(keys, node)), matrix,
+                            list(chunks), ev, self.memory)
+
+
+@dataclass
+class _Flows:
+    """A window's flow entries from all its chunks, in chunk order: `rows` (FLOW_DTYPE; its
+    index fields are per chunk), addresses and node as text, the shipped source features
+    (float64, SRC_AT..OWN_AT of an entry) and each source's own measures (its first entry's)."""
+    rows: np.ndarray
+    src: list[str]
+    dst: list[str]
+    node: list[str]
+    shipped: np.ndarray
+    own: dict[str, list]
+
+
+_NO_HASH = np.zeros(0, dtype=np.uint64)
+_OWN = OWN_AT - SRC_AT  # where a feature row's own evidence measures start
+
+
+def _flows(tables) -> _Flows | None:
+    """The entries of FlowTables `tables` as one _Flows (None if there are none)."""
+    rows, src, dst, node, shipped, own = [], [], [], [], [], {}
+    for t in tables:
+        r = t.rows
+        a = np.array(t.addresses, dtype=object)
+        s = a[r["src"]].tolist()
+        src += s
+        dst += a[r["dst"]].tolist()
+        node += np.array(t.nodes, dtype=object)[r["node"]].tolist()
+        fi = r["feat"]
+        block = np.array(t.features, dtype=np.float64).reshape(len(t.features), -1)
+        shipped.append(block[fi, :_OWN])
+        first = dict(zip(reversed(s), reversed(fi.tolist())))  # a source's first entry
+        for x, i in first.items():
+            if x not in own:
+                own[x] = t.features[i][_OWN:]
+        rows.append(r)
+    if not rows:
+        return None
+    return _Flows(np.concatenate(rows), src, dst, node, np.concatenate(shipped), own)
 
 
 # the measures the model sees (evidence.WindowEvidence.model_inputs): all but packets
 _SRC_INPUTS, _DST_INPUTS = len(SRC_MEASURES) - 1, len(DST_MEASURES) - 1
 
 
-def _matrix(keys: list[tuple], cols: list[tuple], ev: WindowEvidence,
+def _matrix(keys: list[tuple], seed: np.ndarray, shipped: np.ndarray, ev: WindowEvidence,
             agg: dict[str, list]) -> np.ndarray:
-    """The model rows of flows `keys` (`cols`: their chunk entries as columns): flow features,
-    the source features stage 1 shipped, the source's evidence inputs, then the destination's
-    aggregate features (`agg`) and evidence inputs."""
-    seed = flow_feature_matrix(cols[5], cols[6], cols[7], cols[8], cols[9], cols[4], cols[2],
-                               cols[3])
-    shipped = np.array(cols[SRC_AT:OWN_AT], dtype=np.float64).reshape(OWN_AT - SRC_AT, -1).T
+    """The model rows of flows `keys`: their flow features (`seed`), the source features
+    stage 1 shipped, the source's evidence inputs, then the destination's aggregate features
+    (`agg`) and evidence inputs."""
     src_at = {s: i for i, s in enumerate(ev.src)}
     dst_at = {d: i for i, d in enumerate(agg)}
     n = len(keys)

@@ -28,7 +28,29 @@ _FLAGS = (TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG)
 
 
 def _u64(values: Sequence[int]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.uint64, copy=False)
     return np.fromiter(values, dtype=np.uint64, count=len(values))
+
+
+def _i64(values: Sequence[int]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.int64)
+    return np.fromiter(values, dtype=np.int64, count=len(values))
+
+
+def _ints(values: Sequence[int]) -> Sequence[int]:
+    """`values` as Python integers (exact arithmetic past 2**64)."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def _total_below(values: Sequence[int], limit: int) -> bool:
+    """Whether the sum of `values` (non-negative integers) is below `limit`, exactly."""
+    if isinstance(values, np.ndarray):
+        if not values.size or int(values.max()) * values.size < limit:
+            return True
+        values = values.tolist()
+    return sum(values) < limit
 
 
 def flow_feature_matrix(first: Sequence[int], last: Sequence[int], packets: Sequence[int],
@@ -46,10 +68,7 @@ def flow_feature_matrix(first: Sequence[int], last: Sequence[int], packets: Sequ
     d[d == 0] = 0.001
     p, b = _u64(packets), _u64(nbytes)
     pf, bf = p.astype(np.float64), b.astype(np.float64)
-    pr = np.fromiter(proto, dtype=np.int64, count=n)
-    fl = np.fromiter(flags, dtype=np.int64, count=n)
-    sp = np.fromiter(sport, dtype=np.int64, count=n)
-    dp = np.fromiter(dport, dtype=np.int64, count=n)
+    pr, fl, sp, dp = _i64(proto), _i64(flags), _i64(sport), _i64(dport)
     tcp = pr == PROTO_TCP
     fl = np.where(tcp, fl, 0)
     out[:, 0] = d
@@ -59,7 +78,7 @@ def flow_feature_matrix(first: Sequence[int], last: Sequence[int], packets: Sequ
     big = (p >= _EXACT) | (b >= _EXACT)
     if big.any():  # Python divides the exact integers: one rounding, not three
         for i in np.flatnonzero(big).tolist():
-            out[i, 3] = nbytes[i] / max(packets[i], 1)
+            out[i, 3] = int(nbytes[i]) / max(int(packets[i]), 1)
     out[:, 4] = pf / np.maximum(d, 1e-3)
     out[:, 5] = [math.log1p(x) for x in bf.tolist()]
     out[:, 6] = [math.log1p(x) for x in pf.tolist()]
@@ -98,20 +117,19 @@ def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
     n = len(group)
     of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
     m = len(at)
-    pr = np.fromiter(proto, dtype=np.int64, count=n)
+    pr = _i64(proto)
     p = _u64(packets)
     icmp = np.where((pr == PROTO_ICMP) | (pr == PROTO_ICMPV6), p, 0)
     udp = np.where(pr == PROTO_UDP, p, 0)
-    if sum(packets) < 2**64 and sum(nbytes) < 2**64 and sum(syn) < 2**64:  # no uint64 wrap
+    if all(_total_below(c, 2**64) for c in (packets, nbytes, syn)):  # no uint64 wrap
         sums = [_sum_by(of, col, m) for col in (p, _u64(nbytes), _u64(syn), icmp, udp)]
     else:
-        sums = [_sum_slow(of.tolist(), col, m) for col in
-                (packets, nbytes, syn, icmp.tolist(), udp.tolist())]
+        sums = [_sum_slow(of.tolist(), _ints(col), m) for col in
+                (packets, nbytes, syn, icmp, udp)]
     flows = _distinct(of, _u64(flow_hash) % SKETCH_BITS, m)
     peer_pos = list(map(_cached_pos, peer))
     peers = _distinct(of, np.array(peer_pos, dtype=np.int64), m)
-    ports, back = np.unique(pr * 65536 + np.fromiter(dport, dtype=np.int64, count=n),
-                            return_inverse=True)
+    ports, back = np.unique(pr * 65536 + _i64(dport), return_inverse=True)
     port_pos = np.array([_cached_pos(f"{c >> 16}/{c & 65535}") for c in ports.tolist()],
                         dtype=np.int64)
     ports = _distinct(of, port_pos[back.reshape(-1)], m)
@@ -139,3 +157,23 @@ def _distinct(group: np.ndarray, pos: np.ndarray, m: int) -> list[int]:
     """Distinct sketch positions per group: the bits each group's sketch would have set."""
     codes = np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
     return np.bincount(codes // SKETCH_BITS, minlength=m).tolist()
+
+
+def horizon_entries(group: Sequence[str], packets: Sequence[int],
+                    peer_pos: Sequence[int]) -> dict[str, list]:
+    """What features.horizon_count gives counting flows one by one: per address of `group`
+    (in order of first appearance) [its flows' packets summed (exact), the set of its peers'
+    sketch positions `peer_pos`]; one dict entry and one set per address, not per flow."""
+    at: dict[str, int] = {}
+    n = len(group)
+    if not n:
+        return {}
+    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
+    m = len(at)
+    sums = _sum_by(of, _u64(packets), m) if _total_below(packets, 2**64) else \
+        _sum_slow(of.tolist(), _ints(packets), m)
+    codes = np.unique(of.astype(np.int64) * SKETCH_BITS + np.asarray(peer_pos, dtype=np.int64))
+    ends = np.searchsorted(codes // SKETCH_BITS, np.arange(1, m + 1)).tolist()
+    pos = (codes % SKETCH_BITS).tolist()
+    starts = [0, *ends[:-1]]
+    return {a: [sums[i], set(pos[starts[i]:ends[i]])] for a, i in at.items()}

@@ -43,18 +43,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
-from services.detection.features import SourceHorizon, hash64, hash64_keys, horizon_count
-from services.records.packet import PROTO_UDP
+from services.detection.features import SourceHorizon, hash64, hash64_keys
+from services.detection.watch import LOGIN_PORTS
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
 from .chunks import FlowChunk
+from .flowtable import FLOW_DTYPE, FlowTable
 from .fold import fold_columns, merge_folded
-from .rows import agg_rows
+from .rows import agg_rows, horizon_entries
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
+_NONE = np.zeros(0, dtype=np.intp)
+_REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.uint16)
+_LOGIN = np.array(sorted(LOGIN_PORTS), dtype=np.int64)
 
 
 def flow_dict(key: tuple, st: list) -> dict:
@@ -191,33 +198,32 @@ class SourcePartition:
         self.sending.add(ws)
         hashes = dict(zip(flows, hash64_keys(flows)))
         srcs = self._source_features(ws, flows, hashes)
-        groups: dict[int, list[list]] = {}
-        sent: dict[int, list[list[int]]] = {}
-        part_of: dict[str, int] = {}
         if self._home is None and srcs:
             self._home = self._copartitioned(srcs, num_dst_partitions)
-        for key, st in flows.items():
-            for addr in (key[1],) if self._home else (key[0], key[1]):
-                if addr not in part_of:
-                    part_of[addr] = address_partition(addr, num_dst_partitions)
-            if self._home:
-                part_of[key[0]] = self.partition
-            groups.setdefault(part_of[key[1]], []).append([*key, *st, *srcs[key[0]], hashes[key]])
-            # the sender key only where an answer could be looked up by it (a request to a
-            # reflector port: evidence.Answers.solicited); 0 otherwise
-            asks = key[4] == PROTO_UDP and key[3] in REFLECTOR_PORTS
-            sent.setdefault(part_of[key[0]], []).append(
-                [hashes[key], hash64(sent_from_key(key)) if asks else 0])
-        senders: dict[int, list[str]] = {}
-        for src in srcs:
-            senders.setdefault(part_of[src], []).append(src)
+        table, addr_q = _window_table(flows, hashes, srcs)
+        if self._home:  # sources take the addresses' first places (_window_table)
+            addr_q[:len(srcs)] = self.partition
+            rest = table.addresses[len(srcs):]
+        else:
+            rest = table.addresses
+        at = len(table.addresses) - len(rest)
+        addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
+        rows = table.rows
+        dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
+        sent_by = _sender_hashes(flows, rows)
+        names = np.array(table.addresses[:len(srcs)], dtype=object)
+        senders = {q: names[i].tolist() for q, i in _by_partition(addr_q[:len(srcs)]).items()}
         chunks = []
-        for q in sorted(set(groups) | set(sent)):
-            fl, se, sa = groups.get(q, []), sent.get(q, []), senders.get(q, [])
+        by_dst, by_src = _by_partition(dq), _by_partition(sq)
+        for q in sorted(set(by_dst) | set(by_src)):
+            fl, se, sa = by_dst.get(q, _NONE), by_src.get(q, _NONE), senders.get(q, [])
             for i in range(max(len(fl), len(se), len(sa), 1) // CHUNK_FLOWS + 1):
                 part = slice(i * CHUNK_FLOWS, (i + 1) * CHUNK_FLOWS)
-                if fl[part] or se[part] or sa[part]:
-                    chunks.append(FlowChunk(ws, self.partition, q, i, fl[part], se[part], sa[part]))
+                if len(fl[part]) or len(se[part]) or sa[part]:
+                    chunks.append(FlowChunk(ws, self.partition, q, i, senders=sa[part],
+                                            table=table.take(fl[part]),
+                                            sent_flows=rows["hash"][se[part]],
+                                            sent_by=sent_by[se[part]]))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
@@ -231,18 +237,18 @@ class SourcePartition:
         horizon and the watch."""
         keys, states = list(flows), list(flows.values())
         agg: dict[str, list] = {}
-        peer_pos: list[int] = []
+        recent: dict[str, list] = {}
+        watched: dict[str, list] = {}
+        settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
         if keys:
             k, st = list(zip(*keys)), list(zip(*states))
             agg, peer_pos = agg_rows(k[0], k[1], st[2], st[3], st[5], k[4], k[3],
                                      list(hashes.values()))
-        recent: dict[str, list] = {}
-        watched: dict[str, list] = {}
-        settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
-        count = SourceWatch.count
-        for key, s, pos in zip(keys, states, peer_pos):
-            horizon_count(recent, key[0], s[2], pos)
-            count(watched, key, s[2], s[4], s[5], s[1] <= settle_by)
+            recent = horizon_entries(k[0], st[2], peer_pos)
+            count = SourceWatch.count
+            for i in _watch_candidates(k, st, settle_by).tolist():
+                s = states[i]
+                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched, flows)
         hz = self.horizon.features_of(ws, agg)
@@ -261,3 +267,70 @@ class SourcePartition:
     def sent(self, ws: int) -> None:
         """Every chunk of closed window `ws` is queued to stage 2, ahead of any later mark."""
         self.sending.discard(ws)
+
+
+def _window_table(flows: dict[tuple, list], hashes: dict[tuple, int],
+                  srcs: dict[str, list]) -> tuple[FlowTable, np.ndarray]:
+    """(a closing window's flows as one FlowTable, a zeroed int64 per address of it for its
+    stage 2 partition). Its addresses are the sources in `srcs` order (so a flow's feature
+    row is its source's index), then the other destinations; `srcs`: SRC_FEATURES by source."""
+    n = len(flows)
+    rows = np.empty(n, dtype=FLOW_DTYPE)
+    at = dict(zip(srcs, range(len(srcs))))
+    nodes: dict[str, int] = {}
+    if n:
+        src, dst, sport, dport, proto = zip(*flows)
+        first, last, packets, nbytes, flags, syn, node = zip(*flows.values())
+        for a in dict.fromkeys(dst):  # distinct destinations: few under a flood
+            if a not in at:
+                at[a] = len(at)
+        nodes = dict(zip(dict.fromkeys(node), range(n)))
+        for name, col, table in (("src", src, at), ("dst", dst, at), ("node", node, nodes)):
+            rows[name] = np.fromiter(map(table.__getitem__, col), dtype=np.uint32, count=n)
+        rows["feat"] = rows["src"]
+        for name, col in (("sport", sport), ("dport", dport), ("proto", proto),
+                          ("flags", flags)):
+            rows[name] = col
+        for name, col in (("first", first), ("last", last), ("packets", packets),
+                          ("bytes", nbytes), ("syn", syn)):
+            rows[name] = np.array(col, dtype=np.uint64)
+        rows["hash"] = np.fromiter(hashes.values(), dtype=np.uint64, count=n)
+    table = FlowTable(rows, list(at), list(nodes), list(srcs.values()))
+    return table, np.zeros(len(at), dtype=np.int64)
+
+
+def _sender_hashes(flows: dict[tuple, list], rows: np.ndarray) -> np.ndarray:
+    """Per flow, hash64 of its evidence.sent_from_key where an answer could be looked up by it
+    (a request to a reflector port: evidence.Answers.solicited), else 0."""
+    out = np.zeros(len(rows), dtype=np.uint64)
+    asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], _REFLECTORS))
+    if asks.size:
+        keys = list(flows)
+        out[asks] = [hash64(sent_from_key(keys[i])) for i in asks.tolist()]
+    return out
+
+
+def _by_partition(q: np.ndarray) -> dict[int, np.ndarray]:
+    """Positions of each partition's flows in `q` (partition per flow), in flow order."""
+    order = np.argsort(q, kind="stable")
+    parts, starts = np.unique(q[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(q)]
+    return {p: order[a:b] for p, a, b in zip(parts.tolist(), starts.tolist(), ends)}
+
+
+def _watch_candidates(k: list[tuple], st: list[tuple], settle_by: int) -> np.ndarray:
+    """Positions of the flows evidence.SourceWatch.count may count (`k`, `st`: the window's
+    5-tuples and flow states as columns): a SYN-only TCP flow settled by `settle_by`, a SYN to
+    a login port, or one of at most 2 packets that is not TCP or is SYN-only (a probe or an
+    unsettled SYN; `count` itself leaves out those towards group addresses). The others it
+    skips, so they are not passed."""
+    tcp = np.fromiter(k[4], dtype=np.int64, count=len(k[4])) == PROTO_TCP
+    syn = np.array(st[5], dtype=np.uint64) != 0
+    ack = (np.fromiter(st[4], dtype=np.int64, count=len(st[4])) & TCP_ACK) != 0
+    syn_only = tcp & syn & ~ack
+    done = np.array(st[1], dtype=np.uint64) <= np.uint64(max(settle_by, 0))
+    if settle_by < 0:
+        done[:] = False
+    login = tcp & syn & np.isin(np.fromiter(k[3], dtype=np.int64, count=len(k[3])), _LOGIN)
+    few = np.array(st[2], dtype=np.uint64) <= 2
+    return np.flatnonzero((syn_only & done) | login | (few & (~tcp | syn_only)))

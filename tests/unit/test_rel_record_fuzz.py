@@ -35,7 +35,7 @@ from services.records.rules import Rule
 from services.records.verdict import Verdict
 from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
 from services.scorer.tables import decode_dest_marker, decode_mark, decode_source_marker
-from services.scorer.chunks import FLOW_LEN, FLOWS_VERSION, FlowChunk
+from services.scorer.chunks import ENTRIES_VERSION, FLOW_LEN, FlowChunk
 from services.scorer.dst_windows import DstPartition
 from services.scorer.windows import SourcePartition
 from services.wire import codec
@@ -156,7 +156,7 @@ def flow_entries(draw):
 
 @st.composite
 def flow_records(draw):
-    rec = {"v": FLOWS_VERSION, "t": "flows", "ws": draw(either(times.map(lambda t: t - t % W))),
+    rec = {"v": ENTRIES_VERSION, "t": "flows", "ws": draw(either(times.map(lambda t: t - t % W))),
            "sp": draw(either(st.integers(0, 1))), "dp": draw(either(st.just(0))),
            "i": draw(either(st.integers(0, 3))),
            "f": draw(either(st.lists(either(flow_entries()), max_size=4))),
@@ -177,10 +177,49 @@ def test_rel_any_flow_chunk_decodes_or_is_refused_and_then_closes_and_scores(det
     stage_two(chunks, detector)
 
 
+@st.composite
+def column_records(draw):
+    """A version-4 (columnar) chunk of plausible flows, then a few of its fields swapped for
+    anything and a few bytes of its flow rows overwritten (indexes past their tables, first
+    after last, any counter)."""
+    flows = draw(st.lists(plausible_flow, max_size=4))
+    for f in flows:
+        f[5], f[6] = min(f[5], f[6]), max(f[5], f[6])
+    rec = msgpack.unpackb(FlowChunk(NOW, 0, 0, 0, flows, [[1, 2]], ["10.0.0.1"]).encode())
+    if draw(st.booleans()):
+        rec["fe"] = [list(f) for f in rec["fe"]]
+        if rec["fe"]:
+            rec["fe"][0][draw(st.integers(0, len(SRC_FEATURES) - 1))] = draw(st.sampled_from(
+                [float("nan"), float("inf"), 2e30, -2e30, 2**64 - 1, "x", None, True]))
+    for k in draw(st.lists(st.sampled_from(sorted(rec)), max_size=2)):
+        rec[k] = draw(anything)
+    if type(rec.get("r")) is bytes and rec["r"]:
+        r = bytearray(rec["r"])
+        for _ in range(draw(st.integers(0, 3))):
+            r[draw(st.integers(0, len(r) - 1))] = draw(st.integers(0, 255))
+        rec["r"] = bytes(r[:draw(st.integers(len(r) - 3, len(r)))])
+    return pack(rec)
+
+
+@FUZZ
+@given(st.lists(column_records(), min_size=1, max_size=3))
+def test_rel_any_columnar_flow_chunk_decodes_or_is_refused_and_then_closes_and_scores(detector,
+                                                                                      records):
+    stage_two([c for c in map(decoded_or_none, records) if c is not None], detector)
+
+
+def decoded_or_none(data: bytes) -> FlowChunk | None:
+    """The chunk in `data`, None if decode refuses it (DecodeError; anything else fails)."""
+    try:
+        return FlowChunk.decode(data)
+    except DecodeError:
+        return None
+
+
 def test_rel_the_reported_chunk_is_refused_at_decode():
     f = ["10.0.0.1", "10.0.0.2", 1, 2, 6, NOW, NOW, "x", 60, 2, 0, "node-a",
          *[0.0] * len(SRC_FEATURES), 0]
-    data = pack({"v": FLOWS_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 0, "i": 0, "f": [f],
+    data = pack({"v": ENTRIES_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 0, "i": 0, "f": [f],
                  "s": [], "a": []})
     with pytest.raises(DecodeError, match="packets"):
         FlowChunk.decode(data)

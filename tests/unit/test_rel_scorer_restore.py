@@ -13,7 +13,7 @@ import pytest
 
 from services.detection.features import SRC_FEATURES
 from services.scorer import dst_windows, faust_internals, windows
-from services.scorer.chunks import FLOWS_VERSION, FlowChunk
+from services.scorer.chunks import ENTRIES_VERSION, FlowChunk
 from services.wire.codec import decode_deadletter, decode_packet_columns
 from tests.support.packet_records import encode_packets
 from tests.support.scorer_app import scorer_without_broker
@@ -43,7 +43,7 @@ def reported_chunk() -> bytes:
     """The report: flow entries of the right length, a string where the packet count belongs."""
     f = ["10.0.0.1", "10.0.0.2", 1, 2, 6, NOW, NOW, "x", 60, 2, 0, "node-a",
          *[0.0] * len(SRC_FEATURES), 0]
-    return msgpack.packb({"v": FLOWS_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 2, "i": 0,
+    return msgpack.packb({"v": ENTRIES_VERSION, "t": "flows", "ws": NOW, "sp": 0, "dp": 2, "i": 0,
                           "f": [f], "s": [], "a": []}, use_bin_type=True)
 
 

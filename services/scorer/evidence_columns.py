@@ -1,0 +1,129 @@
+"""Stage 2's window evidence from flow columns: evidence.assess's marks and measures computed
+with numpy (bit operations per flow, group-bys with np.unique / np.add.at per source and
+destination) instead of a Python call per flow. Pure: no Kafka, no faust.
+
+Equal to evidence.assess to the bit and to the type (tests/unit/test_scorer_evidence_columns.py):
+the lookups that hash (`Answers.answered`, `solicited`) run in Python, but only for the flows
+that can match (a destination that sent something; a UDP flow from a reflector port), and a
+source's probe_other is weighted with Python's arithmetic.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
+                                         HALF_OPEN, INITIATED, PROBE, REFLECTED, REFLECTOR_PORTS,
+                                         RST_ONLY, SYNACK, UNANSWERED, Answers, ProbeFates,
+                                         WindowEvidence, hold_probe_other, is_group)
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
+
+from .rows import _i64, _ints, _sum_slow, _total_below, _u64
+
+_REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.int64)
+# destination measures from source sets, DST_MEASURES order: half-open, SYN-ACK, RST, reflector
+_DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
+
+
+def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[int],
+                   syn: Sequence[int], last: Sequence[int], answers: Answers, window_end_ns: int,
+                   src_own: Mapping[str, list], fates: ProbeFates | None = None, ws: int = 0,
+                   parts: int = 1) -> WindowEvidence:
+    """evidence.assess of distinct flows `keys` (5-tuples) whose states are given as columns
+    (arrays or sequences of integers): packets, flags, SYN-without-ACK packets and last packet
+    time (ns); `fates`, `ws` and `parts` as there (evidence.hold_probe_other, given only the
+    flows that can carry a probe fate)."""
+    n = len(keys)
+    if not n:
+        return WindowEvidence({}, {}, {})
+    sport, dport, proto = (np.fromiter((k[i] for k in keys), dtype=np.int64, count=n)
+                           for i in (2, 3, 4))
+    d_at: dict[str, int] = {}
+    d_of = np.fromiter((d_at.setdefault(k[1], len(d_at)) for k in keys), dtype=np.intp, count=n)
+    s_at: dict[str, int] = {}
+    s_of = np.fromiter((s_at.setdefault(k[0], len(s_at)) for k in keys), dtype=np.intp, count=n)
+    marks = _marks(keys, d_at, d_of, sport, dport, proto, _u64(packets), _i64(flags),
+                   _u64(syn), _u64(last), answers, window_end_ns)
+    by_key = dict(zip(keys, marks.tolist()))
+    src = _src(s_at, s_of, proto, packets, marks, src_own)
+    held = {}
+    if fates is not None:
+        known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
+        held = hold_probe_other([keys[i] for i in np.flatnonzero(known).tolist()], by_key,
+                                src_own, src, fates, ws, parts)
+    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks), held)
+
+
+def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, answers,
+           window_end_ns) -> np.ndarray:
+    """evidence.flow_marks of every flow, as an int64 array."""
+    n = len(keys)
+    group = np.array([is_group(d) for d in d_at], dtype=bool)[d_of]
+    sent = np.array([d in answers.addresses for d in d_at], dtype=bool)[d_of]
+    answered = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(sent).tolist():
+        answered[i] = answers.answered(keys[i])
+    limit = window_end_ns - GRACE_NS
+    done = last <= np.uint64(limit) if limit >= 0 else np.zeros(n, dtype=bool)
+    m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done, UNANSWERED, 0)))
+    m |= np.where((packets <= 2) & ~group, PROBE, 0)
+    tcp, udp = proto == PROTO_TCP, proto == PROTO_UDP
+    initiated = tcp & (syn != 0)
+    m |= np.where(initiated, INITIATED, 0)
+    m |= np.where(initiated & (flags & TCP_ACK == 0) & done, HALF_OPEN, 0)
+    quiet = tcp & ~initiated & ~answered
+    synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
+    m |= np.where(synack, SYNACK, 0)
+    m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
+    for i in np.flatnonzero(udp & np.isin(sport, _REFLECTORS)).tolist():
+        if not answers.solicited(keys[i]):
+            m[i] |= REFLECTED
+    m |= np.where(udp & (sport == 68) & (dport == 67), DHCP, 0)
+    m |= np.where((tcp | udp) & (sport == 0) & (dport == 0), FRAGMENT, 0)
+    return m
+
+
+def _sums(of: np.ndarray, packets, mask: np.ndarray, groups: int) -> list[int]:
+    """Per group the exact sum of `packets` where `mask` (Python integers)."""
+    p = _u64(packets)
+    if _total_below(p, 2**64):
+        out = np.zeros(groups, dtype=np.uint64)
+        np.add.at(out, of[mask], p[mask])
+        return out.tolist()
+    return _sum_slow(of[mask].tolist(), _ints(p[mask]), groups)
+
+
+def _distinct(of: np.ndarray, members: np.ndarray, size: int, mask: np.ndarray,
+              groups: int) -> list[int]:
+    """Per group the number of distinct `members` (indexes below `size`) where `mask`."""
+    codes = np.unique(of[mask].astype(np.int64) * size + members[mask])
+    return np.bincount(codes // size, minlength=groups).tolist()
+
+
+def _dst(d_at, d_of, s_of, n_src, packets, marks) -> dict[str, list]:
+    """evidence.dst_measures from the marks."""
+    g = len(d_at)
+    sets = [_distinct(d_of, s_of, n_src, marks & bit != 0, g) for bit in _DST_SETS]
+    unsolicited = _distinct(d_of, s_of, n_src, marks & UNANSWERED != 0, g)
+    frag = _sums(d_of, packets, marks & FRAGMENT != 0, g)
+    dhcp = _sums(d_of, packets, (marks & DHCP != 0) & (marks & FRAGMENT == 0), g)
+    volume = _sums(d_of, packets, marks & (ANSWERED | GROUP) == 0, g)
+    return {d: [sets[0][i], sets[1][i], sets[2][i], sets[3][i], frag[i], dhcp[i],
+                unsolicited[i], float(volume[i])] for d, i in d_at.items()}
+
+
+def _src(s_at, s_of, proto, packets, marks, own) -> dict[str, list]:
+    """evidence.src_measures from the marks and the sources' stage 1 measures `own`."""
+    g = len(s_at)
+    volume = _sums(s_of, packets, marks & (ANSWERED | GROUP) == 0, g)
+    known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
+    probes = np.bincount(s_of[known], minlength=g).tolist()
+    quiet = np.bincount(s_of[known & (marks & UNANSWERED != 0)], minlength=g).tolist()
+    zero = (0, 0, 0, 0)
+    out = {}
+    for s, i in s_at.items():
+        o = own.get(s) or zero
+        c0 = probes[i]
+        out[s] = [o[0], o[1], o[2] * quiet[i] / c0 if c0 else 0.0, o[3], volume[i]]
+    return out
