@@ -29,7 +29,7 @@ async def test_packets_topic_time_range_reads_only_that_range(broker, fresh_topi
     assert got.undecodable == 1 and not got.truncated
     capped = await read_packets(broker, now - 200 * 10**9, now + 200 * 10**9, topic=fresh_topic,
                                 max_packets=3)
-    assert capped.truncated and 3 < len(capped.packets) < 15
+    assert capped.truncated and len(capped.packets) > 3  # stops after the poll that passed it
 
 
 async def test_train_verb_fits_a_model_from_the_packets_topic(broker, tmp_path, monkeypatch):
