@@ -11,7 +11,7 @@ import sys
 from services.common.errors import ConfigError
 
 from .progress import task_progress
-from .train_cmd import MAX_PACKETS, MAX_PACKETS_FLAG
+from .train_cmd import add_kafka_range_flags
 
 EPILOG = """examples:
   xdpguard learn --kafka-from 2026-11-26T00:00:00Z --kafka-to 2026-12-03T00:00:00Z --out /var/lib/xdpguard/site.joblib
@@ -31,11 +31,7 @@ def register(sub) -> None:
     p = sub.add_parser("learn", help="build and validate a site model from the site's traffic",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pcap", nargs="*", default=[], help="the site's pcap/pcapng files (benign)")
-    p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
-    p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
-    p.add_argument("--max-packets", type=MAX_PACKETS_FLAG, default=MAX_PACKETS,
-                   help="refuse a packets-topic range holding more packet events than this "
-                        f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
+    add_kafka_range_flags(p)
     p.add_argument("--holdout", type=float, default=0.3,
                    help="share of the site's traffic (the last, by time) held back for "
                         "validation (default 0.3)")

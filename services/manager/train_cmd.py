@@ -30,6 +30,16 @@ of them. --train-frac below 1 keeps only the first part (time order) of every ca
 """
 
 
+def add_kafka_range_flags(p) -> None:
+    """--kafka-from, --kafka-to and --max-packets: the packets-topic range `collect` reads
+    (train and learn)."""
+    p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
+    p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
+    p.add_argument("--max-packets", type=MAX_PACKETS_FLAG, default=MAX_PACKETS,
+                   help="refuse a packets-topic range holding more packet events than this "
+                        f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train and calibrate the detector", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,11 +47,7 @@ def register(sub) -> None:
                    help="manifest CSV (file,label,kind) of pcap/pcapng captures (repeatable)")
     p.add_argument("--pcap", nargs="*", default=[], help="benign pcap/pcapng files")
     p.add_argument("--seed-log", nargs="*", default=[], help="benign seed-format JSON logs")
-    p.add_argument("--kafka-from", help="start of the packets-topic time range (ISO 8601)")
-    p.add_argument("--kafka-to", help="end of the range (ISO 8601, default now)")
-    p.add_argument("--max-packets", type=MAX_PACKETS_FLAG, default=MAX_PACKETS,
-                   help="refuse a packets-topic range holding more packet events than this "
-                        f"(held in memory, about 300 bytes each; default {MAX_PACKETS:,})")
+    add_kafka_range_flags(p)
     p.add_argument("--train-frac", type=float, default=1.0,
                    help="share of each capture (time order) used for training (default 1: all)")
     p.add_argument("--target-fpr", type=float, default=None,
