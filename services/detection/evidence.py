@@ -199,6 +199,12 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
             for d, a in acc.items()}
 
 
+def known_probe(key: tuple, mark: int) -> bool:
+    """A non-TCP probe flow whose fate is known (answered, or settled without an answer): what
+    probe_other's unanswered share counts (src_measures, hold_probe_other)."""
+    return bool(mark & PROBE and mark & (ANSWERED | UNANSWERED) and key[4] != PROTO_TCP)
+
+
 def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: Mapping[tuple, int],
                  own: Mapping[str, list]) -> dict[str, list[float]]:
     """SRC_MEASURES of every source of `keys`: its stage-1 measures (`own`, SRC_OWN order) with
@@ -211,7 +217,7 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
         m, s = marks[k], k[0]
         if not m & (ANSWERED | GROUP):
             volume[s] = volume.get(s, 0) + flows[k]["packets"]
-        if m & PROBE and m & (ANSWERED | UNANSWERED) and k[4] != PROTO_TCP:  # settled: known
+        if known_probe(k, m):
             c = probes.get(s)
             if c is None:
                 c = probes[s] = [0, 0]
@@ -246,7 +252,7 @@ def hold_probe_other(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Map
     at = SRC_OWN.index("probe_other")  # == SRC_MEASURES.index: own and src agree on it
     for k in keys:
         m = marks[k]
-        if m & PROBE and m & (ANSWERED | UNANSWERED) and k[4] != PROTO_TCP:  # settled: known
+        if known_probe(k, m):
             o = own.get(k[0])
             if o is not None and o[at] >= 2:  # a group: a candidate
                 t = targets.setdefault(k[0], {})

@@ -221,7 +221,7 @@ class SourceWatch(WindowedSources):
 
 class ProbeFates(WindowedSources):
     """The fate of every non-TCP probe target (dst, proto, dport) of a candidate source over
-    the last `span` windows: answered or not (evidence.src_measures, at decision time). A
+    the last `span` windows: answered or not (evidence.hold_probe_other, at decision time). A
     target answered in any kept window counts as answered. Kept where the answers are: the
     replay, and per stage 2 partition in the scorer (partition-local there, like the window's
     own share). Only sources whose probe group (SourceWatch) has 2 or more members are kept:

@@ -46,10 +46,11 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     marks = _marks(keys, d_at, d_of, sport, dport, proto, _u64(packets), _i64(flags),
                    _u64(syn), _u64(last), answers, window_end_ns)
     by_key = dict(zip(keys, marks.tolist()))
-    src = _src(s_at, s_of, proto, packets, marks, src_own)
+    # evidence.known_probe of every flow
+    known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
+    src = _src(s_at, s_of, known, packets, marks, src_own)
     held = {}
     if fates is not None:
-        known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
         held = hold_probe_other([keys[i] for i in np.flatnonzero(known).tolist()], by_key,
                                 src_own, src, fates, ws, parts)
     return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks), held)
@@ -113,11 +114,11 @@ def _dst(d_at, d_of, s_of, n_src, packets, marks) -> dict[str, list]:
                 unsolicited[i], float(volume[i])] for d, i in d_at.items()}
 
 
-def _src(s_at, s_of, proto, packets, marks, own) -> dict[str, list]:
-    """evidence.src_measures from the marks and the sources' stage 1 measures `own`."""
+def _src(s_at, s_of, known, packets, marks, own) -> dict[str, list]:
+    """evidence.src_measures from the marks, the known-probe mask and the sources' stage 1
+    measures `own`."""
     g = len(s_at)
     volume = _sums(s_of, packets, marks & (ANSWERED | GROUP) == 0, g)
-    known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
     probes = np.bincount(s_of[known], minlength=g).tolist()
     quiet = np.bincount(s_of[known & (marks & UNANSWERED != 0)], minlength=g).tolist()
     zero = (0, 0, 0, 0)
