@@ -22,7 +22,7 @@ from services.detection.features import FEATURE_NAMES
 from .chunks import OWN_AT, SRC_AT, FlowChunk
 from .evidence_columns import assess_columns
 from .rows import agg_rows, flow_feature_matrix, window_matrix
-from .windows import Clock
+from .windows import Clock, flow_dict
 
 @dataclass
 class ClosedWindow:
@@ -136,9 +136,7 @@ class DstPartition:
             node = [node[i] for i in sel.tolist()]
         cols = [rows[name].tolist() for name in ("first", "last", "packets", "bytes", "flags",
                                                   "syn")]
-        flows = {k: {"first": a, "last": b, "packets": p, "bytes": n, "flags": fl, "syn": sy,
-                     "proto": k[4], "sport": k[2], "dport": k[3]}
-                 for k, a, b, p, n, fl, sy in zip(keys, *cols)}  # windows.flow_dict
+        flows = {k: flow_dict(k, st) for k, *st in zip(keys, *cols)}
         ev = assess_columns(keys, rows["packets"], rows["flags"], rows["syn"], rows["last"],
                             answers, end, f.own, self.fates, ws, self.num_sources)
         r = f.rows  # every entry counts in its destination's aggregate

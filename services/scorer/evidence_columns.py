@@ -14,14 +14,13 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
-                                         HALF_OPEN, INITIATED, PROBE, REFLECTED, REFLECTOR_PORTS,
+                                         HALF_OPEN, INITIATED, PROBE, REFLECTED,
                                          RST_ONLY, SYNACK, UNANSWERED, Answers, ProbeFates,
                                          WindowEvidence, hold_probe_other, is_group)
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 
-from .rows import _i64, _ints, _sum_slow, _total_below, _u64
+from .rows import REFLECTOR_ARRAY, _i64, _ints, _sum_slow, _total_below, _u64
 
-_REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.int64)
 # destination measures from source sets, DST_MEASURES order: half-open, SYN-ACK, RST, reflector
 _DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
 
@@ -77,7 +76,7 @@ def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, ans
     synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
     m |= np.where(synack, SYNACK, 0)
     m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
-    for i in np.flatnonzero(udp & np.isin(sport, _REFLECTORS)).tolist():
+    for i in np.flatnonzero(udp & np.isin(sport, REFLECTOR_ARRAY)).tolist():
         if not answers.solicited(keys[i]):
             m[i] |= REFLECTED
     m |= np.where(udp & (sport == 68) & (dport == 67), DHCP, 0)

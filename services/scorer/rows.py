@@ -18,12 +18,16 @@ from typing import Sequence
 
 import numpy as np
 
+from services.detection.evidence import REFLECTOR_PORTS
 from services.detection.features import (SEED_FEATURES, SKETCH_BITS, _cached_pos, _linear_count,
                                          agg_values)
 from services.records.packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
                                      TCP_RST, TCP_SYN, TCP_URG)
 
 _EXACT = 2**53  # integers below convert to float64 exactly: numpy's quotient is Python's
+# evidence.REFLECTOR_PORTS as an array, for np.isin on port columns (stage 1's sender hashes,
+# stage 2's reflected answers)
+REFLECTOR_ARRAY = np.array(sorted(REFLECTOR_PORTS), dtype=np.int64)
 _FLAGS = (TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG)
 
 

@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-from services.detection.evidence import GRACE_NS, REFLECTOR_PORTS, SourceWatch, sent_from_key
+from services.detection.evidence import GRACE_NS, SourceWatch, sent_from_key
 from services.detection.features import SourceHorizon, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
@@ -55,12 +55,11 @@ from services.wire.partition import address_partition
 from .chunks import FlowChunk
 from .flowtable import FLOW_DTYPE, FlowTable
 from .fold import fold_columns, merge_folded
-from .rows import agg_rows, horizon_entries
+from .rows import REFLECTOR_ARRAY, agg_rows, horizon_entries
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
 _NONE = np.zeros(0, dtype=np.intp)
-_REFLECTORS = np.array(sorted(REFLECTOR_PORTS), dtype=np.uint16)
 _LOGIN = np.array(sorted(LOGIN_PORTS), dtype=np.int64)
 
 
@@ -303,7 +302,7 @@ def _sender_hashes(flows: dict[tuple, list], rows: np.ndarray) -> np.ndarray:
     """Per flow, hash64 of its evidence.sent_from_key where an answer could be looked up by it
     (a request to a reflector port: evidence.Answers.solicited), else 0."""
     out = np.zeros(len(rows), dtype=np.uint64)
-    asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], _REFLECTORS))
+    asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], REFLECTOR_ARRAY))
     if asks.size:
         keys = list(flows)
         out[asks] = [hash64(sent_from_key(keys[i])) for i in asks.tolist()]
