@@ -36,6 +36,11 @@ from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for  
 from services.scorer.windows import SourcePartition  # noqa: E402
 from services.wire.codec import decode_packet_columns  # noqa: E402
 
+try:
+    from tests.support.scorer_stages import exchange_tallies
+except ImportError:  # a tree from before stage 2 settled its windows (its close scores them)
+    exchange_tallies = None
+
 W = 10**9
 
 
@@ -72,8 +77,15 @@ def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, f
             c = FlowChunk.decode(raw)
             dst[c.dst_partition].add(c.key(), c)
         t1 = time.process_time()
-        closed = [part.close(ws) for part in dst.values() if ws in part.windows]
-        closed = [w for w in closed if w.keys]
+        for part in dst.values():  # every source partition is past ws (their progress marks)
+            for p in range(n):
+                part.mark(p, ws)
+        closed = {q: [part.close(ws)] for q, part in dst.items() if ws in part.windows}
+        if exchange_tallies is None:
+            closed = [w for ws_closed in closed.values() for w in ws_closed if w.keys]
+        else:  # the tallies as the flows topic carries them (collect.CollectStage)
+            exchange_tallies(dst, closed)
+            closed = [w for part in dst.values() for w in part.settle() if w.keys]
         t2 = time.process_time()
         scores = score_windows(detector, closed) if closed else []
         t3 = time.process_time()

@@ -201,7 +201,7 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
 
 def known_probe(key: tuple, mark: int) -> bool:
     """A non-TCP probe flow whose fate is known (answered, or settled without an answer): what
-    probe_other's unanswered share counts (src_measures, hold_probe_other)."""
+    probe_other's unanswered share counts (src_measures, probe_tally)."""
     return bool(mark & PROBE and mark & (ANSWERED | UNANSWERED) and key[4] != PROTO_TCP)
 
 
@@ -232,39 +232,80 @@ def src_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], marks: M
     return out
 
 
-def hold_probe_other(keys: Iterable[tuple], marks: Mapping[tuple, int], own: Mapping[str, list],
-                     src: Mapping[str, list], fates: ProbeFates, ws: int,
-                     parts: int = 1) -> dict[str, float]:
-    """probe_other for decisions where it is lower than in `src` (src_measures): the fates of
-    window `ws`'s known non-TCP probes of candidate sources (probe group of 2 or more in `own`)
-    are added to `fates`, and a source whose distinct targets over the horizon were answered
-    more often than its probes here gets its group weighted by that lower share (`ProbeFates`:
-    retries to one dead device are not a sweep). `keys` may be any superset of those probes.
-
-    `parts`: the stage 2 partitions the source's targets are spread over (1 in the replay).
-    A partition sees only its own destinations, so one that holds nothing but a monitor's dead
-    targets would read "all unanswered" and weigh the whole group by it. With several, the
-    share's denominator is at least group / parts, the targets an even spread gives each
-    partition: some partition holds at least that many of a sweep's group, all unanswered, so
-    a sweep keeps its whole value there, while a partition with one or two dead targets of a
-    20-device monitor reads 1 or 2 in 2.5."""
-    targets: dict[str, dict[tuple, bool]] = {}
-    at = SRC_OWN.index("probe_other")  # == SRC_MEASURES.index: own and src agree on it
+def probe_tally(keys: Iterable[tuple], marks: Mapping[tuple, int],
+                own: Mapping[str, list]) -> dict[str, list]:
+    """The known non-TCP probes (`known_probe`) among `keys` of every candidate source (probe
+    group of 2 or more in `own`, SRC_OWN order): source -> [probes, unanswered probes,
+    {target (dst, proto, dport): unanswered}]. What hold_tallied needs of a window; in the
+    scorer every stage 2 partition tallies its own destinations and the tallies are merged
+    (merge_tallies) before anything is held. `keys` may be any superset of those probes."""
+    at = SRC_OWN.index("probe_other")
+    out: dict[str, list] = {}
     for k in keys:
         m = marks[k]
         if known_probe(k, m):
             o = own.get(k[0])
             if o is not None and o[at] >= 2:  # a group: a candidate
-                t = targets.setdefault(k[0], {})
-                g = (k[1], k[4], k[3])
-                t[g] = t.get(g, True) and bool(m & UNANSWERED)
-    fates.add(ws, targets)
+                c = out.get(k[0])
+                if c is None:
+                    c = out[k[0]] = [0, 0, {}]
+                quiet = bool(m & UNANSWERED)
+                c[0] += 1
+                c[1] += quiet
+                t, g = c[2], (k[1], k[4], k[3])
+                t[g] = t.get(g, True) and quiet
+    return out
+
+
+def merge_tallies(tallies: Iterable[Mapping[str, list]]) -> dict[str, list]:
+    """probe_tally results of disjoint sets of flows (a window's stage 2 partitions) as one:
+    counts added, a target answered in any of them answered."""
+    out: dict[str, list] = {}
+    for tally in tallies:
+        for s, (probes, quiet, targets) in tally.items():
+            c = out.get(s)
+            if c is None:
+                out[s] = [probes, quiet, dict(targets)]
+                continue
+            c[0] += probes
+            c[1] += quiet
+            t = c[2]
+            for g, u in targets.items():
+                t[g] = t.get(g, True) and u
+    return out
+
+
+def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
+                 src: Mapping[str, list], fates: ProbeFates, ws: int,
+                 at_least_share: float = 0.0) -> dict[str, float]:
+    """probe_other for decisions where it is lower than in `src` (src_measures): window `ws`'s
+    probe `tally` (probe_tally, merged over every place that holds a part of the window) is
+    added to `fates`; a source of `groups` (source -> its probe group, SourceWatch) with known
+    probes in `src` is held to its group times the lower of the tally's unanswered share and
+    the horizon's (`ProbeFates`: retries to one dead device are not a sweep).
+
+    `at_least_share`: the horizon share's denominator is at least group * this (0 when the
+    tally is whole; stage 2 sets it when some partitions' tallies are missing)."""
+    fates.add(ws, {s: c[2] for s, c in tally.items()})
+    at = SRC_MEASURES.index("probe_other")
     held = {}
-    for s in targets:
-        h = fates.unanswered_share(s, own[s][at] / parts if parts > 1 else 0.0)
-        if h is not None and own[s][at] * h < src[s][at]:
-            held[s] = own[s][at] * h
+    for s, (probes, quiet, _) in tally.items():
+        g, here = groups.get(s), src.get(s)
+        if g is None or here is None:
+            continue
+        h = fates.unanswered_share(s, g * at_least_share)
+        if h is None:
+            continue
+        v = min(g * quiet / probes, g * h)  # src_measures' arithmetic: one partition, equal
+        if v < here[at]:
+            held[s] = v
     return held
+
+
+def probe_groups(tally: Mapping[str, list], own: Mapping[str, list]) -> dict[str, float]:
+    """The probe group (SourceWatch, `own`) of every source of `tally`."""
+    at = SRC_OWN.index("probe_other")
+    return {s: own[s][at] for s in tally}
 
 
 # --- one window, assessed ------------------------------------------------------------------------
@@ -276,8 +317,10 @@ class WindowEvidence:
     src: dict[str, list[float]]   # SRC_MEASURES
     dst: dict[str, list[float]]   # DST_MEASURES
     # probe_other of the sources whose horizon's unanswered share is lower than this window's
-    # (hold_probe_other, ProbeFates): what decisions use; the model sees `src`
+    # (hold_tallied, ProbeFates): what decisions use; the model sees `src`
     held: dict[str, float] = field(default_factory=dict)
+    # the window's probe_tally: what hold_tallied needs (the scorer merges the partitions')
+    tally: dict[str, list] = field(default_factory=dict)
 
     def src_for_decision(self, src: str) -> list[float]:
         """SRC_MEASURES of `src` as the decision reads them (probe_other held, if it is)."""
@@ -298,15 +341,18 @@ class WindowEvidence:
 
 def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answers,
            window_end_ns: int, src_own: Mapping[str, list], fates: ProbeFates | None = None,
-           ws: int = 0, parts: int = 1) -> WindowEvidence:
+           ws: int = 0) -> WindowEvidence:
     """Evidence of window `ws`: `flows` in features flow-state form by 5-tuple, `src_own` the
-    sources' SourceWatch measures, `fates` the probe fates of the windows before (updated),
-    `parts` the stage 2 partitions (hold_probe_other)."""
+    sources' SourceWatch measures, `fates` the probe fates of the windows before (updated;
+    without, nothing is held: the scorer holds after merging its partitions' tallies)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
     src = src_measures(keys, flows, marks, src_own)
-    held = hold_probe_other(keys, marks, src_own, src, fates, ws, parts) if fates is not None else {}
-    return WindowEvidence(marks, src, dst_measures(keys, flows, marks), held)
+    tally = probe_tally(keys, marks, src_own)
+    held = {}
+    if fates is not None:
+        held = hold_tallied(tally, probe_groups(tally, src_own), src, fates, ws)
+    return WindowEvidence(marks, src, dst_measures(keys, flows, marks), held, tally)
 
 
 def assess_window(window, window_end_ns: int, previous: Answers | None = None,

@@ -221,10 +221,10 @@ class SourceWatch(WindowedSources):
 
 class ProbeFates(WindowedSources):
     """The fate of every non-TCP probe target (dst, proto, dport) of a candidate source over
-    the last `span` windows: answered or not (evidence.hold_probe_other, at decision time). A
-    target answered in any kept window counts as answered. Kept where the answers are: the
-    replay, and per stage 2 partition in the scorer (partition-local there, like the window's
-    own share). Only sources whose probe group (SourceWatch) has 2 or more members are kept:
+    the last `span` windows: answered or not (evidence.hold_tallied, at decision time). A
+    target answered in any kept window counts as answered. Kept in the replay, and in every
+    stage 2 partition of the scorer from the tallies of ALL partitions (each holds the
+    answers to its own destinations only; dst_windows.DstPartition.settle). Only sources whose probe group (SourceWatch) has 2 or more members are kept:
     one probe is never a group, so a spoofed flood's sources cost nothing here.
 
     Why: probe_other is the largest target group over the horizon, weighted by the share of

@@ -5,8 +5,10 @@ Per owned `<app id>-scorer-flows` partition (flows partitioned by DESTINATION ad
 `dst_windows.DstPartition`, restored from the `dst-chunks` table the first time the worker touches
 it: the marker gives the newest closed window and every source partition's progress, the stored
 chunks rebuild the open windows. A window closes when every live source partition is past it
-(docs/scorer.md, "Closing"); all windows closed in one pass are scored in one model call, in a
-thread, and their verdicts published (ids deterministic: a re-scored window repeats them).
+(docs/scorer.md, "Closing"), and settles once every stage 2 partition has closed it and sent
+its probe tally (tally marks on the flows topic, "Settling"); all windows settled in one pass
+are scored in one model call, in a thread, and their verdicts published (ids deterministic: a
+re-scored window repeats them).
 
 Which model scores a window is the worker's ModelSchedule's answer (rollout.py, fed from the
 `models` topic by modelfeed.py); a window the schedule cannot vouch for yet (the topic not read
@@ -32,7 +34,9 @@ from .modelfeed import ModelFeed
 from .rollout import rule_keys, tally
 from .scoring import VerdictPolicy, score_batch, score_windows, verdicts_for
 from .settings import ScorerSettings
-from .tables import DestChunks, decode_mark, is_mark
+from .ingest import MARK_REPEAT_S
+from .tables import (DestChunks, decode_mark, decode_tallies, encode_tallies, is_mark, is_tally,
+                     tally_key)
 from .chunks import FlowChunk
 from .dst_windows import ClosedWindow, DstPartition
 
@@ -56,6 +60,7 @@ class CollectStage:
         self.dests: dict[int, DstPartition] = {}
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (q, key, reason, value)
         self.closed_upto = -1   # the newest window start closed here (any partition, ever)
+        self.announced: dict[int, tuple[int, float]] = {}  # q -> (through, monotonic s) told
 
     @property
     def scored_upto(self) -> int:
@@ -99,6 +104,7 @@ class CollectStage:
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
         self.dests.pop(q, None)
+        self.announced.pop(q, None)
 
     # --- records ------------------------------------------------------------------------------
     async def on_chunk(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
@@ -108,6 +114,18 @@ class CollectStage:
         part = self.partition(partition)
         await self.flush_bad()
         future = time.time_ns() + int(self.s.max_future_s * 1e9)
+        if is_tally(key):
+            try:
+                q, through, tallies = decode_tallies(value)
+                if max([through, *tallies]) > future:
+                    raise DecodeError(f"window {max([through, *tallies])} is ahead of this "
+                                      "host's clock")
+            except DecodeError as exc:
+                await self.dead(self.topic_name, partition, offset, f"bad tally mark: {exc}",
+                                value)
+                return
+            part.peer(q, through, tallies)
+            return
         if is_mark(key):
             try:
                 src, upto = decode_mark(value)
@@ -137,13 +155,17 @@ class CollectStage:
 
     # --- closing and scoring ----------------------------------------------------------------
     async def close(self) -> None:
-        """Close every due window of every held partition, then score them in one call. A
-        window that cannot be closed (its chunks passed decode yet break the aggregation) is
-        dead-lettered chunk by chunk with the reason and dropped, never retried."""
+        """Close every due window of every held partition, tell every partition (tally marks),
+        then score the windows that settled (dst_windows: the partitions' probe tallies are in)
+        in one call. A window that cannot be closed (its chunks passed decode yet break the
+        aggregation) is dead-lettered chunk by chunk with the reason and dropped, never
+        retried. A window's chunks stay in the table until it settles: a worker that dies in
+        between leaves them to the next owner, which closes the window again."""
         await self.flush_bad()
-        closed = []
+        settled = []
         for q, part in list(self.dests.items()):
             due = [ws for ws in part.due() if self.models.may_score(ws)]
+            tallies = {}
             for ws in due:
                 chunks = dict(part.windows.get(ws, {}))
                 try:
@@ -151,17 +173,46 @@ class CollectStage:
                 except Exception as exc:  # a bug's or a producer's: the window goes, not the worker
                     part.discard(ws)
                     await self._dead_window(q, ws, [c.encode() for c in chunks.values()], exc)
+                    for key in chunks:
+                        await self.store.put_chunk(q, key, None)
                 else:
-                    closed.append(w)
-                for key in chunks:
-                    await self.store.put_chunk(q, key, None)
+                    if w.evidence.tally:
+                        tallies[ws] = w.evidence.tally
                 self.metrics.windows_closed.labels("dest").inc()
-            if due:
-                self.closed_upto = max(self.closed_upto, part.closed_upto)
-                await self.store.put_marker(q, part.closed_upto, part.progress)
-        closed = [w for w in closed if w.keys]
-        if closed:
-            await self._score(closed)
+            self.closed_upto = max(self.closed_upto, part.closed_upto)
+            await self._announce(q, part, tallies)
+            done = part.settle()
+            for w in done:
+                for key in w.chunk_keys:
+                    await self.store.put_chunk(q, key, None)
+            if done or due:
+                await self.store.put_marker(q, part.settled_upto, part.progress)
+            settled += [w for w in done if w.keys]
+        if settled:
+            await self._score(settled)
+
+    async def _announce(self, q: int, part: DstPartition, tallies: dict[int, dict]) -> None:
+        """Tell every stage 2 partition (this one directly, the others over the flows topic)
+        how far partition `q` has closed and the probe tallies of the windows it just closed.
+        Repeated every MARK_REPEAT_S when nothing moved: the others tell a partition whose
+        owner died (silent for SCORER_CLOSE_WAIT_S) from a quiet one."""
+        through, now = part.through(), time.monotonic()
+        last, last_at = self.announced.get(q, (-1, 0.0))
+        if not tallies and through <= last and now - last_at < MARK_REPEAT_S:
+            return
+        self.announced[q] = (max(through, last), now)
+        part.peer(q, through, tallies)
+        if self.n > 1:
+            value = encode_tallies(q, through, tallies)
+            for r in range(self.n):
+                if r != q:
+                    await self.flows_topic.send(key=tally_key(q), value=value, partition=r)
+
+    async def repeat_marks(self) -> None:
+        """Re-announce every held flows partition's tally mark (see _announce; its own timer,
+        as stage 1's progress marks, so a slow closing pass does not make it look dead)."""
+        for q, part in list(self.dests.items()):
+            await self._announce(q, part, {})
 
     async def _dead_window(self, q: int, ws: int, raws: list[bytes], exc: Exception,
                            what: str = "closed") -> None:

@@ -4,7 +4,13 @@ DESTINATION addresses): flow chunks from every stage 1 partition (services/score
 measures computed here, evidence.assess), scored in a batch by the caller, which passes the
 window's evidence and the partition's escalation memory to detect.suggest
 (scoring.verdicts_for). A window closes when every source partition's progress mark is past it.
-Pure: no Kafka, no faust.
+
+A closed window is then SETTLED before it is scored: a source's probes are spread over every
+partition (by destination), and each partition knows the answers to its own destinations only.
+Every partition sends its window's probe tally (evidence.probe_tally) and how far it has closed
+to every partition (`through`, `peer`); a window settles once every live partition is past it,
+with probe_other held to the share over ALL partitions (evidence.merge_tallies, hold_tallied):
+the same value as with one partition. Pure: no Kafka, no faust.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import numpy as np
 
 from services.detection.detect import Escalation
 from services.detection.evidence import (DST_MEASURES, SRC_MEASURES, Answers, ProbeFates,
-                                         WindowEvidence, assess)
+                                         WindowEvidence, assess, hold_tallied, merge_tallies,
+                                         probe_groups)
 from services.detection.features import FEATURE_NAMES
 
 from .chunks import OWN_AT, SRC_AT, FlowChunk
@@ -38,6 +45,8 @@ class ClosedWindow:
     evidence: WindowEvidence | None = None
     memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
     bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
+    groups: dict[str, float] = field(default_factory=dict)  # probe groups of the tally's sources
+    closed_at: float = 0.0             # the partition's clock when it closed (settle's wait)
 
     @property
     def rows(self) -> list[list[float]]:
@@ -68,12 +77,26 @@ class DstPartition:
     _answers: Answers | None = None
     _answers_ws: int = -1
 
+    # settling (module docstring): closed windows waiting for the other partitions' tallies;
+    # per stage 2 partition (as many as sources) how far it has closed and when it said so;
+    # tallies by window start and partition; the newest window settled
+    pending: dict[int, ClosedWindow] = field(default_factory=dict)
+    peers_upto: list[int] = field(default_factory=list)
+    peers_heard: list[float] = field(default_factory=list)
+    peers_first: list[int | None] = field(default_factory=list)  # its first `through` heard
+    tallies: dict[int, dict[int, dict]] = field(default_factory=dict)
+    tallied_at: dict[int, float] = field(default_factory=dict)  # window -> first tally came
+    settled_upto: int = -1
+
     def __post_init__(self) -> None:
         if not self.progress:
             self.progress = [-1] * self.num_sources
         if self.fates is None:
             self.fates = ProbeFates(self.width_ns)
         self.last_heard = [self.clock()] * self.num_sources
+        self.peers_upto = [-1] * self.num_sources
+        self.peers_heard = [self.clock()] * self.num_sources
+        self.peers_first = [None] * self.num_sources
 
     def add(self, key: bytes, chunk: FlowChunk) -> bool:
         """Keep a chunk (a re-sent chunk replaces its first copy); False if it came too late."""
@@ -89,17 +112,29 @@ class DstPartition:
             self.last_heard[src_partition] = self.clock()
 
     def due(self) -> list[int]:
+        """Start times of the open windows every live source partition is past, oldest first."""
         if not self.windows:
             return []
+        done = self._done()
+        done = max(self.windows) if done is None else done
+        return sorted(ws for ws in self.windows if ws <= done)
+
+    def _done(self) -> int | None:
+        """The newest window start every live source partition is past (None: none alive)."""
         # Silence is judged against the newest mark heard, not the wall clock: when this worker
         # itself was stalled (a long scoring call on a busy CPU) every source looks silent to
         # the wall clock, and closing everything then would drop the flows still in flight.
         # A partition whose owner died falls behind the others, which keep marking.
-        newest = max(self.last_heard)
-        alive = [up for up, heard in zip(self.progress, self.last_heard)
-                 if newest - heard < self.max_wait_s]
-        done = min(alive) if alive else max(self.windows)
-        return sorted(ws for ws in self.windows if ws <= done)
+        return _live_min(self.progress, self.last_heard, self.max_wait_s)
+
+    def through(self) -> int:
+        """The newest window start W such that every window up to W is closed here and no
+        flow will be added to it: what this partition's tally marks say (`peer`)."""
+        done = self._done()
+        if done is None:
+            return -1
+        waiting = [ws for ws in self.windows if ws <= done]
+        return min(done, min(waiting) - 1) if waiting else done
 
     def discard(self, ws: int) -> None:
         """Forget window `ws` as if closed (it could not be: the caller dead-letters it)."""
@@ -123,9 +158,10 @@ class DstPartition:
         f = _flows(c.table for c in cs if len(c))
         if f is None:
             ev = assess([], {}, answers, end, {})
-            return ClosedWindow(ws, end, self.partition, [], {}, {},
-                                np.empty((0, len(FEATURE_NAMES)), dtype=np.float64),
-                                list(chunks), ev, self.memory)
+            return self._pending(ClosedWindow(
+                ws, end, self.partition, [], {}, {},
+                np.empty((0, len(FEATURE_NAMES)), dtype=np.float64), list(chunks), ev,
+                self.memory))
         keys = list(zip(f.src, f.dst, f.rows["sport"].tolist(), f.rows["dport"].tolist(),
                         f.rows["proto"].tolist()))
         last = dict(zip(keys, range(len(keys))))  # a key's last entry counts (a re-sent flow)
@@ -138,15 +174,83 @@ class DstPartition:
                                                   "syn")]
         flows = {k: flow_dict(k, st) for k, *st in zip(keys, *cols)}
         ev = assess_columns(keys, rows["packets"], rows["flags"], rows["syn"], rows["last"],
-                            answers, end, f.own, self.fates, ws, self.num_sources)
+                            answers, end, f.own)
         r = f.rows  # every entry counts in its destination's aggregate
         agg, _ = agg_rows(f.dst, f.src, r["packets"], r["bytes"], r["syn"], r["proto"],
                           r["dport"], r["hash"])
         seed = flow_feature_matrix(rows["first"], rows["last"], rows["packets"], rows["bytes"],
                                    rows["flags"], rows["proto"], rows["sport"], rows["dport"])
         matrix = _matrix(keys, seed, shipped, ev, agg)
-        return ClosedWindow(ws, end, self.partition, keys, flows, dict(zip(keys, node)), matrix,
-                            list(chunks), ev, self.memory)
+        return self._pending(ClosedWindow(ws, end, self.partition, keys, flows,
+                                          dict(zip(keys, node)), matrix, list(chunks), ev,
+                                          self.memory, groups=probe_groups(ev.tally, f.own)))
+
+    def _pending(self, w: ClosedWindow) -> ClosedWindow:
+        w.closed_at = self.clock()
+        self.pending[w.window_ns] = w
+        return w
+
+    # --- settling -----------------------------------------------------------------------------
+    def peer(self, q: int, upto: int, tallies: dict[int, dict]) -> None:
+        """Stage 2 partition `q` (this one included) has closed every window up to `upto`;
+        `tallies`: window start -> its probe tally there (evidence.probe_tally; a window
+        without candidate probes may be left out). Tallies of settled windows are dropped."""
+        if not 0 <= q < self.num_sources:
+            return
+        now = self.clock()
+        if self.peers_first[q] is None:
+            self.peers_first[q] = upto
+        self.peers_upto[q] = max(self.peers_upto[q], upto)
+        self.peers_heard[q] = now
+        for ws, tally in tallies.items():
+            if ws > self.settled_upto:
+                self.tallies.setdefault(ws, {})[q] = tally
+                self.tallied_at.setdefault(ws, now)
+
+    def settle(self) -> list[ClosedWindow]:
+        """The closed windows now settled, oldest first, their evidence's `held` set from the
+        tallies of every partition (module docstring). A window settles once every live
+        partition (one heard from within max_wait_s of the newest) is past it, or once it has
+        waited max_wait_s itself (a live partition that stopped closing must not stop
+        decisions). A partition counts as having reported a window when its tally of it came,
+        or when it was past the window having been heard before it got there (a partition
+        created since, by a restore, cannot tell an empty tally from one sent before it
+        listened); the tallies of the others missing raise the horizon share's floor
+        (hold_tallied's at_least_share: reported partitions / all)."""
+        now = self.clock()
+        done = _live_min(self.peers_upto, self.peers_heard, self.max_wait_s)
+        done = -1 if done is None else done
+        waited = [ws for ws, w in self.pending.items() if now - w.closed_at >= self.max_wait_s]
+        waited += [ws for ws, t in self.tallied_at.items() if now - t >= self.max_wait_s]
+        forced = max(waited, default=-1)
+        out = []
+        for ws in sorted(set(self.pending) | set(self.tallies)):
+            if ws > done and ws > forced:
+                break
+            got = self.tallies.pop(ws, {})
+            self.tallied_at.pop(ws, None)
+            reported = sum(q == self.partition or q in got or
+                           (up >= ws and first is not None and first < ws)
+                           for q, (up, first) in enumerate(zip(self.peers_upto, self.peers_first)))
+            share = 0.0 if reported >= self.num_sources else reported / self.num_sources
+            w = self.pending.pop(ws, None)
+            merged = merge_tallies(got[q] for q in sorted(got))
+            if w is None:  # no flows here; the others' probe fates still count over the horizon
+                hold_tallied(merged, {}, {}, self.fates, ws)
+            else:
+                w.evidence.held = hold_tallied(merged, w.groups, w.evidence.src, self.fates, ws,
+                                               share)
+                out.append(w)
+            self.settled_upto = max(self.settled_upto, ws)
+        return out
+
+
+def _live_min(upto: list[int], heard: list[float], max_wait_s: float) -> int | None:
+    """The lowest of `upto` among the entries heard within `max_wait_s` of the newest one
+    heard (None: none)."""
+    newest = max(heard)
+    alive = [u for u, h in zip(upto, heard) if newest - h < max_wait_s]
+    return min(alive) if alive else None
 
 
 @dataclass

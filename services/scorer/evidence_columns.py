@@ -16,7 +16,8 @@ import numpy as np
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
                                          HALF_OPEN, INITIATED, PROBE, REFLECTED,
                                          RST_ONLY, SYNACK, UNANSWERED, Answers, ProbeFates,
-                                         WindowEvidence, hold_probe_other, is_group)
+                                         WindowEvidence, hold_tallied, is_group,
+                                         probe_groups, probe_tally)
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 
 from .rows import REFLECTOR_ARRAY, _i64, _ints, _sum_slow, _total_below, _u64
@@ -27,12 +28,12 @@ _DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
 
 def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[int],
                    syn: Sequence[int], last: Sequence[int], answers: Answers, window_end_ns: int,
-                   src_own: Mapping[str, list], fates: ProbeFates | None = None, ws: int = 0,
-                   parts: int = 1) -> WindowEvidence:
+                   src_own: Mapping[str, list], fates: ProbeFates | None = None,
+                   ws: int = 0) -> WindowEvidence:
     """evidence.assess of distinct flows `keys` (5-tuples) whose states are given as columns
     (arrays or sequences of integers): packets, flags, SYN-without-ACK packets and last packet
-    time (ns); `fates`, `ws` and `parts` as there (evidence.hold_probe_other, given only the
-    flows that can carry a probe fate)."""
+    time (ns); `fates` and `ws` as there (the tally is taken of the flows that can carry a
+    probe fate only)."""
     n = len(keys)
     if not n:
         return WindowEvidence({}, {}, {})
@@ -48,11 +49,12 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     # evidence.known_probe of every flow
     known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
     src = _src(s_at, s_of, known, packets, marks, src_own)
+    tally = probe_tally([keys[i] for i in np.flatnonzero(known).tolist()], by_key, src_own)
     held = {}
     if fates is not None:
-        held = hold_probe_other([keys[i] for i in np.flatnonzero(known).tolist()], by_key,
-                                src_own, src, fates, ws, parts)
-    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks), held)
+        held = hold_tallied(tally, probe_groups(tally, src_own), src, fates, ws)
+    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks), held,
+                          tally)
 
 
 def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, answers,

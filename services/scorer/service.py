@@ -121,6 +121,7 @@ class Scorer(mode.Service):
         if faust_internals.settling(self.app):
             return
         await self.ingest.repeat_marks()
+        await self.collect.repeat_marks()
 
     async def tick(self) -> None:
         """The close-windows pass: restore owned partitions that get no traffic (so their

@@ -10,7 +10,12 @@ table I/O both stages go through.
                                   chunk replaces the first)
     b"<q>/hw"                     msgpack [newest closed window start, [progress per source p]]
 `<app id>-scorer-flows` records: chunks keyed by FlowChunk.key(), progress marks keyed
-    b"mark/<p>" with value msgpack [p, upto] (upto: newest window start p will not add to).
+    b"mark/<p>" with value msgpack [p, upto] (upto: newest window start p will not add to),
+    and tally marks keyed b"tally/<q>", sent by stage 2 partition q to every other one:
+    msgpack [q, through, [[window start, [[source, probes, unanswered,
+    [[dst, proto, dport, unanswered?], ...]], ...]], ...]] (through: every window up to it is
+    closed at q; the windows listed are those q closed since its last tally mark, with their
+    probe tallies: evidence.probe_tally, dst_windows.DstPartition.settle).
 
 Both tables are faust Tables with changelogs; a write goes to the store and, awaited, to the
 changelog partition of the key (faust_internals.write_through). Restore reads the store faust
@@ -80,6 +85,55 @@ def decode_dest_marker(value: bytes, sources: int) -> tuple[int, list[int]]:
         raise DecodeError(f"dst-chunks marker: expected [closed, [progress...]], got {got!r:.80}")
     closed_upto = _ints([got[0]], 1, "dst-chunks marker")[0]
     return closed_upto, _ints(got[1], len(got[1]), "dst-chunks marker progress")[:sources]
+
+
+TALLY_PREFIX = b"tally/"
+
+
+def tally_key(q: int) -> bytes:
+    """Key of stage 2 partition `q`'s tally marks on the flows topic."""
+    return TALLY_PREFIX + b"%d" % q
+
+
+def is_tally(key: bytes | None) -> bool:
+    return bool(key) and key.startswith(TALLY_PREFIX)
+
+
+def encode_tallies(q: int, through: int, tallies: dict[int, dict[str, list]]) -> bytes:
+    """A tally mark (module docstring) of stage 2 partition `q`."""
+    return msgpack.packb([q, through, [
+        [ws, [[s, n, quiet, [[d, proto, dport, u] for (d, proto, dport), u in t.items()]]
+              for s, (n, quiet, t) in tally.items()]] for ws, tally in tallies.items()]])
+
+
+def decode_tallies(value: bytes) -> tuple[int, int, dict[int, dict[str, list]]]:
+    """(q, through, window start -> probe tally) of a tally mark; DecodeError (text: the cause)
+    for anything else, counts out of range included."""
+    got = _unpack(value, "tally mark")
+    if type(got) is not list or len(got) != 3 or type(got[2]) is not list:
+        raise DecodeError(f"tally mark: expected [q, through, [windows]], got {got!r:.80}")
+    q, through = _ints(got[:2], 2, "tally mark")
+    if q < 0 or through < -1:
+        raise DecodeError(f"tally mark [{q}, {through}, ...] out of range")
+    out: dict[int, dict[str, list]] = {}
+    try:
+        for ws, sources in got[2]:
+            tally = out[_ints([ws], 1, "tally mark window")[0]] = {}
+            for s, n, quiet, targets in sources:
+                n, quiet = _ints([n, quiet], 2, "tally mark counts")
+                if type(s) is not str or not 0 <= quiet <= n or n == 0:
+                    raise DecodeError(f"tally mark: bad source entry {[s, n, quiet]!r:.80}")
+                t = {}
+                for d, proto, dport, u in targets:
+                    proto, dport = _ints([proto, dport], 2, "tally mark target")
+                    if type(d) is not str or type(u) is not bool or \
+                            not (0 <= proto < 256 and 0 <= dport < 65536):
+                        raise DecodeError(f"tally mark: bad target {[d, proto, dport, u]!r:.80}")
+                    t[(d, proto, dport)] = u
+                tally[s] = [n, quiet, t]
+    except (TypeError, ValueError) as exc:  # an entry of the wrong shape or length
+        raise DecodeError(f"tally mark: bad entry ({exc})") from None
+    return q, through, out
 
 
 class WindowTable:

@@ -67,3 +67,41 @@ async def test_undecodable_records_go_to_deadletter_and_the_worker_keeps_going(b
         assert w.metric("xdpguard_scorer_decode_errors_total") == 3
     finally:
         assert w.stop() == 0
+
+
+async def test_over_8_partitions_a_sweep_gets_its_rule_and_a_ping_monitor_with_hosts_down_none(
+        broker, tmp_path):
+    """The shipped model over the default 8 partitions: a ping monitor of 30 hosts with 6 down
+    is spread over the stage 2 partitions by destination, and one holding only dead hosts read
+    "every probe unanswered" (blocked from 3 down before the partitions exchanged their probe
+    tallies: docs/scorer.md "Settling"); a sweep of the same /24 size still gets its rule."""
+    from tests.support import synthetic_traffic as G
+    from tests.support.services import ROOT
+
+    assert broker.packets_partitions == 8
+    w = await start_worker(broker, ROOT / "models" / "xdpguard-if.joblib", tmp_path)
+    try:
+        async with TopicReader(broker, VERDICTS) as verdicts:
+            t0 = window_ahead()
+            monitor = G.ping_monitor(t0, 6, station="10.0.0.51", net="10.0.2", down=6)
+            sweep = G.host_sweep(t0, 6, pps=10, scanner="203.0.113.88", net="10.0.1")
+            await produce_packets(broker, with_seq(monitor + sweep))
+            try:
+                await wait_for(lambda: any(decode_verdict(v).rule.src == "203.0.113.88/32"
+                                           for v in verdicts.values), 30, "the sweep's rule")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; " + w.describe(
+                    "xdpguard_scorer_flows_scored_total", "xdpguard_scorer_anomalies_total",
+                    "xdpguard_scorer_late_flows_total", "xdpguard_scorer_future_events_total",
+                    "xdpguard_scorer_windows_scored_total",
+                    "xdpguard_scorer_open_windows")) from None
+            flows = {(p.ts_ns // 10**9, p.src, p.dst, p.sport, p.dport, p.proto)
+                     for p in monitor + sweep}  # a row per flow per window
+            await wait_for(lambda: w.metric("xdpguard_scorer_flows_scored_total") >= len(flows),
+                           20, "every flow scored")
+            got = [decode_verdict(v) for v in verdicts.values]
+        assert not [v for v in got if "10.0.0.51" in (v.rule.src, v.rule.dst) or
+                    v.rule.src == "10.0.0.51/32"], got
+        assert w.metric("xdpguard_scorer_late_flows_total") == 0
+    finally:
+        assert w.stop() == 0

@@ -1,7 +1,8 @@
 """The scorer's two window stages driven in-process (services/scorer/windows.py), no Kafka or
 faust: packets split by source partition as the capture splits them, encoded and decoded as on
 the wire, stage 1 closed, its flow chunks through the intermediate record format into stage 2,
-and every stage 2 window closed. Time is a hand-moved clock."""
+every stage 2 window closed, the partitions' probe tallies exchanged and every window settled.
+Time is a hand-moved clock."""
 from __future__ import annotations
 
 from services.scorer.chunks import FlowChunk
@@ -51,4 +52,15 @@ def run_stages(packets, n: int = 4, batch: int = 50, clock: Clock | None = None)
             part.sent(ws)
         for q in dsts:
             dsts[q].mark(p, part.progress(0))
-    return [dsts[q].close(ws) for q in range(n) for ws in dsts[q].due()]
+    closed = {q: [dsts[q].close(ws) for ws in dsts[q].due()] for q in range(n)}
+    exchange_tallies(dsts, closed)
+    return [w for q in range(n) for w in dsts[q].settle()]
+
+
+def exchange_tallies(dsts: dict, closed: dict) -> None:
+    """What every stage 2 partition's tally marks tell every other (collect.CollectStage sends
+    them over the flows topic): how far it has closed and its closed windows' probe tallies."""
+    for q, part in dsts.items():
+        tallies = {w.window_ns: w.evidence.tally for w in closed.get(q, []) if w.evidence.tally}
+        for other in dsts.values():
+            other.peer(q, part.through(), tallies)

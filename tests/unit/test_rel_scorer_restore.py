@@ -36,6 +36,11 @@ def scorer(monkeypatch):
     async def dead(value, **_):
         sc.dead.append(decode_deadletter(value))
     monkeypatch.setattr(sc.topics.dead, "send", dead)
+    sc.sent_flows = []
+
+    async def flows(key, value, partition):
+        sc.sent_flows.append((key, partition))
+    monkeypatch.setattr(sc.topics.flows, "send", flows)
     return sc
 
 
@@ -95,6 +100,7 @@ def test_rel_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(sc
         part.add(collect.store.chunk_key(0, c), FlowChunk.decode(c.encode()))
     for p in range(collect.n):
         part.mark(p, NOW)
+        part.peer(p, NOW, {})  # every stage 2 partition has closed up to NOW: windows settle
     real_close = dst_windows.DstPartition.close
 
     def close(self, ws):
