@@ -30,8 +30,9 @@ class ScorerSettings:
     # live worker stalled by a saturated CPU must not pass for a dead one (2 s did, in 2 of 10
     # two-worker bench runs: a window closed without that partition's flows).
     close_wait_s: float = setting("SCORER_CLOSE_WAIT_S", 12.0,
-                                  "stage 2 stops waiting for a source partition silent this long "
-                                  "(no owner: keep above SCORER_SESSION_TIMEOUT_S)",
+                                  "stage 2 stops waiting for a source partition, or another stage "
+                                  "2 partition's tally mark, silent this long (no owner: keep above "
+                                  "SCORER_SESSION_TIMEOUT_S)",
                                   check=C.at_least(0))
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing",
                             check=C.above(0))
