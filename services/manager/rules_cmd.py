@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import time
+from ipaddress import ip_network
 
+from services.common.errors import ConfigError
 from services.dataplane.datapath import Datapath, RuleStats
 from services.records.packet import PROTO_NAMES
-from services.records.rules import Scope
+from services.records.rules import Action, Scope
 from services.manager.load_cmd import pin_dir
 from services.manager.ruleargs import add_rule_flags, parse_cidr, rule_from_args
 
@@ -22,6 +24,8 @@ def register(sub) -> None:
     a = sub.add_parser("add", help="add (or replace) a rule", epilog=EXAMPLES,
                        formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     add_rule_flags(a)
+    a.add_argument("--force", action="store_true",
+                   help=f"drop a source prefix wider than /{WIDE_V4} (IPv4) or /{WIDE_V6} (IPv6)")
     a.set_defaults(func=cmd_add)
     d = sub.add_parser("del", help="delete a rule (same flags as add)")
     add_rule_flags(d, with_action=False)
@@ -55,8 +59,18 @@ def _describe(rule) -> str:
     return f"{rule.src}:{rule.sport} -> {rule.dst}:{rule.dport} proto {rule.proto}"
 
 
+# A drop for a prefix wider than these covers whole regions of the Internet (0.0.0.0/0: every
+# IPv4 source, the operator's own session included); `add` wants --force for one.
+WIDE_V4, WIDE_V6 = 8, 16
+
+
 def cmd_add(args) -> int:
     rule = rule_from_args(args)
+    if rule.scope is Scope.SRC_PREFIX and rule.action is Action.DROP and not args.force:
+        net = ip_network(rule.src)
+        if net.prefixlen < (WIDE_V4 if net.version == 4 else WIDE_V6):
+            raise ConfigError(f"--src-prefix {rule.src} drops {net.num_addresses:,} source "
+                              "addresses (the allowlist still wins); add --force if you mean it")
     with Datapath.open(pin_dir()) as dp:
         dp.add_rule(rule)
     print(f"added {rule.action.value} {_describe(rule)}")

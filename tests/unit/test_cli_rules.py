@@ -155,3 +155,23 @@ def test_an_ipv6_zone_index_is_refused_not_kept_as_a_second_spelling(argv, capsy
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "%" in err and "no xdpguard program" not in err, err
+
+
+@pytest.mark.parametrize("argv,refused", [
+    (["--src-prefix", "0.0.0.0/0"], True),
+    (["--src-prefix", "64.0.0.0/2"], True),
+    (["--src-prefix", "2000::/3"], True),
+    (["--src-prefix", "10.0.0.0/8"], False),        # as wide as it goes without --force
+    (["--src-prefix", "2001:db8::/16"], False),
+    (["--src-prefix", "0.0.0.0/0", "--action", "pass"], False),
+    (["--src-prefix", "0.0.0.0/0", "--force"], False),
+])
+def test_dropping_a_prefix_wider_than_a_slash_8_needs_force(argv, refused, capsys, monkeypatch,
+                                                            tmp_path):
+    """A drop for 0.0.0.0/0 takes every IPv4 source off the host, the operator's own session
+    included: `add` refuses it (one line) before it touches the maps unless --force."""
+    monkeypatch.setenv("XDPGUARD_PIN_DIR", str(tmp_path / "no-pins"))
+    assert cli.main(["add", *argv]) == 1
+    err = capsys.readouterr().err
+    assert ("add --force if you mean it" in err) == refused, err
+    assert refused or "XDPGUARD_PIN_DIR" in err  # got as far as opening the maps
