@@ -83,8 +83,9 @@ class CollectStage:
             except DecodeError as exc:
                 self.bad.append((q, self.store.marker_key(q), f"bad marker: {exc}", None))
                 marker = None
-            if marker:
+            if marker:  # the newest settled window (close): later ones are closed again
                 part.closed_upto, progress = marker
+                part.settled_upto = part.closed_upto
                 for p, upto in enumerate(progress):
                     part.mark(p, upto)
             for key, value in self.store.chunks(q):
