@@ -167,7 +167,8 @@ def merge_folded(windows: dict[int, dict[tuple, list]], f: FoldedRecord) -> None
     """Add record `f`'s groups to `windows` (window start -> 5-tuple -> flow state
     [first_ns, last_ns, packets, bytes, flags, syn_noack, node]); new windows and new flows
     enter in the order of their first event."""
-    states = zip(f.first, f.last, f.packets, f.bytes, f.flags, f.syn, f.node)  # flow states
+    # flow states as lists straight from zip (its tuple is reused: none made per group)
+    states = map(list, zip(f.first, f.last, f.packets, f.bytes, f.flags, f.syn, f.node))
     if not f.keys:
         return
     if f.windows.count(f.windows[0]) == len(f.windows):  # the usual record: one window
@@ -181,9 +182,8 @@ def merge_folded(windows: dict[int, dict[tuple, list]], f: FoldedRecord) -> None
             run[0].append(k)
             run[1].append(st)
         runs = [(w, ks, sts) for w, (ks, sts) in per.items()]
-    for w, keys, sts in runs:
+    for w, keys, new in runs:
         flows = windows.get(w)
-        new = list(map(list, sts))
         if flows is None:
             windows[w] = dict(zip(keys, new))
             continue
