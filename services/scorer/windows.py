@@ -220,8 +220,8 @@ class SourcePartition:
         addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
         dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
         sent_by = _sender_hashes(keys, rows)
-        names = np.array(names, dtype=object)
-        senders = {q: names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
+        src_names = np.array(names, dtype=object)
+        senders = {q: src_names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
         chunks = []
         by_dst, by_src = _by_partition(dq), _by_partition(sq)
         for q in sorted(set(by_dst) | set(by_src)):
@@ -243,9 +243,8 @@ class SourcePartition:
         """SRC_FEATURES of every source of window `ws`, in the order of `addresses[:n_src]`
         (the sources in order of first appearance; `rows` and `addresses`: the window's flows
         as _window_rows built them, their hashes filled in; `keys`: the 5-tuples of `flows`,
-        in the same order): its
-        aggregate (rows.agg_by_index, from columns), horizon and evidence measures; adds the
-        window to the horizon and the watch."""
+        in the same order): its aggregate (rows.agg_by_index, from columns), horizon and
+        evidence measures; adds the window to the horizon and the watch."""
         agg: dict[str, list] = {}
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
