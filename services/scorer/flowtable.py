@@ -87,7 +87,7 @@ def _compact(table: list, *indexes: np.ndarray) -> tuple[list, list[np.ndarray]]
     for x in indexes:
         used[x] = True
     at = np.cumsum(used) - 1  # an entry's place among the used ones
-    return [table[i] for i in np.flatnonzero(used).tolist()], \
+    return list(map(table.__getitem__, np.flatnonzero(used).tolist())), \
         [at[x].astype(np.uint32) for x in indexes]
 
 

@@ -125,13 +125,15 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
     # Group ids by one dict pass (C loops): each key's id is the position of its first event,
     # so sorting by id puts the groups in first-event order and the dict lists them so.
     first_of: dict = {}
-    gid = np.array(list(map(first_of.setdefault, keys, count())), dtype=np.int64)
+    gid = np.fromiter(map(first_of.setdefault, keys, count()), dtype=np.int64,
+                      count=ts.size if idx is None else idx.size)
     order = np.argsort(gid, kind="stable")
     sorted_gid = gid[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_gid[1:] != sorted_gid[:-1])))
 
-    def reduce(ufunc, values):
-        return ufunc.reduceat(values[order], starts).tolist()
+    def reduce(ufunc, values, *more):  # `more`: further ufuncs over the same gathered values
+        values = values[order]
+        return [u.reduceat(values, starts).tolist() for u in (ufunc, *more)]
 
     ts = accepted(ts)
     n = ts.size
@@ -146,11 +148,11 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
         out.keys, out.windows = list(first_of), [ws] * len(first_of)
     else:
         out.keys, out.windows = [k for k, _ in first_of], [w for _, w in first_of]
-    out.first, out.last = reduce(np.minimum, ts), reduce(np.maximum, ts)
-    out.packets, out.bytes = reduce(np.add, weight), reduce(np.add, nbytes)
+    out.first, out.last = reduce(np.minimum, ts, np.maximum)
+    (out.packets,), (out.bytes,) = reduce(np.add, weight), reduce(np.add, nbytes)
     if nbytes.dtype == object:
         out.bytes = [min(b, COUNTER_MAX) for b in out.bytes]
-    out.flags, out.syn = reduce(np.bitwise_or, flags), reduce(np.add, syn)
+    (out.flags,), (out.syn,) = reduce(np.bitwise_or, flags), reduce(np.add, syn)
     if c.node.count(c.node[0]) == len(c.node):  # the usual record: one capture node
         out.node = [c.node[0]] * len(first_of)
     else:
@@ -165,7 +167,8 @@ def merge_folded(windows: dict[int, dict[tuple, list]], f: FoldedRecord) -> None
     """Add record `f`'s groups to `windows` (window start -> 5-tuple -> flow state
     [first_ns, last_ns, packets, bytes, flags, syn_noack, node]); new windows and new flows
     enter in the order of their first event."""
-    states = zip(f.first, f.last, f.packets, f.bytes, f.flags, f.syn, f.node)  # flow states
+    # flow states as lists straight from zip (its tuple is reused: none made per group)
+    states = map(list, zip(f.first, f.last, f.packets, f.bytes, f.flags, f.syn, f.node))
     if not f.keys:
         return
     if f.windows.count(f.windows[0]) == len(f.windows):  # the usual record: one window
@@ -179,9 +182,8 @@ def merge_folded(windows: dict[int, dict[tuple, list]], f: FoldedRecord) -> None
             run[0].append(k)
             run[1].append(st)
         runs = [(w, ks, sts) for w, (ks, sts) in per.items()]
-    for w, keys, sts in runs:
+    for w, keys, new in runs:
         flows = windows.get(w)
-        new = list(map(list, sts))
         if flows is None:
             windows[w] = dict(zip(keys, new))
             continue

@@ -14,6 +14,7 @@ Python's (int / int above 2**53, log1p), the Python value is used.
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +29,8 @@ _EXACT = 2**53  # integers below convert to float64 exactly: numpy's quotient is
 # evidence.REFLECTOR_PORTS as an array, for np.isin on port columns (stage 1's sender hashes,
 # stage 2's reflected answers)
 REFLECTOR_ARRAY = np.array(sorted(REFLECTOR_PORTS), dtype=np.int64)
+# features.sketch's linear count of every possible number of set bits, looked up
+_LINEAR = [_linear_count(k) for k in range(SKETCH_BITS + 1)]
 _FLAGS = (TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG)
 
 
@@ -106,6 +109,14 @@ def window_matrix(seed: np.ndarray, shipped: np.ndarray, src_of: np.ndarray,
     return np.concatenate([seed, shipped, src_rows[src_of], dst_rows[dst_of]], axis=1)
 
 
+def group_index(group: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct addresses of `group` in order of first appearance, each entry's index
+    among them as an intp array); C loops only (dict.fromkeys, map)."""
+    names = list(dict.fromkeys(group))
+    at = dict(zip(names, range(len(names))))
+    return names, np.fromiter(map(at.__getitem__, group), dtype=np.intp, count=len(group))
+
+
 def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
              nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
              dport: Sequence[int], flow_hash: Sequence[int]) -> tuple[dict[str, list[float]],
@@ -117,10 +128,21 @@ def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
     and hash64 of the 5-tuple; counters below 2**64, sums exact past it. An aggregate is what
     adding each flow to features.agg_new() gives (tests/support/dst_reference.agg_add_flow):
     counters summed, the flow's hash, its peer and its protocol/port in three sketches."""
-    at: dict[str, int] = {}
-    n = len(group)
-    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
-    m = len(at)
+    names, of = group_index(group)
+    peer_pos = list(map(_cached_pos, peer))
+    aggs, _, _ = agg_by_index(of, len(names), np.array(peer_pos, dtype=np.int64), packets,
+                              nbytes, syn, proto, dport, flow_hash)
+    return dict(zip(names, aggs)), peer_pos
+
+
+def agg_by_index(of: np.ndarray, m: int, peer_pos: np.ndarray, packets: Sequence[int],
+                 nbytes: Sequence[int], syn: Sequence[int], proto: Sequence[int],
+                 dport: Sequence[int], flow_hash: Sequence[int]
+                 ) -> tuple[list[list[float]], list[int], np.ndarray]:
+    """agg_rows for flows whose address is given as an index (`of`, intp, each < `m`) and
+    whose peer as its sketch position (`peer_pos`, int64): (the m aggregates' features by
+    index; each address's packets summed, exact; the distinct (address, peer position) pairs
+    as sorted codes address * SKETCH_BITS + position, what horizon_from reads)."""
     pr = _i64(proto)
     p = _u64(packets)
     icmp = np.where((pr == PROTO_ICMP) | (pr == PROTO_ICMPV6), p, 0)
@@ -130,17 +152,17 @@ def agg_rows(group: Sequence[str], peer: Sequence[str], packets: Sequence[int],
     else:
         sums = [_sum_slow(of.tolist(), _ints(col), m) for col in
                 (packets, nbytes, syn, icmp, udp)]
-    flows = _distinct(of, _u64(flow_hash) % SKETCH_BITS, m)
-    peer_pos = list(map(_cached_pos, peer))
-    peers = _distinct(of, np.array(peer_pos, dtype=np.int64), m)
+    flows = _count_codes(_codes(of, _u64(flow_hash) % SKETCH_BITS), m)
+    peer_codes = _codes(of, peer_pos)
+    peers = _count_codes(peer_codes, m)
     ports, back = np.unique(pr * 65536 + _i64(dport), return_inverse=True)
     port_pos = np.array([_cached_pos(f"{c >> 16}/{c & 65535}") for c in ports.tolist()],
                         dtype=np.int64)
-    ports = _distinct(of, port_pos[back.reshape(-1)], m)
-    lc = _linear_count
-    return {a: agg_values(sums[0][i], sums[1][i], sums[2][i], sums[3][i], sums[4][i],
-                          max(lc(flows[i]), 1.0), lc(peers[i]), lc(ports[i]))
-            for a, i in at.items()}, peer_pos
+    ports = _count_codes(_codes(of, port_pos[back.reshape(-1)]), m)
+    lc = _LINEAR.__getitem__
+    rows = list(map(agg_values, *sums, map(max, map(lc, flows), repeat(1.0)), map(lc, peers),
+                    map(lc, ports)))
+    return rows, sums[0], peer_codes
 
 
 def _sum_by(group: np.ndarray, values: np.ndarray, m: int) -> list[int]:
@@ -157,9 +179,14 @@ def _sum_slow(group: list[int], values: Sequence[int], m: int) -> list[int]:
     return out
 
 
-def _distinct(group: np.ndarray, pos: np.ndarray, m: int) -> list[int]:
-    """Distinct sketch positions per group: the bits each group's sketch would have set."""
-    codes = np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
+def _codes(group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The distinct (group, sketch position) pairs as sorted codes group * SKETCH_BITS + pos:
+    the bits each group's sketch would have set."""
+    return np.unique(group.astype(np.int64) * SKETCH_BITS + pos.astype(np.int64))
+
+
+def _count_codes(codes: np.ndarray, m: int) -> list[int]:
+    """Distinct sketch positions per group (of m) in `codes` (_codes)."""
     return np.bincount(codes // SKETCH_BITS, minlength=m).tolist()
 
 
@@ -168,16 +195,19 @@ def horizon_entries(group: Sequence[str], packets: Sequence[int],
     """What features.horizon_count gives counting flows one by one: per address of `group`
     (in order of first appearance) [its flows' packets summed (exact), the set of its peers'
     sketch positions `peer_pos`]; one dict entry and one set per address, not per flow."""
-    at: dict[str, int] = {}
-    n = len(group)
-    if not n:
+    if not len(group):
         return {}
-    of = np.fromiter((at.setdefault(a, len(at)) for a in group), dtype=np.intp, count=n)
-    m = len(at)
+    names, of = group_index(group)
+    m = len(names)
     sums = _sum_by(of, _u64(packets), m) if _total_below(packets, 2**64) else \
         _sum_slow(of.tolist(), _ints(packets), m)
-    codes = np.unique(of.astype(np.int64) * SKETCH_BITS + np.asarray(peer_pos, dtype=np.int64))
-    ends = np.searchsorted(codes // SKETCH_BITS, np.arange(1, m + 1)).tolist()
-    pos = (codes % SKETCH_BITS).tolist()
-    starts = [0, *ends[:-1]]
-    return {a: [sums[i], set(pos[starts[i]:ends[i]])] for a, i in at.items()}
+    return horizon_from(names, sums, _codes(of, np.asarray(peer_pos, dtype=np.int64)))
+
+
+def horizon_from(names: list[str], packets: list[int], peer_codes: np.ndarray) -> dict[str, list]:
+    """horizon_entries from what agg_by_index gives: per address of `names` [`packets`[i], the
+    set of the peer positions of its codes]; C loops only."""
+    ends = np.searchsorted(peer_codes // SKETCH_BITS, np.arange(1, len(names) + 1)).tolist()
+    pos = (peer_codes % SKETCH_BITS).tolist()
+    peers = map(set, map(pos.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    return dict(zip(names, map(list, zip(packets, peers))))

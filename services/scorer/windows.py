@@ -31,22 +31,25 @@ A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one
 group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py).
 The aggregates are rebuilt from the window's flows rather than per packet: counts add up, and
 the distinct-count sketches are idempotent per item, so the result equals
-features.WindowState's per-packet one. When a window closes its sources' aggregates are
-computed from the flows as columns (rows.agg_rows: sums with numpy, distinct counts as the
-distinct sketch positions per source) and its flows hashed in one pass (hash64_keys); equal to
-the flow-by-flow aggregation to the bit (tests/unit/test_scorer_fold.py,
-tests/support/fold_reference.py).
+features.WindowState's per-packet one. When a window closes its flows are transposed once
+into the FlowTable rows its chunks carry (_window_rows: sources first among the addresses, one
+index per address), its flows hashed in one pass (hash64_keys), and its sources' aggregates
+and horizon entries computed from those rows (rows.agg_by_index, rows.horizon_from: sums with
+numpy, distinct counts as the distinct sketch positions per source, a peer's position once per
+distinct destination); equal to the flow-by-flow aggregation to the bit
+(tests/unit/test_scorer_fold.py, tests/support/fold_reference.py).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from operator import add, itemgetter
 from typing import Callable
 
 import numpy as np
 
 from services.detection.evidence import GRACE_NS, SourceWatch, sent_from_key
-from services.detection.features import SourceHorizon, hash64, hash64_keys
+from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
@@ -55,12 +58,16 @@ from services.wire.partition import address_partition
 from .chunks import FlowChunk
 from .flowtable import FLOW_DTYPE, FlowTable
 from .fold import fold_columns, merge_folded
-from .rows import REFLECTOR_ARRAY, agg_rows, horizon_entries
+from .rows import REFLECTOR_ARRAY, agg_by_index, horizon_from
 
 CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
 _NONE = np.zeros(0, dtype=np.intp)
 _LOGIN = np.array(sorted(LOGIN_PORTS), dtype=np.int64)
+# FLOW_DTYPE fields read from a flow's 5-tuple ("key") or its flow state ("state"), by position
+_ROW_FIELDS = (("sport", "key", 2), ("dport", "key", 3), ("proto", "key", 4),
+               ("first", "state", 0), ("last", "state", 1), ("packets", "state", 2),
+               ("bytes", "state", 3), ("flags", "state", 4), ("syn", "state", 5))
 
 
 def flow_dict(key: tuple, st: list) -> dict:
@@ -195,23 +202,26 @@ class SourcePartition:
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
-        hashes = dict(zip(flows, hash64_keys(flows)))
-        srcs = self._source_features(ws, flows, hashes)
-        if self._home is None and srcs:
-            self._home = self._copartitioned(srcs, num_dst_partitions)
-        table, addr_q = _window_table(flows, hashes, srcs)
-        if self._home:  # sources take the addresses' first places (_window_table)
-            addr_q[:len(srcs)] = self.partition
-            rest = table.addresses[len(srcs):]
+        keys = list(flows)
+        rows, addresses, n_src, nodes = _window_rows(flows, keys)
+        rows["hash"] = np.fromiter(hash64_keys(keys), dtype=np.uint64, count=len(keys))
+        names = addresses[:n_src]
+        table = FlowTable(rows, addresses, nodes,
+                          self._source_features(ws, flows, keys, rows, addresses, n_src))
+        if self._home is None and names:
+            self._home = self._copartitioned(names, num_dst_partitions)
+        addr_q = np.zeros(len(addresses), dtype=np.int64)
+        if self._home:  # sources take the addresses' first places (_window_rows)
+            addr_q[:n_src] = self.partition
+            rest = addresses[n_src:]
         else:
-            rest = table.addresses
-        at = len(table.addresses) - len(rest)
+            rest = addresses
+        at = len(addresses) - len(rest)
         addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
-        rows = table.rows
         dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
-        sent_by = _sender_hashes(flows, rows)
-        names = np.array(table.addresses[:len(srcs)], dtype=object)
-        senders = {q: names[i].tolist() for q, i in _by_partition(addr_q[:len(srcs)]).items()}
+        sent_by = _sender_hashes(keys, rows)
+        src_names = np.array(names, dtype=object)
+        senders = {q: src_names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
         chunks = []
         by_dst, by_src = _by_partition(dq), _by_partition(sq)
         for q in sorted(set(by_dst) | set(by_src)):
@@ -228,31 +238,40 @@ class SourcePartition:
             del self.records[off]
         return chunks, done
 
-    def _source_features(self, ws: int, flows: dict[tuple, list],
-                         hashes: dict[tuple, int]) -> dict[str, list]:
-        """SRC_FEATURES of every source of window `ws`'s `flows` (5-tuple -> flow state;
-        `hashes`: their hash64), by source in order of first appearance: its aggregate
-        (rows.agg_rows, from columns), horizon and evidence measures; adds the window to the
-        horizon and the watch."""
-        keys, states = list(flows), list(flows.values())
+    def _source_features(self, ws: int, flows: dict[tuple, list], keys: list[tuple],
+                         rows: np.ndarray, addresses: list[str], n_src: int) -> list[list]:
+        """SRC_FEATURES of every source of window `ws`, in the order of `addresses[:n_src]`
+        (the sources in order of first appearance; `rows` and `addresses`: the window's flows
+        as _window_rows built them, their hashes filled in; `keys`: the 5-tuples of `flows`,
+        in the same order): its aggregate (rows.agg_by_index, from columns), horizon and
+        evidence measures; adds the window to the horizon and the watch."""
         agg: dict[str, list] = {}
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
         settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
         if keys:
-            k, st = list(zip(*keys)), list(zip(*states))
-            agg, peer_pos = agg_rows(k[0], k[1], st[2], st[3], st[5], k[4], k[3],
-                                     list(hashes.values()))
-            recent = horizon_entries(k[0], st[2], peer_pos)
-            count = SourceWatch.count
-            for i in _watch_candidates(k, st, settle_by).tolist():
+            of, dst = rows["src"].astype(np.intp), rows["dst"]
+            used = np.unique(dst)  # a peer's sketch position once per distinct destination
+            pos = np.zeros(int(used[-1]) + 1, dtype=np.int64)
+            pos[used] = [_cached_pos(addresses[i]) for i in used.tolist()]
+            peer_pos = pos[dst]
+            names = addresses[:n_src]
+            aggs, packets, peer_codes = agg_by_index(
+                of, len(names), peer_pos, rows["packets"], rows["bytes"], rows["syn"],
+                rows["proto"], rows["dport"], rows["hash"])
+            agg = dict(zip(names, aggs))
+            recent = horizon_from(names, packets, peer_codes)
+            count, states = SourceWatch.count, list(flows.values())
+            for i in _candidates(rows["proto"], rows["dport"], rows["flags"], rows["syn"],
+                                 rows["last"], rows["packets"], settle_by).tolist():
                 s = states[i]
                 count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched, flows)
         hz = self.horizon.features_of(ws, agg)
         own = self.watch.measures(ws, agg)
-        return {s: a + hz[s] + own[s] for s, a in agg.items()}
+        # both dicts list the sources in `agg`'s order: one concatenation per source, C loops
+        return list(map(add, map(add, agg.values(), hz.values()), own.values()))
 
     def _copartitioned(self, srcs, n: int) -> bool:
         """Whether this partition's sources are all at home in stage 2 partition `partition`:
@@ -268,43 +287,45 @@ class SourcePartition:
         self.sending.discard(ws)
 
 
-def _window_table(flows: dict[tuple, list], hashes: dict[tuple, int],
-                  srcs: dict[str, list]) -> tuple[FlowTable, np.ndarray]:
-    """(a closing window's flows as one FlowTable, a zeroed int64 per address of it for its
-    stage 2 partition). Its addresses are the sources in `srcs` order (so a flow's feature
-    row is its source's index), then the other destinations; `srcs`: SRC_FEATURES by source."""
+def _window_rows(flows: dict[tuple, list], keys: list[tuple]
+                 ) -> tuple[np.ndarray, list[str], int, list[str]]:
+    """A closing window's `flows` (5-tuple -> flow state; `keys`: its 5-tuples) as FLOW_DTYPE
+    rows (hash left 0, feat = the source's index): (rows, addresses, number of sources,
+    nodes). The addresses are the sources in order of first appearance (so a flow's feature
+    row is its source's index), then the other destinations in order of first appearance.
+    Read a field at a time (itemgetter): no tuple per flow, which under a window's many live
+    flows costs more in the collector's passes than the copying itself."""
     n = len(flows)
-    rows = np.empty(n, dtype=FLOW_DTYPE)
-    at = dict(zip(srcs, range(len(srcs))))
-    nodes: dict[str, int] = {}
-    if n:
-        src, dst, sport, dport, proto = zip(*flows)
-        first, last, packets, nbytes, flags, syn, node = zip(*flows.values())
-        for a in dict.fromkeys(dst):  # distinct destinations: few under a flood
-            if a not in at:
-                at[a] = len(at)
-        nodes = dict(zip(dict.fromkeys(node), range(n)))
-        for name, col, table in (("src", src, at), ("dst", dst, at), ("node", node, nodes)):
-            rows[name] = np.fromiter(map(table.__getitem__, col), dtype=np.uint32, count=n)
-        rows["feat"] = rows["src"]
-        for name, col in (("sport", sport), ("dport", dport), ("proto", proto),
-                          ("flags", flags)):
-            rows[name] = col
-        for name, col in (("first", first), ("last", last), ("packets", packets),
-                          ("bytes", nbytes), ("syn", syn)):
-            rows[name] = np.array(col, dtype=np.uint64)
-        rows["hash"] = np.fromiter(hashes.values(), dtype=np.uint64, count=n)
-    table = FlowTable(rows, list(at), list(nodes), list(srcs.values()))
-    return table, np.zeros(len(at), dtype=np.int64)
+    rows = np.zeros(n, dtype=FLOW_DTYPE)
+    if not n:
+        return rows, [], 0, []
+    states = list(flows.values())
+    src, dst = list(map(itemgetter(0), keys)), list(map(itemgetter(1), keys))
+    at = dict.fromkeys(src)
+    n_src = len(at)
+    at.update(dict.fromkeys(dst))  # distinct destinations not yet held go after the sources
+    at = dict(zip(at, range(len(at))))
+    for name, col in (("src", src), ("dst", dst)):
+        rows[name] = np.fromiter(map(at.__getitem__, col), dtype=np.uint32, count=n)
+    rows["feat"] = rows["src"]
+    node = list(map(itemgetter(6), states))
+    nodes = list(dict.fromkeys(node))
+    if len(nodes) > 1:  # else every flow's is node 0
+        of = dict(zip(nodes, range(len(nodes))))
+        rows["node"] = np.fromiter(map(of.__getitem__, node), dtype=np.uint32, count=n)
+    for name, table, i in _ROW_FIELDS:
+        rows[name] = np.fromiter(map(itemgetter(i), keys if table == "key" else states),
+                                 dtype=FLOW_DTYPE[name], count=n)
+    return rows, list(at), n_src, nodes
 
 
-def _sender_hashes(flows: dict[tuple, list], rows: np.ndarray) -> np.ndarray:
-    """Per flow, hash64 of its evidence.sent_from_key where an answer could be looked up by it
-    (a request to a reflector port: evidence.Answers.solicited), else 0."""
+def _sender_hashes(keys: list[tuple], rows: np.ndarray) -> np.ndarray:
+    """Per flow (5-tuples `keys`, FLOW_DTYPE `rows`), hash64 of its evidence.sent_from_key
+    where an answer could be looked up by it (a request to a reflector port:
+    evidence.Answers.solicited), else 0."""
     out = np.zeros(len(rows), dtype=np.uint64)
     asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], REFLECTOR_ARRAY))
     if asks.size:
-        keys = list(flows)
         out[asks] = [hash64(sent_from_key(keys[i])) for i in asks.tolist()]
     return out
 
@@ -318,18 +339,28 @@ def _by_partition(q: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def _watch_candidates(k: list[tuple], st: list[tuple], settle_by: int) -> np.ndarray:
-    """Positions of the flows evidence.SourceWatch.count may count (`k`, `st`: the window's
-    5-tuples and flow states as columns): a SYN-only TCP flow settled by `settle_by`, a SYN to
-    a login port, or one of at most 2 packets that is not TCP or is SYN-only (a probe or an
-    unsettled SYN; `count` itself leaves out those towards group addresses). The others it
-    skips, so they are not passed."""
-    tcp = np.fromiter(k[4], dtype=np.int64, count=len(k[4])) == PROTO_TCP
-    syn = np.array(st[5], dtype=np.uint64) != 0
-    ack = (np.fromiter(st[4], dtype=np.int64, count=len(st[4])) & TCP_ACK) != 0
+    """_candidates of a window's flows given as their 5-tuples and flow states as columns
+    (`k`, `st`)."""
+    def ints(col, dtype=np.int64):
+        return np.fromiter(col, dtype=dtype, count=len(col))
+    return _candidates(ints(k[4]), ints(k[3]), ints(st[4]), ints(st[5], np.uint64),
+                       ints(st[1], np.uint64), ints(st[2], np.uint64), settle_by)
+
+
+def _candidates(proto: np.ndarray, dport: np.ndarray, flags: np.ndarray, syn: np.ndarray,
+                last: np.ndarray, packets: np.ndarray, settle_by: int) -> np.ndarray:
+    """Positions of the flows evidence.SourceWatch.count may count (their protocol,
+    destination port, flags, SYN-without-ACK packets, last time (ns) and packets as arrays):
+    a SYN-only TCP flow settled by `settle_by`, a SYN to a login port, or one of at most 2
+    packets that is not TCP or is SYN-only (a probe or an unsettled SYN; `count` itself
+    leaves out those towards group addresses). The others it skips, so they are not passed."""
+    tcp = proto == PROTO_TCP
+    syn = syn != 0
+    ack = (flags & TCP_ACK) != 0
     syn_only = tcp & syn & ~ack
-    done = np.array(st[1], dtype=np.uint64) <= np.uint64(max(settle_by, 0))
+    done = last <= np.uint64(max(settle_by, 0))
     if settle_by < 0:
         done[:] = False
-    login = tcp & syn & np.isin(np.fromiter(k[3], dtype=np.int64, count=len(k[3])), _LOGIN)
-    few = np.array(st[2], dtype=np.uint64) <= 2
+    login = tcp & syn & np.isin(dport, _LOGIN)
+    few = packets <= 2
     return np.flatnonzero((syn_only & done) | login | (few & (~tcp | syn_only)))

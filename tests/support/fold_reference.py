@@ -2,7 +2,8 @@
 (services/scorer/fold.py, used by windows.SourcePartition.add) must equal to the bit
 (tests/unit/test_scorer_fold.py). It is the loop SourcePartition.add ran before issue 17; its
 close() aggregates every source flow by flow with its sketches (agg_new + agg_add_flow), as
-close() did before SourcePartition._source_features took the flows as columns."""
+close() did before SourcePartition._source_features took the flows as columns (the hook's
+arguments are those of the columnar one: the window's keys and FLOW_DTYPE rows)."""
 from __future__ import annotations
 
 from services.detection.evidence import GRACE_NS, SourceWatch
@@ -18,9 +19,11 @@ class ReferencePartition(SourcePartition):
     """A SourcePartition whose `add` folds events one by one in Python and whose `close`
     builds every source's aggregate with its sketches (agg_new + agg_add_flow)."""
 
-    def _source_features(self, ws: int, flows: dict[tuple, list],
-                         hashes: dict[tuple, int]) -> dict[str, list]:
-        """SourcePartition._source_features, flow by flow."""
+    def _source_features(self, ws: int, flows: dict[tuple, list], keys: list[tuple],
+                         rows, addresses: list[str], n_src: int) -> list[list]:
+        """SourcePartition._source_features, flow by flow (of `rows` only the hashes are
+        read, checked against hash64)."""
+        hashes = dict(zip(keys, rows["hash"].tolist()))
         srcs: dict[str, dict] = {}
         nflows: dict[str, int] = {}
         recent: dict[str, list] = {}
@@ -39,7 +42,8 @@ class ReferencePartition(SourcePartition):
         self.watch.add_entries(ws, watched, flows)
         hz = self.horizon.features_of(ws, srcs)
         own = self.watch.measures(ws, srcs)
-        return {s: agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()}
+        assert list(srcs) == addresses[:n_src]  # the sources in order of first appearance
+        return [agg_features(a, nflows[s] == 1) + hz[s] + own[s] for s, a in srcs.items()]
 
     def add(self, offset: int, c: PacketColumns) -> int:
         """SourcePartition.add, per event."""
