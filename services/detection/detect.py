@@ -265,7 +265,9 @@ class _Decider:
         dport = 67 if measure == "dhcp" else 0
         if measure not in ("fragments", "dhcp") and not any(marks[k] & E.FRAGMENT for k in all_flows):
             port, n = Counter(k[3] for k in flows).most_common(1)[0]
-            dport = port if n >= 0.9 * len(flows) else 0
+            # protocol 0 has no ports a rule can name (records.rules refuses a port without a
+            # protocol); a record from anywhere but the capture may still carry one
+            dport = port if n >= 0.9 * len(flows) and proto else 0
         # legitimate share: what the limit would match from completed handshakes (SYN limits)
         # or answered flows (all others)
         legit = 0

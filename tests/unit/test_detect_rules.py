@@ -137,3 +137,15 @@ def test_destination_evidence_from_a_few_real_sources_blocks_them_not_their_neig
     out = suggest(w, keys, [1.0] * len(keys), 0.5, window_end_ns=END)
     assert sorted(s.rule.src for s in out) == [f"198.51.100.{i}/32" for i in (1, 2, 3)]
     assert all(s.rule.scope is Scope.SRC_PREFIX and "non-first fragments" in s.reason for s in out)
+
+
+def test_a_flood_of_protocol_0_records_carrying_ports_gets_a_valid_limit():
+    """A packet record from anything but the capture may carry ports with protocol 0
+    (test_rel_record_fuzz found one); the limit must not name a port without a protocol
+    (records.rules refuses it, and the window's verdicts were lost)."""
+    pkts = [Packet(START + i * 100_000, f"198.51.{i % 50}.{1 + i % 7}", "10.10.10.10", 0, 1, 0, 0,
+                   1000) for i in range(3000)]
+    w, keys = window(pkts)
+    rules = [sg.rule for sg in suggest(w, keys, [1.0] * len(keys), 0.5, window_end_ns=END)]
+    assert [(r.scope, r.dst, r.proto, r.dport) for r in rules] == [
+        (Scope.DST_LIMIT, "10.10.10.10", 0, 0)]
