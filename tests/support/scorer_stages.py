@@ -63,4 +63,6 @@ def exchange_tallies(dsts: dict, closed: dict) -> None:
     for q, part in dsts.items():
         tallies = {w.window_ns: w.evidence.tally for w in closed.get(q, []) if w.evidence.tally}
         for other in dsts.values():
+            if other.peers_first[q] is None:  # running partitions hear each other from the start
+                other.peer(q, -1, {})
             other.peer(q, part.through(), tallies)
