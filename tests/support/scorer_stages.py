@@ -44,6 +44,9 @@ def _stage_1(packets, n: int, batch: int, clock: Clock) -> tuple[dict, list]:
     progress past every window (module docstring), and the chunks (FlowChunk, as decoded)."""
     srcs = {p: SourcePartition(p, W, 0, clock) for p in range(n)}
     dsts = {q: DstPartition(q, W, n, 30.0, clock) for q in range(n)}
+    for q in dsts:  # each has told every other it has closed nothing yet (tally marks repeat
+        for other in dsts.values():  # from a partition's start): a peer later past a window
+            other.peer(q, -1, {})    # without its tally of it had none, it did not miss it
     by_part: dict[int, list] = {}
     for pkt in packets:
         by_part.setdefault(source_partition(pkt, n), []).append(pkt)

@@ -15,7 +15,7 @@ from services.common.errors import DecodeError
 from services.detection.evidence import SRC_MEASURES, WindowEvidence
 from services.detection.features import FEATURE_NAMES
 from services.detection.model import load_model
-from services.offline.replay import replay
+from services.offline.replay import Pipeline, replay
 from services.records.packet import PROTO_ICMP, PROTO_UDP, Packet
 from services.scorer.dst_windows import ClosedWindow, DstPartition
 from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
@@ -254,3 +254,22 @@ def test_a_monitor_gets_no_rule_when_a_partition_is_restored_with_windows_waitin
                 if v.rule.key().startswith("src/"):
                     blocked.setdefault(r, set()).add((w.window_ns - T) // W)
     assert blocked == {}
+
+
+@pytest.mark.parametrize("proto", [PROTO_UDP, PROTO_ICMP])
+def test_a_sweeps_decision_value_over_8_partitions_is_the_replays_in_every_window(detector,
+                                                                                  proto):
+    """With every partition's tally, the partition holding most of a sweep's window reads the
+    replay's probe_other. scorer_stages used to let the partitions hear each other first past
+    every window, so a partition without the sweep's probes in a window counted as not having
+    told, and the floor held the sweep below the replay (51.43 instead of 57 in window 5 and
+    69.71 instead of 77 in window 7 of the UDP sweep)."""
+    pk = G.host_sweep(T0, 10, 10, proto=proto, port=161 if proto == PROTO_UDP else 0)
+    s = pk[0].src
+    replayed = {r.start_ns: r.evidence.src_for_decision(s)[AT]
+                for r in Pipeline(detector).run(pk) if s in r.evidence.src}  # no enforcement
+    got: dict[int, float] = {}
+    for w in run_stages(pk, n=8):
+        if s in w.evidence.src:
+            got[w.window_ns] = max(got.get(w.window_ns, 0.0), w.evidence.src_for_decision(s)[AT])
+    assert got == replayed
