@@ -23,6 +23,8 @@ has rebuilt from the changelog.
 """
 from __future__ import annotations
 
+import reprlib
+
 import msgpack
 
 from services.common.errors import DecodeError
@@ -62,12 +64,22 @@ def _unpack(value, what: str):
         raise DecodeError(f"{what}: not msgpack ({type(exc).__name__}: {exc})") from None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 4, 40, 40
+
+
+def _brief(value) -> str:
+    """A short repr of a decoded value for an error text: bounded in depth and length (a list
+    nested ~1000 deep, which msgpack unpacks, made the plain repr raise RecursionError)."""
+    return _REPR.repr(value)
+
+
 def _ints(value, n: int, what: str) -> list[int]:
     """`value` as msgpack of a list of `n` integers in -2**63..2**63-1, or DecodeError."""
     got = _unpack(value, what) if isinstance(value, (bytes, bytearray)) else value
     if type(got) is not list or len(got) != n or \
             not all(type(x) is int and -2**63 <= x < 2**63 for x in got):
-        raise DecodeError(f"{what}: expected {n} integers, got {got!r:.80}")
+        raise DecodeError(f"{what}: expected {n} integers, got {_brief(got)}")
     return got
 
 
@@ -82,7 +94,7 @@ def decode_dest_marker(value: bytes, sources: int) -> tuple[int, list[int]]:
     partitions); DecodeError."""
     got = _unpack(value, "dst-chunks marker")
     if type(got) is not list or len(got) != 2 or type(got[1]) is not list:
-        raise DecodeError(f"dst-chunks marker: expected [closed, [progress...]], got {got!r:.80}")
+        raise DecodeError(f"dst-chunks marker: expected [closed, [progress...]], got {_brief(got)}")
     closed_upto = _ints([got[0]], 1, "dst-chunks marker")[0]
     return closed_upto, _ints(got[1], len(got[1]), "dst-chunks marker progress")[:sources]
 
@@ -111,7 +123,7 @@ def decode_tallies(value: bytes) -> tuple[int, int, dict[int, dict[str, list]]]:
     for anything else, counts out of range included."""
     got = _unpack(value, "tally mark")
     if type(got) is not list or len(got) != 3 or type(got[2]) is not list:
-        raise DecodeError(f"tally mark: expected [q, through, [windows]], got {got!r:.80}")
+        raise DecodeError(f"tally mark: expected [q, through, [windows]], got {_brief(got)}")
     q, through = _ints(got[:2], 2, "tally mark")
     if q < 0 or through < -1:
         raise DecodeError(f"tally mark [{q}, {through}, ...] out of range")
@@ -122,13 +134,13 @@ def decode_tallies(value: bytes) -> tuple[int, int, dict[int, dict[str, list]]]:
             for s, n, quiet, targets in sources:
                 n, quiet = _ints([n, quiet], 2, "tally mark counts")
                 if type(s) is not str or not 0 <= quiet <= n or n == 0:
-                    raise DecodeError(f"tally mark: bad source entry {[s, n, quiet]!r:.80}")
+                    raise DecodeError(f"tally mark: bad source entry {_brief([s, n, quiet])}")
                 t = {}
                 for d, proto, dport, u in targets:
                     proto, dport = _ints([proto, dport], 2, "tally mark target")
                     if type(d) is not str or type(u) is not bool or \
                             not (0 <= proto < 256 and 0 <= dport < 65536):
-                        raise DecodeError(f"tally mark: bad target {[d, proto, dport, u]!r:.80}")
+                        raise DecodeError(f"tally mark: bad target {_brief([d, proto, dport, u])}")
                     t[(d, proto, dport)] = u
                 tally[s] = [n, quiet, t]
     except (TypeError, ValueError) as exc:  # an entry of the wrong shape or length

@@ -106,3 +106,57 @@ async def test_killed_worker_windows_are_restored_and_scored_once(broker, tmp_pa
     finally:
         for w in workers:
             w.stop()
+
+
+def lag(w) -> tuple[float, float]:
+    """(sum s, count) of a worker's detect lag histogram."""
+    return (w.metric("xdpguard_scorer_detect_lag_seconds_sum"),
+            w.metric("xdpguard_scorer_detect_lag_seconds_count"))
+
+
+async def test_a_worker_killed_while_windows_wait_to_settle_loses_and_repeats_no_flow(
+        broker, tmp_path, capsys):
+    """Stage 2 partitions settle a window only once every live partition has closed it (tally
+    marks, docs/scorer.md "Settling"). Kill one of two workers mid-stream, with windows closed
+    but not settled: every flow still gets exactly one verdict, none late."""
+    from tests.support import synthetic_traffic as G
+
+    workers, parts = await two_workers(broker, tmp_path)
+    victim, survivor = workers
+    try:
+        async with TopicReader(broker, VERDICTS) as verdicts:
+            t0 = window_ahead()
+            packets = with_seq(sorted(benign(t0, 8.0, clients=30, seed=5)
+                                      + G.ping_monitor(t0, 8, station="10.0.0.51", down=6),
+                                      key=lambda p: p.ts_ns))
+            want = expected_flows(packets, 10**9)
+            await produce_packets(broker, packets, batch=50)
+            await wait_for(lambda: victim.metric("xdpguard_scorer_windows_scored_total") >= 8
+                           and survivor.metric("xdpguard_scorer_windows_scored_total") >= 8,
+                           20, "some windows scored by both")
+            before = [lag(w) for w in workers]
+            victim.stop(signal.SIGKILL)
+            killed_at = time.time()
+            try:
+                await wait_for(lambda: len(verdicts.values) >= len(want), 60,
+                               f"{len(want)} verdicts")
+            except AssertionError:
+                raise AssertionError(f"{len(verdicts.values)} of {len(want)} verdicts; "
+                                     + diag(survivor)) from None
+            done_at = time.time()
+            got = scored(verdicts.values)
+        after = lag(survivor)
+        with capsys.disabled():
+            print(f"\nsettle-kill: {len(want)} flows, {len(verdicts.values)} verdicts, "
+                  f"lag before kill (sum s, count) victim={before[0]} survivor={before[1]}, "
+                  f"survivor after={after}, last verdict {done_at - killed_at:.1f} s after the "
+                  f"kill, survivor flows_scored="
+                  f"{survivor.metric('xdpguard_scorer_flows_scored_total')} late_flows="
+                  f"{survivor.metric('xdpguard_scorer_late_flows_total')}")
+        missing, twice = want - set(got), {k: n for k, n in got.items() if n > 1}
+        assert not missing and not twice, (len(missing), sorted(missing)[:3], len(twice))
+        assert set(got) == want
+        assert survivor.metric("xdpguard_scorer_late_flows_total") == 0
+    finally:
+        for w in workers:
+            w.stop()

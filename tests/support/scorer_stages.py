@@ -33,9 +33,20 @@ def run_stages(packets, n: int = 4, batch: int = 50, clock: Clock | None = None)
     After the events, the clock moves 100 s on so every watermark passes every window; only the
     partitions that got events report progress, as the worker counts a silent partition out once
     it has waited max_wait for it."""
-    clock = clock or Clock()
+    dsts, _ = _stage_1(packets, n, batch, clock or Clock())
+    closed = {q: [dsts[q].close(ws) for ws in dsts[q].due()] for q in range(n)}
+    exchange_tallies(dsts, closed)
+    return [w for q in range(n) for w in dsts[q].settle()]
+
+
+def _stage_1(packets, n: int, batch: int, clock: Clock) -> tuple[dict, list]:
+    """Stage 2 partitions holding every flow chunk of `packets` with every source partition's
+    progress past every window (module docstring), and the chunks (FlowChunk, as decoded)."""
     srcs = {p: SourcePartition(p, W, 0, clock) for p in range(n)}
     dsts = {q: DstPartition(q, W, n, 30.0, clock) for q in range(n)}
+    for q in dsts:  # each has told every other it has closed nothing yet (tally marks repeat
+        for other in dsts.values():  # from a partition's start): a peer later past a window
+            other.peer(q, -1, {})    # without its tally of it had none, it did not miss it
     by_part: dict[int, list] = {}
     for pkt in packets:
         by_part.setdefault(source_partition(pkt, n), []).append(pkt)
@@ -43,18 +54,41 @@ def run_stages(packets, n: int = 4, batch: int = 50, clock: Clock | None = None)
         for off, i in enumerate(range(0, len(pkts), batch)):
             srcs[p].add(off, decode_packet_columns(encode_packets(pkts[i:i + batch])))
     clock.t += 100.0
+    chunks = []
     for p in by_part:
         part = srcs[p]
         for ws in part.due():
             for c in part.close(ws, n)[0]:
                 c2 = FlowChunk.decode(c.encode())
                 dsts[c2.dst_partition].add(c2.key(), c2)
+                chunks.append(c2)
             part.sent(ws)
         for q in dsts:
             dsts[q].mark(p, part.progress(0))
+    return dsts, chunks
+
+
+def run_stages_restoring(packets, n: int, restored: int, windows: int, batch: int = 50) -> list:
+    """run_stages, but stage 2 partition `restored`'s owner dies with its last `windows` windows
+    closed and waiting to settle, after it had read the other partitions' tally marks of them:
+    the next owner restores it (fresh state, those windows' chunks from the table), closes them
+    again and hears the others first past them (their tallies are not read again)."""
+    clock = Clock()
+    dsts, chunks = _stage_1(packets, n, batch, clock)
+    cut = sorted({c.window_ns for c in chunks})[-windows]
     closed = {q: [dsts[q].close(ws) for ws in dsts[q].due()] for q in range(n)}
     exchange_tallies(dsts, closed)
-    return [w for q in range(n) for w in dsts[q].settle()]
+    out = [w for q in range(n) for w in dsts[q].settle() if q != restored or w.window_ns < cut]
+    new = DstPartition(restored, W, n, 30.0, clock)
+    new.closed_upto = cut - W
+    for c in chunks:
+        if c.dst_partition == restored and c.window_ns >= cut:
+            new.add(c.key(), c)
+    new.progress = list(dsts[restored].progress)
+    reclosed = {restored: [new.close(ws) for ws in new.due()]}
+    others = {q: part for q, part in dsts.items() if q != restored}
+    exchange_tallies({**others, restored: new}, reclosed)
+    return out + new.settle()
 
 
 def exchange_tallies(dsts: dict, closed: dict) -> None:
