@@ -37,9 +37,9 @@ from services.scorer.windows import SourcePartition  # noqa: E402
 from services.wire.codec import decode_packet_columns  # noqa: E402
 
 try:
-    from tests.support.scorer_stages import exchange_tallies
+    from tests.support.scorer_stages import exchange_tallies, hear_each_other
 except ImportError:  # a tree from before stage 2 settled its windows (its close scores them)
-    exchange_tallies = None
+    exchange_tallies = hear_each_other = None
 
 W = 10**9
 
@@ -54,6 +54,8 @@ def run(records: list[tuple[int, bytes]], n: int, detector) -> tuple[dict[str, f
                           "verdicts")}
     src = {p: SourcePartition(p, W, 0, lambda: 0.0) for p in range(n)}
     dst = {q: DstPartition(q, W, n, 1e9, lambda: 0.0) for q in range(n)}
+    if hear_each_other is not None:
+        hear_each_other(dst)
     t0 = time.process_time()
     for off, (p, data) in enumerate(records):
         src[p].add(off, decode_packet_columns(data))

@@ -44,9 +44,7 @@ def _stage_1(packets, n: int, batch: int, clock: Clock) -> tuple[dict, list]:
     progress past every window (module docstring), and the chunks (FlowChunk, as decoded)."""
     srcs = {p: SourcePartition(p, W, 0, clock) for p in range(n)}
     dsts = {q: DstPartition(q, W, n, 30.0, clock) for q in range(n)}
-    for q in dsts:  # each has told every other it has closed nothing yet (tally marks repeat
-        for other in dsts.values():  # from a partition's start): a peer later past a window
-            other.peer(q, -1, {})    # without its tally of it had none, it did not miss it
+    hear_each_other(dsts)
     by_part: dict[int, list] = {}
     for pkt in packets:
         by_part.setdefault(source_partition(pkt, n), []).append(pkt)
@@ -91,12 +89,19 @@ def run_stages_restoring(packets, n: int, restored: int, windows: int, batch: in
     return out + new.settle()
 
 
+def hear_each_other(dsts: dict) -> None:
+    """Each stage 2 partition tells every other it has closed nothing yet (tally marks repeat
+    from a partition's start): a peer later past a window without its tally of it had none, it
+    did not miss it."""
+    for q in dsts:
+        for other in dsts.values():
+            other.peer(q, -1, {})
+
+
 def exchange_tallies(dsts: dict, closed: dict) -> None:
     """What every stage 2 partition's tally marks tell every other (collect.CollectStage sends
     them over the flows topic): how far it has closed and its closed windows' probe tallies."""
     for q, part in dsts.items():
         tallies = {w.window_ns: w.evidence.tally for w in closed.get(q, []) if w.evidence.tally}
         for other in dsts.values():
-            if other.peers_first[q] is None:  # running partitions hear each other from the start
-                other.peer(q, -1, {})
             other.peer(q, part.through(), tallies)
