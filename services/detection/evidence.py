@@ -276,16 +276,12 @@ def merge_tallies(tallies: Iterable[Mapping[str, list]]) -> dict[str, list]:
 
 
 def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
-                 src: Mapping[str, list], fates: ProbeFates, ws: int,
-                 at_least_share: float = 0.0) -> dict[str, float]:
+                 src: Mapping[str, list], fates: ProbeFates, ws: int) -> dict[str, float]:
     """probe_other for decisions where it is lower than in `src` (src_measures): window `ws`'s
     probe `tally` (probe_tally, merged over every place that holds a part of the window) is
     added to `fates`; a source of `groups` (source -> its probe group, SourceWatch) with known
     probes in `src` is held to its group times the lower of the tally's unanswered share and
-    the horizon's (`ProbeFates`: retries to one dead device are not a sweep).
-
-    `at_least_share`: the horizon share's denominator is at least group * this (0 when the
-    tally is whole; stage 2 sets it when some partitions' tallies are missing)."""
+    the horizon's (`ProbeFates`: retries to one dead device are not a sweep)."""
     fates.add(ws, {s: c[2] for s, c in tally.items()})
     at = SRC_MEASURES.index("probe_other")
     held = {}
@@ -293,7 +289,7 @@ def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
         g, here = groups.get(s), src.get(s)
         if g is None or here is None:
             continue
-        h = fates.unanswered_share(s, g * at_least_share)
+        h = fates.unanswered_share(s)
         if h is None:
             continue
         v = min(g * quiet / probes, g * h)  # src_measures' arithmetic: one partition, equal

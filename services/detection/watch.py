@@ -236,12 +236,22 @@ class ProbeFates(WindowedSources):
     __slots__ = ()
 
     def add(self, ws: int, fates: dict[str, dict[tuple, bool]]) -> None:
-        """Window `ws`'s known fates: source -> target -> unanswered (replacing an earlier copy)."""
-        self._forget(ws)
+        """Window `ws`'s known fates: source -> target -> unanswered, merged into what the window
+        holds already (the scorer adds each window's fates from every stage 2 partition, which
+        hold disjoint targets; a target added twice keeps answered if either copy says so)."""
+        kept = self.windows.get(ws)
+        if kept is None:
+            kept = {}
+            self._keep(ws, kept)
         seen = self.seen
-        for src in fates:
-            seen[src] = seen.get(src, 0) + 1
-        self._keep(ws, fates)
+        for src, targets in fates.items():
+            t = kept.get(src)
+            if t is None:
+                kept[src] = dict(targets)
+                seen[src] = seen.get(src, 0) + 1
+                continue
+            for g, u in targets.items():
+                t[g] = t.get(g, True) and u
 
     def unanswered_share(self, src: str, at_least: float = 0.0) -> float | None:
         """Distinct targets of `src` nobody answered over the kept windows / the distinct

@@ -61,6 +61,7 @@ class CollectStage:
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (q, key, reason, value)
         self.closed_upto = -1   # the newest window start closed here (any partition, ever)
         self.announced: dict[int, tuple[int, float]] = {}  # q -> (through, monotonic s) told
+        self.unsent: dict[int, dict[int, dict]] = {}  # q -> window -> its tally, not sent yet
 
     @property
     def scored_upto(self) -> int:
@@ -83,7 +84,7 @@ class CollectStage:
             except DecodeError as exc:
                 self.bad.append((q, self.store.marker_key(q), f"bad marker: {exc}", None))
                 marker = None
-            if marker:  # the newest settled window (close): later ones are closed again
+            if marker:  # every window up to it settled (close): later ones are closed again
                 part.closed_upto, progress = marker
                 part.settled_upto = part.closed_upto
                 for p, upto in enumerate(progress):
@@ -106,6 +107,7 @@ class CollectStage:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
         self.dests.pop(q, None)
         self.announced.pop(q, None)
+        self.unsent.pop(q, None)
 
     # --- records ------------------------------------------------------------------------------
     async def on_chunk(self, partition: int, offset: int, key: bytes | None, value: bytes) -> None:
@@ -187,7 +189,7 @@ class CollectStage:
                 for key in w.chunk_keys:
                     await self.store.put_chunk(q, key, None)
             if done or due:
-                await self.store.put_marker(q, part.settled_upto, part.progress)
+                await self.store.put_marker(q, part.decided_upto(), part.progress)
             settled += [w for w in done if w.keys]
         if settled:
             await self._score(settled)
@@ -199,15 +201,20 @@ class CollectStage:
         owner died (silent for SCORER_CLOSE_WAIT_S) from a quiet one."""
         through, now = part.through(), time.monotonic()
         last, last_at = self.announced.get(q, (-1, 0.0))
-        if not tallies and through <= last and now - last_at < MARK_REPEAT_S:
-            return
-        self.announced[q] = (max(through, last), now)
         part.peer(q, through, tallies)
+        # kept until sent: a send that raised (the pass ends there) is repeated next time,
+        # tallies included, never followed by a mark past their windows without them
+        unsent = self.unsent.setdefault(q, {})
+        unsent.update(tallies)
+        if not unsent and through <= last and now - last_at < MARK_REPEAT_S:
+            return
         if self.n > 1:
-            value = encode_tallies(q, through, tallies)
-            for r in range(self.n):
-                if r != q:
-                    await self.flows_topic.send(key=tally_key(q), value=value, partition=r)
+            for value in encode_tallies(q, through, unsent):
+                for r in range(self.n):
+                    if r != q:
+                        await self.flows_topic.send(key=tally_key(q), value=value, partition=r)
+        unsent.clear()
+        self.announced[q] = (max(through, last), now)
 
     async def repeat_marks(self) -> None:
         """Re-announce every held flows partition's tally mark (see _announce; its own timer,

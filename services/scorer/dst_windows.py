@@ -193,8 +193,9 @@ class DstPartition:
     # --- settling -----------------------------------------------------------------------------
     def peer(self, q: int, upto: int, tallies: dict[int, dict]) -> None:
         """Stage 2 partition `q` (this one included) has closed every window up to `upto`;
-        `tallies`: window start -> its probe tally there (evidence.probe_tally; a window
-        without candidate probes may be left out). Tallies of settled windows are dropped."""
+        `tallies`: window start -> its probe tally there, or a part of it (evidence.probe_tally;
+        parts of one window hold disjoint sources and are joined; a window without candidate
+        probes may be left out). Tallies of windows already settled here are dropped."""
         if not 0 <= q < self.num_sources:
             return
         now = self.clock()
@@ -204,45 +205,66 @@ class DstPartition:
         self.peers_heard[q] = now
         for ws, tally in tallies.items():
             if ws > self.settled_upto:
-                self.tallies.setdefault(ws, {})[q] = tally
+                self.tallies.setdefault(ws, {}).setdefault(q, {}).update(tally)
                 self.tallied_at.setdefault(ws, now)
 
     def settle(self) -> list[ClosedWindow]:
-        """The closed windows now settled, oldest first, their evidence's `held` set from the
-        tallies of every partition (module docstring). A window settles once every live
-        partition (one heard from within max_wait_s of the newest) is past it, or once it has
-        waited max_wait_s itself (a live partition that stopped closing must not stop
-        decisions). A partition counts as having reported a window when its tally of it came,
-        or when it was past the window having been heard before it got there (a partition
-        created since, by a restore, cannot tell an empty tally from one sent before it
-        listened); the tallies of the others missing raise the horizon share's floor
-        (hold_tallied's at_least_share: reported partitions / all)."""
+        """The closed windows ready to score, oldest first, their evidence's `held` set
+        (module docstring). A window without candidate probes here (no tally) needs nothing
+        from the others and goes at once. Any other settles once every live partition (one
+        heard from within max_wait_s of the newest) is past it, or once it or a tally of its
+        window has waited max_wait_s (a live partition that stopped closing must not stop
+        decisions). A partition counts as having told when its tally of the window came, or
+        when it was past the window having been heard before it got there (a partition created
+        since, by a restore, cannot tell an empty tally from one sent before it listened).
+        Settled without every partition's tally, or closed here after the window was settled
+        from the others' tallies, a window's candidate sources are held to probe_other 0: no
+        probe evidence from a partial view (a monitor's dead targets would read as a sweep's;
+        the next complete window decides)."""
         now = self.clock()
+        out = []
+        for ws in sorted(self.pending):
+            w = self.pending[ws]
+            if not w.evidence.tally or ws <= self.settled_upto:
+                del self.pending[ws]
+                if w.evidence.tally:  # its own targets still count over the horizon
+                    w.evidence.held = self._hold(w, w.evidence.tally, complete=False)
+                out.append(w)
         done = _live_min(self.peers_upto, self.peers_heard, self.max_wait_s)
         done = -1 if done is None else done
         waited = [ws for ws, w in self.pending.items() if now - w.closed_at >= self.max_wait_s]
         waited += [ws for ws, t in self.tallied_at.items() if now - t >= self.max_wait_s]
         forced = max(waited, default=-1)
-        out = []
         for ws in sorted(set(self.pending) | set(self.tallies)):
             if ws > done and ws > forced:
                 break
             got = self.tallies.pop(ws, {})
             self.tallied_at.pop(ws, None)
-            reported = sum(q == self.partition or q in got or
+            merged = merge_tallies(got[q] for q in sorted(got))
+            w = self.pending.pop(ws, None)
+            if w is None:  # no candidates here; the others' probe fates count over the horizon
+                self.fates.add(ws, {s: c[2] for s, c in merged.items()})
+            else:
+                told = sum(q == self.partition or q in got or
                            (up >= ws and first is not None and first < ws)
                            for q, (up, first) in enumerate(zip(self.peers_upto, self.peers_first)))
-            share = 0.0 if reported >= self.num_sources else reported / self.num_sources
-            w = self.pending.pop(ws, None)
-            merged = merge_tallies(got[q] for q in sorted(got))
-            if w is None:  # no flows here; the others' probe fates still count over the horizon
-                hold_tallied(merged, {}, {}, self.fates, ws)
-            else:
-                w.evidence.held = hold_tallied(merged, w.groups, w.evidence.src, self.fates, ws,
-                                               share)
+                w.evidence.held = self._hold(w, merged, told >= self.num_sources)
                 out.append(w)
             self.settled_upto = max(self.settled_upto, ws)
+        out.sort(key=lambda w: w.window_ns)
         return out
+
+    def _hold(self, w: ClosedWindow, tally: dict, complete: bool) -> dict[str, float]:
+        """Window `w`'s held probe_other from `tally` (merged over the partitions that told)."""
+        if complete:
+            return hold_tallied(tally, w.groups, w.evidence.src, self.fates, w.window_ns)
+        self.fates.add(w.window_ns, {s: c[2] for s, c in tally.items()})
+        return {s: 0.0 for s in w.groups if w.evidence.src.get(s, _NO_SRC)[_PROBE_OTHER] > 0}
+
+    def decided_upto(self) -> int:
+        """The newest window start W such that every window up to W closed here has been
+        settled (what the table's marker records: later ones are closed again on restore)."""
+        return min(self.closed_upto, min(self.pending) - 1) if self.pending else self.closed_upto
 
 
 def _live_min(upto: list[int], heard: list[float], max_wait_s: float) -> int | None:
@@ -267,6 +289,8 @@ class _Flows:
 
 
 _NO_HASH = np.zeros(0, dtype=np.uint64)
+_PROBE_OTHER = SRC_MEASURES.index("probe_other")
+_NO_SRC = [0.0] * len(SRC_MEASURES)
 _OWN = OWN_AT - SRC_AT  # where a feature row's own evidence measures start
 
 

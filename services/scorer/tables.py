@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import reprlib
 
+from itertools import islice
+
 import msgpack
 
 from services.common.errors import DecodeError
@@ -111,11 +113,30 @@ def is_tally(key: bytes | None) -> bool:
     return bool(key) and key.startswith(TALLY_PREFIX)
 
 
-def encode_tallies(q: int, through: int, tallies: dict[int, dict[str, list]]) -> bytes:
-    """A tally mark (module docstring) of stage 2 partition `q`."""
-    return msgpack.packb([q, through, [
-        [ws, [[s, n, quiet, [[d, proto, dport, u] for (d, proto, dport), u in t.items()]]
-              for s, (n, quiet, t) in tally.items()]] for ws, tally in tallies.items()]])
+# Targets per tally mark: a sweep's window can hold every address of a /16 (16 bytes each on
+# the wire); the producer refuses records over 1,000,000 bytes (faust's default).
+TALLY_TARGETS = 16384
+
+
+def encode_tallies(q: int, through: int, tallies: dict[int, dict[str, list]],
+                   max_targets: int = TALLY_TARGETS) -> list[bytes]:
+    """The tally marks (module docstring) of stage 2 partition `q`: one, or more when the
+    tallies hold more than `max_targets` targets (each mark holds whole sources; a source's
+    targets past `max_targets` are left out, its counts kept: no LAN monitor has that many
+    in one window of one partition, and a sweep's share is the same without them)."""
+    marks, part, size = [], {}, 0
+    for ws, tally in tallies.items():
+        for s, (n, quiet, t) in tally.items():
+            entry = [s, n, quiet, [[d, proto, dport, u] for (d, proto, dport), u
+                                   in islice(t.items(), max_targets)]]
+            if part and size + len(entry[3]) > max_targets:
+                marks.append(part)
+                part, size = {}, 0
+            part.setdefault(ws, []).append(entry)
+            size += len(entry[3]) or 1
+    if part or not marks:
+        marks.append(part)
+    return [msgpack.packb([q, through, [[ws, e] for ws, e in m.items()]]) for m in marks]
 
 
 def decode_tallies(value: bytes) -> tuple[int, int, dict[int, dict[str, list]]]:

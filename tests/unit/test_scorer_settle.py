@@ -31,9 +31,14 @@ def partition(n=3, q=0, wait=12.0):
     return part, clock
 
 
+PROBES = {S: [1, 1, {("10.0.1.1", 1, 0): True}]}  # a candidate's probe: the window waits
+
+
 def closed(part, ws, src=None, tally=None, groups=None):
-    """A window closed at `part` with the given source measures and probe tally."""
-    ev = WindowEvidence({}, src or {}, {}, tally=tally or {})
+    """A window closed at `part` with the given source measures and probe tally (default: a
+    candidate source's one probe)."""
+    tally = PROBES if tally is None else tally
+    ev = WindowEvidence({}, src or {}, {}, tally=tally)
     w = ClosedWindow(ws, ws + W, part.partition, [], {}, {},
                      np.empty((0, len(FEATURE_NAMES))), [], ev, part.memory,
                      groups=groups or {})
@@ -91,9 +96,9 @@ def test_probe_other_is_held_to_the_share_over_every_partitions_tally():
     assert w.evidence.src_for_decision(S)[2] == 2.0
 
 
-def test_missing_tallies_raise_the_floor_of_the_share():
+def test_a_window_settled_without_every_tally_holds_no_probe_evidence():
     """Settled without the other partition's tally (it stopped closing), the 2 dead targets
-    count over at least group * 1/2 targets, not over 2."""
+    here could be a monitor's 2 of 20 or a sweep's: probe_other is held to 0 for decisions."""
     part, clock = partition(n=2, wait=1.0)
     dead = {(f"10.0.1.{i}", 1, 0): True for i in range(2)}
     closed(part, T, src={S: [0, 0, 20.0, 0, 2]}, tally={S: [2, 2, dead]}, groups={S: 20})
@@ -102,7 +107,7 @@ def test_missing_tallies_raise_the_floor_of_the_share():
     clock.t += 1.0
     part.peer(1, T - W, {})
     [w] = part.settle()
-    assert w.evidence.held == {S: 20 * 2 / 10}
+    assert w.evidence.held == {S: 0.0} and part.fates.unanswered_share(S) == 1.0
 
 
 def test_tallies_of_windows_without_flows_here_count_over_the_horizon():
@@ -119,9 +124,25 @@ def test_tallies_of_windows_without_flows_here_count_over_the_horizon():
     assert w.evidence.held == {S: 4 * 1 / 4}  # 1 of the 4 distinct targets unanswered
 
 
+def test_a_window_without_candidate_probes_here_does_not_wait_for_the_others():
+    """Nothing of it depends on the others' tallies (a SYN flood's window, say): it goes at
+    once, and a later window with a tally still waits; the marker stays below it."""
+    part, _ = partition()
+    closed(part, T, tally={})
+    closed(part, T + W)
+    closed(part, T + 2 * W, tally={})
+    assert [w.window_ns for w in part.settle()] == [T, T + 2 * W]
+    part.closed_upto = T + 2 * W
+    assert part.decided_upto() == T + W - 1
+    for q in range(3):
+        part.peer(q, T + 2 * W, {})
+    assert [w.window_ns for w in part.settle()] == [T + W] and part.decided_upto() == T + 2 * W
+
+
 def test_tally_marks_round_trip_and_bad_ones_are_refused():
     tallies = {T: {S: [3, 1, {("10.0.1.1", 17, 161): True, ("2001:db8::1", 58, 0): False}]}}
-    assert decode_tallies(encode_tallies(4, T, tallies)) == (4, T, tallies)
+    [mark] = encode_tallies(4, T, tallies)
+    assert decode_tallies(mark) == (4, T, tallies)
     assert is_tally(tally_key(4)) and not is_tally(b"mark/4")
     bad = [b"\xc1", msgpack.packb([1, T]), msgpack.packb([-1, T, []]),
            msgpack.packb([1, T, [[T, [[S, 1, 2, []]]]]]),         # more unanswered than probes
@@ -164,18 +185,18 @@ def test_the_collect_stage_tells_every_other_partition_and_dead_letters_bad_mark
     marks = [(k, q) for k, q, _ in collect.sent if is_tally(k)]
     assert sorted(q for _, q in marks) == [q for q in range(n) if q != 1]
     assert {k for k, _ in marks} == {tally_key(1)} and part.peers_upto[1] == now
-    asyncio.run(collect.on_chunk(1, 7, tally_key(2), encode_tallies(2, now, {})))
+    asyncio.run(collect.on_chunk(1, 7, tally_key(2), encode_tallies(2, now, {})[0]))
     assert part.peers_upto[2] == now
-    for bad in (b"\xc1 not msgpack", encode_tallies(2, now + 3600 * W, {})):
+    for bad in (b"\xc1 not msgpack", encode_tallies(2, now + 3600 * W, {})[0]):
         asyncio.run(collect.on_chunk(1, 8, tally_key(2), bad))
     assert len(collect.dead_sent) == 2 and part.peers_upto[2] == now
 
 
-@pytest.mark.parametrize("heard_before, held", [(True, 20 * 2 / 2), (False, 20 * 2 / 10)])
+@pytest.mark.parametrize("heard_before, held", [(True, 20 * 2 / 2), (False, 0.0)])
 def test_a_restored_partition_cannot_tell_an_empty_tally_from_a_missed_one(heard_before, held):
     """Partition 1 sent no tally of T (nothing of the source there). Heard below T before, that
     means none; first heard already past T (this partition restored meanwhile), its tally may
-    have been sent before this one listened: the floor applies."""
+    have been sent before this one listened: no probe evidence from that window."""
     part, _ = partition(n=2)
     dead = {(f"10.0.1.{i}", 1, 0): True for i in range(2)}
     closed(part, T, src={S: [0, 0, 20.0, 0, 2]}, tally={S: [2, 2, dead]}, groups={S: 20})

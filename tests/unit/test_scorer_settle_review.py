@@ -19,7 +19,8 @@ from services.offline.replay import Pipeline, replay
 from services.records.packet import PROTO_ICMP, PROTO_UDP, Packet
 from services.scorer.dst_windows import ClosedWindow, DstPartition
 from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
-from services.scorer.tables import decode_mark, decode_tallies, encode_tallies, is_tally
+from services.scorer.tables import (TALLY_TARGETS, decode_mark, decode_tallies, encode_tallies,
+                                    is_tally)
 from tests.support import synthetic_traffic as G
 from tests.support.scorer_app import scorer_without_broker
 from tests.support.scorer_stages import Clock, run_stages, run_stages_restoring
@@ -154,10 +155,6 @@ def _closed(part: DstPartition, ws: int, src, tally, groups) -> ClosedWindow:
                                       groups=groups))
 
 
-@pytest.mark.xfail(strict=True, reason="a window settled here (another partition's tally "
-                   "waited max_wait_s) before this partition closed it is later scored with "
-                   "NOTHING held: its own and the others' tallies are dropped as 'settled', and "
-                   "not even the missing-tallies floor applies")
 def test_a_window_closed_here_after_it_was_settled_by_a_peers_tally_is_still_held():
     clock = Clock()
     part = DstPartition(0, W, 2, 12.0, clock)
@@ -170,9 +167,11 @@ def test_a_window_closed_here_after_it_was_settled_by_a_peers_tally_is_still_hel
     _closed(part, T, {S: [0, 0, 20.0, 0, 2]}, {S: [2, 2, DEAD]}, {S: 20})
     part.peer(0, T, {T: {S: [2, 2, DEAD]}})
     [w] = part.settle()
-    # the merged share is 2 / 20 (2.0); with the floor alone it would be 20 * 2 / 10 (4.0);
-    # it is 20.0: two dead targets read as the whole group unanswered (the pre-change bug)
-    assert w.evidence.src_for_decision(S)[AT] <= 4.0
+    # the others' tallies went into the fates before it closed here: a partial view, held to
+    # 0 (before: 20.0, two dead targets read as the whole group unanswered); its own targets
+    # still count over the horizon
+    assert w.evidence.src_for_decision(S)[AT] == 0.0
+    assert part.fates.unanswered_share(S) == 2 / 20
 
 
 @pytest.fixture
@@ -195,9 +194,6 @@ def collect(monkeypatch):
     return sc.collect
 
 
-@pytest.mark.xfail(strict=True, reason="a tally mark lost to a send error is never sent "
-                   "again: the next marks say `through` past the window with no tally, which "
-                   "the others read as 'nothing of the source here' and settle without the floor")
 def test_a_tally_mark_that_failed_to_send_is_sent_again(collect):
     n, now = collect.n, time.time_ns() // W * W - 5 * W
     part = collect.partition(1)
@@ -217,31 +213,32 @@ def test_a_tally_mark_that_failed_to_send_is_sent_again(collect):
     missed = [q for q in range(n) if q not in told and q != 1]
     assert missed
     collect.sent.clear()
-    collect.announced[1] = (collect.announced[1][0], 0.0)   # the repeat timer is due
     asyncio.run(collect.repeat_marks())
     got = {q: decode_tallies(v) for k, q, v in collect.sent if is_tally(k)}
     for q in missed:
         assert now in got[q][2] or got[q][1] < now   # the lost tally, or no `through` past it
 
 
-@pytest.mark.xfail(strict=True, reason="a tally mark is one record with every candidate "
-                   "target of the window (~16 bytes each), never split as flow chunks are "
-                   "(windows.CHUNK_FLOWS): past ~60,000 targets it exceeds the producer's "
-                   "1,000,000-byte max request (faust default, not raised by the app), the send "
-                   "fails and, with the case above, the tally is lost")
 def test_a_fast_sweeps_tally_mark_fits_one_kafka_request():
     """A scanner sweeping 130,000 addresses/s over 2 partitions: 65,000 unanswered
     targets in each partition's window."""
     targets = {(f"10.20.{i // 256}.{i % 256}", PROTO_UDP, 161): True for i in range(65_000)}
-    value = encode_tallies(0, T, {T: {"203.0.113.88": [len(targets), len(targets), targets]}})
-    assert len(value) <= 1_000_000
+    tally = {"203.0.113.88": [len(targets), len(targets), targets]}
+    tally.update({f"198.51.100.{i}": [2, 2, {(f"10.30.{i}.{j}", PROTO_UDP, 53): True
+                                              for j in range(2)}] for i in range(200)})
+    values = encode_tallies(0, T, {T: tally})
+    assert len(values) > 1 and all(len(v) <= 1_000_000 for v in values)
+    got = {}
+    for v in values:
+        q, through, parts = decode_tallies(v)
+        assert (q, through) == (0, T)
+        for s, c in parts[T].items():
+            assert s not in got  # a source is never split over two marks
+            got[s] = c
+    assert set(got) == set(tally) and got["203.0.113.88"][:2] == [65_000, 65_000]
+    assert len(got["203.0.113.88"][2]) == TALLY_TARGETS  # its targets past that left out
 
 
-@pytest.mark.xfail(strict=True, reason="a window re-closed by a partition's next owner after "
-                   "the old owner had read (and committed) the others' tally marks of it settles "
-                   "with its own tally alone and the floor group x 1/8: the pre-change partition-"
-                   "local share, and a ping monitor with 3 of 30 hosts down gets a source rule "
-                   "in each such window (at partition 3 of 8; measured: windows 23 and 24)")
 def test_a_monitor_gets_no_rule_when_a_partition_is_restored_with_windows_waiting(detector):
     pk = G.ping_monitor(T0, 25, down=3)
     assert not any(w.suggestions for w in replay(pk, detector).windows)
