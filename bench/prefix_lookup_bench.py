@@ -111,15 +111,21 @@ int hash4(struct xdp_md *ctx) {
     }
     return XDP_PASS;
 }
-int bitmap4(struct xdp_md *ctx) {
-    u32 s, zero = 0;
-    if (src(ctx, &s)) return XDP_PASS;
+// the source and the lengths in use, 0 unless the filter slot of the source's /16 is empty
+static __always_inline int filtered(struct xdp_md *ctx, u32 *s, u32 *m) {
+    u32 zero = 0;
+    if (src(ctx, s)) return -1;
     u32 *lens = lens4.lookup(&zero);
-    if (!lens) return XDP_PASS;
-    u32 slot = bpf_ntohl(s) >> 16;
+    if (!lens) return -1;
+    u32 slot = bpf_ntohl(*s) >> 16;
     u32 *f = filter16.lookup(&slot);
-    if (!f || !*f) return XDP_PASS;
-    u32 m = *lens;
+    if (!f || !*f) return -1;
+    *m = *lens;
+    return 0;
+}
+int bitmap4(struct xdp_md *ctx) {
+    u32 s, m;
+    if (filtered(ctx, &s, &m)) return XDP_PASS;
     struct k4 k = {};
 #pragma clang loop unroll(disable)
     for (int i = 0; i < 32 && m; i++) {
@@ -138,14 +144,8 @@ int bitmap4(struct xdp_md *ctx) {
     return XDP_PASS;
 }
 int unroll4(struct xdp_md *ctx) {
-    u32 s, zero = 0;
-    if (src(ctx, &s)) return XDP_PASS;
-    u32 *lens = lens4.lookup(&zero);
-    if (!lens) return XDP_PASS;
-    u32 slot = bpf_ntohl(s) >> 16;
-    u32 *f = filter16.lookup(&slot);
-    if (!f || !*f) return XDP_PASS;
-    u32 m = *lens;
+    u32 s, m;
+    if (filtered(ctx, &s, &m)) return XDP_PASS;
     struct k4 k = {};
 #pragma unroll
     for (int n = 31; n >= 0; n--) {
