@@ -228,8 +228,8 @@ struct xg_config {
     __u32 n_exact6;
     __u32 n_host4;   /* src_host4 */
     __u32 n_host6;   /* src_host6 */
-    __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes) */
-    __u32 n_prefix6; /* src_prefix (IPv6 prefixes) */
+    __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes; the program tests plens4 instead) */
+    __u32 n_prefix6; /* src_prefix (IPv6 prefixes; the program tests plens6 instead) */
     __u32 n_limit;   /* dst_limit */
     /* source-prefix lengths in use, kept with the counts: bit n of plens4 is set while
      * src_prefix4 holds a prefix of length n (0-31), bit n % 32 of plens6[n / 32] while
