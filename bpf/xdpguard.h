@@ -6,11 +6,11 @@
  * user space in services/dataplane/maps.py (checked against the loaded program by the same test).
  *
  * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
- * kind serves both families (an IPv4 /n prefix is an LPM prefix of 96 + n); the exceptions are
- * split by family for speed: the maps keyed by a whole address or 5-tuple (exact4/exact6, the
- * host rules (/32, /128) in src_host4/src_host6) and the source-prefix tries (IPv4 prefixes in
- * src_prefix4 keyed by 4 bytes, IPv6 ones in src_prefix; src_stats is keyed by the 16-byte form
- * of both).
+ * kind serves both families; the exceptions are split by family for speed: the maps keyed by a
+ * whole address or 5-tuple (exact4/exact6, the host rules (/32, /128) in src_host4/src_host6)
+ * and the shorter source prefixes (IPv4 ones in src_prefix4 keyed by a length and 4 bytes, IPv6
+ * ones in src_prefix keyed by a length and 16: hashes looked up once per length in use, see
+ * xg_config.plens4).
  * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
  * (bpf_ktime_get_ns); 0 means "never expires". Padding is explicit so C and ctypes agree.
  */
@@ -25,9 +25,9 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444735u /* "XDG5": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444736u /* "XDG6": bump when any struct, map or parse rule changes */
 
-/* rule actions (xg_rule.action, xg_prefix.action) */
+/* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
 #define XG_ACT_PASS 2
 #define XG_ACT_LIMIT 3
@@ -49,7 +49,7 @@ typedef uint64_t __u64;
 #define XG_EXACT_MAX 262144 /* entries of exact4 and of exact6 */
 #endif
 #ifndef XG_PREFIX_MAX
-#define XG_PREFIX_MAX 65536 /* src_prefix4, src_prefix, src_stats, src_host4 and src_host6 */
+#define XG_PREFIX_MAX 65536 /* src_prefix4, src_prefix, src_host4 and src_host6 */
 #endif
 #ifndef XG_ALLOW_MAX
 #define XG_ALLOW_MAX 16384 /* allow */
@@ -70,6 +70,17 @@ typedef uint64_t __u64;
 #define XG_FILTER_BITS 20
 #define XG_FILTER_SLOTS (1 << XG_FILTER_BITS)
 #define XG_FILTER_MULT 0x9E3779B1u /* Knuth's multiplicative hash (2^32 / golden ratio) */
+
+/* source-prefix skip filter (map "src_pfx_filter"): XG_FILTER_SLOTS counts, slot i = how many
+ * prefix rules (src_prefix4 + src_prefix) of at least XG_PFX4_FILTER_LEN (IPv4) or
+ * XG_PFX6_FILTER_LEN (IPv6) bits have their first that many bits in a word hashing to i: the
+ * IPv4 network address masked to /16, or an IPv6 one's first 32 bits, times XG_FILTER_MULT,
+ * top XG_FILTER_BITS bits (the word as loaded on this machine). A packet whose source's slot
+ * is 0 skips the per-length lookups, unless a prefix shorter than the filter's length is in use
+ * (the config's length bitmaps say so): then every source is looked up. Raised before a rule is
+ * written, lowered after one is deleted. */
+#define XG_PFX4_FILTER_LEN 16
+#define XG_PFX6_FILTER_LEN 32
 
 struct xg_filter_slot {
     __u32 exact; /* exact4 + exact6 rules */
@@ -102,9 +113,10 @@ struct xg_addr4 {
     __u8 b[4];
 };
 
-/* exact and host rule value (maps exact4, exact6, src_host4, src_host6); the maps are per-CPU,
- * so packets/bytes are per-CPU counters (a host rule drops all it counts or none: its dropped
- * count is packets when its action is drop) */
+/* exact, host and source-prefix rule value (maps exact4, exact6, src_host4, src_host6,
+ * src_prefix4, src_prefix); the maps are per-CPU, so packets/bytes are per-CPU counters (a
+ * source rule drops all it counts or none: its dropped count is packets when its action is
+ * drop) */
 struct xg_rule {
     __u64 expires_ns; /* monotonic, 0 = never */
     __u64 created_ns; /* Unix epoch, informational */
@@ -115,31 +127,18 @@ struct xg_rule {
     __u8 pad[6];
 };
 
-/* LPM key for "allow" and "src_prefix" (prefixlen counts bits of the 16-byte address; hosts,
- * /32 and /128, are not in src_prefix but in src_host4/src_host6) */
+/* LPM key of "allow" (prefixlen counts bits of the 16-byte address), and key of "src_prefix":
+ * an IPv6 prefix shorter than /128, prefixlen 0-127 and the address masked to it */
 struct xg_lpm_key {
     __u32 prefixlen;
     __u8 addr[16];
 };
 
-/* LPM key of "src_prefix4": an IPv4 prefix shorter than /32 (prefixlen 0-31, the address's
- * 4 bytes as in the header); a trie walk over 4-byte keys costs about a quarter less than over
- * the 16-byte v4-mapped ones (docs/benchmarks.md) */
+/* key of "src_prefix4": an IPv4 prefix shorter than /32, prefixlen 0-31 and the network address
+ * (masked to it) as in the header */
 struct xg_lpm4_key {
     __u32 prefixlen;
     __u8 addr[4];
-};
-
-/* source-prefix rule value (maps "src_prefix4" and "src_prefix"; counters in per-CPU
- * "src_stats") */
-struct xg_prefix {
-    __u64 expires_ns;
-    __u64 created_ns;
-    __u32 prefixlen; /* the rule's length as a 16-byte LPM prefix (IPv4: 96 + n): the kernel
-                      * masks the 16-byte source to it to find src_stats */
-    __u8 action;
-    __u8 origin;
-    __u8 pad[2];
 };
 
 /* allowlist value (map "allow") */
@@ -181,7 +180,7 @@ struct xg_limit_dst {
     __u8 pad[3];
 };
 
-/* per-CPU counters of one prefix or limit rule ("src_stats", "limit_stats") */
+/* per-CPU counters of one limit rule ("limit_stats") */
 struct xg_counter {
     __u64 packets;
     __u64 bytes;
@@ -229,9 +228,19 @@ struct xg_config {
     __u32 n_exact6;
     __u32 n_host4;   /* src_host4 */
     __u32 n_host6;   /* src_host6 */
-    __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes) */
-    __u32 n_prefix6; /* src_prefix (IPv6 prefixes) */
+    __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes; the program tests plens4 instead) */
+    __u32 n_prefix6; /* src_prefix (IPv6 prefixes; the program tests plens6 instead) */
     __u32 n_limit;   /* dst_limit */
+    /* source-prefix lengths in use, kept with the counts: bit n of plens4 is set while
+     * src_prefix4 holds a prefix of length n (0-31), bit n % 32 of plens6[n / 32] while
+     * src_prefix holds one of length n (0-127); n_len4 / n_len6 count the rules of each length
+     * (user space's bookkeeping: the program reads only the bitmaps). The program looks a source
+     * up once per set bit, longest first. */
+    __u32 plens4;
+    __u32 plens6[4];
+    __u32 pad2[3];
+    __u32 n_len4[32];
+    __u32 n_len6[128];
 };
 
 /* xg_event.flags */

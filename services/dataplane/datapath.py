@@ -7,10 +7,12 @@ Rules go in and out as services.records.rules.Rule; expiry is converted between 
 (rules) and kernel monotonic ns (maps).
 
 Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
-count is 0), and every exact or host rule's source a slot in `src_filter` (a packet whose source's
-slot is 0 skips the exact and host lookups); the methods here keep both, raising them before an
-entry is written and lowering them after one is deleted, so neither is ever below the truth
-(`recount()` rebuilds them from the maps).
+count is 0), every exact or host rule's source a slot in `src_filter` (a packet whose source's
+slot is 0 skips the exact and host lookups), every shorter source prefix its length in the
+config's per-length counts and bitmaps (plens4/plens6: the program looks up one hash per length
+in use) and, if at least /16 (IPv4) or /32 (IPv6), a slot in `src_pfx_filter`; the methods here
+keep all of them, raising them before an entry is written and lowering them after one is
+deleted, so none is ever below the truth (`recount()` rebuilds them from the maps).
 
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
@@ -34,12 +36,12 @@ from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
-from .entries import (ACTION, ORIGIN, RuleStats, flow_key, host_addr, is_host, lpm16,
+from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key, host_addr,
                       limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
-                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, LpmKey, PrefixVal, RuleVal,
-                      Stats, filter_slot, lpm_key, lpm_text)
+                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal,
+                      Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
 
@@ -174,10 +176,14 @@ class Datapath:
         cfg.sample_rate = n
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
-    def _count(self, field: str, delta: int) -> None:
-        """Add `delta` to the config map's rule count `field` (callers hold the lock)."""
+    def _count(self, field: str, delta: int, prefix: Lpm4Key | LpmKey | None = None) -> None:
+        """Add `delta` to the config map's rule count `field`, and for a source `prefix` (its
+        src_prefix4 / src_prefix key) to its length's count and bit, in one write (callers hold
+        the lock)."""
         cfg = self._config()
         setattr(cfg, field, max(0, getattr(cfg, field) + delta))
+        if prefix is not None:
+            count_length(cfg, isinstance(prefix, Lpm4Key), prefix.prefixlen, delta)
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
     def _slot(self, src: tuple[str, str] | None, delta: int) -> None:
@@ -190,30 +196,44 @@ class Datapath:
         setattr(slot, src[1], max(0, getattr(slot, src[1]) + delta))
         bpfsys.update(fd, key, slot)
 
+    def _pfx_slot(self, cidr: str | None, delta: int) -> None:
+        """Add `delta` to the src_pfx_filter slot of a source prefix shorter than a host (none
+        for a prefix shorter than the filter's length, or `cidr` None)."""
+        s = None if cidr is None else pfx_filter_slot(cidr)
+        if s is None:
+            return
+        fd, key, n = self._maps["src_pfx_filter"].fd, ctypes.c_uint32(s), ctypes.c_uint32()
+        bpfsys.lookup(fd, key, n)
+        bpfsys.update(fd, key, ctypes.c_uint32(max(0, n.value + delta)))
+
+    def _books(self, field: str, src: tuple[str, str] | None, prefix: tuple[str, object] | None,
+               delta: int) -> None:
+        """Every count a rule entry is in: config's `field`, the src_filter slot of `src`, and
+        for a shorter source prefix ((cidr, key) in `prefix`) its length and src_pfx_filter slot."""
+        self._count(field, delta, prefix and prefix[1])
+        self._slot(src, delta)
+        self._pfx_slot(prefix and prefix[0], delta)
+
     def _insert(self, name: str, key, value, what: str, field: str,
-                src: tuple[str, str] | None = None) -> None:
-        """Write key -> value in a rule map, raising the rule count `field` (and, for an exact or
-        host rule, its source `src`'s filter slot) first if the key is new; a replaced entry leaves
-        them as they were. MapFull as _write."""
-        self._count(field, 1)
-        self._slot(src, 1)
+                src: tuple[str, str] | None = None, prefix: tuple[str, object] | None = None) -> None:
+        """Write key -> value in a rule map, raising its counts (_books) first if the key is
+        new; a replaced entry leaves them as they were. MapFull as _write."""
+        self._books(field, src, prefix, 1)
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
             return
         except BaseException as exc:
-            self._count(field, -1)
-            self._slot(src, -1)
+            self._books(field, src, prefix, -1)
             if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise
         self._write(name, key, value, what)
 
-    def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None) -> bool:
-        """Delete key from a rule map, then lower the rule count `field` (and the filter slot of
-        `src`) if it was there."""
+    def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None,
+                prefix: tuple[str, object] | None = None) -> bool:
+        """Delete key from a rule map, then lower its counts (_books) if it was there."""
         found = bpfsys.delete(self._maps[name].fd, key)
         if found:
-            self._count(field, -1)
-            self._slot(src, -1)
+            self._books(field, src, prefix, -1)
         return found
 
     def counts(self) -> dict[str, int]:
@@ -223,18 +243,12 @@ class Datapath:
 
     @_writes
     def recount(self) -> dict[str, int]:
-        """Set every rule count from the maps themselves (after entries were written or deleted
-        by other means than this class) and return them; raise every filter slot of a rule's
-        source to at least its true count (a slot left above it costs a lookup, never a rule;
+        """Set every rule count (and the per-length counts and bitmaps of source prefixes) from
+        the maps themselves (after entries were written or deleted by other means than this
+        class) and return the n_* counts; raise every src_filter and src_pfx_filter slot of a
+        rule to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
-        want: dict[int, FilterSlot] = {}
-        for rs in self.rules():
-            if rs.rule.scope is Scope.FLOW or is_host(rs.rule):
-                n = want.setdefault(filter_slot(rs.rule.src.split("/")[0]), FilterSlot())
-                if rs.rule.scope is Scope.FLOW:
-                    n.exact += 1
-                else:
-                    n.host += 1
+        want, want_pfx = filter_counts([rs.rule for rs in self.rules()])
         fd = self._maps["src_filter"].fd
         for s, n in want.items():
             slot = FilterSlot()
@@ -242,6 +256,12 @@ class Datapath:
             if slot.exact < n.exact or slot.host < n.host:
                 bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(max(slot.exact, n.exact),
                                                                  max(slot.host, n.host)))
+        fd = self._maps["src_pfx_filter"].fd
+        for s, n in want_pfx.items():
+            got = ctypes.c_uint32()
+            bpfsys.lookup(fd, ctypes.c_uint32(s), got)
+            if got.value < n:
+                bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(n))
         keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
                 for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix4",
                           "src_prefix", "dst_limit")}
@@ -252,6 +272,10 @@ class Datapath:
         cfg = self._config()
         for f, n in got.items():
             setattr(cfg, f, n)
+        cfg.plens4, cfg.plens6, cfg.n_len4, cfg.n_len6 = 0, type(cfg.plens6)(), type(cfg.n_len4)(), type(cfg.n_len6)()
+        for name in ("src_prefix4", "src_prefix"):
+            for k in keys[name]:
+                count_length(cfg, name == "src_prefix4", k.prefixlen, 1)
         bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
         return got
 
@@ -271,8 +295,9 @@ class Datapath:
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (src_host4 or src_host6, counters in the
-        value). A shorter source-prefix rule is two: its counter (src_stats), then the rule
-        (src_prefix4 for IPv4, src_prefix for IPv6). A limit rule is three or more: its counter
+        value). A shorter source-prefix rule too (src_prefix4 for IPv4, src_prefix for IPv6, by
+        length and network address, counters in the value), after its length's count and bit and
+        its src_pfx_filter slot are raised. A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
@@ -286,14 +311,10 @@ class Datapath:
                          (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            if name not in ("src_prefix4", "src_prefix"):
-                self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action],
-                                                origin), "source-host", field, (host_addr(rule), "host"))
-                return
-            skey = lpm16(key)
-            self._write("src_stats", skey, Counter(), "source-prefix counter")
-            self._insert(name, key, PrefixVal(exp, rule.created_ns, skey.prefixlen,
-                                              ACTION[rule.action], origin), "source-prefix", field)
+            host = name not in ("src_prefix4", "src_prefix")
+            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin),
+                         "source-host" if host else "source-prefix", field,
+                         (host_addr(rule), "host") if host else None, None if host else (rule.src, key))
         else:
             key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
@@ -317,11 +338,9 @@ class Datapath:
             return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            trie = name in ("src_prefix4", "src_prefix")
-            found = self._remove(name, key, field, None if trie else (host_addr(rule), "host"))
-            if trie:
-                bpfsys.delete(self._maps["src_stats"].fd, lpm16(key))
-            return found
+            host = name not in ("src_prefix4", "src_prefix")
+            return self._remove(name, key, field, (host_addr(rule), "host") if host else None,
+                                None if host else (rule.src, key))
         key = limit_key(rule)
         found = self._remove("dst_limit", key, "n_limit")
         bpfsys.delete(self._maps["limit_stats"].fd, key)

@@ -1,7 +1,8 @@
 """Rules and the map entries that hold them, both ways: which map and key a Rule is written
 under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128,
-src_prefix4/src_prefix by LPM key, dst_limit by destination key), its action and origin codes, the monotonic/epoch
-clock conversion of expiry, and the Rules (with their counters) read back from the maps.
+src_prefix4/src_prefix by (length, masked address), dst_limit by destination key), its action and
+origin codes, the monotonic/epoch clock conversion of expiry, the config's per-length bookkeeping of
+source prefixes, and the Rules (with their counters) read back from the maps.
 
 Pure apart from the two callables `read_rules` is given (a map's keys, an entry's value), so
 Datapath (services/dataplane/datapath.py) drives it over the pinned maps.
@@ -18,8 +19,8 @@ from typing import Callable
 from services.records.rules import Action, Origin, Rule, Scope
 
 from .structs import (XG_ACT_DROP, XG_ACT_PASS, XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key,
-                      AddrKey, Counter, Flow4Key, Flow6Key, LimitKey, Lpm4Key, LpmKey, addr_bytes, addr_text,
-                      lpm_key, lpm_text)
+                      AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Key, LimitKey, Lpm4Key, LpmKey,
+                      addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
 ORIGIN_BACK = {v: k for k, v in ORIGIN.items()}
@@ -76,9 +77,9 @@ def flow_key(rule: Rule):
 
 def prefix_slot(rule: Rule) -> tuple[str, LpmKey | Lpm4Key | Addr4Key | AddrKey, str]:
     """(map, key, config count field) of a source-prefix rule: a host (/32, /128) is keyed by its
-    address alone in src_host4 or src_host6, a shorter prefix sits in src_prefix4 (IPv4, 4-byte
-    LPM key) or src_prefix (IPv6). Its src_stats key is lpm16(key). ValueError if the prefix is
-    none the maps can hold (structs.lpm_key)."""
+    address alone in src_host4 or src_host6, a shorter prefix by its length and network address
+    in src_prefix4 (IPv4, 4 bytes, length 0-31) or src_prefix (IPv6, 16 bytes, length 0-127).
+    ValueError if the prefix is none the maps can hold (structs.lpm_key)."""
     key = lpm_key(rule.src)
     v4 = is_v4_prefix(key)
     if key.prefixlen == 128:
@@ -90,12 +91,37 @@ def prefix_slot(rule: Rule) -> tuple[str, LpmKey | Lpm4Key | Addr4Key | AddrKey,
     return "src_prefix", key, "n_prefix6"
 
 
-def lpm16(key: LpmKey | Lpm4Key) -> LpmKey:
-    """The 16-byte LPM key of a source prefix (src_stats' key, and the prefixlen its xg_prefix
-    value holds): an IPv4 one v4-mapped, length 96 + n."""
-    if isinstance(key, LpmKey):
-        return key
-    return LpmKey(96 + key.prefixlen, Addr16(*(b"\0" * 10 + b"\xff\xff" + bytes(key.addr))))
+def count_length(cfg: Config, v4: bool, plen: int, delta: int) -> None:
+    """Add `delta` to cfg's rule count of source prefixes of length `plen` (IPv4 0-31 in n_len4,
+    IPv6 0-127 in n_len6; never below 0) and keep the length's bit in plens4 / plens6 set
+    exactly while that count is above 0 (the program looks up one hash per set bit)."""
+    counts = cfg.n_len4 if v4 else cfg.n_len6
+    counts[plen] = max(0, counts[plen] + delta)
+    bit, word = 1 << plen % 32, plen // 32
+    bits = cfg.plens4 if v4 else cfg.plens6[word]
+    bits = bits | bit if counts[plen] else bits & ~bit
+    if v4:
+        cfg.plens4 = bits
+    else:
+        cfg.plens6[word] = bits
+
+
+def filter_counts(rules: list[Rule]) -> tuple[dict[int, FilterSlot], dict[int, int]]:
+    """What the two skip filters should hold for `rules`: {src_filter slot: (exact, host) rule
+    counts} and {src_pfx_filter slot: shorter source-prefix rules} (a prefix shorter than the
+    prefix filter's length has no slot)."""
+    want: dict[int, FilterSlot] = {}
+    want_pfx: dict[int, int] = {}
+    for rule in rules:
+        if rule.scope is Scope.FLOW or is_host(rule):
+            n = want.setdefault(filter_slot(rule.src.split("/")[0]), FilterSlot())
+            if rule.scope is Scope.FLOW:
+                n.exact += 1
+            else:
+                n.host += 1
+        elif rule.scope is Scope.SRC_PREFIX and (s := pfx_filter_slot(rule.src)) is not None:
+            want_pfx[s] = want_pfx.get(s, 0) + 1
+    return want, want_pfx
 
 
 def limit_key(rule: Rule) -> LimitKey:
@@ -133,6 +159,8 @@ _SELF_COUNTED = {
                                         sport=k.sport, dport=k.dport, proto=k.proto)),
     "src_host4": (Addr4Key, lambda k: dict(scope=Scope.SRC_PREFIX, src=_v4(k.b) + "/32")),
     "src_host6": (AddrKey, lambda k: dict(scope=Scope.SRC_PREFIX, src=addr_text(k.b) + "/128")),
+    "src_prefix4": (Lpm4Key, lambda k: dict(scope=Scope.SRC_PREFIX, src=f"{_v4(k.addr)}/{k.prefixlen}")),
+    "src_prefix": (LpmKey, lambda k: dict(scope=Scope.SRC_PREFIX, src=lpm_text(k))),
 }
 
 
@@ -147,16 +175,8 @@ def read_rules(keys: Callable[[str, type], list], read: Callable[[str, object], 
             v = read(name, key)
             rule = v and entry_rule(name, key, action=ACTION_BACK.get(v.action, Action.DROP),
                                     **fields(key), **_common(v))
-            if rule:  # a host or exact rule drops all it counts or none
+            if rule:  # a source or exact rule drops all it counts or none
                 out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
-    for name, ktype in (("src_prefix4", Lpm4Key), ("src_prefix", LpmKey)):
-        for key in keys(name, ktype):
-            v = read(name, key)
-            rule = v and entry_rule(name, key, scope=Scope.SRC_PREFIX, src=lpm_text(lpm16(key)),
-                                    action=ACTION_BACK.get(v.action, Action.DROP), **_common(v))
-            if rule:
-                c = read("src_stats", lpm16(key)) or Counter()
-                out.append(RuleStats(rule, c.packets, c.bytes, c.dropped))
     for key in keys("dst_limit", LimitKey):
         v = read("dst_limit", key)
         rule = v and entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,

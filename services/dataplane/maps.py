@@ -23,7 +23,7 @@ from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF, MapInfo)
 from .structs import (XG_FILTER_SLOTS, XG_MAGIC, Addr4Key, AddrKey, AllowVal, Config, Counter,
                       FilterSlot, Flow4Key, Flow6Key, LimitDst,
-                      LimitKey, LimitVal, Lpm4Key, LpmKey, PrefixVal, RuleVal, Stats)
+                      LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal, Stats)
 
 BPF_F_NO_PREALLOC = 1  # LPM tries require it (BCC's BPF_LPM_TRIE sets it)
 
@@ -89,12 +89,12 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("allow", MAP_TYPE_LPM_TRIE, LpmKey, AllowVal, "allow_max", BPF_F_NO_PREALLOC),
     MapSpec("exact4", MAP_TYPE_PERCPU_HASH, Flow4Key, RuleVal, "exact_max"),
     MapSpec("exact6", MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max"),
-    MapSpec("src_prefix4", MAP_TYPE_LPM_TRIE, Lpm4Key, PrefixVal, "prefix_max", BPF_F_NO_PREALLOC),
-    MapSpec("src_prefix", MAP_TYPE_LPM_TRIE, LpmKey, PrefixVal, "prefix_max", BPF_F_NO_PREALLOC),
+    MapSpec("src_prefix4", MAP_TYPE_PERCPU_HASH, Lpm4Key, RuleVal, "prefix_max"),
+    MapSpec("src_prefix", MAP_TYPE_PERCPU_HASH, LpmKey, RuleVal, "prefix_max"),
     MapSpec("src_host4", MAP_TYPE_PERCPU_HASH, Addr4Key, RuleVal, "prefix_max"),
     MapSpec("src_host6", MAP_TYPE_PERCPU_HASH, AddrKey, RuleVal, "prefix_max"),
     MapSpec("src_filter", MAP_TYPE_ARRAY, ctypes.c_uint32, FilterSlot, XG_FILTER_SLOTS),
-    MapSpec("src_stats", MAP_TYPE_PERCPU_HASH, LpmKey, Counter, "prefix_max"),
+    MapSpec("src_pfx_filter", MAP_TYPE_ARRAY, ctypes.c_uint32, ctypes.c_uint32, XG_FILTER_SLOTS),
     MapSpec("dst_limit", MAP_TYPE_HASH, LimitKey, LimitVal, "limit_max"),
     MapSpec("limit_dst", MAP_TYPE_HASH, AddrKey, LimitDst, "limit_max"),
     MapSpec("limit_stats", MAP_TYPE_PERCPU_HASH, LimitKey, Counter, "limit_max"),

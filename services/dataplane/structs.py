@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444735               # "XDG5": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444736               # "XDG6": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -26,6 +26,8 @@ XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
 XG_FILTER_BITS = 20
 XG_FILTER_SLOTS = 1 << XG_FILTER_BITS
 XG_FILTER_MULT = 0x9E3779B1
+# source-prefix skip filter: how many leading bits of a prefix pick its slot (pfx_filter_slot)
+XG_PFX4_FILTER_LEN, XG_PFX6_FILTER_LEN = 16, 32
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
@@ -61,11 +63,6 @@ class LpmKey(ctypes.Structure):
 
 class Lpm4Key(ctypes.Structure):
     _fields_ = [("prefixlen", u32), ("addr", u8 * 4)]
-
-
-class PrefixVal(ctypes.Structure):
-    _fields_ = [("expires_ns", u64), ("created_ns", u64), ("prefixlen", u32),
-                ("action", u8), ("origin", u8), ("pad", u8 * 2)]
 
 
 class AllowVal(ctypes.Structure):
@@ -111,7 +108,10 @@ COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_pref
 class Config(ctypes.Structure):
     _fields_ = [("magic", u32), ("sample_rate", u32), ("exact_max", u32), ("prefix_max", u32),
                 ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
-                *[(name, u32) for name in COUNT_FIELDS]]
+                *[(name, u32) for name in COUNT_FIELDS],
+                # source-prefix lengths in use (bit n: a rule of length n) and rules per length
+                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 3),
+                ("n_len4", u32 * 32), ("n_len6", u32 * 128)]
 
 
 class Event(ctypes.Structure):
@@ -122,7 +122,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key, "xg_prefix": PrefixVal,
+    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,
@@ -139,7 +139,24 @@ def filter_slot(src: str) -> int:
     h = 0
     for i in range(0, len(packed), 4):
         h ^= int.from_bytes(packed[i:i + 4], sys.byteorder)
-    return ((h * XG_FILTER_MULT) & 0xFFFFFFFF) >> (32 - XG_FILTER_BITS)
+    return _slot(h.to_bytes(4, sys.byteorder))
+
+
+def _slot(word: bytes) -> int:
+    """The filter slot of a 4-byte word as the program loads it (this machine's byte order)."""
+    return ((int.from_bytes(word, sys.byteorder) * XG_FILTER_MULT) & 0xFFFFFFFF) >> (32 - XG_FILTER_BITS)
+
+
+def pfx_filter_slot(cidr: str) -> int | None:
+    """The src_pfx_filter slot of a source prefix (IPv4 or IPv6 text, shorter than a host), as
+    the program computes it for the sources inside it: an IPv4 network address's first
+    XG_PFX4_FILTER_LEN bits, an IPv6 one's first XG_PFX6_FILTER_LEN (its first word). None for a
+    prefix shorter than that: it has no slot (the program then looks every source up)."""
+    net = ipaddress.ip_network(canonical_network(cidr))
+    flen = XG_PFX4_FILTER_LEN if net.version == 4 else XG_PFX6_FILTER_LEN
+    if net.prefixlen < flen:
+        return None
+    return _slot(net.supernet(new_prefix=flen).network_address.packed[:4])
 
 
 def addr_bytes(text: str) -> bytes:

@@ -59,7 +59,6 @@ def clear_rules(dp: Datapath) -> None:
         dp.delete_rule(rs.rule)
     maps = dp._maps
     for name, key in (("exact4", Flow4Key), ("exact6", Flow6Key), ("src_prefix4", Lpm4Key), ("src_prefix", LpmKey),
-                      ("src_stats", LpmKey),
                       ("src_host4", Addr4Key), ("src_host6", AddrKey),
                       ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
                       ("limit_stats", LimitKey)):

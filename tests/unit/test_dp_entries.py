@@ -1,5 +1,7 @@
 """Which map and key a rule is written under (services/dataplane/entries.py), the source-filter
-slot (structs.filter_slot) and the Rules read back from map entries, without a kernel."""
+slots (structs.filter_slot, structs.pfx_filter_slot), the config's per-length bookkeeping of
+source prefixes (entries.count_length) and the Rules read back from map entries, without a
+kernel."""
 import ctypes
 
 import pytest
@@ -16,27 +18,53 @@ pytestmark = pytest.mark.unit
     ("10.0.0.0/24", "src_prefix4", "n_prefix4"), ("fd00::/48", "src_prefix", "n_prefix6"),
     ("::ffff:10.0.0.0/120", "src_prefix4", "n_prefix4"),
 ])
-def test_hosts_go_to_their_family_hash_and_shorter_prefixes_to_their_family_trie(src, name, field):
+def test_hosts_go_to_their_family_hash_and_shorter_prefixes_to_their_family_length_hash(src, name, field):
     got_name, key, got_field = entries.prefix_slot(Rule("src_prefix", "drop", src=src))
     assert (got_name, got_field) == (name, field)
     if name == "src_host4":
         assert bytes(key.b) == bytes([10, 0, 0, 1])  # the header's bytes, not v4-mapped
-    if name == "src_prefix4":  # 4-byte key, its own length; src_stats keeps the 16-byte form
+    if name == "src_prefix4":  # 4-byte key, its own length (a v4-mapped prefix is its IPv4 one)
         assert (key.prefixlen, bytes(key.addr)) == (24, bytes([10, 0, 0, 0]))
-        stats = entries.lpm16(key)
-        assert (stats.prefixlen, bytes(stats.addr)) == (120, bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 0]))
     if name == "src_prefix":
-        assert key.prefixlen == 48 and entries.lpm16(key) is key
+        assert (key.prefixlen, bytes(key.addr)) == (48, bytes.fromhex("fd00") + bytes(14))
 
 
-def test_ipv4_prefix_entries_read_back_with_their_16_byte_counters():
-    key = structs.Lpm4Key(20, (ctypes.c_uint8 * 4)(10, 1, 0, 0))
-    skey = entries.lpm16(key)
-    vals = {("src_prefix4", bytes(key)): structs.PrefixVal(0, 5, 116, XG_ACT_DROP, 1),
-            ("src_stats", bytes(skey)): structs.Counter(4, 240, 4)}
-    [rs] = entries.read_rules(lambda name, kt: [key] if name == "src_prefix4" else [],
-                              lambda name, k: vals.get((name, bytes(k))))
-    assert (rs.rule.src, rs.rule.action.value, rs.hits, rs.bytes, rs.dropped) == ("10.1.0.0/20", "drop", 4, 240, 4)
+def test_prefix_entries_read_back_as_rules_with_the_counters_of_their_value():
+    k4 = structs.Lpm4Key(20, (ctypes.c_uint8 * 4)(10, 1, 0, 0))
+    k6 = structs.LpmKey(64, structs.Addr16(*bytes.fromhex("20010db8000000070000000000000000")))
+    vals = {("src_prefix4", bytes(k4)): RuleVal(0, 5, 4, 240, XG_ACT_DROP, 1),
+            ("src_prefix", bytes(k6)): RuleVal(0, 5, 2, 150, XG_ACT_PASS, 1)}
+    got = entries.read_rules(lambda name, kt: {"src_prefix4": [k4], "src_prefix": [k6]}.get(name, []),
+                             lambda name, k: vals.get((name, bytes(k))))
+    assert sorted((rs.rule.src, rs.rule.action.value, rs.hits, rs.bytes, rs.dropped) for rs in got) == [
+        ("10.1.0.0/20", "drop", 4, 240, 4), ("2001:db8:0:7::/64", "pass", 2, 150, 0)]
+
+
+def test_length_counts_keep_a_lengths_bit_set_exactly_while_a_rule_of_it_is_left():
+    cfg = structs.Config()
+    for plen in (24, 24, 0, 31):
+        entries.count_length(cfg, True, plen, 1)
+    for plen in (127, 64, 32, 0):
+        entries.count_length(cfg, False, plen, 1)
+    assert cfg.plens4 == (1 << 24 | 1 << 31 | 1) and cfg.n_len4[24] == 2
+    assert list(cfg.plens6) == [1, 1, 1, 1 << 31] and cfg.n_len6[64] == 1
+    entries.count_length(cfg, True, 24, -1)
+    assert cfg.plens4 & 1 << 24  # one /24 left
+    entries.count_length(cfg, True, 24, -1)
+    entries.count_length(cfg, True, 24, -1)  # never below 0
+    entries.count_length(cfg, False, 64, -1)
+    assert (cfg.plens4, cfg.n_len4[24], list(cfg.plens6)) == (1 << 31 | 1, 0, [1, 1, 0, 1 << 31])
+
+
+def test_prefix_filter_slots_use_the_first_16_ipv4_or_32_ipv6_bits_and_none_below():
+    assert structs.pfx_filter_slot("10.1.2.0/24") == structs.pfx_filter_slot("10.1.0.0/16")
+    assert structs.pfx_filter_slot("10.1.2.0/24") == structs.filter_slot("10.1.0.0")  # same hash
+    assert structs.pfx_filter_slot("10.1.0.0/16") != structs.pfx_filter_slot("10.2.0.0/16")
+    assert structs.pfx_filter_slot("::ffff:10.1.2.0/120") == structs.pfx_filter_slot("10.1.2.0/24")
+    assert structs.pfx_filter_slot("10.0.0.0/15") is None and structs.pfx_filter_slot("2001:db8::/31") is None
+    # IPv6: the first word alone (not the XOR of four: the rest is masked away or differs)
+    assert structs.pfx_filter_slot("2001:db8:1::/48") == structs.pfx_filter_slot("2001:db8::/32")
+    assert structs.pfx_filter_slot("2001:db8::/32") == structs.filter_slot("2001:db8::")
 
 
 def test_filter_slots_are_in_range_and_spread_and_ipv6_words_are_xored():

@@ -32,6 +32,8 @@ def declarations() -> dict[str, tuple[str, list[str]]]:
 
 
 def mirror(cname: str):
+    if cname == "__u32":
+        return ctypes.c_uint32
     assert cname.startswith("struct "), cname
     return structs.MIRRORS[cname.removeprefix("struct ")]
 
@@ -87,7 +89,7 @@ def test_every_difference_is_named_with_both_values():
 
 def test_specs_say_which_maps_are_per_cpu_and_where_their_size_is_recorded():
     assert {s.name for s in MAPS if s.percpu} == {"stats", "exact4", "exact6", "src_host4", "src_host6",
-                                                       "src_stats", "limit_stats"}
+                                                       "src_prefix4", "src_prefix", "limit_stats"}
     cfg = structs.Config(exact_max=7, ring_bytes=4096)
     assert SPECS["exact6"].max_entries(cfg) == 7
     assert SPECS["events"].max_entries(cfg) == 4096 and SPECS["config"].max_entries(cfg) == 1
