@@ -113,30 +113,40 @@ def is_tally(key: bytes | None) -> bool:
     return bool(key) and key.startswith(TALLY_PREFIX)
 
 
-# Targets per tally mark: a sweep's window can hold every address of a /16 (16 bytes each on
-# the wire); the producer refuses records over 1,000,000 bytes (faust's default).
+# Targets per source and tally mark: a sweep's window can hold every address of a /16; and the
+# bytes of a mark's entries: the producer refuses records over 1,000,000 bytes (faust's
+# default). 16,384 IPv6 targets of one source take 770,000; counted by targets alone, 20,000
+# IPv6 sources of 1 target each took 1,351,161 bytes in one mark.
 TALLY_TARGETS = 16384
+TALLY_BYTES = 900_000
 
 
 def encode_tallies(q: int, through: int, tallies: dict[int, dict[str, list]],
-                   max_targets: int = TALLY_TARGETS) -> list[bytes]:
+                   max_targets: int = TALLY_TARGETS, max_bytes: int = TALLY_BYTES) -> list[bytes]:
     """The tally marks (module docstring) of stage 2 partition `q`: one, or more when the
-    tallies hold more than `max_targets` targets (each mark holds whole sources; a source's
+    tallies' entries take more than `max_bytes` (each mark holds whole sources; a source's
     targets past `max_targets` are left out, its counts kept: no LAN monitor has that many
-    in one window of one partition, and a sweep's share is the same without them)."""
+    in one window of one partition, and a sweep's share is the same without them). A mark
+    followed by more parts of a window says `through` below that window: a peer settling
+    between two marks must not count this partition as having told all of it."""
     marks, part, size = [], {}, 0
     for ws, tally in tallies.items():
         for s, (n, quiet, t) in tally.items():
             entry = [s, n, quiet, [[d, proto, dport, u] for (d, proto, dport), u
                                    in islice(t.items(), max_targets)]]
-            if part and size + len(entry[3]) > max_targets:
+            b = len(msgpack.packb(entry))
+            if part and size + b > max_bytes:
                 marks.append(part)
                 part, size = {}, 0
             part.setdefault(ws, []).append(entry)
-            size += len(entry[3]) or 1
+            size += b
     if part or not marks:
         marks.append(part)
-    return [msgpack.packb([q, through, [[ws, e] for ws, e in m.items()]]) for m in marks]
+    out, later = [], through
+    for m in reversed(marks):
+        out.append(msgpack.packb([q, min(through, later), [[ws, e] for ws, e in m.items()]]))
+        later = min([later, *(ws - 1 for ws in m)])
+    return out[::-1]
 
 
 def decode_tallies(value: bytes) -> tuple[int, int, dict[int, dict[str, list]]]:
