@@ -222,14 +222,7 @@ class DstPartition:
         probe evidence from a partial view (a monitor's dead targets would read as a sweep's;
         the next complete window decides)."""
         now = self.clock()
-        out = []
-        for ws in sorted(self.pending):
-            w = self.pending[ws]
-            if not w.evidence.tally or ws <= self.settled_upto:
-                del self.pending[ws]
-                if w.evidence.tally:  # its own targets still count over the horizon
-                    w.evidence.held = self._hold(w, w.evidence.tally, complete=False)
-                out.append(w)
+        out = self._ready()
         done = _live_min(self.peers_upto, self.peers_heard, self.max_wait_s)
         done = -1 if done is None else done
         waited = [ws for ws, w in self.pending.items() if now - w.closed_at >= self.max_wait_s]
@@ -251,7 +244,23 @@ class DstPartition:
                 w.evidence.held = self._hold(w, merged, told >= self.num_sources)
                 out.append(w)
             self.settled_upto = max(self.settled_upto, ws)
+        out += self._ready()
         out.sort(key=lambda w: w.window_ns)
+        return out
+
+    def _ready(self) -> list[ClosedWindow]:
+        """The pending windows that need no tally, oldest first, up to the first one waiting
+        for tallies: windows are scored in order (the escalation memory keeps the last one
+        scored; the marker, decided_upto, is below every window not scored yet)."""
+        out = []
+        for ws in sorted(self.pending):
+            w = self.pending[ws]
+            if w.evidence.tally and ws > self.settled_upto:
+                break
+            del self.pending[ws]
+            if w.evidence.tally:  # its own targets still count over the horizon
+                w.evidence.held = self._hold(w, w.evidence.tally, complete=False)
+            out.append(w)
         return out
 
     def _hold(self, w: ClosedWindow, tally: dict, complete: bool) -> dict[str, float]:

@@ -126,17 +126,19 @@ def test_tallies_of_windows_without_flows_here_count_over_the_horizon():
 
 def test_a_window_without_candidate_probes_here_does_not_wait_for_the_others():
     """Nothing of it depends on the others' tallies (a SYN flood's window, say): it goes at
-    once, and a later window with a tally still waits; the marker stays below it."""
+    once, unless an earlier window with a tally still waits: then it waits behind that one
+    (windows are scored in order: escalation memory; the marker stays below both)."""
     part, _ = partition()
     closed(part, T, tally={})
     closed(part, T + W)
     closed(part, T + 2 * W, tally={})
-    assert [w.window_ns for w in part.settle()] == [T, T + 2 * W]
+    assert [w.window_ns for w in part.settle()] == [T]
     part.closed_upto = T + 2 * W
     assert part.decided_upto() == T + W - 1
     for q in range(3):
         part.peer(q, T + 2 * W, {})
-    assert [w.window_ns for w in part.settle()] == [T + W] and part.decided_upto() == T + 2 * W
+    assert [w.window_ns for w in part.settle()] == [T + W, T + 2 * W]
+    assert part.decided_upto() == T + 2 * W
 
 
 def test_tally_marks_round_trip_and_bad_ones_are_refused():

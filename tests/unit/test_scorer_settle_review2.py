@@ -1,7 +1,7 @@
 """A second review of stage 2's settling as it is after "scorer settling after review"
 (dst_windows.DstPartition.settle / decided_upto, collect.CollectStage.close / partition,
-tables.encode_tallies): cases that hold and cases that break (strict xfails: what the fix must
-make pass)."""
+tables.encode_tallies): cases that hold and cases that broke (each test says what it read
+before the fix)."""
 from __future__ import annotations
 
 import numpy as np
@@ -136,23 +136,19 @@ def test_windows_are_handed_out_in_order():
     assert sorted(got) == [T + k * W for k in range(13)]
 
 
-@pytest.mark.xfail(strict=True, reason="a window without a tally here is scored at once, "
-                   "ahead of an earlier window waiting for the others' tallies (up to "
-                   "SCORER_CLOSE_WAIT_S): windows T+1..T+12 s are scored before T")
 def test_a_later_window_is_not_scored_before_an_earlier_waiting_one():
+    """Before: windows T+1..T+11 s were handed out at once, T after them (forced at 12 s)."""
     got = _emitted_while_one_waits(Clock())
     assert got == sorted(got), [(ws - T) // W for ws in got]
 
 
-@pytest.mark.xfail(strict=True, reason="detect.Escalation.record keeps the last window SCORED, "
-                   "not the newest: scored out of order, the waiting window's older expiry "
-                   "replaces the newest one and the rule escalates 12 s early")
 def test_escalation_memory_is_the_same_as_with_windows_scored_in_order():
     """A weak rule (30 s) suggested in windows T..T+11 s. Scored in order, the memory holds
     the last one's (expiring T+42 s) and at T+30 s a new suggestion is not repeated; scored
     in settle's order (T after T+11 s), the memory holds T's (expiring T+31 s) and at T+30 s
     the suggestion comes back one level up: a 600 s drop for a source whose 30 s rule was
-    still running (the enforcer keeps the longer expiry, but not the lower level)."""
+    still running (the enforcer keeps the longer expiry, but not the lower level). Before:
+    1 in settle's order, 0 in window order."""
     def memory(order):
         m = Escalation()
         for ws in (ws for ws in order if ws < T + 12 * W):
@@ -176,16 +172,13 @@ def _restore(part: DstPartition, stored: list, clock: Clock) -> DstPartition:
     return new
 
 
-@pytest.mark.xfail(strict=True, reason="the marker records decided_upto (below a window still "
-                   "waiting), so a later window already scored and deleted is above it: its "
-                   "chunks, read again after a restart from the last committed offset, open it "
-                   "again and it is scored twice, the second time from a part of its chunks")
 def test_a_window_scored_before_an_earlier_waiting_one_is_not_scored_again_after_a_restore():
     """A ping monitor in window 0 (candidate probes: waits for the other partition's tally)
     and health checks in window 2 (TCP: no tally, scored at once, chunks deleted). The worker
     dies; the next owner restores the partition from the marker and the table, and the flows
     partition is read again from the last committed offset (at least once: faust commits
-    every 2.8 s), which holds window 2's chunks."""
+    every 2.8 s), which holds window 2's chunks. Before: window 2 was scored in the first
+    pass, above the marker (window 0 - 1), and scored again: closed again = [0, 2]."""
     clock = Clock()
     pk = sorted(G.ping_monitor(T0, 1, hosts=30, down=3) + G.health_checks(T0 + 2 * W, 2, down=0),
                 key=lambda p: p.ts_ns)
@@ -201,7 +194,7 @@ def test_a_window_scored_before_an_earlier_waiting_one_is_not_scored_again_after
         pytest.fail("no partition with a waiting window 0 and a later one without a tally")
     part.peer(1 - q, T - W, {})                   # the other partition has not closed 0 yet
     first = [w.window_ns for w in part.settle()]
-    assert T not in first and first
+    assert T not in first and all(ws <= part.decided_upto() for ws in first)
     scored = {k for w in closed if w.window_ns in first for k in w.chunk_keys}
     mine = [c for c in chunks if c.dst_partition == q]
     new = _restore(part, [c for c in mine if c.key() not in scored], clock)
