@@ -87,6 +87,7 @@ class DstPartition:
     tallies: dict[int, dict[int, dict]] = field(default_factory=dict)
     tallied_at: dict[int, float] = field(default_factory=dict)  # window -> first tally came
     settled_upto: int = -1
+    wanted: int = -1  # the newest window some partition sent a tally of (it waits to settle)
 
     def __post_init__(self) -> None:
         if not self.progress:
@@ -204,6 +205,7 @@ class DstPartition:
         self.peers_upto[q] = max(self.peers_upto[q], upto)
         self.peers_heard[q] = now
         for ws, tally in tallies.items():
+            self.wanted = max(self.wanted, ws)
             if ws > self.settled_upto:
                 self.tallies.setdefault(ws, {}).setdefault(q, {}).update(tally)
                 self.tallied_at.setdefault(ws, now)

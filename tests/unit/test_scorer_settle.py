@@ -221,3 +221,26 @@ def test_tallies_of_a_window_nobody_here_holds_do_not_pile_up_behind_a_stuck_par
         part.peer(q, T if q == 1 else T - W, {})  # all alive, partitions 0 and 2 stuck
     part.settle()
     assert part.tallies == {} and part.settled_upto == T
+
+
+def test_a_partition_tells_the_others_only_what_someone_waits_for(collect):
+    """Tally marks go out with tallies, when `through` passes a window some partition sent a
+    tally of, and every TALLY_REPEAT_S: not on every window (a flood's windows, which nobody
+    waits for, doubled the marks on the flows topic)."""
+    n, now = collect.n, time.time_ns() // W * W - 10 * W
+    part = collect.partition(1)
+
+    def tell(upto):
+        collect.sent.clear()
+        for p in range(n):
+            part.mark(p, upto)
+        asyncio.run(collect.close())
+        return {q for k, q, _ in collect.sent if is_tally(k)}
+    assert tell(now) == set(range(n)) - {1}       # the first mark
+    assert tell(now + W) == set()                 # nobody waits for a window
+    part.peer(2, now + 2 * W, {now + 2 * W: PROBES})  # partition 2 waits for now + 2W
+    assert tell(now + W + W // 2) == set()        # not past it yet
+    assert tell(now + 2 * W) == set(range(n)) - {1}
+    assert tell(now + 3 * W) == set()
+    collect.announced[1] = (collect.announced[1][0], 0.0)  # TALLY_REPEAT_S passed
+    assert tell(now + 3 * W) == set(range(n)) - {1}
