@@ -159,10 +159,16 @@ def test_tally_marks_round_trip_and_bad_ones_are_refused():
 
 @pytest.fixture
 def collect(monkeypatch):
+    """A worker's CollectStage without a broker: what it sends to the flows topic in `.sent`
+    (key, partition, value), dead letters in `.dead_sent`; `.calls["fail"] = k` makes the
+    k-th flows send raise."""
     sc = scorer_without_broker()
-    sent, dead = [], []
+    sent, dead, calls = [], [], {"n": 0}
 
     async def send_flows(key, value, partition):
+        calls["n"] += 1
+        if calls.get("fail") == calls["n"]:
+            raise RuntimeError("producer buffer full")
         sent.append((key, partition, value))
 
     async def send_dead(value, **_):
@@ -173,7 +179,7 @@ def collect(monkeypatch):
     monkeypatch.setattr(sc.topics.flows, "send", send_flows)
     monkeypatch.setattr(sc.topics.dead, "send", send_dead)
     monkeypatch.setattr(sc.topics.dst_table.changelog_topic, "send", changelog)
-    sc.collect.sent, sc.collect.dead_sent = sent, dead
+    sc.collect.sent, sc.collect.dead_sent, sc.collect.calls = sent, dead, calls
     return sc.collect
 
 

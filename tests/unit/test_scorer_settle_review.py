@@ -22,8 +22,8 @@ from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
 from services.scorer.tables import (TALLY_TARGETS, decode_mark, decode_tallies, encode_tallies,
                                     is_tally)
 from tests.support import synthetic_traffic as G
-from tests.support.scorer_app import scorer_without_broker
 from tests.support.scorer_stages import Clock, run_stages, run_stages_restoring
+from tests.unit.test_scorer_settle import collect  # noqa: F401  (the fixture)
 
 W = 10**9
 T = 1_800_000_000 * W
@@ -172,26 +172,6 @@ def test_a_window_closed_here_after_it_was_settled_by_a_peers_tally_is_still_hel
     # still count over the horizon
     assert w.evidence.src_for_decision(S)[AT] == 0.0
     assert part.fates.unanswered_share(S) == 2 / 20
-
-
-@pytest.fixture
-def collect(monkeypatch):
-    sc = scorer_without_broker()
-    sent = []
-    calls = {"n": 0}
-
-    async def send_flows(key, value, partition):
-        calls["n"] += 1
-        if calls.get("fail") == calls["n"]:
-            raise RuntimeError("producer buffer full")
-        sent.append((key, partition, value))
-
-    async def changelog(key, value, partition):
-        pass
-    monkeypatch.setattr(sc.topics.flows, "send", send_flows)
-    monkeypatch.setattr(sc.topics.dst_table.changelog_topic, "send", changelog)
-    sc.collect.sent, sc.collect.calls = sent, calls
-    return sc.collect
 
 
 def test_a_tally_mark_that_failed_to_send_is_sent_again(collect):

@@ -10,9 +10,9 @@ import pytest
 from services.detection.detect import Escalation
 from services.detection.evidence import SRC_MEASURES, WindowEvidence
 from services.detection.features import FEATURE_NAMES
-from services.records.packet import PROTO_ICMP, PROTO_UDP
+from services.records.packet import PROTO_UDP
 from services.scorer.dst_windows import ClosedWindow, DstPartition
-from services.scorer.tables import TALLY_TARGETS, decode_tallies, encode_tallies
+from services.scorer.tables import decode_tallies, encode_tallies
 from tests.support import synthetic_traffic as G
 from tests.support.scorer_stages import Clock, _stage_1
 
