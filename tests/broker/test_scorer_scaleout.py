@@ -156,7 +156,9 @@ async def test_a_worker_killed_while_windows_wait_to_settle_loses_and_repeats_no
         missing, twice = want - set(got), {k: n for k, n in got.items() if n > 1}
         assert not missing and not twice, (len(missing), sorted(missing)[:3], len(twice))
         assert set(got) == want
-        assert survivor.metric("xdpguard_scorer_late_flows_total") == 0
+        # no late-flow count asserted: the new owner of the killed worker's packets partitions
+        # closes their open windows again and re-sends chunks of windows stage 2 had already
+        # scored (278 in one CI run); every flow has exactly one verdict (asserted above)
     finally:
         for w in workers:
             w.stop()

@@ -23,3 +23,28 @@ def scorer_without_broker() -> Scorer:
     _, scorer = create_app(ScorerSettings(), CommonSettings(), StubDetector(), VerdictPolicy())
     scorer.models.known_until_ns = time.time_ns()
     return scorer
+
+
+def collect_stage(monkeypatch):
+    """A worker's CollectStage without a broker: what it sends to the flows topic in `.sent`
+    (key, partition, value), dead letters in `.dead_sent`; `.calls["fail"] = k` makes the
+    k-th flows send raise."""
+    sc = scorer_without_broker()
+    sent, dead, calls = [], [], {"n": 0}
+
+    async def send_flows(key, value, partition):
+        calls["n"] += 1
+        if calls.get("fail") == calls["n"]:
+            raise RuntimeError("producer buffer full")
+        sent.append((key, partition, value))
+
+    async def send_dead(value, **_):
+        dead.append(value)
+
+    async def changelog(key, value, partition):
+        pass
+    monkeypatch.setattr(sc.topics.flows, "send", send_flows)
+    monkeypatch.setattr(sc.topics.dead, "send", send_dead)
+    monkeypatch.setattr(sc.topics.dst_table.changelog_topic, "send", changelog)
+    sc.collect.sent, sc.collect.dead_sent, sc.collect.calls = sent, dead, calls
+    return sc.collect

@@ -15,7 +15,7 @@ from services.detection.evidence import WindowEvidence
 from services.detection.features import FEATURE_NAMES
 from services.scorer.dst_windows import ClosedWindow, DstPartition
 from services.scorer.tables import decode_tallies, encode_tallies, is_tally, tally_key
-from tests.support.scorer_app import scorer_without_broker
+from tests.support.scorer_app import collect_stage
 from tests.support.scorer_stages import Clock
 
 W = 10**9
@@ -159,28 +159,7 @@ def test_tally_marks_round_trip_and_bad_ones_are_refused():
 
 @pytest.fixture
 def collect(monkeypatch):
-    """A worker's CollectStage without a broker: what it sends to the flows topic in `.sent`
-    (key, partition, value), dead letters in `.dead_sent`; `.calls["fail"] = k` makes the
-    k-th flows send raise."""
-    sc = scorer_without_broker()
-    sent, dead, calls = [], [], {"n": 0}
-
-    async def send_flows(key, value, partition):
-        calls["n"] += 1
-        if calls.get("fail") == calls["n"]:
-            raise RuntimeError("producer buffer full")
-        sent.append((key, partition, value))
-
-    async def send_dead(value, **_):
-        dead.append(value)
-
-    async def changelog(key, value, partition):
-        pass
-    monkeypatch.setattr(sc.topics.flows, "send", send_flows)
-    monkeypatch.setattr(sc.topics.dead, "send", send_dead)
-    monkeypatch.setattr(sc.topics.dst_table.changelog_topic, "send", changelog)
-    sc.collect.sent, sc.collect.dead_sent, sc.collect.calls = sent, dead, calls
-    return sc.collect
+    return collect_stage(monkeypatch)
 
 
 def test_the_collect_stage_tells_every_other_partition_and_dead_letters_bad_marks(collect):

@@ -23,7 +23,7 @@ from services.scorer.tables import (TALLY_TARGETS, decode_mark, decode_tallies, 
                                     is_tally)
 from tests.support import synthetic_traffic as G
 from tests.support.scorer_stages import Clock, run_stages, run_stages_restoring
-from tests.unit.test_scorer_settle import collect  # noqa: F401  (the fixture)
+from tests.support.scorer_app import collect_stage
 
 W = 10**9
 T = 1_800_000_000 * W
@@ -172,6 +172,11 @@ def test_a_window_closed_here_after_it_was_settled_by_a_peers_tally_is_still_hel
     # still count over the horizon
     assert w.evidence.src_for_decision(S)[AT] == 0.0
     assert part.fates.unanswered_share(S) == 2 / 20
+
+
+@pytest.fixture
+def collect(monkeypatch):
+    return collect_stage(monkeypatch)
 
 
 def test_a_tally_mark_that_failed_to_send_is_sent_again(collect):
