@@ -118,7 +118,7 @@ async def test_a_worker_killed_while_windows_wait_to_settle_loses_and_repeats_no
         broker, tmp_path, capsys):
     """Stage 2 partitions settle a window only once every live partition has closed it (tally
     marks, docs/scorer.md "Settling"). Kill one of two workers mid-stream, with windows closed
-    but not settled: every flow still gets exactly one verdict, none late."""
+    but not settled: every flow still gets exactly one verdict."""
     from tests.support import synthetic_traffic as G
 
     workers, parts = await two_workers(broker, tmp_path)
