@@ -53,6 +53,7 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_
 
 from .sketch import _hash, hash64
 from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
+from .watch import merge_fates
 
 # UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
 # QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
@@ -252,8 +253,7 @@ def probe_tally(keys: Iterable[tuple], marks: Mapping[tuple, int],
                 quiet = bool(m & UNANSWERED)
                 c[0] += 1
                 c[1] += quiet
-                t, g = c[2], (k[1], k[4], k[3])
-                t[g] = t.get(g, True) and quiet
+                merge_fates(c[2], {(k[1], k[4], k[3]): quiet})
     return out
 
 
@@ -269,9 +269,7 @@ def merge_tallies(tallies: Iterable[Mapping[str, list]]) -> dict[str, list]:
                 continue
             c[0] += probes
             c[1] += quiet
-            t = c[2]
-            for g, u in targets.items():
-                t[g] = t.get(g, True) and u
+            merge_fates(c[2], targets)
     return out
 
 
@@ -282,7 +280,7 @@ def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
     added to `fates`; a source of `groups` (source -> its probe group, SourceWatch) with known
     probes in `src` is held to its group times the lower of the tally's unanswered share and
     the horizon's (`ProbeFates`: retries to one dead device are not a sweep)."""
-    fates.add(ws, {s: c[2] for s, c in tally.items()})
+    fates.add_tally(ws, tally)
     at = SRC_MEASURES.index("probe_other")
     held = {}
     for s, (probes, quiet, _) in tally.items():

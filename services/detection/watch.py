@@ -7,7 +7,7 @@ described with the measures in services.detection.evidence.
 from __future__ import annotations
 
 import ipaddress
-from typing import Container, Iterable
+from typing import Container, Iterable, Mapping
 
 from services.records.packet import PROTO_TCP, TCP_ACK
 
@@ -93,6 +93,14 @@ def _add_probe(e: list, target: tuple) -> None:
             e[1] = {e[1], target}
     else:
         e[1].add(target)
+
+
+def merge_fates(into: dict[tuple, bool], fates: Mapping[tuple, bool]) -> None:
+    """Target -> unanswered `fates` merged into `into` (the same shape), in place: a target
+    answered in either is answered. The one rule for every join of probe fates: the parts of a
+    window held by different stage 2 partitions, and the windows of a horizon."""
+    for target, unanswered in fates.items():
+        into[target] = into.get(target, True) and unanswered
 
 
 class SourceWatch(WindowedSources):
@@ -222,10 +230,11 @@ class SourceWatch(WindowedSources):
 class ProbeFates(WindowedSources):
     """The fate of every non-TCP probe target (dst, proto, dport) of a candidate source over
     the last `span` windows: answered or not (evidence.hold_tallied, at decision time). A
-    target answered in any kept window counts as answered. Kept in the replay, and in every
-    stage 2 partition of the scorer from the tallies of ALL partitions (each holds the
-    answers to its own destinations only; dst_windows.DstPartition.settle). Only sources whose probe group (SourceWatch) has 2 or more members are kept:
-    one probe is never a group, so a spoofed flood's sources cost nothing here.
+    target answered in any kept window counts as answered (merge_fates). Kept in the replay,
+    and in every stage 2 partition of the scorer from the tallies of ALL partitions (each
+    holds the answers to its own destinations only; dst_windows.DstPartition.settle). Only
+    sources whose probe group (SourceWatch) has 2 or more members are kept: one probe is
+    never a group, so a spoofed flood's sources cost nothing here.
 
     Why: probe_other is the largest target group over the horizon, weighted by the share of
     the source's probes nobody answered. Weighted by the current window's share alone, a
@@ -249,9 +258,13 @@ class ProbeFates(WindowedSources):
             if t is None:
                 kept[src] = dict(targets)
                 seen[src] = seen.get(src, 0) + 1
-                continue
-            for g, u in targets.items():
-                t[g] = t.get(g, True) and u
+            else:
+                merge_fates(t, targets)
+
+    def add_tally(self, ws: int, tally: Mapping[str, list]) -> None:
+        """Window `ws`'s probe tally (evidence.probe_tally: source -> [probes, unanswered,
+        {target: unanswered}]) added as its fates (`add`)."""
+        self.add(ws, {s: c[2] for s, c in tally.items()})
 
     def unanswered_share(self, src: str, at_least: float = 0.0) -> float | None:
         """Distinct targets of `src` nobody answered over the kept windows / the distinct
@@ -262,6 +275,5 @@ class ProbeFates(WindowedSources):
         for d in self.windows.values():
             t = d.get(src)
             if t:
-                for target, unanswered in t.items():
-                    merged[target] = merged.get(target, True) and unanswered
+                merge_fates(merged, t)
         return sum(merged.values()) / max(len(merged), at_least) if merged else None

@@ -238,7 +238,7 @@ class DstPartition:
             merged = merge_tallies(got[q] for q in sorted(got))
             w = self.pending.pop(ws, None)
             if w is None:  # no candidates here; the others' probe fates count over the horizon
-                self.fates.add(ws, {s: c[2] for s, c in merged.items()})
+                self.fates.add_tally(ws, merged)
             else:
                 told = sum(q == self.partition or q in got or
                            (up >= ws and first is not None and first < ws)
@@ -269,7 +269,7 @@ class DstPartition:
         """Window `w`'s held probe_other from `tally` (merged over the partitions that told)."""
         if complete:
             return hold_tallied(tally, w.groups, w.evidence.src, self.fates, w.window_ns)
-        self.fates.add(w.window_ns, {s: c[2] for s, c in tally.items()})
+        self.fates.add_tally(w.window_ns, tally)
         return {s: 0.0 for s in w.groups if w.evidence.src.get(s, _NO_SRC)[_PROBE_OTHER] > 0}
 
     def decided_upto(self) -> int:

@@ -174,6 +174,25 @@ def test_probe_fates_keep_only_group_candidates_and_the_span():
     assert fates.unanswered_share("b") is None
 
 
+def test_probe_fates_merge_answered_anywhere_in_a_window_and_over_the_horizon():
+    """One rule joins fates: the parts of a window (stage 2 partitions) and the horizon's
+    windows. A target answered in any of them is answered; unanswered only if every copy says
+    so; targets seen in one copy only keep their fate."""
+    into = {("d1", 17, 161): True, ("d2", 17, 161): True, ("d3", 17, 161): False}
+    E.merge_fates(into, {("d1", 17, 161): False, ("d2", 17, 161): True, ("d4", 17, 161): True})
+    assert into == {("d1", 17, 161): False, ("d2", 17, 161): True, ("d3", 17, 161): False,
+                    ("d4", 17, 161): True}
+    fates = E.ProbeFates(W, span=3)
+    fates.add_tally(T, {"a": [2, 2, {("d1", 17, 161): True, ("d2", 17, 161): True}]})
+    fates.add_tally(T, {"a": [1, 0, {("d1", 17, 161): False}]})  # another partition's part
+    assert fates.unanswered_share("a") == 0.5
+    fates.add_tally(T + W, {"a": [1, 0, {("d2", 17, 161): False}]})  # answered a window later
+    assert fates.unanswered_share("a") == 0.0 and fates.seen == {"a": 2}
+    tally = E.merge_tallies([{"a": [2, 2, {("d1", 17, 161): True, ("d2", 17, 161): True}]},
+                             {"a": [1, 0, {("d1", 17, 161): False}]}])
+    assert tally == {"a": [3, 2, {("d1", 17, 161): False, ("d2", 17, 161): True}]}
+
+
 def test_login_sessions_to_one_service_over_three_windows_and_web_ports_do_not_count():
     watch = E.SourceWatch(W)
     for k in range(3):
