@@ -51,14 +51,21 @@ class DriftFeed:
         self.first: dict[str, float] | None = None
         self.error = ""
 
+    async def _scrape(self, url: str) -> dict[str, float] | str:
+        """One endpoint's drift counters, or why it could not be read ("url: reason")."""
+        try:
+            return parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # no HTTP answer
+            return f"{url}: {getattr(exc, 'reason', None) or exc}"
+
     async def poll(self) -> None:
+        """Scrape every endpoint at once (a silent worker costs one `timeout` seconds per
+        poll, not one per silent worker) and add their sum as a sample."""
         total = dict.fromkeys(COUNTERS.values(), 0.0)
         failed = []
-        for url in self.urls:
-            try:
-                got = parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # no HTTP answer
-                failed.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+        for got in await asyncio.gather(*(self._scrape(url) for url in self.urls)):
+            if isinstance(got, str):
+                failed.append(got)
                 continue
             for k, v in got.items():
                 total[k] += v

@@ -175,3 +175,51 @@ def test_poll_sums_the_workers_that_answer_and_names_the_one_that_does_not():
     assert feed.first == {"flows": 1000.0, "above": 14.0, "rules": 0.0}
     line = feed.line().plain
     assert "1.40% of 1,000 flow-windows" in line and f"[not scraped: {down}: " in line
+
+
+def test_silent_endpoints_are_waited_for_together_not_one_after_another():
+    """Workers are scraped at once: three that accept and never answer cost one timeout per
+    poll; the live one's counters still count."""
+    import asyncio
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import generate_latest
+
+    m = ScorerMetrics()
+    m.flows_scored.inc(50)
+    page = generate_latest(m.registry)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *a):
+            pass
+
+    live = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    silent = []
+    for _ in range(3):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)  # accepted by the kernel, never answered
+        silent.append(srv)
+    urls = [f"http://127.0.0.1:{s.getsockname()[1]}/metrics" for s in silent]
+    urls.append(f"http://127.0.0.1:{live.server_address[1]}/metrics")
+    feed = DriftFeed(urls, timeout=1.0)
+    try:
+        t0 = time.monotonic()
+        asyncio.run(feed.poll())
+        took = time.monotonic() - t0
+    finally:
+        live.shutdown()
+        for s in silent:
+            s.close()
+    assert took < 2.5, f"{took:.2f} s: scraped one after another"
+    assert feed.error.count("http://") == 3 and urls[-1] not in feed.error
+    assert feed.first == {"flows": 50.0, "above": 0.0, "rules": 0.0}
