@@ -296,10 +296,16 @@ def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
     return held
 
 
-def probe_groups(tally: Mapping[str, list], own: Mapping[str, list]) -> dict[str, float]:
-    """The probe group (SourceWatch, `own`) of every source of `tally`."""
+def probe_groups(sources: Iterable[str], own: Mapping[str, list]) -> dict[str, float]:
+    """The probe group (SourceWatch, `own`) of every candidate among `sources` (a probe group
+    of 2 or more, as probe_tally keeps; every source of a tally is one)."""
     at = SRC_OWN.index("probe_other")
-    return {s: own[s][at] for s in tally}
+    out = {}
+    for s in sources:
+        o = own.get(s)
+        if o is not None and o[at] >= 2:
+            out[s] = o[at]
+    return out
 
 
 # --- one window, assessed ------------------------------------------------------------------------

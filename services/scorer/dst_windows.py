@@ -9,8 +9,8 @@ A closed window is then SETTLED before it is scored: a source's probes are sprea
 partition (by destination), and each partition knows the answers to its own destinations only.
 Every partition sends its window's probe tally (evidence.probe_tally) and how far it has closed
 to every partition (`through`, `peer`); a window settles once every live partition is past it,
-with probe_other held to the share over ALL partitions (evidence.merge_tallies, hold_tallied):
-the same value as with one partition. Pure: no Kafka, no faust.
+with probe_other (evidence and model rows) weighted by the share over ALL partitions
+(evidence.merge_tallies, _merged_inputs, hold_tallied): the same values as with one partition. Pure: no Kafka, no faust.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class ClosedWindow:
     evidence: WindowEvidence | None = None
     memory: Escalation | None = None   # the partition's (detect.Escalation), across windows
     bounds: object = None              # the model's EvidenceBounds, set by scoring.score_windows
-    groups: dict[str, float] = field(default_factory=dict)  # probe groups of the tally's sources
+    groups: dict[str, float] = field(default_factory=dict)  # probe groups of its candidates
     closed_at: float = 0.0             # the partition's clock when it closed (settle's wait)
 
     @property
@@ -184,7 +184,7 @@ class DstPartition:
         matrix = _matrix(keys, seed, shipped, ev, agg)
         return self._pending(ClosedWindow(ws, end, self.partition, keys, flows,
                                           dict(zip(keys, node)), matrix, list(chunks), ev,
-                                          self.memory, groups=probe_groups(ev.tally, f.own)))
+                                          self.memory, groups=probe_groups(ev.src, f.own)))
 
     def _pending(self, w: ClosedWindow) -> ClosedWindow:
         w.closed_at = self.clock()
@@ -243,7 +243,10 @@ class DstPartition:
                 told = sum(q == self.partition or q in got or
                            (up >= ws and first is not None and first < ws)
                            for q, (up, first) in enumerate(zip(self.peers_upto, self.peers_first)))
-                w.evidence.held = self._hold(w, merged, told >= self.num_sources)
+                complete = told >= self.num_sources
+                if complete:
+                    _merged_inputs(w, merged)
+                w.evidence.held = self._hold(w, merged, complete)
                 out.append(w)
             self.settled_upto = max(self.settled_upto, ws)
         out += self._ready()
@@ -278,6 +281,28 @@ class DstPartition:
         return min(self.closed_upto, min(self.pending) - 1) if self.pending else self.closed_upto
 
 
+def _merged_inputs(w: ClosedWindow, tally: dict) -> None:
+    """Window `w`'s probe_other, in its evidence and in its model rows, from `tally` (merged
+    over every partition): the group times the share of the source's known probes nobody
+    answered over ALL partitions, evidence.src_measures' arithmetic over the whole window, so
+    the model and the decision read the replay's value. At close a partition had only the
+    probes towards its own destinations (a monitor's dead targets alone read "all
+    unanswered"); a window settled from a partial view keeps that value (held to 0 for
+    decisions: DstPartition._hold)."""
+    changed: dict[str, float] = {}
+    for s, (probes, quiet, _) in tally.items():
+        g, here = w.groups.get(s), w.evidence.src.get(s)
+        if g is None or here is None or not probes:
+            continue
+        v = g * quiet / probes
+        if v != here[_PROBE_OTHER]:
+            here[_PROBE_OTHER] = v
+            changed[s] = v
+    if changed:
+        rows = [i for i, k in enumerate(w.keys) if k[0] in changed]
+        w.matrix[rows, _PROBE_OTHER_COL] = [changed[w.keys[i][0]] for i in rows]
+
+
 def _live_min(upto: list[int], heard: list[float], max_wait_s: float) -> int | None:
     """The lowest of `upto` among the entries heard within `max_wait_s` of the newest one
     heard (None: none)."""
@@ -301,6 +326,7 @@ class _Flows:
 
 _NO_HASH = np.zeros(0, dtype=np.uint64)
 _PROBE_OTHER = SRC_MEASURES.index("probe_other")
+_PROBE_OTHER_COL = FEATURE_NAMES.index("src_h_probe_other")  # its column in the model rows
 _NO_SRC = [0.0] * len(SRC_MEASURES)
 _OWN = OWN_AT - SRC_AT  # where a feature row's own evidence measures start
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.detection.evidence import SRC_MEASURES
+from services.detection.features import FEATURE_NAMES
 from services.detection.model import load_model
 from tests.support import synthetic_traffic as G
 from services.offline.replay import Pipeline, replay
@@ -112,8 +113,9 @@ def test_lan_monitoring_with_dead_targets_gets_no_rule_with_several_partitions(d
                                   lambda: G.ping_monitor(T0, 25, down=6)])
 def test_held_probe_other_is_the_same_over_8_partitions_as_in_the_replay(detector, make):
     """Settled with every partition's tally, a source's probe_other as decisions read it is
-    the replay's wherever a partition's own share reads higher (a partition holding only dead
-    targets): held to the replay's value, never above it."""
+    the replay's wherever the partition holds probes of it (a partition holding only dead
+    targets read higher at close), and never above the replay's elsewhere (a partition with
+    none of its probes reads 0)."""
     pk = make()
     replayed = {r.start_ns: r.evidence for r in Pipeline(detector).run(pk)}
     at = SRC_MEASURES.index("probe_other")
@@ -123,10 +125,33 @@ def test_held_probe_other_is_the_same_over_8_partitions_as_in_the_replay(detecto
             got = w.evidence.src_for_decision(s)[at]
             want = replayed[w.window_ns].src_for_decision(s)[at]
             assert got <= want
-            if s in w.evidence.held:
+            if s in w.evidence.tally:
                 assert got == want
                 seen += 1
     assert seen
+
+
+@pytest.mark.parametrize("make", [lambda: G.snmp_poller(T0, 25, down=3),
+                                  lambda: G.ping_monitor(T0, 25, down=6),
+                                  lambda: G.host_sweep(T0, 10, 10, port=161)])
+def test_the_model_reads_the_replays_probe_other_over_8_partitions(detector, make):
+    """A window settled with every partition's tally gets the replay's probe_other in its
+    evidence and in its model rows (the share over all partitions), wherever the partition
+    holds probes of that source: at close each partition had its own share only (a partition
+    holding only a monitor's dead targets read 1.0, one holding only answered ones 0)."""
+    pk = make()
+    replayed = {r.start_ns: (r, dict(zip(r.keys, r.rows))) for r in Pipeline(detector).run(pk)}
+    at = SRC_MEASURES.index("probe_other")
+    col = FEATURE_NAMES.index("src_h_probe_other")
+    compared = 0
+    for w in run_stages(pk, n=8):
+        r, rows = replayed[w.window_ns]
+        for k, row in zip(w.keys, w.rows):
+            if k[0] in w.evidence.tally:
+                assert row[col] == rows[k][col], (w.window_ns, k)
+                assert w.evidence.src[k[0]][at] == r.evidence.src[k[0]][at]
+                compared += 1
+    assert compared > 50
 
 
 @pytest.mark.parametrize("proto", [17, 1])

@@ -84,7 +84,9 @@ def test_a_window_waits_at_most_max_wait_for_a_partition_that_stopped_closing():
 
 def test_probe_other_is_held_to_the_share_over_every_partitions_tally():
     """A monitor's group of 20: this partition holds 2 of its targets, both dead; the others
-    hold 18, answered. Alone the window reads 2 of 2 unanswered; settled, 2 of 20."""
+    hold 18, answered. Alone the window reads 2 of 2 unanswered; settled, 2 of 20, in the
+    evidence the model and the decision read (nothing left to hold lower: the horizon is this
+    window)."""
     part, _ = partition(n=2)
     dead = {(f"10.0.1.{i}", 1, 0): True for i in range(2)}
     alive = {(f"10.0.1.{i}", 1, 0): False for i in range(2, 20)}
@@ -92,7 +94,7 @@ def test_probe_other_is_held_to_the_share_over_every_partitions_tally():
     part.peer(0, T, {T: {S: [2, 2, dead]}})
     part.peer(1, T, {T: {S: [18, 0, alive]}})
     [w] = part.settle()
-    assert w.evidence.held == {S: 20 * 2 / 20}
+    assert w.evidence.src[S][2] == 20 * 2 / 20 and w.evidence.held == {}
     assert w.evidence.src_for_decision(S)[2] == 2.0
 
 
