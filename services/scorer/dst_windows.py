@@ -10,7 +10,8 @@ partition (by destination), and each partition knows the answers to its own dest
 Every partition sends its window's probe tally (evidence.probe_tally) and how far it has closed
 to every partition (`through`, `peer`); a window settles once every live partition is past it,
 with probe_other (evidence and model rows) weighted by the share over ALL partitions
-(evidence.merge_tallies, _merged_inputs, hold_tallied): the same values as with one partition. Pure: no Kafka, no faust.
+(evidence.merge_tallies, _merged_inputs, hold_tallied): the same values as with one partition.
+Pure: no Kafka, no faust.
 """
 from __future__ import annotations
 
@@ -216,7 +217,8 @@ class DstPartition:
         from the others and goes at once. Any other settles once every live partition (one
         heard from within max_wait_s of the newest) is past it, or once it or a tally of its
         window has waited max_wait_s (a live partition that stopped closing must not stop
-        decisions). A partition counts as having told when its tally of the window came, or
+        decisions). A partition counts as having told when it is past the window and its
+        tally of the window came (a split tally's earlier marks say `through` below it), or
         when it was past the window having been heard before it got there (a partition created
         since, by a restore, cannot tell an empty tally from one sent before it listened).
         Settled without every partition's tally, or closed here after the window was settled
@@ -240,8 +242,11 @@ class DstPartition:
             if w is None:  # no candidates here; the others' probe fates count over the horizon
                 self.fates.add_tally(ws, merged)
             else:
-                told = sum(q == self.partition or q in got or
-                           (up >= ws and first is not None and first < ws)
+                # a peer's tally counts once its `through` is past the window: a split
+                # tally's earlier marks say less (tables.encode_tallies), and a peer that
+                # died between them left part of it out
+                told = sum(q == self.partition or
+                           (up >= ws and (q in got or (first is not None and first < ws)))
                            for q, (up, first) in enumerate(zip(self.peers_upto, self.peers_first)))
                 complete = told >= self.num_sources
                 if complete:

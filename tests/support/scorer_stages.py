@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from services.scorer.chunks import FlowChunk
 from services.scorer.dst_windows import DstPartition
+from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
 from services.scorer.windows import SourcePartition
 from services.wire.codec import decode_packet_columns
 from services.wire.partition import source_partition
@@ -105,3 +106,15 @@ def exchange_tallies(dsts: dict, closed: dict) -> None:
         tallies = {w.window_ns: w.evidence.tally for w in closed.get(q, []) if w.evidence.tally}
         for other in dsts.values():
             other.peer(q, part.through(), tallies)
+
+
+def scorer_rules(windows, detector) -> set:
+    """(window start, rule key, rate, expiry) of every verdict the scorer gives `windows`
+    (closed stage 2 windows with rows) with `detector`'s model, threshold and the default
+    policy: what the tests compare with the replay's suggestions."""
+    out = set()
+    for w, scores in zip(windows, score_windows(detector, windows)):
+        for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
+                              policy=VerdictPolicy()):
+            out.add((w.window_ns, v.rule.key(), v.rule.rate_pps, v.rule.expires_ns))
+    return out

@@ -11,8 +11,8 @@ from services.detection.model import load_model
 from tests.support import synthetic_traffic as G
 from services.offline.replay import Pipeline, replay
 from services.records.packet import Packet
-from services.scorer.scoring import VerdictPolicy, score_windows, verdicts_for
-from tests.support.scorer_stages import run_stages
+from services.scorer.scoring import VerdictPolicy
+from tests.support.scorer_stages import run_stages, scorer_rules
 
 T0 = 1_800_000_000 * 10**9 + 300_000_000
 
@@ -30,15 +30,6 @@ def traffic():
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
-
-
-def scorer_rules(windows, detector):
-    out = set()
-    for w, scores in zip(windows, score_windows(detector, windows)):
-        for v in verdicts_for(w, scores, threshold=detector.threshold, model_id=detector.model_id,
-                              policy=VerdictPolicy()):
-            out.add((w.window_ns, v.rule.key(), v.rule.rate_pps, v.rule.expires_ns))
-    return out
 
 
 def test_one_partition_gives_the_replays_rows_evidence_and_rules(traffic, detector):
