@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from rich.text import Text
 
@@ -51,19 +52,24 @@ class DriftFeed:
         self.first: dict[str, float] | None = None
         self.error = ""
 
-    async def _scrape(self, url: str) -> dict[str, float] | str:
+    async def _scrape(self, url: str, pool: ThreadPoolExecutor) -> dict[str, float] | str:
         """One endpoint's drift counters, or why it could not be read ("url: reason")."""
         try:
-            return parse_counters(await asyncio.to_thread(_fetch, url, self.timeout))
+            text = await asyncio.get_running_loop().run_in_executor(pool, _fetch, url,
+                                                                     self.timeout)
+            return parse_counters(text)
         except (OSError, ValueError, http.client.HTTPException) as exc:  # no HTTP answer
             return f"{url}: {getattr(exc, 'reason', None) or exc}"
 
     async def poll(self) -> None:
-        """Scrape every endpoint at once (a silent worker costs one `timeout` seconds per
-        poll, not one per silent worker) and add their sum as a sample."""
+        """Scrape every endpoint at once, a thread each (a silent worker costs one `timeout`
+        seconds per poll, not one per silent worker, however many there are) and add their
+        sum as a sample."""
         total = dict.fromkeys(COUNTERS.values(), 0.0)
         failed = []
-        for got in await asyncio.gather(*(self._scrape(url) for url in self.urls)):
+        with ThreadPoolExecutor(max_workers=max(1, len(self.urls))) as pool:
+            results = await asyncio.gather(*(self._scrape(url, pool) for url in self.urls))
+        for got in results:
             if isinstance(got, str):
                 failed.append(got)
                 continue
