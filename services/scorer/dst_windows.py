@@ -278,7 +278,9 @@ class DstPartition:
         if complete:
             return hold_tallied(tally, w.groups, w.evidence.src, self.fates, w.window_ns)
         self.fates.add_tally(w.window_ns, tally)
-        return {s: 0.0 for s in w.groups if w.evidence.src.get(s, _NO_SRC)[_PROBE_OTHER] > 0}
+        held = {s: 0.0 for s in w.groups if w.evidence.src.get(s, _NO_SRC)[_PROBE_OTHER] > 0}
+        _write_rows(w, held)  # the model reads no probe evidence from a partial view either
+        return held
 
     def decided_upto(self) -> int:
         """The newest window start W such that every window up to W closed here has been
@@ -292,8 +294,8 @@ def _merged_inputs(w: ClosedWindow, tally: dict) -> None:
     answered over ALL partitions, evidence.src_measures' arithmetic over the whole window, so
     the model and the decision read the replay's value. At close a partition had only the
     probes towards its own destinations (a monitor's dead targets alone read "all
-    unanswered"); a window settled from a partial view keeps that value (held to 0 for
-    decisions: DstPartition._hold)."""
+    unanswered"); from a partial view the decision and the model read 0 instead
+    (DstPartition._hold)."""
     changed: dict[str, float] = {}
     for s, (probes, quiet, _) in tally.items():
         g, here = w.groups.get(s), w.evidence.src.get(s)
@@ -303,9 +305,14 @@ def _merged_inputs(w: ClosedWindow, tally: dict) -> None:
         if v != here[_PROBE_OTHER]:
             here[_PROBE_OTHER] = v
             changed[s] = v
-    if changed:
-        rows = [i for i, k in enumerate(w.keys) if k[0] in changed]
-        w.matrix[rows, _PROBE_OTHER_COL] = [changed[w.keys[i][0]] for i in rows]
+    _write_rows(w, changed)
+
+
+def _write_rows(w: ClosedWindow, values: dict[str, float]) -> None:
+    """Source -> probe_other `values` written into the model rows of `w`'s flows from them."""
+    if values:
+        rows = [i for i, k in enumerate(w.keys) if k[0] in values]
+        w.matrix[rows, _PROBE_OTHER_COL] = [values[w.keys[i][0]] for i in rows]
 
 
 def _live_min(upto: list[int], heard: list[float], max_wait_s: float) -> int | None:

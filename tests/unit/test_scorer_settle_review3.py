@@ -175,3 +175,18 @@ def test_a_sweep_among_monitors_gets_only_the_replays_rules_over_8_partitions(de
            scorer_rules([w for w in run_stages(pk, n=8) if w.keys], detector)}
     assert got and {k for _, k in got} <= {k for _, k in replayed}
     assert not any(S in k or "10.0.0.51" in k for _, k in got)
+
+
+def test_from_a_partial_view_the_model_reads_no_probe_evidence_either():
+    """A restored partition's windows settle from a partial view: decisions hold probe_other
+    to 0, and the model rows read 0 too (before, they kept the partition's own share: a ping
+    monitor with 9 of 30 down read 11.67 over 2 partitions, where the replay reads 9.0)."""
+    pk = G.ping_monitor(T0, 25, down=9)
+    held = 0
+    for w in run_stages_restoring(pk, 2, 1, 3):
+        zero = {s for s, v in w.evidence.held.items() if v == 0.0}
+        for k, row in zip(w.keys, w.matrix):
+            if k[0] in zero:
+                assert row[COL] == 0.0, (w.window_ns, k, row[COL])
+                held += 1
+    assert held
