@@ -401,9 +401,10 @@ static __always_inline void count(struct xg_counter *c, __u64 bytes, int dropped
 
 // Whether a rule's expiry (CLOCK_MONOTONIC ns, 0 = never) has passed, reading the clock at most
 // once per packet into *now. The coarse clock is CLOCK_MONOTONIC_COARSE: the same base as
-// bpf_ktime_get_ns() and user space's time.monotonic_ns(), updated once per tick (4 ms here), so a
-// rule lapses at most one tick late; it costs ~20 ns less per packet than the precise clock in this
-// VM (docs/benchmarks.md), and every pipeline rule has an expiry. GCRA limits keep the precise one.
+// bpf_ktime_get_ns() and user space's time.monotonic_ns(), updated once per tick (4 ms here), so
+// a rule lapses a few ms late at most; it costs 20-30 ns less per packet than the precise clock
+// in this VM (docs/benchmarks.md), and every pipeline rule has an expiry. GCRA limits and event
+// time stamps keep the precise one.
 static __always_inline int expired(__u64 expires_ns, __u64 *now)
 {
     if (!expires_ns)
@@ -665,7 +666,7 @@ static __always_inline int rule_verdict(struct xg_stats *st, int drop, __u64 *dr
 // exact > source host or prefix > limits > default pass. Inlined twice by xdpguard(), once per
 // family (v6 a constant): each copy keeps only its family's lookups and key building, and LLVM no
 // longer merges the two families' tails into code that spills the parsed fields to the stack
-// (an IPv4 host drop 0.90-0.96x of the shared body's time, docs/benchmarks.md). One body, so
+// (host and exact drops 0.90-0.96x of the shared body's time, docs/benchmarks.md). One body, so
 // the precedence cannot differ between the families; it runs long for that reason.
 static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struct xg_config *cfg,
                                   struct parsed *p, int rc, __u64 len, const int v6)
