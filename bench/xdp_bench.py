@@ -11,7 +11,9 @@ its miss-with-event for the unmatched ones), so a noisy neighbour hits all alike
 median of the per-round ratios, and the goal column is issue 16's.
 
 xdpguard holds --exact-rules IPv4 and as many IPv6 exact rules, --prefixes source prefixes of mixed
-lengths (half IPv4: /16 /20 /24 /28 /32, half IPv6: /32 /48 /64 /96 /128; disjoint) and 1 limit.
+lengths (half IPv4: /16 /20 /24 /28 /32, half IPv6: /32 /48 /64 /96 /128; disjoint) and 1 limit,
+none of them with an expiry; and one IPv4 host rule and one IPv4 exact rule with an expiry a day
+away (the "with TTL" cases: every rule the pipeline writes has one, so the program reads a clock).
 
 examples:
   .venv/bin/python bench/xdp_bench.py                  # 1,000,000 repeats, median of 5
@@ -115,8 +117,12 @@ def fill_reference(b, n: int) -> None:
         bpfsys.update(m.map_fd, reference_key(b, exact_src(i, False), "10.9.9.9", 1000 + i % 50000, 80), leaf)
 
 
+TTL_HOST, TTL_FLOW = "30.0.0.1", ("31.0.0.1", "10.9.9.9", 7, 80)  # the two rules with an expiry
+
+
 def fill_xdpguard(dp: Datapath, n_exact: int, n_prefixes: int) -> None:
-    """n_exact exact drop rules per family, n_prefixes mixed prefixes, one destination limit."""
+    """n_exact exact drop rules per family, n_prefixes mixed prefixes, one destination limit, and
+    the TTL_HOST and TTL_FLOW drop rules expiring a day from now."""
     for v6, dst in ((False, "10.9.9.9"), (True, "2001:db8:9::9")):
         for i in range(n_exact):
             dp.add_rule(Rule("flow", "drop", src=exact_src(i, v6), dst=dst, sport=1000 + i % 50000,
@@ -124,6 +130,10 @@ def fill_xdpguard(dp: Datapath, n_exact: int, n_prefixes: int) -> None:
     for rule in prefix_rules(n_prefixes):
         dp.add_rule(rule)
     dp.add_rule(Rule("dst_limit", "limit", dst="10.7.7.7", proto=6, dport=80, rate_pps=1000))
+    day = time.time_ns() + 86_400 * 10**9
+    dp.add_rule(Rule("src_prefix", "drop", src=f"{TTL_HOST}/32", expires_ns=day))
+    src, dst, sport, dport = TTL_FLOW
+    dp.add_rule(Rule("flow", "drop", src=src, dst=dst, sport=sport, dport=dport, proto=6, expires_ns=day))
 
 
 def main() -> int:
@@ -191,6 +201,8 @@ def run_cases(args, fd, bare_fd, ref_fd, dp, ring, ref):
         ("exact 5-tuple drop (IPv4)", ref_match, DROP, 0, "match", 1.1),
         ("exact 5-tuple drop (IPv6)", frame(exact_src(hit, True), "2001:db8:9::9", 1000 + hit % 50000, 80),
          DROP, 0, "match", 1.1),
+        ("source /32 drop (IPv4, rule with TTL)", frame(TTL_HOST, "10.9.9.9", 5555, 80), DROP, 0, "match", 1.0),
+        ("exact 5-tuple drop (IPv4, rule with TTL)", frame(*TTL_FLOW), DROP, 0, "match", 1.1),
         ("source /24 drop (IPv4)", frame(prefix_hit(n, False, 24), "10.9.9.9", 5555, 80), DROP, 0, "match", 1.5),
         ("source /64 drop (IPv6)", frame(prefix_hit(n, True, 64), "2001:db8:9::9", 5555, 80), DROP, 0, "match", 1.5),
         # 10.1.1.1 has no rule; 2001:db8:1::1 is exact rule 1's source (its src_filter slot is

@@ -399,12 +399,18 @@ static __always_inline void count(struct xg_counter *c, __u64 bytes, int dropped
         c->dropped++;
 }
 
+// Whether a rule's expiry (CLOCK_MONOTONIC ns, 0 = never) has passed, reading the clock at most
+// once per packet into *now. The coarse clock is CLOCK_MONOTONIC_COARSE: the same base as
+// bpf_ktime_get_ns() and user space's time.monotonic_ns(), updated once per tick (4 ms here), so
+// a rule lapses a few ms late at most; it costs 20-30 ns less per packet than the precise clock
+// in this VM (docs/benchmarks.md), and every pipeline rule has an expiry. GCRA limits and event
+// time stamps keep the precise one.
 static __always_inline int expired(__u64 expires_ns, __u64 *now)
 {
     if (!expires_ns)
         return 0;
     if (!*now)
-        *now = bpf_ktime_get_ns();
+        *now = bpf_ktime_get_coarse_ns();
     return *now >= expires_ns;
 }
 
@@ -423,7 +429,7 @@ static __always_inline int limit_allows(struct xg_limit *l, __u64 now)
 }
 
 static __always_inline struct xg_limit *find_limit(struct parsed *p, struct xg_limit_key *k,
-                                                   __u64 *now)
+                                                   __u64 *now) // coarse, for expired() only
 {
     struct xg_addr dk;
     daddr16(p, dk.b);
@@ -486,11 +492,11 @@ static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct 
     st->events++;
 }
 
-// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6; 0 if none, or if the
-// family's map holds no rule (its count in config is 0: no lookup).
-static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_config *cfg)
+// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6 (v6: the frame is IPv6); 0
+// if none, or if the family's map holds no rule (its count in config is 0: no lookup).
+static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_config *cfg, int v6)
 {
-    if (p->flags & XG_EV_IPV6) {
+    if (v6) {
         if (!cfg->n_exact6)
             return 0;
         struct xg_flow6_key fk = {};
@@ -516,11 +522,12 @@ static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_co
     return r;
 }
 
-// p's source's src_filter slot: how many exact and host rules may have that source.
-static __always_inline struct xg_filter_slot *src_listed(struct parsed *p)
+// p's source's src_filter slot: how many exact and host rules may have that source (src4: the
+// source is IPv4 or v4-mapped, p->saddr4).
+static __always_inline struct xg_filter_slot *src_listed(struct parsed *p, int src4)
 {
     __u32 h = p->saddr4;
-    if (!p->src4) {
+    if (!src4) {
         __u32 *w = (__u32 *)p->saddr;
         h = w[0] ^ w[1] ^ w[2] ^ w[3];
     }
@@ -528,11 +535,11 @@ static __always_inline struct xg_filter_slot *src_listed(struct parsed *p)
     return src_filter.lookup(&slot);
 }
 
-// The host rule (/32, /128) for p's source, from src_host4 (4-byte key) or src_host6; 0 if none,
-// or if the family's map holds no rule.
-static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_config *cfg)
+// The host rule (/32, /128) for p's source, from src_host4 (4-byte key, src4) or src_host6; 0 if
+// none, or if the family's map holds no rule.
+static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_config *cfg, int src4)
 {
-    if (!p->src4) {
+    if (!src4) {
         if (!cfg->n_host6)
             return 0;
         struct xg_addr hk;
@@ -549,10 +556,10 @@ static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_con
 // Whether p's source may have a prefix rule: its src_pfx_filter slot (source masked to
 // XG_PFX4_FILTER_LEN / XG_PFX6_FILTER_LEN bits) counts one, or a prefix shorter than that is in
 // use (then the filter cannot tell).
-static __always_inline int pfx_listed(struct parsed *p, struct xg_config *cfg)
+static __always_inline int pfx_listed(struct parsed *p, struct xg_config *cfg, int src4)
 {
     __u32 w;
-    if (p->src4) {
+    if (src4) {
         if (cfg->plens4 & ((1u << XG_PFX4_FILTER_LEN) - 1))
             return 1;
         w = p->saddr4 & bpf_htonl(~0u << (32 - XG_PFX4_FILTER_LEN));
@@ -655,6 +662,80 @@ static __always_inline int rule_verdict(struct xg_stats *st, int drop, __u64 *dr
     return pass(st, &st->rule_pass);
 }
 
+// The verdict of a parsed frame (rc: PARSE_OK, PARSE_PARTIAL or PARSE_BAD_FRAG): allowlist >
+// exact > source host or prefix > limits > default pass. Inlined twice by xdpguard(), once per
+// family (v6 a constant): each copy keeps only its family's lookups and key building, and LLVM no
+// longer merges the two families' tails into code that spills the parsed fields to the stack
+// (host and exact drops 0.90-0.96x of the shared body's time, docs/benchmarks.md). One body, so
+// the precedence cannot differ between the families; it runs long for that reason.
+static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struct xg_config *cfg,
+                                  struct parsed *p, int rc, __u64 len, const int v6)
+{
+    int src4 = v6 ? p->src4 : 1;
+    __u64 now = 0; // the coarse clock, read at most once, when an expiry needs it
+
+    // A map whose rule count in config is 0 is not looked up (user space raises the count
+    // before it writes an entry, so a rule is never skipped).
+    if (cfg->n_allow) {
+        struct xg_lpm_key sk = {.prefixlen = 128};
+        saddr16(p, sk.addr);
+        if (allow.lookup(&sk))
+            return pass(st, &st->allowed);
+    }
+    if (rc == PARSE_BAD_FRAG) {
+        st->drop_frag++;
+        return XDP_DROP;
+    }
+
+    // no exact (host) rule has this source, the usual case for an unmatched packet: no lookup
+    struct xg_filter_slot *f = src_listed(p, src4);
+    if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
+        struct xg_rule *r = find_exact(p, cfg, v6);
+        if (r && !expired(r->expires_ns, &now)) {
+            r->packets++;
+            r->bytes += len;
+            return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
+        }
+    }
+
+    // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
+    // their counters in the value; only a source with none looks up the shorter prefixes, one
+    // hash per length in use, longest first. An expired host rule, like an expired longest
+    // prefix, skips to the limits.
+    struct xg_rule *h = (f && f->host) ? find_host(p, cfg, src4) : 0;
+    if (h) {
+        if (!expired(h->expires_ns, &now)) {
+            h->packets++;
+            h->bytes += len;
+            return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
+        }
+    } else if ((src4 ? cfg->plens4 : cfg->plens6[0] | cfg->plens6[1] | cfg->plens6[2] |
+                                           cfg->plens6[3]) && pfx_listed(p, cfg, src4)) {
+        struct xg_rule *pr = src4 ? find_prefix4(p->saddr4, cfg->plens4) : find_prefix6(p, cfg);
+        if (pr && !expired(pr->expires_ns, &now)) {
+            pr->packets++;
+            pr->bytes += len;
+            return rule_verdict(st, pr->action == XG_ACT_DROP, &st->drop_prefix);
+        }
+    }
+
+    // A partial frame has ports and flags 0 (and protocol 0 if unknown), so only the limits
+    // that name no port and no TCP-flag mask (and no protocol, or the one read) can match.
+    struct xg_limit_key lk = {};
+    struct xg_limit *l = cfg->n_limit ? find_limit(p, &lk, &now) : 0;
+    if (l) {
+        struct xg_counter *c = limit_stats.lookup(&lk);
+        int drop = !limit_allows(l, bpf_ktime_get_ns()); // a bucket needs the precise clock
+        count(c, len, drop);
+        return rule_verdict(st, drop, &st->drop_limit);
+    }
+
+    if (rc == PARSE_PARTIAL) // no 5-tuple to sample
+        return pass(st, &st->parse_fail);
+    sample(ctx, p, st, cfg, len); // before unmatched++: sample() counts 1-in-N on unmatched
+    return pass(st, &st->unmatched);
+}
+
 int xdpguard(struct xdp_md *ctx)
 {
     int zero = 0;
@@ -678,68 +759,7 @@ int xdpguard(struct xdp_md *ctx)
     st->passed++;
     return XDP_PASS;
 #endif
-    __u64 now = 0; // read from the clock at most once, when an expiry or a bucket needs it
-
-    // A map whose rule count in config is 0 is not looked up (user space raises the count
-    // before it writes an entry, so a rule is never skipped).
-    if (cfg->n_allow) {
-        struct xg_lpm_key sk = {.prefixlen = 128};
-        saddr16(&p, sk.addr);
-        if (allow.lookup(&sk))
-            return pass(st, &st->allowed);
-    }
-    if (rc == PARSE_BAD_FRAG) {
-        st->drop_frag++;
-        return XDP_DROP;
-    }
-
-    // no exact (host) rule has this source, the usual case for an unmatched packet: no lookup
-    struct xg_filter_slot *f = src_listed(&p);
-    if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
-        struct xg_rule *r = find_exact(&p, cfg);
-        if (r && !expired(r->expires_ns, &now)) {
-            r->packets++;
-            r->bytes += len;
-            return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
-        }
-    }
-
-    // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
-    // their counters in the value; only a source with none looks up the shorter prefixes, one
-    // hash per length in use, longest first. An expired host rule, like an expired longest
-    // prefix, skips to the limits.
-    struct xg_rule *h = (f && f->host) ? find_host(&p, cfg) : 0;
-    if (h) {
-        if (!expired(h->expires_ns, &now)) {
-            h->packets++;
-            h->bytes += len;
-            return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
-        }
-    } else if ((p.src4 ? cfg->plens4 : cfg->plens6[0] | cfg->plens6[1] | cfg->plens6[2] |
-                                           cfg->plens6[3]) && pfx_listed(&p, cfg)) {
-        struct xg_rule *pr = p.src4 ? find_prefix4(p.saddr4, cfg->plens4) : find_prefix6(&p, cfg);
-        if (pr && !expired(pr->expires_ns, &now)) {
-            pr->packets++;
-            pr->bytes += len;
-            return rule_verdict(st, pr->action == XG_ACT_DROP, &st->drop_prefix);
-        }
-    }
-
-    // A partial frame has ports and flags 0 (and protocol 0 if unknown), so only the limits
-    // that name no port and no TCP-flag mask (and no protocol, or the one read) can match.
-    struct xg_limit_key lk = {};
-    struct xg_limit *l = cfg->n_limit ? find_limit(&p, &lk, &now) : 0;
-    if (l) {
-        if (!now)
-            now = bpf_ktime_get_ns();
-        struct xg_counter *c = limit_stats.lookup(&lk);
-        int drop = !limit_allows(l, now);
-        count(c, len, drop);
-        return rule_verdict(st, drop, &st->drop_limit);
-    }
-
-    if (rc == PARSE_PARTIAL) // no 5-tuple to sample
-        return pass(st, &st->parse_fail);
-    sample(ctx, &p, st, cfg, len); // before unmatched++: sample() counts 1-in-N on unmatched
-    return pass(st, &st->unmatched);
+    if (p.flags & XG_EV_IPV6) // one copy of decide() per family (v6 a constant)
+        return decide(ctx, st, cfg, &p, rc, len, 1);
+    return decide(ctx, st, cfg, &p, rc, len, 0);
 }

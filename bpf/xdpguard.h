@@ -12,7 +12,8 @@
  * ones in src_prefix keyed by a length and 16: hashes looked up once per length in use, see
  * xg_config.plens4).
  * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
- * (bpf_ktime_get_ns); 0 means "never expires". Padding is explicit so C and ctypes agree.
+ * (CLOCK_MONOTONIC: bpf_ktime_get_ns; expiry is read with bpf_ktime_get_coarse_ns, the same base
+ * at tick resolution); 0 means "never expires". Padding is explicit so C and ctypes agree.
  */
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
