@@ -2,7 +2,8 @@
 """Both scorer stages in process, no Kafka or faust: `bench/scorer_bench.py`'s traffic and
 records decoded, folded and closed by stage 1 (`windows.SourcePartition`), its flow chunks
 encoded and decoded as on the flows topic, kept and closed by stage 2 (`dst_windows.DstPartition`),
-scored in one model call per window tick and turned into verdicts. Prints the seconds of each
+scored in one model call per window tick and turned into verdicts; the garbage collector set
+up as a worker's (`service.tune_collector`, when the tree has it). Prints the seconds of each
 phase (CPU time of this process: `time.process_time`, so other work on the machine moves it
 less than wall time) and events/s of the whole; for profiling (py-spy) the per-flow work that
 `bench/fold_bench.py` (stage 1 only) leaves out, and for comparing trees without a broker.
@@ -40,6 +41,11 @@ try:
     from tests.support.scorer_stages import exchange_tallies, hear_each_other
 except ImportError:  # a tree from before stage 2 settled its windows (its close scores them)
     exchange_tallies = hear_each_other = None
+try:
+    from services.scorer.service import tune_collector
+    from services.scorer.settings import ScorerSettings
+except ImportError:  # a tree from before the worker set up the garbage collector
+    tune_collector = None
 
 W = 10**9
 
@@ -116,6 +122,8 @@ def main() -> int:
     a = ap.parse_args()
     detector = load_model(a.model)
     records = encode_records(traffic(a.events, a.rate, a.flood, a.sources), a.batch, a.partitions)
+    if tune_collector is not None:  # as a worker does once started (services/scorer/__main__.py)
+        tune_collector(ScorerSettings().gc_young)
     for _ in range(a.repeat):
         t, scored, verdicts, digest = run(records, a.partitions, detector)
         total = sum(t.values())

@@ -17,6 +17,7 @@ from services.detection.model import load_model
 from services.common.settings import load_common
 
 from .app import create_app
+from .service import tune_collector
 from .topics import ensure_scorer_topics
 from .scoring import VerdictPolicy
 from .settings import load_scorer
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         asyncio.run(ensure_scorer_topics(common, app, scorer))
         logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+        tune_collector(s.gc_young)
     except XdpguardError as exc:
         print(f"scorer: error: {exc}", file=sys.stderr)
         sys.exit(2)

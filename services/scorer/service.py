@@ -14,6 +14,7 @@ and keeps a timer that races the worker's stop from crashing it.
 """
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -34,6 +35,23 @@ from .settings import ScorerSettings
 from .tables import DestChunks, SourceRecords
 
 log = logging.getLogger("xdpguard.scorer")
+
+
+def tune_collector(young: int) -> None:
+    """Set up the cyclic garbage collector for a worker, once, after start-up (imports, model
+    and app made): collect, then `gc.freeze()` what is alive (modules, the model: never
+    traversed again), and collect the young generation every `young` net new container objects
+    instead of 700 (older generations keep Python's ratios, 10 and 10; `young` 0 keeps Python's
+    thresholds). With Python's 700, a window's hundred thousand flow states (a list each) made
+    the collector traverse the windows again and again while they filled: 0.7-0.9 CPU s of a
+    4.6 s pass of bench/pipeline_bench.py (docs/benchmarks.md, issue 17 fifth change). Garbage
+    cycles still go, at most `young` objects later; objects freed by reference counting (nearly
+    all here) never wait for the collector."""
+    gc.collect()
+    gc.freeze()
+    if young > 0:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(young, older, oldest)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ class ScorerSettings:
                                   "2 partition's tally mark, silent this long (no owner: keep above "
                                   "SCORER_SESSION_TIMEOUT_S)",
                                   check=C.at_least(0))
+    gc_young: int = setting("SCORER_GC_YOUNG", 50000,
+                            "net new objects between the cyclic garbage collector's young "
+                            "passes (Python's default 700; 0 = leave Python's thresholds)",
+                            check=C.at_least(0))
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing",
                             check=C.above(0))
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)",

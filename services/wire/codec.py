@@ -20,6 +20,8 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import contains
 from typing import Any
 
 import msgpack
@@ -91,6 +93,19 @@ def address_from_packed(raw: bytes) -> str:
     return text
 
 
+def _addresses(raw: list) -> list[str]:
+    """address_from_packed of each entry of a decoded record's address column; the cached
+    ones (real traffic repeats addresses) looked up in one C pass, the rest, and anything that
+    is not an address (DecodeError), through address_from_packed."""
+    try:
+        texts = list(map(_UNPACKED.get, raw))
+    except TypeError:  # an unhashable entry (a list, a map): address_from_packed refuses it
+        texts = [None] * len(raw)
+    if None in texts:
+        texts = [address_from_packed(a) if t is None else t for t, a in zip(texts, raw)]
+    return texts
+
+
 # --- envelope -------------------------------------------------------------------------------
 
 def _pack(record: dict) -> bytes:
@@ -151,7 +166,7 @@ def _decode_row(row: Any) -> dict[str, Any]:
 def _same_families(src: list[str], dst: list[str]) -> None:
     """One IP header holds both addresses: an event whose two are of different families is no
     packet (and no flow rule could name it)."""
-    if any((":" in s) != (":" in d) for s, d in zip(src, dst)):
+    if list(map(contains, src, repeat(":"))) != list(map(contains, dst, repeat(":"))):
         raise DecodeError(f"{T_PACKETS}: an event's source and destination are of different "
                           f"IP families")
 
@@ -205,7 +220,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         raw = _field(rec, key, list, T_PACKETS)
         if len(raw) != n:
             raise DecodeError(f"{T_PACKETS}: column {key!r} has {len(raw)} entries, expected {n}")
-        cols[key] = [address_from_packed(a) for a in raw]
+        cols[key] = _addresses(raw)
     _same_families(cols["src"], cols["dst"])
     node = _field(rec, "node", (str, list), T_PACKETS)
     if isinstance(node, str):

@@ -180,6 +180,9 @@ def mutate(**changes) -> bytes:
     (mutate(sp=b"\x00"), "column 'sp'"),
     (mutate(src=[b"\x01\x02"] * 4), "4 or 16"),
     (mutate(src=[[1]] * 4), "4 or 16"),
+    # a cached address beside entries that are no address (a text, a map, an integer)
+    (mutate(src=[b"\x01\x02\x03\x04", "1.2.3.4", {}, 7]), "4 or 16 bytes, got str"),
+    (mutate(dst=[b"\x01\x02\x03\x04", b"\x01\x02\x03\x04", {}, 7]), "got dict"),
     (mutate(dst=None), "missing field 'dst'"),
     (mutate(node=[1, 2, 3, 4]), "node"),
     (mutate(ts="x"), "type str"),
