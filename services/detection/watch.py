@@ -266,9 +266,9 @@ class ProbeFates(WindowedSources):
         {target: unanswered}]) added as its fates (`add`)."""
         self.add(ws, {s: c[2] for s, c in tally.items()})
 
-    def unanswered_share(self, src: str, at_least: float = 0.0) -> float | None:
+    def unanswered_share(self, src: str) -> float | None:
         """Distinct targets of `src` nobody answered over the kept windows / the distinct
-        targets with a known fate (or `at_least`, if more); None if it has none."""
+        targets with a known fate; None if it has none."""
         if src not in self.seen:
             return None
         merged: dict[tuple, bool] = {}
@@ -276,4 +276,4 @@ class ProbeFates(WindowedSources):
             t = d.get(src)
             if t:
                 merge_fates(merged, t)
-        return sum(merged.values()) / max(len(merged), at_least) if merged else None
+        return sum(merged.values()) / len(merged) if merged else None

@@ -248,10 +248,7 @@ class DstPartition:
                 told = sum(q == self.partition or
                            (up >= ws and (q in got or (first is not None and first < ws)))
                            for q, (up, first) in enumerate(zip(self.peers_upto, self.peers_first)))
-                complete = told >= self.num_sources
-                if complete:
-                    _merged_inputs(w, merged)
-                w.evidence.held = self._hold(w, merged, complete)
+                w.evidence.held = self._hold(w, merged, told >= self.num_sources)
                 out.append(w)
             self.settled_upto = max(self.settled_upto, ws)
         out += self._ready()
@@ -274,8 +271,11 @@ class DstPartition:
         return out
 
     def _hold(self, w: ClosedWindow, tally: dict, complete: bool) -> dict[str, float]:
-        """Window `w`'s held probe_other from `tally` (merged over the partitions that told)."""
+        """Window `w`'s held probe_other from `tally` (merged over the partitions that told),
+        its evidence and model rows first set from the tally if every partition told
+        (_merged_inputs), to 0 for its candidates if not."""
         if complete:
+            _merged_inputs(w, tally)
             return hold_tallied(tally, w.groups, w.evidence.src, self.fates, w.window_ns)
         self.fates.add_tally(w.window_ns, tally)
         held = {s: 0.0 for s in w.groups if w.evidence.src.get(s, _NO_SRC)[_PROBE_OTHER] > 0}
