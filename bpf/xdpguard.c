@@ -399,18 +399,36 @@ static __always_inline void count(struct xg_counter *c, __u64 bytes, int dropped
         c->dropped++;
 }
 
-// Whether a rule's expiry (CLOCK_MONOTONIC ns, 0 = never) has passed, reading the clock at most
-// once per packet into *now. The coarse clock is CLOCK_MONOTONIC_COARSE: the same base as
-// bpf_ktime_get_ns() and user space's time.monotonic_ns(), updated once per tick (4 ms here), so
-// a rule lapses a few ms late at most; it costs 20-30 ns less per packet than the precise clock
-// in this VM (docs/benchmarks.md), and every pipeline rule has an expiry. GCRA limits and event
-// time stamps keep the precise one.
-static __always_inline int expired(__u64 expires_ns, __u64 *now)
+// CLOCK_MONOTONIC_COARSE (bpf_ktime_get_coarse_ns: the same base as bpf_ktime_get_ns() and user
+// space's time.monotonic_ns(), updated once per tick), cached in this CPU's stats entry and read
+// again only when jiffies has moved. bpf_jiffies64() is inlined by the verifier into one load,
+// where each clock helper is a call (7-8 ns here, retpolines: docs/benchmarks.md). The cached
+// value is always an earlier reading of the clock, so it is never ahead of time: a rule is never
+// expired early, only late by the time since jiffies last moved on this CPU (a tick, whatever HZ
+// is) on top of the coarse clock's own lag. No HZ is assumed: any change of jiffies refreshes,
+// wrap included; a fresh entry (0, 0) refreshes on the first packet (jiffies_64 starts at
+// INITIAL_JIFFIES, never 0). Per CPU, so no other CPU writes the pair; should a run of the
+// program be preempted by another on the same CPU (BPF_PROG_TEST_RUN under a preemptible
+// kernel), a torn pair still holds an earlier reading of the clock, late until jiffies moves.
+static __always_inline __u64 coarse_ns(struct xg_stats *st)
+{
+    __u64 j = bpf_jiffies64();
+    if (j != st->clk_jiffies) {
+        st->clk_ns = bpf_ktime_get_coarse_ns();
+        st->clk_jiffies = j;
+    }
+    return st->clk_ns;
+}
+
+// Whether a rule's expiry (CLOCK_MONOTONIC ns, 0 = never) has passed, reading coarse_ns() at
+// most once per packet into *now: a rule lapses a few ms late at most, and every pipeline rule
+// has an expiry. GCRA limits and event time stamps keep the precise clock.
+static __always_inline int expired(struct xg_stats *st, __u64 expires_ns, __u64 *now)
 {
     if (!expires_ns)
         return 0;
     if (!*now)
-        *now = bpf_ktime_get_coarse_ns();
+        *now = coarse_ns(st);
     return *now >= expires_ns;
 }
 
@@ -429,6 +447,7 @@ static __always_inline int limit_allows(struct xg_limit *l, __u64 now)
 }
 
 static __always_inline struct xg_limit *find_limit(struct parsed *p, struct xg_limit_key *k,
+                                                   struct xg_stats *st,
                                                    __u64 *now) // coarse, for expired() only
 {
     struct xg_addr dk;
@@ -449,16 +468,16 @@ static __always_inline struct xg_limit *find_limit(struct parsed *p, struct xg_l
         k->proto = p->proto;
         k->dport = p->dport;
         l = dst_limit.lookup(k);
-        if (l && !expired(l->expires_ns, now))
+        if (l && !expired(st, l->expires_ns, now))
             return l;
         k->dport = 0;
         l = dst_limit.lookup(k);
-        if (l && !expired(l->expires_ns, now))
+        if (l && !expired(st, l->expires_ns, now))
             return l;
         if (m == 0) {
             k->proto = 0;
             l = dst_limit.lookup(k);
-            if (l && !expired(l->expires_ns, now))
+            if (l && !expired(st, l->expires_ns, now))
                 return l;
         }
     }
@@ -672,7 +691,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
                                   struct parsed *p, int rc, __u64 len, const int v6)
 {
     int src4 = v6 ? p->src4 : 1;
-    __u64 now = 0; // the coarse clock, read at most once, when an expiry needs it
+    __u64 now = 0; // coarse_ns(), read at most once, when an expiry needs it
 
     // A map whose rule count in config is 0 is not looked up (user space raises the count
     // before it writes an entry, so a rule is never skipped).
@@ -691,7 +710,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
     struct xg_filter_slot *f = src_listed(p, src4);
     if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
         struct xg_rule *r = find_exact(p, cfg, v6);
-        if (r && !expired(r->expires_ns, &now)) {
+        if (r && !expired(st, r->expires_ns, &now)) {
             r->packets++;
             r->bytes += len;
             return rule_verdict(st, r->action == XG_ACT_DROP, &st->drop_exact);
@@ -704,7 +723,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
     // prefix, skips to the limits.
     struct xg_rule *h = (f && f->host) ? find_host(p, cfg, src4) : 0;
     if (h) {
-        if (!expired(h->expires_ns, &now)) {
+        if (!expired(st, h->expires_ns, &now)) {
             h->packets++;
             h->bytes += len;
             return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
@@ -712,7 +731,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
     } else if ((src4 ? cfg->plens4 : cfg->plens6[0] | cfg->plens6[1] | cfg->plens6[2] |
                                            cfg->plens6[3]) && pfx_listed(p, cfg, src4)) {
         struct xg_rule *pr = src4 ? find_prefix4(p->saddr4, cfg->plens4) : find_prefix6(p, cfg);
-        if (pr && !expired(pr->expires_ns, &now)) {
+        if (pr && !expired(st, pr->expires_ns, &now)) {
             pr->packets++;
             pr->bytes += len;
             return rule_verdict(st, pr->action == XG_ACT_DROP, &st->drop_prefix);
@@ -722,7 +741,7 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
     // A partial frame has ports and flags 0 (and protocol 0 if unknown), so only the limits
     // that name no port and no TCP-flag mask (and no protocol, or the one read) can match.
     struct xg_limit_key lk = {};
-    struct xg_limit *l = cfg->n_limit ? find_limit(p, &lk, &now) : 0;
+    struct xg_limit *l = cfg->n_limit ? find_limit(p, &lk, st, &now) : 0;
     if (l) {
         struct xg_counter *c = limit_stats.lookup(&lk);
         int drop = !limit_allows(l, bpf_ktime_get_ns()); // a bucket needs the precise clock

@@ -13,7 +13,7 @@
  * xg_config.plens4).
  * Ports, rates and times are host byte order. Times in maps are kernel monotonic ns
  * (CLOCK_MONOTONIC: bpf_ktime_get_ns; expiry is read with bpf_ktime_get_coarse_ns, the same base
- * at tick resolution); 0 means "never expires". Padding is explicit so C and ctypes agree.
+ * at tick resolution, cached per CPU in xg_stats until jiffies moves); 0 means "never expires". Padding is explicit so C and ctypes agree.
  */
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
@@ -26,7 +26,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444736u /* "XDG6": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444737u /* "XDG7": bump when any struct, map or parse rule changes */
 
 /* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
@@ -209,6 +209,11 @@ struct xg_stats {
     __u64 drop_frag;    /* dropped: a first fragment too short for its transport header (or,
                          * IPv6, its header chain), or a later one overlapping it (RFC 1858,
                          * RFC 7112); allowlisted sources excepted */
+    /* not counters: this CPU's expiry clock, the jiffies value (bpf_jiffies64, inlined) at
+     * which clk_ns was read from bpf_ktime_get_coarse_ns; the program reads the coarse clock
+     * again only when jiffies has moved (user space never writes them) */
+    __u64 clk_jiffies;
+    __u64 clk_ns;
 };
 
 /* run-time configuration (map "config", one entry) */

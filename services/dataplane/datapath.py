@@ -154,7 +154,7 @@ class Datapath:
             return None
         total = m.value.from_buffer_copy(arr[0])
         for f, _ in m.value._fields_:
-            if f in ("packets", "bytes", "dropped") or m.value is Stats:
+            if f in ("packets", "bytes", "dropped") or (m.value is Stats and f in STAT_FIELDS):
                 setattr(total, f, sum(getattr(arr[i], f) for i in range(self._ncpu)))
         return total
 

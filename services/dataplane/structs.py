@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444736               # "XDG6": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444737               # "XDG7": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -97,7 +97,9 @@ STAT_FIELDS = ("seen", "passed", "allowed", "rule_pass", "drop_exact", "drop_pre
 
 
 class Stats(ctypes.Structure):
-    _fields_ = [(name, u64) for name in STAT_FIELDS]
+    # STAT_FIELDS are counters; clk_jiffies / clk_ns are the program's per-CPU expiry clock
+    # (the coarse clock read at that jiffies value), not summed or shown
+    _fields_ = [*[(name, u64) for name in STAT_FIELDS], ("clk_jiffies", u64), ("clk_ns", u64)]
 
 
 # Config's rule counts, one per map the program may skip when 0

@@ -1,5 +1,6 @@
 """Rule precedence, counters, expiry, limits, sampling and map errors, on the real kernel through
 BPF_PROG_TEST_RUN and the pinned maps (Datapath)."""
+import ctypes
 import os
 import time
 
@@ -10,7 +11,7 @@ from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.common.errors import ConfigError, MapFull, MapMismatch, NotLoaded
 from services.dataplane.maps import open_pinned
-from services.dataplane.structs import LimitKey
+from services.dataplane.structs import LimitKey, Stats
 from services.records.rules import Rule
 from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
@@ -145,6 +146,32 @@ def test_expired_rules_stop_matching_at_once(env):
     assert abs(listed.expires_ns - (now + 300_000_000)) < 5_000_000  # monotonic <-> epoch round trip
     time.sleep(0.35)
     assert env.run(SYN) == XDP_PASS
+
+
+def test_the_expiry_clock_is_a_coarse_reading_taken_since_jiffies_last_moved(env):
+    # expired() compares against a per-CPU (jiffies, coarse ns) pair in the stats entry, read
+    # again only when jiffies moves: after a run it must be a reading of CLOCK_MONOTONIC_COARSE
+    # taken during that run (never ahead of time.monotonic_ns(): no rule expires early)
+    env.dp.add_rule(exact().with_times(time.time_ns(), 60))  # an expiry, so the clock is read
+    tick = time.clock_getres(6) * 1e9  # CLOCK_MONOTONIC_COARSE (Linux; not in the time module)
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    fd, _ = open_pinned(env.pin_dir, "stats")
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(max(0.03, 3 * tick / 1e9))  # jiffies moves (any HZ >= 100)
+        before = time.monotonic_ns()
+        assert env.run(SYN) == XDP_DROP
+        after = time.monotonic_ns()
+        per_cpu = (Stats * bpfsys.possible_cpus())()
+        assert bpfsys.lookup(fd, ctypes.c_uint32(0), per_cpu)
+    finally:
+        os.sched_setaffinity(0, mask)
+        os.close(fd)
+    clk = per_cpu[cpu]
+    assert clk.clk_jiffies != 0
+    assert before - 2 * tick <= clk.clk_ns <= after
+    assert "clk_ns" not in env.dp.stats() and "clk_jiffies" not in env.dp.stats()
 
 
 def test_sampling_one_in_n_and_off(env):
