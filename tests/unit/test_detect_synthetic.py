@@ -124,6 +124,8 @@ def test_benign_shapes_next_to_every_attack_lose_nothing(detector):
 
 # Benign LAN shapes that probe evidence blocks today (found in review; models/README.md,
 # "Limits"). Strict: when one passes, move it to BENIGN. Each with fewer targets down passes.
+# Their targets are dead FROM THE START: nothing answered the station, so the outage memory
+# (OUTAGES below: targets that answered before and then went down) cannot tell them from a sweep.
 KNOWN_BLOCKED = {
     "load balancer checking 12 backends of a /24, 10 refusing":
         (lambda: G.health_checks(T0, 60, down=10), lambda: G.health_checks(T0, 60, down=9)),
