@@ -22,12 +22,16 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
   probe_tcp    half-open flows of <= 2 packets over the horizon (10 windows), largest TARGET
                GROUP: distinct ports of one host (port scan) or distinct hosts of one /24
                (IPv6 /64) on one port (sweep). Benign fan-out is spread over the Internet
-               (P2P peers, CDN servers) and completes its handshakes.
+               (P2P peers, CDN servers) and completes its handshakes. A target the source
+               completed a handshake with within the outage memory's period is left out
+               (services.detection.outage: a health checker's backends going down).
   probe_other  the same for UDP / ICMP / other flows of <= 2 packets, weighted by the share of
                the source's such flows here nobody answered (`src_measures`): a DNS prober's
                resolvers answer, a swept /24's empty addresses do not. Decisions take the lower
                of that and the share of its distinct targets nobody answered over the horizon
-               (`ProbeFates`): retries to one dead device are not a sweep.
+               (`ProbeFates`): retries to one dead device are not a sweep; a target that
+               answered the source within the outage memory's period counts as answered
+               there (services.detection.outage: a station's targets going down).
   login        TCP sessions started by the source towards ONE login service (LOGIN_PORTS) of one
                host, summed over the last 3 windows (password guessing). Benign: a mail client
                polling, one SSH or database session; web ports are not login services (a client
@@ -279,7 +283,8 @@ def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
     probe `tally` (probe_tally, merged over every place that holds a part of the window) is
     added to `fates`; a source of `groups` (source -> its probe group, SourceWatch) with known
     probes in `src` is held to its group times the lower of the tally's unanswered share and
-    the horizon's (`ProbeFates`: retries to one dead device are not a sweep)."""
+    the horizon's (`ProbeFates`: retries to one dead device are not a sweep; a target that
+    answered the source within the outage memory counts as answered: an outage)."""
     fates.add_tally(ws, tally)
     at = SRC_MEASURES.index("probe_other")
     held = {}
@@ -287,7 +292,7 @@ def hold_tallied(tally: Mapping[str, list], groups: Mapping[str, float],
         g, here = groups.get(s), src.get(s)
         if g is None or here is None:
             continue
-        h = fates.unanswered_share(s)
+        h = fates.unanswered_share(s, ws)
         if h is None:
             continue
         v = min(g * quiet / probes, g * h)  # src_measures' arithmetic: one partition, equal
@@ -367,10 +372,11 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
     if watch is None:
         watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
     entries: dict[str, list] = {}
+    handshakes: dict[str, list] = {}
     for k, st in flows.items():
         SourceWatch.count(entries, k, st["packets"], st["flags"], st.get("syn", 0),
-                          settled(st["last"], window_end_ns))
-    watch.add_entries(window.start_ns, entries, flows)
+                          settled(st["last"], window_end_ns), handshakes)
+    watch.add_entries(window.start_ns, entries, flows, handshakes)
     own = watch.measures(window.start_ns, window.srcs)
     ev = assess(flows, flows, answers, window_end_ns, own, fates, window.start_ns)
     return ev, answers

@@ -28,6 +28,7 @@ import numpy as np
 from services.common.errors import ModelError
 from .bounds import EvidenceBounds
 from .features import FEATURE_NAMES, HORIZON_WINDOWS
+from .outage import OUTAGE_MEMORY_S
 from services.common.paths import MODELS_DIR
 
 FORMAT = "xdpguard-model/1"
@@ -72,6 +73,12 @@ class Detector:
     def horizon_windows(self) -> int:
         """The source horizon (windows) the model was trained with: rows must be built alike."""
         return int((self.meta.get("params") or {}).get("horizon_windows", HORIZON_WINDOWS))
+
+    @property
+    def outage_memory_s(self) -> float:
+        """How long a probe target that answered a source counts as answered for its probe
+        evidence (params `outage_memory_s`; a model without it: outage.OUTAGE_MEMORY_S)."""
+        return float((self.meta.get("params") or {}).get("outage_memory_s", OUTAGE_MEMORY_S))
 
     @property
     def evidence(self) -> EvidenceBounds:

@@ -12,6 +12,7 @@ from typing import Container, Iterable, Mapping
 from services.records.packet import PROTO_TCP, TCP_ACK
 
 from .features import HORIZON_WINDOWS, WindowedSources
+from .outage import OUTAGE_MEMORY_S, AnsweredMemory
 
 LOGIN_WINDOWS = 3
 # TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
@@ -108,25 +109,41 @@ class SourceWatch(WindowedSources):
     per window like features.SourceHorizon, so expiry drops whole windows; a probe is its
     (dst, proto, dport), and a source with a single probe in a window (a spoofed SYN) keeps
     that tuple, not a set. Nothing is hashed: target groups are formed only for a source with
-    more than one probe in the horizon. Windows are added oldest first."""
+    more than one probe in the horizon. Windows are added oldest first.
+
+    A TCP target the source completed a handshake with (its SYN and its own ACK in one flow)
+    within `memory_s` (outage.AnsweredMemory) is left out of its half-open probes: a health
+    checker's backends that accepted it for an hour and then went silent are an outage. One
+    value feeds both the model rows and the decisions (stage 1 ships it), alike in the replay
+    and the scorer."""
 
     # windows: window start -> source -> [half-open flows to its busiest destination, probes
     # (tuple | set | None), logins (dict | None), None]; `pending`: window start -> 5-tuples
-    # of its unsettled SYN-only flows, judged when the next window is added
-    __slots__ = ("pending",)
+    # of its unsettled SYN-only flows, judged when the next window is added; `memory`: the
+    # TCP targets each source completed a handshake with lately
+    __slots__ = ("pending", "memory")
 
-    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS) -> None:
+    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS,
+                 memory_s: float = OUTAGE_MEMORY_S) -> None:
         super().__init__(width_ns, span)
         self.pending: dict[int, list[tuple]] = {}
+        self.memory = AnsweredMemory(memory_s)
 
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
-              done: bool) -> None:
+              done: bool, handshakes: dict[str, list] | None = None) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
         SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
         settled yet is noted in the entry's last slot (`add_entries` settles it later); one to
-        a login service counts as a login session at once, as any SYN to it does."""
+        a login service counts as a login session at once, as any SYN to it does. A completed
+        handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
         src, dst, _, dport, proto = key
+        if handshakes is not None and proto == PROTO_TCP and syn and flags & TCP_ACK:
+            t = handshakes.get(src)
+            if t is None:
+                handshakes[src] = [(dst, proto, dport)]
+            else:
+                t.append((dst, proto, dport))
         syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
         half_open = syn_only and done
         login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
@@ -151,14 +168,19 @@ class SourceWatch(WindowedSources):
             g = (dst, dport)
             e[2][g] = e[2].get(g, 0) + 1
 
-    def add_entries(self, ws: int, entries: dict[str, list], flows: Container | None = None) -> None:
+    def add_entries(self, ws: int, entries: dict[str, list], flows: Container | None = None,
+                    handshakes: Mapping[str, list] | None = None) -> None:
         """Window `ws` as `count` built it (replacing an earlier copy); drops old windows.
         `flows` (the window's 5-tuples) settles the previous window's unsettled SYN-only flows:
         one with no packet in `ws` got no ACK and counts here as a half-open probe; one that went
         on is judged in `ws` by its own packets. The unsettled flow of a source with nothing else
         counted in the horizon (a spoofed SYN) is not kept: one probe is never evidence (its login
-        session, `count`, is)."""
+        session, `count`, is). `handshakes` (count's) go to the outage memory."""
         self._forget(ws)
+        memory = self.memory
+        for src, targets in (handshakes or {}).items():
+            memory.note(src, targets, ws)
+        memory.expire(ws)
         seen = self.seen
         earlier = self.pending.get(ws - self.width_ns) if flows is not None else None
         for key in earlier or ():
@@ -191,6 +213,7 @@ class SourceWatch(WindowedSources):
         login_from = ws - (LOGIN_WINDOWS - 1) * self.width_ns
         logins = [d for w, d in self.windows.items() if login_from <= w <= ws]
         current, seen = self.windows.get(ws, {}), self.seen
+        remembered, answered = self.memory.sources, self.memory.answered
         out = {}
         for src in srcs:
             e = current.get(src)
@@ -199,8 +222,10 @@ class SourceWatch(WindowedSources):
                 continue
             if e is not None and seen[src] == 1 and type(e[1]) is not set:  # this window only
                 p = e[1]
-                out[src] = [e[0], int(p is not None and p[1] == PROTO_TCP),
-                            int(p is not None and p[1] != PROTO_TCP),
+                tcp = p is not None and p[1] == PROTO_TCP
+                if tcp and src in remembered and answered(src, p, ws):
+                    tcp = False
+                out[src] = [e[0], int(tcp), int(p is not None and p[1] != PROTO_TCP),
                             max(e[2].values()) if e[2] else 0]
                 continue
             probes: set = set()
@@ -211,6 +236,8 @@ class SourceWatch(WindowedSources):
                         probes.add(x[1])
                     else:
                         probes |= x[1]
+            if src in remembered:  # a TCP target that accepted the source lately: an outage
+                probes = {p for p in probes if p[1] != PROTO_TCP or not answered(src, p, ws)}
             if len(probes) > 1:
                 tcp, other = _largest_groups(probes)
             else:
@@ -240,9 +267,18 @@ class ProbeFates(WindowedSources):
     the source's probes nobody answered. Weighted by the current window's share alone, a
     window of retries towards one dead device (net-snmp retries 5 times, 1 s apart) reads as
     "every probe unanswered" while the group holds the devices that answered windows before:
-    an SNMP station with one device down looked like a sweep of 20 hosts."""
+    an SNMP station with one device down looked like a sweep of 20 hosts.
 
-    __slots__ = ()
+    A target that answered the source within `memory_s` (outage.AnsweredMemory, noted from
+    every window added) counts as answered too, after it left the kept windows: a station's
+    targets that answered for an hour and then went down are an outage, not a sweep."""
+
+    __slots__ = ("memory",)
+
+    def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS,
+                 memory_s: float = OUTAGE_MEMORY_S) -> None:
+        super().__init__(width_ns, span)
+        self.memory = AnsweredMemory(memory_s)
 
     def add(self, ws: int, fates: dict[str, dict[tuple, bool]]) -> None:
         """Window `ws`'s known fates: source -> target -> unanswered, merged into what the window
@@ -252,7 +288,7 @@ class ProbeFates(WindowedSources):
         if kept is None:
             kept = {}
             self._keep(ws, kept)
-        seen = self.seen
+        seen, memory = self.seen, self.memory
         for src, targets in fates.items():
             t = kept.get(src)
             if t is None:
@@ -260,15 +296,20 @@ class ProbeFates(WindowedSources):
                 seen[src] = seen.get(src, 0) + 1
             else:
                 merge_fates(t, targets)
+            answered = [x for x, quiet in targets.items() if not quiet]
+            if answered:
+                memory.note(src, answered, ws)
+        memory.expire(ws)
 
     def add_tally(self, ws: int, tally: Mapping[str, list]) -> None:
         """Window `ws`'s probe tally (evidence.probe_tally: source -> [probes, unanswered,
         {target: unanswered}]) added as its fates (`add`)."""
         self.add(ws, {s: c[2] for s, c in tally.items()})
 
-    def unanswered_share(self, src: str) -> float | None:
+    def unanswered_share(self, src: str, ws: int | None = None) -> float | None:
         """Distinct targets of `src` nobody answered over the kept windows / the distinct
-        targets with a known fate; None if it has none."""
+        targets with a known fate; None if it has none. With `ws` (the window decided), a
+        target that answered `src` within the memory period before it counts as answered."""
         if src not in self.seen:
             return None
         merged: dict[tuple, bool] = {}
@@ -276,4 +317,9 @@ class ProbeFates(WindowedSources):
             t = d.get(src)
             if t:
                 merge_fates(merged, t)
-        return sum(merged.values()) / len(merged) if merged else None
+        if not merged:
+            return None
+        if ws is None or src not in self.memory.sources:
+            return sum(merged.values()) / len(merged)
+        answered = self.memory.answered
+        return sum(q and not answered(src, t, ws) for t, q in merged.items()) / len(merged)

@@ -28,6 +28,7 @@ import numpy as np
 from services.detection.detect import DetectParams, Escalation, Suggestion, suggest
 from services.detection.evidence import Answers, ProbeFates, SourceWatch, WindowEvidence, assess_window
 from services.detection.features import HORIZON_WINDOWS, SourceHorizon, WindowState, window_start
+from services.detection.outage import OUTAGE_MEMORY_S
 from services.records.packet import Packet
 from services.records.rules import Rule, Scope
 
@@ -56,9 +57,10 @@ class Pipeline:
         self.params = params
         self._win: WindowState | None = None
         span = getattr(detector, "horizon_windows", HORIZON_WINDOWS)
+        memory_s = getattr(detector, "outage_memory_s", OUTAGE_MEMORY_S)
         self._horizon = SourceHorizon(self.width_ns, span)
-        self._watch = SourceWatch(self.width_ns, span)
-        self._fates = ProbeFates(self.width_ns, span)
+        self._watch = SourceWatch(self.width_ns, span, memory_s)
+        self._fates = ProbeFates(self.width_ns, span, memory_s)
         self._answers: Answers | None = None
         self._last_ws: int | None = None
         self.memory = Escalation()

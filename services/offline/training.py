@@ -27,6 +27,7 @@ import numpy as np
 
 from services.detection.bounds import MEASURES, EvidenceBounds, widen
 from services.detection.features import FEATURE_NAMES, HORIZON_WINDOWS, SEED_FEATURES
+from services.detection.outage import OUTAGE_MEMORY_S
 from services.records.packet import Packet
 from .replay import Pipeline
 
@@ -239,7 +240,7 @@ def train(benign: Sequence[LabelledCapture], *, features: str = "full", target_f
                 "calibration_split": "by file" if by_file else "time order within each capture"}
     params = {"features": features, "n_estimators": n_estimators, "max_samples": max_samples,
               "seed": seed, "target_fpr": target_fpr, "window_s": window_s,
-              "horizon_windows": HORIZON_WINDOWS,
+              "horizon_windows": HORIZON_WINDOWS, "outage_memory_s": OUTAGE_MEMORY_S,
               "range_guard_gain": gain if features != "seed" else None}
     evidence = EvidenceBounds.calibrate(maxima).to_dict()
     return TrainResult(est, threshold, wide, tuple(names), metrics, training, params, evidence)

@@ -75,8 +75,10 @@ class CollectStage:
         values that do not decode are queued for the dead-letter topic and deleted (flush_bad)."""
         part = self.dests.get(q)
         if part is None:
-            # probe fates over the span stage 1 keeps its horizon over (the base model's)
-            fates = ProbeFates(self.width_ns, self.models.schedule.base.horizon_windows)
+            # probe fates over the span stage 1 keeps its horizon over, and the outage
+            # memory's period (the base model's)
+            base = self.models.schedule.base
+            fates = ProbeFates(self.width_ns, base.horizon_windows, base.outage_memory_s)
             part = self.dests[q] = DstPartition(q, self.width_ns, self.n, self.s.close_wait_s,
                                                 fates=fates)
             try:

@@ -18,6 +18,7 @@ import faust
 from faust.types import TP
 
 from services.common.errors import DecodeError
+from services.detection.evidence import SourceWatch
 from services.detection.features import SourceHorizon
 from services.wire.codec import decode_packet_columns
 
@@ -34,8 +35,9 @@ MAX_NODE_LABELS = 256  # capture nodes named in metric labels; the others share 
 
 class IngestStage:
     """Stage 1 of one worker. `n`: packets partitions (= flows partitions); `detector`: the
-    model (its `horizon_windows`); `dead(topic, partition, offset, reason, raw)`: dead-letters
-    an undecodable record. Fed by the ingest agent; closed by that agent and the timer alike."""
+    model (its `horizon_windows`, `outage_memory_s`); `dead(topic, partition, offset, reason,
+    raw)`: dead-letters an undecodable record. Fed by the ingest agent; closed by that agent
+    and the timer alike."""
 
     def __init__(self, app: faust.App, s: ScorerSettings, n: int, detector, packets_topic,
                  flows_topic, store: SourceRecords, metrics: ScorerMetrics,
@@ -65,9 +67,11 @@ class IngestStage:
         A stored value that does not decode (only decodable records are stored, so something
         else wrote it) is queued for the dead-letter topic and deleted (flush_bad), never
         replayed: no stored record can stop a restore, once or at every restart."""
+        span, memory_s = self.detector.horizon_windows, self.detector.outage_memory_s
         part = self.sources[p] = SourcePartition(
             p, self.width_ns, int(self.s.lateness_s * 1e9), idle_ns=int(self.s.idle_s * 1e9),
-            horizon=SourceHorizon(self.width_ns, self.detector.horizon_windows),
+            horizon=SourceHorizon(self.width_ns, span),
+            watch=SourceWatch(self.width_ns, span, memory_s),
             wall=time.time_ns, max_future_ns=int(self.s.max_future_s * 1e9))
         seen, replayed = -1, 0
         try:

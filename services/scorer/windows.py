@@ -248,6 +248,7 @@ class SourcePartition:
         agg: dict[str, list] = {}
         recent: dict[str, list] = {}
         watched: dict[str, list] = {}
+        shakes: dict[str, list] = {}  # completed handshakes: the watch's outage memory
         settle_by = ws + self.width_ns - GRACE_NS  # evidence.settled
         if keys:
             of, dst = rows["src"].astype(np.intp), rows["dst"]
@@ -265,9 +266,9 @@ class SourcePartition:
             for i in _candidates(rows["proto"], rows["dport"], rows["flags"], rows["syn"],
                                  rows["last"], rows["packets"], settle_by).tolist():
                 s = states[i]
-                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
+                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by, shakes)
         self.horizon.add_entries(ws, recent)
-        self.watch.add_entries(ws, watched, flows)
+        self.watch.add_entries(ws, watched, flows, shakes)
         hz = self.horizon.features_of(ws, agg)
         own = self.watch.measures(ws, agg)
         # both dicts list the sources in `agg`'s order: one concatenation per source, C loops
@@ -351,9 +352,10 @@ def _candidates(proto: np.ndarray, dport: np.ndarray, flags: np.ndarray, syn: np
                 last: np.ndarray, packets: np.ndarray, settle_by: int) -> np.ndarray:
     """Positions of the flows evidence.SourceWatch.count may count (their protocol,
     destination port, flags, SYN-without-ACK packets, last time (ns) and packets as arrays):
-    a SYN-only TCP flow settled by `settle_by`, a SYN to a login port, or one of at most 2
-    packets that is not TCP or is SYN-only (a probe or an unsettled SYN; `count` itself
-    leaves out those towards group addresses). The others it skips, so they are not passed."""
+    a SYN-only TCP flow settled by `settle_by`, a SYN to a login port, a completed handshake
+    (SYN and ACK: the outage memory), or one of at most 2 packets that is not TCP or is
+    SYN-only (a probe or an unsettled SYN; `count` itself leaves out those towards group
+    addresses). The others it skips, so they are not passed."""
     tcp = proto == PROTO_TCP
     syn = syn != 0
     ack = (flags & TCP_ACK) != 0
@@ -363,4 +365,4 @@ def _candidates(proto: np.ndarray, dport: np.ndarray, flags: np.ndarray, syn: np
         done[:] = False
     login = tcp & syn & np.isin(dport, _LOGIN)
     few = packets <= 2
-    return np.flatnonzero((syn_only & done) | login | (few & (~tcp | syn_only)))
+    return np.flatnonzero((syn_only & done) | login | (tcp & syn & ack) | (few & (~tcp | syn_only)))

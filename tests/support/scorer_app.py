@@ -14,6 +14,7 @@ from services.scorer.settings import ScorerSettings
 class StubDetector:
     """The detector attributes the wiring reads (no model: nothing gets scored)."""
     threshold, wide_threshold, model_id, horizon_windows = 0.5, 0.5, "test", 10
+    outage_memory_s = 3600.0
 
 
 def scorer_without_broker() -> Scorer:

@@ -13,7 +13,8 @@ Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks sen
 `service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports),
 `host_sweep` (a slow UDP or TCP sweep of one /24 on one port).
 Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`;
-LAN infrastructure while some of its targets are down: `health_checks`, `ping_monitor`, `snmp_poller`.
+LAN infrastructure while some of its targets are down (from the start, or in an `outage` after
+answering for a while): `health_checks`, `ping_monitor`, `snmp_poller`.
 """
 from __future__ import annotations
 
@@ -275,18 +276,28 @@ def web_poller(t0: int, seconds: float, client: str = "10.0.0.11", server: str =
 
 
 # --- LAN infrastructure with some of its targets down -----------------------------------------
+# `down`: targets that never answer (down from the start); `outage` (at_s, n): from `at_s`
+# seconds on, the first n targets stop answering at all (a switch failed), having answered before.
+
+def _dead(j: int, t: int, t0: int, down: int, outage: tuple[float, int] | None) -> bool:
+    """Whether target `j` (1-based) is down at time `t` (ns)."""
+    return j <= down or (outage is not None and j <= outage[1] and t >= t0 + int(outage[0] * S))
+
 
 def health_checks(t0: int, seconds: float, checker: str = "10.0.0.60", net: str = "10.0.3",
                   backends: int = 12, down: int = 6, every_s: float = 2.0,
-                  port: int = 8080) -> list[Packet]:
+                  port: int = 8080, outage: tuple[float, int] | None = None) -> list[Packet]:
     """A load balancer's layer-4 health checks (connect, then reset) of `backends` hosts of one
-    /24 on one port every `every_s`; the first `down` of them refuse (RST): a partial outage."""
+    /24 on one port every `every_s`; the first `down` of them refuse (RST): a partial outage.
+    Backends in an `outage` answer nothing: the checker's SYN is retransmitted once, 1 s later."""
     pk, sp, ms = [], 30000, S // 1000
     for i in range(int(seconds / every_s)):
         for j in range(1, backends + 1):
             t, b, sp = t0 + int(i * every_s * S) + j * 3 * ms, f"{net}.{j}", sp + 1
             pk.append(_tcp(t, checker, b, sp, port, SYN, 74))
-            if j <= down:
+            if j > down and _dead(j, t, t0, 0, outage):
+                pk.append(_tcp(t + S, checker, b, sp, port, SYN, 74))
+            elif j <= down:
                 pk.append(_tcp(t + ms, b, checker, port, sp, RST | ACK, 54))
             else:
                 pk += [_tcp(t + ms, b, checker, port, sp, SYN | ACK, 74),
@@ -296,29 +307,31 @@ def health_checks(t0: int, seconds: float, checker: str = "10.0.0.60", net: str 
 
 
 def ping_monitor(t0: int, seconds: float, station: str = "10.0.0.51", net: str = "10.0.2",
-                 hosts: int = 30, down: int = 6) -> list[Packet]:
+                 hosts: int = 30, down: int = 6,
+                 outage: tuple[float, int] | None = None) -> list[Packet]:
     """A monitoring station pinging (ICMP echo) `hosts` hosts of one /24 every second; the
-    first `down` of them do not answer."""
+    first `down` of them do not answer (nor those of an `outage`, once it began)."""
     pk, ms = [], S // 1000
     for i in range(int(seconds)):
         for j in range(1, hosts + 1):
             t, h = t0 + i * S + j * 2 * ms, f"{net}.{j}"
             pk.append(Packet(t, station, h, 0, 0, PROTO_ICMP, 0, 98))
-            if j > down:
+            if not _dead(j, t, t0, down, outage):
                 pk.append(Packet(t + ms, h, station, 0, 0, PROTO_ICMP, 0, 98))
     return _sorted(pk)
 
 
 def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = "10.0.1",
-                devices: int = 20, down: int = 4, every_s: int = 10,
-                retries: int = 5) -> list[Packet]:
+                devices: int = 20, down: int = 4, every_s: int = 10, retries: int = 5,
+                outage: tuple[float, int] | None = None) -> list[Packet]:
     """An SNMP station polling `devices` hosts of one /24 (UDP 161, one socket) every `every_s`;
-    the first `down` do not answer and get `retries` retries 1 s apart (net-snmp's defaults)."""
+    the first `down` (and those of an `outage`, once it began) do not answer and get `retries`
+    retries 1 s apart (net-snmp's defaults)."""
     pk, ms, sp = [], S // 1000, 50161
     for k in range(int(seconds // every_s) + 1):
         for j in range(1, devices + 1):
             t, dev = t0 + k * every_s * S + j * 10 * ms, f"{net}.{j}"
-            if j <= down:
+            if _dead(j, t, t0, down, outage):
                 pk += [_udp(t + r * S, station, dev, sp, 161, 90) for r in range(retries + 1)]
             else:
                 pk += [_udp(t, station, dev, sp, 161, 90), _udp(t + 3 * ms, dev, station, 161, sp, 120)]

@@ -145,6 +145,36 @@ def test_the_model_reads_the_replays_probe_other_over_8_partitions(detector, mak
     assert compared > 50
 
 
+# Stations that answered for 60 s, then lost 15 targets (services/detection/outage.py); over 8
+# stage 2 partitions their answered and dead targets sit in different partitions, and the
+# answers that keep the dead ones remembered came through other partitions' tallies.
+OUTAGES = {
+    "ping monitor, 30 hosts, 15 go down": lambda: G.ping_monitor(T0, 90, down=0, outage=(60, 15)),
+    "SNMP station, 20 devices, 15 go down":
+        lambda: G.snmp_poller(T0, 90, down=0, outage=(60, 15)),
+    "load balancer, 24 backends, 15 go down":
+        lambda: G.health_checks(T0, 90, backends=24, down=0, outage=(60, 15)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUTAGES))
+def test_the_outage_memory_holds_over_8_partitions_as_in_the_replay(detector, name):
+    """No rule over 8 partitions (nor in the replay), and probe_other as decisions read it is
+    the replay's wherever a partition holds probes of the station: the memory each partition
+    keeps from every partition's tallies is the replay's."""
+    pk = OUTAGES[name]()
+    replayed = {r.start_ns: r for r in Pipeline(detector).run(pk)}
+    assert not any(r.suggestions for r in replayed.values())
+    closed = [w for w in run_stages(pk, n=8) if w.rows]
+    assert len({w.partition for w in closed if w.window_ns >= T0 + 70 * 10**9}) >= 4
+    at = SRC_MEASURES.index("probe_other")
+    for w in closed:
+        for s in w.evidence.tally:
+            want = replayed[w.window_ns].evidence.src_for_decision(s)[at]
+            assert w.evidence.src_for_decision(s)[at] == want
+    assert scorer_rules(closed, detector) == set()
+
+
 @pytest.mark.parametrize("proto", [17, 1])
 def test_a_sweep_gets_its_source_rule_as_soon_over_8_partitions_as_over_one(detector, proto):
     """The partition holding most of a sweep's group sees at least group / partitions of its
@@ -160,14 +190,21 @@ def test_a_sweep_gets_its_source_rule_as_soon_over_8_partitions_as_over_one(dete
 
 def test_stage_2_keeps_probe_fates_over_the_models_horizon_as_the_replay_does():
     """The replay keeps ProbeFates over the detector's horizon_windows, as stage 1 keeps its
-    SourceHorizon and SourceWatch; stage 2 must keep the same span, not HORIZON_WINDOWS."""
+    SourceHorizon and SourceWatch; stage 2 must keep the same span, not HORIZON_WINDOWS, and
+    the model's outage memory period (its params' outage_memory_s), as stage 1 does."""
     from types import SimpleNamespace
 
     from services.scorer.collect import CollectStage
     from services.scorer.settings import ScorerSettings
+    from tests.support.scorer_app import scorer_without_broker
 
-    models = SimpleNamespace(schedule=SimpleNamespace(base=SimpleNamespace(horizon_windows=4)))
+    base = SimpleNamespace(horizon_windows=4, outage_memory_s=120.0)
+    models = SimpleNamespace(schedule=SimpleNamespace(base=base))
     store = SimpleNamespace(marker=lambda q, n: None, chunks=lambda q: [])
     stage = CollectStage(ScorerSettings(), 2, models, VerdictPolicy(), SimpleNamespace(
         get_topic_name=lambda: "flows"), None, store, None, None)
-    assert stage.partition(1).fates.span == 4
+    fates = stage.partition(1).fates
+    assert fates.span == 4 and fates.memory.period_ns == 120 * 10**9
+    sc = scorer_without_broker()
+    sc.ingest.detector.outage_memory_s = 90.0
+    assert sc.ingest.restore(1).watch.memory.period_ns == 90 * 10**9

@@ -1,6 +1,7 @@
 """Stage 1's per-source bookkeeping from columns equals the per-flow calls it replaces:
 rows.horizon_entries gives what features.horizon_count builds flow by flow, and the flows
-windows._watch_candidates leaves out are ones evidence.SourceWatch.count would not count."""
+windows._watch_candidates leaves out are ones evidence.SourceWatch.count would not count (nor
+note as completed handshakes)."""
 from __future__ import annotations
 
 import pytest
@@ -40,10 +41,13 @@ def test_the_watch_counts_the_same_from_its_candidates_only(flows, settle_by):
     keys, states = list(flows), list(flows.values())
     want: dict = {}
     got: dict = {}
+    want_shakes: dict = {}  # completed handshakes (the outage memory) too
+    got_shakes: dict = {}
     for key, s in flows.items():
-        SourceWatch.count(want, key, s[2], s[4], s[5], s[1] <= settle_by)
+        SourceWatch.count(want, key, s[2], s[4], s[5], s[1] <= settle_by, want_shakes)
     if keys:
         for i in _watch_candidates(list(zip(*keys)), list(zip(*states)), settle_by).tolist():
             s = states[i]
-            SourceWatch.count(got, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
+            SourceWatch.count(got, keys[i], s[2], s[4], s[5], s[1] <= settle_by, got_shakes)
     assert list(got.items()) == list(want.items())
+    assert list(got_shakes.items()) == list(want_shakes.items())
