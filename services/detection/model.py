@@ -28,7 +28,7 @@ import numpy as np
 from services.common.errors import ModelError
 from .bounds import EvidenceBounds
 from .features import FEATURE_NAMES, HORIZON_WINDOWS
-from .outage import OUTAGE_MEMORY_S
+from .outage import MAX_OUTAGE_MEMORY_S, OUTAGE_MEMORY_S
 from services.common.paths import MODELS_DIR
 
 FORMAT = "xdpguard-model/1"
@@ -68,6 +68,11 @@ class Detector:
         if unknown:
             raise ModelError(f"model uses unknown features {unknown}")
         self._cols = np.array([FEATURE_NAMES.index(n) for n in self.feature_names])
+        period = (self.meta.get("params") or {}).get("outage_memory_s", OUTAGE_MEMORY_S)
+        if (isinstance(period, bool) or not isinstance(period, (int, float))
+                or not 0 <= period <= MAX_OUTAGE_MEMORY_S):
+            raise ModelError(f"model {self.model_id}: params outage_memory_s {period!r} is not a "
+                             f"number of seconds from 0 to {MAX_OUTAGE_MEMORY_S:.0f}")
 
     @property
     def horizon_windows(self) -> int:
@@ -77,7 +82,8 @@ class Detector:
     @property
     def outage_memory_s(self) -> float:
         """How long a probe target that answered a source counts as answered for its probe
-        evidence (params `outage_memory_s`; a model without it: outage.OUTAGE_MEMORY_S)."""
+        evidence (params `outage_memory_s`, checked at construction: a number of seconds from 0
+        to outage.MAX_OUTAGE_MEMORY_S, else ModelError; a model without it: OUTAGE_MEMORY_S)."""
         return float((self.meta.get("params") or {}).get("outage_memory_s", OUTAGE_MEMORY_S))
 
     @property

@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import Iterable
 
 OUTAGE_MEMORY_S = 3600.0   # default period; a model's params may set `outage_memory_s`
+MAX_OUTAGE_MEMORY_S = 7 * 86400.0  # the longest a model may set (a week; load_model checks)
 MAX_SOURCES = 2048        # sources remembered (least recently answered out)
 MAX_TARGETS = 256         # targets per source (a /24 on one port)
 

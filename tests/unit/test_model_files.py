@@ -99,3 +99,19 @@ def test_a_file_naming_an_old_module_path_is_one_clear_error(tmp_path, monkeypat
     monkeypatch.delitem(sys.modules, old.__name__)
     with pytest.raises(ModelError, match=r"older xdpguard.*'services\.common\.estimators'"):
         load_model(path)
+
+
+@pytest.mark.parametrize("bad", [-1, "3600", "abc", None, True, float("nan"), float("inf"), 1e300])
+def test_an_unusable_outage_memory_period_is_one_model_error(model_file, bad):
+    """params' outage_memory_s (seconds, a number >= 0) is checked when the model loads: a bad
+    value is one ModelError naming it, not a ValueError or OverflowError from the first
+    window that builds the memory (a traceback in the scorer's partition assignment)."""
+    path, _ = model_file
+    meta = json.loads(meta_path(path).read_text())
+    meta.setdefault("params", {})["outage_memory_s"] = bad
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="outage_memory_s"):
+        load_model(path)
+    meta["params"]["outage_memory_s"] = 0
+    meta_path(path).write_text(json.dumps(meta))
+    assert load_model(path).outage_memory_s == 0.0
