@@ -24,7 +24,8 @@ What "answered" means per protocol:
                       a flow carrying its ACK is not a half-open probe either, remembered or not.
 
 Bounds (`AnsweredMemory`): at most `MAX_TARGETS` targets per source and `MAX_SOURCES` sources,
-the least recently answered going first at either cap; what answered before the period is
+the least recently answered going first at either cap (at the source cap, of the sources with
+one target if there is one: a client is no station); what answered before the period is
 dropped as windows are added. A target is kept as its 64-bit hash with its newest window start:
 measured with tracemalloc at ~112 bytes per target (28.8 KB for a source with 256), so the worst
 case is 2048 x 256 = 524,288 targets, ~59 MB per memory (tests/unit/test_outage_memory.py checks
@@ -34,8 +35,11 @@ on one port. The replay keeps two memories (TCP, other); the scorer one per stag
 partition holds every candidate's fates, so a worker holding all 8 holds 8 copies). UDP/ICMP
 memory holds only sources with a probe group of 2 or more (those ProbeFates keeps); TCP memory
 every source that completes handshakes (a healthy checker's probes complete: it has no probe
-group before the outage), so on a host where more than MAX_SOURCES other sources complete
-handshakes between two of a checker's rounds the checker is forgotten, and its outage is then
+group before the outage). A busy server's clients each complete handshakes with one target
+(its port) and go first at the source cap, so they do not push a checker out (1,100 new
+clients a second did in the replay before they did: a checker of 24 backends blocked 2 s into
+an outage); more than MAX_SOURCES other sources with 2 or more targets each between two of a
+checker's rounds (a spoofed flood of 4 packets a source can do it) do, and its outage is then
 judged as without the memory (blocked once 10 or more targets of one group are silent).
 
 In memory only, like the horizon: after a restart or a rebalance the scorer's memory refills
@@ -56,9 +60,12 @@ class AnsweredMemory:
     (the built-in hash of the (dst, proto, dport) tuple: 64 bits, salted per process, so no
     target can be crafted to pass for another). Dicts keep insertion order: a target noted
     again moves to the end, so the least recently answered is first. `period_s` 0 remembers
-    nothing (evidence as without the memory)."""
+    nothing (evidence as without the memory). At the source cap the least recently answered
+    source with ONE target goes first (`singles`, in the same order): a busy server's clients
+    each complete handshakes with one target and must not push out a station, whose probe
+    group needs 2 or more; only when none is left does the least recent source go."""
 
-    __slots__ = ("period_ns", "max_sources", "max_targets", "sources")
+    __slots__ = ("period_ns", "max_sources", "max_targets", "sources", "singles")
 
     def __init__(self, period_s: float = OUTAGE_MEMORY_S, max_sources: int = MAX_SOURCES,
                  max_targets: int = MAX_TARGETS) -> None:
@@ -67,18 +74,21 @@ class AnsweredMemory:
         self.period_ns = int(period_s * 1e9)
         self.max_sources, self.max_targets = max_sources, max_targets
         self.sources: dict[str, dict[int, int]] = {}
+        self.singles: dict[str, None] = {}  # sources holding one target, least recent first
 
     def note(self, src: str, targets: Iterable[tuple], ws: int) -> None:
         """`targets` (dst, proto, dport) answered `src` in window `ws` (windows come oldest
         first; an older one noted late keeps the newer time)."""
         if not self.period_ns:
             return
-        sources = self.sources
+        sources, singles = self.sources, self.singles
         kept = sources.pop(src, None)
         if kept is None:
             kept = {}
             if len(sources) >= self.max_sources:
-                del sources[next(iter(sources))]
+                out = next(iter(singles or sources))
+                del sources[out]
+                singles.pop(out, None)
         sources[src] = kept
         for t in targets:
             h = hash(t)
@@ -86,6 +96,9 @@ class AnsweredMemory:
             kept[h] = ws if at is None or at < ws else at
         while len(kept) > self.max_targets:
             del kept[next(iter(kept))]
+        singles.pop(src, None)
+        if len(kept) == 1:
+            singles[src] = None
 
     def expire(self, ws: int) -> None:
         """Drop what answered before the period ending at window `ws`, least recent first
@@ -100,6 +113,7 @@ class AnsweredMemory:
             if kept:
                 break
             del sources[src]
+            self.singles.pop(src, None)
 
     def answered(self, src: str, target: tuple, ws: int) -> bool:
         """Whether `target` answered `src` within the period before window `ws` (ns)."""

@@ -112,3 +112,19 @@ def test_tcp_targets_that_completed_a_handshake_leave_the_half_open_probes():
     # another port of a remembered host never accepted the source: it counts
     assert watch_window(watch, T + 21 * W, [flow("10.0.3.1", p, TCP_SYN)
                                             for p in range(22, 34)])[1] == 12
+
+
+def test_a_station_is_not_forgotten_for_clients_that_each_answered_once():
+    """A busy server's clients each complete a handshake with one target (the server's port):
+    more of them than MAX_SOURCES between two of a health checker's rounds must not push the
+    checker (12 backends) out; at the source cap a source with one target goes first. Only
+    sources with 2 or more targets, as a station has, push each other out."""
+    m = AnsweredMemory(max_sources=100)
+    m.note("checker", [UDP(i) for i in range(1, 13)], T)
+    for c in range(1000):
+        m.note(f"client{c}", [("10.0.0.80", PROTO_TCP, 443)], T + W)
+    assert all(m.answered("checker", UDP(i), T + 2 * W) for i in range(1, 13))
+    assert len(m.sources) == 100 and m.answered("client999", ("10.0.0.80", PROTO_TCP, 443), T + W)
+    for s in range(100):  # stations (2 targets each) do push it out, least recent first
+        m.note(f"station{s}", [UDP(1), UDP(2)], T + 3 * W)
+    assert "checker" not in m.sources and len(m.sources) == 100
