@@ -141,16 +141,22 @@ def service_probe(t0: int, scanner: str = "203.0.113.77", target: str = "10.0.0.
 
 def host_sweep(t0: int, seconds: float, pps: float = 5, proto: int = PROTO_UDP,
                scanner: str = "203.0.113.88", net: str = "10.0.1", port: int = 161,
-               seed: int = 7) -> list[Packet]:
+               seed: int = 7, repeat: int = 1) -> list[Packet]:
     """A slow host sweep: one probe every 1/`pps` s to the next address of one /24 on one port
-    (UDP datagrams or TCP SYNs), nobody answers (the addresses are empty or filtered)."""
+    (UDP datagrams or TCP SYNs), nobody answers (the addresses are empty or filtered). `repeat`
+    > 1: each probe is that many datagrams 1 ms apart (UDP), or the SYN followed by the
+    scanner's own ACK 1 ms later (TCP, no SYN-ACK came: a flow that is no half-open probe)."""
     rnd = random.Random(seed)
     sp = rnd.randrange(40000, 60000)
     out = []
     for i in range(int(seconds * pps)):
         t, dst = t0 + int(i * S / pps), f"{net}.{1 + i % 254}"
-        out.append(_tcp(t, scanner, dst, sp, port, SYN, 58) if proto == PROTO_TCP
-                   else _udp(t, scanner, dst, sp, port, 60))
+        if proto == PROTO_TCP:
+            out.append(_tcp(t, scanner, dst, sp, port, SYN, 58))
+            if repeat > 1:
+                out.append(_tcp(t + S // 1000, scanner, dst, sp, port, ACK, 54))
+        else:
+            out += [_udp(t + k * (S // 1000), scanner, dst, sp, port, 60) for k in range(repeat)]
     return out
 
 
@@ -323,10 +329,11 @@ def ping_monitor(t0: int, seconds: float, station: str = "10.0.0.51", net: str =
 
 def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = "10.0.1",
                 devices: int = 20, down: int = 4, every_s: int = 10, retries: int = 5,
-                outage: tuple[float, int] | None = None) -> list[Packet]:
+                outage: tuple[float, int] | None = None, walk: int = 1) -> list[Packet]:
     """An SNMP station polling `devices` hosts of one /24 (UDP 161, one socket) every `every_s`;
     the first `down` (and those of an `outage`, once it began) do not answer and get `retries`
-    retries 1 s apart (net-snmp's defaults)."""
+    retries 1 s apart (net-snmp's defaults). `walk` > 1: each poll of a live device is a walk of
+    that many GETNEXT exchanges, 4 ms apart (a dead one retries its first)."""
     pk, ms, sp = [], S // 1000, 50161
     for k in range(int(seconds // every_s) + 1):
         for j in range(1, devices + 1):
@@ -334,5 +341,7 @@ def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = 
             if _dead(j, t, t0, down, outage):
                 pk += [_udp(t + r * S, station, dev, sp, 161, 90) for r in range(retries + 1)]
             else:
-                pk += [_udp(t, station, dev, sp, 161, 90), _udp(t + 3 * ms, dev, station, 161, sp, 120)]
+                for o in range(walk):
+                    pk += [_udp(t + 4 * o * ms, station, dev, sp, 161, 90),
+                           _udp(t + (4 * o + 3) * ms, dev, station, 161, sp, 120)]
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
