@@ -117,11 +117,16 @@ class ModelFeed:
             if rec.model is not None:
                 det = await asyncio.get_running_loop().run_in_executor(
                     None, load_model_bytes, rec.model, rec.meta, f"{rec.role} record @{offset}")
-                base = self.schedule.base.horizon_windows
-                if det.horizon_windows != base:
+                base = self.schedule.base
+                if det.horizon_windows != base.horizon_windows:
                     raise RolloutRefused(f"model {rec.model_id} was trained with a horizon of "
                                          f"{det.horizon_windows} windows, the running stage 1 "
-                                         f"builds rows with {base}: restart the workers with it")
+                                         f"builds rows with {base.horizon_windows}: restart the "
+                                         "workers with it")
+                if det.outage_memory_s != base.outage_memory_s:
+                    raise RolloutRefused(f"model {rec.model_id} was trained with an outage memory "
+                                         f"of {det.outage_memory_s:g} s, the running stages keep "
+                                         f"{base.outage_memory_s:g} s: restart the workers with it")
         except (DecodeError, ModelError, RolloutRefused) as exc:
             await self._refuse(offset, key, value, str(exc))
             return

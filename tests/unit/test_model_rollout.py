@@ -202,3 +202,18 @@ async def test_a_late_or_corrupt_record_in_steady_state_is_refused_and_the_model
     assert f.schedule.switches == [] and f.report.refused == 2
     assert f.metrics.registry.get_sample_value("xdpguard_scorer_model_records_total",
                                                {"outcome": "refused"}) == 2
+
+
+async def test_a_model_with_another_outage_memory_period_is_refused(shipped):
+    """Stage 1 builds probe_tcp rows, and both stages hold probe evidence, with the running
+    model's outage_memory_s (from SCORER_MODEL, read when a partition is assigned): a record
+    whose model was trained with another period is refused as one with another horizon is,
+    not run silently with the running period."""
+    data, meta = shipped
+    other = {**meta, "params": {**meta["params"], "outage_memory_s": 60.0}}
+    f, dead = feed(scored_upto=-1)
+    f.known_until_ns = T0 - 60 * W
+    rec = ModelRecord(ACTIVE, data, other, meta["sha256"], T0, W, 5, 123)
+    await f.on_record(7, b"active", encode_model_record(rec))
+    assert [o for o, _, _ in dead.letters] == [7] and "outage memory" in dead.letters[0][1]
+    assert f.schedule.switches == []
