@@ -263,10 +263,12 @@ class SourcePartition:
             agg = dict(zip(names, aggs))
             recent = horizon_from(names, packets, peer_codes)
             count, states = SourceWatch.count, list(flows.values())
-            for i in _candidates(rows["proto"], rows["dport"], rows["flags"], rows["syn"],
-                                 rows["last"], rows["packets"], settle_by).tolist():
+            proto, flags, syn = rows["proto"], rows["flags"], rows["syn"]
+            for i in _candidates(proto, rows["dport"], flags, syn, rows["last"],
+                                 rows["packets"], settle_by).tolist():
                 s = states[i]
-                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by, shakes)
+                count(watched, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
+            shakes = _handshakes(keys, proto, flags, syn)
         self.horizon.add_entries(ws, recent)
         self.watch.add_entries(ws, watched, flows, shakes)
         hz = self.horizon.features_of(ws, agg)
@@ -348,14 +350,32 @@ def _watch_candidates(k: list[tuple], st: list[tuple], settle_by: int) -> np.nda
                        ints(st[1], np.uint64), ints(st[2], np.uint64), settle_by)
 
 
+def _handshakes(keys: list[tuple], proto: np.ndarray, flags: np.ndarray,
+                syn: np.ndarray) -> dict[str, list]:
+    """Source -> (dst, proto, dport) of each completed handshake (a TCP flow with its SYN and
+    its ACK: the outage memory's) among the flows (`keys`: 5-tuples; their protocol, flags and
+    SYN-without-ACK packets as arrays), in flow order: what evidence.SourceWatch.count notes
+    in its `handshakes`, without a Python call per flow (a busy server's every client
+    completes one)."""
+    out: dict[str, list] = {}
+    for i in np.flatnonzero((proto == PROTO_TCP) & (syn != 0) & ((flags & TCP_ACK) != 0)).tolist():
+        src, d, _, dport, p = keys[i]
+        t = out.get(src)
+        if t is None:
+            out[src] = [(d, p, dport)]
+        else:
+            t.append((d, p, dport))
+    return out
+
+
 def _candidates(proto: np.ndarray, dport: np.ndarray, flags: np.ndarray, syn: np.ndarray,
                 last: np.ndarray, packets: np.ndarray, settle_by: int) -> np.ndarray:
     """Positions of the flows evidence.SourceWatch.count may count (their protocol,
     destination port, flags, SYN-without-ACK packets, last time (ns) and packets as arrays):
-    a SYN-only TCP flow settled by `settle_by`, a SYN to a login port, a completed handshake
-    (SYN and ACK: the outage memory), or one of at most 2 packets that is not TCP or is
-    SYN-only (a probe or an unsettled SYN; `count` itself leaves out those towards group
-    addresses). The others it skips, so they are not passed."""
+    a SYN-only TCP flow settled by `settle_by`, a SYN to a login port, or one of at most 2
+    packets that is not TCP or is SYN-only (a probe or an unsettled SYN; `count` itself
+    leaves out those towards group addresses). The others it skips, so they are not passed
+    (completed handshakes, for the outage memory, are collected apart: `_source_features`)."""
     tcp = proto == PROTO_TCP
     syn = syn != 0
     ack = (flags & TCP_ACK) != 0
@@ -365,4 +385,4 @@ def _candidates(proto: np.ndarray, dport: np.ndarray, flags: np.ndarray, syn: np
         done[:] = False
     login = tcp & syn & np.isin(dport, _LOGIN)
     few = packets <= 2
-    return np.flatnonzero((syn_only & done) | login | (tcp & syn & ack) | (few & (~tcp | syn_only)))
+    return np.flatnonzero((syn_only & done) | login | (few & (~tcp | syn_only)))

@@ -1,7 +1,7 @@
 """Stage 1's per-source bookkeeping from columns equals the per-flow calls it replaces:
 rows.horizon_entries gives what features.horizon_count builds flow by flow, and the flows
-windows._watch_candidates leaves out are ones evidence.SourceWatch.count would not count (nor
-note as completed handshakes)."""
+windows._watch_candidates leaves out are ones evidence.SourceWatch.count would not count, and
+windows._handshakes notes the completed handshakes count notes (the outage memory's)."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from services.detection.evidence import SourceWatch
 from services.detection.features import horizon_count
 from services.scorer.rows import horizon_entries
-from services.scorer.windows import _watch_candidates
+import numpy as np
+
+from services.scorer.windows import _handshakes, _watch_candidates
 
 pytestmark = pytest.mark.unit
 ADDRS = ["10.0.0.1", "10.0.0.2", "10.0.0.255", "224.0.0.5", "2001:db8::1"]
@@ -48,6 +50,8 @@ def test_the_watch_counts_the_same_from_its_candidates_only(flows, settle_by):
     if keys:
         for i in _watch_candidates(list(zip(*keys)), list(zip(*states)), settle_by).tolist():
             s = states[i]
-            SourceWatch.count(got, keys[i], s[2], s[4], s[5], s[1] <= settle_by, got_shakes)
+            SourceWatch.count(got, keys[i], s[2], s[4], s[5], s[1] <= settle_by)
+        got_shakes = _handshakes(keys, np.array([k[4] for k in keys]),
+                                 np.array([s[4] for s in states]), np.array([s[5] for s in states]))
     assert list(got.items()) == list(want.items())
     assert list(got_shakes.items()) == list(want_shakes.items())
