@@ -16,6 +16,8 @@ examples:
   .venv/bin/python bench/scorer_bench.py                       # 400k events, model in models/
   .venv/bin/python bench/scorer_bench.py --events 1000000 --flood 0.5
   .venv/bin/python bench/scorer_bench.py --join                # group join/failover timings
+  BENCH_PROFILE=raw .venv/bin/python bench/scorer_bench.py     # + py-spy of each worker, first
+                                                              # event to last flow, in the log dir
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import math
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -173,6 +176,10 @@ async def run_group(model: Path, tmp: Path, workers: int, packets: list[Packet],
         produce_s = await produce_records(common, records)
         await wait_for(lambda: events() > 0, 30, "the first event", interval=0.05)
         t_first = time.monotonic()
+        cpu_first = [cpu_seconds(w.proc.pid) for w in ws]
+        spies = [profile(w.proc.pid, tmp / f"profile-{tag}-{i}", os.environ["BENCH_PROFILE"])
+                 for i, w in enumerate(ws)] if os.environ.get("BENCH_PROFILE") else []
+        broker_first = cpu_seconds(broker_pid())
         # no run can end before the wall clock passes the end of its last window (+ lateness)
         floor_s = (window_start(stamped[-1].ts_ns, 10**9) + 1.1e9 - time.time_ns()) / 1e9
         try:
@@ -192,6 +199,12 @@ async def run_group(model: Path, tmp: Path, workers: int, packets: list[Packet],
             raise SystemExit(f"stuck: {flows():.0f} of {n_flows} flows scored, {late_flows():.0f} late, "
                              f"{[w.health() for w in ws]}, logs in {tmp}") from None
         t_done, last = time.monotonic(), flows()
+        cpu_s = [cpu_seconds(w.proc.pid) - c for w, c in zip(ws, cpu_first)]
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(30)
+        broker_s = cpu_seconds(broker_pid()) - broker_first
         shares = [w.metric("xdpguard_scorer_events_total") for w in ws]
         peak_rss = [peak_rss_kib(w.proc.pid) for w in ws]
         return {"workers": workers, "join_s": round(join_s, 1), "produce_s": round(produce_s, 2),
@@ -199,12 +212,44 @@ async def run_group(model: Path, tmp: Path, workers: int, packets: list[Packet],
                 "floor_s": round(floor_s, 2),
                 "ingest_eps": n_events / (t_ingested - t_first),
                 "eps": n_events / (t_done - t_first), "flows": last, "shares": shares,
+                "wall_s": round(t_done - t_first, 2), "cpu_s": [round(c, 2) for c in cpu_s],
+                "broker_cpu_s": round(broker_s, 2),
                 "late_events": late(),
                 "late_flows": late_flows(), "peak_rss_kib": peak_rss,
                 "verdicts": sum(w.metric("xdpguard_scorer_verdicts_total") for w in ws)}
     finally:
         for w in ws:
             w.stop()
+
+
+def profile(pid: int, out: Path, fmt: str) -> subprocess.Popen:
+    """py-spy (beside this interpreter) sampling `pid` at 100 Hz into `out`.<fmt> (`fmt`: raw
+    or speedscope, which keeps the samples' order; every thread, idle ones too: the shares are
+    of wall time) until it gets SIGINT."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "-r", "100", "-f", fmt,
+                             "--threads", "--idle", "-o", f"{out}.{fmt}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a live process has used (0.0 if unknown): with the wall time
+    of a run, whether the workers were busy or waiting, and what the broker took meanwhile."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, TypeError, IndexError, ValueError):
+        return 0.0
+
+
+def broker_pid() -> int | None:
+    """The pid of the broker scripts/kafka started (its pid file), None if there is none."""
+    home = Path(os.environ.get("XDPGUARD_KAFKA_HOME", Path(__file__).resolve().parents[1] / ".cache/kafka"))
+    try:
+        return int((home / "broker.pid").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -11,6 +11,7 @@ attribute that moved when an upgrade breaks one. The run-time readers below fall
     mode.Worker._on_sigterm / _on_sigint       ScorerWorker: a second stop signal forces the exit
     mode.Worker._signal_stop_time              ... set by the first one
     app.consumer._thread._ensure_consumer()    aiokafka's consumer, for last_poll_timestamp (closing)
+    AIOKafkaConsumer._fetcher._fetch_max_wait_ms  the fetch long-poll faust fixes at 1.5 s (fetch_wait)
     app.consumer.highwater(tp)                 unread records of a partition (closing, /healthz)
     app._producer                              a stopped producer means the worker is stopping
     app.rebalancing, app.in_recovery           no closing while partitions are about to move
@@ -68,6 +69,26 @@ def last_poll_ns(app: faust.App, tp: TP) -> int | None:
     except Exception:  # unknown means "no bound": the caller then counts quiet time as before
         return None
     return None if ms is None else ms * 1_000_000
+
+
+def fetch_wait(app: faust.App, seconds: float) -> bool:
+    """Make the worker's consumer send its fetch requests with a long-poll of `seconds`
+    (aiokafka's fetch_max_wait_ms, which faust's worker consumer fixes at 1,500 ms): how long
+    the broker holds a fetch for which nothing new exists yet. aiokafka keeps one fetch in
+    flight per broker and leaves out of it the partitions whose records are still buffered, so
+    records appended meanwhile to those (flow chunks, progress and tally marks) waited up to
+    that long, and a caught-up partition's quiet time (last_poll_ns) moved only that often.
+    True once set on the running consumer's fetcher (read at each request it builds); False
+    before the consumer has started (call again)."""
+    try:
+        consumer = app.consumer._thread._ensure_consumer()
+        fetcher = consumer._fetcher
+    except Exception:  # not started yet
+        return False
+    if fetcher is None:
+        return False
+    consumer._fetch_max_wait_ms = fetcher._fetch_max_wait_ms = max(1, round(seconds * 1000))
+    return True
 
 
 def highwater(app: faust.App, tp: TP) -> int | None:
@@ -162,6 +183,11 @@ def _topic_attrs(table) -> bool:
                                         "partitions", "replicas"))
 
 
+def _fetcher_class() -> type:
+    from aiokafka.consumer.fetcher import Fetcher
+    return Fetcher
+
+
 def _recovery_class() -> type:
     from faust.tables.recovery import Recovery
     return Recovery
@@ -180,6 +206,9 @@ SEAMS: tuple[Seam, ...] = (
     Seam("aiokafka.AIOKafkaConsumer.last_poll_timestamp", ("last_poll_timestamp",),
          lambda app, table: list(inspect.signature(
              aiokafka.AIOKafkaConsumer.last_poll_timestamp).parameters) == ["self", "partition"]),
+    Seam("aiokafka Fetcher._fetch_max_wait_ms (per request)", ("_fetcher", "_fetch_max_wait_ms"),
+         lambda app, table: _source_has(aiokafka.AIOKafkaConsumer.start, "self._fetcher = Fetcher(")
+         and _source_has(_fetcher_class()._get_actions_per_node, "self._fetch_max_wait_ms")),
     Seam("app.consumer.highwater", ("highwater",),
          lambda app, table: callable(app.consumer.highwater)),
     Seam("app._producer", ("_producer",), lambda app, table:

@@ -84,6 +84,7 @@ class Scorer(mode.Service):
         self.collect = CollectStage(s, n, self.models, policy, topics.flows, topics.verdicts,
                                     DestChunks(topics.dst_table), self.metrics, self.dead_letter)
         self.health = ScorerHealth(app, s, self.metrics, self.ingest, self.collect)
+        self.fetch_wait_set = False  # SCORER_FETCH_WAIT_S applied to the running consumer
         app.on_partitions_revoked.connect(self._on_revoked)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -144,6 +145,8 @@ class Scorer(mode.Service):
     async def tick(self) -> None:
         """The close-windows pass: restore owned partitions that get no traffic (so their
         windows close too), close both stages' due windows, refresh the gauges."""
+        if not self.fetch_wait_set:
+            self.fetch_wait_set = faust_internals.fetch_wait(self.app, self.s.fetch_wait_s)
         if faust_internals.settling(self.app):
             return
         for tp in faust_internals.assigned_actives(self.app):

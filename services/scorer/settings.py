@@ -38,6 +38,11 @@ class ScorerSettings:
                             "net new objects between the cyclic garbage collector's young "
                             "passes (Python's default 700; 0 = leave Python's thresholds)",
                             check=C.at_least(0))
+    fetch_wait_s: float = setting("SCORER_FETCH_WAIT_S", 0.1,
+                                  "longest the broker holds a fetch with nothing new to return "
+                                  "(faust's own: 1.5 s; records arriving meanwhile for partitions "
+                                  "left out of that fetch wait for it)",
+                                  check=C.between(0.001, 1.5))
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing",
                             check=C.above(0))
     model: str = setting("SCORER_MODEL", str(DEFAULT_MODEL), "model file (.joblib beside its .json)",

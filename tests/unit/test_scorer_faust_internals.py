@@ -48,6 +48,13 @@ class _AIOKafka:
     def last_poll_timestamp(self, tp):
         return 1_700_000_000_123
 
+    def __init__(self, fetcher=None) -> None:
+        self._fetcher, self._fetch_max_wait_ms = fetcher, 1500
+
+
+class _Fetcher:
+    _fetch_max_wait_ms = 1500
+
 
 def test_the_consumer_readers_go_through_faust_own_consumer_thread(scorer, monkeypatch):
     app, tp = scorer.app, TP("p.packets", 3)
@@ -55,6 +62,28 @@ def test_the_consumer_readers_go_through_faust_own_consumer_thread(scorer, monke
     monkeypatch.setattr(app.consumer._thread, "_consumer", _AIOKafka())
     assert faust_internals.last_poll_ns(app, tp) == 1_700_000_000_123_000_000
     assert faust_internals.highwater(app, tp) == 42
+
+
+def test_the_fetch_wait_is_set_on_the_running_consumers_fetcher(scorer, monkeypatch):
+    app = scorer.app
+    assert faust_internals.fetch_wait(app, 0.1) is False  # not started: call again later
+    monkeypatch.setattr(app.consumer._thread, "_consumer", _AIOKafka())
+    assert faust_internals.fetch_wait(app, 0.1) is False  # started, no fetcher yet
+    consumer = _AIOKafka(_Fetcher())
+    monkeypatch.setattr(app.consumer._thread, "_consumer", consumer)
+    assert faust_internals.fetch_wait(app, 0.1) is True
+    assert consumer._fetcher._fetch_max_wait_ms == consumer._fetch_max_wait_ms == 100
+
+
+def test_the_tick_sets_the_fetch_wait_once_the_consumer_runs(scorer, monkeypatch):
+    import asyncio
+    calls = []
+    monkeypatch.setattr(faust_internals, "fetch_wait",
+                        lambda app, s: calls.append(s) or len(calls) > 1)
+    monkeypatch.setattr(faust_internals, "settling", lambda app: True)
+    for _ in range(3):
+        asyncio.run(scorer.tick())
+    assert calls == [scorer.s.fetch_wait_s] * 2 and scorer.fetch_wait_set
 
 
 def _guarded() -> set[str]:

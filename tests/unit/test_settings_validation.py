@@ -53,6 +53,7 @@ BAD = {
     "SCORER_CLOSE_WAIT_S": ("-1", {}),
     "SCORER_MODEL_LEAD_S": ("0.5", {}),
     "SCORER_TICK_S": ("0", {}),
+    "SCORER_FETCH_WAIT_S": ("2", {}),
     "SCORER_GC_YOUNG": ("-1", {}),
     "SCORER_MODEL": ("/nonexistent/model.joblib", {}),
     "SCORER_EMIT_PASS": ("2", {}),
