@@ -102,15 +102,20 @@ class AnsweredMemory:
 
     def expire(self, ws: int) -> None:
         """Drop what answered before the period ending at window `ws`, least recent first
-        (a source further on is checked when it comes first; `answered` checks the time)."""
+        (a source further on is checked when it comes first; `answered` checks the time). A
+        source trimmed to one target joins `singles` at its head: it is the least recently
+        answered source, so at the source cap it is the first to go."""
         cutoff = ws - self.period_ns
         sources = self.sources
         while sources:
             src = next(iter(sources))
             kept = sources[src]
+            had = len(kept)
             while kept and kept[next(iter(kept))] < cutoff:
                 del kept[next(iter(kept))]
             if kept:
+                if had > 1 and len(kept) == 1:  # now a single, and the least recent source
+                    self.singles = {src: None, **self.singles}
                 break
             del sources[src]
             self.singles.pop(src, None)

@@ -128,3 +128,21 @@ def test_a_station_is_not_forgotten_for_clients_that_each_answered_once():
     for s in range(100):  # stations (2 targets each) do push it out, least recent first
         m.note(f"station{s}", [UDP(1), UDP(2)], T + 3 * W)
     assert "checker" not in m.sources and len(m.sources) == 100
+
+
+def test_a_source_expired_down_to_one_target_goes_first_at_the_cap():
+    """expire() trimming a source to one target makes it a single: at the source cap it goes
+    before a station with 2 or more targets. It used to stay out of `singles`, so once the
+    other singles were gone the station went before it."""
+    m = AnsweredMemory(period_s=60, max_sources=3)
+    m.note("old", [UDP(1)], T)                    # its first target expires at T + 61 s
+    m.note("old", [UDP(2)], T + 30 * W)
+    m.note("station", [UDP(3), UDP(4)], T + 40 * W)
+    m.note("client", [UDP(5)], T + 50 * W)
+    m.expire(T + 61 * W)                          # old keeps UDP(2) only: a single now
+    assert len(m.sources["old"]) == 1
+    assert list(m.singles) == ["old", "client"]
+    m.note("new", [UDP(6)], T + 62 * W)           # the cap: the least recent single goes
+    assert set(m.sources) == {"station", "client", "new"}
+    m.note("new2", [UDP(7)], T + 63 * W)
+    assert "station" in m.sources and "client" not in m.sources
