@@ -40,7 +40,10 @@ Destination scope (stage 2 holds all flows towards a destination: `dst_measures`
   half_open_srcs  distinct sources with a half-open flow to the destination (spoofed SYN flood)
   synack_srcs     distinct sources sending it bare, unanswered SYN-ACKs (SYN-ACK reflection)
   rst_srcs        distinct sources sending it unanswered RSTs (RST storm, backscatter)
-  reflector_srcs  distinct sources sending it unsolicited UDP from a reflector port (REFLECTOR_PORTS)
+  reflector_srcs  distinct sources sending it unsolicited UDP from a reflector port (REFLECTOR_PORTS);
+                  never a multicast or broadcast destination: a reflector answers the (spoofed)
+                  source address of a query, a victim's unicast address, while devices announce
+                  themselves to a group (mDNS answers to 224.0.0.251:5353, SSDP NOTIFYs)
   fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it
   dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
   unsolicited_srcs distinct sources whose flows to it nobody answered
@@ -166,7 +169,7 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) ->
             elif flags & TCP_RST and not flags & TCP_SYN:
                 m |= RST_ONLY
     elif proto == PROTO_UDP:
-        if key[2] in REFLECTOR_PORTS and not answers.solicited(key):
+        if key[2] in REFLECTOR_PORTS and not group and not answers.solicited(key):
             m |= REFLECTED
         if key[2] == 68 and key[3] == 67:
             m |= DHCP

@@ -78,7 +78,7 @@ def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, ans
     synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
     m |= np.where(synack, SYNACK, 0)
     m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
-    for i in np.flatnonzero(udp & np.isin(sport, REFLECTOR_ARRAY)).tolist():
+    for i in np.flatnonzero(udp & ~group & np.isin(sport, REFLECTOR_ARRAY)).tolist():
         if not answers.solicited(keys[i]):
             m[i] |= REFLECTED
     m |= np.where(udp & (sport == 68) & (dport == 67), DHCP, 0)

@@ -249,6 +249,25 @@ def test_reflector_answers_unless_solicited_even_by_multicast():
     assert dst(ev, ME, "reflector_srcs") == 0
 
 
+@pytest.mark.parametrize("group, port", [("224.0.0.251", 5353), ("239.255.255.250", 1900),
+                                         ("ff02::fb", 5353), ("192.168.1.255", 137)])
+def test_devices_announcing_to_a_group_are_no_reflected_answers(group, port):
+    """mDNS answers and announcements go from 5353 to 224.0.0.251:5353 (ff02::fb), SSDP
+    NOTIFYs from 1900 to 239.255.255.250:1900, NetBIOS name service to the subnet's broadcast:
+    30 devices of a LAN doing so in one window are discovery, not amplification (a reflector
+    answers a query's source address, a unicast victim). A limit on 224.0.0.251 udp/5353 had cut
+    a real mDNS/SSDP capture's discovery (1.10% of its packets)."""
+    v6 = ":" in group
+    devices = [f"fe80::{i + 10:x}" if v6 else f"192.168.1.{i + 10}" for i in range(30)]
+    ann = [udp(i * 1000, d, group, port, port, 300) for i, d in enumerate(devices)]
+    ev, _ = assess(ann)
+    assert dst(ev, group, "reflector_srcs") == 0
+    # the same answers sent to one host's unicast address that asked nothing are still counted
+    ev, _ = assess([udp(i * 1000, d, ME if not v6 else "2001:db8::5", port, 40000, 300)
+                    for i, d in enumerate(devices)])
+    assert dst(ev, ME if not v6 else "2001:db8::5", "reflector_srcs") == 30
+
+
 def test_fragments_dhcp_and_unsolicited_sources():
     frags = [udp(i * 1000, f"198.51.0.{i % 50}", ME, 0, 0, 1514) for i in range(100)]
     ev, _ = assess(frags)
