@@ -12,7 +12,8 @@ Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks sen
 `synack_reflection` (SYN-ACKs of servers answering SYNs spoofed with the victim's address),
 `service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports),
 `host_sweep` (a slow UDP or TCP sweep of one /24 on one port).
-Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`;
+Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`,
+`mdns_discovery` (mDNS answers to the group, blocked: tests/unit/test_detect_new_benign.py);
 LAN infrastructure while some of its targets are down (from the start, or in an `outage` after
 answering for a while): `health_checks`, `ping_monitor`, `snmp_poller`.
 """
@@ -344,4 +345,21 @@ def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = 
                 for o in range(walk):
                     pk += [_udp(t + 4 * o * ms, station, dev, sp, 161, 90),
                            _udp(t + (4 * o + 3) * ms, dev, station, 161, sp, 120)]
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def mdns_discovery(t0: int, seconds: float, querier: str = "10.0.0.20", net: str = "10.0.5",
+                   devices: int = 16, every_s: float = 2, qu_every: int = 4, seed: int = 21) -> list[Packet]:
+    """A desktop browsing for services with mDNS (RFC 6762) on a LAN of `devices` responders:
+    a query from 5353 to 224.0.0.251:5353 every `every_s`, each device answering it 20-120 ms
+    later (the RFC's random delay for shared records), from 5353 to the GROUP 224.0.0.251:5353;
+    every `qu_every`-th query asks for unicast answers (QU bit), which go to the querier's 5353.
+    Shape of /tmp/benign-new/discovery.pcap (wt-benign report)."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for k in range(int(seconds / every_s) + 1):
+        t = t0 + int(k * every_s * S)
+        pk.append(_udp(t, querier, "224.0.0.251", 5353, 5353, 110))
+        to = querier if qu_every and k % qu_every == 0 else "224.0.0.251"
+        for j in range(1, devices + 1):
+            pk.append(_udp(t + rnd.randrange(20, 120) * ms, f"{net}.{j}", to, 5353, 5353, 96))
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
