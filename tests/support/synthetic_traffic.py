@@ -12,7 +12,8 @@ Attacks: `syn_flood` (spoofed, optionally with ECE+CWR as ECN-capable stacks sen
 `synack_reflection` (SYN-ACKs of servers answering SYNs spoofed with the victim's address),
 `service_probe` (nmap -sV: a SYN scan, then repeated short probe sessions to the open ports),
 `host_sweep` (a slow UDP or TCP sweep of one /24 on one port).
-Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`;
+Benign: `doh_client`, `dns_prober`, `media_call`, `p2p_node`, `browser`, `ice_checks`, `web_poller`,
+`mdns_discovery`, `ssdp_search` (LAN discovery, blocked: tests/unit/test_detect_new_benign.py);
 LAN infrastructure while some of its targets are down (from the start, or in an `outage` after
 answering for a while): `health_checks`, `ping_monitor`, `snmp_poller`.
 """
@@ -344,4 +345,39 @@ def snmp_poller(t0: int, seconds: float, station: str = "10.0.0.50", net: str = 
                 for o in range(walk):
                     pk += [_udp(t + 4 * o * ms, station, dev, sp, 161, 90),
                            _udp(t + (4 * o + 3) * ms, dev, station, 161, sp, 120)]
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def mdns_discovery(t0: int, seconds: float, querier: str = "10.0.0.20", net: str = "10.0.5",
+                   devices: int = 16, every_s: float = 2, qu_every: int = 4, seed: int = 21) -> list[Packet]:
+    """A desktop browsing for services with mDNS (RFC 6762) on a LAN of `devices` responders:
+    a query from 5353 to 224.0.0.251:5353 every `every_s`, each device answering it 20-120 ms
+    later (the RFC's random delay for shared records), from 5353 to the GROUP 224.0.0.251:5353;
+    every `qu_every`-th query asks for unicast answers (QU bit), which go to the querier's 5353.
+    Shape of /tmp/benign-new/discovery.pcap (wt-benign report)."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for k in range(int(seconds / every_s) + 1):
+        t = t0 + int(k * every_s * S)
+        pk.append(_udp(t, querier, "224.0.0.251", 5353, 5353, 110))
+        to = querier if qu_every and k % qu_every == 0 else "224.0.0.251"
+        for j in range(1, devices + 1):
+            pk.append(_udp(t + rnd.randrange(20, 120) * ms, f"{net}.{j}", to, 5353, 5353, 96))
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def ssdp_search(t0: int, seconds: float, client: str = "10.0.0.21", net: str = "10.0.6",
+                devices: int = 40, mx: float = 1, every_s: float = 3, sport: int = 50000,
+                seed: int = 22) -> list[Packet]:
+    """A media app searching for UPnP devices with one SSDP socket (`sport`): an M-SEARCH to
+    239.255.255.250:1900 every `every_s`, sent twice 5 ms apart (UDP may be lost), with
+    MX: `mx`; each of `devices` answers each copy by unicast from 1900 after a random delay of
+    up to MX seconds (UPnP Device Architecture 1.1, 1.3.3). The client never sends to the
+    devices' unicast addresses. Shape of /tmp/benign-new/ssdp40.pcap and ssdpmx3.pcap."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    for k in range(int(seconds / every_s) + 1):
+        for c in range(2):
+            t = t0 + int(k * every_s * S) + c * 5 * ms
+            pk.append(_udp(t, client, "239.255.255.250", sport, 1900, 170))
+            for j in range(1, devices + 1):
+                pk.append(_udp(t + int(rnd.uniform(0.005, mx) * S), f"{net}.{j}", client, 1900, sport, 320))
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
