@@ -8,8 +8,10 @@ measure counts something the data plane can see on ingress and benign applicatio
 in bulk; its bound is calibrated on benign captures (`bounds.EvidenceBounds`).
 
 A flow S->D is ANSWERED when the reverse 5-tuple (D, S, dport, sport, proto) carried a packet in
-this window or the one before. An answer to a reflector port is SOLICITED when D itself sent
-from that port pair (to anyone: discovery goes to multicast or broadcast addresses). A flow whose
+this window or the one before. A UDP flow from a reflector port is SOLICITED when D itself sent
+from that port pair (to anyone: discovery goes to multicast or broadcast addresses) in this
+window or the SOLICIT_WINDOWS - 1 before; it then counts as answered too (an SSDP device answers
+an M-SEARCH sent to the group by unicast, to a searcher that never sends to it). A flow whose
 last packet came in the window's last GRACE_NS is SETTLED only later: its answer or its ACK may
 fall into the next window, so in its own window it counts as neither half-open nor unanswered.
 A source's SYN-only flow of that kind with no packet in the next window is counted there as a
@@ -58,7 +60,8 @@ from typing import Iterable, Mapping
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
-from .sketch import _hash, hash64
+from .answers import (SOLICIT_WINDOWS, SOLICITED_PACKETS, SOLICITED_SOURCES,  # noqa: F401
+                      Answers, asked_key, crowded, reverse_key, sent_from_key)
 from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
 from .watch import merge_fates
 
@@ -79,63 +82,9 @@ DST_MEASURES: tuple[str, ...] = ("half_open_srcs", "synack_srcs", "rst_srcs", "r
 
 # flow marks (bit set per flow, `flow_marks`)
 HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
+SOLICITED = 2048  # with ANSWERED: answered by being solicited (a reply to a request D sent)
 SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256
 _BARE = TCP_FIN | TCP_RST | TCP_PSH
-
-
-def reverse_key(key: tuple) -> tuple:
-    """The 5-tuple an answer to flow `key` has."""
-    return (key[1], key[0], key[3], key[2], key[4])
-
-
-def sent_from_key(key: tuple) -> tuple:
-    """(address, sport, dport, proto) of a flow: what `solicited` looks up."""
-    return (key[0], key[2], key[3], key[4])
-
-
-def asked_key(key: tuple) -> tuple:
-    """The `sent_from_key` of a request that flow `key` answers, whoever it was sent to."""
-    return (key[1], key[3], key[2], key[4])
-
-
-class Answers:
-    """What was sent in this window and the one before, for `answered` / `solicited`: the
-    addresses that sent anything, flows as 5-tuples and `sent_from_key`s. The replay gives the
-    tuples; the scorer's stage 2 gives their `hash64` (the source partitions ship them,
-    windows.py) and sets `hashed`. An address that sent nothing answers nothing: no hash is
-    computed for the flows towards it (a flood's silent victim)."""
-
-    __slots__ = ("current", "addresses", "flows", "senders", "hashed")
-
-    def __init__(self, addresses: Iterable[str], flows: Iterable, senders: Iterable,
-                 previous: "Answers | None" = None, hashed: bool = False) -> None:
-        self.current = (set(addresses), set(flows), set(senders))
-        self.addresses, self.flows, self.senders = self.current
-        self.hashed = hashed
-        if previous is not None:
-            self.addresses = self.addresses | previous.current[0]
-            self.flows = self.flows | previous.current[1]
-            self.senders = self.senders | previous.current[2]
-
-    @classmethod
-    def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None) -> "Answers":
-        keys = list(keys)
-        return cls((k[0] for k in keys), keys, map(sent_from_key, keys), previous)
-
-    def answered(self, key: tuple) -> bool:
-        """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""
-        if key[1] not in self.addresses:
-            return False
-        if self.hashed:
-            s, d, sp, dp, pr = key
-            return _hash(f"{d}|{s}|{dp}|{sp}|{pr}") in self.flows
-        return reverse_key(key) in self.flows
-
-    def solicited(self, key: tuple) -> bool:
-        if key[1] not in self.addresses:
-            return False
-        ask = asked_key(key)
-        return (hash64(ask) if self.hashed else ask) in self.senders or self.answered(key)
 
 
 def settled(last_ns: int, window_end_ns: int) -> bool:
@@ -143,12 +92,18 @@ def settled(last_ns: int, window_end_ns: int) -> bool:
     return last_ns <= window_end_ns - GRACE_NS
 
 
-def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) -> int:
-    """The marks of one flow (features flow-state form: packets, flags, syn, last)."""
+def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
+               solicit: bool = True) -> int:
+    """The marks of one flow (features flow-state form: packets, flags, syn, last); with
+    `solicit` False a solicited reply is not taken as answered (`crowded`)."""
     proto, packets, flags = key[4], st["packets"], st["flags"]
     m = 0
     group = is_group(key[1])
     answered = answers.answered(key)
+    if (not answered and solicit and proto == PROTO_UDP and key[2] in REFLECTOR_PORTS
+            and packets <= SOLICITED_PACKETS and answers.solicited(key)):
+        answered = True
+        m |= SOLICITED
     done = settled(st["last"], window_end_ns)
     if answered:
         m |= ANSWERED
@@ -169,7 +124,7 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int) ->
             elif flags & TCP_RST and not flags & TCP_SYN:
                 m |= RST_ONLY
     elif proto == PROTO_UDP:
-        if key[2] in REFLECTOR_PORTS and not group and not answers.solicited(key):
+        if key[2] in REFLECTOR_PORTS and not group and not answered:
             m |= REFLECTED
         if key[2] == 68 and key[3] == 67:
             m |= DHCP
@@ -355,6 +310,11 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
     without, nothing is held: the scorer holds after merging its partitions' tallies)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
+    busy = crowded((k[1], k[0]) for k in keys if marks[k] & SOLICITED)
+    if busy:
+        for k in keys:
+            if marks[k] & SOLICITED and k[1] in busy:
+                marks[k] = flow_marks(k, flows[k], answers, window_end_ns, solicit=False)
     src = src_measures(keys, flows, marks, src_own)
     tally = probe_tally(keys, marks, src_own)
     held = {}

@@ -15,7 +15,9 @@ import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
                                          HALF_OPEN, INITIATED, PROBE, REFLECTED,
-                                         RST_ONLY, SYNACK, UNANSWERED, Answers, ProbeFates,
+                                         RST_ONLY, SOLICITED, SOLICITED_PACKETS,
+                                         SOLICITED_SOURCES, SYNACK, UNANSWERED, Answers,
+                                         ProbeFates,
                                          WindowEvidence, hold_tallied, is_group,
                                          probe_groups, probe_tally)
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
@@ -43,7 +45,7 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     d_of = np.fromiter((d_at.setdefault(k[1], len(d_at)) for k in keys), dtype=np.intp, count=n)
     s_at: dict[str, int] = {}
     s_of = np.fromiter((s_at.setdefault(k[0], len(s_at)) for k in keys), dtype=np.intp, count=n)
-    marks = _marks(keys, d_at, d_of, sport, dport, proto, _u64(packets), _i64(flags),
+    marks = _marks(keys, d_at, d_of, s_of, len(s_at), sport, dport, proto, _u64(packets), _i64(flags),
                    _u64(syn), _u64(last), answers, window_end_ns)
     by_key = dict(zip(keys, marks.tolist()))
     # evidence.known_probe of every flow
@@ -57,8 +59,8 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
                           tally)
 
 
-def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, answers,
-           window_end_ns) -> np.ndarray:
+def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, syn, last,
+           answers, window_end_ns) -> np.ndarray:
     """evidence.flow_marks of every flow, as an int64 array."""
     n = len(keys)
     group = np.array([is_group(d) for d in d_at], dtype=bool)[d_of]
@@ -66,11 +68,21 @@ def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, ans
     answered = np.zeros(n, dtype=bool)
     for i in np.flatnonzero(sent).tolist():
         answered[i] = answers.answered(keys[i])
+    udp = proto == PROTO_UDP
+    reflector = udp & np.isin(sport, REFLECTOR_ARRAY)
+    sol = np.zeros(n, dtype=bool)  # a reply to a request D sent (evidence.flow_marks)
+    for i in np.flatnonzero(reflector & ~answered & (packets <= SOLICITED_PACKETS)).tolist():
+        sol[i] = answers.solicited(keys[i])
+    if sol.any():  # evidence.crowded
+        codes = np.unique(d_of[sol].astype(np.int64) * n_src + s_of[sol])
+        busy = np.bincount(codes // n_src, minlength=len(d_at)) > SOLICITED_SOURCES
+        sol &= ~busy[d_of]
+    answered |= sol
     limit = window_end_ns - GRACE_NS
     done = last <= np.uint64(limit) if limit >= 0 else np.zeros(n, dtype=bool)
     m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done, UNANSWERED, 0)))
     m |= np.where((packets <= 2) & ~group, PROBE, 0)
-    tcp, udp = proto == PROTO_TCP, proto == PROTO_UDP
+    tcp = proto == PROTO_TCP
     initiated = tcp & (syn != 0)
     m |= np.where(initiated, INITIATED, 0)
     m |= np.where(initiated & (flags & TCP_ACK == 0) & done, HALF_OPEN, 0)
@@ -78,9 +90,8 @@ def _marks(keys, d_at, d_of, sport, dport, proto, packets, flags, syn, last, ans
     synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
     m |= np.where(synack, SYNACK, 0)
     m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
-    for i in np.flatnonzero(udp & ~group & np.isin(sport, REFLECTOR_ARRAY)).tolist():
-        if not answers.solicited(keys[i]):
-            m[i] |= REFLECTED
+    m |= np.where(reflector & ~group & ~answered, REFLECTED, 0)
+    m |= np.where(sol, SOLICITED, 0)
     m |= np.where(udp & (sport == 68) & (dport == 67), DHCP, 0)
     m |= np.where((tcp | udp) & (sport == 0) & (dport == 0), FRAGMENT, 0)
     return m
