@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from services.records.packet import PROTO_UDP
+
 from .sketch import _hash, hash64
+from .watch import is_group
 
 # windows a request to a reflector port solicits answers for: SSDP devices wait up to the
 # M-SEARCH's MX, at most 5 s (UPnP Device Architecture 1.1, 1.3.3), before they answer
@@ -18,6 +21,10 @@ SOLICIT_WINDOWS = 6
 # from the reflector port (mDNS from 5353) comes from more reflectors, or more per reflector
 SOLICITED_PACKETS = 16
 SOLICITED_SOURCES = 254
+# ... and while the solicited replies towards it stay within SOLICITED_VOLUME packets a window
+# (below the 2000-packet floor of a destination's unanswered packets: they hide no more than
+# an unanswered flood under that bound could send anyway)
+SOLICITED_VOLUME = 1000
 
 
 def reverse_key(key: tuple) -> tuple:
@@ -60,8 +67,11 @@ class Answers:
 
     @classmethod
     def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None) -> "Answers":
+        """The Answers of a window's flows (5-tuples); the requests that solicit are those to a
+        multicast or broadcast address (`asks`)."""
         keys = list(keys)
-        return cls((k[0] for k in keys), keys, map(sent_from_key, keys), previous)
+        return cls((k[0] for k in keys), keys, (sent_from_key(k) for k in keys if asks(k)),
+                   previous)
 
     def answered(self, key: tuple) -> bool:
         """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""
@@ -74,7 +84,7 @@ class Answers:
 
     def solicited(self, key: tuple) -> bool:
         """Whether flow `key` answers a request its destination sent from the flow's destination
-        port to its source port, to anyone (a multicast group too), within the last
+        port to its source port, to a multicast or broadcast address (`asks`), within the last
         SOLICIT_WINDOWS windows, or is `answered`."""
         d, asked = key[1], self.asked
         if not any(d in a for a, _ in asked):
@@ -84,10 +94,26 @@ class Answers:
         return any(h in s for _, s in asked) or self.answered(key)
 
 
-def crowded(pairs: Iterable[tuple[str, str]]) -> set[str]:
-    """The destinations of (destination, source) `pairs` of solicited replies that have more
-    than SOLICITED_SOURCES distinct sources: their replies are judged as not solicited."""
-    seen: dict[str, set] = {}
-    for d, s in pairs:
-        seen.setdefault(d, set()).add(s)
-    return {d for d, srcs in seen.items() if len(srcs) > SOLICITED_SOURCES}
+def asks(key: tuple) -> bool:
+    """Whether flow `key` is a request that solicits replies from whoever hears it: UDP to a
+    multicast or broadcast address (an SSDP M-SEARCH, an mDNS or NetBIOS query). A request to
+    one host is answered by that host (`answered`), so none other is taken as solicited by it:
+    otherwise an attacker who makes a server answer from a port pair (a DNS query from port 53)
+    would have a flood on that pair taken for replies. The scorer's stage 1 ships the
+    sent_from hashes of such flows whose port is a reflector port (windows._sender_hashes)."""
+    return key[4] == PROTO_UDP and is_group(key[1])
+
+
+def crowded(triples: Iterable[tuple[str, str, int]]) -> set[str]:
+    """The destinations of (destination, source, packets) `triples` of solicited replies with
+    more than SOLICITED_SOURCES distinct sources or more than SOLICITED_VOLUME packets: their
+    replies are judged as not solicited."""
+    seen: dict[str, list] = {}
+    for d, s, n in triples:
+        e = seen.get(d)
+        if e is None:
+            e = seen[d] = [set(), 0]
+        e[0].add(s)
+        e[1] += n
+    return {d for d, (srcs, n) in seen.items()
+            if len(srcs) > SOLICITED_SOURCES or n > SOLICITED_VOLUME}

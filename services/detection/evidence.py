@@ -61,7 +61,8 @@ from typing import Iterable, Mapping
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 from .answers import (SOLICIT_WINDOWS, SOLICITED_PACKETS, SOLICITED_SOURCES,  # noqa: F401
-                      Answers, asked_key, crowded, reverse_key, sent_from_key)
+                      SOLICITED_VOLUME, Answers, asked_key, asks, crowded, reverse_key,
+                      sent_from_key)
 from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
 from .watch import merge_fates
 
@@ -310,7 +311,7 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
     without, nothing is held: the scorer holds after merging its partitions' tallies)."""
     keys = list(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
-    busy = crowded((k[1], k[0]) for k in keys if marks[k] & SOLICITED)
+    busy = crowded((k[1], k[0], flows[k]["packets"]) for k in keys if marks[k] & SOLICITED)
     if busy:
         for k in keys:
             if marks[k] & SOLICITED and k[1] in busy:

@@ -16,7 +16,7 @@ import numpy as np
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
                                          HALF_OPEN, INITIATED, PROBE, REFLECTED,
                                          RST_ONLY, SOLICITED, SOLICITED_PACKETS,
-                                         SOLICITED_SOURCES, SYNACK, UNANSWERED, Answers,
+                                         SOLICITED_SOURCES, SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
                                          ProbeFates,
                                          WindowEvidence, hold_tallied, is_group,
                                          probe_groups, probe_tally)
@@ -76,6 +76,9 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     if sol.any():  # evidence.crowded
         codes = np.unique(d_of[sol].astype(np.int64) * n_src + s_of[sol])
         busy = np.bincount(codes // n_src, minlength=len(d_at)) > SOLICITED_SOURCES
+        volume = np.bincount(d_of[sol], weights=packets[sol].astype(np.float64),
+                             minlength=len(d_at))
+        busy |= volume > SOLICITED_VOLUME
         sol &= ~busy[d_of]
     answered |= sol
     limit = window_end_ns - GRACE_NS

@@ -48,7 +48,7 @@ from typing import Callable
 
 import numpy as np
 
-from services.detection.evidence import GRACE_NS, SourceWatch, sent_from_key
+from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
@@ -324,12 +324,13 @@ def _window_rows(flows: dict[tuple, list], keys: list[tuple]
 
 def _sender_hashes(keys: list[tuple], rows: np.ndarray) -> np.ndarray:
     """Per flow (5-tuples `keys`, FLOW_DTYPE `rows`), hash64 of its evidence.sent_from_key
-    where an answer could be looked up by it (a request to a reflector port:
-    evidence.Answers.solicited), else 0."""
+    where an answer could be looked up by it (a request to a reflector port of a multicast or
+    broadcast address: answers.asks, evidence.Answers.solicited), else 0."""
     out = np.zeros(len(rows), dtype=np.uint64)
-    asks = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], REFLECTOR_ARRAY))
-    if asks.size:
-        out[asks] = [hash64(sent_from_key(keys[i])) for i in asks.tolist()]
+    ask = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], REFLECTOR_ARRAY))
+    for i in ask.tolist():
+        if asks(keys[i]):
+            out[i] = hash64(sent_from_key(keys[i]))
     return out
 
 
