@@ -107,3 +107,34 @@ def test_a_reflector_port_flood_on_many_poked_port_pairs_is_blocked(detector):
     pairs = [(p, q) for q in (53, 123, 161) for p in (53, 123, 1900)]
     _blocked(_poked([(q, p) for p, q in pairs], 6) + _flood(pairs, 254, 15, 1400, 6), detector,
              share=0.6)  # 1a7e785: 72.79% dropped in 6 s (first rule at 1.63 s)
+
+
+def test_the_scorer_and_the_replay_solicit_across_a_window_the_destination_s_partition_missed():
+    """An M-SEARCH in window 0, nothing in the searcher's stage 2 partition in window 1 (other
+    hosts talk), the answer in window 2: the replay took it as SOLICITED, the scorer's stage 2
+    (dst_windows.close kept the look-back only after the window just before) as REFLECTED.
+    Both now count the skipped windows (answers.Answers `skipped`)."""
+    from services.detection import evidence as E
+    from services.wire.partition import address_partition
+    from tests.support.scorer_stages import W, run_stages
+    from tests.support.scorer_stages import T0 as T
+
+    n, searcher = 4, "10.0.0.21"
+    q = address_partition(searcher, n)
+    a, b = [h for h in (f"10.0.9.{i}" for i in range(1, 60)) if address_partition(h, n) != q][:2]
+    dev = next(h for h in (f"10.0.6.{i}" for i in range(1, 60)) if address_partition(h, n) != q)
+    pk = [Packet(T + 100, searcher, "239.255.255.250", 50000, 1900, 17, 0, 170)]
+    pk += [Packet(T + W + 100 + i, a, b, 40000, 443, 17, 0, 100) for i in range(3)]
+    reply = Packet(T + 2 * W + 100, dev, searcher, 1900, 50000, 17, 0, 320)
+    pk.append(reply)
+    key = reply.flow_key()
+    scorer = [w.evidence.marks[key] for w in run_stages(pk, n=n) if key in w.evidence.marks]
+    assert len(scorer) == 1 and scorer[0] & E.SOLICITED and not scorer[0] & E.REFLECTED
+    res = replay(pk, load_model())
+    assert [w.evidence.marks[key] for w in res.windows if key in w.evidence.marks] == scorer
+    late = Packet(T + E.SOLICIT_WINDOWS * W + 100, dev, searcher, 1900, 50000, 17, 0, 320)
+    pk[-1] = late  # 6 windows after the M-SEARCH: no longer solicited, on both paths
+    scorer = [w.evidence.marks[key] for w in run_stages(pk, n=n) if key in w.evidence.marks]
+    assert len(scorer) == 1 and scorer[0] & E.REFLECTED
+    res = replay(pk, load_model())
+    assert [w.evidence.marks[key] for w in res.windows if key in w.evidence.marks] == scorer
