@@ -48,30 +48,35 @@ class Answers:
     5-tuples and `sent_from_key`s. The replay gives the tuples; the scorer's stage 2 gives their
     `hash64` (the source partitions ship them, windows.py: for requests to reflector ports
     only) and sets `hashed`. An address that sent nothing answers nothing: no hash is computed
-    for the flows towards it (a flood's silent victim). `previous` is the window just before
-    (None after a gap: the look-back starts again)."""
+    for the flows towards it (a flood's silent victim). `previous` is the last window seen,
+    `skipped` the windows without flows between it and this one: it answers only when none
+    were skipped, and solicits while it is within SOLICIT_WINDOWS (a window the replay or a
+    stage 2 partition saw no flow in is a window nobody asked anything in)."""
 
     __slots__ = ("current", "addresses", "flows", "asked", "hashed")
 
     def __init__(self, addresses: Iterable[str], flows: Iterable, senders: Iterable,
-                 previous: "Answers | None" = None, hashed: bool = False) -> None:
+                 previous: "Answers | None" = None, hashed: bool = False,
+                 skipped: int = 0) -> None:
         self.current = (set(addresses), set(flows), set(senders))
         self.addresses, self.flows = self.current[0], self.current[1]
         self.hashed = hashed
         # (addresses, senders) of this window and up to SOLICIT_WINDOWS - 1 before, newest first
         self.asked = ((self.current[0], self.current[2]),)
-        if previous is not None:
-            self.addresses = self.addresses | previous.current[0]
-            self.flows = self.flows | previous.current[1]
-            self.asked += previous.asked[:SOLICIT_WINDOWS - 1]
+        if previous is not None and 0 <= skipped < SOLICIT_WINDOWS - 1:
+            if not skipped:
+                self.addresses = self.addresses | previous.current[0]
+                self.flows = self.flows | previous.current[1]
+            self.asked += previous.asked[:SOLICIT_WINDOWS - 1 - skipped]
 
     @classmethod
-    def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None) -> "Answers":
+    def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None,
+                skipped: int = 0) -> "Answers":
         """The Answers of a window's flows (5-tuples); the requests that solicit are those to a
         multicast or broadcast address (`asks`)."""
         keys = list(keys)
         return cls((k[0] for k in keys), keys, (sent_from_key(k) for k in keys if asks(k)),
-                   previous)
+                   previous, skipped=skipped)
 
     def answered(self, key: tuple) -> bool:
         """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""

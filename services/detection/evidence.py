@@ -326,13 +326,14 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
 
 def assess_window(window, window_end_ns: int, previous: Answers | None = None,
                   watch: "SourceWatch | None" = None,
-                  fates: ProbeFates | None = None) -> tuple[WindowEvidence, Answers]:
+                  fates: ProbeFates | None = None,
+                  skipped: int = 0) -> tuple[WindowEvidence, Answers]:
     """Evidence of a features.WindowState (all its flows in one place, as in the replay).
     `watch` and `fates` must not hold this window yet (it is added here); without a watch, the
     source measures cover this window alone, without fates no probe_other is held. Returns
     the Answers for the next window's call."""
     flows = window.flows
-    answers = Answers.of_keys(flows, previous)
+    answers = Answers.of_keys(flows, previous, skipped)  # skipped: Answers
     if watch is None:
         watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
     entries: dict[str, list] = {}

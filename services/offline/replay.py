@@ -87,9 +87,10 @@ class Pipeline:
     def _close(self) -> WindowResult:
         win, self._win = self._win, None
         end = win.start_ns + self.width_ns
-        if self._last_ws != win.start_ns - self.width_ns:
-            self._answers = None  # a gap: the previous window is not the one before
-        ev, self._answers = assess_window(win, end, self._answers, self._watch, self._fates)
+        # windows without packets since the last one (answers.Answers: as stage 2 counts them)
+        skipped = (win.start_ns - self._last_ws) // self.width_ns - 1 if self._answers is not None else 0
+        ev, self._answers = assess_window(win, end, self._answers, self._watch, self._fates,
+                                          skipped)
         self._last_ws = win.start_ns
         win.add_to(self._horizon)
         keys, rows = win.rows(self._horizon, *ev.model_inputs())

@@ -154,8 +154,10 @@ class DstPartition:
         by = np.concatenate([_NO_HASH, *(c.sent_by for c in cs)])
         addresses = list(chain.from_iterable(c.senders for c in cs))
         end = ws + self.width_ns
-        prev = self._answers if self._answers_ws == ws - self.width_ns else None
-        answers = Answers(addresses, sent, by[by != 0].tolist(), prev, hashed=True)
+        # windows this partition got no chunk of since the last one (answers.Answers)
+        skipped = (ws - self._answers_ws) // self.width_ns - 1
+        answers = Answers(addresses, sent, by[by != 0].tolist(), self._answers, hashed=True,
+                          skipped=skipped)
         self._answers, self._answers_ws = answers, ws
         f = _flows(c.table for c in cs if len(c))
         if f is None:
