@@ -137,6 +137,10 @@ def give_back_undeliverable(consumer, records: dict, flow_active: bool, delivera
                 consumer.seek(tp, batch[0].offset)
             except Exception as exc:  # unassigned meanwhile: the next owner reads it
                 log.debug("not given back %s@%s: %r", tp, batch[0].offset, exc)
+            else:  # rare (a drain that outlived a pause or a stop): say so, it was a loss before
+                log.info("fetch guard: %d records of %s[%d] from offset %d given back (flow %s)",
+                         len(batch), tp.topic, tp.partition, batch[0].offset,
+                         "active" if flow_active else "stopped")
             continue
         kept[tp] = batch
     return kept
