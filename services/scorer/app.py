@@ -19,6 +19,7 @@ import faust
 from services.common.settings import CommonSettings
 from services.wire.topics import DEADLETTER, MODELS, PACKETS, VERDICTS
 
+from . import faust_internals
 from .faust_internals import ScorerWorker
 from .ingest import MARK_REPEAT_S
 from .scoring import VerdictPolicy
@@ -82,6 +83,7 @@ def _credentials(common: CommonSettings):
 def create_app(s: ScorerSettings, common: CommonSettings, detector, policy: VerdictPolicy
                ) -> tuple[faust.App, Scorer]:
     """The faust app of one worker and its Scorer (started and stopped with the worker)."""
+    faust_internals.guard_fetch()  # the consumer thread drains only what the worker delivers
     app = faust.App(f"{common.topic_prefix}{s.app_id}", **faust_settings(s, common))
     n = common.packets_partitions
     topics = ScorerTopics(

@@ -12,6 +12,8 @@ attribute that moved when an upgrade breaks one. The run-time readers below fall
     mode.Worker._signal_stop_time              ... set by the first one
     app.consumer._thread._ensure_consumer()    aiokafka's consumer, for last_poll_timestamp (closing)
     AIOKafkaConsumer._fetcher._fetch_max_wait_ms  the fetch long-poll faust fixes at 1.5 s (fetch_wait)
+    AIOKafkaConsumerThread._fetch_records      replaced: drains only what the worker will deliver
+                                               (guard_fetch; faust passes aiokafka a live set)
     app.consumer.highwater(tp)                 unread records of a partition (closing, /healthz)
     app._producer                              a stopped producer means the worker is stopping
     app.rebalancing, app.in_recovery           no closing while partitions are about to move
@@ -91,6 +93,68 @@ def fetch_wait(app: faust.App, seconds: float) -> bool:
     return True
 
 
+async def _guarded_fetch_records(self, consumer, active_partitions, timeout=None,
+                                 max_records=None):
+    """faust's AIOKafkaConsumerThread._fetch_records (runs in the consumer thread), made to
+    drain only records the worker will deliver. faust hands aiokafka's
+    Fetcher.fetched_records its LIVE set of active partitions, which the main thread empties
+    (pause_partitions) during a rebalance while a fetch may still be waiting in it; aiokafka
+    drains EVERY buffered partition when that set is empty (`if partitions and tp not in
+    partitions`), advancing their positions, and faust drops what it got while its flow is
+    stopped. When the records so dropped were a changelog's, read from the offset the table
+    recovery had just sought, the recovery waited for them for ever (issue 17: the survivor of
+    a SIGKILL never left recovery; a short fetch long-poll made the race likely). Here: a
+    snapshot of the set, nothing fetched for an empty one, and what the main thread would not
+    deliver now (flow stopped, or partition paused meanwhile) is given back by seeking its
+    partition to its first record, so the next fetch returns it again."""
+    from aiokafka.errors import ConsumerStoppedError
+
+    owner = self.consumer  # faust's Consumer (flow, the live set)
+    if not owner.flow_active:
+        return {}
+    fetcher = consumer._fetcher
+    if consumer._closed or fetcher._closed:
+        raise ConsumerStoppedError()
+    wanted = frozenset(active_partitions or ())
+    if not wanted:
+        return {}
+    with fetcher._subscriptions.fetch_context():
+        records = await fetcher.fetched_records(wanted, timeout=timeout, max_records=max_records)
+    deliverable = set(owner._active_partitions or ()) | set(owner._buffered_partitions or ())
+    return give_back_undeliverable(consumer, records, owner.flow_active, deliverable)
+
+
+def give_back_undeliverable(consumer, records: dict, flow_active: bool, deliverable) -> dict:
+    """Of `records` (tp -> aiokafka records, as drained), keep those the worker delivers now
+    (its flow active and the partition in `deliverable`: faust's live active set and the
+    partitions it set aside while their stream buffer was full, as faust's getmany filters);
+    seek every other partition back to its first drained record (aiokafka's consumer.seek) so
+    it is fetched again. Returns the kept ones."""
+    kept = {}
+    for tp, batch in records.items():
+        if batch and not (flow_active and tp in deliverable):
+            try:
+                consumer.seek(tp, batch[0].offset)
+            except Exception as exc:  # unassigned meanwhile: the next owner reads it
+                log.debug("not given back %s@%s: %r", tp, batch[0].offset, exc)
+            else:  # rare (a drain that outlived a pause or a stop): say so, it was a loss before
+                log.info("fetch guard: %d records of %s[%d] from offset %d given back (flow %s)",
+                         len(batch), tp.topic, tp.partition, batch[0].offset,
+                         "active" if flow_active else "stopped")
+            continue
+        kept[tp] = batch
+    return kept
+
+
+def guard_fetch() -> bool:
+    """Install _guarded_fetch_records on faust's aiokafka consumer thread (every app of this
+    process; idempotent). True once installed."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    if AIOKafkaConsumerThread._fetch_records is not _guarded_fetch_records:
+        AIOKafkaConsumerThread._fetch_records = _guarded_fetch_records
+    return True
+
+
 def highwater(app: faust.App, tp: TP) -> int | None:
     """The broker's high-water mark of `tp` as of the newest fetch response; None before the
     first one. Raises (faust's ConsumerNotStarted, aiokafka's assert) when `tp` is unassigned."""
@@ -163,6 +227,15 @@ def declared_specs(topic, conf) -> list[TopicSpec]:
             for name in topic.topics]
 
 
+def _original_fetch_records():
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    fn = AIOKafkaConsumerThread.__dict__.get("_fetch_records")
+    return None if fn is _guarded_fetch_records else fn
+
+
+_ORIGINAL_FETCH_RECORDS = _original_fetch_records()  # faust's, before guard_fetch replaces it
+
+
 # --- the probes the unit test runs --------------------------------------------------------
 @dataclass(frozen=True)
 class Seam:
@@ -188,6 +261,33 @@ def _fetcher_class() -> type:
     return Fetcher
 
 
+def _consumer_thread_class() -> type:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    return AIOKafkaConsumerThread
+
+
+def _fetch_records_holds() -> bool:
+    """faust's own _fetch_records (kept by the class's base copy: the one guard_fetch
+    replaces) still calls fetched_records with the live set, and aiokafka still drains every
+    partition for an empty one: the guard is then still needed and still a drop-in."""
+    from aiokafka.consumer.fetcher import Fetcher
+    cls = _consumer_thread_class()
+    original = _ORIGINAL_FETCH_RECORDS or cls._fetch_records
+    return (list(inspect.signature(original).parameters)
+            == ["self", "consumer", "active_partitions", "timeout", "max_records"]
+            and _source_has(original, "fetcher.fetched_records(")
+            and _source_has(original, "self.consumer.flow_active")
+            and _source_has(Fetcher.fetched_records, "if partitions and tp not in partitions")
+            and _source_has(cls.getmany, "self._fetch_records")
+            and _source_has(_consumer_class().getmany,
+                            "tp in active_partitions\n                    or tp in self._buffered_partitions"))
+
+
+def _consumer_class() -> type:
+    from faust.transport.consumer import Consumer
+    return Consumer
+
+
 def _recovery_class() -> type:
     from faust.tables.recovery import Recovery
     return Recovery
@@ -209,6 +309,10 @@ SEAMS: tuple[Seam, ...] = (
     Seam("aiokafka Fetcher._fetch_max_wait_ms (per request)", ("_fetcher", "_fetch_max_wait_ms"),
          lambda app, table: _source_has(aiokafka.AIOKafkaConsumer.start, "self._fetcher = Fetcher(")
          and _source_has(_fetcher_class()._get_actions_per_node, "self._fetch_max_wait_ms")),
+    Seam("AIOKafkaConsumerThread._fetch_records (guard_fetch)",
+         ("_fetch_records", "fetched_records", "_active_partitions", "_buffered_partitions",
+          "flow_active"),
+         lambda app, table: _fetch_records_holds()),
     Seam("app.consumer.highwater", ("highwater",),
          lambda app, table: callable(app.consumer.highwater)),
     Seam("app._producer", ("_producer",), lambda app, table:

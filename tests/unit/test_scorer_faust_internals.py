@@ -100,3 +100,106 @@ def test_no_other_scorer_module_reaches_for_a_faust_internal():
                     isinstance(node.value, ast.Name) and node.value.id == "faust_internals"):
                 offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert offenders == [], "faust/mode internals outside faust_internals.py: " + ", ".join(offenders)
+
+
+class _Owner:
+    """faust's Consumer as the consumer thread sees it: flow and the live active set."""
+
+    def __init__(self, live: set, flow_active: bool = True, buffered=()) -> None:
+        self._active_partitions, self.flow_active = live, flow_active
+        self._buffered_partitions = set(buffered)
+
+
+class _Thread:
+    def __init__(self, owner: _Owner) -> None:
+        self.consumer = owner
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _Subscriptions:
+    import contextlib
+
+    @contextlib.contextmanager
+    def fetch_context(self):
+        yield
+
+
+class _DrainingFetcher:
+    """aiokafka's Fetcher: fetched_records returns `drained` and first runs `meanwhile` (what
+    the main thread does while the call waits for a fetch)."""
+    _closed = False
+
+    def __init__(self, drained: dict, meanwhile=lambda: None) -> None:
+        self._subscriptions, self.drained, self.meanwhile, self.asked = _Subscriptions(), drained, meanwhile, []
+
+    async def fetched_records(self, partitions, timeout=0, max_records=None):
+        self.asked.append(partitions)
+        self.meanwhile()
+        return dict(self.drained)
+
+
+class _SeekingConsumer:
+    _closed = False
+
+    def __init__(self, fetcher) -> None:
+        self._fetcher, self.seeks = fetcher, []
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+
+def _fetch(owner, fetcher, live):
+    import asyncio
+    consumer = _SeekingConsumer(fetcher)
+    got = asyncio.run(faust_internals._guarded_fetch_records(_Thread(owner), consumer, live,
+                                                             timeout=1.0, max_records=10))
+    return got, consumer.seeks
+
+
+def test_the_fetch_guard_asks_aiokafka_for_a_snapshot_and_nothing_for_an_empty_set():
+    a, b = TP("p.packets", 0), TP("p.src-changelog", 0)
+    live = {a}
+    fetcher = _DrainingFetcher({a: [_Record(3)]})
+    got, seeks = _fetch(_Owner(live), fetcher, live)
+    assert got == fetcher.drained and seeks == []
+    assert fetcher.asked == [{a}] and fetcher.asked[0] is not live  # a copy, not the live set
+    live.clear()  # paused by the main thread: aiokafka would drain EVERY partition for this
+    empty = _DrainingFetcher({b: [_Record(0)]})
+    assert _fetch(_Owner(live), empty, live) == ({}, []) and empty.asked == []
+
+
+def test_records_the_worker_would_drop_are_given_back_to_the_fetcher():
+    """The issue 17 race: while the call waits, the main thread pauses the partitions (a
+    rebalance) or stops the flow; what was drained for them is sought back to its first
+    record, not handed to a main thread that drops it."""
+    a, b = TP("p.packets", 0), TP("p.src-changelog", 5)
+    live = {a, b}
+    fetcher = _DrainingFetcher({a: [_Record(7), _Record(8)], b: [_Record(0), _Record(1)]},
+                               meanwhile=lambda: live.discard(b))
+    got, seeks = _fetch(_Owner(live), fetcher, live)
+    assert list(got) == [a] and seeks == [(b, 0)]
+    owner = _Owner({a, b})
+    stops = _DrainingFetcher({a: [_Record(7)], b: [_Record(2)]},
+                             meanwhile=lambda: setattr(owner, "flow_active", False))
+    got, seeks = _fetch(owner, stops, owner._active_partitions)
+    assert got == {} and sorted(seeks, key=str) == sorted([(a, 7), (b, 2)], key=str)
+
+
+def test_the_fetch_guard_is_installed_on_faust_consumer_thread_by_the_app(scorer):
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    assert AIOKafkaConsumerThread._fetch_records is faust_internals._guarded_fetch_records
+    assert faust_internals._ORIGINAL_FETCH_RECORDS is not None  # faust's, probed by the seam
+
+
+def test_partitions_faust_set_aside_for_a_full_buffer_are_still_delivered():
+    """faust's getmany also yields partitions it took out of the active set while their stream
+    buffer was full (`_buffered_partitions`): the guard keeps those too."""
+    a = TP("p.scorer-flows", 2)
+    fetcher = _DrainingFetcher({a: [_Record(4)]}, meanwhile=lambda: live.discard(a))
+    live = {a}
+    got, seeks = _fetch(_Owner(live, buffered={a}), fetcher, live)
+    assert got == {a: fetcher.drained[a]} and seeks == []
