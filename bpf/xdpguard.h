@@ -7,7 +7,8 @@
  *
  * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
  * kind serves both families; the exceptions are split by family for speed: the maps keyed by a
- * whole address or 5-tuple (exact4/exact6, the host rules (/32, /128) in src_host4/src_host6)
+ * whole address or 5-tuple (exact4/exact6, the host rules (/32, /128) in src_host4/src_host6
+ * unless in their inline slot of src_host_slot, indexed by source hash)
  * and the shorter source prefixes (IPv4 ones in src_prefix4 keyed by a length and 4 bytes, IPv6
  * ones in src_prefix keyed by a length and 16: hashes looked up once per length in use, see
  * xg_config.plens4).
