@@ -592,7 +592,9 @@ static __always_inline int host_slot_holds(struct xg_host_slot *s, struct parsed
 }
 
 // The host rule (/32, /128) for p's source in its inline slot (index hslot), else in the hashes
-// (find_host); 0 if none.
+// (find_host); 0 if none. User space writes a slot without a lock, as it updates a per-CPU hash
+// value in place: a packet meeting this CPU's copy mid-write may see a mix of the old and the new
+// slot (one packet per CPU per write at most; services/dataplane/hostslots.py).
 static __always_inline struct xg_rule *find_host_inline(struct parsed *p, struct xg_config *cfg,
                                                         int src4, __u32 hslot)
 {
