@@ -81,9 +81,10 @@ struct ip6_ext_hdr {
 #define EXT_TOO_LONG -2  // more extension headers than XG_IPV6_EXT_MAX
 
 struct parsed {
-    __u8 saddr[16] __attribute__((aligned(8))); // IPv6 only (8-aligned: host_slot_holds reads
-                                                // it as two u64s, and stack loads must be aligned): an IPv4 packet's addresses are saddr4/daddr4, and only the maps
-    __u8 daddr[16]; // keyed by both families get them v4-mapped (saddr16, daddr16)
+    // saddr is 8-aligned: host_slot_holds() reads it as two u64s (stack loads must be aligned)
+    __u8 saddr[16] __attribute__((aligned(8))); // IPv6 only: an IPv4 packet's addresses are
+    __u8 daddr[16]; // saddr4/daddr4, and only the maps keyed by both families get them
+                    // v4-mapped (saddr16, daddr16)
     __u16 sport;
     __u16 dport;
     __u8 proto;
