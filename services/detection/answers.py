@@ -1,6 +1,6 @@
 """What a window's flows say was sent: whether a flow was ANSWERED (its reverse 5-tuple carried
-a packet) or SOLICITED (it replies to a request its destination sent from that port pair, to
-anyone), for services.detection.evidence. Pure; the replay gives 5-tuples, the scorer's stage 2
+a packet) or SOLICITED (it replies to a request its destination sent from that port pair to a
+multicast or broadcast address, `asks`), for services.detection.evidence. Pure; the replay gives 5-tuples, the scorer's stage 2
 their hash64 (services/scorer/windows.py ships them)."""
 from __future__ import annotations
 

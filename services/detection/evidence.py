@@ -9,7 +9,7 @@ in bulk; its bound is calibrated on benign captures (`bounds.EvidenceBounds`).
 
 A flow S->D is ANSWERED when the reverse 5-tuple (D, S, dport, sport, proto) carried a packet in
 this window or the one before. A UDP flow from a reflector port is SOLICITED when D itself sent
-from that port pair (to anyone: discovery goes to multicast or broadcast addresses) in this
+from that port pair to a multicast or broadcast address (discovery; answers.asks) in this
 window or the SOLICIT_WINDOWS - 1 before; it then counts as answered too (an SSDP device answers
 an M-SEARCH sent to the group by unicast, to a searcher that never sends to it). A flow whose
 last packet came in the window's last GRACE_NS is SETTLED only later: its answer or its ACK may

@@ -14,11 +14,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
-                                         HALF_OPEN, INITIATED, PROBE, REFLECTED,
-                                         RST_ONLY, SOLICITED, SOLICITED_PACKETS,
-                                         SOLICITED_SOURCES, SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
-                                         ProbeFates,
-                                         WindowEvidence, hold_tallied, is_group,
+                                         HALF_OPEN, INITIATED, PROBE, REFLECTED, RST_ONLY,
+                                         SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
+                                         SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
+                                         ProbeFates, WindowEvidence, hold_tallied, is_group,
                                          probe_groups, probe_tally)
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 
@@ -45,8 +44,8 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     d_of = np.fromiter((d_at.setdefault(k[1], len(d_at)) for k in keys), dtype=np.intp, count=n)
     s_at: dict[str, int] = {}
     s_of = np.fromiter((s_at.setdefault(k[0], len(s_at)) for k in keys), dtype=np.intp, count=n)
-    marks = _marks(keys, d_at, d_of, s_of, len(s_at), sport, dport, proto, _u64(packets), _i64(flags),
-                   _u64(syn), _u64(last), answers, window_end_ns)
+    marks = _marks(keys, d_at, d_of, s_of, len(s_at), sport, dport, proto, _u64(packets),
+                   _i64(flags), _u64(syn), _u64(last), answers, window_end_ns)
     by_key = dict(zip(keys, marks.tolist()))
     # evidence.known_probe of every flow
     known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
@@ -74,11 +73,10 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     for i in np.flatnonzero(reflector & ~answered & (packets <= SOLICITED_PACKETS)).tolist():
         sol[i] = answers.solicited(keys[i])
     if sol.any():  # evidence.crowded
-        codes = np.unique(d_of[sol].astype(np.int64) * n_src + s_of[sol])
-        busy = np.bincount(codes // n_src, minlength=len(d_at)) > SOLICITED_SOURCES
-        volume = np.bincount(d_of[sol], weights=packets[sol].astype(np.float64),
-                             minlength=len(d_at))
-        busy |= volume > SOLICITED_VOLUME
+        g = len(d_at)
+        busy = np.array([n > SOLICITED_SOURCES or v > SOLICITED_VOLUME for n, v in
+                         zip(_distinct(d_of, s_of, n_src, sol, g), _sums(d_of, packets, sol, g))],
+                        dtype=bool)
         sol &= ~busy[d_of]
     answered |= sol
     limit = window_end_ns - GRACE_NS
