@@ -62,11 +62,17 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
     return best[0], best[1]
 
 
+def _flags(state) -> int:
+    """The TCP flags of a flow state: the replay's dict (features) or the scorer's list."""
+    return state["flags"] if isinstance(state, dict) else state[4]
+
+
 def _entry(entries: dict[str, list], src: str) -> list:
-    """The source's entry of a window (created empty: half-open, probes, logins, unsettled)."""
+    """The source's entry of a window (created empty: half-open, probes, logins, unsettled,
+    handshakes to a login service that may complete in the next window)."""
     e = entries.get(src)
     if e is None:
-        e = entries[src] = [None, None, None, None]
+        e = entries[src] = [None, None, None, None, None]
     return e
 
 
@@ -121,12 +127,13 @@ class SourceWatch(WindowedSources):
     # (tuple | set | None), logins (dict | None), None]; `pending`: window start -> 5-tuples
     # of its unsettled SYN-only flows, judged when the next window is added; `memory`: the
     # TCP targets each source completed a handshake with lately
-    __slots__ = ("pending", "memory")
+    __slots__ = ("pending", "opening", "memory")
 
     def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS,
                  memory_s: float = OUTAGE_MEMORY_S) -> None:
         super().__init__(width_ns, span)
         self.pending: dict[int, list[tuple]] = {}
+        self.opening: dict[int, list[tuple]] = {}
         self.memory = AnsweredMemory(memory_s)
 
     @staticmethod
@@ -134,8 +141,13 @@ class SourceWatch(WindowedSources):
               done: bool, handshakes: dict[str, list] | None = None) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
         SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
-        settled yet is noted in the entry's last slot (`add_entries` settles it later); one to
-        a login service counts as a login session at once, as any SYN to it does. A completed
+        settled yet is noted in the entry's fourth slot (`add_entries` settles it later). A
+        flow to a login service counts as a login session when it completes its handshake:
+        its SYN and its own ACK in this window, or its SYN here (noted in the last slot) and
+        its ACK in the next window (`add_entries`; a client that delays its ACK past the
+        window's end still counts). A SYN refused (RST) or never answered is no login attempt
+        (an app pool retrying a database that is down): SYN floods and probes are half_open's
+        and probe_tcp's. A completed
         handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
         src, dst, _, dport, proto = key
         if handshakes is not None and proto == PROTO_TCP and syn and flags & TCP_ACK:
@@ -146,12 +158,21 @@ class SourceWatch(WindowedSources):
                 t.append((dst, proto, dport))
         syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
         half_open = syn_only and done
-        login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
+        # a login session needs a completed handshake: a SYN refused (RST) or never answered
+        # guesses nothing (an app pool retrying a database that is down); SYN floods and
+        # probes are half_open's and probe_tcp's
+        login_port = proto == PROTO_TCP and dport in LOGIN_PORTS
+        login = login_port and syn and flags & TCP_ACK
+        opening = login_port and syn_only and not is_group(dst)
         probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
-        if not (half_open or login or probe or unsettled):
+        if not (half_open or login or probe or unsettled or opening):
             return
         e = _entry(entries, src)
+        if opening:
+            if e[4] is None:
+                e[4] = []
+            e[4].append(key)
         if unsettled:
             if e[3] is None:
                 e[3] = []
@@ -186,13 +207,22 @@ class SourceWatch(WindowedSources):
         for key in earlier or ():
             if key not in flows:
                 _settle(entries, key)
+        opened = self.opening.get(ws - self.width_ns) if isinstance(flows, dict) else None
+        for key in opened or ():  # its ACK came in this window: a login session (`count`)
+            st = flows.get(key)
+            if st is not None and _flags(st) & TCP_ACK:
+                e = _entry(entries, key[0])
+                if e[2] is None:
+                    e[2] = {}
+                g = (key[1], key[3])
+                e[2][g] = e[2].get(g, 0) + 1
         mine = []
         for src in [s for s, e in entries.items() if e[3] is not None]:
             e = entries[src]
             k = e[3][0]
             alone = (len(e[3]) == 1 and e[0] is None and e[1] is None and src not in seen
                      and e[2] in (None, {(k[1], k[3]): 1}))  # that SYN is all the source did
-            if alone and e[2] is None:
+            if alone and e[2] is None and e[4] is None:
                 del entries[src]
                 continue
             if not alone:
@@ -201,6 +231,12 @@ class SourceWatch(WindowedSources):
         self.pending = {w: p for w, p in self.pending.items() if w == ws - self.width_ns}
         if mine:
             self.pending[ws] = mine
+        opening = []
+        for e in entries.values():
+            if e[4] is not None:
+                opening += e[4]
+                e[4] = None
+        self.opening = {ws: opening} if opening else {}
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1

@@ -381,3 +381,64 @@ def ssdp_search(t0: int, seconds: float, client: str = "10.0.0.21", net: str = "
             for j in range(1, devices + 1):
                 pk.append(_udp(t + int(rnd.uniform(0.005, mx) * S), f"{net}.{j}", client, 1900, sport, 320))
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def db_pool_outage(t0: int, seconds: float, app: str = "10.0.0.70", db: str = "10.0.0.90",
+                   port: int = 5432, workers: int = 15, outage: tuple[float, float] = (10, 30),
+                   refused: bool = True, reconnect_every_s: float = 0.5,
+                   seed: int = 23) -> list[Packet]:
+    """An app host's pool of `workers` persistent connections to a database (`port`, a login
+    service), opened before `t0` (their packets here carry no SYN): a query every ~0.5 s on
+    each. During `outage` (from, to: seconds) the database is down: the connections are reset
+    and each worker retries every ~1 s, refused (SYN answered by RST) or, with `refused`
+    False, blackholed (the SYN retransmitted 1 s later, nothing answering; a retry every ~3 s,
+    the driver's connect timeout 2 s). After it the workers reconnect one every
+    `reconnect_every_s` (a pool refilling lazily) and query on. Shape of the dbrefused /
+    dbblackhole captures (/tmp/benign-new2/gen.sh, wt-benign2)."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    start, stop, end = t0 + int(outage[0] * S), t0 + int(outage[1] * S), t0 + int(seconds * S)
+    sp = 40000
+
+    def queries(t: int, until: int, sport: int) -> None:
+        while t < until:
+            pk.extend([_tcp(t, app, db, sport, port, PSH | ACK, 120),
+                       _tcp(t + ms, db, app, port, sport, PSH | ACK, 200),
+                       _tcp(t + 2 * ms, app, db, sport, port, ACK, 66)])
+            t += S // 2 + rnd.randrange(S // 20)
+
+    for w in range(workers):
+        sp += 1
+        queries(t0 + rnd.randrange(S // 2), start, sp)
+        t = start + rnd.randrange(S)
+        while t < stop:
+            sp += 1
+            pk.append(_tcp(t, app, db, sp, port, SYN, 74))
+            if refused:
+                pk.append(_tcp(t + ms, db, app, port, sp, RST | ACK, 54))
+                t += S + rnd.randrange(S // 10)
+            else:
+                pk.append(_tcp(t + S, app, db, sp, port, SYN, 74))
+                t += 3 * S + rnd.randrange(S // 10)
+        sp += 1
+        t = stop + int(w * reconnect_every_s * S) + rnd.randrange(S // 10)
+        pk += [_tcp(t, app, db, sp, port, SYN, 74), _tcp(t + ms, db, app, port, sp, SYN | ACK, 74),
+               _tcp(t + 2 * ms, app, db, sp, port, ACK, 66)]
+        queries(t + 3 * ms, end, sp)
+    return _sorted([p for p in pk if p.ts_ns < end])
+
+
+def slow_ack_guessing(t0: int, seconds: float, per_s: float = 4, attacker: str = "203.0.113.67",
+                      server: str = "10.0.0.22", port: int = 21) -> list[Packet]:
+    """Password guessing whose client sends the handshake's ACK 0.6 s after its SYN (a SYN in
+    the middle of one 1 s window, the ACK in the next, whatever the phase), then a short failed
+    login as in `ftp_guessing`: what a guesser would do if only a SYN and its ACK in one window
+    made a login session."""
+    pk, ms = [], S // 1000
+    for i in range(int(seconds * per_s)):
+        t, sp = t0 + int(i * S / per_s), 41000 + i
+        c = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, attacker, server, sp, port, fl, ln))
+        s = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, server, attacker, port, sp, fl, ln))
+        c(0, SYN, 74), s(1, SYN | ACK, 74), c(600, ACK, 66), s(602, PSH | ACK, 120)
+        c(603, PSH | ACK, 80), s(605, PSH | ACK, 100), c(606, PSH | ACK, 82), s(630, PSH | ACK, 90)
+        c(631, FIN | ACK, 66), s(632, FIN | ACK, 66), c(633, ACK, 66)
+    return _sorted(pk)
