@@ -15,9 +15,11 @@ from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
 
 LOGIN_WINDOWS = 3
-# TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
-# LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB
-LOGIN_PORTS = frozenset({21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
+# TCP services that password guessers target: FTP, SSH, telnet, SMTP submission (465, 587),
+# POP3, IMAP, LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB. Not SMTP
+# relay (25): MTAs deliver to an MX over parallel connections (a list server or a large
+# provider, 10 at once: wt-benign2 mail.pcap); AUTH guessing on 25 goes uncounted here
+LOGIN_PORTS = frozenset({21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
                          3306, 3389, 5432, 5900, 6379, 27017})
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}

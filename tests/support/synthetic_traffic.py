@@ -442,3 +442,17 @@ def slow_ack_guessing(t0: int, seconds: float, per_s: float = 4, attacker: str =
         c(603, PSH | ACK, 80), s(605, PSH | ACK, 100), c(606, PSH | ACK, 82), s(630, PSH | ACK, 90)
         c(631, FIN | ACK, 66), s(632, FIN | ACK, 66), c(633, ACK, 66)
     return _sorted(pk)
+
+
+def mta_bursts(t0: int, seconds: float, mta: str = "198.51.100.25", mx: str = "10.0.0.25",
+               parallel: int = 10, every_s: float = 15) -> list[Packet]:
+    """A list server (or a large provider) delivering to an MX over `parallel` SMTP connections
+    to port 25 at once every `every_s`: EHLO, MAIL, RCPT, DATA, QUIT over ~100 ms each. Shape of
+    /tmp/benign-new2/mail.pcap (swaks, 10 parallel deliveries)."""
+    pk, sp = [], 45000
+    for k in range(int(seconds / every_s) + 1):
+        for c in range(parallel):
+            sp += 1
+            _session(pk, t0 + int(k * every_s * S) + c * 3_000_000, mta, mx, sp, 25, 6,
+                     15_000_000, up=120, down=90)
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
