@@ -29,7 +29,8 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
                (services.detection.outage: a health checker's backends going down).
   probe_other  the same for UDP / ICMP / other flows of <= 2 packets, weighted by the share of
                the source's such flows here nobody answered (`src_measures`): a DNS prober's
-               resolvers answer, a swept /24's empty addresses do not. Decisions take the lower
+               resolvers answer, a swept /24's empty addresses do not (UDP to traceroute's ports,
+               TRACEROUTE_PORTS, is no probe: ICMP answers it). Decisions take the lower
                of that and the share of its distinct targets nobody answered over the horizon
                (`ProbeFates`): retries to one dead device are not a sweep; a target that
                answered the source within the outage memory's period counts as answered
@@ -48,9 +49,12 @@ Destination scope (stage 2 holds all flows towards a destination: `dst_measures`
                   never a multicast or broadcast destination: a reflector answers the (spoofed)
                   source address of a query, a victim's unicast address, while devices announce
                   themselves to a group (mDNS answers to 224.0.0.251:5353, SSDP NOTIFYs)
-  fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it
+  fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it, but those of a
+                  source whose port-bearing flow to it was answered: the rest of a datagram the
+                  destination asked for (a resolver's large answers arrive fragmented)
   dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
-  unsolicited_srcs distinct sources whose flows to it nobody answered
+  unsolicited_srcs distinct sources whose flows to it nobody answered (not counting flows to a
+                  port of a one-way protocol, ONE_WAY_PORTS: syslog, traps, flow export, metrics)
   packets         packets towards it nobody answered (one-sided volume far above any benign
                   destination's: a download or a call is answered, a flood is not)
 and per source the same one-sided volume (`src_measures`; partition-local in the scorer).
@@ -65,7 +69,8 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_
 from .answers import (SOLICIT_WINDOWS, SOLICITED_PACKETS, SOLICITED_SOURCES,  # noqa: F401
                       SOLICITED_VOLUME, Answers, asked_key, asks, crowded, reverse_key,
                       sent_from_key)
-from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
+from .watch import (LOGIN_PORTS, TRACEROUTE_PORTS, ProbeFates, SourceWatch,  # noqa: F401
+                    is_group)  # (re-exported)
 from .watch import merge_fates
 
 # UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
@@ -75,6 +80,12 @@ from .watch import merge_fates
 REFLECTOR_PORTS = frozenset({17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 500, 520, 623, 1194,
                              1434, 1604, 1900, 3283, 3702, 5060, 5351, 5353, 5683, 6881, 10001,
                              11211, 17185, 26000, 27015, 27960, 30718, 32414, 33848, 37810, 47808})
+# UDP destination ports of protocols that are one-way by design: the collector never answers
+# (SNMP traps 162, syslog 514, NetFlow 2055 / 9995 / 9996, IPFIX 4739, sFlow 6343, statsd 8125,
+# GELF 12201). A flow to one is never UNANSWERED (so not in unsolicited_srcs: 150 hosts logging
+# to one collector, wt-benign2 syslog.pcap, are not a spoofed flood); its packets still count
+# in the one-sided volume, so a flood aimed at a collector meets the `packets` bound
+ONE_WAY_PORTS = frozenset({162, 514, 2055, 4739, 6343, 8125, 9995, 9996, 12201})
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -112,9 +123,9 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
         m |= ANSWERED
     elif group:
         m |= GROUP  # nobody answers a group address: neither answered nor unanswered
-    elif done:
+    elif done and not (proto == PROTO_UDP and key[3] in ONE_WAY_PORTS):
         m |= UNANSWERED
-    if packets <= 2 and not group:
+    if packets <= 2 and not group and not (proto == PROTO_UDP and key[3] in TRACEROUTE_PORTS):
         m |= PROBE
     if proto == PROTO_TCP:
         if st.get("syn", 0):
@@ -142,7 +153,12 @@ _ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
 
 def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                  marks: Mapping[tuple, int]) -> dict[str, list[float]]:
-    """DST_MEASURES of every destination of `keys` (all flows towards it must be there)."""
+    """DST_MEASURES of every destination of `keys` (all flows towards it must be there).
+    `fragments` leaves out the fragments of a source whose port-bearing flow to the destination
+    was answered (`asked`): the rest of a datagram the destination asked for (a resolver's
+    large answers from the authoritative servers it queried)."""
+    keys = list(keys)
+    asked = {(k[0], k[1]) for k in keys if marks[k] & (ANSWERED | FRAGMENT) == ANSWERED}
     acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume
     for k in keys:
         m, d = marks[k], k[1]
@@ -158,8 +174,11 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                         a[i] = {k[0]}
                     else:
                         a[i].add(k[0])
-        if m & (FRAGMENT | DHCP):
-            a[5 if m & FRAGMENT else 6] += flows[k]["packets"]
+        if m & FRAGMENT:
+            if (k[0], d) not in asked:
+                a[5] += flows[k]["packets"]
+        elif m & DHCP:
+            a[6] += flows[k]["packets"]
     return {d: [len(a[0]) if a[0] else 0, len(a[1]) if a[1] else 0, len(a[2]) if a[2] else 0,
                 len(a[3]) if a[3] else 0, a[5], a[6], len(a[4]) if a[4] else 0, float(a[7])]
             for d, a in acc.items()}

@@ -9,18 +9,27 @@ from __future__ import annotations
 import ipaddress
 from typing import Container, Iterable, Mapping
 
-from services.records.packet import PROTO_TCP, TCP_ACK
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
 
 LOGIN_WINDOWS = 3
 # TCP services that password guessers target: FTP, SSH, telnet, SMTP submission (465, 587),
-# POP3, IMAP, LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB. Not SMTP
-# relay (25): MTAs deliver to an MX over parallel connections (a list server or a large
-# provider, 10 at once: wt-benign2 mail.pcap); AUTH guessing on 25 goes uncounted here
-LOGIN_PORTS = frozenset({21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
-                         3306, 3389, 5432, 5900, 6379, 27017})
+# POP3, IMAP, LDAP, SMB, RDP, VNC. Not SMTP relay (25): MTAs deliver to an MX over parallel
+# connections (a list server or a large provider, 10 at once: wt-benign2 mail.pcap). Not the
+# database ports (MS-SQL 1433, Oracle 1521, MySQL 3306, PostgreSQL 5432, Redis 6379, MongoDB
+# 27017): applications open pools of tens of connections at once and many open one per request
+# (wt-benign2 dbperreq / dbblackhole: 8-14 sessions a second from one app host, the rate of a
+# guesser). Guessing on those ports and AUTH guessing on 25 go uncounted here (documented in
+# docs/detection.md); their refused or unanswered SYNs stay half_open's and probe_tcp's
+LOGIN_PORTS = frozenset({21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 3389, 5900})
+# UDP destination ports of traceroute's probes (33434 is IANA's "traceroute"; traceroute and mtr
+# count up from it, one port per probe, 30 hops x 3 probes by default). The target answers them
+# with ICMP port unreachable, which no 5-tuple pairs with, so they would read as unanswered
+# probes of distinct ports of one host (wt-benign2 traceroute-target.pcap: a UDP port scan's
+# shape). No service listens there, so a scan confined to these ports learns nothing
+TRACEROUTE_PORTS = range(33434, 33535)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}
 
@@ -166,7 +175,8 @@ class SourceWatch(WindowedSources):
         login_port = proto == PROTO_TCP and dport in LOGIN_PORTS
         login = login_port and syn and flags & TCP_ACK
         opening = login_port and syn_only and not is_group(dst)
-        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+        probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+                 and not (proto == PROTO_UDP and dport in TRACEROUTE_PORTS))
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled or opening):
             return

@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
-                                         HALF_OPEN, INITIATED, PROBE, REFLECTED, RST_ONLY,
+                                         HALF_OPEN, INITIATED, ONE_WAY_PORTS, PROBE,
+                                         REFLECTED, RST_ONLY, TRACEROUTE_PORTS,
                                          SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
                                          SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
                                          ProbeFates, WindowEvidence, hold_tallied, is_group,
@@ -23,6 +24,7 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_
 
 from .rows import REFLECTOR_ARRAY, _i64, _ints, _sum_slow, _total_below, _u64
 
+_ONE_WAY = np.array(sorted(ONE_WAY_PORTS), dtype=np.int64)
 # destination measures from source sets, DST_MEASURES order: half-open, SYN-ACK, RST, reflector
 _DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
 
@@ -81,8 +83,11 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     answered |= sol
     limit = window_end_ns - GRACE_NS
     done = last <= np.uint64(limit) if limit >= 0 else np.zeros(n, dtype=bool)
-    m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done, UNANSWERED, 0)))
-    m |= np.where((packets <= 2) & ~group, PROBE, 0)
+    quiet_by_design = udp & np.isin(dport, _ONE_WAY)
+    m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done & ~quiet_by_design,
+                                                                      UNANSWERED, 0)))
+    tracing = udp & (dport >= TRACEROUTE_PORTS.start) & (dport < TRACEROUTE_PORTS.stop)
+    m |= np.where((packets <= 2) & ~group & ~tracing, PROBE, 0)
     tcp = proto == PROTO_TCP
     initiated = tcp & (syn != 0)
     m |= np.where(initiated, INITIATED, 0)
@@ -120,7 +125,10 @@ def _dst(d_at, d_of, s_of, n_src, packets, marks) -> dict[str, list]:
     g = len(d_at)
     sets = [_distinct(d_of, s_of, n_src, marks & bit != 0, g) for bit in _DST_SETS]
     unsolicited = _distinct(d_of, s_of, n_src, marks & UNANSWERED != 0, g)
-    frag = _sums(d_of, packets, marks & FRAGMENT != 0, g)
+    fragment = marks & FRAGMENT != 0
+    pair = d_of.astype(np.int64) * n_src + s_of
+    asked = np.unique(pair[(marks & ANSWERED != 0) & ~fragment])  # evidence.dst_measures
+    frag = _sums(d_of, packets, fragment & ~np.isin(pair, asked), g)
     dhcp = _sums(d_of, packets, (marks & DHCP != 0) & (marks & FRAGMENT == 0), g)
     volume = _sums(d_of, packets, marks & (ANSWERED | GROUP) == 0, g)
     return {d: [sets[0][i], sets[1][i], sets[2][i], sets[3][i], frag[i], dhcp[i],

@@ -30,24 +30,26 @@ def reasons_and_drops(pk, detector):
     return [sg.reason for w in res.windows for sg in w.suggestions], int(res.dropped.sum())
 
 
+@pytest.mark.parametrize("port", [5432, 993])
 @pytest.mark.parametrize("refused", [True, False])
-def test_a_pool_retrying_a_database_that_is_down_loses_nothing(detector, refused):
+def test_a_pool_retrying_a_database_that_is_down_loses_nothing(detector, refused, port):
     """15 workers retry every ~1 s (refused) or ~3 s (blackholed) for 20 s, then reconnect one
     every 0.5 s: on c55e2f5 the app host was dropped for its retries as "sessions to one login
     service", 1,541 of 2,469 packets (refused) and 1,228 of 2,115 (blackholed) from 12.6 s /
-    11.6 s on, reconnections and queries after the outage included."""
-    pk = G.db_pool_outage(T0, 45, refused=refused)
-    assert sum(p.dport == 5432 and p.tcp_flags == G.SYN for p in pk) >= 100  # the retries are there
+    11.6 s on, reconnections and queries after the outage included
+    (5432 is no login port since; 993, IMAPS, is: a webmail server's pool to its IMAP store)."""
+    pk = G.db_pool_outage(T0, 45, refused=refused, port=port)
+    assert sum(p.dport == port and p.tcp_flags == G.SYN for p in pk) >= 100  # the retries are there
     assert reasons_and_drops(pk, detector) == ([], 0)
 
 
 def test_refused_and_blackholed_syns_are_no_login_sessions_but_a_completed_one_is():
-    """SourceWatch.count directly: a SYN-only flow to 5432 (settled: refused or unanswered)
+    """SourceWatch.count directly: a SYN-only flow to 993 (settled: refused or unanswered)
     counts as half-open, not as a login; SYN + ACK in one flow counts as one."""
     w = SourceWatch(S, span=10)
     entries: dict = {}
-    syn_only = ("10.0.0.70", "10.0.0.90", 40001, 5432, PROTO_TCP)
-    done = ("10.0.0.70", "10.0.0.90", 40002, 5432, PROTO_TCP)
+    syn_only = ("10.0.0.70", "10.0.0.90", 40001, 993, PROTO_TCP)
+    done = ("10.0.0.70", "10.0.0.90", 40002, 993, PROTO_TCP)
     SourceWatch.count(entries, syn_only, 2, G.SYN, 2, True)
     SourceWatch.count(entries, done, 5, G.SYN | G.ACK | G.PSH, 1, True)
     w.add_entries(T0, entries, {syn_only: {"flags": G.SYN}, done: {"flags": G.SYN | G.ACK}})
