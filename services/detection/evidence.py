@@ -333,7 +333,7 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
     source measures cover this window alone, without fates no probe_other is held. Returns
     the Answers for the next window's call."""
     flows = window.flows
-    answers = Answers.of_keys(flows, previous, skipped)  # skipped: Answers
+    answers = Answers.of_keys(flows, previous, skipped, states=flows)  # skipped: Answers
     if watch is None:
         watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
     entries: dict[str, list] = {}

@@ -238,6 +238,26 @@ def test_synacks_and_rsts_count_only_when_nobody_asked():
     assert dst(ev, ME, "synack_srcs") == 0 and dst(ev, ME, "rst_srcs") == 0
 
 
+def test_a_reset_of_an_unasked_synack_is_no_answer_but_a_clients_own_reset_is():
+    """A live victim of SYN-ACK reflection resets every SYN-ACK it did not ask for; those
+    resets answer nothing (answers.refuses). A client that cancels its own connection (SYN,
+    SYN-ACK, RST: a happy-eyeballs loser) did ask: its flow carries a SYN."""
+    refl = [tcp(i * 1000, f"198.51.0.{i}", ME, 80, 20000 + i, 0x12) for i in range(20)]
+    resets = [tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04) for i in range(20)]
+    ev, _ = assess(refl + resets)
+    assert dst(ev, ME, "synack_srcs") == 20
+    assert all(ev.marks[p.flow_key()] & E.UNANSWERED for p in refl)
+    cancelled = [p for i in range(20) for p in (tcp(i * 1000 - 500, ME, f"198.51.0.{i}", 20000 + i, 80, 0x02),
+                                                refl[i], tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04))]
+    ev, _ = assess(cancelled)
+    assert dst(ev, ME, "synack_srcs") == 0
+    # a reset with data or FIN in the same flow is a closed connection's end, not a refusal
+    from services.detection.answers import refuses
+    assert refuses(("a", "b", 1, 2, 6), 1, 0x04) and refuses(("a", "b", 1, 2, 6), 2, 0x14)
+    assert not refuses(("a", "b", 1, 2, 6), 3, 0x04) and not refuses(("a", "b", 1, 2, 6), 2, 0x1C)
+    assert not refuses(("a", "b", 1, 2, 6), 1, 0x06) and not refuses(("a", "b", 1, 2, 17), 1, 0x04)
+
+
 def test_reflector_answers_unless_solicited_even_by_multicast():
     amp = [udp(i * 1000, f"198.51.0.{i}", ME, 123, 8080, 468) for i in range(20)]
     ev, _ = assess(amp)
