@@ -42,6 +42,12 @@ def refuses(key: tuple, packets: int, flags: int) -> bool:
             and not flags & _NOT_REFUSAL)
 
 
+def refusals(proto, packets, flags):
+    """`refuses` over numpy columns of flows (protocol, packets, flags): a boolean array."""
+    return ((proto == PROTO_TCP) & (packets <= REFUSAL_PACKETS) & ((flags & TCP_RST) != 0)
+            & ((flags & _NOT_REFUSAL) == 0))
+
+
 def reverse_key(key: tuple) -> tuple:
     """The 5-tuple an answer to flow `key` has."""
     return (key[1], key[0], key[3], key[2], key[4])

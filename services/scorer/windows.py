@@ -51,8 +51,8 @@ import numpy as np
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
-from services.detection.answers import REFUSAL_PACKETS
-from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
+from services.detection.answers import refusals
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
 
@@ -221,7 +221,8 @@ class SourcePartition:
         addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
         dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
         sent_by = _sender_hashes(keys, rows)
-        answer_hash = _answer_hashes(rows)
+        # a refusal answers nothing (answers.refuses): its hash is not shipped as sent
+        answer_hash = np.where(refusals(rows["proto"], rows["packets"], rows["flags"]), np.uint64(0), rows["hash"])
         src_names = np.array(names, dtype=object)
         senders = {q: src_names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
         chunks = []
@@ -322,19 +323,6 @@ def _window_rows(flows: dict[tuple, list], keys: list[tuple]
         rows[name] = np.fromiter(map(itemgetter(i), keys if table == "key" else states),
                                  dtype=FLOW_DTYPE[name], count=n)
     return rows, list(at), n_src, nodes
-
-
-def _answer_hashes(rows: np.ndarray) -> np.ndarray:
-    """Per flow (FLOW_DTYPE `rows`, with "hash"), the hash an answer is looked up by: its
-    hash64, or 0 for a refusal that answers nothing (answers.refuses, vectorised)."""
-    flags = rows["flags"]
-    refusal = ((rows["proto"] == PROTO_TCP) & (rows["packets"] <= REFUSAL_PACKETS)
-               & ((flags & TCP_RST) != 0) & ((flags & (TCP_SYN | TCP_FIN | TCP_PSH)) == 0))
-    if not refusal.any():
-        return rows["hash"]
-    out = rows["hash"].copy()
-    out[refusal] = 0
-    return out
 
 
 def _sender_hashes(keys: list[tuple], rows: np.ndarray) -> np.ndarray:
