@@ -119,11 +119,11 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
             m |= INITIATED
             if not flags & TCP_ACK and done:
                 m |= HALF_OPEN
-        elif not answered:
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+        elif flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+            if not (answered and answers.answered(key, refusals=False)):  # a reset is no answer
                 m |= SYNACK
-            elif flags & TCP_RST and not flags & TCP_SYN:
-                m |= RST_ONLY
+        elif not answered and flags & TCP_RST and not flags & TCP_SYN:
+            m |= RST_ONLY
     elif proto == PROTO_UDP:
         if key[2] in REFLECTOR_PORTS and not group and not answered:
             m |= REFLECTED

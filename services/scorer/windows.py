@@ -51,7 +51,7 @@ import numpy as np
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
-from services.detection.answers import refusals
+from services.detection.answers import REFUSAL_SALT, refusals
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
@@ -221,8 +221,9 @@ class SourcePartition:
         addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
         dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
         sent_by = _sender_hashes(keys, rows)
-        # a refusal answers nothing (answers.refuses): its hash is not shipped as sent
-        answer_hash = np.where(refusals(rows["proto"], rows["packets"], rows["flags"]), np.uint64(0), rows["hash"])
+        # a refusal (answers.refuses) is shipped salted: it answers everything but a SYN-ACK
+        answer_hash = np.where(refusals(rows["proto"], rows["packets"], rows["flags"]),
+                               rows["hash"] ^ np.uint64(REFUSAL_SALT), rows["hash"])
         src_names = np.array(names, dtype=object)
         senders = {q: src_names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
         chunks = []

@@ -240,13 +240,19 @@ def test_synacks_and_rsts_count_only_when_nobody_asked():
 
 def test_a_reset_of_an_unasked_synack_is_no_answer_but_a_clients_own_reset_is():
     """A live victim of SYN-ACK reflection resets every SYN-ACK it did not ask for; those
-    resets answer nothing (answers.refuses). A client that cancels its own connection (SYN,
-    SYN-ACK, RST: a happy-eyeballs loser) did ask: its flow carries a SYN."""
+    resets answer no SYN-ACK (answers.refuses). A client that cancels its own connection (SYN,
+    SYN-ACK, RST: a happy-eyeballs loser) did ask: its flow carries a SYN. A reset still
+    answers anything else: a restarting server resetting its keep-alive clients."""
     refl = [tcp(i * 1000, f"198.51.0.{i}", ME, 80, 20000 + i, 0x12) for i in range(20)]
     resets = [tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04) for i in range(20)]
     ev, _ = assess(refl + resets)
     assert dst(ev, ME, "synack_srcs") == 20
-    assert all(ev.marks[p.flow_key()] & E.UNANSWERED for p in refl)
+    assert all(ev.marks[p.flow_key()] & E.SYNACK for p in refl)
+    clients = [tcp(i * 1000, f"198.51.2.{i}", ME, 40000 + i, 80, 0x18, 300) for i in range(30)]
+    resets = [tcp(i * 1000 + 50, ME, f"198.51.2.{i}", 80, 40000 + i, 0x04) for i in range(30)]
+    ev, _ = assess(clients + resets)
+    assert dst(ev, ME, "unsolicited_srcs") == 0 and dst(ev, ME, "synack_srcs") == 0
+    assert all(ev.marks[p.flow_key()] & E.ANSWERED for p in clients)
     cancelled = [p for i in range(20) for p in (tcp(i * 1000 - 500, ME, f"198.51.0.{i}", 20000 + i, 80, 0x02),
                                                 refl[i], tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04))]
     ev, _ = assess(cancelled)
