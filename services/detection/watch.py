@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Container, Iterable, Mapping
 
-from services.records.packet import PROTO_TCP, TCP_ACK
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
@@ -133,7 +133,11 @@ class SourceWatch(WindowedSources):
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
               done: bool, handshakes: dict[str, list] | None = None) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
-        SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
+        SYN-without-ACK packets, and whether it is `settled`). A DHCP server's offer or ack
+        (UDP 67 -> 68) is no probe: it goes to the address it offers, whose client answers by
+        broadcast from 0.0.0.0, so a server offering to 10 new clients of its /24 read as a UDP
+        sweep (a capture with dnsmasq under a DISCOVER flood: its own source dropped for 600 s).
+        A SYN-only flow that is not
         settled yet is noted in the entry's last slot (`add_entries` settles it later); one to
         a login service counts as a login session at once, as any SYN to it does. A completed
         handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
@@ -147,7 +151,8 @@ class SourceWatch(WindowedSources):
         syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
         half_open = syn_only and done
         login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
-        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+        probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+                 and not (proto == PROTO_UDP and key[2] == 67 and dport == 68))  # a DHCP offer
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled):
             return

@@ -264,6 +264,20 @@ def test_a_reset_of_an_unasked_synack_is_no_answer_but_a_clients_own_reset_is():
     assert not refuses(("a", "b", 1, 2, 6), 1, 0x06) and not refuses(("a", "b", 1, 2, 17), 1, 0x04)
 
 
+def test_a_dhcp_servers_offers_to_new_clients_are_no_sweep():
+    """A DHCP server offers each new client its address (UDP 67 -> 68, unicast); the client
+    answers by broadcast from 0.0.0.0, never from the offered address: 30 offers of one /24
+    are no probes, while 30 datagrams to port 68 from another port still are."""
+    srv = "10.0.0.1"
+    offers = [udp(i * 10_000_000, srv, f"10.0.0.{100 + i}", 67, 68, 300) for i in range(30)]
+    requests = [udp(i * 10_000_000 + 1000, "0.0.0.0", "255.255.255.255", 68, 67, 300) for i in range(30)]
+    ev, _ = assess(offers + requests)
+    assert src(ev, srv, "probe_other") == 0
+    sweep = [udp(i * 10_000_000, srv, f"10.0.0.{100 + i}", 5000, 68, 300) for i in range(30)]
+    ev, _ = assess(sweep)
+    assert src(ev, srv, "probe_other") == 30
+
+
 def test_reflector_answers_unless_solicited_even_by_multicast():
     amp = [udp(i * 1000, f"198.51.0.{i}", ME, 123, 8080, 468) for i in range(20)]
     ev, _ = assess(amp)
