@@ -132,11 +132,11 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
             m |= INITIATED
             if not flags & TCP_ACK and done:
                 m |= HALF_OPEN
-        elif not answered:
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+        elif flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+            if not (answered and answers.answered(key, refusals=False)):  # a reset is no answer
                 m |= SYNACK
-            elif flags & TCP_RST and not flags & TCP_SYN:
-                m |= RST_ONLY
+        elif not answered and flags & TCP_RST and not flags & TCP_SYN:
+            m |= RST_ONLY
     elif proto == PROTO_UDP:
         if key[2] in REFLECTOR_PORTS and not group and not answered:
             m |= REFLECTED
@@ -354,7 +354,7 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
     source measures cover this window alone, without fates no probe_other is held. Returns
     the Answers for the next window's call."""
     flows = window.flows
-    answers = Answers.of_keys(flows, previous, skipped)  # skipped: Answers
+    answers = Answers.of_keys(flows, previous, skipped, states=flows)  # skipped: Answers
     if watch is None:
         watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
     entries: dict[str, list] = {}

@@ -151,14 +151,17 @@ class SourceWatch(WindowedSources):
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
               done: bool, handshakes: dict[str, list] | None = None) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
-        SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
-        settled yet is noted in the entry's fourth slot (`add_entries` settles it later). A
-        flow to a login service counts as a login session when it completes its handshake:
-        its SYN and its own ACK in this window, or its SYN here (noted in the last slot) and
-        its ACK in the next window (`add_entries`; a client that delays its ACK past the
-        window's end still counts). A SYN refused (RST) or never answered is no login attempt
-        (an app pool retrying a database that is down): SYN floods and probes are half_open's
-        and probe_tcp's. A completed
+        SYN-without-ACK packets, and whether it is `settled`). A DHCP server's offer or ack
+        (UDP 67 -> 68) is no probe: it goes to the address it offers, whose client answers by
+        broadcast from 0.0.0.0, so a server offering to 10 new clients of its /24 read as a UDP
+        sweep (a capture with dnsmasq under a DISCOVER flood: its own source dropped for 600 s).
+        A SYN-only flow that is not settled yet is noted in the entry's fourth slot
+        (`add_entries` settles it later). A flow to a login service counts as a login session
+        when it completes its handshake: its SYN and its own ACK in this window, or its SYN here
+        (noted in the last slot) and its ACK in the next window (`add_entries`; a client that
+        delays its ACK past the window's end still counts). A SYN refused (RST) or never
+        answered is no login attempt (an app pool retrying a database that is down): SYN floods
+        and probes are half_open's and probe_tcp's. A completed
         handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
         src, dst, _, dport, proto = key
         if handshakes is not None and proto == PROTO_TCP and syn and flags & TCP_ACK:
@@ -176,7 +179,8 @@ class SourceWatch(WindowedSources):
         login = login_port and syn and flags & TCP_ACK
         opening = login_port and syn_only and not is_group(dst)
         probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
-                 and not (proto == PROTO_UDP and dport in TRACEROUTE_PORTS))
+                 and not (proto == PROTO_UDP and (dport in TRACEROUTE_PORTS
+                                                  or (key[2] == 67 and dport == 68))))  # a DHCP offer
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled or opening):
             return

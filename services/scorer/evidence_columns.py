@@ -93,8 +93,11 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     m |= np.where(initiated, INITIATED, 0)
     m |= np.where(initiated & (flags & TCP_ACK == 0) & done, HALF_OPEN, 0)
     quiet = tcp & ~initiated & ~answered
-    synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
-    m |= np.where(synack, SYNACK, 0)
+    synack = tcp & ~initiated & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
+    reset = np.zeros(n, dtype=bool)  # answered by a refusal alone (evidence.flow_marks)
+    for i in np.flatnonzero(synack & answered).tolist():
+        reset[i] = not answers.answered(keys[i], refusals=False)
+    m |= np.where(synack & (~answered | reset), SYNACK, 0)
     m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
     m |= np.where(reflector & ~group & ~answered, REFLECTED, 0)
     m |= np.where(sol, SOLICITED, 0)

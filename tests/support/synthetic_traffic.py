@@ -97,16 +97,20 @@ def fragmented_amplification(t0: int, seconds: float, answers_per_s: int = 200,
 
 
 def synack_reflection(t0: int, seconds: float, pps: int = 300, servers: int = 500,
-                      victim: str = "10.0.0.80", seed: int = 5) -> list[Packet]:
+                      victim: str = "10.0.0.80", seed: int = 5, resets: bool = False) -> list[Packet]:
     """SYN-ACKs from many web servers to the victim's random ports (the attacker spoofed SYNs
-    from the victim's address); each server retransmits its SYN-ACK after 1 s."""
+    from the victim's address); each server retransmits its SYN-ACK after 1 s. With `resets`
+    the victim is a live host whose stack resets each SYN-ACK it did not ask for (a bare RST
+    50 us later, as Linux sends), and the servers, reset, do not retransmit."""
     rnd = random.Random(seed)
     srv = [(_public(rnd), rnd.choice((80, 443))) for _ in range(servers)]
     pk = []
-    for i in range(int(seconds * pps / 2)):
-        t, (s, port) = t0 + i * 2 * S // pps, rnd.choice(srv)
+    for i in range(int(seconds * pps / (1 if resets else 2))):
+        t, (s, port) = t0 + i * (1 if resets else 2) * S // pps, rnd.choice(srv)
         vp = rnd.randrange(1024, 65536)
-        pk += [_tcp(t, s, victim, port, vp, SYN | ACK, 74), _tcp(t + S, s, victim, port, vp, SYN | ACK, 74)]
+        pk.append(_tcp(t, s, victim, port, vp, SYN | ACK, 74))
+        pk.append(_tcp(t + 50_000, victim, s, vp, port, RST, 54) if resets
+                  else _tcp(t + S, s, victim, port, vp, SYN | ACK, 74))
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
 
 
