@@ -13,23 +13,11 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
+from .ports import LOGIN_PORTS, TRACEROUTE_PORTS, probe_target  # noqa: F401  (re-exported)
 
 LOGIN_WINDOWS = 3
-# TCP services that password guessers target: FTP, SSH, telnet, SMTP submission (465, 587),
-# POP3, IMAP, LDAP, SMB, RDP, VNC. Not SMTP relay (25): MTAs deliver to an MX over parallel
-# connections (a list server or a large provider, 10 at once: wt-benign2 mail.pcap). Not the
-# database ports (MS-SQL 1433, Oracle 1521, MySQL 3306, PostgreSQL 5432, Redis 6379, MongoDB
-# 27017): applications open pools of tens of connections at once and many open one per request
-# (wt-benign2 dbperreq / dbblackhole: 8-14 sessions a second from one app host, the rate of a
-# guesser). Guessing on those ports and AUTH guessing on 25 go uncounted here (documented in
-# docs/detection.md); their refused or unanswered SYNs stay half_open's and probe_tcp's
-LOGIN_PORTS = frozenset({21, 22, 23, 110, 143, 389, 445, 465, 587, 636, 993, 995, 3389, 5900})
-# UDP destination ports of traceroute's probes (33434 is IANA's "traceroute"; traceroute and mtr
-# count up from it, one port per probe, 30 hops x 3 probes by default). The target answers them
-# with ICMP port unreachable, which no 5-tuple pairs with, so they would read as unanswered
-# probes of distinct ports of one host (wt-benign2 traceroute-target.pcap: a UDP port scan's
-# shape). No service listens there, so a scan confined to these ports learns nothing
-TRACEROUTE_PORTS = range(33434, 33535)
+OPEN_WINDOWS = 8  # a login SYN waits this many windows for its ACK (SYN-ACK retries at 1, 3, 7 s)
+OPENING_MAX = 4096  # login SYNs kept per window for that (a SYN flood to port 22 keeps no more)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}
 
@@ -76,6 +64,11 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
 def _flags(state) -> int:
     """The TCP flags of a flow state: the replay's dict (features) or the scorer's list."""
     return state["flags"] if isinstance(state, dict) else state[4]
+
+
+def _syn(state) -> int:
+    """The SYN-without-ACK packets of a flow state: the replay's dict or the scorer's list."""
+    return state.get("syn", 0) if isinstance(state, dict) else state[5]
 
 
 def _entry(entries: dict[str, list], src: str) -> list:
@@ -158,8 +151,9 @@ class SourceWatch(WindowedSources):
         A SYN-only flow that is not settled yet is noted in the entry's fourth slot
         (`add_entries` settles it later). A flow to a login service counts as a login session
         when it completes its handshake: its SYN and its own ACK in this window, or its SYN here
-        (noted in the last slot) and its ACK in the next window (`add_entries`; a client that
-        delays its ACK past the window's end still counts). A SYN refused (RST) or never
+        (noted in the last slot) and its ACK in one of the next OPEN_WINDOWS - 1 windows
+        (`add_entries`; a client that delays its ACK, or ACKs a retransmitted SYN-ACK, still
+        counts, once). A SYN refused (RST) or never
         answered is no login attempt (an app pool retrying a database that is down): SYN floods
         and probes are half_open's and probe_tcp's. A completed
         handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
@@ -179,8 +173,7 @@ class SourceWatch(WindowedSources):
         login = login_port and syn and flags & TCP_ACK
         opening = login_port and syn_only and not is_group(dst)
         probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
-                 and not (proto == PROTO_UDP and (dport in TRACEROUTE_PORTS
-                                                  or (key[2] == 67 and dport == 68))))  # a DHCP offer
+                 and not (proto == PROTO_UDP and key[2] == 67 and dport == 68))  # a DHCP offer
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled or opening):
             return
@@ -198,12 +191,18 @@ class SourceWatch(WindowedSources):
         if half_open:
             _add_half_open(e, dst)
         if probe:
-            _add_probe(e, (dst, proto, dport))
+            _add_probe(e, probe_target(key))
         if login:
             if e[2] is None:
                 e[2] = {}
             g = (dst, dport)
             e[2][g] = e[2].get(g, 0) + 1
+
+    def _opened(self, ws: int) -> list[tuple]:
+        """Login SYNs of the OPEN_WINDOWS windows before `ws` still waiting for their ACK (a
+        client may ACK a retransmitted SYN-ACK, 1, 3 or 7 s later: it is counted then)."""
+        return [k for w, ks in self.opening.items() if ws - OPEN_WINDOWS * self.width_ns < w < ws
+                for k in ks]
 
     def add_entries(self, ws: int, entries: dict[str, list], flows: Container | None = None,
                     handshakes: Mapping[str, list] | None = None) -> None:
@@ -223,11 +222,14 @@ class SourceWatch(WindowedSources):
         for key in earlier or ():
             if key not in flows:
                 _settle(entries, key)
-        opened = self.opening.get(ws - self.width_ns) if isinstance(flows, dict) else None
-        for key in opened or ():  # its ACK came in this window: a login session (`count`)
+        gone: set[tuple] = set()  # login SYNs of earlier windows with a packet in this one
+        for key in self._opened(ws) if isinstance(flows, dict) else ():
             st = flows.get(key)
-            if st is not None and _flags(st) & TCP_ACK:
-                e = _entry(entries, key[0])
+            if st is None:
+                continue
+            gone.add(key)
+            if _flags(st) & TCP_ACK and not _syn(st):  # its ACK came here: a login session;
+                e = _entry(entries, key[0])  # with a SYN here too `count` counted it already
                 if e[2] is None:
                     e[2] = {}
                 g = (key[1], key[3])
@@ -252,7 +254,11 @@ class SourceWatch(WindowedSources):
             if e[4] is not None:
                 opening += e[4]
                 e[4] = None
-        self.opening = {ws: opening} if opening else {}
+        keep = {w: [k for k in ks if k not in gone] for w, ks in self.opening.items()
+                if ws - OPEN_WINDOWS * self.width_ns < w < ws}
+        self.opening = {w: ks for w, ks in keep.items() if ks}
+        if opening:
+            self.opening[ws] = opening[:OPENING_MAX]
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1

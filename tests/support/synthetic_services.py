@@ -10,7 +10,9 @@ dbperreq 96.35% dropped), `db_pool_burst` (a pool of 50 opened at once: dbblackh
 (traceroute / mtr UDP probes reaching the target: 56.10%), `resolver_upstream` (a resolver's
 large answers from the authoritative servers it asked, fragmented: 2.15%). Attacks:
 `collector_flood` (spoofed UDP to a syslog collector), `udp_flood_fragments_few` (fragmented
-unsolicited answers from a handful of reflectors).
+unsolicited answers from a handful of reflectors), and what an attacker could add to hide from
+the exemptions above: `with_asks` (a spoofed exchange per source), `fragments_beside_session`,
+`late_ack_guessing` (the handshake completed seconds after the SYN).
 """
 from __future__ import annotations
 
@@ -110,10 +112,10 @@ def resolver_upstream(t0: int, seconds: float, resolver: str = "10.0.0.53",
 
 
 def collector_flood(t0: int, seconds: float, pps: int = 5000, collector: str = "10.0.0.95",
-                    seed: int = 36) -> list[Packet]:
-    """Spoofed UDP from random sources to a syslog collector's udp/514, evenly spaced."""
+                    port: int = 514, seed: int = 36) -> list[Packet]:
+    """Spoofed UDP from random sources to a collector's `port` (syslog), evenly spaced."""
     rnd = random.Random(seed)
-    return [_udp(t0 + i * S // pps, _public(rnd), collector, rnd.randrange(1024, 65536), 514, 512)
+    return [_udp(t0 + i * S // pps, _public(rnd), collector, rnd.randrange(1024, 65536), port, 512)
             for i in range(int(seconds * pps))]
 
 
@@ -130,3 +132,50 @@ def udp_flood_fragments_few(t0: int, seconds: float, reflectors: int = 5,
         pk += [_udp(t, r, victim, 53, 8080, 1514), _udp(t + 20_000, r, victim, 0, 0, 1514),
                _udp(t + 40_000, r, victim, 0, 0, 1100)]
     return pk
+
+
+def with_asks(pk: list[Packet], victim: str, icmp: bool = False, every_s: float = 1.0) -> list[Packet]:
+    """`pk` plus, from every source sending to `victim`, a spoofed TCP SYN to its port 80 (the
+    victim resets it) or a ping (the victim echoes it) every `every_s`: exchanges an attacker can
+    buy to make the victim seem to have asked that source for something."""
+    t0, t1 = pk[0].ts_ns, pk[-1].ts_ns
+    out, ms = list(pk), S // 1000
+    for j, r in enumerate(sorted({p.src for p in pk if p.dst == victim})):
+        for k in range(int((t1 - t0) / (every_s * S))):
+            t, sp = t0 + int(k * every_s * S) + j * 1000 + 5 * ms, 20000 + k
+            if icmp:
+                out += [Packet(t, r, victim, 0, 0, PROTO_ICMP, 0, 60), Packet(t + ms, victim, r, 0, 0, PROTO_ICMP, 0, 60)]
+            else:
+                out += [_tcp(t, r, victim, sp, 80, SYN, 60), _tcp(t + ms, victim, r, 80, sp, 0x14, 54)]
+    return _sorted(out)
+
+
+def fragments_beside_session(t0: int, seconds: float, pps: int = 600, src: str = "203.0.113.90",
+                             victim: str = "10.0.0.57") -> list[Packet]:
+    """One real source holding an answered HTTPS session to the victim (a request a second) while
+    it floods the victim with non-first UDP fragments, `pps` a second."""
+    ms, pk = S // 1000, []
+    for k in range(int(seconds)):
+        t = t0 + k * S
+        if k == 0:
+            pk += [_tcp(t, src, victim, 50000, 443, SYN, 74), _tcp(t + ms, victim, src, 443, 50000, SYN | ACK, 74),
+                   _tcp(t + 2 * ms, src, victim, 50000, 443, ACK, 66)]
+        pk += [_tcp(t + 3 * ms, src, victim, 50000, 443, PSH | ACK, 100), _tcp(t + 4 * ms, victim, src, 443, 50000, ACK, 66)]
+    pk += [_udp(t0 + 10 * ms + i * S // pps, src, victim, 0, 0, 1514) for i in range(int(seconds * pps))]
+    return _sorted(pk)
+
+
+def late_ack_guessing(t0: int, seconds: float, per_s: float = 10, delay_ms: int = 2200,
+                      attacker: str = "203.0.113.68", server: str = "10.0.0.23",
+                      port: int = 21) -> list[Packet]:
+    """Password guessing whose client ignores the first SYN-ACKs and ACKs a retransmitted one
+    `delay_ms` after its SYN (the server retries at 1, 3, 7 s), then the login exchange."""
+    ms, pk = S // 1000, []
+    for i in range(int(seconds * per_s)):
+        t, sp, d = t0 + int(i * S / per_s), 41000 + i, delay_ms
+        c = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, attacker, server, sp, port, fl, ln))
+        s = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, server, attacker, port, sp, fl, ln))
+        c(0, SYN, 74), s(1, SYN | ACK, 74), s(1001, SYN | ACK, 74), c(d, ACK, 66), s(d + 2, PSH | ACK, 120)
+        c(d + 3, PSH | ACK, 80), s(d + 5, PSH | ACK, 100), c(d + 6, PSH | ACK, 82), s(d + 30, PSH | ACK, 90)
+        c(d + 31, FIN | ACK, 66), s(d + 32, FIN | ACK, 66), c(d + 33, ACK, 66)
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])

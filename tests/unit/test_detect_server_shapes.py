@@ -3,14 +3,15 @@ tests/support/synthetic_services.py), and the attacks aimed at the same ports, r
 the live logic with the shipped model:
 - database clients: a connection per request and a pool of 50 opened at once (no database port
   is a login service: services/detection/watch.py LOGIN_PORTS);
-- one-way telemetry: 150 hosts logging to one collector (udp/514 is a one-way port, never
-  unanswered: evidence.ONE_WAY_PORTS), while a spoofed flood of that port is still limited by
-  its one-sided volume;
-- traceroute / mtr reaching the target (UDP to traceroute's ports is no probe:
-  watch.TRACEROUTE_PORTS);
-- a resolver's large answers arriving fragmented from the servers it asked (fragments of an
-  answered source do not count: evidence.dst_measures), while unsolicited fragmented answers
-  from a handful of reflectors still do."""
+- one-way telemetry: 150 hosts logging to one collector (udp/514 is a one-way port whose
+  sources unsolicited_srcs leaves out up to ONE_WAY_VOLUME packets a window:
+  evidence.ONE_WAY_PORTS), while a spoofed flood of that port is still limited;
+- traceroute reaching the target (traceroute's UDP ports of one host are one probe target:
+  watch.TRACEROUTE_PORTS, probe_target);
+- a resolver's large answers arriving fragmented from the servers it asked (fragments within
+  FRAGMENTS_PER_DATAGRAM per answered UDP packet of the source do not count:
+  evidence.dst_measures), while unsolicited fragmented answers from a handful of reflectors
+  still do. What an attacker could add to hide behind these: tests/unit/test_detect_evasions.py."""
 from __future__ import annotations
 
 import numpy as np
