@@ -78,7 +78,7 @@ from .watch import (ProbeFates, SourceWatch,  # noqa: F401
                     is_group)  # (re-exported)
 from .watch import merge_fates
 
-ONE_WAY_VOLUME = 1000
+ONE_WAY_VOLUME = 2000  # the `packets` floor: the exemption ends where one-sided volume is evidence
 # The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
 # the budget of fragments an answered UDP packet of the same source buys (`dst_measures`)
 FRAGMENTS_PER_DATAGRAM = 44

@@ -16,8 +16,9 @@ REFLECTOR_PORTS = frozenset({17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 500, 
 # (SNMP traps 162, syslog 514, NetFlow 2055 / 9995 / 9996, IPFIX 4739, sFlow 6343, statsd 8125,
 # GELF 12201). An unanswered flow to one is marked ONE_WAY besides UNANSWERED, and
 # unsolicited_srcs leaves it out while the destination's ONE_WAY packets in the window stay at
-# or below ONE_WAY_VOLUME (150 hosts logging to one collector, wt-benign2 syslog.pcap, are not
-# a spoofed flood; a spoofed flood of 1,500 packets a second at 514 is one again). It stays an
+# or below ONE_WAY_VOLUME (150 hosts logging to one collector, wt-benign2 syslog.pcap, or 300
+# during an incident, are not a spoofed flood; above it the one-sided volume is evidence
+# anyway: a spoofed flood of 2,500 packets a second at 514). It stays an
 # unanswered probe (a sweep on 514 is still a sweep) and counts in the one-sided volume
 ONE_WAY_PORTS = frozenset({162, 514, 2055, 4739, 6343, 8125, 9995, 9996, 12201})
 # TCP services that password guessers target: FTP, SSH, telnet, SMTP submission (465, 587),

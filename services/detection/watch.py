@@ -9,15 +9,16 @@ from __future__ import annotations
 import ipaddress
 from typing import Container, Iterable, Mapping
 
-from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
 from .ports import LOGIN_PORTS, TRACEROUTE_PORTS, probe_target  # noqa: F401  (re-exported)
 
 LOGIN_WINDOWS = 3
-OPEN_WINDOWS = 8  # a login SYN waits this many windows for its ACK (SYN-ACK retries at 1, 3, 7 s)
-OPENING_MAX = 4096  # login SYNs kept per window for that (a SYN flood to port 22 keeps no more)
+OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK retries: 1, 3, 7, 15 s)
+OPENING_MAX = 4096  # login SYNs kept per window for that, sources with the most SYNs first (a
+# spoofed SYN flood to port 22, one SYN per source, cannot push a guesser's out)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}
 
@@ -222,11 +223,11 @@ class SourceWatch(WindowedSources):
         for key in earlier or ():
             if key not in flows:
                 _settle(entries, key)
-        gone: set[tuple] = set()  # login SYNs of earlier windows with a packet in this one
+        gone: set[tuple] = set()  # login SYNs of earlier windows answered or reset in this one
         for key in self._opened(ws) if isinstance(flows, dict) else ():
             st = flows.get(key)
-            if st is None:
-                continue
+            if st is None or not (_flags(st) & (TCP_ACK | TCP_RST) or _syn(st)):
+                continue  # a segment without SYN, ACK or RST ends no wait (the server drops it)
             gone.add(key)
             if _flags(st) & TCP_ACK and not _syn(st):  # its ACK came here: a login session;
                 e = _entry(entries, key[0])  # with a SYN here too `count` counted it already
@@ -249,11 +250,12 @@ class SourceWatch(WindowedSources):
         self.pending = {w: p for w, p in self.pending.items() if w == ws - self.width_ns}
         if mine:
             self.pending[ws] = mine
-        opening = []
+        waiting = []
         for e in entries.values():
             if e[4] is not None:
-                opening += e[4]
+                waiting.append(e[4])
                 e[4] = None
+        opening = [k for ks in sorted(waiting, key=len, reverse=True) for k in ks]
         keep = {w: [k for k in ks if k not in gone] for w, ks in self.opening.items()
                 if ws - OPEN_WINDOWS * self.width_ns < w < ws}
         self.opening = {w: ks for w, ks in keep.items() if ks}

@@ -167,15 +167,35 @@ def fragments_beside_session(t0: int, seconds: float, pps: int = 600, src: str =
 
 def late_ack_guessing(t0: int, seconds: float, per_s: float = 10, delay_ms: int = 2200,
                       attacker: str = "203.0.113.68", server: str = "10.0.0.23",
-                      port: int = 21) -> list[Packet]:
+                      port: int = 21, null_at_ms: int | None = None,
+                      burst_at_ms: int | None = None) -> list[Packet]:
     """Password guessing whose client ignores the first SYN-ACKs and ACKs a retransmitted one
-    `delay_ms` after its SYN (the server retries at 1, 3, 7 s), then the login exchange."""
+    `delay_ms` after its SYN (the server retries at 1, 3, 7 s), then the login exchange; with
+    `null_at_ms`, a segment without flags that long after the SYN (the server drops it); with
+    `burst_at_ms`, each second's sessions start together that long after `t0` + whole seconds
+    (3 ms apart: late in a window when `t0` is a window's start), else evenly spread."""
     ms, pk = S // 1000, []
     for i in range(int(seconds * per_s)):
-        t, sp, d = t0 + int(i * S / per_s), 41000 + i, delay_ms
+        t = t0 + int(i * S / per_s)
+        if burst_at_ms is not None:
+            t = t0 + int(i // per_s) * S + burst_at_ms * ms + int(i % per_s) * 3 * ms
+        sp, d = 41000 + i, delay_ms
         c = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, attacker, server, sp, port, fl, ln))
         s = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, server, attacker, port, sp, fl, ln))
+        if null_at_ms is not None:
+            c(null_at_ms, 0, 54)
         c(0, SYN, 74), s(1, SYN | ACK, 74), s(1001, SYN | ACK, 74), c(d, ACK, 66), s(d + 2, PSH | ACK, 120)
         c(d + 3, PSH | ACK, 80), s(d + 5, PSH | ACK, 100), c(d + 6, PSH | ACK, 82), s(d + 30, PSH | ACK, 90)
         c(d + 31, FIN | ACK, 66), s(d + 32, FIN | ACK, 66), c(d + 33, ACK, 66)
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def spread_syn_flood(t0: int, seconds: float, pps: int = 5000, net: str = "10.0.2",
+                     hosts: int = 512, port: int = 22, seed: int = 38) -> list[Packet]:
+    """Spoofed SYNs to `port` of `hosts` addresses (two /24s from `net`), about 9 sources per
+    address a second: each destination under the half-open sources bound, so nothing limits it,
+    while every SYN is a login SYN waiting for its ACK."""
+    rnd = random.Random(seed)
+    a, b, _ = net.split(".")
+    return [_tcp(t0 + i * S // pps, _public(rnd), f"{a}.{b}.{(j := rnd.randrange(hosts)) // 256 + 2}.{j % 256}",
+                 rnd.randrange(1024, 65536), port, SYN, 74) for i in range(int(seconds * pps))]

@@ -39,6 +39,8 @@ BENIGN = {
     "redis client, a connection per request, 12/s": lambda: V.db_per_request(T0, 30),
     "postgres pool of 50 opened at once": lambda: V.db_pool_burst(T0, 30),
     "150 hosts logging to one syslog collector, with an incident burst": lambda: V.syslog_collector(T0, 30),
+    "300 hosts logging to one syslog collector, with an incident burst":
+        lambda: V.syslog_collector(T0, 30, hosts=300),
     "traceroute / mtr reaching the target every second": lambda: V.traceroute_target(T0, 30),
     "a resolver's large answers, fragmented, from 8 servers it asked": lambda: V.resolver_upstream(T0, 30),
 }
