@@ -20,7 +20,8 @@ import random
 
 from services.records.packet import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Packet
 
-from .synthetic_traffic import ACK, FIN, PSH, SYN, S, _public, _sorted, _tcp, _udp
+from .synthetic_traffic import (ACK, FIN, PSH, SYN, S, _public, _sorted, _tcp, _udp,
+                                fragmented_amplification)
 
 
 def db_per_request(t0: int, seconds: float, app: str = "10.0.0.71", db: str = "10.0.0.91",
@@ -122,16 +123,10 @@ def collector_flood(t0: int, seconds: float, pps: int = 5000, collector: str = "
 def udp_flood_fragments_few(t0: int, seconds: float, reflectors: int = 5,
                             answers_per_s: int = 200, victim: str = "10.0.0.54",
                             seed: int = 37) -> list[Packet]:
-    """Unsolicited DNS answers (~4 KB, three fragments each) from only `reflectors` resolvers:
-    too few sources for reflector_srcs, so the fragments measure must still count them."""
-    rnd = random.Random(seed)
-    refl = [_public(rnd) for _ in range(reflectors)]
-    pk = []
-    for i in range(int(seconds * answers_per_s)):
-        t, r = t0 + i * S // answers_per_s, rnd.choice(refl)
-        pk += [_udp(t, r, victim, 53, 8080, 1514), _udp(t + 20_000, r, victim, 0, 0, 1514),
-               _udp(t + 40_000, r, victim, 0, 0, 1100)]
-    return pk
+    """Unsolicited DNS answers (~4 KB, three fragments each) from only `reflectors` resolvers
+    (synthetic_traffic.fragmented_amplification with few reflectors): too few sources for
+    reflector_srcs, so the fragments measure must still count them."""
+    return fragmented_amplification(t0, seconds, answers_per_s, reflectors, victim, seed)
 
 
 def with_asks(pk: list[Packet], victim: str, icmp: bool = False, every_s: float = 1.0) -> list[Packet]:
