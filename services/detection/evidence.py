@@ -38,7 +38,8 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
                there (services.detection.outage: a station's targets going down).
   login        TCP sessions started by the source towards ONE login service (LOGIN_PORTS) of one
                host, summed over the last 3 windows (password guessing); a session is a completed
-               handshake, its ACK in the SYN's window or the next (a refused or unanswered SYN
+               handshake, its ACK in the SYN's window or one of the OPEN_WINDOWS - 1 after it,
+               counted in the ACK's window (watch.SourceWatch.count; a refused or unanswered SYN
                guesses nothing: an app pool retrying a database that is down). Benign: a mail client
                polling, one SSH session; web ports are not login services (a client
                that reconnects per request is ordinary).

@@ -7,6 +7,7 @@ described with the measures in services.detection.evidence.
 from __future__ import annotations
 
 import ipaddress
+from itertools import chain, islice
 from typing import Container, Iterable, Mapping
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST
@@ -86,6 +87,14 @@ def _add_half_open(e: list, dst: str) -> None:
     if e[0] is None:
         e[0] = {}
     e[0][dst] = e[0].get(dst, 0) + 1
+
+
+def _add_login(e: list, dst: str, dport: int) -> None:
+    """Count a login session towards service (`dst`, `dport`) in an entry."""
+    if e[2] is None:
+        e[2] = {}
+    g = (dst, dport)
+    e[2][g] = e[2].get(g, 0) + 1
 
 
 def _settle(entries: dict[str, list], key: tuple) -> None:
@@ -194,14 +203,11 @@ class SourceWatch(WindowedSources):
         if probe:
             _add_probe(e, probe_target(key))
         if login:
-            if e[2] is None:
-                e[2] = {}
-            g = (dst, dport)
-            e[2][g] = e[2].get(g, 0) + 1
+            _add_login(e, dst, dport)
 
     def _opened(self, ws: int) -> list[tuple]:
-        """Login SYNs of the OPEN_WINDOWS windows before `ws` still waiting for their ACK (a
-        client may ACK a retransmitted SYN-ACK, 1, 3 or 7 s later: it is counted then)."""
+        """Login SYNs of the OPEN_WINDOWS - 1 windows before `ws` still waiting for their ACK (a
+        client may ACK a retransmitted SYN-ACK, 1, 3, 7 or 15 s later: it is counted then)."""
         return [k for w, ks in self.opening.items() if ws - OPEN_WINDOWS * self.width_ns < w < ws
                 for k in ks]
 
@@ -226,15 +232,14 @@ class SourceWatch(WindowedSources):
         gone: set[tuple] = set()  # login SYNs of earlier windows answered or reset in this one
         for key in self._opened(ws) if isinstance(flows, dict) else ():
             st = flows.get(key)
-            if st is None or not (_flags(st) & (TCP_ACK | TCP_RST) or _syn(st)):
+            if st is None:
+                continue
+            flags, syn = _flags(st), _syn(st)
+            if not (flags & (TCP_ACK | TCP_RST) or syn):
                 continue  # a segment without SYN, ACK or RST ends no wait (the server drops it)
             gone.add(key)
-            if _flags(st) & TCP_ACK and not _syn(st):  # its ACK came here: a login session;
-                e = _entry(entries, key[0])  # with a SYN here too `count` counted it already
-                if e[2] is None:
-                    e[2] = {}
-                g = (key[1], key[3])
-                e[2][g] = e[2].get(g, 0) + 1
+            if flags & TCP_ACK and not syn:  # its ACK came here: a login session (with a SYN
+                _add_login(_entry(entries, key[0]), key[1], key[3])  # here, `count` counted it)
         mine = []
         for src in [s for s, e in entries.items() if e[3] is not None]:
             e = entries[src]
@@ -255,12 +260,14 @@ class SourceWatch(WindowedSources):
             if e[4] is not None:
                 waiting.append(e[4])
                 e[4] = None
-        opening = [k for ks in sorted(waiting, key=len, reverse=True) for k in ks]
+        # the sources with most SYNs first, at most OPENING_MAX (not every SYN of a flood copied)
+        opening = list(islice(chain.from_iterable(sorted(waiting, key=len, reverse=True)),
+                              OPENING_MAX))
         keep = {w: [k for k in ks if k not in gone] for w, ks in self.opening.items()
                 if ws - OPEN_WINDOWS * self.width_ns < w < ws}
         self.opening = {w: ks for w, ks in keep.items() if ks}
         if opening:
-            self.opening[ws] = opening[:OPENING_MAX]
+            self.opening[ws] = opening
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1
