@@ -13,6 +13,7 @@ from services.detection.watch import SourceWatch
 from services.offline.replay import replay
 from services.records.packet import PROTO_TCP
 from tests.support import synthetic_traffic as G
+from tests.support.replay_checks import reasons_and_drops
 
 pytestmark = pytest.mark.unit
 
@@ -23,11 +24,6 @@ S = 10**9
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
-
-
-def reasons_and_drops(pk, detector):
-    res = replay(pk, detector)
-    return [sg.reason for w in res.windows for sg in w.suggestions], int(res.dropped.sum())
 
 
 @pytest.mark.parametrize("port", [5432, 993])

@@ -14,7 +14,6 @@ the live logic with the shipped model:
   still do. What an attacker could add to hide behind these: tests/unit/test_detect_evasions.py."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from services.detection import evidence as E
@@ -23,6 +22,7 @@ from services.offline.replay import replay
 from services.records.rules import Action, Scope
 from tests.support import synthetic_services as V
 from tests.support import synthetic_traffic as G
+from tests.support.replay_checks import first_block_s
 
 pytestmark = pytest.mark.unit
 
@@ -70,11 +70,6 @@ def test_the_shapes_would_meet_their_old_bounds():
                       lambda w: len({p.dport for p in w if p.dport in E.TRACEROUTE_PORTS})) >= 9
     assert window_max(V.resolver_upstream(T0, 10),
                       lambda w: sum(p.sport == 0 and p.dport == 0 for p in w)) >= 20
-
-
-def first_block_s(pk, dropped) -> float | None:
-    d = np.flatnonzero(dropped)
-    return (pk[d[0]].ts_ns - pk[0].ts_ns) / S if len(d) else None
 
 
 ATTACKS = {  # the first rule: its scope, destination and the measure its reason names

@@ -9,6 +9,7 @@ import pytest
 
 from services.detection.model import load_model
 from tests.support import synthetic_traffic as G
+from tests.support.replay_checks import first_block_s
 from services.offline.replay import replay
 from services.records.rules import Action, Scope
 
@@ -19,11 +20,6 @@ S = 10**9
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
-
-
-def first_block_s(pk, dropped) -> float | None:
-    d = np.flatnonzero(dropped)
-    return (pk[d[0]].ts_ns - pk[0].ts_ns) / S if len(d) else None
 
 
 ATTACKS = {
