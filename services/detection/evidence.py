@@ -52,9 +52,10 @@ Destination scope (stage 2 holds all flows towards a destination: `dst_measures`
                   source address of a query, a victim's unicast address, while devices announce
                   themselves to a group (mDNS answers to 224.0.0.251:5353, SSDP NOTIFYs)
   fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it, beyond
-                  FRAGMENTS_PER_DATAGRAM per packet of the same source's answered UDP flows to
-                  it: the rest of datagrams the destination asked for (a resolver's large
-                  answers arrive fragmented)
+                  FRAGMENTS_PER_DATAGRAM per first fragment the same source's port-bearing UDP
+                  flows to it can hold (packets of FIRST_FRAGMENT_BYTES or more), unless such
+                  a flow is REFLECTED: the rest of datagrams the destination asked for (a
+                  resolver's large answers) or of a stream sent to it (iperf3 -u, RTP video)
   dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
   unsolicited_srcs distinct sources whose flows to it nobody answered (not counting flows to a
                   port of a one-way protocol, ONE_WAY_PORTS: syslog, traps, flow export, metrics,
@@ -81,8 +82,12 @@ from .watch import merge_fates
 
 ONE_WAY_VOLUME = 2000  # the `packets` floor: the exemption ends where one-sided volume is evidence
 # The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
-# the budget of fragments an answered UDP packet of the same source buys (`dst_measures`)
+# the budget of fragments a first fragment of the same source buys (`dst_measures`)
 FRAGMENTS_PER_DATAGRAM = 44
+# A fragmented datagram's first fragment fills the link's MTU (1,514-byte frames on Ethernet,
+# at least 1,294 at IPv6's minimum MTU of 1,280): a UDP flow of b bytes holds at most
+# b // FIRST_FRAGMENT_BYTES of them; a small packet (a 60-byte query) holds none
+FIRST_FRAGMENT_BYTES = 1200
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -147,6 +152,13 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
     return m
 
 
+def fragment_budget(packets: int, nbytes: int) -> int:
+    """The non-first fragments a port-bearing UDP flow of `packets` packets and `nbytes` bytes
+    (frames) can account for: FRAGMENTS_PER_DATAGRAM per packet it can hold of
+    FIRST_FRAGMENT_BYTES or more."""
+    return FRAGMENTS_PER_DATAGRAM * min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+
+
 _SOURCE_SETS = ((HALF_OPEN, 0), (SYNACK, 1), (RST_ONLY, 2), (REFLECTED, 3), (UNANSWERED, 4))
 _ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
 
@@ -154,19 +166,24 @@ _ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
 def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                  marks: Mapping[tuple, int]) -> dict[str, list[float]]:
     """DST_MEASURES of every destination of `keys` (all flows towards it must be there).
-    `fragments` counts a source's non-first fragments beyond FRAGMENTS_PER_DATAGRAM per packet
-    of its answered UDP flows to the destination (the rest of datagrams the destination asked
-    for: a resolver's large answers from the servers it queried; a TCP or ICMP exchange buys
-    nothing). `unsolicited_srcs` leaves out ONE_WAY flows unless the destination's ONE_WAY
+    `fragments` counts a source's non-first fragments beyond its budget at the destination:
+    FRAGMENTS_PER_DATAGRAM per first fragment its port-bearing UDP flows there can hold
+    (`fragment_budget`), REFLECTED flows left out (the rest of datagrams the destination asked
+    for, a resolver's large answers, or of a stream sent to it, iperf3 -u or RTP video; an
+    amplification's unsolicited first fragments, a small query's answer, a TCP or ICMP exchange
+    buy nothing). `unsolicited_srcs` leaves out ONE_WAY flows unless the destination's ONE_WAY
     packets exceed ONE_WAY_VOLUME."""
     keys = list(keys)
-    budget: dict[tuple, int] = {}  # (src, dst) -> fragments its answered UDP packets account for
+    budget: dict[tuple, int] = {}  # (src, dst) -> fragments its UDP first fragments account for
     loud: dict[str, int] = {}  # dst -> packets of its ONE_WAY flows
     for k in keys:
         m = marks[k]
-        if m & (ANSWERED | FRAGMENT) == ANSWERED and k[4] == PROTO_UDP:
-            budget[k[:2]] = budget.get(k[:2], 0) + FRAGMENTS_PER_DATAGRAM * flows[k]["packets"]
-        elif m & ONE_WAY:
+        if not m & (FRAGMENT | REFLECTED) and k[4] == PROTO_UDP:
+            st = flows[k]
+            b = fragment_budget(st["packets"], st["bytes"])
+            if b:
+                budget[k[:2]] = budget.get(k[:2], 0) + b
+        if m & ONE_WAY:
             loud[k[1]] = loud.get(k[1], 0) + flows[k]["packets"]
     acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume
     for k in keys:

@@ -177,8 +177,8 @@ class DstPartition:
         cols = [rows[name].tolist() for name in ("first", "last", "packets", "bytes", "flags",
                                                   "syn")]
         flows = {k: flow_dict(k, st) for k, *st in zip(keys, *cols)}
-        ev = assess_columns(keys, rows["packets"], rows["flags"], rows["syn"], rows["last"],
-                            answers, end, f.own)
+        ev = assess_columns(keys, rows["packets"], rows["bytes"], rows["flags"], rows["syn"],
+                            rows["last"], answers, end, f.own)
         r = f.rows  # every entry counts in its destination's aggregate
         agg, _ = agg_rows(f.dst, f.src, r["packets"], r["bytes"], r["syn"], r["proto"],
                           r["dport"], r["hash"])

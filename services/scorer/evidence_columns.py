@@ -14,7 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
-                                         FRAGMENTS_PER_DATAGRAM, HALF_OPEN, INITIATED,
+                                         FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,
+                                         HALF_OPEN, INITIATED,
                                          ONE_WAY, ONE_WAY_PORTS, ONE_WAY_VOLUME, PROBE,
                                          REFLECTED, RST_ONLY,
                                          SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
@@ -30,14 +31,14 @@ _ONE_WAY = np.array(sorted(ONE_WAY_PORTS), dtype=np.int64)
 _DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
 
 
-def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[int],
-                   syn: Sequence[int], last: Sequence[int], answers: Answers, window_end_ns: int,
-                   src_own: Mapping[str, list], fates: ProbeFates | None = None,
-                   ws: int = 0) -> WindowEvidence:
+def assess_columns(keys: list[tuple], packets: Sequence[int], nbytes: Sequence[int],
+                   flags: Sequence[int], syn: Sequence[int], last: Sequence[int],
+                   answers: Answers, window_end_ns: int, src_own: Mapping[str, list],
+                   fates: ProbeFates | None = None, ws: int = 0) -> WindowEvidence:
     """evidence.assess of distinct flows `keys` (5-tuples) whose states are given as columns
-    (arrays or sequences of integers): packets, flags, SYN-without-ACK packets and last packet
-    time (ns); `fates` and `ws` as there (the tally is taken of the flows that can carry a
-    probe fate only)."""
+    (arrays or sequences of integers): packets, bytes, flags, SYN-without-ACK packets and last
+    packet time (ns); `fates` and `ws` as there (the tally is taken of the flows that can carry
+    a probe fate only)."""
     n = len(keys)
     if not n:
         return WindowEvidence({}, {}, {})
@@ -57,7 +58,7 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     held = {}
     if fates is not None:
         held = hold_tallied(tally, probe_groups(tally, src_own), src, fates, ws)
-    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks,
+    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, nbytes, marks,
                                             proto == PROTO_UDP), held,
                           tally)
 
@@ -123,44 +124,48 @@ def _distinct(of: np.ndarray, members: np.ndarray, size: int, mask: np.ndarray,
     return np.bincount(codes // size, minlength=groups).tolist()
 
 
-def _fragments(d_of, s_of, n_src, packets, marks, udp, groups: int) -> list[int]:
-    """Per destination its non-first fragments beyond FRAGMENTS_PER_DATAGRAM per packet of the
-    same source's answered UDP flows to it (evidence.dst_measures), as Python integers."""
+def _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, groups: int) -> list[int]:
+    """Per destination its non-first fragments beyond the same source's budget there:
+    FRAGMENTS_PER_DATAGRAM per first fragment its UDP flows that are not REFLECTED can hold
+    (evidence.dst_measures, evidence.fragment_budget), as Python integers."""
     frag = marks & FRAGMENT != 0
     if not frag.any():
         return [0] * groups
-    give = (marks & (ANSWERED | FRAGMENT) == ANSWERED) & udp
+    give = (marks & (FRAGMENT | REFLECTED) == 0) & udp
     sel = np.flatnonzero(frag | give)
     pair = d_of[sel].astype(np.int64) * n_src + s_of[sel]
     p, f = _u64(packets)[sel], frag[sel]
+    # evidence.fragment_budget per flow: below 44 x 2**64 / 1200 < 2**60, exact in uint64
+    held = np.minimum(p, _u64(nbytes)[sel] // np.uint64(FIRST_FRAGMENT_BYTES))
+    give_n = np.where(f, np.uint64(0), held * np.uint64(FRAGMENTS_PER_DATAGRAM))
     codes, inv = np.unique(pair, return_inverse=True)
-    if _total_below(p, 2**57):  # FRAGMENTS_PER_DATAGRAM x any sum fits in 64 bits
+    if _total_below(p[f], 2**64) and _total_below(give_n, 2**64):
         have, budget = np.zeros(len(codes), np.uint64), np.zeros(len(codes), np.uint64)
         np.add.at(have, inv[f], p[f])
-        np.add.at(budget, inv[~f], p[~f] * np.uint64(FRAGMENTS_PER_DATAGRAM))
+        np.add.at(budget, inv, give_n)
         out = np.zeros(groups, dtype=np.uint64)
         np.add.at(out, codes // n_src, np.where(have > budget, have - budget, 0).astype(np.uint64))
-        return out.tolist()
+        return out.tolist()  # each destination's count is at most the fragments' sum
     have_l, budget_l = [0] * len(codes), [0] * len(codes)
-    for i, n, is_frag in zip(inv.tolist(), _ints(p), f.tolist()):
+    for i, n, b, is_frag in zip(inv.tolist(), _ints(p), _ints(give_n), f.tolist()):
         if is_frag:
             have_l[i] += n
         else:
-            budget_l[i] += FRAGMENTS_PER_DATAGRAM * n
+            budget_l[i] += b
     out_l = [0] * groups
     for c, h, b in zip(codes.tolist(), have_l, budget_l):
         out_l[c // n_src] += max(0, h - b)
     return out_l
 
 
-def _dst(d_at, d_of, s_of, n_src, packets, marks, udp) -> dict[str, list]:
+def _dst(d_at, d_of, s_of, n_src, packets, nbytes, marks, udp) -> dict[str, list]:
     """evidence.dst_measures from the marks."""
     g = len(d_at)
     sets = [_distinct(d_of, s_of, n_src, marks & bit != 0, g) for bit in _DST_SETS]
     one_way = marks & ONE_WAY != 0
     loud = np.array([v > ONE_WAY_VOLUME for v in _sums(d_of, packets, one_way, g)], dtype=bool)
     unsolicited = _distinct(d_of, s_of, n_src, (marks & UNANSWERED != 0) & ~(one_way & ~loud[d_of]), g)
-    frag = _fragments(d_of, s_of, n_src, packets, marks, udp, g)
+    frag = _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, g)
     dhcp = _sums(d_of, packets, (marks & DHCP != 0) & (marks & FRAGMENT == 0), g)
     volume = _sums(d_of, packets, marks & (ANSWERED | GROUP) == 0, g)
     return {d: [sets[0][i], sets[1][i], sets[2][i], sets[3][i], frag[i], dhcp[i],

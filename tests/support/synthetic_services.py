@@ -12,7 +12,10 @@ large answers from the authoritative servers it asked, fragmented: 2.15%). Attac
 `collector_flood` (spoofed UDP to a syslog collector), `udp_flood_fragments_few` (fragmented
 unsolicited answers from a handful of reflectors), and what an attacker could add to hide from
 the exemptions above: `with_asks` (a spoofed exchange per source), `fragments_beside_session`,
-`late_ack_guessing` (the handshake completed seconds after the SYN).
+`late_ack_guessing` (the handshake completed seconds after the SYN). The fragment budget
+(evidence.dst_measures): `udp_stream_fragmented` (a one-way stream of datagrams larger than the
+MTU, the frag capture's iperf3 -u -l 4000: 87.40% on 138c52d; at a high rate, a one-source
+fragmented flood) and `fragments_beside_queries` (fragments beside answered small queries).
 """
 from __future__ import annotations
 
@@ -194,3 +197,44 @@ def spread_syn_flood(t0: int, seconds: float, pps: int = 5000, net: str = "10.0.
     a, b, _ = net.split(".")
     return [_tcp(t0 + i * S // pps, _public(rnd), f"{a}.{b}.{(j := rnd.randrange(hosts)) // 256 + 2}.{j % 256}",
                  rnd.randrange(1024, 65536), port, SYN, 74) for i in range(int(seconds * pps))]
+
+
+def _fragment_frames(datagram: int, mtu: int = 1500) -> list[int]:
+    """Frame lengths (Ethernet) of an IPv4 UDP datagram of `datagram` payload bytes over `mtu`:
+    the first fragment carries the UDP header and fills the MTU, the later ones carry none."""
+    body, room = datagram + 8, (mtu - 20) // 8 * 8
+    parts = [room] * (body // room) + ([body % room] if body % room else [])
+    return [14 + 20 + p for p in parts]
+
+
+def udp_stream_fragmented(t0: int, seconds: float, per_s: int = 25, datagram: int = 4000,
+                          src: str = "198.51.100.40", dst: str = "10.0.0.58",
+                          sport: int = 45000, dport: int = 5201) -> list[Packet]:
+    """A one-way UDP stream of datagrams larger than the MTU, `per_s` a second (iperf3 -u -l 4000
+    -b 800k, the frag capture's: RTP video and NFS over UDP look alike): nobody answers it; each
+    datagram in IP fragments, the first (1,514 bytes) with the ports, the later ones without."""
+    pk = []
+    for i in range(int(seconds * per_s)):
+        t = t0 + i * S // per_s
+        for j, n in enumerate(_fragment_frames(datagram)):
+            pk.append(_udp(t + j * 20_000, src, dst, sport if j == 0 else 0, dport if j == 0 else 0, n))
+    return pk
+
+
+def fragments_beside_queries(t0: int, seconds: float, sources: int = 5, queries_per_s: int = 10,
+                             fragments_per_s: int = 76, victim: str = "10.0.0.59",
+                             seed: int = 38) -> list[Packet]:
+    """The second review's evasion of the fragment budget (helper-46, F5): from each of `sources`
+    real addresses, `queries_per_s` small DNS queries a second to the victim's resolver, each
+    answered (60 and 100 bytes), while it sends `fragments_per_s` non-first UDP fragments a second
+    (1,514 bytes, no first fragments). On 138c52d each answered query bought 44 uncounted
+    fragments: 10 a second hid 380 fragments a second from 5 sources."""
+    rnd, ms, pk = random.Random(seed), S // 1000, []
+    for j in range(sources):
+        src = _public(rnd)
+        for i in range(int(seconds * queries_per_s)):
+            t, sp = t0 + i * S // queries_per_s + j * 100_000, 30000 + i
+            pk += [_udp(t, src, victim, sp, 53, 60), _udp(t + ms, victim, src, 53, sp, 100)]
+        pk += [_udp(t0 + 3 * ms + i * S // fragments_per_s + j * 50_000, src, victim, 0, 0, 1514)
+               for i in range(int(seconds * fragments_per_s))]
+    return _sorted(pk)

@@ -1,8 +1,9 @@
 """What an attacker could add to hide behind the exemptions of the server-side shapes
 (tests/unit/test_detect_server_shapes.py), found by a review of 34929a7, each still blocked:
 - fragments: an exchange with the victim bought per source (a spoofed SYN it resets, a ping it
-  echoes) or held by the flooding source itself (an HTTPS session) exempts nothing; only answered
-  UDP exempts, FRAGMENTS_PER_DATAGRAM per answered packet (evidence.dst_measures);
+  echoes) or held by the flooding source itself (an HTTPS session) exempts nothing; only the
+  source's UDP flows buy a budget, FRAGMENTS_PER_DATAGRAM per MTU-sized packet, unsolicited
+  reflector answers none (evidence.dst_measures; tests/unit/test_detect_fragments.py);
 - one-way ports: a spoofed flood of udp/514 or 8125 counts its sources again above
   ONE_WAY_VOLUME packets a window; a sweep on 514 is still a sweep;
 - traceroute's ports: a /24 swept on 33434 is still a group of hosts (watch.probe_target);

@@ -9,9 +9,9 @@ the live logic with the shipped model:
 - traceroute reaching the target (traceroute's UDP ports of one host are one probe target:
   watch.TRACEROUTE_PORTS, probe_target);
 - a resolver's large answers arriving fragmented from the servers it asked (fragments within
-  FRAGMENTS_PER_DATAGRAM per answered UDP packet of the source do not count:
-  evidence.dst_measures), while unsolicited fragmented answers from a handful of reflectors
-  still do. What an attacker could add to hide behind these: tests/unit/test_detect_evasions.py."""
+  FRAGMENTS_PER_DATAGRAM per MTU-sized packet of the source's UDP flows that are not unsolicited
+  reflector answers do not count: evidence.dst_measures), while unsolicited fragmented answers
+  from a handful of reflectors still do (tests/unit/test_detect_fragments.py: the budget). What an attacker could add to hide behind these: tests/unit/test_detect_evasions.py."""
 from __future__ import annotations
 
 import pytest
@@ -96,12 +96,13 @@ def test_an_attack_on_the_same_ports_is_still_blocked(detector, name):
 
 def test_fragments_count_unless_their_source_was_asked():
     """evidence.dst_measures directly: three non-first fragments from a source whose answer
-    (sport 53) to D's query is answered do not count; from one whose answer is unsolicited they
-    do (and the DHCP count stays apart)."""
+    (sport 53, an MTU-sized first fragment) to D's query is answered do not count; from one
+    whose answer is unsolicited they do (and the DHCP count stays apart)."""
     asked, stranger, d = "192.0.2.1", "192.0.2.2", "10.0.0.53"
     flows = {(d, asked, 5000, 53, 17): 1, (asked, d, 53, 5000, 17): 1, (asked, d, 0, 0, 17): 3,
              (stranger, d, 53, 6000, 17): 1, (stranger, d, 0, 0, 17): 3}
-    st = {k: {"packets": n, "flags": 0, "syn": 0, "last": T0} for k, n in flows.items()}
+    st = {k: {"packets": n, "bytes": 1514 * n, "flags": 0, "syn": 0, "last": T0}
+          for k, n in flows.items()}
     ans = E.Answers.of_keys(st, None, 0)
     marks = {k: E.flow_marks(k, st[k], ans, T0 + S) for k in st}
     frag = E.dst_measures(st, st, marks)[d][E.DST_MEASURES.index("fragments")]
