@@ -1,0 +1,192 @@
+"""Review 13 (helper-50, on 4034f28) of the fragment budget (evidence.fragment_budget: 44 non-first
+fragments per first fragment a source's port-bearing UDP flows to a destination can hold) and of
+the source half_open floor raised from 20 to 64. notes/review-helper-50.md has the figures.
+Each strict xfail is a finding left open: it fails on 4034f28 and will pass once it is fixed.
+
+- F1: the classic spoofed fragmented UDP flood (hping3 --rand-source of large datagrams, every
+  datagram from a new address) pays for its own fragments: each spoofed source's one first
+  fragment buys 44 fragments, so `fragments` stays 0; below ~32 datagrams a second (unsolicited
+  sources settled in a window under 24) and 2,000 packets a window it gets no rule at all (on
+  138c52d: 90.58-94.41% dropped, first block 1.63-2.70 s). An unfragmented spoofed flood of the
+  same packet rate is blocked by unsolicited_srcs (94.42%): the fragmented one is not "judged
+  like an unfragmented flood of its datagrams" when its sources are spoofed.
+- F2: a SYN flood from one address under 64 a second: no measure names it (the model agrees:
+  every such flow scores over the threshold); 91.17% dropped on 138c52d at 40 a second, 0 now.
+  Documented as accepted (docs/detection.md "Bounds"); held here so the gap stays visible.
+- F3: under the capture's adaptive sampling (1-in-N records weighted N), one sampled later
+  fragment whose first fragment was not sampled counts N: at 1-in-16 a one-way stream the
+  budget lets through unsampled (iperf3 -u -l 4000, 25 datagrams/s) is blocked (83.77% and
+  97.47% of its sampled packets dropped, two seeds).
+- Parity: evidence_columns.assess_columns equals evidence.assess on windows with several
+  destinations and sources and edge byte counts (passes: no finding).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+
+from services.detection.evidence import FIRST_FRAGMENT_BYTES, Answers, assess
+from services.detection.features import hash64_keys
+from services.detection.model import load_model
+from services.offline.replay import replay
+from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
+from services.scorer.evidence_columns import assess_columns
+from tests.support import synthetic_services as V
+from tests.support.replay_checks import first_block_s
+
+pytestmark = pytest.mark.unit
+
+S = 10**9
+T0 = 1_800_000_000 * S + 370_000_000  # windows do not line up with the traffic
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_model()
+
+
+def _public(rnd: random.Random) -> str:
+    while True:
+        a = rnd.randrange(1, 224)
+        if a not in (10, 127, 169, 172, 192, 198, 203, 100):
+            return f"{a}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+
+
+def rand_source_fragment_flood(t0: int, seconds: float, per_s: int, datagram: int = 65000,
+                               victim: str = "10.0.0.77", seed: int = 5) -> list[Packet]:
+    """hping3 --udp --rand-source -d <datagram> (or any raw-socket flooder of large datagrams):
+    `per_s` datagrams a second, each from a new spoofed address to a random port, each in IP
+    fragments over a 1,500-byte MTU (65,000 bytes: a 1,514-byte first fragment with the ports,
+    then 44 later ones without)."""
+    rnd, pk = random.Random(seed), []
+    frames = V._fragment_frames(datagram)
+    for i in range(int(seconds * per_s)):
+        t, src = t0 + i * S // per_s, _public(rnd)
+        sp, dp = rnd.randrange(1024, 65536), rnd.randrange(1, 65536)
+        for j, n in enumerate(frames):
+            pk.append(Packet(t + j * 10_000, src, victim, sp if j == 0 else 0, dp if j == 0 else 0,
+                             PROTO_UDP, 0, n))
+    return sorted(pk, key=lambda p: p.ts_ns)
+
+
+@pytest.mark.xfail(strict=True, reason="F1 (review 13): a spoofed fragmented flood's first "
+                   "fragments buy its fragments; 0 dropped on 4034f28, 90.58-94.41% on 138c52d")
+@pytest.mark.parametrize("per_s,datagram", [(10, 65000), (30, 65000), (100, 4000)])
+def test_a_random_source_fragmented_udp_flood_is_blocked(detector, per_s, datagram):
+    """10 and 30 datagrams of 65,000 bytes a second (450 and 1,350 packets a second, 5.2 and
+    15.6 Mbit/s): no rule on 4034f28; 100 of 4,000 bytes (300 packets a second): 78.46%,
+    first block 1.79 s (138c52d: 90.58% / 2.70 s, 94.41% / 1.63 s, 93.92% / 1.63 s)."""
+    pk = rand_source_fragment_flood(T0, 30, per_s, datagram)
+    res = replay(pk, detector)
+    t = first_block_s(pk, res.dropped)
+    assert t is not None and t <= 3.0, t
+    assert res.dropped.mean() >= 0.90, f"{res.dropped.mean():.4f} dropped"
+
+
+def test_an_unfragmented_random_source_flood_of_the_same_packet_rate_is_blocked(detector):
+    """What F1's flood would be without fragments (1,320 packets a second of 1,514 bytes from
+    random sources): blocked by unsolicited_srcs (94.42%, first block 1.63 s)."""
+    rnd = random.Random(6)
+    pk = [Packet(T0 + i * S // 1320, _public(rnd), "10.0.0.77", rnd.randrange(1024, 65536),
+                 rnd.randrange(1, 65536), PROTO_UDP, 0, 1514) for i in range(30 * 1320)]
+    res = replay(pk, detector)
+    t = first_block_s(pk, res.dropped)
+    assert t is not None and t <= 3.0, t
+    assert res.dropped.mean() >= 0.90
+
+
+def syn_flood_one_source(t0: int, seconds: float, pps: int, src: str = "203.0.113.9",
+                         victim: str = "10.0.0.10", dport: int = 80) -> list[Packet]:
+    """hping3 -S -p 80 -i u<1e6/pps>: SYNs from one address, a new source port each."""
+    return [Packet(t0 + i * S // pps, src, victim, 1024 + i % 60000, dport, PROTO_TCP, 0x02, 74)
+            for i in range(int(seconds * pps))]
+
+
+@pytest.mark.xfail(strict=True, reason="F2 (review 13): one address under 64 SYNs a second is "
+                   "named by no measure since the half_open floor is 64 (accepted in "
+                   "docs/detection.md); 91.17% dropped on 138c52d")
+def test_a_syn_flood_from_one_address_at_40_a_second_is_blocked(detector):
+    pk = syn_flood_one_source(T0, 30, 40)
+    res = replay(pk, detector)
+    t = first_block_s(pk, res.dropped)
+    assert t is not None and t <= 3.0, t
+    assert res.dropped.mean() >= 0.90
+
+
+def test_the_model_agrees_on_a_syn_flood_under_the_floor(detector):
+    """F2's flood is left through by the floor alone: its half-open flows are above the
+    model's threshold in every full window (the score is no obstacle), and its count stays
+    under 64."""
+    from services.detection.evidence import HALF_OPEN
+    res = replay(syn_flood_one_source(T0, 10, 40), detector)
+    full = res.windows[1:-1]
+    assert full and not any(w.suggestions for w in res.windows)
+    for w in full:
+        half = [i for i, k in enumerate(w.keys) if w.evidence.marks[k] & HALF_OPEN]
+        assert 20 <= len(half) < 64
+        assert all(w.scores[i] >= detector.threshold for i in half)
+
+
+def test_a_syn_flood_at_the_new_floor_is_blocked_within_3_s(detector):
+    """64 SYNs a second from one address: 91.20%, first block 2.64 s (138c52d: 94.53%, 1.64 s;
+    the grace time moves a quarter of a window's SYNs into the next one, so the first full
+    window is the first to reach 64)."""
+    pk = syn_flood_one_source(T0, 30, 64)
+    res = replay(pk, detector)
+    t = first_block_s(pk, res.dropped)
+    assert t is not None and t <= 3.0, t
+    assert res.dropped.mean() >= 0.90
+
+
+def _sampled(pk: list[Packet], n: int, seed: int) -> list[Packet]:
+    """The capture's 1-in-`n` sampling: each packet kept with probability 1/n, weighted n."""
+    rnd = random.Random(seed)
+    return [dataclasses.replace(p, sample_rate=n) for p in pk if rnd.randrange(n) == 0]
+
+
+@pytest.mark.xfail(strict=True, reason="F3 (review 13): under 1-in-16 sampling one orphan later "
+                   "fragment counts 16-32, near the bound of 20; a benign stream is blocked")
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_one_way_fragmented_stream_loses_nothing_under_sampling(detector, seed):
+    """iperf3 -u -l 4000 at 25 datagrams a second (passes unsampled: test_detect_fragments),
+    2 minutes at 1-in-16: 83.77% (seed 1) and 97.47% (seed 2) of its records dropped on
+    4034f28."""
+    pk = _sampled(V.udp_stream_fragmented(T0, 120), 16, seed)
+    res = replay(pk, detector)
+    assert [sg.reason for w in res.windows for sg in w.suggestions] == []
+
+
+def test_the_columns_equal_the_per_flow_fragment_budget_on_mixed_windows():
+    """assess_columns == evidence.assess (marks, source and destination measures, to the bit and
+    type) on 1,500 random windows with several sources and destinations (IPv4, IPv6, a group),
+    fragments of UDP and TCP, and edge byte counts: 0, fewer than 60 a packet, exactly k x
+    FIRST_FRAGMENT_BYTES and one below, 2**64 - 1 (20,000 such windows in the review: none
+    differed)."""
+    end, F = 2 * S, FIRST_FRAGMENT_BYTES
+    srcs = [f"192.0.2.{i}" for i in range(1, 5)] + ["2001:db8::1"]
+    dsts = ["10.0.0.1", "10.0.0.2", "224.0.0.5", "2001:db8::9"]
+    rnd = random.Random(13)
+    for _ in range(1500):
+        flows = {}
+        for _ in range(rnd.randrange(1, 20)):
+            sp, dp = rnd.choice([(0, 0), (0, 0), (53, 5001), (5001, 5001), (123, 9)])
+            k = (rnd.choice(srcs), rnd.choice(dsts), sp, dp, rnd.choice([17, 17, 6]))
+            p = rnd.choice([1, 2, 44, 45, 2**64 - 1, rnd.randrange(1, 300)])
+            small = rnd.randrange(1, 300)
+            b = rnd.choice([0, 59, small * 60 - 1, F - 1, F, F * small, F * small - 1, 1514 * small,
+                            2**64 - 1])
+            flows[k] = {"first": 0, "last": rnd.choice([0, end]), "packets": p, "bytes": b,
+                        "flags": 0, "syn": 0, "proto": k[4], "sport": sp, "dport": dp}
+        keys = list(flows)
+        sent = [(k[1], k[0], k[3], k[2], k[4]) for k in keys if rnd.random() < 0.3]
+        answers = Answers({k[0] for k in sent}, hash64_keys(sent), [], hashed=True)
+        want = assess(keys, flows, answers, end, {})
+        col = {f: np.array([flows[k][f] for k in keys], dtype=np.uint64)
+               for f in ("packets", "bytes", "flags", "syn", "last")}
+        got = assess_columns(keys, col["packets"], col["bytes"], col["flags"], col["syn"],
+                             col["last"], answers, end, {})
+        assert got.marks == want.marks
+        assert repr(got.src) == repr(want.src) and repr(got.dst) == repr(want.dst)
