@@ -190,3 +190,67 @@ def test_the_columns_equal_the_per_flow_fragment_budget_on_mixed_windows():
                              col["last"], answers, end, {})
         assert got.marks == want.marks
         assert repr(got.src) == repr(want.src) and repr(got.dst) == repr(want.dst)
+
+
+def resolver_fragmented_answers(t0: int, seconds: float, servers: int, per_s: int,
+                                resolver: str = "10.0.0.53", seed: int = 35) -> list[Packet]:
+    """synthetic_services.resolver_upstream with more authoritative servers: each answer (~4 KB,
+    EDNS 4096) asked for by the resolver's query and arriving in three fragments."""
+    rnd = random.Random(seed)
+    auth = [_public(rnd) for _ in range(servers)]
+    pk = []
+    for i in range(int(seconds * per_s)):
+        t, a, sp = t0 + i * S // per_s, rnd.choice(auth), rnd.randrange(1024, 65536)
+        pk += [Packet(t, resolver, a, sp, 53, PROTO_UDP, 0, 80),
+               Packet(t + 2_000_000, a, resolver, 53, sp, PROTO_UDP, 0, 1514),
+               Packet(t + 2_020_000, a, resolver, 0, 0, PROTO_UDP, 0, 1514),
+               Packet(t + 2_040_000, a, resolver, 0, 0, PROTO_UDP, 0, 1100)]
+    return sorted(pk, key=lambda p: p.ts_ns)
+
+
+@pytest.mark.xfail(strict=True, reason="F4 (review 13, also on 138c52d): a non-first fragment "
+                   "flow (ports 0) is never answered, so every server whose answer came in "
+                   "fragments counts in unsolicited_srcs; a resolver is limited")
+@pytest.mark.parametrize("servers", [60, 100])
+def test_a_resolver_with_many_servers_answering_in_fragments_loses_nothing(detector, servers):
+    """`servers` authoritative servers, as many fragmented answers a second (one each on
+    average), every one asked for: 65.30% (60) and 78.46% (100) of the resolver's inbound
+    packets dropped on 4034f28 and 138c52d (`unsolicited_srcs` 26 and 29, bound 24)."""
+    pk = resolver_fragmented_answers(T0, 30, servers, servers)
+    res = replay(pk, detector)
+    assert [sg.reason for w in res.windows for sg in w.suggestions] == []
+
+
+def test_a_resolver_with_few_servers_answering_in_fragments_loses_nothing(detector):
+    """F4's bound: 40 servers (under 24 of them settled in a window) pass."""
+    res = replay(resolver_fragmented_answers(T0, 30, 40, 40), detector)
+    assert int(res.dropped.sum()) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="F5 (review 13, also on 138c52d): the later fragments of "
+                   "answered datagrams count as packets nobody answered; NFS over UDP is blocked")
+def test_nfs_over_udp_reads_lose_nothing(detector):
+    """An NFS client reading 32 KB blocks over UDP, 100 a second (26 Mbit/s): each request
+    answered by one datagram in 23 fragments. Its 2,200 later fragments a second are never
+    'answered' (no ports): `packets` 2,200 (bound 2,000), the server blocked, 91.23% of the
+    client's inbound packets dropped on 4034f28 and 138c52d."""
+    client, server, pk = "10.0.0.31", "198.51.100.70", []
+    frames = V._fragment_frames(32768)
+    for i in range(30 * 100):
+        t = T0 + i * S // 100
+        pk.append(Packet(t, client, server, 800, 2049, PROTO_UDP, 0, 150))
+        pk += [Packet(t + 1_000_000 + j * 12_000, server, client, 2049 if j == 0 else 0,
+                      800 if j == 0 else 0, PROTO_UDP, 0, n) for j, n in enumerate(frames)]
+    res = replay(sorted(pk, key=lambda p: p.ts_ns), detector)
+    assert [sg.reason for w in res.windows for sg in w.suggestions] == []
+
+
+@pytest.mark.xfail(strict=True, reason="F6 (review 13, also on 138c52d): fewer than 8 spoofed "
+                   "sources a window get source rules, which a spoofer never matches again")
+def test_a_slow_random_source_fragmented_flood_is_blocked(detector):
+    """5 datagrams of 65,000 bytes a second (225 packets a second), each from a new spoofed
+    address: 0 dropped on 4034f28 (no rule) and on 138c52d (150 source rules, none matching
+    a later packet)."""
+    pk = rand_source_fragment_flood(T0, 30, 5)
+    res = replay(pk, detector)
+    assert res.dropped.mean() >= 0.90, f"{res.dropped.mean():.4f} dropped"
