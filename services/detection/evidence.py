@@ -88,6 +88,7 @@ FRAGMENTS_PER_DATAGRAM = 44
 # at least 1,294 at IPv6's minimum MTU of 1,280): a UDP flow of b bytes holds at most
 # b // FIRST_FRAGMENT_BYTES of them; a small packet (a 60-byte query) holds none
 FIRST_FRAGMENT_BYTES = 1200
+UNANSWERED_FIRST_MIN = 2  # an unanswered flow buys a budget from this many first fragments
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -152,11 +153,12 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
     return m
 
 
-def fragment_budget(packets: int, nbytes: int) -> int:
-    """The non-first fragments a port-bearing UDP flow of `packets` packets and `nbytes` bytes
-    (frames) can account for: FRAGMENTS_PER_DATAGRAM per packet it can hold of
-    FIRST_FRAGMENT_BYTES or more."""
-    return FRAGMENTS_PER_DATAGRAM * min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+def fragment_budget(packets: int, nbytes: int, answered: bool = True) -> int:
+    """Non-first fragments a port-bearing UDP flow (`packets`, `nbytes` of frames) accounts for:
+    FRAGMENTS_PER_DATAGRAM per packet of FIRST_FRAGMENT_BYTES+ it can hold; unanswered, none below
+    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself)."""
+    held = min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+    return 0 if not answered and held < UNANSWERED_FIRST_MIN else FRAGMENTS_PER_DATAGRAM * held
 
 
 _SOURCE_SETS = ((HALF_OPEN, 0), (SYNACK, 1), (RST_ONLY, 2), (REFLECTED, 3), (UNANSWERED, 4))
@@ -180,7 +182,7 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
         m = marks[k]
         if not m & (FRAGMENT | REFLECTED) and k[4] == PROTO_UDP:
             st = flows[k]
-            b = fragment_budget(st["packets"], st["bytes"])
+            b = fragment_budget(st["packets"], st["bytes"], bool(m & ANSWERED))
             if b:
                 budget[k[:2]] = budget.get(k[:2], 0) + b
         if m & ONE_WAY:

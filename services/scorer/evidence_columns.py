@@ -19,7 +19,8 @@ from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_
                                          ONE_WAY, ONE_WAY_PORTS, ONE_WAY_VOLUME, PROBE,
                                          REFLECTED, RST_ONLY,
                                          SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
-                                         SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
+                                         SOLICITED_VOLUME, SYNACK, UNANSWERED,
+                                         UNANSWERED_FIRST_MIN, Answers,
                                          ProbeFates, WindowEvidence, hold_tallied, is_group,
                                          probe_groups, probe_tally)
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
@@ -137,6 +138,7 @@ def _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, groups: int) -> l
     p, f = _u64(packets)[sel], frag[sel]
     # evidence.fragment_budget per flow: below 44 x 2**64 / 1200 < 2**60, exact in uint64
     held = np.minimum(p, _u64(nbytes)[sel] // np.uint64(FIRST_FRAGMENT_BYTES))
+    held = np.where((marks[sel] & ANSWERED == 0) & (held < UNANSWERED_FIRST_MIN), np.uint64(0), held)
     give_n = np.where(f, np.uint64(0), held * np.uint64(FRAGMENTS_PER_DATAGRAM))
     codes, inv = np.unique(pair, return_inverse=True)
     if _total_below(p[f], 2**64) and _total_below(give_n, 2**64):

@@ -64,8 +64,9 @@ def test_small_answered_packets_buy_no_fragments():
 
 @pytest.mark.parametrize("packets,nbytes,frags,counted", [
     (2, 2 * 1514, 88, 0), (2, 2 * 1514, 89, 1),  # two first fragments: 88
-    (2, 2 * E.FIRST_FRAGMENT_BYTES - 1, 45, 1),  # one held: 44
-    (1, 9014, 45, 1),  # a jumbo frame is one packet: 44, not 7 x 44
+    (2, 2 * E.FIRST_FRAGMENT_BYTES - 1, 45, 45),  # one held: unanswered, nothing (F1)
+    (1, 9014, 45, 45),  # a jumbo frame is one packet: one held, nothing unanswered
+    (3, 3 * 9014, 133, 1),  # three jumbo frames: 3 x 44, not 3 x 7 x 44
     (3, 3 * 100, 5, 5)])  # small packets: nothing
 def test_the_budget_is_44_per_packet_the_flow_can_hold_of_mtu_size(packets, nbytes, frags, counted):
     s = "198.51.100.42"
@@ -134,3 +135,14 @@ def test_a_fragment_attack_is_blocked(detector, name):
     assert t is not None and t <= by_s, t
     sel = np.array([mine(p) for p in pk])
     assert res.dropped[sel].mean() >= 0.90, f"{name}: {res.dropped[sel].mean():.3f} dropped"
+
+
+def test_one_first_fragment_buys_44_when_answered_and_none_when_not():
+    """A resolver's answer comes one datagram per 5-tuple: answered (D asked), its one first
+    fragment buys 44. The same flow unanswered is a spoofed address's one datagram (review 13,
+    F1: a random-source fragmented flood paid for its own fragments): it buys nothing."""
+    s = "198.51.100.44"
+    answer = {(s, D, 53, 30000, 17): (1, 1514), (s, D, 0, 0, 17): (45, 45 * 1514)}
+    assert fragments(answer, sent=((D, s, 30000, 53, 17),)) == 1
+    one_way = {(s, D, 40000, 30000, 17): (1, 1514), (s, D, 0, 0, 17): (45, 45 * 1514)}
+    assert fragments(one_way) == 45
