@@ -80,15 +80,12 @@ from .watch import (ProbeFates, SourceWatch,  # noqa: F401
                     is_group)  # (re-exported)
 from .watch import merge_fates
 
+from .fragments import (FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,  # noqa: F401 (re-exported)
+                        UNANSWERED_FIRST_MIN, answer_fragments, fragment_budget)
+from .marks import (ANSWERED, DHCP, FRAGMENT, GROUP, HALF_OPEN, INITIATED,  # noqa: F401 (re-exported)
+                    ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
+
 ONE_WAY_VOLUME = 2000  # the `packets` floor: the exemption ends where one-sided volume is evidence
-# The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
-# the budget of fragments a first fragment of the same source buys (`dst_measures`)
-FRAGMENTS_PER_DATAGRAM = 44
-# A fragmented datagram's first fragment fills the link's MTU (1,514-byte frames on Ethernet,
-# at least 1,294 at IPv6's minimum MTU of 1,280): a UDP flow of b bytes holds at most
-# b // FIRST_FRAGMENT_BYTES of them; a small packet (a 60-byte query) holds none
-FIRST_FRAGMENT_BYTES = 1200
-UNANSWERED_FIRST_MIN = 2  # an unanswered flow buys a budget from this many first fragments
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -97,11 +94,6 @@ SRC_MEASURES: tuple[str, ...] = ("half_open", "probe_tcp", "probe_other", "login
 DST_MEASURES: tuple[str, ...] = ("half_open_srcs", "synack_srcs", "rst_srcs", "reflector_srcs",
                                  "fragments", "dhcp", "unsolicited_srcs", "packets")
 
-# flow marks (bit set per flow, `flow_marks`)
-HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
-SOLICITED = 2048  # with ANSWERED: answered by being solicited (a reply to a request D sent)
-ONE_WAY = 4096  # with UNANSWERED: UDP to a port of a one-way protocol (ONE_WAY_PORTS)
-SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256
 _BARE = TCP_FIN | TCP_RST | TCP_PSH
 
 
@@ -151,14 +143,6 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
     if proto in (PROTO_TCP, PROTO_UDP) and key[2] == 0 and key[3] == 0:
         m |= FRAGMENT
     return m
-
-
-def fragment_budget(packets: int, nbytes: int, answered: bool = True) -> int:
-    """Non-first fragments a port-bearing UDP flow (`packets`, `nbytes` of frames) accounts for:
-    FRAGMENTS_PER_DATAGRAM per packet of FIRST_FRAGMENT_BYTES+ it can hold; unanswered, none below
-    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself)."""
-    held = min(packets, nbytes // FIRST_FRAGMENT_BYTES)
-    return 0 if not answered and held < UNANSWERED_FIRST_MIN else FRAGMENTS_PER_DATAGRAM * held
 
 
 _SOURCE_SETS = ((HALF_OPEN, 0), (SYNACK, 1), (RST_ONLY, 2), (REFLECTED, 3), (UNANSWERED, 4))
@@ -369,6 +353,7 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
         for k in keys:
             if marks[k] & SOLICITED and k[1] in busy:
                 marks[k] = flow_marks(k, flows[k], answers, window_end_ns, solicit=False)
+    answer_fragments(keys, flows, marks)  # the rest of answered datagrams: fragments.py
     src = src_measures(keys, flows, marks, src_own)
     tally = probe_tally(keys, marks, src_own)
     held = {}

@@ -1,0 +1,66 @@
+"""IP fragments and the datagrams they belong to. Pure.
+
+A non-first fragment carries no ports (the data plane reports it with sport = dport = 0 as its
+own flow, src -> dst with ports 0), so nothing answers it by 5-tuple. What it belongs to is its
+datagram's FIRST fragment: that one carries the ports and fills the link's MTU. Two uses
+(docs/detection.md, Evidence, "The fragment budget"):
+- the `fragments` measure (evidence.dst_measures) counts a source's non-first fragments to a
+  destination beyond the budget its port-bearing UDP flows there buy (`fragment_budget`);
+- a source's non-first UDP fragments that its ANSWERED UDP flows to the destination account for
+  are the rest of answered datagrams: they do not make their source an unsolicited one
+  (`answer_fragments`; review 13, F4: a resolver whose 60 or 100 servers a second answered in
+  fragments was limited by unsolicited_srcs). They still count as packets nobody answered (F5,
+  NFS over UDP at 100 32 KB reads a second, 2,200 such packets a window, stays blocked by
+  `packets`): one answer must not carry 44 packets of volume.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, MutableMapping
+
+from services.records.packet import PROTO_UDP
+
+from .marks import ANSWERED, FRAGMENT, REFLECTED, UNANSWERED
+
+# The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
+# the budget of fragments a first fragment of the same source buys
+FRAGMENTS_PER_DATAGRAM = 44
+# A fragmented datagram's first fragment fills the link's MTU (1,514-byte frames on Ethernet,
+# at least 1,294 at IPv6's minimum MTU of 1,280): a UDP flow of b bytes holds at most
+# b // FIRST_FRAGMENT_BYTES of them; a small packet (a 60-byte query) holds none
+FIRST_FRAGMENT_BYTES = 1200
+UNANSWERED_FIRST_MIN = 2  # an unanswered flow buys a budget from this many first fragments
+
+
+def fragment_budget(packets: int, nbytes: int, answered: bool = True) -> int:
+    """Non-first fragments a port-bearing UDP flow (`packets`, `nbytes` of frames) accounts for:
+    FRAGMENTS_PER_DATAGRAM per packet of FIRST_FRAGMENT_BYTES+ it can hold; unanswered, none below
+    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself)."""
+    held = min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+    return 0 if not answered and held < UNANSWERED_FIRST_MIN else FRAGMENTS_PER_DATAGRAM * held
+
+
+def answer_fragments(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
+                     marks: MutableMapping[tuple, int]) -> None:
+    """Clear UNANSWERED, in place, on every UNANSWERED non-first UDP fragment flow (src, dst, 0, 0,
+    17) whose packets the budget of its source's ANSWERED UDP flows to the same destination
+    covers (`fragment_budget` of each, summed; a TCP fragment flow, or one beyond that budget,
+    keeps its mark). The flow is not ANSWERED either: its packets still count as packets nobody
+    answered (`packets`), since one answer would otherwise carry up to 44 packets of volume (a
+    spoofed flood of large datagrams at a service that answers them)."""
+    budget: dict[tuple, int] = {}
+    frags = []
+    for k in keys:
+        if k[4] != PROTO_UDP:
+            continue
+        m = marks[k]
+        if m & FRAGMENT:
+            if m & UNANSWERED:
+                frags.append(k)
+        elif m & ANSWERED and not m & REFLECTED:
+            st = flows[k]
+            b = fragment_budget(st["packets"], st["bytes"])
+            if b:
+                budget[k[:2]] = budget.get(k[:2], 0) + b
+    for k in frags:
+        if flows[k]["packets"] <= budget.get(k[:2], 0):
+            marks[k] &= ~UNANSWERED
