@@ -1,5 +1,6 @@
 """Rules and the map entries that hold them, both ways: which map and key a Rule is written
-under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128,
+under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128 (or its inline
+slot in src_host_slot, which Datapath picks),
 src_prefix4/src_prefix by (length, masked address), dst_limit by destination key), its action and
 origin codes, the monotonic/epoch clock conversion of expiry, the config's per-length bookkeeping of
 source prefixes, and the Rules (with their counters) read back from the maps.
@@ -177,6 +178,17 @@ def read_rules(keys: Callable[[str, type], list], read: Callable[[str, object], 
                                     **fields(key), **_common(v))
             if rule:  # a source or exact rule drops all it counts or none
                 out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
+    for key in keys("src_host_slot", ctypes.c_uint32):  # inline host rules (family 0: empty)
+        v = read("src_host_slot", key)
+        if not v or v.family not in (4, 6):
+            continue
+        raw = bytes(v.addr)
+        src = _v4(raw[:4]) + "/32" if v.family == 4 else addr_text(raw) + "/128"
+        r = v.rule
+        rule = entry_rule("src_host_slot", key, scope=Scope.SRC_PREFIX, src=src,
+                          action=ACTION_BACK.get(r.action, Action.DROP), **_common(r))
+        if rule:
+            out.append(RuleStats(rule, r.packets, r.bytes, r.packets if r.action == XG_ACT_DROP else 0))
     for key in keys("dst_limit", LimitKey):
         v = read("dst_limit", key)
         rule = v and entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,

@@ -3,8 +3,8 @@
 Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* the state):
 
     prog                      the program (one program serves every interface)
-    config stats allow exact4 exact6 src_prefix4 src_prefix src_host4 src_host6 src_filter
-                              src_pfx_filter dst_limit limit_dst limit_stats events
+    config stats allow exact4 exact6 src_prefix4 src_prefix src_host4 src_host6 src_host_slot
+                              src_filter src_pfx_filter dst_limit limit_dst limit_stats events
     link_<mode>_<ifname>      one pinned BPF link per attached interface (mode native|generic;
                               bpffs refuses dots in names, so "." in ifname is written %2E)
 

@@ -87,3 +87,23 @@ def test_host_entries_read_back_as_prefix_rules_with_their_own_counters():
     [rs] = entries.read_rules(lambda name, kt: [key] if name == "src_host4" else [],
                               lambda name, k: vals.get((name, bytes(k))))
     assert rs.dropped == 0
+
+
+def test_inline_host_slots_read_back_as_host_rules_and_empty_slots_as_none():
+    """src_host_slot entries: family 4 (address in addr[:4]), 6 (16 bytes), 0 empty."""
+    from services.dataplane.structs import Addr16, HostSlot
+    slots = {0: HostSlot(Addr16(*bytes([10, 0, 0, 9]), *bytes(12)), RuleVal(0, 5, 4, 240, XG_ACT_DROP, 1), 4),
+             1: HostSlot(Addr16(*bytes.fromhex("fd00" + "00" * 13 + "05")), RuleVal(0, 5, 2, 100, XG_ACT_PASS, 2), 6),
+             2: HostSlot()}
+    got = entries.read_rules(
+        lambda name, kt: [ctypes.c_uint32(i) for i in slots] if name == "src_host_slot" else [],
+        lambda name, k: slots[k.value] if name == "src_host_slot" else None)
+    assert sorted((rs.rule.src, rs.rule.action.value, rs.rule.origin.value, rs.hits, rs.bytes, rs.dropped)
+                  for rs in got) == [("10.0.0.9/32", "drop", "manual", 4, 240, 4),
+                                     ("fd00::5/128", "pass", "model", 2, 100, 0)]
+
+
+def test_a_host_slot_is_the_top_bits_of_the_filter_slot():
+    for src in ("10.0.0.1", "fd00::1", "::ffff:10.0.0.1"):
+        assert structs.host_slot(src) == structs.filter_slot(src) >> (structs.XG_FILTER_BITS - structs.XG_HOST_SLOT_BITS)
+        assert 0 <= structs.host_slot(src) < structs.XG_HOST_SLOTS
