@@ -592,17 +592,20 @@ static __always_inline int host_slot_holds(struct xg_host_slot *s, struct parsed
     return s->family == 6 && a[0] == b[0] && a[1] == b[1];
 }
 
-// The host rule (/32, /128) for p's source in its inline slot (index hslot), else in the hashes
-// (find_host); 0 if none. User space writes a slot without a lock, as it updates a per-CPU hash
-// value in place: a packet meeting this CPU's copy mid-write may see a mix of the old and the new
-// slot (one packet per CPU per write at most; services/dataplane/hostslots.py).
+// The host rule (/32, /128) for p's source in its inline slot (index hslot; not looked up while
+// config's n_host_slot is 0), else in the hashes (find_host); 0 if none. User space writes a
+// slot without a lock, as it updates a per-CPU hash value in place: a packet meeting this CPU's
+// copy mid-write may see a mix of the old and the new slot (one packet per CPU per write at
+// most; services/dataplane/hostslots.py).
 static __always_inline struct xg_rule *find_host_inline(struct parsed *p, struct xg_config *cfg,
                                                         int src4, __u32 hslot)
 {
-    struct xg_host_slot *s = src_host_slot.lookup(&hslot);
-    OWN_CALL_SITE(s, "src_host_slot");
-    if (s && host_slot_holds(s, p, src4))
-        return &s->rule;
+    if (cfg->n_host_slot) { // no slot holds a rule: no lookup, as for an empty hash
+        struct xg_host_slot *s = src_host_slot.lookup(&hslot);
+        OWN_CALL_SITE(s, "src_host_slot");
+        if (s && host_slot_holds(s, p, src4))
+            return &s->rule;
+    }
     return find_host(p, cfg, src4);
 }
 

@@ -27,7 +27,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444738u /* "XDG8": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444739u /* "XDG9": bump when any struct, map or parse rule changes */
 
 /* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
@@ -258,6 +258,8 @@ struct xg_config {
     __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes; the program tests plens4 instead) */
     __u32 n_prefix6; /* src_prefix (IPv6 prefixes; the program tests plens6 instead) */
     __u32 n_limit;   /* dst_limit */
+    __u32 n_host_slot; /* src_host_slot slots holding a rule (the program skips the slot lookup
+                        * when 0); host_slot_used below is the directory of those slots */
     /* source-prefix lengths in use, kept with the counts: bit n of plens4 is set while
      * src_prefix4 holds a prefix of length n (0-31), bit n % 32 of plens6[n / 32] while
      * src_prefix holds one of length n (0-127); n_len4 / n_len6 count the rules of each length
@@ -265,9 +267,14 @@ struct xg_config {
      * up once per set bit, longest first. */
     __u32 plens4;
     __u32 plens6[4];
-    __u32 pad2[3];
+    __u32 pad2[2];
     __u32 n_len4[32];
     __u32 n_len6[128];
+    /* the src_host_slot directory, kept with n_host_slot: bit i % 32 of host_slot_used[i / 32]
+     * is set while slot i may hold a rule (set before the slot is written, cleared after it is
+     * emptied), so user space reads only those slots (never a scan of every slot's per-CPU
+     * copies); the program does not read it */
+    __u32 host_slot_used[XG_HOST_SLOTS / 32];
 };
 
 /* xg_event.flags */

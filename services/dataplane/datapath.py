@@ -7,7 +7,8 @@ Rules go in and out as services.records.rules.Rule; expiry is converted between 
 (rules) and kernel monotonic ns (maps).
 
 Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
-count is 0; inline host slots have none: hostslots.py), every exact or host rule's source a slot in
+count is 0; the inline host slots' count n_host_slot comes with a directory of the slots in use:
+hostslots.py), every exact or host rule's source a slot in
 `src_filter` (a packet whose source's slot is 0 skips the exact and host lookups), every shorter
 source prefix its length in the config's per-length counts and bitmaps (plens4/plens6: the program
 looks up one hash per length in use) and, if at least /16 (IPv4) or /32 (IPv6), a slot in
@@ -167,6 +168,9 @@ class Datapath(HostSlots):
         bpfsys.lookup(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
         return cfg
 
+    def _put_config(self, cfg: Config) -> None:
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+
     def sample_rate(self) -> int:
         return self._config().sample_rate
 
@@ -252,6 +256,7 @@ class Datapath(HostSlots):
         class) and return the n_* counts; raise every src_filter and src_pfx_filter slot of a
         rule to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
+        self._rescan_slots()  # the slot directory first: rules() reads the slots it marks
         want, want_pfx = filter_counts([rs.rule for rs in self.rules()])
         fd = self._maps["src_filter"].fd
         for s, n in want.items():
@@ -274,6 +279,7 @@ class Datapath(HostSlots):
                "n_host6": len(keys["src_host6"]), "n_prefix4": len(keys["src_prefix4"]),
                "n_prefix6": len(keys["src_prefix"]), "n_limit": len(keys["dst_limit"])}
         cfg = self._config()
+        got["n_host_slot"] = cfg.n_host_slot  # _rescan_slots set it
         for f, n in got.items():
             setattr(cfg, f, n)
         cfg.plens4, cfg.plens6, cfg.n_len4, cfg.n_len6 = 0, type(cfg.plens6)(), type(cfg.n_len4)(), type(cfg.n_len6)()
@@ -375,7 +381,9 @@ class Datapath(HostSlots):
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
         makes no valid Rule (written by something other than this build) is left out, logged."""
-        return read_rules(lambda name, ktype: bpfsys.keys(self._maps[name].fd, ktype), self._read_sum)
+        def keys(name, ktype):  # the inline slots: only those the directory marks (hostslots.py)
+            return self._slot_keys() if name == "src_host_slot" else bpfsys.keys(self._maps[name].fd, ktype)
+        return read_rules(keys, self._read_sum)
 
     # -- allowlist -------------------------------------------------------------------
     @_writes

@@ -8,6 +8,19 @@ both lookups); config's n_host4 / n_host6 count the hash entries only (they gate
 lookup). The slot of an address is the top XG_HOST_SLOT_BITS bits of its src_filter slot
 (structs.host_slot), as the program computes it.
 
+The slot directory: config's n_host_slot counts the slots that hold a rule (the program skips
+the slot lookup while it is 0) and config's host_slot_used has a bit per slot, set before a
+slot is written and cleared after it is emptied (the two kept together, in one write of the
+config, under the pin-directory lock like every count). occupancy() reads n_host_slot (no slot
+read) and rules() reads only the slots whose bit is set, so neither costs the 4,096 reads of
+every slot's per-CPU copies that a scan takes; recount() alone scans every slot and rebuilds the
+directory (after slots were written by other means than this class).
+
+Eviction (frees_room): a host rule meets MapFull only when its slot holds another address and
+its family's hash is full; deleting a rule frees room for it only if that rule is in the same
+hash or is the one in its slot. An enforcer making room for it asks frees_room for each
+candidate, so it never lifts a block that frees nothing.
+
 Torn reads: a slot is written with one update of its per-CPU copies, while the program may read
 the copy of the CPU it runs on, without a lock. A packet that meets a copy being written may see
 a mix of the old and the new value (the address of one, the action, expiry or counters of the
@@ -24,12 +37,15 @@ import ipaddress
 from services.records.rules import Rule
 
 from . import bpfsys
-from .entries import host_addr
-from .structs import Addr16, HostSlot, RuleVal, host_slot
+from services.records.rules import Scope
+
+from .entries import flow_key, host_addr, is_host, prefix_slot
+from .structs import Addr16, Config, HostSlot, RuleVal, host_slot
 
 
 class HostSlots:
-    """Mixed into Datapath: uses its _maps, _percpu, _read_sum, _write, _books, _insert, _remove."""
+    """Mixed into Datapath: uses its _maps, _percpu, _read_sum, _write, _books, _insert, _remove,
+    _config, _put_config."""
 
     def _add_host(self, rule: Rule, name: str, key, field: str, value: RuleVal) -> None:
         """Insert or replace host rule `rule` (hash `name`, key `key`, config count `field`):
@@ -65,12 +81,14 @@ class HostSlots:
         new = not (cur is not None and cur.family)
         if new:
             self._books(None, (host_addr(rule), "host"), None, 1)
+            self._slot_dir(idx, True)
         try:
             self._write("src_host_slot", ctypes.c_uint32(idx), HostSlot(Addr16(*addr), value, fam),
                         "host slot")
         except BaseException:
             if new:
                 self._books(None, (host_addr(rule), "host"), None, -1)
+                self._slot_dir(idx, False)
             raise
         return True
 
@@ -82,20 +100,69 @@ class HostSlots:
             return False
         self._write("src_host_slot", ctypes.c_uint32(idx), HostSlot(), "host slot")
         self._books(None, (host_addr(rule), "host"), None, -1)
+        self._slot_dir(idx, False)
         return True
 
+    def _slot_dir(self, idx: int, used: bool) -> None:
+        """Set (`used`) or clear slot `idx`'s bit in config's directory and set n_host_slot to
+        the bits set, in one config write (callers hold the lock)."""
+        cfg = self._config()
+        bit = 1 << idx % 32
+        cfg.host_slot_used[idx // 32] = (cfg.host_slot_used[idx // 32] | bit if used
+                                         else cfg.host_slot_used[idx // 32] & ~bit)
+        cfg.n_host_slot = _bits(cfg)
+        self._put_config(cfg)
+
     def _slot_occupancy(self) -> tuple[int, int]:
-        """(inline slots holding a rule, slots)."""
-        return (sum(1 for _, v in self._host_slots() if v.family), self._maps["src_host_slot"].max_entries)
+        """(inline slots holding a rule, slots): config's n_host_slot, no slot read."""
+        return self._config().n_host_slot, self._maps["src_host_slot"].max_entries
+
+    def _slot_keys(self, cfg: Config | None = None) -> list[ctypes.c_uint32]:
+        """The indexes of the slots the directory marks as used (of `cfg`, else read)."""
+        words = (cfg or self._config()).host_slot_used
+        return [ctypes.c_uint32(w * 32 + b) for w in range(len(words)) if words[w]
+                for b in range(32) if words[w] >> b & 1]
+
+    def _host_slots(self, every: bool = False) -> list[tuple[int, HostSlot]]:
+        """(index, value with counters summed over CPUs) of the slots the directory marks, or
+        (`every`) of every slot: XG_HOST_SLOTS reads of every CPU's copy (recount, tests)."""
+        idx = (range(self._maps["src_host_slot"].max_entries) if every
+               else [k.value for k in self._slot_keys()])
+        return [(i, self._read_sum("src_host_slot", ctypes.c_uint32(i)) or HostSlot()) for i in idx]
+
+    def _rescan_slots(self) -> None:
+        """Rebuild the directory and n_host_slot from a read of every slot (recount(); callers
+        hold the lock): the one place that reads all XG_HOST_SLOTS slots."""
+        slots = self._host_slots(every=True)
+        cfg = self._config()
+        for w in range(len(cfg.host_slot_used)):
+            cfg.host_slot_used[w] = 0
+        for i, v in slots:
+            if v.family:
+                cfg.host_slot_used[i // 32] |= 1 << i % 32
+        cfg.n_host_slot = _bits(cfg)
+        self._put_config(cfg)
 
     def _exists(self, name: str, key) -> bool:
         m = self._maps[name]
         return bpfsys.lookup(m.fd, key, self._percpu(m.value) if m.percpu else m.value())
 
-    def _host_slots(self) -> list[tuple[int, HostSlot]]:
-        """Every inline slot (index, value with counters summed over CPUs)."""
-        return [(i, self._read_sum("src_host_slot", ctypes.c_uint32(i)) or HostSlot())
-                for i in range(self._maps["src_host_slot"].max_entries)]
+    def frees_room(self, victim: Rule, rule: Rule) -> bool:
+        """Whether deleting the installed rule `victim` makes room for `rule`, whose add_rule
+        raised MapFull: `victim` sits in the map `rule` goes to (exact4 / exact6, src_prefix4 /
+        src_prefix, dst_limit), or, for a host rule, in the same family's hash (src_host4 /
+        src_host6) or in `rule`'s inline slot (`rule` takes the slot then); a host rule in
+        another slot frees nothing for it."""
+        if not is_host(rule):
+            return not is_host(victim) and _home(victim) == _home(rule)
+        if not is_host(victim):
+            return False
+        name = prefix_slot(rule)[0]
+        vname, vkey, _ = prefix_slot(victim)
+        if host_slot(host_addr(victim)) == host_slot(host_addr(rule)) \
+                and self._host_slot_of(victim, vname)[1].family:
+            return True  # the address in rule's slot
+        return vname == name and self._exists(vname, vkey)
 
 
 def sum_slot_counters(total, percpu) -> None:
@@ -105,6 +172,20 @@ def sum_slot_counters(total, percpu) -> None:
         return
     for f in ("packets", "bytes"):
         setattr(total.rule, f, sum(getattr(v.rule, f) for v in percpu))
+
+
+def _bits(cfg: Config) -> int:
+    """Slots config's directory marks as used."""
+    return sum(bin(w).count("1") for w in cfg.host_slot_used)
+
+
+def _home(rule: Rule) -> str:
+    """The map a rule other than a host rule is written to."""
+    if rule.scope is Scope.FLOW:
+        return flow_key(rule)[0]
+    if rule.scope is Scope.SRC_PREFIX:
+        return prefix_slot(rule)[0]
+    return "dst_limit"
 
 
 def _slot_addr(rule: Rule, name: str) -> bytes:

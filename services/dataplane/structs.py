@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444738               # "XDG8": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444739               # "XDG9": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -112,7 +112,7 @@ class Stats(ctypes.Structure):
 
 # Config's rule counts, one per map the program may skip when 0
 COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
-                "n_limit")
+                "n_limit", "n_host_slot")
 
 
 class Config(ctypes.Structure):
@@ -120,8 +120,11 @@ class Config(ctypes.Structure):
                 ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
                 *[(name, u32) for name in COUNT_FIELDS],
                 # source-prefix lengths in use (bit n: a rule of length n) and rules per length
-                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 3),
-                ("n_len4", u32 * 32), ("n_len6", u32 * 128)]
+                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 2),
+                ("n_len4", u32 * 32), ("n_len6", u32 * 128),
+                # the src_host_slot directory: bit i % 32 of word i // 32 while slot i may hold
+                # a rule (hostslots.py), counted in n_host_slot
+                ("host_slot_used", u32 * (XG_HOST_SLOTS // 32))]
 
 
 class Event(ctypes.Structure):

@@ -114,8 +114,9 @@ class MapActuator:
         self.gauges()
 
     async def _install_making_room(self, rule: Rule) -> bool:
-        """Add `rule`; while its map is full, evict the oldest model rule and retry. False (the
-        rule refused as map_full) when no model rule is left to evict, or (refused as `map`)
+        """Add `rule`; while its map is full, evict the oldest model rule whose deletion makes
+        room for it (RuleMaps.frees_room: one in the map `rule` goes to) and retry. False (the
+        rule refused as map_full) when no such model rule is left, or (refused as `map`)
         when the maps cannot hold it at all (ConfigError: e.g. a fifth TCP-flag mask for one
         destination)."""
         while True:
@@ -127,10 +128,11 @@ class MapActuator:
                 log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
                 return False
             except MapFull as exc:
-                victim = self.policy.evict_for_full_map()
+                victim = self.policy.evict_for_full_map(lambda v: self.maps.frees_room(v, rule))
                 if victim is None:
                     self.metrics.refused.labels("map_full").inc()
-                    log.error("refused %s: %s and no model rule left to evict", rule.key(), exc)
+                    log.error("refused %s: %s and no model rule whose eviction makes room for it",
+                              rule.key(), exc)
                     return False
                 await self.remove(victim, f"evicted: {exc}")
                 self.metrics.evicted.inc()

@@ -24,6 +24,10 @@ class RuleMaps(Protocol):
     def delete_rule(self, rule: Rule) -> bool:
         """Remove `rule` (by key); True if it was there."""
 
+    def frees_room(self, victim: Rule, rule: Rule) -> bool:
+        """Whether deleting the installed `victim` makes room for `rule`, which add_rule refused
+        with MapFull (the maps hold rules in several maps: a victim elsewhere frees nothing)."""
+
     def rules(self) -> Sequence[RuleStats]:
         """Every rule in the maps (`.rule` of each), expiry in Unix epoch ns."""
 

@@ -19,6 +19,7 @@ import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Callable
 
 from services.records.rules import Origin, Rule, Scope
 from services.records.verdict import targets
@@ -195,10 +196,13 @@ class RulePolicy:
             self._forget(rule.key())
         return gone
 
-    def evict_for_full_map(self) -> Rule | None:
-        """The map said full although the bound was not reached: the oldest model rule to drop."""
-        victims = self._evictions(1, force=True)
-        return victims[0] if victims else None
+    def evict_for_full_map(self, frees: Callable[[Rule], bool] = lambda r: True) -> Rule | None:
+        """The map said full although the bound was not reached: the oldest model rule to drop
+        among those for which `frees(rule)` holds (RuleMaps.frees_room: it sits where the new
+        rule needs room), None if there is none. `frees` is asked oldest first, until it holds."""
+        model = sorted((i.rule for i in self._rules.values() if i.rule.origin is Origin.MODEL),
+                       key=lambda r: r.created_ns)
+        return next((r for r in model if frees(r)), None)
 
     # -- internals -----------------------------------------------------------------------------
     def _rate_refusal(self, now_ns: int) -> str:

@@ -223,3 +223,118 @@ def test_a_slot_rule_written_behind_datapaths_back_matches_after_recount(env):
     env.dp.recount()
     assert env.run(frame(addr)) == XDP_DROP
     assert [rs.rule.src for rs in env.dp.rules()] == [addr + "/32"]
+
+
+def test_the_slot_directory_marks_the_slots_in_use_and_only_those_are_read(env, monkeypatch):
+    """config's n_host_slot and host_slot_used follow adds, replaces and deletes; occupancy()
+    reads no slot and rules() only the slots the directory marks (issue 16: no scan of every
+    slot's per-CPU copies per call)."""
+    def used():
+        cfg = env.dp._config()
+        return cfg.n_host_slot, {w * 32 + b for w in range(len(cfg.host_slot_used))
+                                 for b in range(32) if cfg.host_slot_used[w] >> b & 1}
+
+    assert used() == (0, set())
+    env.dp.add_rule(host(A))
+    env.dp.add_rule(host(B))  # A's slot: in the hash
+    env.dp.add_rule(host("fd00::5"))
+    env.dp.add_rule(host(A))  # a replace in its slot: counted once
+    assert used() == (2, {host_slot(A), host_slot("fd00::5")})
+    reads = []
+    real = env.dp._read_sum
+    monkeypatch.setattr(env.dp, "_read_sum",
+                        lambda name, key: (reads.append(name), real(name, key))[1])
+    assert env.dp.occupancy()["src_host_slot"] == (2, 4096)
+    assert reads.count("src_host_slot") == 0
+    assert {rs.rule.src for rs in env.dp.rules()} == {A + "/32", B + "/32", "fd00::5/128"}
+    assert reads.count("src_host_slot") == 2
+    monkeypatch.undo()
+    assert env.dp.delete_rule(host(A)) and used() == (1, {host_slot("fd00::5")})
+    assert env.dp.delete_rule(host(B)) and used() == (1, {host_slot("fd00::5")})  # was in the hash
+    assert env.dp.delete_rule(host("fd00::5")) and used() == (0, set())
+
+
+def test_the_program_skips_the_slot_lookup_while_n_host_slot_is_0(env):
+    """The skip is real: a rule in its slot, its src_filter slot counting it, does not match
+    while config's n_host_slot is 0."""
+    from services.dataplane import bpfsys
+    env.dp.add_rule(host(A))
+    assert env.run(frame(A)) == XDP_DROP
+    cfg = env.dp._config()
+    cfg.n_host_slot = 0
+    bpfsys.update(env.dp._maps["config"].fd, ctypes.c_uint32(0), cfg)
+    assert env.run(frame(A)) == XDP_PASS
+    assert env.dp.recount()["n_host_slot"] == 1
+    assert env.run(frame(A)) == XDP_DROP
+
+
+def test_recount_rebuilds_the_slot_directory_from_every_slot(env):
+    from services.dataplane import bpfsys
+    env.dp.add_rule(host(A))
+    env.dp.add_rule(host("fd00::5"))
+    cfg = env.dp._config()
+    cfg.n_host_slot = 0
+    for w in range(len(cfg.host_slot_used)):
+        cfg.host_slot_used[w] = 0
+    bpfsys.update(env.dp._maps["config"].fd, ctypes.c_uint32(0), cfg)
+    assert env.dp.rules() == [] and env.dp.occupancy()["src_host_slot"][0] == 0
+    assert env.dp.recount()["n_host_slot"] == 2
+    assert {rs.rule.src for rs in env.dp.rules()} == {A + "/32", "fd00::5/128"}
+
+
+def sharing_n(addr: str, n: int) -> list[str]:
+    """n IPv4 addresses after `addr` whose inline slot is `addr`'s."""
+    out = [addr]
+    while len(out) <= n:
+        out.append(sharing(out[-1]))
+    return out[1:]
+
+
+def test_frees_room_names_the_rules_in_the_full_hash_and_in_the_rules_own_slot(env):
+    X = "10.6.0.1"
+    x1, x2, y = *sharing_n(X, 2), "10.9.9.9"
+    assert host_slot(y) != host_slot(X)
+    for a in (y, X, x1):  # y, X in their slots, x1 in src_host4
+        env.dp.add_rule(host(a))
+    env.dp.add_rule(host("fd00::5"))  # its slot
+    exact = Rule("flow", "drop", src=X, dst="10.2.0.2", sport=1, dport=2, proto=6)
+    env.dp.add_rule(exact)
+    new = host(x2)  # its slot holds X: it would go to src_host4
+    assert [env.dp.frees_room(v, new) for v in (host(X), host(x1), host(y), host("fd00::5"), exact)] \
+        == [True, True, False, False, False]
+    other = Rule("flow", "drop", src=y, dst="10.2.0.2", sport=1, dport=2, proto=6)
+    assert [env.dp.frees_room(v, other) for v in (exact, host(X), host(x1))] == [True, False, False]
+
+
+def test_the_enforcer_evicts_for_a_full_host_hash_only_rules_that_free_room():
+    """src_host4 of 4 entries, model rules in the order y (its own slot), X (slot s), x1-x4 (s
+    taken: the hash, now full). A verdict for x5 (slot s) evicts X, the oldest rule that frees
+    room (x5 takes its slot), never y, older but in a slot x5 cannot use; the next, x6, evicts
+    x1 from the hash. Without the placement check the oldest model rule, y, went first."""
+    from services.dataplane import loader
+    from services.records.rules import Origin
+    from tests.support.dp_env import Env
+    from tests.support.enforcer_parts import S, T0, Parts
+    small = Env(loader.Sizes(exact=64, prefix=4, allow=64, limit=16, ring_pages=16))
+    try:
+        X = "10.6.0.1"
+        xs, y = sharing_n(X, 6), "10.9.9.9"
+        p = Parts(maps=small.dp)
+        order = [y, X, *xs[:4]]
+        for i, a in enumerate(order):
+            assert p.verdict(host(a), now=T0 + i * S).name == "APPLY"
+        occ = small.dp.occupancy()
+        assert (occ["src_host_slot"][0], occ["src_host4"][0]) == (2, 4)
+        p.verdict(host(xs[4]), now=T0 + 10 * S)
+        have = {rs.rule.src for rs in small.dp.rules()}
+        assert have == {a + "/32" for a in (y, *xs[:5])}
+        assert p.metric("rules_evicted_total") == 1
+        assert bytes(in_slot(small, X).addr)[:4] == ipaddress.IPv4Address(xs[4]).packed
+        p.verdict(host(xs[5]), now=T0 + 11 * S)
+        have = {rs.rule.src for rs in small.dp.rules()}
+        assert have == {a + "/32" for a in (y, *xs[1:6])}
+        assert p.metric("rules_evicted_total") == 2
+        assert all(rs.rule.origin is Origin.MODEL for rs in small.dp.rules())
+        assert [small.run(frame(a)) for a in (y, X, xs[0])] == [XDP_DROP, XDP_PASS, XDP_PASS]
+    finally:
+        small.close()

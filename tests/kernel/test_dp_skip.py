@@ -18,7 +18,7 @@ from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 SYN = raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / TCP(sport=1234, dport=80, flags="S"))
 ZERO = dict(n_allow=0, n_exact4=0, n_exact6=0, n_host4=0, n_host6=0, n_prefix4=0, n_prefix6=0,
-            n_limit=0)
+            n_limit=0, n_host_slot=0)
 
 
 def slot(env, src: str) -> tuple[int, int]:
@@ -83,13 +83,13 @@ def test_rule_counts_follow_adds_replaces_and_deletes(env):
     env.dp.allow_add("10.8.0.0/16")
     env.dp.allow_add("10.8.0.0/16")
     # the host rule sits in its inline slot: n_host4 counts the src_host4 hash only (still 0),
-    # its src_filter slot counts it
-    want = ZERO | dict(n_allow=1, n_exact6=1, n_prefix4=1, n_prefix6=1, n_limit=1)
+    # n_host_slot and its src_filter slot count it
+    want = ZERO | dict(n_allow=1, n_exact6=1, n_prefix4=1, n_prefix6=1, n_limit=1, n_host_slot=1)
     assert env.dp.counts() == want
     assert (slot(env, "10.1.0.1"), slot(env, "fd00::1")) == ((0, 1), (1, 0))
     assert env.dp.recount() == want
     assert env.dp.delete_rule(host) and not env.dp.delete_rule(host)
-    assert env.dp.counts()["n_host4"] == 0 and slot(env, "10.1.0.1") == (0, 0)
+    assert env.dp.counts()["n_host_slot"] == 0 and slot(env, "10.1.0.1") == (0, 0)
     assert env.dp.allow_del("10.8.0.0/16") and env.dp.counts()["n_allow"] == 0
 
 

@@ -66,7 +66,7 @@ def clear_rules(dp: Datapath) -> None:
                       ("limit_stats", LimitKey)):
         for k in bpfsys.keys(maps[name].fd, key):
             bpfsys.delete(maps[name].fd, k)
-    for i, v in dp._host_slots():  # inline host rules written behind Datapath's back
+    for i, v in dp._host_slots(every=True):  # inline host rules written behind Datapath's back
         if any(bytes(v)):
             dp._write("src_host_slot", ctypes.c_uint32(i), HostSlot(), "host slot")
     dp.recount()
