@@ -7,14 +7,12 @@ Rules go in and out as services.records.rules.Rule; expiry is converted between 
 (rules) and kernel monotonic ns (maps).
 
 Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
-count is 0; the inline host slots' count n_host_slot comes with a directory of the slots in use:
-hostslots.py), every exact or host rule's source a slot in
-`src_filter` (a packet whose source's slot is 0 skips the exact and host lookups), every shorter
-source prefix its length in the config's per-length counts and bitmaps (plens4/plens6: the program
-looks up one hash per length in use) and, if at least /16 (IPv4) or /32 (IPv6), a slot in
-`src_pfx_filter`; these methods keep them all, raising them before an entry is written and lowering
-them after one is deleted, so none is ever below the truth (`recount()` rebuilds them from the
-maps).
+count is 0; the inline host slots have n_host_slot and a directory: hostslots.py), every exact or
+host rule's source a slot in `src_filter` (a packet whose source's slot is 0 skips the exact and
+host lookups), every shorter source prefix its length in the config's per-length counts and
+bitmaps (plens4/plens6: one hash per length in use) and, if at least /16 (IPv4) or /32 (IPv6), a
+slot in `src_pfx_filter`; these methods keep them all, raising them before an entry is written and
+lowering them after one is deleted, so none is ever below the truth (`recount()` rebuilds them).
 
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
@@ -181,7 +179,7 @@ class Datapath(HostSlots):
             raise ConfigError(f"sample rate {n} out of range (0 = off, N = 1 in N)")
         cfg = self._config()
         cfg.sample_rate = n
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
 
     def _count(self, field: str, delta: int, prefix: Lpm4Key | LpmKey | None = None) -> None:
         """Add `delta` to the config map's rule count `field`, and for a source `prefix` (its
@@ -191,7 +189,7 @@ class Datapath(HostSlots):
         setattr(cfg, field, max(0, getattr(cfg, field) + delta))
         if prefix is not None:
             count_length(cfg, isinstance(prefix, Lpm4Key), prefix.prefixlen, delta)
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
 
     def _slot(self, src: tuple[str, str] | None, delta: int) -> None:
         """Add `delta` to one counter ("exact" or "host") of the src_filter slot of a source
@@ -271,22 +269,18 @@ class Datapath(HostSlots):
             bpfsys.lookup(fd, ctypes.c_uint32(s), got)
             if got.value < n:
                 bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(n))
-        keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
-                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix4",
-                          "src_prefix", "dst_limit")}
-        got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
-               "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
-               "n_host6": len(keys["src_host6"]), "n_prefix4": len(keys["src_prefix4"]),
-               "n_prefix6": len(keys["src_prefix"]), "n_limit": len(keys["dst_limit"])}
-        cfg = self._config()
-        got["n_host_slot"] = cfg.n_host_slot  # _rescan_slots set it
+        maps = dict(n_allow="allow", n_exact4="exact4", n_exact6="exact6", n_host4="src_host4",
+                    n_host6="src_host6", n_prefix4="src_prefix4", n_prefix6="src_prefix", n_limit="dst_limit")
+        keys = {m: bpfsys.keys(self._maps[m].fd, self._maps[m].key) for m in maps.values()}
+        cfg = self._config()  # n_host_slot as _rescan_slots set it
+        got = {f: len(keys[m]) for f, m in maps.items()} | {"n_host_slot": cfg.n_host_slot}
         for f, n in got.items():
             setattr(cfg, f, n)
         cfg.plens4, cfg.plens6, cfg.n_len4, cfg.n_len6 = 0, type(cfg.plens6)(), type(cfg.n_len4)(), type(cfg.n_len6)()
         for name in ("src_prefix4", "src_prefix"):
             for k in keys[name]:
                 count_length(cfg, name == "src_prefix4", k.prefixlen, 1)
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
         return got
 
     def stats(self) -> dict[str, int]:
@@ -305,9 +299,9 @@ class Datapath(HostSlots):
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (its inline slot in src_host_slot, else
-        src_host4 or src_host6: hostslots.py; counters in the value). A shorter source-prefix rule too (src_prefix4 for IPv4, src_prefix for IPv6, by
-        length and network address, counters in the value), after its length's count and bit and
-        its src_pfx_filter slot are raised. A limit rule is three or more: its counter
+        src_host4 or src_host6: hostslots.py; counters in the value). A shorter source-prefix
+        rule too (src_prefix4 for IPv4, src_prefix for IPv6, by length and network address,
+        counters in the value), after its length's count and bit and src_pfx_filter slot are raised. A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
@@ -381,9 +375,7 @@ class Datapath(HostSlots):
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
         makes no valid Rule (written by something other than this build) is left out, logged."""
-        def keys(name, ktype):  # the inline slots: only those the directory marks (hostslots.py)
-            return self._slot_keys() if name == "src_host_slot" else bpfsys.keys(self._maps[name].fd, ktype)
-        return read_rules(keys, self._read_sum)
+        return read_rules(self._rule_keys, self._read_sum)
 
     # -- allowlist -------------------------------------------------------------------
     @_writes

@@ -117,6 +117,11 @@ class HostSlots:
         """(inline slots holding a rule, slots): config's n_host_slot, no slot read."""
         return self._config().n_host_slot, self._maps["src_host_slot"].max_entries
 
+    def _rule_keys(self, name: str, ktype) -> list:
+        """The keys of rule map `name` (for entries.read_rules): of src_host_slot only the slots
+        the directory marks, of the others every key."""
+        return self._slot_keys() if name == "src_host_slot" else bpfsys.keys(self._maps[name].fd, ktype)
+
     def _slot_keys(self, cfg: Config | None = None) -> list[ctypes.c_uint32]:
         """The indexes of the slots the directory marks as used (of `cfg`, else read)."""
         words = (cfg or self._config()).host_slot_used
