@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from services.records.packet import PROTO_UDP
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 from .sketch import _hash, hash64
 from .watch import is_group
@@ -25,6 +25,31 @@ SOLICITED_SOURCES = 254
 # (below the 2000-packet floor of a destination's unanswered packets: they hide no more than
 # an unanswered flood under that bound could send anyway)
 SOLICITED_VOLUME = 1000
+# a TCP flow of at most this many packets a window, all resets (RST or RST+ACK, no SYN, FIN or
+# data), is a refusal (`refuses`): it answers everything but a SYN-ACK
+REFUSAL_PACKETS = 2
+_NOT_REFUSAL = TCP_SYN | TCP_FIN | TCP_PSH
+# a refusal's hash64 is shipped XOR-ed with this (scorer stage 1: windows.py), its 5-tuple kept
+# with this suffix (the replay), so that `answered(key, refusals=False)` can leave it out
+REFUSAL_SALT = 0x5EF05A1_0F_5EF05A1
+REFUSED = ("refused",)
+
+
+def refuses(key: tuple, packets: int, flags: int) -> bool:
+    """Whether flow `key` (its packets and OR-ed TCP flags in the window) is a refusal: at most
+    REFUSAL_PACKETS TCP packets, resets only. It answers no SYN-ACK (evidence.flow_marks): a
+    host's stack resets every SYN-ACK it did not ask for, and with those resets taken as answers
+    the victim of a SYN-ACK reflection saw 0 unanswered SYN-ACKs (a capture made with real
+    tools: nginx on 200 addresses, the victim a live Linux host). It still answers everything
+    else: a restarting server resets its keep-alive clients, who are no flood."""
+    return (key[4] == PROTO_TCP and packets <= REFUSAL_PACKETS and bool(flags & TCP_RST)
+            and not flags & _NOT_REFUSAL)
+
+
+def refusals(proto, packets, flags):
+    """`refuses` over numpy columns of flows (protocol, packets, flags): a boolean array."""
+    return ((proto == PROTO_TCP) & (packets <= REFUSAL_PACKETS) & ((flags & TCP_RST) != 0)
+            & ((flags & _NOT_REFUSAL) == 0))
 
 
 def reverse_key(key: tuple) -> tuple:
@@ -71,21 +96,27 @@ class Answers:
 
     @classmethod
     def of_keys(cls, keys: Iterable[tuple], previous: "Answers | None" = None,
-                skipped: int = 0) -> "Answers":
+                skipped: int = 0, states: "dict | None" = None) -> "Answers":
         """The Answers of a window's flows (5-tuples); the requests that solicit are those to a
-        multicast or broadcast address (`asks`)."""
+        multicast or broadcast address (`asks`). With `states` (flow states by key, features
+        form), a flow that `refuses` is kept as a refusal (`answered`)."""
         keys = list(keys)
-        return cls((k[0] for k in keys), keys, (sent_from_key(k) for k in keys if asks(k)),
+        answering = keys if states is None else [
+            k + REFUSED if refuses(k, states[k]["packets"], states[k]["flags"]) else k for k in keys]
+        return cls((k[0] for k in keys), answering, (sent_from_key(k) for k in keys if asks(k)),
                    previous, skipped=skipped)
 
-    def answered(self, key: tuple) -> bool:
-        """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed)."""
+    def answered(self, key: tuple, refusals: bool = True) -> bool:
+        """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed);
+        with `refusals` False, a refusal (`refuses`) does not count."""
         if key[1] not in self.addresses:
             return False
         if self.hashed:
             s, d, sp, dp, pr = key
-            return _hash(f"{d}|{s}|{dp}|{sp}|{pr}") in self.flows
-        return reverse_key(key) in self.flows
+            h = _hash(f"{d}|{s}|{dp}|{sp}|{pr}")
+            return h in self.flows or (refusals and (h ^ REFUSAL_SALT) in self.flows)
+        r = reverse_key(key)
+        return r in self.flows or (refusals and r + REFUSED in self.flows)
 
     def solicited(self, key: tuple) -> bool:
         """Whether flow `key` answers a request its destination sent from the flow's destination

@@ -277,7 +277,7 @@ class _Decider:
                 continue
             if mask == TCP_SYN:
                 legit += s.get("syn", 0) if s["flags"] & TCP_ACK else 0
-            elif marks[k] & E.ANSWERED and s["flags"] & mask == mask:
+            elif marks[k] & E.ANSWERED and not marks[k] & E.SYNACK and s["flags"] & mask == mask:
                 legit += s["packets"]
         rate = min(self.p.limit_pps, max(self.p.limit_floor_pps, math.ceil(2 * legit / self.width_s)))
         return Rule(Scope.DST_LIMIT, Action.LIMIT, dst=dst, dport=dport, proto=proto, tcp_flags=mask,

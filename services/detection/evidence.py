@@ -29,14 +29,19 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
                (services.detection.outage: a health checker's backends going down).
   probe_other  the same for UDP / ICMP / other flows of <= 2 packets, weighted by the share of
                the source's such flows here nobody answered (`src_measures`): a DNS prober's
-               resolvers answer, a swept /24's empty addresses do not. Decisions take the lower
+               resolvers answer, a swept /24's empty addresses do not (UDP to traceroute's ports
+               of one host, TRACEROUTE_PORTS, is one target: a traceroute run is no port fan,
+               a sweep on 33434 still a sweep). Decisions take the lower
                of that and the share of its distinct targets nobody answered over the horizon
                (`ProbeFates`): retries to one dead device are not a sweep; a target that
                answered the source within the outage memory's period counts as answered
                there (services.detection.outage: a station's targets going down).
   login        TCP sessions started by the source towards ONE login service (LOGIN_PORTS) of one
-               host, summed over the last 3 windows (password guessing). Benign: a mail client
-               polling, one SSH or database session; web ports are not login services (a client
+               host, summed over the last 3 windows (password guessing); a session is a completed
+               handshake, its ACK in the SYN's window or one of the OPEN_WINDOWS - 1 after it,
+               counted in the ACK's window (watch.SourceWatch.count; a refused or unanswered SYN
+               guesses nothing: an app pool retrying a database that is down). Benign: a mail client
+               polling, one SSH session; web ports are not login services (a client
                that reconnects per request is ordinary).
 Destination scope (stage 2 holds all flows towards a destination: `dst_measures`):
   half_open_srcs  distinct sources with a half-open flow to the destination (spoofed SYN flood)
@@ -46,9 +51,14 @@ Destination scope (stage 2 holds all flows towards a destination: `dst_measures`
                   never a multicast or broadcast destination: a reflector answers the (spoofed)
                   source address of a query, a victim's unicast address, while devices announce
                   themselves to a group (mDNS answers to 224.0.0.251:5353, SSDP NOTIFYs)
-  fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it
+  fragments       non-first IP fragments (TCP/UDP with both ports 0) towards it, beyond
+                  FRAGMENTS_PER_DATAGRAM per packet of the same source's answered UDP flows to
+                  it: the rest of datagrams the destination asked for (a resolver's large
+                  answers arrive fragmented)
   dhcp            DHCP client packets (UDP 68 -> 67) towards it: a DISCOVER flood to broadcast
-  unsolicited_srcs distinct sources whose flows to it nobody answered
+  unsolicited_srcs distinct sources whose flows to it nobody answered (not counting flows to a
+                  port of a one-way protocol, ONE_WAY_PORTS: syslog, traps, flow export, metrics,
+                  while their packets to it stay at or below ONE_WAY_VOLUME a window)
   packets         packets towards it nobody answered (one-sided volume far above any benign
                   destination's: a download or a call is answered, a flood is not)
 and per source the same one-sided volume (`src_measures`; partition-local in the scorer).
@@ -63,16 +73,16 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_
 from .answers import (SOLICIT_WINDOWS, SOLICITED_PACKETS, SOLICITED_SOURCES,  # noqa: F401
                       SOLICITED_VOLUME, Answers, asked_key, asks, crowded, reverse_key,
                       sent_from_key)
-from .watch import LOGIN_PORTS, ProbeFates, SourceWatch, is_group  # noqa: F401  (re-exported)
+from .ports import (LOGIN_PORTS, ONE_WAY_PORTS, REFLECTOR_PORTS,  # noqa: F401 (re-exported)
+                    TRACEROUTE_PORTS, probe_target)
+from .watch import (ProbeFates, SourceWatch,  # noqa: F401
+                    is_group)  # (re-exported)
 from .watch import merge_fates
 
-# UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
-# QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
-# MS-SQL, Citrix, SSDP, ARD, WS-Discovery, SIP, NAT-PMP, mDNS, CoAP, BitTorrent, Ubiquiti,
-# memcached, VxWorks, Quake, Steam, Lantronix, Plex, Jenkins, DVR (37810), BACnet
-REFLECTOR_PORTS = frozenset({17, 19, 53, 69, 111, 123, 137, 161, 389, 427, 500, 520, 623, 1194,
-                             1434, 1604, 1900, 3283, 3702, 5060, 5351, 5353, 5683, 6881, 10001,
-                             11211, 17185, 26000, 27015, 27960, 30718, 32414, 33848, 37810, 47808})
+ONE_WAY_VOLUME = 2000  # the `packets` floor: the exemption ends where one-sided volume is evidence
+# The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
+# the budget of fragments an answered UDP packet of the same source buys (`dst_measures`)
+FRAGMENTS_PER_DATAGRAM = 44
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
 UNSPECIFIED = ("0.0.0.0", "::")  # a DHCP client before its lease: never a blockable source
 
@@ -84,6 +94,7 @@ DST_MEASURES: tuple[str, ...] = ("half_open_srcs", "synack_srcs", "rst_srcs", "r
 # flow marks (bit set per flow, `flow_marks`)
 HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
 SOLICITED = 2048  # with ANSWERED: answered by being solicited (a reply to a request D sent)
+ONE_WAY = 4096  # with UNANSWERED: UDP to a port of a one-way protocol (ONE_WAY_PORTS)
 SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256
 _BARE = TCP_FIN | TCP_RST | TCP_PSH
 
@@ -112,6 +123,8 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
         m |= GROUP  # nobody answers a group address: neither answered nor unanswered
     elif done:
         m |= UNANSWERED
+        if proto == PROTO_UDP and key[3] in ONE_WAY_PORTS:
+            m |= ONE_WAY
     if packets <= 2 and not group:
         m |= PROBE
     if proto == PROTO_TCP:
@@ -119,11 +132,11 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
             m |= INITIATED
             if not flags & TCP_ACK and done:
                 m |= HALF_OPEN
-        elif not answered:
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+        elif flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and not flags & _BARE:
+            if not (answered and answers.answered(key, refusals=False)):  # a reset is no answer
                 m |= SYNACK
-            elif flags & TCP_RST and not flags & TCP_SYN:
-                m |= RST_ONLY
+        elif not answered and flags & TCP_RST and not flags & TCP_SYN:
+            m |= RST_ONLY
     elif proto == PROTO_UDP:
         if key[2] in REFLECTOR_PORTS and not group and not answered:
             m |= REFLECTED
@@ -140,7 +153,21 @@ _ANY_SET = HALF_OPEN | SYNACK | RST_ONLY | REFLECTED | UNANSWERED
 
 def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                  marks: Mapping[tuple, int]) -> dict[str, list[float]]:
-    """DST_MEASURES of every destination of `keys` (all flows towards it must be there)."""
+    """DST_MEASURES of every destination of `keys` (all flows towards it must be there).
+    `fragments` counts a source's non-first fragments beyond FRAGMENTS_PER_DATAGRAM per packet
+    of its answered UDP flows to the destination (the rest of datagrams the destination asked
+    for: a resolver's large answers from the servers it queried; a TCP or ICMP exchange buys
+    nothing). `unsolicited_srcs` leaves out ONE_WAY flows unless the destination's ONE_WAY
+    packets exceed ONE_WAY_VOLUME."""
+    keys = list(keys)
+    budget: dict[tuple, int] = {}  # (src, dst) -> fragments its answered UDP packets account for
+    loud: dict[str, int] = {}  # dst -> packets of its ONE_WAY flows
+    for k in keys:
+        m = marks[k]
+        if m & (ANSWERED | FRAGMENT) == ANSWERED and k[4] == PROTO_UDP:
+            budget[k[:2]] = budget.get(k[:2], 0) + FRAGMENTS_PER_DATAGRAM * flows[k]["packets"]
+        elif m & ONE_WAY:
+            loud[k[1]] = loud.get(k[1], 0) + flows[k]["packets"]
     acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume
     for k in keys:
         m, d = marks[k], k[1]
@@ -149,6 +176,8 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
             a = acc[d] = [None, None, None, None, None, 0, 0, 0]
         if not m & (ANSWERED | GROUP):
             a[7] += flows[k]["packets"]
+        if m & ONE_WAY and loud[d] <= ONE_WAY_VOLUME:
+            m &= ~UNANSWERED
         if m & _ANY_SET:
             for bit, i in _SOURCE_SETS:
                 if m & bit:
@@ -156,8 +185,13 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                         a[i] = {k[0]}
                     else:
                         a[i].add(k[0])
-        if m & (FRAGMENT | DHCP):
-            a[5 if m & FRAGMENT else 6] += flows[k]["packets"]
+        if m & FRAGMENT:
+            n, b = flows[k]["packets"], budget.get(k[:2], 0)
+            if b:
+                budget[k[:2]] = max(0, b - n)
+            a[5] += max(0, n - b)
+        elif m & DHCP:
+            a[6] += flows[k]["packets"]
     return {d: [len(a[0]) if a[0] else 0, len(a[1]) if a[1] else 0, len(a[2]) if a[2] else 0,
                 len(a[3]) if a[3] else 0, a[5], a[6], len(a[4]) if a[4] else 0, float(a[7])]
             for d, a in acc.items()}
@@ -216,7 +250,7 @@ def probe_tally(keys: Iterable[tuple], marks: Mapping[tuple, int],
                 quiet = bool(m & UNANSWERED)
                 c[0] += 1
                 c[1] += quiet
-                merge_fates(c[2], {(k[1], k[4], k[3]): quiet})
+                merge_fates(c[2], {probe_target(k): quiet})
     return out
 
 
@@ -333,7 +367,7 @@ def assess_window(window, window_end_ns: int, previous: Answers | None = None,
     source measures cover this window alone, without fates no probe_other is held. Returns
     the Answers for the next window's call."""
     flows = window.flows
-    answers = Answers.of_keys(flows, previous, skipped)  # skipped: Answers
+    answers = Answers.of_keys(flows, previous, skipped, states=flows)  # skipped: Answers
     if watch is None:
         watch = SourceWatch(max(window_end_ns - window.start_ns, 1), span=1)
     entries: dict[str, list] = {}

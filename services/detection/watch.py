@@ -7,18 +7,19 @@ described with the measures in services.detection.evidence.
 from __future__ import annotations
 
 import ipaddress
+from itertools import chain, islice
 from typing import Container, Iterable, Mapping
 
-from services.records.packet import PROTO_TCP, TCP_ACK
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
+from .ports import LOGIN_PORTS, TRACEROUTE_PORTS, probe_target  # noqa: F401  (re-exported)
 
 LOGIN_WINDOWS = 3
-# TCP services that password guessers target: FTP, SSH, telnet, SMTP (submission), POP3, IMAP,
-# LDAP, SMB, MS-SQL, Oracle, MySQL, RDP, PostgreSQL, VNC, Redis, MongoDB
-LOGIN_PORTS = frozenset({21, 22, 23, 25, 110, 143, 389, 445, 465, 587, 636, 993, 995, 1433, 1521,
-                         3306, 3389, 5432, 5900, 6379, 27017})
+OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK retries: 1, 3, 7, 15 s)
+OPENING_MAX = 4096  # login SYNs kept per window for that, sources with the most SYNs first (a
+# spoofed SYN flood to port 22, one SYN per source, cannot push a guesser's out)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}
 
@@ -62,11 +63,22 @@ def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
     return best[0], best[1]
 
 
+def _flags(state) -> int:
+    """The TCP flags of a flow state: the replay's dict (features) or the scorer's list."""
+    return state["flags"] if isinstance(state, dict) else state[4]
+
+
+def _syn(state) -> int:
+    """The SYN-without-ACK packets of a flow state: the replay's dict or the scorer's list."""
+    return state.get("syn", 0) if isinstance(state, dict) else state[5]
+
+
 def _entry(entries: dict[str, list], src: str) -> list:
-    """The source's entry of a window (created empty: half-open, probes, logins, unsettled)."""
+    """The source's entry of a window (created empty: half-open, probes, logins, unsettled,
+    handshakes to a login service that may complete in the next window)."""
     e = entries.get(src)
     if e is None:
-        e = entries[src] = [None, None, None, None]
+        e = entries[src] = [None, None, None, None, None]
     return e
 
 
@@ -75,6 +87,14 @@ def _add_half_open(e: list, dst: str) -> None:
     if e[0] is None:
         e[0] = {}
     e[0][dst] = e[0].get(dst, 0) + 1
+
+
+def _add_login(e: list, dst: str, dport: int) -> None:
+    """Count a login session towards service (`dst`, `dport`) in an entry."""
+    if e[2] is None:
+        e[2] = {}
+    g = (dst, dport)
+    e[2][g] = e[2].get(g, 0) + 1
 
 
 def _settle(entries: dict[str, list], key: tuple) -> None:
@@ -121,21 +141,31 @@ class SourceWatch(WindowedSources):
     # (tuple | set | None), logins (dict | None), None]; `pending`: window start -> 5-tuples
     # of its unsettled SYN-only flows, judged when the next window is added; `memory`: the
     # TCP targets each source completed a handshake with lately
-    __slots__ = ("pending", "memory")
+    __slots__ = ("pending", "opening", "memory")
 
     def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS,
                  memory_s: float = OUTAGE_MEMORY_S) -> None:
         super().__init__(width_ns, span)
         self.pending: dict[int, list[tuple]] = {}
+        self.opening: dict[int, list[tuple]] = {}
         self.memory = AnsweredMemory(memory_s)
 
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
               done: bool, handshakes: dict[str, list] | None = None) -> None:
         """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
-        SYN-without-ACK packets, and whether it is `settled`). A SYN-only flow that is not
-        settled yet is noted in the entry's last slot (`add_entries` settles it later); one to
-        a login service counts as a login session at once, as any SYN to it does. A completed
+        SYN-without-ACK packets, and whether it is `settled`). A DHCP server's offer or ack
+        (UDP 67 -> 68) is no probe: it goes to the address it offers, whose client answers by
+        broadcast from 0.0.0.0, so a server offering to 10 new clients of its /24 read as a UDP
+        sweep (a capture with dnsmasq under a DISCOVER flood: its own source dropped for 600 s).
+        A SYN-only flow that is not settled yet is noted in the entry's fourth slot
+        (`add_entries` settles it later). A flow to a login service counts as a login session
+        when it completes its handshake: its SYN and its own ACK in this window, or its SYN here
+        (noted in the last slot) and its ACK in one of the next OPEN_WINDOWS - 1 windows
+        (`add_entries`; a client that delays its ACK, or ACKs a retransmitted SYN-ACK, still
+        counts, once). A SYN refused (RST) or never
+        answered is no login attempt (an app pool retrying a database that is down): SYN floods
+        and probes are half_open's and probe_tcp's. A completed
         handshake (SYN and ACK) is noted in `handshakes` (source -> targets), if given."""
         src, dst, _, dport, proto = key
         if handshakes is not None and proto == PROTO_TCP and syn and flags & TCP_ACK:
@@ -146,12 +176,22 @@ class SourceWatch(WindowedSources):
                 t.append((dst, proto, dport))
         syn_only = proto == PROTO_TCP and syn and not flags & TCP_ACK
         half_open = syn_only and done
-        login = proto == PROTO_TCP and syn and dport in LOGIN_PORTS
-        probe = packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+        # a login session needs a completed handshake: a SYN refused (RST) or never answered
+        # guesses nothing (an app pool retrying a database that is down); SYN floods and
+        # probes are half_open's and probe_tcp's
+        login_port = proto == PROTO_TCP and dport in LOGIN_PORTS
+        login = login_port and syn and flags & TCP_ACK
+        opening = login_port and syn_only and not is_group(dst)
+        probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
+                 and not (proto == PROTO_UDP and key[2] == 67 and dport == 68))  # a DHCP offer
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
-        if not (half_open or login or probe or unsettled):
+        if not (half_open or login or probe or unsettled or opening):
             return
         e = _entry(entries, src)
+        if opening:
+            if e[4] is None:
+                e[4] = []
+            e[4].append(key)
         if unsettled:
             if e[3] is None:
                 e[3] = []
@@ -161,12 +201,15 @@ class SourceWatch(WindowedSources):
         if half_open:
             _add_half_open(e, dst)
         if probe:
-            _add_probe(e, (dst, proto, dport))
+            _add_probe(e, probe_target(key))
         if login:
-            if e[2] is None:
-                e[2] = {}
-            g = (dst, dport)
-            e[2][g] = e[2].get(g, 0) + 1
+            _add_login(e, dst, dport)
+
+    def _opened(self, ws: int) -> list[tuple]:
+        """Login SYNs of the OPEN_WINDOWS - 1 windows before `ws` still waiting for their ACK (a
+        client may ACK a retransmitted SYN-ACK, 1, 3, 7 or 15 s later: it is counted then)."""
+        return [k for w, ks in self.opening.items() if ws - OPEN_WINDOWS * self.width_ns < w < ws
+                for k in ks]
 
     def add_entries(self, ws: int, entries: dict[str, list], flows: Container | None = None,
                     handshakes: Mapping[str, list] | None = None) -> None:
@@ -186,13 +229,24 @@ class SourceWatch(WindowedSources):
         for key in earlier or ():
             if key not in flows:
                 _settle(entries, key)
+        gone: set[tuple] = set()  # login SYNs of earlier windows answered or reset in this one
+        for key in self._opened(ws) if isinstance(flows, dict) else ():
+            st = flows.get(key)
+            if st is None:
+                continue
+            flags, syn = _flags(st), _syn(st)
+            if not (flags & (TCP_ACK | TCP_RST) or syn):
+                continue  # a segment without SYN, ACK or RST ends no wait (the server drops it)
+            gone.add(key)
+            if flags & TCP_ACK and not syn:  # its ACK came here: a login session (with a SYN
+                _add_login(_entry(entries, key[0]), key[1], key[3])  # here, `count` counted it)
         mine = []
         for src in [s for s, e in entries.items() if e[3] is not None]:
             e = entries[src]
             k = e[3][0]
             alone = (len(e[3]) == 1 and e[0] is None and e[1] is None and src not in seen
                      and e[2] in (None, {(k[1], k[3]): 1}))  # that SYN is all the source did
-            if alone and e[2] is None:
+            if alone and e[2] is None and e[4] is None:
                 del entries[src]
                 continue
             if not alone:
@@ -201,6 +255,19 @@ class SourceWatch(WindowedSources):
         self.pending = {w: p for w, p in self.pending.items() if w == ws - self.width_ns}
         if mine:
             self.pending[ws] = mine
+        waiting = []
+        for e in entries.values():
+            if e[4] is not None:
+                waiting.append(e[4])
+                e[4] = None
+        # the sources with most SYNs first, at most OPENING_MAX (not every SYN of a flood copied)
+        opening = list(islice(chain.from_iterable(sorted(waiting, key=len, reverse=True)),
+                              OPENING_MAX))
+        keep = {w: [k for k in ks if k not in gone] for w, ks in self.opening.items()
+                if ws - OPEN_WINDOWS * self.width_ns < w < ws}
+        self.opening = {w: ks for w, ks in keep.items() if ks}
+        if opening:
+            self.opening[ws] = opening
         for src, e in entries.items():  # half-open flows: the busiest destination's count is kept
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1

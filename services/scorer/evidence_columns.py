@@ -14,7 +14,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
-                                         HALF_OPEN, INITIATED, PROBE, REFLECTED, RST_ONLY,
+                                         FRAGMENTS_PER_DATAGRAM, HALF_OPEN, INITIATED,
+                                         ONE_WAY, ONE_WAY_PORTS, ONE_WAY_VOLUME, PROBE,
+                                         REFLECTED, RST_ONLY,
                                          SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
                                          SOLICITED_VOLUME, SYNACK, UNANSWERED, Answers,
                                          ProbeFates, WindowEvidence, hold_tallied, is_group,
@@ -23,6 +25,7 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_
 
 from .rows import REFLECTOR_ARRAY, _i64, _ints, _sum_slow, _total_below, _u64
 
+_ONE_WAY = np.array(sorted(ONE_WAY_PORTS), dtype=np.int64)
 # destination measures from source sets, DST_MEASURES order: half-open, SYN-ACK, RST, reflector
 _DST_SETS = (HALF_OPEN, SYNACK, RST_ONLY, REFLECTED)
 
@@ -54,7 +57,8 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], flags: Sequence[in
     held = {}
     if fates is not None:
         held = hold_tallied(tally, probe_groups(tally, src_own), src, fates, ws)
-    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks), held,
+    return WindowEvidence(by_key, src, _dst(d_at, d_of, s_of, len(s_at), packets, marks,
+                                            proto == PROTO_UDP), held,
                           tally)
 
 
@@ -82,14 +86,18 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     limit = window_end_ns - GRACE_NS
     done = last <= np.uint64(limit) if limit >= 0 else np.zeros(n, dtype=bool)
     m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done, UNANSWERED, 0)))
+    m |= np.where(udp & (m & UNANSWERED != 0) & np.isin(dport, _ONE_WAY), ONE_WAY, 0)
     m |= np.where((packets <= 2) & ~group, PROBE, 0)
     tcp = proto == PROTO_TCP
     initiated = tcp & (syn != 0)
     m |= np.where(initiated, INITIATED, 0)
     m |= np.where(initiated & (flags & TCP_ACK == 0) & done, HALF_OPEN, 0)
     quiet = tcp & ~initiated & ~answered
-    synack = quiet & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
-    m |= np.where(synack, SYNACK, 0)
+    synack = tcp & ~initiated & (flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK) & (flags & _BARE == 0)
+    reset = np.zeros(n, dtype=bool)  # answered by a refusal alone (evidence.flow_marks)
+    for i in np.flatnonzero(synack & answered).tolist():
+        reset[i] = not answers.answered(keys[i], refusals=False)
+    m |= np.where(synack & (~answered | reset), SYNACK, 0)
     m |= np.where(quiet & ~synack & (flags & TCP_RST != 0) & (flags & TCP_SYN == 0), RST_ONLY, 0)
     m |= np.where(reflector & ~group & ~answered, REFLECTED, 0)
     m |= np.where(sol, SOLICITED, 0)
@@ -115,12 +123,44 @@ def _distinct(of: np.ndarray, members: np.ndarray, size: int, mask: np.ndarray,
     return np.bincount(codes // size, minlength=groups).tolist()
 
 
-def _dst(d_at, d_of, s_of, n_src, packets, marks) -> dict[str, list]:
+def _fragments(d_of, s_of, n_src, packets, marks, udp, groups: int) -> list[int]:
+    """Per destination its non-first fragments beyond FRAGMENTS_PER_DATAGRAM per packet of the
+    same source's answered UDP flows to it (evidence.dst_measures), as Python integers."""
+    frag = marks & FRAGMENT != 0
+    if not frag.any():
+        return [0] * groups
+    give = (marks & (ANSWERED | FRAGMENT) == ANSWERED) & udp
+    sel = np.flatnonzero(frag | give)
+    pair = d_of[sel].astype(np.int64) * n_src + s_of[sel]
+    p, f = _u64(packets)[sel], frag[sel]
+    codes, inv = np.unique(pair, return_inverse=True)
+    if _total_below(p, 2**57):  # FRAGMENTS_PER_DATAGRAM x any sum fits in 64 bits
+        have, budget = np.zeros(len(codes), np.uint64), np.zeros(len(codes), np.uint64)
+        np.add.at(have, inv[f], p[f])
+        np.add.at(budget, inv[~f], p[~f] * np.uint64(FRAGMENTS_PER_DATAGRAM))
+        out = np.zeros(groups, dtype=np.uint64)
+        np.add.at(out, codes // n_src, np.where(have > budget, have - budget, 0).astype(np.uint64))
+        return out.tolist()
+    have_l, budget_l = [0] * len(codes), [0] * len(codes)
+    for i, n, is_frag in zip(inv.tolist(), _ints(p), f.tolist()):
+        if is_frag:
+            have_l[i] += n
+        else:
+            budget_l[i] += FRAGMENTS_PER_DATAGRAM * n
+    out_l = [0] * groups
+    for c, h, b in zip(codes.tolist(), have_l, budget_l):
+        out_l[c // n_src] += max(0, h - b)
+    return out_l
+
+
+def _dst(d_at, d_of, s_of, n_src, packets, marks, udp) -> dict[str, list]:
     """evidence.dst_measures from the marks."""
     g = len(d_at)
     sets = [_distinct(d_of, s_of, n_src, marks & bit != 0, g) for bit in _DST_SETS]
-    unsolicited = _distinct(d_of, s_of, n_src, marks & UNANSWERED != 0, g)
-    frag = _sums(d_of, packets, marks & FRAGMENT != 0, g)
+    one_way = marks & ONE_WAY != 0
+    loud = np.array([v > ONE_WAY_VOLUME for v in _sums(d_of, packets, one_way, g)], dtype=bool)
+    unsolicited = _distinct(d_of, s_of, n_src, (marks & UNANSWERED != 0) & ~(one_way & ~loud[d_of]), g)
+    frag = _fragments(d_of, s_of, n_src, packets, marks, udp, g)
     dhcp = _sums(d_of, packets, (marks & DHCP != 0) & (marks & FRAGMENT == 0), g)
     volume = _sums(d_of, packets, marks & (ANSWERED | GROUP) == 0, g)
     return {d: [sets[0][i], sets[1][i], sets[2][i], sets[3][i], frag[i], dhcp[i],

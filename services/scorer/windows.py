@@ -51,6 +51,7 @@ import numpy as np
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
+from services.detection.answers import REFUSAL_SALT, refusals
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
@@ -220,6 +221,9 @@ class SourcePartition:
         addr_q[at:] = [address_partition(a, num_dst_partitions) for a in rest]
         dq, sq = addr_q[rows["dst"]], addr_q[rows["src"]]
         sent_by = _sender_hashes(keys, rows)
+        # a refusal (answers.refuses) is shipped salted: it answers everything but a SYN-ACK
+        answer_hash = np.where(refusals(rows["proto"], rows["packets"], rows["flags"]),
+                               rows["hash"] ^ np.uint64(REFUSAL_SALT), rows["hash"])
         src_names = np.array(names, dtype=object)
         senders = {q: src_names[i].tolist() for q, i in _by_partition(addr_q[:n_src]).items()}
         chunks = []
@@ -231,7 +235,7 @@ class SourcePartition:
                 if len(fl[part]) or len(se[part]) or sa[part]:
                     chunks.append(FlowChunk(ws, self.partition, q, i, senders=sa[part],
                                             table=table.take(fl[part]),
-                                            sent_flows=rows["hash"][se[part]],
+                                            sent_flows=answer_hash[se[part]],
                                             sent_by=sent_by[se[part]]))
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:

@@ -97,16 +97,20 @@ def fragmented_amplification(t0: int, seconds: float, answers_per_s: int = 200,
 
 
 def synack_reflection(t0: int, seconds: float, pps: int = 300, servers: int = 500,
-                      victim: str = "10.0.0.80", seed: int = 5) -> list[Packet]:
+                      victim: str = "10.0.0.80", seed: int = 5, resets: bool = False) -> list[Packet]:
     """SYN-ACKs from many web servers to the victim's random ports (the attacker spoofed SYNs
-    from the victim's address); each server retransmits its SYN-ACK after 1 s."""
+    from the victim's address); each server retransmits its SYN-ACK after 1 s. With `resets`
+    the victim is a live host whose stack resets each SYN-ACK it did not ask for (a bare RST
+    50 us later, as Linux sends), and the servers, reset, do not retransmit."""
     rnd = random.Random(seed)
     srv = [(_public(rnd), rnd.choice((80, 443))) for _ in range(servers)]
     pk = []
-    for i in range(int(seconds * pps / 2)):
-        t, (s, port) = t0 + i * 2 * S // pps, rnd.choice(srv)
+    for i in range(int(seconds * pps / (1 if resets else 2))):
+        t, (s, port) = t0 + i * (1 if resets else 2) * S // pps, rnd.choice(srv)
         vp = rnd.randrange(1024, 65536)
-        pk += [_tcp(t, s, victim, port, vp, SYN | ACK, 74), _tcp(t + S, s, victim, port, vp, SYN | ACK, 74)]
+        pk.append(_tcp(t, s, victim, port, vp, SYN | ACK, 74))
+        pk.append(_tcp(t + 50_000, victim, s, vp, port, RST, 54) if resets
+                  else _tcp(t + S, s, victim, port, vp, SYN | ACK, 74))
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
 
 
@@ -380,4 +384,79 @@ def ssdp_search(t0: int, seconds: float, client: str = "10.0.0.21", net: str = "
             pk.append(_udp(t, client, "239.255.255.250", sport, 1900, 170))
             for j in range(1, devices + 1):
                 pk.append(_udp(t + int(rnd.uniform(0.005, mx) * S), f"{net}.{j}", client, 1900, sport, 320))
+    return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])
+
+
+def db_pool_outage(t0: int, seconds: float, app: str = "10.0.0.70", db: str = "10.0.0.90",
+                   port: int = 5432, workers: int = 15, outage: tuple[float, float] = (10, 30),
+                   refused: bool = True, reconnect_every_s: float = 0.5,
+                   seed: int = 23) -> list[Packet]:
+    """An app host's pool of `workers` persistent connections to a database (`port`, a login
+    service), opened before `t0` (their packets here carry no SYN): a query every ~0.5 s on
+    each. During `outage` (from, to: seconds) the database is down: the connections are reset
+    and each worker retries every ~1 s, refused (SYN answered by RST) or, with `refused`
+    False, blackholed (the SYN retransmitted 1 s later, nothing answering; a retry every ~3 s,
+    the driver's connect timeout 2 s). After it the workers reconnect one every
+    `reconnect_every_s` (a pool refilling lazily) and query on. Shape of the dbrefused /
+    dbblackhole captures (/tmp/benign-new2/gen.sh, wt-benign2)."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    start, stop, end = t0 + int(outage[0] * S), t0 + int(outage[1] * S), t0 + int(seconds * S)
+    sp = 40000
+
+    def queries(t: int, until: int, sport: int) -> None:
+        while t < until:
+            pk.extend([_tcp(t, app, db, sport, port, PSH | ACK, 120),
+                       _tcp(t + ms, db, app, port, sport, PSH | ACK, 200),
+                       _tcp(t + 2 * ms, app, db, sport, port, ACK, 66)])
+            t += S // 2 + rnd.randrange(S // 20)
+
+    for w in range(workers):
+        sp += 1
+        queries(t0 + rnd.randrange(S // 2), start, sp)
+        t = start + rnd.randrange(S)
+        while t < stop:
+            sp += 1
+            pk.append(_tcp(t, app, db, sp, port, SYN, 74))
+            if refused:
+                pk.append(_tcp(t + ms, db, app, port, sp, RST | ACK, 54))
+                t += S + rnd.randrange(S // 10)
+            else:
+                pk.append(_tcp(t + S, app, db, sp, port, SYN, 74))
+                t += 3 * S + rnd.randrange(S // 10)
+        sp += 1
+        t = stop + int(w * reconnect_every_s * S) + rnd.randrange(S // 10)
+        pk += [_tcp(t, app, db, sp, port, SYN, 74), _tcp(t + ms, db, app, port, sp, SYN | ACK, 74),
+               _tcp(t + 2 * ms, app, db, sp, port, ACK, 66)]
+        queries(t + 3 * ms, end, sp)
+    return _sorted([p for p in pk if p.ts_ns < end])
+
+
+def slow_ack_guessing(t0: int, seconds: float, per_s: float = 4, attacker: str = "203.0.113.67",
+                      server: str = "10.0.0.22", port: int = 21) -> list[Packet]:
+    """Password guessing whose client sends the handshake's ACK 0.6 s after its SYN (a SYN in
+    the middle of one 1 s window, the ACK in the next, whatever the phase), then a short failed
+    login as in `ftp_guessing`: what a guesser would do if only a SYN and its ACK in one window
+    made a login session."""
+    pk, ms = [], S // 1000
+    for i in range(int(seconds * per_s)):
+        t, sp = t0 + int(i * S / per_s), 41000 + i
+        c = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, attacker, server, sp, port, fl, ln))
+        s = lambda dt, fl, ln: pk.append(_tcp(t + dt * ms, server, attacker, port, sp, fl, ln))
+        c(0, SYN, 74), s(1, SYN | ACK, 74), c(600, ACK, 66), s(602, PSH | ACK, 120)
+        c(603, PSH | ACK, 80), s(605, PSH | ACK, 100), c(606, PSH | ACK, 82), s(630, PSH | ACK, 90)
+        c(631, FIN | ACK, 66), s(632, FIN | ACK, 66), c(633, ACK, 66)
+    return _sorted(pk)
+
+
+def mta_bursts(t0: int, seconds: float, mta: str = "198.51.100.25", mx: str = "10.0.0.25",
+               parallel: int = 10, every_s: float = 15) -> list[Packet]:
+    """A list server (or a large provider) delivering to an MX over `parallel` SMTP connections
+    to port 25 at once every `every_s`: EHLO, MAIL, RCPT, DATA, QUIT over ~100 ms each. Shape of
+    /tmp/benign-new2/mail.pcap (swaks, 10 parallel deliveries)."""
+    pk, sp = [], 45000
+    for k in range(int(seconds / every_s) + 1):
+        for c in range(parallel):
+            sp += 1
+            _session(pk, t0 + int(k * every_s * S) + c * 3_000_000, mta, mx, sp, 25, 6,
+                     15_000_000, up=120, down=90)
     return _sorted([p for p in pk if p.ts_ns < t0 + int(seconds * S)])

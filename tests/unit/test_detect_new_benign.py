@@ -16,6 +16,7 @@ from services.offline.replay import replay
 from services.detection import evidence as E
 from services.records.packet import Packet
 from tests.support import synthetic_traffic as G
+from tests.support.replay_checks import reasons_and_drops
 
 pytestmark = pytest.mark.unit
 
@@ -28,11 +29,6 @@ def detector():
     return load_model()
 
 
-def rules_and_drops(pk, detector):
-    res = replay(pk, detector)
-    return [sg.reason for w in res.windows for sg in w.suggestions], int(res.dropped.sum())
-
-
 @pytest.mark.parametrize("devices", [10, 16, 40, 120])
 def test_mdns_browsing_on_a_lan_loses_nothing(detector, devices):
     """discovery.pcap (wt-benign): a client browsing (_googlecast/_airplay PTR queries every 2 s)
@@ -40,7 +36,7 @@ def test_mdns_browsing_on_a_lan_loses_nothing(detector, devices):
     1a7e785 the group was limited (15 sources of "unsolicited reflector-port answers", bound
     12), then the querier (13 sources of unicast QU answers): 14 of 1,273 packets dropped in
     the evaluation. This synthetic LAN: 16 responders, 161 of 510 dropped on 1a7e785."""
-    assert rules_and_drops(G.mdns_discovery(T0, 60, devices=devices), detector) == ([], 0)
+    assert reasons_and_drops(G.mdns_discovery(T0, 60, devices=devices), detector) == ([], 0)
 
 
 @pytest.mark.parametrize("devices, mx", [(12, 3), (20, 3), (30, 1), (40, 1), (60, 5), (200, 2)])
@@ -50,7 +46,7 @@ def test_ssdp_searching_a_lan_of_upnp_devices_loses_nothing(detector, devices, m
     was limited ("34 sources nobody answered (bound 24)" with 40 devices, MX 1; "15 sources of
     unsolicited reflector-port answers (bound 12)" with 20 devices, MX 3: answers more than one
     window after the M-SEARCH), 701 of 1,840 and 202 of 949 packets dropped."""
-    assert rules_and_drops(G.ssdp_search(T0, 60, devices=devices, mx=mx), detector) == ([], 0)
+    assert reasons_and_drops(G.ssdp_search(T0, 60, devices=devices, mx=mx), detector) == ([], 0)
 
 
 def _amplification(victim, sport, reflectors, per_reflector, seconds=30, seed=5):
@@ -133,4 +129,4 @@ def test_netbios_name_broadcasts_of_a_lan_lose_nothing(detector):
             pk.append(Packet(T0 + k * 2 * S + rnd.randrange(0, 2 * S), f"192.168.7.{h}",
                              "192.168.7.255", 137, 137, 17, 0, 92))
     pk.sort(key=lambda p: p.ts_ns)
-    assert rules_and_drops(pk, detector) == ([], 0)
+    assert reasons_and_drops(pk, detector) == ([], 0)

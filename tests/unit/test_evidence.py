@@ -112,13 +112,15 @@ def test_a_lone_unsettled_syn_of_a_new_source_is_not_kept():
 def test_a_login_syn_in_the_grace_period_counts_as_a_login_session():
     """A guesser far away: the SYN of every fourth session falls in a window's last 250 ms and
     its handshake ends in the next window; it is a login session all the same (as it was
-    before unsettled SYNs were carried), whether the source is new or not."""
+    before unsettled SYNs were carried), whether the source is new or not: counted in the
+    window its handshake completes (a SYN alone is no session: wt-benign2, an app pool
+    retrying a database that is down), so the window after, which sums the last 3."""
     watch = E.SourceWatch(W)
     pk = [p for i in range(2) for p in handshake(i * 10_000, "203.0.113.9", ME, 30000 + i, 22)]
     pk += [tcp(W - 100_000_000, "203.0.113.9", ME, 30002, 22, 0x02)]
     pk += [tcp(W - 50_000_000, "203.0.113.10", ME, 31000, 22, 0x02)]  # a new source's first SYN
     ev, prev = assess(pk, watch)
-    assert src(ev, "203.0.113.9", "login") == 3 and src(ev, "203.0.113.10", "login") == 1
+    assert src(ev, "203.0.113.9", "login") == 2 and src(ev, "203.0.113.10", "login") == 0
     assert [k[0] for k in watch.pending[T]] == ["203.0.113.9"]  # a lone SYN is not carried
     acks = [tcp(W + 10_000_000, "203.0.113.9", ME, 30002, 22, 0x10),
             tcp(W + 10_000_000, "203.0.113.10", ME, 31000, 22, 0x10)]
@@ -236,6 +238,46 @@ def test_synacks_and_rsts_count_only_when_nobody_asked():
                                            rst[i])]
     ev, _ = assess(own)
     assert dst(ev, ME, "synack_srcs") == 0 and dst(ev, ME, "rst_srcs") == 0
+
+
+def test_a_reset_of_an_unasked_synack_is_no_answer_but_a_clients_own_reset_is():
+    """A live victim of SYN-ACK reflection resets every SYN-ACK it did not ask for; those
+    resets answer no SYN-ACK (answers.refuses). A client that cancels its own connection (SYN,
+    SYN-ACK, RST: a happy-eyeballs loser) did ask: its flow carries a SYN. A reset still
+    answers anything else: a restarting server resetting its keep-alive clients."""
+    refl = [tcp(i * 1000, f"198.51.0.{i}", ME, 80, 20000 + i, 0x12) for i in range(20)]
+    resets = [tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04) for i in range(20)]
+    ev, _ = assess(refl + resets)
+    assert dst(ev, ME, "synack_srcs") == 20
+    assert all(ev.marks[p.flow_key()] & E.SYNACK for p in refl)
+    clients = [tcp(i * 1000, f"198.51.2.{i}", ME, 40000 + i, 80, 0x18, 300) for i in range(30)]
+    resets = [tcp(i * 1000 + 50, ME, f"198.51.2.{i}", 80, 40000 + i, 0x04) for i in range(30)]
+    ev, _ = assess(clients + resets)
+    assert dst(ev, ME, "unsolicited_srcs") == 0 and dst(ev, ME, "synack_srcs") == 0
+    assert all(ev.marks[p.flow_key()] & E.ANSWERED for p in clients)
+    cancelled = [p for i in range(20) for p in (tcp(i * 1000 - 500, ME, f"198.51.0.{i}", 20000 + i, 80, 0x02),
+                                                refl[i], tcp(i * 1000 + 50, ME, f"198.51.0.{i}", 20000 + i, 80, 0x04))]
+    ev, _ = assess(cancelled)
+    assert dst(ev, ME, "synack_srcs") == 0
+    # a reset with data or FIN in the same flow is a closed connection's end, not a refusal
+    from services.detection.answers import refuses
+    assert refuses(("a", "b", 1, 2, 6), 1, 0x04) and refuses(("a", "b", 1, 2, 6), 2, 0x14)
+    assert not refuses(("a", "b", 1, 2, 6), 3, 0x04) and not refuses(("a", "b", 1, 2, 6), 2, 0x1C)
+    assert not refuses(("a", "b", 1, 2, 6), 1, 0x06) and not refuses(("a", "b", 1, 2, 17), 1, 0x04)
+
+
+def test_a_dhcp_servers_offers_to_new_clients_are_no_sweep():
+    """A DHCP server offers each new client its address (UDP 67 -> 68, unicast); the client
+    answers by broadcast from 0.0.0.0, never from the offered address: 30 offers of one /24
+    are no probes, while 30 datagrams to port 68 from another port still are."""
+    srv = "10.0.0.1"
+    offers = [udp(i * 10_000_000, srv, f"10.0.0.{100 + i}", 67, 68, 300) for i in range(30)]
+    requests = [udp(i * 10_000_000 + 1000, "0.0.0.0", "255.255.255.255", 68, 67, 300) for i in range(30)]
+    ev, _ = assess(offers + requests)
+    assert src(ev, srv, "probe_other") == 0
+    sweep = [udp(i * 10_000_000, srv, f"10.0.0.{100 + i}", 5000, 68, 300) for i in range(30)]
+    ev, _ = assess(sweep)
+    assert src(ev, srv, "probe_other") == 30
 
 
 def test_reflector_answers_unless_solicited_even_by_multicast():

@@ -21,7 +21,7 @@ T0 = 1_800_000_000 * 10**9 + 300_000_000
 def traffic():
     pk = (G.syn_flood(T0, 4, 300) + G.ftp_guessing(T0, 4) + G.dns_prober(T0, 4)
           + G.fragmented_amplification(T0, 4) + G.p2p_node(T0, 4) + G.dhcp_flood(T0, 4)
-          + G.media_call(T0, 4))
+          + G.media_call(T0, 4) + G.synack_reflection(T0, 4, resets=True))
     pk.sort(key=lambda p: p.ts_ns)
     return [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length, seq=i)
             for i, p in enumerate(pk)]
@@ -42,6 +42,18 @@ def test_one_partition_gives_the_replays_rows_evidence_and_rules(traffic, detect
     want = {(r.start_ns, sg.rule.key(), sg.rule.rate_pps, sg.rule.expires_ns)
             for r in replayed for sg in r.suggestions}
     assert want and scorer_rules(closed, detector) == want
+
+
+def test_the_victims_resets_answer_nothing_in_the_scorer_as_in_the_replay(traffic, detector):
+    """answers.refuses in stage 1 (windows._answer_hashes): a live victim's resets of the
+    reflected SYN-ACKs leave them unanswered over 1 and 3 partitions, and they are limited."""
+    from services.detection.evidence import DST_MEASURES
+    at = DST_MEASURES.index("synack_srcs")
+    for n in (1, 3):
+        got = [w.evidence.dst.get("10.0.0.80", [0] * len(DST_MEASURES))[at] for w in run_stages(traffic, n=n)]
+        assert max(got) >= 200, (n, got)
+    assert any(k.startswith("limit/") and "10.0.0.80" in k
+               for _, k, _, _ in scorer_rules([w for w in run_stages(traffic, n=3) if w.rows], detector))
 
 
 def test_several_partitions_agree_on_every_destination(traffic, detector):

@@ -1,7 +1,7 @@
 """Stage 2's evidence from flow columns (services/scorer/evidence_columns.py) equals
 evidence.assess flow by flow: the same marks, source and destination measures, to the bit and
 to the type, on random windows (answered and unanswered flows, group addresses, reflector and
-DHCP ports, fragments, SYN-only flows on both sides of the grace time, counters near 2**64)."""
+DHCP ports, one-way and traceroute ports, fragments of answered and unanswered sources, SYN-only flows on both sides of the grace time, counters near 2**64)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +18,7 @@ from services.scorer.evidence_columns import assess_columns
 pytestmark = pytest.mark.unit
 END = 2_000_000_000
 ADDRS = ["10.0.0.1", "10.0.0.2", "10.0.0.255", "224.0.0.5", "192.0.2.9", "0.0.0.0"]
-PORTS = [0, 53, 67, 68, 80, 123, 1900, 40000]
+PORTS = [0, 53, 67, 68, 80, 123, 514, 1900, 33434, 33534, 40000]  # 514 one-way; 33434 traceroute's, 33534 not
 
 
 @st.composite
