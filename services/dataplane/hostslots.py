@@ -32,6 +32,7 @@ values are copied over in place the same way).
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 
 from services.records.rules import Rule
@@ -39,7 +40,7 @@ from services.records.rules import Rule
 from . import bpfsys
 from services.records.rules import Scope
 
-from .entries import flow_key, host_addr, is_host, prefix_slot
+from .entries import flow_key, host_addr, prefix_slot
 from .structs import Addr16, Config, HostSlot, RuleVal, host_slot
 
 
@@ -152,23 +153,25 @@ class HostSlots:
         m = self._maps[name]
         return bpfsys.lookup(m.fd, key, self._percpu(m.value) if m.percpu else m.value())
 
+    def placement(self, rule: Rule) -> tuple[str, int]:
+        """(map, slot) where `rule` needs room when add_rule meets MapFull, from the rule alone
+        (no map read): a host rule's family hash and its inline slot, any other rule its map
+        and -1. The enforcer's policy groups model rules by it (evict_for_full_map)."""
+        return rule_placement(rule)
+
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         """Whether deleting the installed rule `victim` makes room for `rule`, whose add_rule
         raised MapFull: `victim` sits in the map `rule` goes to (exact4 / exact6, src_prefix4 /
         src_prefix, dst_limit), or, for a host rule, in the same family's hash (src_host4 /
         src_host6) or in `rule`'s inline slot (`rule` takes the slot then); a host rule in
-        another slot frees nothing for it."""
-        if not is_host(rule):
-            return not is_host(victim) and _home(victim) == _home(rule)
-        if not is_host(victim):
-            return False
-        name = prefix_slot(rule)[0]
-        vname, vkey, _ = prefix_slot(victim)
-        if host_slot(host_addr(victim)) == host_slot(host_addr(rule)) \
-                and self._host_slot_of(victim, vname)[1].family:
+        another slot frees nothing for it. The rules' placements are parsed once (_placed)."""
+        name, _, slot = _placed(rule)
+        vname, vkey, vslot = _placed(victim)
+        if slot < 0 or vslot < 0:
+            return slot < 0 and vslot < 0 and vname == name
+        if vslot == slot and self._host_slot_of(victim, vname)[1].family:
             return True  # the address in rule's slot
         return vname == name and self._exists(vname, vkey)
-
 
 def sum_slot_counters(total, percpu) -> None:
     """If `total` is a HostSlot, set total.rule's packets and bytes to their sums over the
@@ -184,13 +187,24 @@ def _bits(cfg: Config) -> int:
     return sum(bin(w).count("1") for w in cfg.host_slot_used)
 
 
-def _home(rule: Rule) -> str:
-    """The map a rule other than a host rule is written to."""
+def rule_placement(rule: Rule) -> tuple[str, int]:
+    """HostSlots.placement, as a function of the rule alone."""
+    name, _, slot = _placed(rule)
+    return name, slot
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _placed(rule: Rule) -> tuple[str, object, int]:
+    """(map, key, slot) of `rule`: a host rule's family hash, its key there and its inline
+    slot; any other rule's map, None and -1 (cached: an eviction asks it of many victims)."""
     if rule.scope is Scope.FLOW:
-        return flow_key(rule)[0]
-    if rule.scope is Scope.SRC_PREFIX:
-        return prefix_slot(rule)[0]
-    return "dst_limit"
+        return flow_key(rule)[0], None, -1
+    if rule.scope is not Scope.SRC_PREFIX:
+        return "dst_limit", None, -1
+    name, key, _ = prefix_slot(rule)
+    if name in ("src_host4", "src_host6"):
+        return name, key, host_slot(host_addr(rule))
+    return name, None, -1
 
 
 def _slot_addr(rule: Rule, name: str) -> bytes:

@@ -128,7 +128,7 @@ class MapActuator:
                 log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
                 return False
             except MapFull as exc:
-                victim = self.policy.evict_for_full_map(lambda v: self.maps.frees_room(v, rule))
+                victim = self.policy.evict_for_full_map(rule, lambda v: self.maps.frees_room(v, rule))
                 if victim is None:
                     self.metrics.refused.labels("map_full").inc()
                     log.error("refused %s: %s and no model rule whose eviction makes room for it",

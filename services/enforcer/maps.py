@@ -24,6 +24,10 @@ class RuleMaps(Protocol):
     def delete_rule(self, rule: Rule) -> bool:
         """Remove `rule` (by key); True if it was there."""
 
+    def placement(self, rule: Rule) -> tuple[str, int]:
+        """(map, slot or -1) where `rule` is written, from the rule alone (no map read): the
+        policy groups model rules by it, so eviction asks frees_room only of rules there."""
+
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         """Whether deleting the installed `victim` makes room for `rule`, which add_rule refused
         with MapFull (the maps hold rules in several maps: a victim elsewhere frees nothing)."""

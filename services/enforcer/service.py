@@ -78,7 +78,7 @@ class Enforcer:
         maps_id = self.dataplane.maps_id()
         maps = self.dataplane.open()
         try:
-            self.policy = RulePolicy(policy_config(self.common, self.settings, maps))
+            self.policy = RulePolicy(policy_config(self.common, self.settings, maps), maps.placement)
         except BaseException:
             maps.close()
             raise

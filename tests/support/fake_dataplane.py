@@ -29,6 +29,7 @@ class FakeMaps:
         self.capacity, self.pool = capacity, pool
         self.writes: list[tuple[str, str]] = []
         self.closed = False
+        self.frees_asked = 0  # frees_room calls
 
     def _open(self) -> None:
         if self.closed:
@@ -52,8 +53,12 @@ class FakeMaps:
         self.writes.append(("delete", rule.key()))
         return self.installed.pop(rule.key(), None) is not None
 
+    def placement(self, rule: Rule) -> tuple[str, int]:
+        return self.pool(rule), -1
+
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         self._open()
+        self.frees_asked += 1
         return victim.key() in self.installed and self.pool(victim) == self.pool(rule)
 
     def rules(self) -> list[RuleStats]:
