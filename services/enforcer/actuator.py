@@ -118,24 +118,36 @@ class MapActuator:
         room for it (RuleMaps.frees_room: one in the map `rule` goes to) and retry. False (the
         rule refused as map_full) when no such model rule is left, or (refused as `map`)
         when the maps cannot hold it at all (ConfigError: e.g. a fifth TCP-flag mask for one
-        destination)."""
-        while True:
-            try:
-                self.maps.add_rule(rule)
-                return True
-            except ConfigError as exc:
-                self.metrics.refused.labels("map").inc()
-                log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
-                return False
-            except MapFull as exc:
-                victim = self.policy.evict_for_full_map(rule, lambda v: self.maps.frees_room(v, rule))
-                if victim is None:
-                    self.metrics.refused.labels("map_full").inc()
-                    log.error("refused %s: %s and no model rule whose eviction makes room for it",
-                              rule.key(), exc)
-                    return False
-                await self.remove(victim, f"evicted: {exc}")
+        destination). The pin lock is held from the first write to the last retry, so another
+        writer (the CLI) cannot take the room an eviction made; the evictions are journaled
+        after it is released."""
+        evicted: list[tuple[Rule, MapFull]] = []
+        try:
+            with self.maps.locked():
+                while True:
+                    try:
+                        self.maps.add_rule(rule)
+                        return True
+                    except ConfigError as exc:
+                        self.metrics.refused.labels("map").inc()
+                        log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
+                        return False
+                    except MapFull as exc:
+                        victim = self.policy.evict_for_full_map(
+                            rule, lambda v: self.maps.frees_room(v, rule))
+                        if victim is None:
+                            self.metrics.refused.labels("map_full").inc()
+                            log.error("refused %s: %s and no model rule whose eviction makes "
+                                      "room for it", rule.key(), exc)
+                            return False
+                        self.policy.untrack(victim)
+                        self.maps.delete_rule(victim)
+                        evicted.append((victim, exc))
+        finally:
+            for victim, exc in evicted:
+                await self.journal.removed(victim)
                 self.metrics.evicted.inc()
+                log.warning("removed %s (evicted: %s)", victim.key(), exc)
 
     async def remove(self, rule: Rule, why: str) -> None:
         """Delete `rule` from the maps and tombstone it; `why` is logged (a warning for

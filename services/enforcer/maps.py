@@ -9,7 +9,7 @@ Datapath and the fake both match `RuleMaps` method by method.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import ContextManager, Protocol, Sequence
 
 from services.dataplane.datapath import Datapath, RuleStats, pinned_maps_id
 from services.records.rules import Rule
@@ -43,6 +43,9 @@ class RuleMaps(Protocol):
 
     def occupancy(self) -> dict[str, tuple[int, int]]:
         """{map name: (entries, max entries)} for the rule maps."""
+
+    def locked(self) -> ContextManager:
+        """`with maps.locked():` keeps other writers out across several calls (re-entrant)."""
 
     def close(self) -> None:
         """Release the maps (the rules stay in the kernel)."""

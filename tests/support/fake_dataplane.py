@@ -11,6 +11,7 @@ maps) and can make the next `open()` calls fail, as in the middle of a load.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 from services.common.errors import ConfigError, KernelError, MapFull
@@ -30,6 +31,16 @@ class FakeMaps:
         self.writes: list[tuple[str, str]] = []
         self.closed = False
         self.frees_asked = 0  # frees_room calls
+        self.lock_depth = 0  # locked() entered and not left
+        self.writes_locked: list[bool] = []  # per write: made while locked() was held
+
+    @contextlib.contextmanager
+    def locked(self):
+        self.lock_depth += 1
+        try:
+            yield self
+        finally:
+            self.lock_depth -= 1
 
     def _open(self) -> None:
         if self.closed:
@@ -47,10 +58,12 @@ class FakeMaps:
                 raise ConfigError(f"at most {XG_LIMIT_MASKS} distinct TCP-flag masks per destination")
         self.installed[rule.key()] = rule
         self.writes.append(("add", rule.key()))
+        self.writes_locked.append(self.lock_depth > 0)
 
     def delete_rule(self, rule: Rule) -> bool:
         self._open()
         self.writes.append(("delete", rule.key()))
+        self.writes_locked.append(self.lock_depth > 0)
         return self.installed.pop(rule.key(), None) is not None
 
     def placement(self, rule: Rule) -> tuple[str, int]:

@@ -86,3 +86,16 @@ def test_with_the_data_planes_placement_only_the_rules_that_can_free_room_are_as
     got = p.evict_for_full_map(Rule(Scope.FLOW, Action.DROP, src="fd00::9", dst="fd00::2"),
                                lambda v: True)
     assert got == exact6[1]
+
+
+def test_evict_delete_and_retry_happen_under_one_hold_of_the_pin_lock():
+    """Finding 2: the eviction's delete and the retried add are made inside maps.locked(), so
+    another writer cannot take the room in between; the lock is released afterwards."""
+    p = Parts(FakeMaps(capacity=1))
+    assert p.verdict(prefix(1)) is Outcome.APPLY
+    assert p.maps.writes_locked == [True]
+    assert p.verdict(prefix(2), now=T0 + S) is Outcome.APPLY
+    assert p.maps.writes[1:] == [("delete", prefix(1).key()), ("add", prefix(2).key())]
+    assert p.maps.writes_locked == [True, True, True] and p.maps.lock_depth == 0
+    assert [k for what, k in p.topic.log if what == "tombstone"] == [prefix(1).key()]
+    assert p.metric("rules_evicted_total") == 1
