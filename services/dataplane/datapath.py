@@ -228,7 +228,7 @@ class Datapath(HostSlots):
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
             return
-        except BaseException as exc:
+        except (bpfsys.BpfErrno, MapFull) as exc:  # the update failed (not an interrupt after it)
             self._books(field, src, prefix, -1)
             if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise

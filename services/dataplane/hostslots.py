@@ -14,7 +14,9 @@ slot is written and cleared after it is emptied (the two kept together, in one w
 config, under the pin-directory lock like every count). occupancy() reads n_host_slot (no slot
 read) and rules() reads only the slots whose bit is set, so neither costs the 4,096 reads of
 every slot's per-CPU copies that a scan takes; recount() alone scans every slot and rebuilds the
-directory (after slots were written by other means than this class).
+directory (after slots were written by other means than this class, or a write was interrupted
+after its update returned: the counts raised for it are lowered only when the update failed);
+the enforcer runs recount() at start.
 
 Eviction (frees_room): a host rule meets MapFull only when its slot holds another address and
 its family's hash is full; deleting a rule frees room for it only if that rule is in the same
@@ -35,6 +37,7 @@ import ctypes
 import functools
 import ipaddress
 
+from services.common.errors import KernelError
 from services.records.rules import Rule
 
 from . import bpfsys
@@ -86,7 +89,7 @@ class HostSlots:
         try:
             self._write("src_host_slot", ctypes.c_uint32(idx), HostSlot(Addr16(*addr), value, fam),
                         "host slot")
-        except BaseException:
+        except KernelError:  # the update failed: nothing written (not after it returned)
             if new:
                 self._books(None, (host_addr(rule), "host"), None, -1)
                 self._slot_dir(idx, False)

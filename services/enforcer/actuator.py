@@ -60,6 +60,20 @@ class MapActuator:
         """Close the maps; the rules stay in the kernel and keep expiring there."""
         self.maps.close()
 
+    def recount(self) -> None:
+        """At start: rebuild the maps' counts and the inline slots' directory (RuleMaps.recount),
+        so a write interrupted in another process (a slot left holding a rule with its bit
+        cleared, skipped by the program and never expired) is whole again. Not in dry run; a
+        failure is logged and the enforcer goes on with the counts as they are."""
+        if self.dry_run:
+            return
+        try:
+            counts = self.maps.recount()
+        except KernelError as exc:
+            log.warning("cannot recount the maps at start: %s", exc)
+            return
+        log.info("maps recounted: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+
     # -- the allowlist -------------------------------------------------------------------------
     def install_allowlist(self) -> None:
         """Write every network of the policy's allowlist missing from the kernel allowlist."""

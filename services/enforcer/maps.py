@@ -44,6 +44,10 @@ class RuleMaps(Protocol):
     def occupancy(self) -> dict[str, tuple[int, int]]:
         """{map name: (entries, max entries)} for the rule maps."""
 
+    def recount(self) -> dict[str, int]:
+        """Rebuild the counts the program reads (rule counts, skip filters, the inline slots'
+        directory) from the maps themselves; the n_* counts."""
+
     def locked(self) -> ContextManager:
         """`with maps.locked():` keeps other writers out across several calls (re-entrant)."""
 

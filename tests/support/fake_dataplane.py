@@ -32,7 +32,13 @@ class FakeMaps:
         self.closed = False
         self.frees_asked = 0  # frees_room calls
         self.lock_depth = 0  # locked() entered and not left
+        self.recounts = 0  # recount() calls
         self.writes_locked: list[bool] = []  # per write: made while locked() was held
+
+    def recount(self) -> dict[str, int]:
+        self._open()
+        self.recounts += 1
+        return {"rules": len(self.installed)}
 
     @contextlib.contextmanager
     def locked(self):

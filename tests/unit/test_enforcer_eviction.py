@@ -99,3 +99,17 @@ def test_evict_delete_and_retry_happen_under_one_hold_of_the_pin_lock():
     assert p.maps.writes_locked == [True, True, True] and p.maps.lock_depth == 0
     assert [k for what, k in p.topic.log if what == "tombstone"] == [prefix(1).key()]
     assert p.metric("rules_evicted_total") == 1
+
+
+def test_the_actuator_recounts_the_maps_at_start_unless_in_dry_run():
+    """Finding 3: the service calls actuator.recount() at start (the slot directory rebuilt)."""
+    p = Parts()
+    p.act.recount()
+    assert p.maps.recounts == 1
+    dry = Parts(dry_run=True)
+    dry.act.recount()
+    assert dry.maps.recounts == 0
+    import inspect
+    from services.enforcer.service import Enforcer
+    start = inspect.getsource(Enforcer.start)
+    assert start.index("self.actuator.recount()") < start.index("reconciler.restore")
