@@ -7,7 +7,7 @@ import time
 
 from scapy.all import IP, TCP, Ether, IPv6, raw
 
-from services.dataplane.structs import HostSlot, filter_slot, host_slot
+from services.dataplane.structs import XG_HOST_SLOTS, HostSlot, filter_slot, host_slot
 from services.records.rules import Rule
 from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
@@ -47,8 +47,30 @@ def in_slot(env, addr: str) -> HostSlot:
     return env.dp._read_sum("src_host_slot", ctypes.c_uint32(host_slot(addr)))
 
 
-def test_the_two_addresses_share_a_slot_but_not_an_address():
-    assert A != B and host_slot(A) == host_slot(B)
+def test_the_program_looks_in_the_slot_user_space_writes(env):
+    """structs.host_slot agrees with the program's index (both families, a v4-mapped source):
+    each rule goes to its inline slot (not the hash, which the program would also find) and
+    drops its address, so a Python slot other than the program's would pass the packet; the
+    same rule moved to the next slot (written there directly) no longer drops it."""
+    for rule_addr, src in (("10.5.0.1", "10.5.0.1"), ("203.0.113.9", "203.0.113.9"),
+                           ("fd00::1", "fd00::1"), ("2001:db8::5", "2001:db8::5"),
+                           ("10.9.0.7", "::ffff:10.9.0.7")):
+        env.dp.add_rule(host(rule_addr))
+        assert placed(env)[0] == 1 and in_slot(env, rule_addr).family in (4, 6), rule_addr
+        assert env.run(frame(src)) == XDP_DROP, (rule_addr, src)
+        idx, value = host_slot(rule_addr), in_slot(env, rule_addr)
+        moved = (idx + 1) % XG_HOST_SLOTS
+        with env.dp.locked():  # the slot's content one index further, directory bit with it
+            env.dp._write("src_host_slot", ctypes.c_uint32(moved), value, "host slot")
+            env.dp._write("src_host_slot", ctypes.c_uint32(idx), HostSlot(), "host slot")
+            env.dp._slot_dir(moved, True)
+            env.dp._slot_dir(idx, False)
+        assert env.run(frame(src)) == XDP_PASS, (rule_addr, src)
+        with env.dp.locked():
+            env.dp._write("src_host_slot", ctypes.c_uint32(moved), HostSlot(), "host slot")
+            env.dp._slot_dir(moved, False)
+        env.dp._books(None, (host(rule_addr).src.split("/")[0], "host"), None, -1)
+        assert placed(env) == (0, 0, 0)
 
 
 def test_two_host_rules_sharing_a_slot_both_drop_the_second_from_the_hash(env):
