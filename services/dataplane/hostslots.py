@@ -38,11 +38,9 @@ import functools
 import ipaddress
 
 from services.common.errors import KernelError
-from services.records.rules import Rule
+from services.records.rules import Rule, Scope
 
 from . import bpfsys
-from services.records.rules import Scope
-
 from .entries import flow_key, host_addr, prefix_slot
 from .structs import Addr16, Config, HostSlot, RuleVal, host_slot
 
