@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import ipaddress
+import struct
 
 from services.common.errors import KernelError
 from services.records.rules import Rule, Scope
@@ -176,11 +177,22 @@ class HostSlots:
 
 def sum_slot_counters(total, percpu) -> None:
     """If `total` is a HostSlot, set total.rule's packets and bytes to their sums over the
-    per-CPU copies `percpu` (any other value: nothing)."""
+    per-CPU copies `percpu` (any other value: nothing). Read with struct from the copies'
+    buffer: a ctypes proxy per CPU and field cost rules() ~10% with 2,000 host rules."""
     if not isinstance(total, HostSlot):
         return
-    for f in ("packets", "bytes"):
-        setattr(total.rule, f, sum(getattr(v.rule, f) for v in percpu))
+    packets = nbytes = 0
+    for at in range(_COUNTS_AT, ctypes.sizeof(percpu), ctypes.sizeof(HostSlot)):
+        p, b = _COUNTS.unpack_from(percpu, at)
+        packets += p
+        nbytes += b
+    total.rule.packets, total.rule.bytes = packets, nbytes
+
+
+# an xg_host_slot's rule packets and bytes: two u64 in this machine's order, where they sit
+_COUNTS = struct.Struct("=QQ")
+_COUNTS_AT = HostSlot.rule.offset + RuleVal.packets.offset
+assert RuleVal.bytes.offset == RuleVal.packets.offset + 8
 
 
 def _bits(cfg: Config) -> int:
