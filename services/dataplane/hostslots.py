@@ -175,6 +175,7 @@ class HostSlots:
             return True  # the address in rule's slot
         return vname == name and self._exists(vname, vkey)
 
+
 def sum_slot_counters(total, percpu) -> None:
     """If `total` is a HostSlot, set total.rule's packets and bytes to their sums over the
     per-CPU copies `percpu` (any other value: nothing). Read with struct from the copies'
