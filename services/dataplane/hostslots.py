@@ -202,9 +202,19 @@ def _bits(cfg: Config) -> int:
 
 
 def rule_placement(rule: Rule) -> tuple[str, int]:
-    """HostSlots.placement, as a function of the rule alone."""
-    name, _, slot = _placed(rule)
-    return name, slot
+    """HostSlots.placement, as a function of the rule alone: read from the rule's text, which
+    Rule keeps in its one form (an IPv4 address or prefix has no ':', a v4-mapped one is written
+    as IPv4), without building the map key (the policy asks it of every model rule it tracks:
+    _placed's lpm_key took ~65 us per IPv6 host rule). Equal to _placed's (unit-tested)."""
+    if rule.scope is Scope.FLOW:
+        return ("exact6" if ":" in rule.src else "exact4"), -1
+    if rule.scope is not Scope.SRC_PREFIX:
+        return "dst_limit", -1
+    addr, _, length = rule.src.rpartition("/")
+    v6 = ":" in addr
+    if int(length) == (128 if v6 else 32):
+        return ("src_host6" if v6 else "src_host4"), host_slot(addr)
+    return ("src_prefix" if v6 else "src_prefix4"), -1
 
 
 @functools.lru_cache(maxsize=1 << 16)

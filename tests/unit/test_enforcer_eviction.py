@@ -113,3 +113,17 @@ def test_the_actuator_recounts_the_maps_at_start_unless_in_dry_run():
     from services.enforcer.service import Enforcer
     start = inspect.getsource(Enforcer.start)
     assert start.index("self.actuator.recount()") < start.index("reconciler.restore")
+
+
+def test_the_placement_read_from_the_rules_text_is_the_map_keys_one():
+    """rule_placement (the rule's canonical text) equals _placed (built from the map key) for
+    every kind of rule, v4-mapped sources and the host / prefix boundaries included."""
+    from services.dataplane.hostslots import _placed
+    rules = rules_of_every_map(700) + [
+        Rule(Scope.SRC_PREFIX, Action.DROP, src=s) for s in (
+            "::ffff:10.1.2.3/128", "::ffff:10.1.2.0/120", "10.1.2.3/31", "0.0.0.0/0", "fd00::/32",
+            "fd00::1/127", "2001:db8::1/128", "::ffff:0:0/96", "1.2.3.4/32")] + [
+        Rule(Scope.FLOW, Action.DROP, src="::ffff:10.0.0.1", dst="10.0.0.2", proto=17),
+        Rule(Scope.FLOW, Action.PASS, src="fd00::1", dst="fd00::2", proto=6, dport=443)]
+    for r in rules:
+        assert rule_placement(r) == _placed(r)[::2], r
