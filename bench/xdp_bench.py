@@ -19,6 +19,7 @@ examples:
   .venv/bin/python bench/xdp_bench.py                  # 1,000,000 repeats, median of 5
   .venv/bin/python bench/xdp_bench.py --repeat 2000000 --runs 3 --markdown
   .venv/bin/python bench/xdp_bench.py --cases "drop ("   # the drop cases only
+  .venv/bin/python bench/xdp_bench.py --cases "drop (" --hosts-first   # their host rules in slots
 """
 from __future__ import annotations
 
@@ -120,20 +121,47 @@ def fill_reference(b, n: int) -> None:
 TTL_HOST, TTL_FLOW = "30.0.0.1", ("31.0.0.1", "10.9.9.9", 7, 80)  # the two rules with an expiry
 
 
-def fill_xdpguard(dp: Datapath, n_exact: int, n_prefixes: int) -> None:
+def measured_hosts(n_prefixes: int) -> list[str]:
+    """The host rules the /32, /128 and TTL drop cases hit."""
+    return [f"{prefix_hit(n_prefixes, False, 32)}/32", f"{prefix_hit(n_prefixes, True, 128)}/128",
+            f"{TTL_HOST}/32"]
+
+
+def fill_xdpguard(dp: Datapath, n_exact: int, n_prefixes: int, hosts_first: bool = False) -> None:
     """n_exact exact drop rules per family, n_prefixes mixed prefixes, one destination limit, and
-    the TTL_HOST and TTL_FLOW drop rules expiring a day from now."""
+    the TTL_HOST and TTL_FLOW drop rules expiring a day from now. hosts_first: the host rules the
+    drop cases hit are written before all others (the same rules, another order: a host rule
+    takes its inline slot in src_host_slot when that is free, so these then hold theirs)."""
+    day = time.time_ns() + 86_400 * 10**9
+    ttl_host = Rule("src_prefix", "drop", src=f"{TTL_HOST}/32", expires_ns=day)
+    prefixes = prefix_rules(n_prefixes)
+    if hosts_first:
+        first = set(measured_hosts(n_prefixes))
+        for rule in [r for r in prefixes if r.src in first] + [ttl_host]:
+            dp.add_rule(rule)
+        prefixes = [r for r in prefixes if r.src not in first]
     for v6, dst in ((False, "10.9.9.9"), (True, "2001:db8:9::9")):
         for i in range(n_exact):
             dp.add_rule(Rule("flow", "drop", src=exact_src(i, v6), dst=dst, sport=1000 + i % 50000,
                              dport=80, proto=6))
-    for rule in prefix_rules(n_prefixes):
+    for rule in prefixes:
         dp.add_rule(rule)
     dp.add_rule(Rule("dst_limit", "limit", dst="10.7.7.7", proto=6, dport=80, rate_pps=1000))
-    day = time.time_ns() + 86_400 * 10**9
-    dp.add_rule(Rule("src_prefix", "drop", src=f"{TTL_HOST}/32", expires_ns=day))
+    if not hosts_first:
+        dp.add_rule(ttl_host)
     src, dst, sport, dport = TTL_FLOW
     dp.add_rule(Rule("flow", "drop", src=src, dst=dst, sport=sport, dport=dport, proto=6, expires_ns=day))
+
+
+def where_hosts(dp: Datapath, n_prefixes: int) -> str:
+    """Where each measured host rule sits: its inline slot or the hash (a build without
+    src_host_slot: the hash)."""
+    slots = {}
+    if "src_host_slot" in dp._maps:
+        slots = {str(ipaddress.ip_address(bytes(v.addr)[:4] if v.family == 4 else bytes(v.addr)))
+                 for _, v in dp._host_slots() if v.family}
+    return ", ".join(f"{h} {'slot' if h.split('/')[0] in slots else 'hash'}"
+                     for h in measured_hosts(n_prefixes))
 
 
 def main() -> int:
@@ -145,6 +173,8 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--cases", default="", metavar="TEXT",
                     help="only the cases whose name contains TEXT (e.g. 'drop', 'IPv4'); default all")
+    ap.add_argument("--hosts-first", action="store_true",
+                    help="write the host rules the drop cases hit before the others (see fill_xdpguard)")
     args = ap.parse_args()
     if args.exact_rules < 2 or args.prefixes < 40:
         print("xdp_bench: --exact-rules must be >= 2 and --prefixes >= 40", file=sys.stderr)
@@ -171,9 +201,10 @@ def main() -> int:
         print(f"loaded 3 programs in {time.monotonic() - t0:.1f} s; filling maps...", file=sys.stderr)
         t0 = time.monotonic()
         fill_reference(ref, args.exact_rules)
-        fill_xdpguard(dp, args.exact_rules, args.prefixes)
+        fill_xdpguard(dp, args.exact_rules, args.prefixes, args.hosts_first)
         print(f"{args.exact_rules} exact rules per family, {args.prefixes} prefixes, 1 limit in "
               f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+        print(f"measured host rules: {where_hosts(dp, args.prefixes)}", file=sys.stderr)
         rows, refs = run_cases(args, fd, bare_fd, ref_fd, dp, ring, ref)
         lost = dp.stats()["events_lost"]
     finally:

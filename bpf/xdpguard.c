@@ -32,6 +32,8 @@ BPF_PERCPU_HASH(src_prefix, struct xg_lpm_key, struct xg_rule, XG_PREFIX_MAX);
 // host rules (/32, /128) by address alone, counters in the value; src_prefix holds shorter ones
 BPF_PERCPU_HASH(src_host4, struct xg_addr4, struct xg_rule, XG_PREFIX_MAX);
 BPF_PERCPU_HASH(src_host6, struct xg_addr, struct xg_rule, XG_PREFIX_MAX);
+// ... unless the host rule sits in its inline slot (xdpguard.h, XG_HOST_SLOTS): looked up first
+BPF_PERCPU_ARRAY(src_host_slot, struct xg_host_slot, XG_HOST_SLOTS);
 BPF_ARRAY(src_filter, struct xg_filter_slot, XG_FILTER_SLOTS);
 BPF_ARRAY(src_pfx_filter, __u32, XG_FILTER_SLOTS);
 BPF_HASH(dst_limit, struct xg_limit_key, struct xg_limit, XG_LIMIT_MAX);
@@ -79,8 +81,10 @@ struct ip6_ext_hdr {
 #define EXT_TOO_LONG -2  // more extension headers than XG_IPV6_EXT_MAX
 
 struct parsed {
-    __u8 saddr[16]; // IPv6 only: an IPv4 packet's addresses are saddr4/daddr4, and only the maps
-    __u8 daddr[16]; // keyed by both families get them v4-mapped (saddr16, daddr16)
+    // saddr is 8-aligned: host_slot_holds() reads it as two u64s (stack loads must be aligned)
+    __u8 saddr[16] __attribute__((aligned(8))); // IPv6 only: an IPv4 packet's addresses are
+    __u8 daddr[16]; // saddr4/daddr4, and only the maps keyed by both families get them
+                    // v4-mapped (saddr16, daddr16)
     __u16 sport;
     __u16 dport;
     __u8 proto;
@@ -541,19 +545,6 @@ static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_co
     return r;
 }
 
-// p's source's src_filter slot: how many exact and host rules may have that source (src4: the
-// source is IPv4 or v4-mapped, p->saddr4).
-static __always_inline struct xg_filter_slot *src_listed(struct parsed *p, int src4)
-{
-    __u32 h = p->saddr4;
-    if (!src4) {
-        __u32 *w = (__u32 *)p->saddr;
-        h = w[0] ^ w[1] ^ w[2] ^ w[3];
-    }
-    __u32 slot = (h * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
-    return src_filter.lookup(&slot);
-}
-
 // The host rule (/32, /128) for p's source, from src_host4 (4-byte key, src4) or src_host6; 0 if
 // none, or if the family's map holds no rule.
 static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_config *cfg, int src4)
@@ -563,13 +554,59 @@ static __always_inline struct xg_rule *find_host(struct parsed *p, struct xg_con
             return 0;
         struct xg_addr hk;
         __builtin_memcpy(hk.b, p->saddr, 16);
-        return src_host6.lookup(&hk);
+        struct xg_rule *r = src_host6.lookup(&hk);
+        OWN_CALL_SITE(r, "src_host6");
+        return r;
     }
     if (!cfg->n_host4)
         return 0;
     struct xg_addr4 hk;
     __builtin_memcpy(hk.b, &p->saddr4, 4);
-    return src_host4.lookup(&hk);
+    struct xg_rule *r = src_host4.lookup(&hk);
+    OWN_CALL_SITE(r, "src_host4");
+    return r;
+}
+
+// p's source's src_filter slot: how many exact and host rules may have that source (src4: the
+// source is IPv4 or v4-mapped, p->saddr4). Its index goes to *slot (the host slot is its top
+// XG_HOST_SLOT_BITS bits).
+static __always_inline struct xg_filter_slot *src_listed(struct parsed *p, int src4, __u32 *slot)
+{
+    __u32 h = p->saddr4;
+    if (!src4) {
+        __u32 *w = (__u32 *)p->saddr;
+        h = w[0] ^ w[1] ^ w[2] ^ w[3];
+    }
+    *slot = (h * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
+    return src_filter.lookup(slot);
+}
+
+// Whether inline host slot s holds p's source: family 4 and the 4 bytes of p->saddr4 (src4), or
+// family 6 and the 16 bytes of p->saddr.
+static __always_inline int host_slot_holds(struct xg_host_slot *s, struct parsed *p, int src4)
+{
+    if (src4)
+        return s->family == 4 && *(__u32 *)s->addr == p->saddr4;
+    __u64 *a = (__u64 *)s->addr;
+    __u64 *b = (__u64 *)p->saddr;
+    return s->family == 6 && a[0] == b[0] && a[1] == b[1];
+}
+
+// The host rule (/32, /128) for p's source in its inline slot (index hslot; not looked up while
+// config's n_host_slot is 0), else in the hashes (find_host); 0 if none. User space writes a
+// slot without a lock, as it updates a per-CPU hash value in place: a packet meeting this CPU's
+// copy mid-write may see a mix of the old and the new slot (one packet per CPU per write at
+// most; services/dataplane/hostslots.py).
+static __always_inline struct xg_rule *find_host_inline(struct parsed *p, struct xg_config *cfg,
+                                                        int src4, __u32 hslot)
+{
+    if (cfg->n_host_slot) { // no slot holds a rule: no lookup, as for an empty hash
+        struct xg_host_slot *s = src_host_slot.lookup(&hslot);
+        OWN_CALL_SITE(s, "src_host_slot");
+        if (s && host_slot_holds(s, p, src4))
+            return &s->rule;
+    }
+    return find_host(p, cfg, src4);
 }
 
 // Whether p's source may have a prefix rule: its src_pfx_filter slot (source masked to
@@ -707,7 +744,8 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
     }
 
     // no exact (host) rule has this source, the usual case for an unmatched packet: no lookup
-    struct xg_filter_slot *f = src_listed(p, src4);
+    __u32 fslot;
+    struct xg_filter_slot *f = src_listed(p, src4, &fslot);
     if (f && f->exact && rc == PARSE_OK) { // exact rules need the ports
         struct xg_rule *r = find_exact(p, cfg, v6);
         if (r && !expired(st, r->expires_ns, &now)) {
@@ -717,11 +755,14 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
         }
     }
 
-    // Host rules (/32, /128: the longest prefix there is) sit in a per-CPU hash by address, with
-    // their counters in the value; only a source with none looks up the shorter prefixes, one
-    // hash per length in use, longest first. An expired host rule, like an expired longest
-    // prefix, skips to the limits.
-    struct xg_rule *h = (f && f->host) ? find_host(p, cfg, src4) : 0;
+    // Host rules (/32, /128: the longest prefix there is) sit in an inline slot (a per-CPU array
+    // indexed by the top bits of the src_filter hash) or, when another address took the slot,
+    // in a per-CPU hash by address, with their counters in the value; only a source with none
+    // looks up the shorter prefixes, one hash per length in use, longest first. An expired host
+    // rule, like an expired longest prefix, skips to the limits.
+    struct xg_rule *h =
+        (f && f->host) ? find_host_inline(p, cfg, src4,
+                                          fslot >> (XG_FILTER_BITS - XG_HOST_SLOT_BITS)) : 0;
     if (h) {
         if (!expired(st, h->expires_ns, &now)) {
             h->packets++;

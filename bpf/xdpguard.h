@@ -7,7 +7,8 @@
  *
  * Addresses are 16 bytes (IPv6 as is, IPv4 as v4-mapped ::ffff:a.b.c.d) so one map per rule
  * kind serves both families; the exceptions are split by family for speed: the maps keyed by a
- * whole address or 5-tuple (exact4/exact6, the host rules (/32, /128) in src_host4/src_host6)
+ * whole address or 5-tuple (exact4/exact6, the host rules (/32, /128) in src_host4/src_host6
+ * unless in their inline slot of src_host_slot, indexed by source hash)
  * and the shorter source prefixes (IPv4 ones in src_prefix4 keyed by a length and 4 bytes, IPv6
  * ones in src_prefix keyed by a length and 16: hashes looked up once per length in use, see
  * xg_config.plens4).
@@ -26,7 +27,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444737u /* "XDG7": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444739u /* "XDG9": bump when any struct, map or parse rule changes */
 
 /* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
@@ -85,8 +86,18 @@ typedef uint64_t __u64;
 
 struct xg_filter_slot {
     __u32 exact; /* exact4 + exact6 rules */
-    __u32 host;  /* src_host4 + src_host6 rules */
+    __u32 host;  /* host rules: src_host_slot + src_host4 + src_host6 */
 };
+
+/* inline host-rule slots (map "src_host_slot", per-CPU array of XG_HOST_SLOTS): slot i holds at
+ * most one host rule (/32, /128) whose source's src_filter slot, shifted right by
+ * XG_FILTER_BITS - XG_HOST_SLOT_BITS, is i (the top XG_HOST_SLOT_BITS bits of the same hash). A
+ * host rule lives in exactly one place: its slot when that was empty (or held the same address)
+ * when the rule was written and the hashes did not hold it already, else src_host4 / src_host6.
+ * The program looks the slot up first (an array lookup, inlined to a few instructions) and the
+ * hash only when the slot holds another address. */
+#define XG_HOST_SLOT_BITS 12
+#define XG_HOST_SLOTS (1 << XG_HOST_SLOT_BITS)
 
 /* exact 5-tuple rule keys: IPv4 (map "exact4") has its own short key because hashing 16
  * bytes instead of 40 is most of the cost of an exact-rule drop (docs/benchmarks.md) */
@@ -126,6 +137,16 @@ struct xg_rule {
     __u8 action;
     __u8 origin;
     __u8 pad[6];
+};
+
+/* value of "src_host_slot": family 0 = empty, 4 = IPv4 (the address as in the header in
+ * addr[0..3], the rest 0), 6 = IPv6 (16 bytes); the rule with its per-CPU counters as in the
+ * hashes */
+struct xg_host_slot {
+    __u8 addr[16];
+    struct xg_rule rule;
+    __u8 family;
+    __u8 pad[7];
 };
 
 /* LPM key of "allow" (prefixlen counts bits of the 16-byte address), and key of "src_prefix":
@@ -237,6 +258,8 @@ struct xg_config {
     __u32 n_prefix4; /* src_prefix4 (IPv4 prefixes; the program tests plens4 instead) */
     __u32 n_prefix6; /* src_prefix (IPv6 prefixes; the program tests plens6 instead) */
     __u32 n_limit;   /* dst_limit */
+    __u32 n_host_slot; /* src_host_slot slots holding a rule (the program skips the slot lookup
+                        * when 0); host_slot_used below is the directory of those slots */
     /* source-prefix lengths in use, kept with the counts: bit n of plens4 is set while
      * src_prefix4 holds a prefix of length n (0-31), bit n % 32 of plens6[n / 32] while
      * src_prefix holds one of length n (0-127); n_len4 / n_len6 count the rules of each length
@@ -244,9 +267,14 @@ struct xg_config {
      * up once per set bit, longest first. */
     __u32 plens4;
     __u32 plens6[4];
-    __u32 pad2[3];
+    __u32 pad2[2];
     __u32 n_len4[32];
     __u32 n_len6[128];
+    /* the src_host_slot directory, kept with n_host_slot: bit i % 32 of host_slot_used[i / 32]
+     * is set while slot i may hold a rule (set before the slot is written, cleared after it is
+     * emptied), so user space reads only those slots (never a scan of every slot's per-CPU
+     * copies); the program does not read it */
+    __u32 host_slot_used[XG_HOST_SLOTS / 32];
 };
 
 /* xg_event.flags */

@@ -7,12 +7,12 @@ Rules go in and out as services.records.rules.Rule; expiry is converted between 
 (rules) and kernel monotonic ns (maps).
 
 Every rule map has a rule count in the config map (xg_config.n_*: the program skips a map whose
-count is 0), every exact or host rule's source a slot in `src_filter` (a packet whose source's
-slot is 0 skips the exact and host lookups), every shorter source prefix its length in the
-config's per-length counts and bitmaps (plens4/plens6: the program looks up one hash per length
-in use) and, if at least /16 (IPv4) or /32 (IPv6), a slot in `src_pfx_filter`; the methods here
-keep all of them, raising them before an entry is written and lowering them after one is
-deleted, so none is ever below the truth (`recount()` rebuilds them from the maps).
+count is 0; the inline host slots have n_host_slot and a directory: hostslots.py), every exact or
+host rule's source a slot in `src_filter` (a packet whose source's slot is 0 skips the exact and
+host lookups), every shorter source prefix its length in the config's per-length counts and
+bitmaps (plens4/plens6: one hash per length in use) and, if at least /16 (IPv4) or /32 (IPv6), a
+slot in `src_pfx_filter`; these methods keep them all, raising them before an entry is written and
+lowering them after one is deleted, so none is ever below the truth (`recount()` rebuilds them).
 
 Several processes may edit the same maps (the enforcer, the CLI): every mutating method holds the
 pin directory's flock (services.dataplane.pinlock) for its whole update, which may span maps (a
@@ -36,12 +36,13 @@ from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
-from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key, host_addr,
+from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key,
                       limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
+from .hostslots import HostSlots, sum_slot_counters
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
-                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal,
-                      Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
+                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey,
+                      RuleVal, Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
 
@@ -83,7 +84,7 @@ def _writes(method):
     return wrapper
 
 
-class Datapath:
+class Datapath(HostSlots):
     """Rules, allowlist, counters and sampling of the program pinned in `pin_dir`.
 
     Errors: NotLoaded (nothing pinned), MapMismatch (another layout), MapFull, ConfigError (a rule
@@ -156,6 +157,7 @@ class Datapath:
         for f, _ in m.value._fields_:
             if f in ("packets", "bytes", "dropped") or (m.value is Stats and f in STAT_FIELDS):
                 setattr(total, f, sum(getattr(arr[i], f) for i in range(self._ncpu)))
+        sum_slot_counters(total, arr)  # an inline host rule's counters are in .rule
         return total
 
     # -- config ----------------------------------------------------------------------
@@ -163,6 +165,9 @@ class Datapath:
         cfg = Config()
         bpfsys.lookup(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
         return cfg
+
+    def _put_config(self, cfg: Config) -> None:
+        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
 
     def sample_rate(self) -> int:
         return self._config().sample_rate
@@ -174,7 +179,7 @@ class Datapath:
             raise ConfigError(f"sample rate {n} out of range (0 = off, N = 1 in N)")
         cfg = self._config()
         cfg.sample_rate = n
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
 
     def _count(self, field: str, delta: int, prefix: Lpm4Key | LpmKey | None = None) -> None:
         """Add `delta` to the config map's rule count `field`, and for a source `prefix` (its
@@ -184,7 +189,7 @@ class Datapath:
         setattr(cfg, field, max(0, getattr(cfg, field) + delta))
         if prefix is not None:
             count_length(cfg, isinstance(prefix, Lpm4Key), prefix.prefixlen, delta)
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
 
     def _slot(self, src: tuple[str, str] | None, delta: int) -> None:
         """Add `delta` to one counter ("exact" or "host") of the src_filter slot of a source
@@ -208,9 +213,10 @@ class Datapath:
 
     def _books(self, field: str, src: tuple[str, str] | None, prefix: tuple[str, object] | None,
                delta: int) -> None:
-        """Every count a rule entry is in: config's `field`, the src_filter slot of `src`, and
-        for a shorter source prefix ((cidr, key) in `prefix`) its length and src_pfx_filter slot."""
-        self._count(field, delta, prefix and prefix[1])
+        """Every count a rule entry is in: config's `field` (None: none), the src_filter slot of
+        `src`, and for a shorter source prefix ((cidr, key) in `prefix`) its length and slot."""
+        if field is not None:
+            self._count(field, delta, prefix and prefix[1])
         self._slot(src, delta)
         self._pfx_slot(prefix and prefix[0], delta)
 
@@ -222,7 +228,7 @@ class Datapath:
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
             return
-        except BaseException as exc:
+        except (bpfsys.BpfErrno, MapFull) as exc:  # the update failed (not an interrupt after it)
             self._books(field, src, prefix, -1)
             if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise
@@ -248,6 +254,7 @@ class Datapath:
         class) and return the n_* counts; raise every src_filter and src_pfx_filter slot of a
         rule to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
+        self._rescan_slots()  # the slot directory first: rules() reads the slots it marks
         want, want_pfx = filter_counts([rs.rule for rs in self.rules()])
         fd = self._maps["src_filter"].fd
         for s, n in want.items():
@@ -262,21 +269,18 @@ class Datapath:
             bpfsys.lookup(fd, ctypes.c_uint32(s), got)
             if got.value < n:
                 bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(n))
-        keys = {n: bpfsys.keys(self._maps[n].fd, self._maps[n].key)
-                for n in ("allow", "exact4", "exact6", "src_host4", "src_host6", "src_prefix4",
-                          "src_prefix", "dst_limit")}
-        got = {"n_allow": len(keys["allow"]), "n_exact4": len(keys["exact4"]),
-               "n_exact6": len(keys["exact6"]), "n_host4": len(keys["src_host4"]),
-               "n_host6": len(keys["src_host6"]), "n_prefix4": len(keys["src_prefix4"]),
-               "n_prefix6": len(keys["src_prefix"]), "n_limit": len(keys["dst_limit"])}
-        cfg = self._config()
+        maps = dict(n_allow="allow", n_exact4="exact4", n_exact6="exact6", n_host4="src_host4",
+                    n_host6="src_host6", n_prefix4="src_prefix4", n_prefix6="src_prefix", n_limit="dst_limit")
+        keys = {m: bpfsys.keys(self._maps[m].fd, self._maps[m].key) for m in maps.values()}
+        cfg = self._config()  # n_host_slot as _rescan_slots set it
+        got = {f: len(keys[m]) for f, m in maps.items()} | {"n_host_slot": cfg.n_host_slot}
         for f, n in got.items():
             setattr(cfg, f, n)
         cfg.plens4, cfg.plens6, cfg.n_len4, cfg.n_len6 = 0, type(cfg.plens6)(), type(cfg.n_len4)(), type(cfg.n_len6)()
         for name in ("src_prefix4", "src_prefix"):
             for k in keys[name]:
                 count_length(cfg, name == "src_prefix4", k.prefixlen, 1)
-        bpfsys.update(self._maps["config"].fd, ctypes.c_uint32(0), cfg)
+        self._put_config(cfg)
         return got
 
     def stats(self) -> dict[str, int]:
@@ -284,9 +288,9 @@ class Datapath:
         return {f: getattr(s, f) for f in STAT_FIELDS}
 
     def occupancy(self) -> dict[str, tuple[int, int]]:
-        """{map: (entries, max entries)} for the rule maps."""
-        return {n: (len(bpfsys.keys(self._maps[n].fd, self._maps[n].key)), self._maps[n].max_entries)
-                for n in RULE_MAPS}
+        """{map: (entries, max entries)} for the rule maps (src_host_slot: the slots in use)."""
+        return {**{n: (len(bpfsys.keys(self._maps[n].fd, self._maps[n].key)), self._maps[n].max_entries)
+                   for n in RULE_MAPS}, "src_host_slot": self._slot_occupancy()}
 
     # -- rules -----------------------------------------------------------------------
     @_writes
@@ -294,10 +298,10 @@ class Datapath:
         """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
-        (exact4 or exact6), a host rule (/32, /128) too (src_host4 or src_host6, counters in the
-        value). A shorter source-prefix rule too (src_prefix4 for IPv4, src_prefix for IPv6, by
-        length and network address, counters in the value), after its length's count and bit and
-        its src_pfx_filter slot are raised. A limit rule is three or more: its counter
+        (exact4 or exact6), a host rule (/32, /128) too (its inline slot in src_host_slot, else
+        src_host4 or src_host6: hostslots.py; counters in the value). A shorter source-prefix
+        rule too (src_prefix4 for IPv4, src_prefix for IPv6, by length and network address,
+        counters in the value), after its length's count and bit and src_pfx_filter slot are raised. A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
         out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
@@ -311,10 +315,11 @@ class Datapath:
                          (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            host = name not in ("src_prefix4", "src_prefix")
-            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin),
-                         "source-host" if host else "source-prefix", field,
-                         (host_addr(rule), "host") if host else None, None if host else (rule.src, key))
+            value = RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin)
+            if name in ("src_host4", "src_host6"):
+                self._add_host(rule, name, key, field, value)
+            else:
+                self._insert(name, key, value, "source-prefix", field, None, (rule.src, key))
         else:
             key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
@@ -338,9 +343,9 @@ class Datapath:
             return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
-            host = name not in ("src_prefix4", "src_prefix")
-            return self._remove(name, key, field, (host_addr(rule), "host") if host else None,
-                                None if host else (rule.src, key))
+            if name in ("src_host4", "src_host6"):
+                return self._delete_host(rule, name, key, field)
+            return self._remove(name, key, field, None, (rule.src, key))
         key = limit_key(rule)
         found = self._remove("dst_limit", key, "n_limit")
         bpfsys.delete(self._maps["limit_stats"].fd, key)
@@ -370,7 +375,7 @@ class Datapath:
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
         makes no valid Rule (written by something other than this build) is left out, logged."""
-        return read_rules(lambda name, ktype: bpfsys.keys(self._maps[name].fd, ktype), self._read_sum)
+        return read_rules(self._rule_keys, self._read_sum)
 
     # -- allowlist -------------------------------------------------------------------
     @_writes

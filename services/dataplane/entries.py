@@ -1,5 +1,6 @@
 """Rules and the map entries that hold them, both ways: which map and key a Rule is written
-under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128,
+under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128 (or its inline
+slot in src_host_slot, which Datapath picks),
 src_prefix4/src_prefix by (length, masked address), dst_limit by destination key), its action and
 origin codes, the monotonic/epoch clock conversion of expiry, the config's per-length bookkeeping of
 source prefixes, and the Rules (with their counters) read back from the maps.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,8 +21,8 @@ from typing import Callable
 from services.records.rules import Action, Origin, Rule, Scope
 
 from .structs import (XG_ACT_DROP, XG_ACT_PASS, XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key,
-                      AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Key, LimitKey, Lpm4Key, LpmKey,
-                      addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
+                      AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Key, HostSlot, LimitKey, Lpm4Key,
+                      LpmKey, RuleVal, addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
 ORIGIN_BACK = {v: k for k, v in ORIGIN.items()}
@@ -151,6 +153,14 @@ def _v4(raw) -> str:
     return str(ipaddress.IPv4Address(bytes(raw)))
 
 
+# xg_host_slot as one struct: addr, the rule's expires, created, packets, bytes, action, origin,
+# then family (structs.HostSlot; checked against its offsets below)
+_SLOT = struct.Struct("=16sQQQQBB6xB7x")
+_EMPTY = (b"", 0, 0, 0, 0, 0, 0, 0)
+assert _SLOT.size == ctypes.sizeof(HostSlot) and HostSlot.family.offset == 56 \
+    and HostSlot.rule.offset == 16 and RuleVal.action.offset == 32
+
+
 # map -> (key type, fields of the Rule its key gives), for the maps whose value holds the counters
 _SELF_COUNTED = {
     "exact4": (Flow4Key, lambda k: dict(scope=Scope.FLOW, src=_v4(k.saddr), dst=_v4(k.daddr),
@@ -177,6 +187,18 @@ def read_rules(keys: Callable[[str, type], list], read: Callable[[str, object], 
                                     **fields(key), **_common(v))
             if rule:  # a source or exact rule drops all it counts or none
                 out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
+    for key in keys("src_host_slot", ctypes.c_uint32):  # inline host rules (family 0: empty)
+        v = read("src_host_slot", key)  # decoded in one unpack, not field by field (rules() cost)
+        addr, exp, created, packets, nbytes, action, origin, family = _SLOT.unpack_from(v) if v \
+            else _EMPTY
+        if family not in (4, 6):
+            continue
+        src = _v4(addr[:4]) + "/32" if family == 4 else addr_text(addr) + "/128"
+        rule = entry_rule("src_host_slot", key, scope=Scope.SRC_PREFIX, src=src,
+                          action=ACTION_BACK.get(action, Action.DROP), created_ns=created,
+                          origin=ORIGIN_BACK.get(origin, Origin.MODEL), expires_ns=to_epoch(exp))
+        if rule:
+            out.append(RuleStats(rule, packets, nbytes, packets if action == XG_ACT_DROP else 0))
     for key in keys("dst_limit", LimitKey):
         v = read("dst_limit", key)
         rule = v and entry_rule("dst_limit", key, scope=Scope.DST_LIMIT, action=Action.LIMIT,

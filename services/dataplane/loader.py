@@ -3,8 +3,8 @@
 Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* the state):
 
     prog                      the program (one program serves every interface)
-    config stats allow exact4 exact6 src_prefix4 src_prefix src_host4 src_host6 src_filter
-                              src_pfx_filter dst_limit limit_dst limit_stats events
+    config stats allow exact4 exact6 src_prefix4 src_prefix src_host4 src_host6 src_host_slot
+                              src_filter src_pfx_filter dst_limit limit_dst limit_stats events
     link_<mode>_<ifname>      one pinned BPF link per attached interface (mode native|generic;
                               bpffs refuses dots in names, so "." in ifname is written %2E)
 
@@ -110,9 +110,18 @@ def prog_fd(pin_dir: str) -> int:
     return bpfsys.obj_get(str(_pins(pin_dir) / "prog"))
 
 
+# Every map name an xdpguard build has pinned: this build's and those of earlier layouts
+# (src_stats: the source-prefix counters, up to XDG5; XDG6's prefix values hold them), so `unload`
+# removes the pins of any earlier build too. A later build's extra maps are its own to remove:
+# before going back to a build older than XDG9, run `unload --all` with the newer one, since an
+# older build's unload leaves src_host_slot pinned (and the directory) behind (docs/dataplane.md).
+FORMER_MAP_NAMES = ("src_stats",)
+PIN_NAMES = ("prog", *MAP_NAMES, *(n for n in FORMER_MAP_NAMES if n not in MAP_NAMES))
+
+
 def _remove_pins(pin_dir: str) -> None:
     d = _pins(pin_dir)
-    for name in ("prog", *MAP_NAMES):
+    for name in PIN_NAMES:
         try:
             (d / name).unlink()
         except FileNotFoundError:

@@ -21,8 +21,8 @@ from services.common.errors import MapMismatch, NotLoaded
 from . import bpfsys
 from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF, MapInfo)
-from .structs import (XG_FILTER_SLOTS, XG_MAGIC, Addr4Key, AddrKey, AllowVal, Config, Counter,
-                      FilterSlot, Flow4Key, Flow6Key, LimitDst,
+from .structs import (XG_FILTER_SLOTS, XG_HOST_SLOTS, XG_MAGIC, Addr4Key, AddrKey, AllowVal, Config, Counter,
+                      FilterSlot, Flow4Key, Flow6Key, HostSlot, LimitDst,
                       LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal, Stats)
 
 BPF_F_NO_PREALLOC = 1  # LPM tries require it (BCC's BPF_LPM_TRIE sets it)
@@ -93,6 +93,7 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("src_prefix", MAP_TYPE_PERCPU_HASH, LpmKey, RuleVal, "prefix_max"),
     MapSpec("src_host4", MAP_TYPE_PERCPU_HASH, Addr4Key, RuleVal, "prefix_max"),
     MapSpec("src_host6", MAP_TYPE_PERCPU_HASH, AddrKey, RuleVal, "prefix_max"),
+    MapSpec("src_host_slot", MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, HostSlot, XG_HOST_SLOTS),
     MapSpec("src_filter", MAP_TYPE_ARRAY, ctypes.c_uint32, FilterSlot, XG_FILTER_SLOTS),
     MapSpec("src_pfx_filter", MAP_TYPE_ARRAY, ctypes.c_uint32, ctypes.c_uint32, XG_FILTER_SLOTS),
     MapSpec("dst_limit", MAP_TYPE_HASH, LimitKey, LimitVal, "limit_max"),

@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444737               # "XDG7": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444739               # "XDG9": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -26,6 +26,9 @@ XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
 XG_FILTER_BITS = 20
 XG_FILTER_SLOTS = 1 << XG_FILTER_BITS
 XG_FILTER_MULT = 0x9E3779B1
+# inline host-rule slots: a host rule's slot is the top XG_HOST_SLOT_BITS bits of its filter slot
+XG_HOST_SLOT_BITS = 12
+XG_HOST_SLOTS = 1 << XG_HOST_SLOT_BITS
 # source-prefix skip filter: how many leading bits of a prefix pick its slot (pfx_filter_slot)
 XG_PFX4_FILTER_LEN, XG_PFX6_FILTER_LEN = 16, 32
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
@@ -55,6 +58,11 @@ class Flow6Key(ctypes.Structure):
 class RuleVal(ctypes.Structure):
     _fields_ = [("expires_ns", u64), ("created_ns", u64), ("packets", u64), ("bytes", u64),
                 ("action", u8), ("origin", u8), ("pad", u8 * 6)]
+
+
+class HostSlot(ctypes.Structure):
+    """An inline host rule (map src_host_slot): family 0 empty, 4 (addr[:4]) or 6 (addr)."""
+    _fields_ = [("addr", Addr16), ("rule", RuleVal), ("family", u8), ("pad", u8 * 7)]
 
 
 class LpmKey(ctypes.Structure):
@@ -104,7 +112,7 @@ class Stats(ctypes.Structure):
 
 # Config's rule counts, one per map the program may skip when 0
 COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
-                "n_limit")
+                "n_limit", "n_host_slot")
 
 
 class Config(ctypes.Structure):
@@ -112,8 +120,11 @@ class Config(ctypes.Structure):
                 ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
                 *[(name, u32) for name in COUNT_FIELDS],
                 # source-prefix lengths in use (bit n: a rule of length n) and rules per length
-                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 3),
-                ("n_len4", u32 * 32), ("n_len6", u32 * 128)]
+                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 2),
+                ("n_len4", u32 * 32), ("n_len6", u32 * 128),
+                # the src_host_slot directory: bit i % 32 of word i // 32 while slot i may hold
+                # a rule (hostslots.py), counted in n_host_slot
+                ("host_slot_used", u32 * (XG_HOST_SLOTS // 32))]
 
 
 class Event(ctypes.Structure):
@@ -124,7 +135,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key,
+    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_host_slot": HostSlot, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,
@@ -142,6 +153,12 @@ def filter_slot(src: str) -> int:
     for i in range(0, len(packed), 4):
         h ^= int.from_bytes(packed[i:i + 4], sys.byteorder)
     return _slot(h.to_bytes(4, sys.byteorder))
+
+
+def host_slot(src: str) -> int:
+    """The src_host_slot index of a host rule's address (IPv4 or IPv6 text): the top
+    XG_HOST_SLOT_BITS bits of its src_filter slot, as the program computes it."""
+    return filter_slot(src) >> (XG_FILTER_BITS - XG_HOST_SLOT_BITS)
 
 
 def _slot(word: bytes) -> int:

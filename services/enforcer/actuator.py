@@ -60,6 +60,20 @@ class MapActuator:
         """Close the maps; the rules stay in the kernel and keep expiring there."""
         self.maps.close()
 
+    def recount(self) -> None:
+        """At start: rebuild the maps' counts and the inline slots' directory (RuleMaps.recount),
+        so a write interrupted in another process (a slot left holding a rule with its bit
+        cleared, skipped by the program and never expired) is whole again. Not in dry run; a
+        failure is logged and the enforcer goes on with the counts as they are."""
+        if self.dry_run:
+            return
+        try:
+            counts = self.maps.recount()
+        except KernelError as exc:
+            log.warning("cannot recount the maps at start: %s", exc)
+            return
+        log.info("maps recounted: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
+
     # -- the allowlist -------------------------------------------------------------------------
     def install_allowlist(self) -> None:
         """Write every network of the policy's allowlist missing from the kernel allowlist."""
@@ -114,26 +128,40 @@ class MapActuator:
         self.gauges()
 
     async def _install_making_room(self, rule: Rule) -> bool:
-        """Add `rule`; while its map is full, evict the oldest model rule and retry. False (the
-        rule refused as map_full) when no model rule is left to evict, or (refused as `map`)
+        """Add `rule`; while its map is full, evict the oldest model rule whose deletion makes
+        room for it (RuleMaps.frees_room: one in the map `rule` goes to) and retry. False (the
+        rule refused as map_full) when no such model rule is left, or (refused as `map`)
         when the maps cannot hold it at all (ConfigError: e.g. a fifth TCP-flag mask for one
-        destination)."""
-        while True:
-            try:
-                self.maps.add_rule(rule)
-                return True
-            except ConfigError as exc:
-                self.metrics.refused.labels("map").inc()
-                log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
-                return False
-            except MapFull as exc:
-                victim = self.policy.evict_for_full_map()
-                if victim is None:
-                    self.metrics.refused.labels("map_full").inc()
-                    log.error("refused %s: %s and no model rule left to evict", rule.key(), exc)
-                    return False
-                await self.remove(victim, f"evicted: {exc}")
+        destination). The pin lock is held from the first write to the last retry, so another
+        writer (the CLI) cannot take the room an eviction made; the evictions are journaled
+        after it is released."""
+        evicted: list[tuple[Rule, MapFull]] = []
+        try:
+            with self.maps.locked():
+                while True:
+                    try:
+                        self.maps.add_rule(rule)
+                        return True
+                    except ConfigError as exc:
+                        self.metrics.refused.labels("map").inc()
+                        log.error("refused %s: the maps cannot hold it: %s", rule.key(), exc)
+                        return False
+                    except MapFull as exc:
+                        victim = self.policy.evict_for_full_map(
+                            rule, lambda v: self.maps.frees_room(v, rule))
+                        if victim is None:
+                            self.metrics.refused.labels("map_full").inc()
+                            log.error("refused %s: %s and no model rule whose eviction makes "
+                                      "room for it", rule.key(), exc)
+                            return False
+                        self.policy.untrack(victim)
+                        self.maps.delete_rule(victim)
+                        evicted.append((victim, exc))
+        finally:
+            for victim, exc in evicted:
+                await self.journal.removed(victim)
                 self.metrics.evicted.inc()
+                log.warning("removed %s (evicted: %s)", victim.key(), exc)
 
     async def remove(self, rule: Rule, why: str) -> None:
         """Delete `rule` from the maps and tombstone it; `why` is logged (a warning for

@@ -9,7 +9,7 @@ Datapath and the fake both match `RuleMaps` method by method.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import ContextManager, Protocol, Sequence
 
 from services.dataplane.datapath import Datapath, RuleStats, pinned_maps_id
 from services.records.rules import Rule
@@ -24,6 +24,14 @@ class RuleMaps(Protocol):
     def delete_rule(self, rule: Rule) -> bool:
         """Remove `rule` (by key); True if it was there."""
 
+    def placement(self, rule: Rule) -> tuple[str, int]:
+        """(map, slot or -1) where `rule` is written, from the rule alone (no map read): the
+        policy groups model rules by it, so eviction asks frees_room only of rules there."""
+
+    def frees_room(self, victim: Rule, rule: Rule) -> bool:
+        """Whether deleting the installed `victim` makes room for `rule`, which add_rule refused
+        with MapFull (the maps hold rules in several maps: a victim elsewhere frees nothing)."""
+
     def rules(self) -> Sequence[RuleStats]:
         """Every rule in the maps (`.rule` of each), expiry in Unix epoch ns."""
 
@@ -35,6 +43,13 @@ class RuleMaps(Protocol):
 
     def occupancy(self) -> dict[str, tuple[int, int]]:
         """{map name: (entries, max entries)} for the rule maps."""
+
+    def recount(self) -> dict[str, int]:
+        """Rebuild the counts the program reads (rule counts, skip filters, the inline slots'
+        directory) from the maps themselves; the n_* counts."""
+
+    def locked(self) -> ContextManager:
+        """`with maps.locked():` keeps other writers out across several calls (re-entrant)."""
 
     def close(self) -> None:
         """Release the maps (the rules stay in the kernel)."""

@@ -19,6 +19,7 @@ import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Callable
 
 from services.records.rules import Origin, Rule, Scope
 from services.records.verdict import targets
@@ -71,19 +72,30 @@ class Decision:
 class _Installed:
     rule: Rule
     source: str  # the address the rule targets, for the per-source cap ("" if none)
+    home: tuple[str, int] = ("", -1)  # model rules: where the maps hold it (RuleMaps.placement)
+
+
+def _one_map(rule: Rule) -> tuple[str, int]:
+    """The placement of a policy without maps: every rule in one map, no slot."""
+    return "", -1
 
 
 @dataclass
 class RulePolicy:
     """The enforcer's view of the installed rule set and the rules of issue 7 over it (pure: the
-    caller passes the time, in Unix epoch ns, and carries decisions out)."""
+    caller passes the time, in Unix epoch ns, and carries decisions out). `home` is the maps'
+    RuleMaps.placement: model rules are kept grouped by it, so a full map's eviction looks only
+    at the rules in that map (evict_for_full_map)."""
     config: RulePolicyConfig
+    home: Callable[[Rule], tuple[str, int]] = _one_map
     _allow: list[Network] = field(default_factory=list)
     _local: set[str] = field(default_factory=set)
     _rules: "OrderedDict[str, _Installed]" = field(default_factory=OrderedDict)  # oldest first
     _per_source: dict[str, int] = field(default_factory=dict)
     _recent: deque = field(default_factory=deque)  # install times (ns) within the last minute
     _seen: "OrderedDict[str, None]" = field(default_factory=OrderedDict)
+    # model rule keys by placement: map name -> slot (-1: none) -> keys
+    _homes: dict[str, dict[int, dict[str, None]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._base = [ipaddress.ip_network(c, strict=False) for c in self.config.allowlist]
@@ -106,9 +118,14 @@ class RulePolicy:
     def track(self, rule: Rule) -> None:
         """Record a rule known to be installed (restored, or found in the maps at start)."""
         self._forget(rule.key())
-        self._rules[rule.key()] = _Installed(rule, _target(rule))
-        if rule.origin is Origin.MODEL and self._rules[rule.key()].source:
-            src = self._rules[rule.key()].source
+        if rule.origin is not Origin.MODEL:
+            self._rules[rule.key()] = _Installed(rule, _target(rule))
+            return
+        home = self.home(rule)
+        self._rules[rule.key()] = _Installed(rule, _target(rule), home)
+        self._homes.setdefault(home[0], {}).setdefault(home[1], {})[rule.key()] = None
+        src = self._rules[rule.key()].source
+        if src:
             self._per_source[src] = self._per_source.get(src, 0) + 1
 
     def untrack(self, rule: Rule) -> None:
@@ -195,10 +212,25 @@ class RulePolicy:
             self._forget(rule.key())
         return gone
 
-    def evict_for_full_map(self) -> Rule | None:
-        """The map said full although the bound was not reached: the oldest model rule to drop."""
-        victims = self._evictions(1, force=True)
-        return victims[0] if victims else None
+    def evict_for_full_map(self, rule: Rule,
+                           frees: Callable[[Rule], bool] = lambda r: True) -> Rule | None:
+        """The map said full for `rule` although the bound was not reached: the oldest model rule
+        to drop among those for which `frees(victim)` holds (RuleMaps.frees_room: it sits where
+        `rule` needs room), None if there is none. Only the model rules placed in `rule`'s map
+        (any slot), and those of other maps in `rule`'s slot (a host rule's inline slot), are
+        candidates, so the cost is bounded by the rules in that map, not by every model rule;
+        `frees` is asked of them oldest first, until it holds."""
+        name, slot = self.home(rule)
+        keys = [k for group in self._homes.get(name, {}).values() for k in group]
+        if slot >= 0:
+            keys += [k for m, slots in self._homes.items() if m != name for k in slots.get(slot, ())]
+        heap = [(self._rules[k].rule.created_ns, k) for k in keys]
+        heapq.heapify(heap)
+        while heap:
+            victim = self._rules[heapq.heappop(heap)[1]].rule
+            if frees(victim):
+                return victim
+        return None
 
     # -- internals -----------------------------------------------------------------------------
     def _rate_refusal(self, now_ns: int) -> str:
@@ -223,7 +255,16 @@ class RulePolicy:
 
     def _forget(self, key: str) -> None:
         old = self._rules.pop(key, None)
-        if old is not None and old.rule.origin is Origin.MODEL and old.source:
+        if old is None or old.rule.origin is not Origin.MODEL:
+            return
+        slots = self._homes.get(old.home[0], {})
+        group = slots.get(old.home[1], {})
+        group.pop(key, None)
+        if not group:
+            slots.pop(old.home[1], None)
+            if not slots:
+                self._homes.pop(old.home[0], None)
+        if old.source:
             left = self._per_source.get(old.source, 0) - 1
             if left > 0:
                 self._per_source[old.source] = left

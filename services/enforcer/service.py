@@ -78,7 +78,7 @@ class Enforcer:
         maps_id = self.dataplane.maps_id()
         maps = self.dataplane.open()
         try:
-            self.policy = RulePolicy(policy_config(self.common, self.settings, maps))
+            self.policy = RulePolicy(policy_config(self.common, self.settings, maps), maps.placement)
         except BaseException:
             maps.close()
             raise
@@ -88,6 +88,7 @@ class Enforcer:
         self.actuator = MapActuator(
             self.dataplane, maps, maps_id, self.policy, self.reconciler, self.metrics,
             dry_run=self.settings.dry_run, clock=self.clock, learning=self.learning)
+        self.actuator.recount()
         self.actuator.install_allowlist()
         try:
             await self._check_packets_retention()

@@ -18,7 +18,7 @@ from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 SYN = raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / TCP(sport=1234, dport=80, flags="S"))
 ZERO = dict(n_allow=0, n_exact4=0, n_exact6=0, n_host4=0, n_host6=0, n_prefix4=0, n_prefix6=0,
-            n_limit=0)
+            n_limit=0, n_host_slot=0)
 
 
 def slot(env, src: str) -> tuple[int, int]:
@@ -33,7 +33,9 @@ def test_host_rules_sit_in_their_own_maps_and_beat_shorter_prefixes_with_their_o
     env.dp.add_rule(Rule("src_prefix", "drop", src="10.1.0.1/32"))
     env.dp.add_rule(Rule("src_prefix", "drop", src="fd00::1/128"))
     occ = env.dp.occupancy()
-    assert (occ["src_host4"][0], occ["src_host6"][0], occ["src_prefix4"][0], occ["src_prefix"][0]) == (1, 1, 1, 0)
+    # both hosts have their inline slot to themselves (tests/kernel/test_dp_host_slot.py: the hashes)
+    assert (occ["src_host_slot"][0], occ["src_host4"][0], occ["src_host6"][0], occ["src_prefix4"][0],
+            occ["src_prefix"][0]) == (2, 0, 0, 1, 0)
     v6 = raw(ETH / IPv6(src="fd00::1", dst="fd00::2") / TCP())
     with Delta(env) as d:
         assert [env.run(SYN), env.run(SYN), env.run(v6)] == [XDP_DROP] * 3
@@ -43,7 +45,7 @@ def test_host_rules_sit_in_their_own_maps_and_beat_shorter_prefixes_with_their_o
     assert hits == {"10.1.0.0/16": (1, 0), "10.1.0.1/32": (2, 2), "fd00::1/128": (1, 1)}
     assert env.dp.delete_rule(Rule("src_prefix", "drop", src="10.1.0.1/32"))
     assert env.run(SYN) == XDP_PASS  # the /16 again
-    assert env.dp.occupancy()["src_host4"][0] == 0
+    assert env.dp.occupancy()["src_host_slot"][0] == 1
 
 
 def test_an_exact_pass_still_beats_a_host_drop(env):
@@ -80,12 +82,14 @@ def test_rule_counts_follow_adds_replaces_and_deletes(env):
         env.dp.add_rule(rule)  # the host rule twice: a replace counts once
     env.dp.allow_add("10.8.0.0/16")
     env.dp.allow_add("10.8.0.0/16")
-    want = ZERO | dict(n_allow=1, n_exact6=1, n_host4=1, n_prefix4=1, n_prefix6=1, n_limit=1)
+    # the host rule sits in its inline slot: n_host4 counts the src_host4 hash only (still 0),
+    # n_host_slot and its src_filter slot count it
+    want = ZERO | dict(n_allow=1, n_exact6=1, n_prefix4=1, n_prefix6=1, n_limit=1, n_host_slot=1)
     assert env.dp.counts() == want
     assert (slot(env, "10.1.0.1"), slot(env, "fd00::1")) == ((0, 1), (1, 0))
     assert env.dp.recount() == want
     assert env.dp.delete_rule(host) and not env.dp.delete_rule(host)
-    assert env.dp.counts()["n_host4"] == 0 and slot(env, "10.1.0.1") == (0, 0)
+    assert env.dp.counts()["n_host_slot"] == 0 and slot(env, "10.1.0.1") == (0, 0)
     assert env.dp.allow_del("10.8.0.0/16") and env.dp.counts()["n_allow"] == 0
 
 

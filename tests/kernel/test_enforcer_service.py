@@ -3,10 +3,12 @@ kernel rules (allowlisted and local targets refused), every rule is written to t
 `rules` topic, expired rules leave the maps and are tombstoned, a "reboot" (pins removed, program
 loaded again, enforcer restarted) brings the rule set back exactly, and dry run touches nothing."""
 import asyncio
+import ipaddress
 import time
 
 from services.dataplane import loader
 from services.dataplane.datapath import Datapath
+from services.dataplane.structs import host_slot
 from services.records.rules import Action, Rule, Scope
 from services.wire.topics import ensure_topics
 from services.enforcer.ruleslog import read_rules
@@ -84,12 +86,24 @@ def test_dry_run_logs_what_it_would_do_and_touches_nothing(broker, pin_dir, tmp_
         loader.unload_all(pin_dir)
 
 
+def sharing_host_slot(addr: str, start: str, n: int) -> list[str]:
+    """The first n IPv4 addresses from `start` on whose inline host slot is `addr`'s."""
+    want, ip, out = host_slot(addr), ipaddress.IPv4Address(start), []
+    while len(out) < n:
+        if host_slot(str(ip)) == want:
+            out.append(str(ip))
+        ip += 1
+    return out
+
+
 def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(broker, pin_dir,
                                                                                 tmp_path):
     """Host-rule map of 16 entries (src_host4, sized with the prefix maps: the /32 rules,
     manual and model alike), one manual rule, 40 model verdicts: the map never overflows
     silently; the oldest model rules make room (counted, logged), the manual rule stays; and the
-    ENFORCER_MAX_MODEL_RULES bound evicts the same way before the map is full."""
+    ENFORCER_MAX_MODEL_RULES bound evicts the same way before the map is full. Every address
+    shares the manual rule's inline host slot (src_host_slot), so the manual rule sits there and
+    every model rule in the hash, whose 16 entries are what fills."""
     asyncio.run(ensure_topics(broker))
     loader.load([], pin_dir=pin_dir, sizes=loader.Sizes(prefix=16, ring_pages=16))
     manual = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.1/32", origin="manual")
@@ -99,7 +113,8 @@ def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(b
     try:
         enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_MAX_MODEL_RULES="12",
                                    ENFORCER_MAX_RULES_PER_SECOND="1000")
-        flood = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.113.{i}/32") for i in range(40)]
+        addrs = sharing_host_slot("198.18.0.1", "203.0.113.0", 50)
+        flood = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"{a}/32") for a in addrs[:40]]
         asyncio.run(publish(broker, [verdict(r) for r in flood]))
         wait_until(lambda: metric(http_get(port, "/metrics")[1],
                                 "xdpguard_enforcer_rules_applied_total") == 40, what="40 applied")
@@ -119,11 +134,11 @@ def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(b
         enf, port = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_MAX_MODEL_RULES="100",
                                    ENFORCER_MAX_RULES_PER_SECOND="1000",
                                    ENFORCER_GROUP_ID="second")
-        more = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"203.0.114.{i}/32") for i in range(10)]
+        more = [Rule(Scope.SRC_PREFIX, Action.DROP, src=f"{a}/32") for a in addrs[40:]]
         asyncio.run(publish(broker, [verdict(r) for r in more]))
         wait_until(lambda: all(r.key() in installed(pin_dir) for r in more), what="new rules in")
         rules = installed(pin_dir)
-        assert manual.key() in rules and len(rules) == 16
+        assert manual.key() in rules and len(rules) == 17  # the manual rule in its slot + 16
         assert metric(http_get(port, "/metrics")[1], "xdpguard_enforcer_rules_evicted_total") >= 7
     finally:
         if enf is not None:

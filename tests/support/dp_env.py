@@ -4,12 +4,14 @@ ring, frames run through it and counter deltas. tests/kernel/conftest.py gives o
 builds on it."""
 from __future__ import annotations
 
+import ctypes
 import os
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
-from services.dataplane.structs import Addr4Key, AddrKey, Flow4Key, Flow6Key, LimitKey, Lpm4Key, LpmKey
+from services.dataplane.structs import (Addr4Key, AddrKey, Flow4Key, Flow6Key, HostSlot, LimitKey,
+                                        Lpm4Key, LpmKey)
 from tests.support.caps import fresh_pin_dir
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -64,6 +66,9 @@ def clear_rules(dp: Datapath) -> None:
                       ("limit_stats", LimitKey)):
         for k in bpfsys.keys(maps[name].fd, key):
             bpfsys.delete(maps[name].fd, k)
+    for i, v in dp._host_slots(every=True):  # inline host rules written behind Datapath's back
+        if any(bytes(v)):
+            dp._write("src_host_slot", ctypes.c_uint32(i), HostSlot(), "host slot")
     dp.recount()
     dp.set_sample_rate(1)
 

@@ -30,7 +30,7 @@ class Parts:
         self.maps = self.dataplane.maps
         self.topic = FakeRulesTopic()
         self.metrics = EnforcerMetrics()
-        self.policy = RulePolicy(RulePolicyConfig(node_id="n1", **policy))
+        self.policy = RulePolicy(RulePolicyConfig(node_id="n1", **policy), self.maps.placement)
         self.reconciler = RulesReconciler(self.policy, self.topic, self.metrics, dry_run=dry_run,
                                           restore=True, deadletter=self.topic.deadletter,
                                           clock=lambda: T0)

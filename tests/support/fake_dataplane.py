@@ -2,12 +2,17 @@
 
 `FakeMaps` satisfies services.enforcer.maps.RuleMaps (tests/unit/test_enforcer_protocols.py checks
 it against the protocol, as it checks Datapath): rules by key, an allowlist, one capacity for all
-rules (MapFull beyond it, as a full kernel map), at most XG_LIMIT_MASKS TCP-flag masks per limited
+rules (MapFull beyond it, as a full kernel map) or, with `pool`, that capacity for each pool
+of rules (`pool(rule)` names the map a rule goes to: frees_room says whether a victim is in the
+full one), at most XG_LIMIT_MASKS TCP-flag masks per limited
 destination (ConfigError beyond, as Datapath), and the order of writes. `FakeDataplane`
 satisfies Dataplane: the test loads a "program" again with `reload()` (new maps id, new empty
 maps) and can make the next `open()` calls fail, as in the middle of a load.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Callable
 
 from services.common.errors import ConfigError, KernelError, MapFull
 from services.dataplane.datapath import RuleStats
@@ -18,12 +23,30 @@ from services.records.rules import Rule, Scope
 class FakeMaps:
     """Rule and allowlist maps in memory. `writes` lists ("add" | "delete", rule key) in order."""
 
-    def __init__(self, capacity: int = 1000, allowlist: tuple[str, ...] = ()) -> None:
+    def __init__(self, capacity: int = 1000, allowlist: tuple[str, ...] = (),
+                 pool: Callable[[Rule], str] = lambda rule: "rules") -> None:
         self.installed: dict[str, Rule] = {}
         self.allowed: list[str] = list(allowlist)
-        self.capacity = capacity
+        self.capacity, self.pool = capacity, pool
         self.writes: list[tuple[str, str]] = []
         self.closed = False
+        self.frees_asked = 0  # frees_room calls
+        self.lock_depth = 0  # locked() entered and not left
+        self.recounts = 0  # recount() calls
+        self.writes_locked: list[bool] = []  # per write: made while locked() was held
+
+    def recount(self) -> dict[str, int]:
+        self._open()
+        self.recounts += 1
+        return {"rules": len(self.installed)}
+
+    @contextlib.contextmanager
+    def locked(self):
+        self.lock_depth += 1
+        try:
+            yield self
+        finally:
+            self.lock_depth -= 1
 
     def _open(self) -> None:
         if self.closed:
@@ -31,8 +54,9 @@ class FakeMaps:
 
     def add_rule(self, rule: Rule) -> None:
         self._open()
-        if rule.key() not in self.installed and len(self.installed) >= self.capacity:
-            raise MapFull(f"rule map is full ({self.capacity} entries)")
+        same = [r for r in self.installed.values() if self.pool(r) == self.pool(rule)]
+        if rule.key() not in self.installed and len(same) >= self.capacity:
+            raise MapFull(f"{self.pool(rule)} map is full ({self.capacity} entries)")
         if rule.scope is Scope.DST_LIMIT:
             masks = {r.tcp_flags for r in self.installed.values()
                      if r.scope is Scope.DST_LIMIT and r.dst == rule.dst} | {rule.tcp_flags}
@@ -40,11 +64,21 @@ class FakeMaps:
                 raise ConfigError(f"at most {XG_LIMIT_MASKS} distinct TCP-flag masks per destination")
         self.installed[rule.key()] = rule
         self.writes.append(("add", rule.key()))
+        self.writes_locked.append(self.lock_depth > 0)
 
     def delete_rule(self, rule: Rule) -> bool:
         self._open()
         self.writes.append(("delete", rule.key()))
+        self.writes_locked.append(self.lock_depth > 0)
         return self.installed.pop(rule.key(), None) is not None
+
+    def placement(self, rule: Rule) -> tuple[str, int]:
+        return self.pool(rule), -1
+
+    def frees_room(self, victim: Rule, rule: Rule) -> bool:
+        self._open()
+        self.frees_asked += 1
+        return victim.key() in self.installed and self.pool(victim) == self.pool(rule)
 
     def rules(self) -> list[RuleStats]:
         self._open()

@@ -3,6 +3,8 @@ slots (structs.filter_slot, structs.pfx_filter_slot), the config's per-length bo
 source prefixes (entries.count_length) and the Rules read back from map entries, without a
 kernel."""
 import ctypes
+import ipaddress
+import sys
 
 import pytest
 
@@ -87,3 +89,42 @@ def test_host_entries_read_back_as_prefix_rules_with_their_own_counters():
     [rs] = entries.read_rules(lambda name, kt: [key] if name == "src_host4" else [],
                               lambda name, k: vals.get((name, bytes(k))))
     assert rs.dropped == 0
+
+
+def test_inline_host_slots_read_back_as_host_rules_and_empty_slots_as_none():
+    """src_host_slot entries: family 4 (address in addr[:4]), 6 (16 bytes), 0 empty."""
+    from services.dataplane.structs import Addr16, HostSlot
+    slots = {0: HostSlot(Addr16(*bytes([10, 0, 0, 9]), *bytes(12)), RuleVal(0, 5, 4, 240, XG_ACT_DROP, 1), 4),
+             1: HostSlot(Addr16(*bytes.fromhex("fd00" + "00" * 13 + "05")), RuleVal(0, 5, 2, 100, XG_ACT_PASS, 2), 6),
+             2: HostSlot()}
+    got = entries.read_rules(
+        lambda name, kt: [ctypes.c_uint32(i) for i in slots] if name == "src_host_slot" else [],
+        lambda name, k: slots[k.value] if name == "src_host_slot" else None)
+    assert sorted((rs.rule.src, rs.rule.action.value, rs.rule.origin.value, rs.hits, rs.bytes, rs.dropped)
+                  for rs in got) == [("10.0.0.9/32", "drop", "manual", 4, 240, 4),
+                                     ("fd00::5/128", "pass", "model", 2, 100, 0)]
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="golden slots of a little-endian host")
+def test_host_slots_of_known_addresses():
+    """Golden values. 10.0.0.1 and fd00::1 worked out from the C formula here (xdpguard.c
+    src_listed: the address's 32-bit words as loaded on a little-endian CPU, XORed, times
+    0x9E3779B1 mod 2^32, the top 12 bits; 10.0.0.1 is the word 0x0100000A, fd00::1 the words
+    0x000000FD ^ 0x01000000); 203.0.113.9 and 2001:db8::5 recorded from this build, to catch a
+    change. A v4-mapped address has its IPv4 address's slot (the program gives it the IPv4 word).
+    The kernel tier checks the program agrees (test_dp_host_slot)."""
+    def top12(word: int) -> int:
+        return (word * 0x9E3779B1 % 2**32) >> 20
+    assert top12(0x0100000A) == 3570 and top12(0x010000FD) == 221
+    got = {a: structs.host_slot(a) for a in ("10.0.0.1", "203.0.113.9", "fd00::1", "2001:db8::5",
+                                             "::ffff:10.0.0.1")}
+    assert got == {"10.0.0.1": 3570, "203.0.113.9": 1633, "fd00::1": 221, "2001:db8::5": 3478,
+                   "::ffff:10.0.0.1": 3570}
+
+
+def test_consecutive_addresses_spread_over_the_host_slots():
+    """4,096 consecutive addresses of either family take at least 3,000 of the 4,096 slots (a
+    slot taken from the low, unmixed bits or a constant would not)."""
+    for base in (ipaddress.IPv4Address("10.0.0.0"), ipaddress.IPv6Address("fd00::")):
+        slots = {structs.host_slot(str(base + i)) for i in range(4096)}
+        assert len(slots) >= 3000 and max(slots) < structs.XG_HOST_SLOTS

@@ -19,7 +19,7 @@ MACROS = {"ARRAY": (bpfsys.MAP_TYPE_ARRAY, False), "PERCPU_ARRAY": (bpfsys.MAP_T
 # size macro of the C declaration -> the Config field the loader records it in
 SIZE_FIELDS = {"1": None, "XG_EXACT_MAX": "exact_max", "XG_PREFIX_MAX": "prefix_max",
                "XG_ALLOW_MAX": "allow_max", "XG_LIMIT_MAX": "limit_max", "XG_RING_PAGES": "ring_bytes",
-               "XG_FILTER_SLOTS": structs.XG_FILTER_SLOTS}
+               "XG_FILTER_SLOTS": structs.XG_FILTER_SLOTS, "XG_HOST_SLOTS": structs.XG_HOST_SLOTS}
 
 
 def declarations() -> dict[str, tuple[str, list[str]]]:
@@ -89,7 +89,7 @@ def test_every_difference_is_named_with_both_values():
 
 def test_specs_say_which_maps_are_per_cpu_and_where_their_size_is_recorded():
     assert {s.name for s in MAPS if s.percpu} == {"stats", "exact4", "exact6", "src_host4", "src_host6",
-                                                       "src_prefix4", "src_prefix", "limit_stats"}
+                                                       "src_host_slot", "src_prefix4", "src_prefix", "limit_stats"}
     cfg = structs.Config(exact_max=7, ring_bytes=4096)
     assert SPECS["exact6"].max_entries(cfg) == 7
     assert SPECS["events"].max_entries(cfg) == 4096 and SPECS["config"].max_entries(cfg) == 1

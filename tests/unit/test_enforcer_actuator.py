@@ -47,6 +47,30 @@ def test_a_full_map_evicts_the_oldest_model_rule_and_never_a_manual_one():
     assert prefix(9).key() not in {r.key() for r in only_manual.policy.installed()}
 
 
+def test_a_full_map_evicts_only_rules_that_sit_in_it():
+    """Two maps of 2 rules each (even and odd last byte): when the odd one is full, the oldest
+    model rule in it goes, not the older ones of the even map, whose eviction frees nothing
+    for the new rule."""
+    p = Parts(FakeMaps(capacity=2, pool=lambda r: str(int(r.src.split(".")[3].split("/")[0]) % 2)))
+    for i in (0, 2, 1, 3, 5):  # evens first: the two oldest rules are in the even map
+        assert p.verdict(prefix(i), now=T0 + i * S) is Outcome.APPLY
+    assert set(p.maps.installed) == {prefix(i).key() for i in (0, 2, 3, 5)}
+    assert [k for what, k in p.topic.log if what == "tombstone"] == [prefix(1).key()]
+    assert p.metric("rules_evicted_total") == 1 and p.metric("rules_applied_total") == 5
+    assert {r.key() for r in p.policy.installed()} == set(p.maps.installed)
+
+    manual = Rule(Scope.SRC_PREFIX, Action.DROP, src="198.18.0.1/32", origin=Origin.MANUAL)
+    only_other = Parts(FakeMaps(capacity=1, pool=lambda r: "manual" if r.origin is Origin.MANUAL
+                                                         or r.src.endswith(".7/32") else "model"))
+    only_other.maps.add_rule(manual)
+    only_other.policy.track(manual)
+    only_other.verdict(prefix(1))  # the model map: room
+    only_other.verdict(prefix(7), now=T0 + S)  # the manual rule's map: nothing evictable frees it
+    assert set(only_other.maps.installed) == {manual.key(), prefix(1).key()}
+    assert only_other.metric("rules_refused_total", reason="map_full") == 1
+    assert only_other.metric("rules_evicted_total") == 0
+
+
 def test_the_model_rule_bound_evicts_before_the_map_is_full():
     p = Parts(max_model_rules=2)
     for i in range(3):
