@@ -124,8 +124,6 @@ def one_way_new_socket_stream(t0: int, seconds: float, per_s: int, datagram: int
     return sorted(pk, key=lambda p: p.ts_ns)
 
 
-@pytest.mark.xfail(strict=True, reason="G2 (review 15): UNANSWERED_FIRST_MIN counted per flow; a "
-                   "host sending each large datagram from a new source port buys nothing")
 @pytest.mark.parametrize("per_s,datagram,dport", [(5, 8000, 12201), (25, 4000, 5001),
                                                   (2, 65000, 5001), (5, 8000, 162)])
 def test_a_one_way_stream_of_new_sockets_is_not_blocked(detector, per_s, datagram, dport):
@@ -136,8 +134,6 @@ def test_a_one_way_stream_of_new_sockets_is_not_blocked(detector, per_s, datagra
     assert not [sg for w in res.windows for sg in w.suggestions]
 
 
-@pytest.mark.xfail(strict=True, reason="G2 (review 15): two unanswered flows of one first "
-                   "fragment each buy nothing (per flow)")
 def test_a_spoofed_address_with_one_datagram_still_buys_nothing():
     """The pair minimum keeps F1 (review 13): one first fragment per (source, destination),
     unanswered, buys nothing; two flows of one first fragment each from that source buy 88."""
