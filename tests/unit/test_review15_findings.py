@@ -19,6 +19,11 @@ left open: it fails on ecf4e9a and passes once fixed.
   93.67% dropped, 25 of 4,000 bytes 93.93%, 2 of 65,000 bytes 96.67% (0 on 4034f28; the same
   stream from one source port: 0 on both). Fixed (the minimum counts a pair's unanswered
   first fragments together): a spoofed address's one datagram still buys nothing.
+- G3 (accepted in docs/detection.md by 40cf965, held here to stay visible): one large datagram
+  a window per source and destination, unanswered, buys nothing, as before the budget: a
+  one-way stream of one 65,000- or 30,000-byte datagram a second 93.33% dropped; 10 hosts each
+  sending one 8,000-byte datagram a second to a collector 76.00% (30 hosts: 96.19%); 0 on
+  4034f28, the same on 138c52d.
 - Parity: evidence_columns.assess_columns equals evidence.assess on windows mixing several
   sources and destinations (IPv4, IPv6, a group), answered, solicited and unanswered large UDP
   flows from reflector ports and not, UDP and TCP fragment flows on both sides of the budget,
@@ -151,6 +156,20 @@ def test_a_spoofed_address_with_one_datagram_still_buys_nothing():
     assert frags([4000]) == 88
     assert frags([4000, 4001]) == 0
     assert frags([4000, 4001, 4002]) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="G3 (review 15, accepted in docs/detection.md since 40cf965): "
+                   "one unanswered large datagram a window per source buys nothing; 93.33% / 76.00% "
+                   "dropped, 0 on 4034f28")
+@pytest.mark.parametrize("hosts,datagram", [(1, 65000), (10, 8000)])
+def test_one_large_datagram_a_second_per_host_is_not_blocked(detector, hosts, datagram):
+    pk = []
+    for h in range(hosts):
+        pk += one_way_new_socket_stream(T0 + h * S // hosts, 60, 1, datagram, 9000,
+                                        src=f"10.2.0.{h + 1}")
+    pk.sort(key=lambda p: p.ts_ns)
+    res = replay(pk, detector)
+    assert not res.dropped.any(), f"{res.dropped.mean():.4f} dropped"
 
 
 # ---- parity: columns == per-flow assessment on mixed fragment windows ----
