@@ -162,7 +162,7 @@ def _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, groups: int) -> l
     sel = np.flatnonzero(frag | give)
     pair = d_of[sel].astype(np.int64) * n_src + s_of[sel]
     p, f = _u64(packets)[sel], frag[sel]
-    # evidence.fragment_budget per flow: below 44 x 2**64 / 1200 < 2**60, exact in uint64
+    # 44 per first fragment held: below 44 x 2**64 / 1200 < 2**60, exact in uint64
     held = np.minimum(p, _u64(nbytes)[sel] // np.uint64(FIRST_FRAGMENT_BYTES))
     codes, inv = np.unique(pair, return_inverse=True)
     # fragments.pair_budgets: a pair's unanswered flows buy only when they hold
