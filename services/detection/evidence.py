@@ -81,7 +81,8 @@ from .watch import (ProbeFates, SourceWatch,  # noqa: F401
 from .watch import merge_fates
 
 from .fragments import (FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,  # noqa: F401 (re-exported)
-                        UNANSWERED_FIRST_MIN, answer_fragments, fragment_budget)
+                        UNANSWERED_FIRST_MIN, answer_fragments, fragment_budget,
+                        pair_budgets)
 from .marks import (ANSWERED, DHCP, FRAGMENT, GROUP, HALF_OPEN, INITIATED,  # noqa: F401 (re-exported)
                     ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
 
@@ -154,21 +155,17 @@ def dst_measures(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
     """DST_MEASURES of every destination of `keys` (all flows towards it must be there).
     `fragments` counts a source's non-first fragments beyond its budget at the destination:
     FRAGMENTS_PER_DATAGRAM per first fragment its port-bearing UDP flows there can hold
-    (`fragment_budget`), REFLECTED flows left out (the rest of datagrams the destination asked
+    (`fragments.pair_budgets`), REFLECTED flows left out (the rest of datagrams the destination asked
     for, a resolver's large answers, or of a stream sent to it, iperf3 -u or RTP video; an
     amplification's unsolicited first fragments, a small query's answer, a TCP or ICMP exchange
     buy nothing). `unsolicited_srcs` leaves out ONE_WAY flows unless the destination's ONE_WAY
     packets exceed ONE_WAY_VOLUME."""
     keys = list(keys)
-    budget: dict[tuple, int] = {}  # (src, dst) -> fragments its UDP first fragments account for
+    # (src, dst) -> fragments its UDP first fragments account for (fragments.pair_budgets)
+    budget = pair_budgets(keys, flows, marks)
     loud: dict[str, int] = {}  # dst -> packets of its ONE_WAY flows
     for k in keys:
         m = marks[k]
-        if not m & (FRAGMENT | REFLECTED) and k[4] == PROTO_UDP:
-            st = flows[k]
-            b = fragment_budget(st["packets"], st["bytes"], bool(m & ANSWERED))
-            if b:
-                budget[k[:2]] = budget.get(k[:2], 0) + b
         if m & ONE_WAY:
             loud[k[1]] = loud.get(k[1], 0) + flows[k]["packets"]
     acc: dict[str, list] = {}  # dst -> 5 source sets (None until needed), fragments, dhcp, volume

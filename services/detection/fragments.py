@@ -28,15 +28,51 @@ FRAGMENTS_PER_DATAGRAM = 44
 # at least 1,294 at IPv6's minimum MTU of 1,280): a UDP flow of b bytes holds at most
 # b // FIRST_FRAGMENT_BYTES of them; a small packet (a 60-byte query) holds none
 FIRST_FRAGMENT_BYTES = 1200
-UNANSWERED_FIRST_MIN = 2  # an unanswered flow buys a budget from this many first fragments
+# a source's unanswered flows to a destination buy a budget from this many first fragments,
+# together (review 15 G2: per flow, a host sending each datagram from a new socket bought none)
+UNANSWERED_FIRST_MIN = 2
 
 
 def fragment_budget(packets: int, nbytes: int, answered: bool = True) -> int:
     """Non-first fragments a port-bearing UDP flow (`packets`, `nbytes` of frames) accounts for:
     FRAGMENTS_PER_DATAGRAM per packet of FIRST_FRAGMENT_BYTES+ it can hold; unanswered, none below
-    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself)."""
-    held = min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself). The
+    flow alone: `pair_budgets` counts a pair's unanswered flows' first fragments together."""
+    held = first_fragments_held(packets, nbytes)
     return 0 if not answered and held < UNANSWERED_FIRST_MIN else FRAGMENTS_PER_DATAGRAM * held
+
+
+def first_fragments_held(packets: int, nbytes: int) -> int:
+    """First fragments a port-bearing UDP flow of `packets` and `nbytes` of frames can hold."""
+    return min(packets, nbytes // FIRST_FRAGMENT_BYTES)
+
+
+def pair_budgets(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
+                 marks: Mapping[tuple, int]) -> dict[tuple, int]:
+    """(src, dst) -> the non-first fragments the source's port-bearing UDP flows there account
+    for (evidence.dst_measures): FRAGMENTS_PER_DATAGRAM per first fragment they can hold, REFLECTED
+    flows none; the ANSWERED ones each from one first fragment (`fragment_budget`), the others
+    only when they hold UNANSWERED_FIRST_MIN together (review 13 F1: a spoofed address's one
+    datagram paid for itself; review 15 G2: counted per flow, a host sending each large datagram
+    from a new source port, one first fragment per 5-tuple, bought nothing)."""
+    budget: dict[tuple, int] = {}
+    alone: dict[tuple, int] = {}  # first fragments of the pair's flows not answered
+    for k in keys:
+        m = marks[k]
+        if m & (FRAGMENT | REFLECTED) or k[4] != PROTO_UDP:
+            continue
+        st = flows[k]
+        held = first_fragments_held(st["packets"], st["bytes"])
+        if not held:
+            continue
+        if m & ANSWERED:
+            budget[k[:2]] = budget.get(k[:2], 0) + FRAGMENTS_PER_DATAGRAM * held
+        else:
+            alone[k[:2]] = alone.get(k[:2], 0) + held
+    for pair, held in alone.items():
+        if held >= UNANSWERED_FIRST_MIN:
+            budget[pair] = budget.get(pair, 0) + FRAGMENTS_PER_DATAGRAM * held
+    return budget
 
 
 def answer_fragments(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],

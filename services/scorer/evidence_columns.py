@@ -154,7 +154,7 @@ def _distinct(of: np.ndarray, members: np.ndarray, size: int, mask: np.ndarray,
 def _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, groups: int) -> list[int]:
     """Per destination its non-first fragments beyond the same source's budget there:
     FRAGMENTS_PER_DATAGRAM per first fragment its UDP flows that are not REFLECTED can hold
-    (evidence.dst_measures, evidence.fragment_budget), as Python integers."""
+    (evidence.dst_measures, fragments.pair_budgets), as Python integers."""
     frag = marks & FRAGMENT != 0
     if not frag.any():
         return [0] * groups
@@ -162,11 +162,16 @@ def _fragments(d_of, s_of, n_src, packets, nbytes, marks, udp, groups: int) -> l
     sel = np.flatnonzero(frag | give)
     pair = d_of[sel].astype(np.int64) * n_src + s_of[sel]
     p, f = _u64(packets)[sel], frag[sel]
-    # evidence.fragment_budget per flow: below 44 x 2**64 / 1200 < 2**60, exact in uint64
+    # 44 per first fragment held: below 44 x 2**64 / 1200 < 2**60, exact in uint64
     held = np.minimum(p, _u64(nbytes)[sel] // np.uint64(FIRST_FRAGMENT_BYTES))
-    held = np.where((marks[sel] & ANSWERED == 0) & (held < UNANSWERED_FIRST_MIN), np.uint64(0), held)
-    give_n = np.where(f, np.uint64(0), held * np.uint64(FRAGMENTS_PER_DATAGRAM))
     codes, inv = np.unique(pair, return_inverse=True)
+    # fragments.pair_budgets: a pair's unanswered flows buy only when they hold
+    # UNANSWERED_FIRST_MIN first fragments together (summed clipped at it: no overflow)
+    alone = ~f & (marks[sel] & ANSWERED == 0)
+    together = np.zeros(len(codes), np.int64)
+    np.add.at(together, inv[alone], np.minimum(held[alone], UNANSWERED_FIRST_MIN).astype(np.int64))
+    held = np.where(alone & (together[inv] < UNANSWERED_FIRST_MIN), np.uint64(0), held)
+    give_n = np.where(f, np.uint64(0), held * np.uint64(FRAGMENTS_PER_DATAGRAM))
     if _total_below(p[f], 2**64) and _total_below(give_n, 2**64):
         have, budget = np.zeros(len(codes), np.uint64), np.zeros(len(codes), np.uint64)
         np.add.at(have, inv[f], p[f])

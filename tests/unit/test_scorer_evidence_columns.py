@@ -177,10 +177,13 @@ def test_columns_give_the_fragment_budget_of_the_per_flow_assessment(window):
 
 def test_the_fragment_strategy_reaches_the_budget():
     """The strategy above does generate fragments partly covered by a budget (counted, but
-    fewer than sent), fully covered ones, and fragment counts past 2**64 in sum (the columns'
-    exact Python path) (else the property says nothing about them)."""
+    fewer than sent), fully covered ones, fragment counts past 2**64 in sum (the columns'
+    exact Python path), and UDP fragment flows fragments.answer_fragments clears (UNANSWERED
+    unmarked: covered by an answered flow's budget) (else the property says nothing about them)."""
     from hypothesis import HealthCheck
-    seen = [0, 0, 0]
+
+    from services.detection.evidence import FRAGMENT, UNANSWERED, flow_marks
+    seen = [0, 0, 0, 0]
     at = DST_MEASURES.index("fragments")
 
     @settings(max_examples=400, deadline=None, database=None,
@@ -193,5 +196,9 @@ def test_the_fragment_strategy_reaches_the_budget():
         seen[0] += 0 < got < sent
         seen[1] += got == 0
         seen[2] += sent >= 2**64
+        marks = assess(keys, flows, answers, END, own).marks
+        seen[3] += sum(1 for k in keys if k[4] == 17 and flow_marks(k, flows[k], answers, END)
+                       & (FRAGMENT | UNANSWERED) == FRAGMENT | UNANSWERED
+                       and not marks[k] & UNANSWERED)
     sample()
     assert all(seen), seen
