@@ -81,7 +81,7 @@ from .watch import (ProbeFates, SourceWatch,  # noqa: F401
 from .watch import merge_fates
 
 from .fragments import (FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,  # noqa: F401 (re-exported)
-                        UNANSWERED_FIRST_MIN, answer_fragments, fragment_budget,
+                        UNANSWERED_FIRST_MIN, fragment_budget,
                         pair_budgets)
 from .marks import (ANSWERED, DHCP, FRAGMENT, GROUP, HALF_OPEN, INITIATED,  # noqa: F401 (re-exported)
                     ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
@@ -350,7 +350,6 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
         for k in keys:
             if marks[k] & SOLICITED and k[1] in busy:
                 marks[k] = flow_marks(k, flows[k], answers, window_end_ns, solicit=False)
-    answer_fragments(keys, flows, marks)  # the rest of answered datagrams: fragments.py
     src = src_measures(keys, flows, marks, src_own)
     tally = probe_tally(keys, marks, src_own)
     held = {}

@@ -2,24 +2,24 @@
 
 A non-first fragment carries no ports (the data plane reports it with sport = dport = 0 as its
 own flow, src -> dst with ports 0), so nothing answers it by 5-tuple. What it belongs to is its
-datagram's FIRST fragment: that one carries the ports and fills the link's MTU. Two uses
+datagram's FIRST fragment: that one carries the ports and fills the link's MTU. One use
 (docs/detection.md, Evidence, "The fragment budget"):
 - the `fragments` measure (evidence.dst_measures) counts a source's non-first fragments to a
   destination beyond the budget its port-bearing UDP flows there buy (`fragment_budget`);
-- a source's non-first UDP fragments that its ANSWERED UDP flows to the destination account for
-  are the rest of answered datagrams: they do not make their source an unsolicited one
-  (`answer_fragments`; review 13, F4: a resolver whose 60 or 100 servers a second answered in
-  fragments was limited by unsolicited_srcs). They still count as packets nobody answered (F5,
-  NFS over UDP at 100 32 KB reads a second, 2,200 such packets a window, stays blocked by
-  `packets`): one answer must not carry 44 packets of volume.
+- nothing else: a non-first fragment flow is never answered by 5-tuple, so it counts in
+  `unsolicited_srcs` and `packets` like any unanswered flow. Treating the fragments an ANSWERED
+  flow's budget covers as answered (acb4228, for review 13's F4: a resolver whose 60 or 100
+  servers a second answered in fragments was limited) let a spoofed flood of large datagrams
+  at a UDP service of the victim that answers each one go unnamed under 2,000 packets a window
+  (review 15, G1: 0 dropped, 78-92% before); it was taken out again, F4 stays open.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, MutableMapping
+from typing import Iterable, Mapping
 
 from services.records.packet import PROTO_UDP
 
-from .marks import ANSWERED, FRAGMENT, REFLECTED, UNANSWERED
+from .marks import ANSWERED, FRAGMENT, REFLECTED
 
 # The most non-first fragments one datagram can have (65,535 bytes over a 1,500-byte MTU: 44):
 # the budget of fragments a first fragment of the same source buys
@@ -74,29 +74,3 @@ def pair_budgets(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
             budget[pair] = budget.get(pair, 0) + FRAGMENTS_PER_DATAGRAM * held
     return budget
 
-
-def answer_fragments(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
-                     marks: MutableMapping[tuple, int]) -> None:
-    """Clear UNANSWERED, in place, on every UNANSWERED non-first UDP fragment flow (src, dst, 0, 0,
-    17) whose packets the budget of its source's ANSWERED UDP flows to the same destination
-    covers (`fragment_budget` of each, summed; a TCP fragment flow, or one beyond that budget,
-    keeps its mark). The flow is not ANSWERED either: its packets still count as packets nobody
-    answered (`packets`), since one answer would otherwise carry up to 44 packets of volume (a
-    spoofed flood of large datagrams at a service that answers them)."""
-    budget: dict[tuple, int] = {}
-    frags = []
-    for k in keys:
-        if k[4] != PROTO_UDP:
-            continue
-        m = marks[k]
-        if m & FRAGMENT:
-            if m & UNANSWERED:
-                frags.append(k)
-        elif m & ANSWERED and not m & REFLECTED:
-            st = flows[k]
-            b = fragment_budget(st["packets"], st["bytes"])
-            if b:
-                budget[k[:2]] = budget.get(k[:2], 0) + b
-    for k in frags:
-        if flows[k]["packets"] <= budget.get(k[:2], 0):
-            marks[k] &= ~UNANSWERED

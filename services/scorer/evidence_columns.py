@@ -51,8 +51,6 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], nbytes: Sequence[i
     s_of = np.fromiter((s_at.setdefault(k[0], len(s_at)) for k in keys), dtype=np.intp, count=n)
     marks = _marks(keys, d_at, d_of, s_of, len(s_at), sport, dport, proto, _u64(packets),
                    _i64(flags), _u64(syn), _u64(last), answers, window_end_ns)
-    marks = _answer_fragments(marks, d_of, s_of, len(s_at), proto == PROTO_UDP, _u64(packets),
-                              _u64(nbytes))
     by_key = dict(zip(keys, marks.tolist()))
     # evidence.known_probe of every flow
     known = (marks & PROBE != 0) & (marks & (ANSWERED | UNANSWERED) != 0) & (proto != PROTO_TCP)
@@ -108,30 +106,6 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     m |= np.where(udp & (sport == 68) & (dport == 67), DHCP, 0)
     m |= np.where((tcp | udp) & (sport == 0) & (dport == 0), FRAGMENT, 0)
     return m
-
-
-def _answer_fragments(marks, d_of, s_of, n_src, udp, packets, nbytes) -> np.ndarray:
-    """evidence.answer_fragments on the marks array (a new one when a fragment flow changes):
-    an UNANSWERED non-first UDP fragment flow covered by the fragment budget of its source's
-    ANSWERED UDP flows to the same destination loses UNANSWERED. Exact (Python integers for the
-    budgets; only the pairs with such a fragment flow are summed)."""
-    frag = udp & (marks & FRAGMENT != 0) & (marks & UNANSWERED != 0)
-    if not frag.any():
-        return marks
-    pair = d_of.astype(np.int64) * n_src + s_of
-    give = (udp & (marks & FRAGMENT == 0) & (marks & ANSWERED != 0) & (marks & REFLECTED == 0)
-            & np.isin(pair, pair[frag]))
-    if not give.any():
-        return marks
-    budget: dict[int, int] = {}
-    held = np.minimum(packets[give], nbytes[give] // np.uint64(FIRST_FRAGMENT_BYTES))
-    for c, h in zip(pair[give].tolist(), _ints(held)):
-        budget[c] = budget.get(c, 0) + FRAGMENTS_PER_DATAGRAM * h
-    out = marks.copy()
-    for i, c, n in zip(np.flatnonzero(frag).tolist(), pair[frag].tolist(), _ints(packets[frag])):
-        if n <= budget.get(c, 0):
-            out[i] &= ~UNANSWERED
-    return out
 
 
 def _sums(of: np.ndarray, packets, mask: np.ndarray, groups: int) -> list[int]:
