@@ -86,15 +86,23 @@ class RulesReconciler:
         for partition, offset, reason, _key, value in bad_records:
             await self._deadletter(self.topic.topic, partition, offset, reason, value)
         now = self._clock()
+        # What leaves the maps goes first, so the rules restored next have its room (a full map
+        # refused them, and nothing tried them again, while a stale rule held it: helper-51).
+        stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
+        for rule in stale:  # a model rule the topic no longer holds was removed while we were away
+            if not self.dry_run:
+                maps.delete_rule(rule)
+        for key, rec in records.items():
+            rule = rec.rule
+            if rule.expired(now) and not self.dry_run:
+                await self.removed(rule)
+                held = in_maps.get(key)
+                if held is not None and held.origin is Origin.MODEL and held.expired(now):
+                    maps.delete_rule(held)  # expired while we were away: nobody else will
         restored = 0
         for key, rec in records.items():
             rule = rec.rule
             if rule.expired(now):
-                if not self.dry_run:
-                    await self.removed(rule)
-                    held = in_maps.get(key)
-                    if held is not None and held.origin is Origin.MODEL and held.expired(now):
-                        maps.delete_rule(held)  # expired while we were away: nobody else will
                 continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:
@@ -110,10 +118,6 @@ class RulesReconciler:
             if rule.origin is Origin.MANUAL:
                 self._manual[key] = rule  # already in the topic: no rewrite
             restored += 1
-        stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
-        for rule in stale:  # a model rule the topic no longer holds was removed while we were away
-            if not self.dry_run:
-                maps.delete_rule(rule)
         self.metrics.restored.inc(restored)
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.topic.topic, len(bad_records), len(stale))
