@@ -2,9 +2,10 @@
 
 - `applied(rule, verdict_id)` / `removed(rule)`: the record of every rule the actuator installs
   (state applied) or removes (a tombstone); the actuator calls them (it is its RuleJournal).
-- `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
-  their original times), tombstones the expired ones (deleting a model rule that expired in the
-  maps meanwhile) and deletes model rules the topic no longer holds; manual rules in the maps
+- `restore(maps)`: at start, deletes model rules the topic no longer holds, tombstones the
+  expired ones (deleting a model rule that expired in the maps meanwhile), then installs again
+  this node's unexpired rules from the topic (with their original times), in the room the
+  deletions made; manual rules in the maps
   are tracked and never touched. Undecodable records are skipped, counted and dead-lettered;
   so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth TCP-flag mask for one
   destination), which is also tombstoned, so that no record can stop
