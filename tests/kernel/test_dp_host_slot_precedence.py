@@ -3,9 +3,42 @@
 shorter prefix's drop, both in the slot and in the hash, and its deletion gives the prefix back),
 an exact rule comes first either way (its drop beats a host pass), and the allowlist before all.
 Real kernel, BPF_PROG_TEST_RUN, the pinned maps."""
+import ipaddress
+
+from scapy.all import IP, TCP, Ether, raw
+
+from services.dataplane.structs import host_slot
 from services.records.rules import Rule
-from tests.kernel.test_dp_host_slot import A, B, frame, host, placed
 from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
+
+A = "10.5.0.1"
+
+
+def _sharing(addr: str) -> str:
+    """The first IPv4 address after `addr` whose inline slot is `addr`'s."""
+    want, ip = host_slot(addr), ipaddress.IPv4Address(addr)
+    while True:
+        ip += 1
+        if host_slot(str(ip)) == want:
+            return str(ip)
+
+
+B = _sharing(A)  # its rule goes to the hash while A's holds the slot
+
+
+def frame(src: str) -> bytes:
+    return raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=src, dst="10.2.0.2")
+               / TCP(sport=1234, dport=80, flags="S"))
+
+
+def host(src: str, action: str = "drop") -> Rule:
+    return Rule("src_prefix", action, src=src + "/32")
+
+
+def placed(env) -> tuple[int, int, int]:
+    """(rules in inline slots, in src_host4, in src_host6)."""
+    occ = env.dp.occupancy()
+    return occ["src_host_slot"][0], occ["src_host4"][0], occ["src_host6"][0]
 
 NET = Rule("src_prefix", "drop", src="10.5.0.0/16")  # A and B are in it
 
