@@ -111,11 +111,13 @@ def prog_fd(pin_dir: str) -> int:
 
 
 # Every map name an xdpguard build has pinned: this build's and those of earlier layouts
-# (src_stats: the source-prefix counters, up to XDG5; XDG6's prefix values hold them), so `unload`
-# removes the pins of any earlier build too. A later build's extra maps are its own to remove:
-# before going back to a build older than XDG9, run `unload --all` with the newer one, since an
-# older build's unload leaves src_host_slot pinned (and the directory) behind (docs/dataplane.md).
-FORMER_MAP_NAMES = ("src_stats",)
+# (src_stats: the source-prefix counters, up to XDG5; XDG6's prefix values hold them; exact:
+# XDG1's one exact-rule map, before exact4 / exact6; from the git history of bpf/xdpguard.c), so
+# `unload` removes the pins of any earlier build too. A later build's extra maps are its own
+# to remove: before going back to a build older than XDG9, run `unload --all` with the newer
+# one, since an older build's unload leaves src_host_slot pinned (and the directory) behind
+# (docs/dataplane.md).
+FORMER_MAP_NAMES = ("src_stats", "exact")
 PIN_NAMES = ("prog", *MAP_NAMES, *(n for n in FORMER_MAP_NAMES if n not in MAP_NAMES))
 
 

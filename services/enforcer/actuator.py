@@ -154,8 +154,8 @@ class MapActuator:
                             log.error("refused %s: %s and no model rule whose eviction makes "
                                       "room for it", rule.key(), exc)
                             return False
+                        self.maps.delete_rule(victim)  # first: a failed delete keeps it tracked
                         self.policy.untrack(victim)
-                        self.maps.delete_rule(victim)
                         evicted.append((victim, exc))
         finally:
             for victim, exc in evicted:
@@ -165,12 +165,14 @@ class MapActuator:
 
     async def remove(self, rule: Rule, why: str) -> None:
         """Delete `rule` from the maps and tombstone it; `why` is logged (a warning for
-        evictions, whose `why` starts with "evicted")."""
-        self.policy.untrack(rule)
+        evictions, whose `why` starts with "evicted"). The maps first: a delete that raises
+        leaves the rule tracked, as it is still in the maps (expired or evicted later)."""
         if self.dry_run:
+            self.policy.untrack(rule)
             log.info("dry run: would remove %s (%s)", rule.key(), why)
             return
         self.maps.delete_rule(rule)
+        self.policy.untrack(rule)
         await self.journal.removed(rule)
         level = logging.WARNING if why.startswith("evicted") else logging.INFO
         log.log(level, "removed %s (%s)", rule.key(), why)

@@ -2,9 +2,10 @@
 
 - `applied(rule, verdict_id)` / `removed(rule)`: the record of every rule the actuator installs
   (state applied) or removes (a tombstone); the actuator calls them (it is its RuleJournal).
-- `restore(maps)`: at start, installs again this node's unexpired rules from the topic (with
-  their original times), tombstones the expired ones (deleting a model rule that expired in the
-  maps meanwhile) and deletes model rules the topic no longer holds; manual rules in the maps
+- `restore(maps)`: at start, deletes model rules the topic no longer holds, tombstones the
+  expired ones (deleting a model rule that expired in the maps meanwhile), then installs again
+  this node's unexpired rules from the topic (with their original times), in the room the
+  deletions made; manual rules in the maps
   are tracked and never touched. Undecodable records are skipped, counted and dead-lettered;
   so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth TCP-flag mask for one
   destination), which is also tombstoned, so that no record can stop
@@ -86,15 +87,23 @@ class RulesReconciler:
         for partition, offset, reason, _key, value in bad_records:
             await self._deadletter(self.topic.topic, partition, offset, reason, value)
         now = self._clock()
+        # What leaves the maps goes first, so the rules restored next have its room (a full map
+        # refused them, and nothing tried them again, while a stale rule held it: helper-51).
+        stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
+        for rule in stale:  # a model rule the topic no longer holds was removed while we were away
+            if not self.dry_run:
+                maps.delete_rule(rule)
+        for key, rec in records.items():
+            rule = rec.rule
+            if rule.expired(now) and not self.dry_run:
+                await self.removed(rule)
+                held = in_maps.get(key)
+                if held is not None and held.origin is Origin.MODEL and held.expired(now):
+                    maps.delete_rule(held)  # expired while we were away: nobody else will
         restored = 0
         for key, rec in records.items():
             rule = rec.rule
             if rule.expired(now):
-                if not self.dry_run:
-                    await self.removed(rule)
-                    held = in_maps.get(key)
-                    if held is not None and held.origin is Origin.MODEL and held.expired(now):
-                        maps.delete_rule(held)  # expired while we were away: nobody else will
                 continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:
@@ -110,10 +119,6 @@ class RulesReconciler:
             if rule.origin is Origin.MANUAL:
                 self._manual[key] = rule  # already in the topic: no rewrite
             restored += 1
-        stale = [r for k, r in in_maps.items() if r.origin is Origin.MODEL and k not in records]
-        for rule in stale:  # a model rule the topic no longer holds was removed while we were away
-            if not self.dry_run:
-                maps.delete_rule(rule)
         self.metrics.restored.inc(restored)
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.topic.topic, len(bad_records), len(stale))

@@ -10,7 +10,7 @@ from services.dataplane.maps import MAP_NAMES
 def test_unload_all_unlinks_every_pin_name_and_the_directory(tmp_path):
     d = tmp_path / "pins"
     d.mkdir()
-    names = ["prog", *MAP_NAMES, "src_stats", "link_native_eth0"]
+    names = ["prog", *MAP_NAMES, "src_stats", "exact", "link_native_eth0"]
     assert "src_host_slot" in names
     for n in names:
         (d / n).write_bytes(b"")
@@ -19,5 +19,6 @@ def test_unload_all_unlinks_every_pin_name_and_the_directory(tmp_path):
 
 
 def test_the_pin_names_are_this_builds_maps_and_the_former_ones():
-    assert set(loader.PIN_NAMES) == {"prog", *MAP_NAMES, "src_stats"}
+    # exact: XDG1's one exact-rule map (helper-51's review: an XDG1 pin kept the directory)
+    assert set(loader.PIN_NAMES) == {"prog", *MAP_NAMES, "src_stats", "exact"}
     assert len(loader.PIN_NAMES) == len(set(loader.PIN_NAMES))

@@ -135,3 +135,19 @@ def test_a_model_rule_that_expired_while_the_enforcer_was_away_leaves_the_maps()
     assert EXPIRED.key() not in maps.installed
     assert ("tombstone", EXPIRED.key()) in topic.log
     assert EXPIRED.key() not in keys(policy.installed())
+
+
+def test_restore_removes_stale_and_expired_rules_before_it_adds_the_topic_s():
+    """Maps of 3 rules holding a stale model rule, an expired one and a manual one (full): the
+    topic's two live rules fit once the stale and the expired rule are gone, so both are
+    restored; adding first met MapFull for both (not restored, never tried again) and deleted
+    the two rules after (helper-51's review)."""
+    topic, _, rec, policy, metrics = world()
+    maps = FakeMaps(capacity=3)
+    for r in (STALE, EXPIRED, MANUAL_IN_MAPS):
+        maps.add_rule(r)
+    asyncio.run(rec.restore(maps))
+    assert set(maps.installed) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
+    assert keys(policy.installed()) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
+    assert metrics.registry.get_sample_value("xdpguard_enforcer_rules_refused_total",
+                                             {"reason": "map_full"}) is None
