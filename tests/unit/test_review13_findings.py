@@ -27,16 +27,16 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import numpy as np
 import pytest
 
-from services.detection.evidence import FIRST_FRAGMENT_BYTES, Answers, assess
+from services.detection.evidence import FIRST_FRAGMENT_BYTES, Answers
 from services.detection.features import hash64_keys
 from services.detection.model import load_model
 from services.offline.replay import replay
 from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
-from services.scorer.evidence_columns import assess_columns
 from tests.support import synthetic_services as V
+from tests.support.synthetic_traffic import _public
+from tests.support.evidence_parity import assert_columns_match
 from tests.support.replay_checks import first_block_s
 
 pytestmark = pytest.mark.unit
@@ -48,13 +48,6 @@ T0 = 1_800_000_000 * S + 370_000_000  # windows do not line up with the traffic
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
-
-
-def _public(rnd: random.Random) -> str:
-    while True:
-        a = rnd.randrange(1, 224)
-        if a not in (10, 127, 169, 172, 192, 198, 203, 100):
-            return f"{a}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
 
 
 def rand_source_fragment_flood(t0: int, seconds: float, per_s: int, datagram: int = 65000,
@@ -184,13 +177,7 @@ def test_the_columns_equal_the_per_flow_fragment_budget_on_mixed_windows():
         keys = list(flows)
         sent = [(k[1], k[0], k[3], k[2], k[4]) for k in keys if rnd.random() < 0.3]
         answers = Answers({k[0] for k in sent}, hash64_keys(sent), [], hashed=True)
-        want = assess(keys, flows, answers, end, {})
-        col = {f: np.array([flows[k][f] for k in keys], dtype=np.uint64)
-               for f in ("packets", "bytes", "flags", "syn", "last")}
-        got = assess_columns(keys, col["packets"], col["bytes"], col["flags"], col["syn"],
-                             col["last"], answers, end, {})
-        assert got.marks == want.marks
-        assert repr(got.src) == repr(want.src) and repr(got.dst) == repr(want.dst)
+        assert_columns_match(keys, flows, answers, {}, end)
 
 
 def resolver_fragmented_answers(t0: int, seconds: float, servers: int, per_s: int,

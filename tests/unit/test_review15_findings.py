@@ -39,15 +39,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.detection.answers import asked_key, sent_from_key
+from services.detection.answers import asked_key
 from services.detection.evidence import (FIRST_FRAGMENT_BYTES, FRAGMENT, FRAGMENTS_PER_DATAGRAM,
-                                         UNANSWERED, Answers, assess, flow_marks)
+                                         UNANSWERED, Answers, assess)
 from services.detection.features import hash64, hash64_keys
 from services.detection.model import load_model
 from services.offline.replay import replay
 from services.records.packet import PROTO_UDP, Packet
-from services.scorer.evidence_columns import assess_columns
 from tests.support import synthetic_services as V
+from tests.support.synthetic_traffic import _public
+from tests.support.evidence_parity import assert_columns_match
 from tests.support.replay_checks import first_block_s
 
 pytestmark = pytest.mark.unit
@@ -60,13 +61,6 @@ VICTIM = "10.0.0.77"
 @pytest.fixture(scope="module")
 def detector():
     return load_model()
-
-
-def _public(rnd: random.Random) -> str:
-    while True:
-        a = rnd.randrange(1, 224)
-        if a not in (10, 127, 169, 172, 192, 198, 203, 100):
-            return f"{a}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
 
 
 def answered_spoofed_fragment_flood(t0: int, seconds: float, per_s: int, datagram: int,
@@ -226,20 +220,10 @@ def mixed_fragment_windows(draw):
     return keys, flows, answers, {}
 
 
-def _columns_match(keys, flows, answers, own):
-    want = assess(keys, flows, answers, END, own)
-    col = {f: np.array([flows[k][f] for k in keys], dtype=np.uint64)
-           for f in ("packets", "bytes", "flags", "syn", "last")}
-    got = assess_columns(keys, col["packets"], col["bytes"], col["flags"], col["syn"],
-                         col["last"], answers, END, own)
-    assert got.marks == want.marks and list(got.marks) == list(want.marks)
-    assert repr(got.src) == repr(want.src) and repr(got.dst) == repr(want.dst)
-
-
 @settings(max_examples=400, deadline=None)
 @given(mixed_fragment_windows())
 def test_columns_equal_the_per_flow_assessment_on_mixed_fragment_windows(window):
-    _columns_match(*window)
+    assert_columns_match(*window, END)
 
 
 def test_the_mixed_strategy_draws_unanswered_fragments_beside_a_budget():

@@ -6,7 +6,6 @@ fragments beside small and MTU-sized UDP flows of the same source, answered or n
 reflector ports or not, on both sides of the fragment budget)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,7 @@ from services.detection.evidence import (DST_MEASURES, FIRST_FRAGMENT_BYTES,
                                          SOLICITED_PACKETS, SOLICITED_SOURCES, Answers,
                                          asked_key, assess, sent_from_key)
 from services.detection.features import hash64, hash64_keys
-from services.scorer.evidence_columns import assess_columns
+from tests.support.evidence_parity import assert_columns_match as parity
 
 pytestmark = pytest.mark.unit
 END = 2_000_000_000
@@ -52,13 +51,7 @@ def windows(draw):
 
 def assert_columns_match(keys, flows, answers, own):
     """assess_columns gives the marks and measures of the per-flow assess, to the bit."""
-    want = assess(keys, flows, answers, END, own)
-    col = {f: np.array([flows[k][f] for k in keys], dtype=np.uint64)
-           for f in ("packets", "bytes", "flags", "syn", "last")}
-    got = assess_columns(keys, col["packets"], col["bytes"], col["flags"], col["syn"],
-                         col["last"], answers, END, own)
-    assert got.marks == want.marks and list(got.marks) == list(want.marks)
-    assert repr(got.src) == repr(want.src) and repr(got.dst) == repr(want.dst)
+    parity(keys, flows, answers, own, END)
 
 
 @settings(max_examples=300, deadline=None)
