@@ -179,7 +179,7 @@ def test_the_fragment_strategy_reaches_the_budget():
     seen = [0, 0, 0, 0]
     at = DST_MEASURES.index("fragments")
 
-    @settings(max_examples=400, deadline=None, database=None,
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(fragment_windows())
     def sample(w):
