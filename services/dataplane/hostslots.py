@@ -39,10 +39,10 @@ import ipaddress
 import struct
 
 from services.common.errors import KernelError
-from services.records.rules import Rule, Scope
+from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
-from .entries import flow_key, host_addr, prefix_slot
+from .entries import ORIGIN_BACK, flow_key, host_addr, limit_key, prefix_slot
 from .structs import Addr16, Config, HostSlot, RuleVal, host_slot
 
 
@@ -160,6 +160,25 @@ class HostSlots:
         (no map read): a host rule's family hash and its inline slot, any other rule its map
         and -1. The enforcer's policy groups model rules by it (evict_for_full_map)."""
         return rule_placement(rule)
+
+    def origin(self, rule: Rule) -> Origin | None:
+        """The origin of the entry the maps hold under `rule`'s key (Origin.MANUAL or
+        Origin.MODEL, read as rules() reads it), None if there is none: one lookup (a host rule
+        not in its inline slot: two), no scan. The enforcer reads it under the lock before it
+        deletes or overwrites a rule it tracks as a model rule: `xdpguard add` may have written a
+        manual rule over that key since (docs/enforcer.md)."""
+        if rule.scope is Scope.FLOW:
+            name, key = flow_key(rule)
+        elif rule.scope is Scope.SRC_PREFIX:
+            name, key, _ = prefix_slot(rule)
+            if name in ("src_host4", "src_host6"):
+                slot = self._host_slot_of(rule, name)[1]
+                if slot.family:
+                    return ORIGIN_BACK.get(slot.rule.origin, Origin.MODEL)
+        else:
+            name, key = "dst_limit", limit_key(rule)
+        value = self._read_sum(name, key)
+        return None if value is None else ORIGIN_BACK.get(value.origin, Origin.MODEL)
 
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         """Whether deleting the installed rule `victim` makes room for `rule`, whose add_rule

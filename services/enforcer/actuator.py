@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from services.common.errors import ConfigError, KernelError, MapFull
-from services.records.rules import Rule
+from services.records.rules import Origin, Rule
 from services.records.verdict import Verdict
 
 from .learning import Closed, WouldApplyLedger
@@ -107,8 +107,8 @@ class MapActuator:
             self.metrics.dry_run.inc()
             return
         for old in d.evict:
-            await self.remove(old, "evicted: model rule bound reached")
-            self.metrics.evicted.inc()
+            if await self.remove(old, "evicted: model rule bound reached"):
+                self.metrics.evicted.inc()
         if not await self._install_making_room(rule):
             return
         self.policy.commit(d, now)
@@ -134,10 +134,23 @@ class MapActuator:
         when the maps cannot hold it at all (ConfigError: e.g. a fifth TCP-flag mask for one
         destination). The pin lock is held from the first write to the last retry, so another
         writer (the CLI) cannot take the room an eviction made; the evictions are journaled
-        after it is released."""
+        after it is released. Under the lock the origin of `rule`'s key and of each victim is
+        read (RuleMaps.origin): a manual rule written there by `xdpguard add` since the last
+        sweep is never overwritten (`rule` refused as manual) nor evicted; the model rule the
+        policy tracked under that key is untracked and tombstoned (_replaced) instead."""
         evicted: list[tuple[Rule, MapFull]] = []
+        replaced: list[Rule] = []
         try:
             with self.maps.locked():
+                if self.maps.origin(rule) is Origin.MANUAL:
+                    tracked = self.policy.tracked(rule.key())
+                    if tracked is not None and tracked.origin is Origin.MODEL:
+                        self.policy.untrack(tracked)
+                        replaced.append(tracked)
+                    self.metrics.refused.labels("manual").inc()
+                    log.warning("refused %s: a manual rule holds its key now (xdpguard add)",
+                                rule.key())
+                    return False
                 while True:
                     try:
                         self.maps.add_rule(rule)
@@ -154,34 +167,60 @@ class MapActuator:
                             log.error("refused %s: %s and no model rule whose eviction makes "
                                       "room for it", rule.key(), exc)
                             return False
+                        if self.maps.origin(victim) is Origin.MANUAL:
+                            self.policy.untrack(victim)  # the operator's now: not a victim
+                            replaced.append(victim)
+                            continue
                         self.maps.delete_rule(victim)  # first: a failed delete keeps it tracked
                         self.policy.untrack(victim)
                         evicted.append((victim, exc))
         finally:
+            for old in replaced:
+                await self._replaced(old)
             for victim, exc in evicted:
                 await self.journal.removed(victim)
                 self.metrics.evicted.inc()
                 log.warning("removed %s (evicted: %s)", victim.key(), exc)
 
-    async def remove(self, rule: Rule, why: str) -> None:
+    async def remove(self, rule: Rule, why: str) -> bool:
         """Delete `rule` from the maps and tombstone it; `why` is logged (a warning for
         evictions, whose `why` starts with "evicted"). The maps first: a delete that raises
-        leaves the rule tracked, as it is still in the maps (expired or evicted later)."""
+        leaves the rule tracked, as it is still in the maps (expired or evicted later). If a
+        model rule's key holds a manual rule now (`xdpguard add` since the last sweep; read
+        under the lock with the delete), that rule is left alone and `rule` only untracked and
+        tombstoned (_replaced): False. True when the rule was deleted (or would be, in dry run)."""
         if self.dry_run:
             self.policy.untrack(rule)
             log.info("dry run: would remove %s (%s)", rule.key(), why)
-            return
-        self.maps.delete_rule(rule)
+            return True
+        with self.maps.locked():
+            manual = rule.origin is Origin.MODEL and self.maps.origin(rule) is Origin.MANUAL
+            if not manual:
+                self.maps.delete_rule(rule)
+        if manual:
+            self.policy.untrack(rule)
+            await self._replaced(rule)
+            return False
         self.policy.untrack(rule)
         await self.journal.removed(rule)
         level = logging.WARNING if why.startswith("evicted") else logging.INFO
         log.log(level, "removed %s (%s)", rule.key(), why)
+        return True
+
+    async def _replaced(self, rule: Rule) -> None:
+        """Model rule `rule`, untracked, was found replaced by a manual rule under its key:
+        its record is tombstoned (the model rule is in no map); the next sweep's sync_manual
+        mirrors the manual rule into the topic and the policy."""
+        await self.journal.removed(rule)
+        self.metrics.kept_manual.inc()
+        log.warning("kept the manual rule written over model rule %s (xdpguard add): not "
+                    "evicted, expired or overwritten as the model rule", rule.key())
 
     async def expire(self, now: int) -> None:
         """Remove (and tombstone) every rule whose expiry is before `now` (epoch ns)."""
         for rule in self.policy.expire(now):
-            await self.remove(rule, "expired")
-            self.metrics.expired.inc()
+            if await self.remove(rule, "expired"):
+                self.metrics.expired.inc()
         if self.learning is not None:
             closed, ended = self.learning.expire(now)
             self._closed(closed)
@@ -261,7 +300,10 @@ class MapActuator:
         for rule in self.policy.installed():
             if not rule.expired(now):
                 try:
-                    self.maps.add_rule(rule)
+                    with self.maps.locked():  # a manual rule written there since: the sweep's
+                        if self.maps.origin(rule) is Origin.MANUAL:  # sync_manual tracks it
+                            continue
+                        self.maps.add_rule(rule)
                 except KernelError as exc:  # one rule the new maps refuse must not stop the rest
                     self.metrics.refused.labels("map").inc()
                     log.error("not re-installed after the reload: %s: %s", rule.key(), exc)

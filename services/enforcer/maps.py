@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import ContextManager, Protocol, Sequence
 
 from services.dataplane.datapath import Datapath, RuleStats, pinned_maps_id
-from services.records.rules import Rule
+from services.records.rules import Origin, Rule
 
 
 class RuleMaps(Protocol):
@@ -31,6 +31,11 @@ class RuleMaps(Protocol):
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         """Whether deleting the installed `victim` makes room for `rule`, which add_rule refused
         with MapFull (the maps hold rules in several maps: a victim elsewhere frees nothing)."""
+
+    def origin(self, rule: Rule) -> Origin | None:
+        """Origin of the entry held under `rule`'s key (None: none), one lookup, no scan: read
+        under locked() before a tracked model rule is deleted or overwritten (the CLI may have
+        written a manual rule over its key since the last sweep)."""
 
     def rules(self) -> Sequence[RuleStats]:
         """Every rule in the maps (`.rule` of each), expiry in Unix epoch ns."""

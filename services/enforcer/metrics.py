@@ -18,6 +18,9 @@ class EnforcerMetrics:
                                registry=r)
         self.evicted = Counter(p + "rules_evicted", "model rules evicted to stay within bounds",
                                registry=r)
+        self.kept_manual = Counter(p + "rules_replaced_by_manual", "tracked model rules found "
+                                   "replaced by a manual rule (xdpguard add) before the sweep "
+                                   "mirrored it: untracked, the manual rule kept", registry=r)
         self.restored = Counter(p + "rules_restored", "rules restored from the rules topic",
                                 registry=r)
         self.dry_run = Counter(p + "dry_run_actions", "actions only logged (dry run)", registry=r)

@@ -128,6 +128,11 @@ class RulePolicy:
         if src:
             self._per_source[src] = self._per_source.get(src, 0) + 1
 
+    def tracked(self, key: str) -> Rule | None:
+        """The rule tracked under `key`, None if none."""
+        old = self._rules.get(key)
+        return None if old is None else old.rule
+
     def untrack(self, rule: Rule) -> None:
         self._forget(rule.key())
 

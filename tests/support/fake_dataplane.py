@@ -17,7 +17,7 @@ from typing import Callable
 from services.common.errors import ConfigError, KernelError, MapFull
 from services.dataplane.datapath import RuleStats
 from services.dataplane.structs import XG_LIMIT_MASKS
-from services.records.rules import Rule, Scope
+from services.records.rules import Origin, Rule, Scope
 
 
 class FakeMaps:
@@ -31,6 +31,7 @@ class FakeMaps:
         self.writes: list[tuple[str, str]] = []
         self.closed = False
         self.frees_asked = 0  # frees_room calls
+        self.origins_locked: list[bool] = []  # per origin() call: made while locked() was held
         self.lock_depth = 0  # locked() entered and not left
         self.recounts = 0  # recount() calls
         self.writes_locked: list[bool] = []  # per write: made while locked() was held
@@ -79,6 +80,12 @@ class FakeMaps:
         self._open()
         self.frees_asked += 1
         return victim.key() in self.installed and self.pool(victim) == self.pool(rule)
+
+    def origin(self, rule: Rule) -> Origin | None:
+        self._open()
+        self.origins_locked.append(self.lock_depth > 0)
+        held = self.installed.get(rule.key())
+        return None if held is None else held.origin
 
     def rules(self) -> list[RuleStats]:
         self._open()

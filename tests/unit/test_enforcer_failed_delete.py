@@ -60,20 +60,3 @@ def test_a_bound_eviction_whose_delete_fails_stays_tracked():
     assert prefix(1).key() in p.maps.installed
     assert prefix(1).key() in {r.key() for r in p.policy.installed()}
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="helper-51 finding 2: until the next sweep's sync_manual, "
-                   "the policy takes a key the CLI has just rewritten as a manual rule for the "
-                   "model rule it tracked, and may evict it (no cheap read of one rule's origin "
-                   "in RuleMaps to check under the lock)")
-def test_a_manual_rule_written_over_a_model_key_is_never_evicted_before_the_sweep():
-    """`xdpguard add` of the same source as a model rule (now manual), then a full map before the
-    sweep mirrors it: the eviction must not delete the operator's rule."""
-    from dataclasses import replace
-
-    from services.records.rules import Origin
-    p = Parts(FakeMaps(capacity=1))
-    p.verdict(prefix(1))
-    manual = replace(prefix(1), origin=Origin.MANUAL)
-    p.maps.add_rule(manual)  # the CLI, in another process
-    p.verdict(prefix(2), now=T0 + S)
-    assert p.maps.installed.get(prefix(1).key()) == manual
