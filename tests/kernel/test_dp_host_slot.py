@@ -9,19 +9,10 @@ from scapy.all import IP, TCP, Ether, IPv6, raw
 
 from services.dataplane.structs import XG_HOST_SLOTS, HostSlot, filter_slot, host_slot
 from services.records.rules import Rule
-from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
+from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta, sharing
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 A = "10.5.0.1"
-
-
-def sharing(addr: str) -> str:
-    """Another IPv4 address whose inline slot is `addr`'s (the first after it)."""
-    want, ip = host_slot(addr), ipaddress.IPv4Address(addr)
-    while True:
-        ip += 1
-        if host_slot(str(ip)) == want:
-            return str(ip)
 
 
 B = sharing(A)

@@ -3,27 +3,16 @@
 shorter prefix's drop, both in the slot and in the hash, and its deletion gives the prefix back),
 an exact rule comes first either way (its drop beats a host pass), and the allowlist before all.
 Real kernel, BPF_PROG_TEST_RUN, the pinned maps."""
-import ipaddress
 
 from scapy.all import IP, TCP, Ether, raw
 
-from services.dataplane.structs import host_slot
 from services.records.rules import Rule
-from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
+from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta, sharing
 
 A = "10.5.0.1"
 
 
-def _sharing(addr: str) -> str:
-    """The first IPv4 address after `addr` whose inline slot is `addr`'s."""
-    want, ip = host_slot(addr), ipaddress.IPv4Address(addr)
-    while True:
-        ip += 1
-        if host_slot(str(ip)) == want:
-            return str(ip)
-
-
-B = _sharing(A)  # its rule goes to the hash while A's holds the slot
+B = sharing(A)  # its rule goes to the hash while A's holds the slot
 
 
 def frame(src: str) -> bytes:

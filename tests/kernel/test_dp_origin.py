@@ -2,21 +2,10 @@
 enforcer reads it under the pin lock before it deletes or overwrites a model rule it tracks:
 helper-51's review, finding 2). Real kernel, the pinned maps: every kind of rule map, a host rule
 in its inline slot and in the hash, and a manual rule written over a model rule's key."""
-import ipaddress
 from dataclasses import replace
 
-from services.dataplane.structs import host_slot
 from services.records.rules import Origin, Rule
-
-
-def _sharing(addr: str) -> str:
-    """Another IPv4 address whose inline slot is `addr`'s (the first after it)."""
-    want, ip = host_slot(addr), ipaddress.IPv4Address(addr)
-    while True:
-        ip += 1
-        if host_slot(str(ip)) == want:
-            return str(ip)
-
+from tests.support.dp_env import sharing
 
 A = "10.5.0.1"
 RULES = (
@@ -25,7 +14,7 @@ RULES = (
     Rule("src_prefix", "drop", src="10.1.0.0/16"),
     Rule("src_prefix", "drop", src="fd00:bad::/32"),
     Rule("src_prefix", "drop", src=A + "/32"),                # its inline slot
-    Rule("src_prefix", "drop", src=_sharing(A) + "/32"),      # the slot is A's: src_host4
+    Rule("src_prefix", "drop", src=sharing(A) + "/32"),      # the slot is A's: src_host4
     Rule("src_prefix", "drop", src="fd00::9/128"),
     Rule("dst_limit", "limit", dst="10.2.0.2", proto=6, rate_pps=50),
 )

@@ -5,13 +5,14 @@ builds on it."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
 from services.dataplane.structs import (Addr4Key, AddrKey, Flow4Key, Flow6Key, HostSlot, LimitKey,
-                                        Lpm4Key, LpmKey)
+                                        Lpm4Key, LpmKey, host_slot)
 from tests.support.caps import fresh_pin_dir
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -89,3 +90,13 @@ class Delta:
 
     def __getitem__(self, key):
         return self.values[key]
+
+
+def sharing(addr: str) -> str:
+    """Another IPv4 address whose inline host slot (structs.host_slot) is `addr`'s: the first
+    after it."""
+    want, ip = host_slot(addr), ipaddress.IPv4Address(addr)
+    while True:
+        ip += 1
+        if host_slot(str(ip)) == want:
+            return str(ip)
