@@ -81,8 +81,7 @@ from .watch import (ProbeFates, SourceWatch,  # noqa: F401
 from .watch import merge_fates
 
 from .fragments import (FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,  # noqa: F401 (re-exported)
-                        UNANSWERED_FIRST_MIN, fragment_budget,
-                        pair_budgets)
+                        UNANSWERED_FIRST_MIN, pair_budgets)
 from .marks import (ANSWERED, DHCP, FRAGMENT, GROUP, HALF_OPEN, INITIATED,  # noqa: F401 (re-exported)
                     ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
 

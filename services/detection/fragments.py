@@ -5,7 +5,7 @@ own flow, src -> dst with ports 0), so nothing answers it by 5-tuple. What it be
 datagram's FIRST fragment: that one carries the ports and fills the link's MTU. One use
 (docs/detection.md, Evidence, "The fragment budget"):
 - the `fragments` measure (evidence.dst_measures) counts a source's non-first fragments to a
-  destination beyond the budget its port-bearing UDP flows there buy (`fragment_budget`);
+  destination beyond the budget its port-bearing UDP flows there buy (`pair_budgets`);
 - nothing else: a non-first fragment flow is never answered by 5-tuple, so it counts in
   `unsolicited_srcs` and `packets` like any unanswered flow. Treating the fragments an ANSWERED
   flow's budget covers as answered (acb4228, for review 13's F4: a resolver whose 60 or 100
@@ -33,15 +33,6 @@ FIRST_FRAGMENT_BYTES = 1200
 UNANSWERED_FIRST_MIN = 2
 
 
-def fragment_budget(packets: int, nbytes: int, answered: bool = True) -> int:
-    """Non-first fragments a port-bearing UDP flow (`packets`, `nbytes` of frames) accounts for:
-    FRAGMENTS_PER_DATAGRAM per packet of FIRST_FRAGMENT_BYTES+ it can hold; unanswered, none below
-    UNANSWERED_FIRST_MIN (review 13 F1: a spoofed address's one datagram paid for itself). The
-    flow alone: `pair_budgets` counts a pair's unanswered flows' first fragments together."""
-    held = first_fragments_held(packets, nbytes)
-    return 0 if not answered and held < UNANSWERED_FIRST_MIN else FRAGMENTS_PER_DATAGRAM * held
-
-
 def first_fragments_held(packets: int, nbytes: int) -> int:
     """First fragments a port-bearing UDP flow of `packets` and `nbytes` of frames can hold."""
     return min(packets, nbytes // FIRST_FRAGMENT_BYTES)
@@ -51,7 +42,7 @@ def pair_budgets(keys: Iterable[tuple], flows: Mapping[tuple, Mapping],
                  marks: Mapping[tuple, int]) -> dict[tuple, int]:
     """(src, dst) -> the non-first fragments the source's port-bearing UDP flows there account
     for (evidence.dst_measures): FRAGMENTS_PER_DATAGRAM per first fragment they can hold, REFLECTED
-    flows none; the ANSWERED ones each from one first fragment (`fragment_budget`), the others
+    flows none; the ANSWERED ones each from one first fragment, the others
     only when they hold UNANSWERED_FIRST_MIN together (review 13 F1: a spoofed address's one
     datagram paid for itself; review 15 G2: counted per flow, a host sending each large datagram
     from a new source port, one first fragment per 5-tuple, bought nothing)."""

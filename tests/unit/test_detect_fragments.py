@@ -1,4 +1,4 @@
-"""The `fragments` destination evidence (evidence.dst_measures, fragment_budget): a source's
+"""The `fragments` destination evidence (evidence.dst_measures, fragments.pair_budgets): a source's
 non-first IP fragments to a destination count beyond FRAGMENTS_PER_DATAGRAM per first fragment
 its port-bearing UDP flows there can hold (packets of FIRST_FRAGMENT_BYTES or more), unsolicited
 reflector answers (REFLECTED) buying nothing. On 138c52d the budget was 44 per packet of the

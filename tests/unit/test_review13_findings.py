@@ -1,4 +1,4 @@
-"""Review 13 (helper-50, on 4034f28) of the fragment budget (evidence.fragment_budget: 44 non-first
+"""Review 13 (helper-50, on 4034f28) of the fragment budget (fragments.pair_budgets: 44 non-first
 fragments per first fragment a source's port-bearing UDP flows to a destination can hold) and of
 the source half_open floor raised from 20 to 64. notes/review-helper-50.md has the figures.
 Each strict xfail is a finding left open: it fails on 4034f28 and will pass once it is fixed
