@@ -5,11 +5,12 @@
 - `restore(maps)`: at start, deletes model rules the topic no longer holds, tombstones the
   expired ones (deleting a model rule that expired in the maps meanwhile), then installs again
   this node's unexpired rules from the topic (with their original times), in the room the
-  deletions made; manual rules in the maps
-  are tracked and never touched. Undecodable records are skipped, counted and dead-lettered;
-  so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth TCP-flag mask for one
-  destination), which is also tombstoned, so that no record can stop
-  a start, once or at every restart; one that does not fit a full map is counted and kept.
+  deletions made; manual rules in the maps are tracked and never touched, not even by a model
+  rule of the same key in the topic (its record is tombstoned instead: `xdpguard add` wrote
+  over it while the enforcer was away). Undecodable records are skipped, counted and
+  dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth
+  TCP-flag mask for one destination), which is also tombstoned, so that no record can stop a
+  start, once or at every restart; one that does not fit a full map is counted and kept.
 - `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
   into the topic and tombstones deleted ones, so a reload or reboot restores them too.
 
@@ -105,6 +106,10 @@ class RulesReconciler:
             rule = rec.rule
             if rule.expired(now):
                 continue
+            held = in_maps.get(key)
+            if rule.origin is Origin.MODEL and held is not None and held.origin is Origin.MANUAL:
+                await self._kept_manual(rule)
+                continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:
                     maps.add_rule(rule)  # writing a rule again resets its counters: only if needed
@@ -122,6 +127,17 @@ class RulesReconciler:
         self.metrics.restored.inc(restored)
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.topic.topic, len(bad_records), len(stale))
+
+    async def _kept_manual(self, rule: Rule) -> None:
+        """Model rule `rule` (unexpired, in the topic) finds a manual rule under its key in the
+        maps at start: `xdpguard add` wrote it while the enforcer was away, or after its last
+        sweep. The operator's rule stays (tracked above, mirrored by the next sync_manual); the
+        model record is tombstoned, not written over it (not in dry run: nothing is written)."""
+        self.metrics.kept_manual.inc()
+        log.warning("kept the manual rule written over model rule %s (xdpguard add) while the "
+                    "enforcer was away: not restored as the model rule", rule.key())
+        if not self.dry_run:
+            await self.removed(rule)
 
     async def _refused(self, rec: RuleRecord, exc: Exception) -> None:
         """A restored rule the maps can never hold: counted, dead-lettered with the reason and

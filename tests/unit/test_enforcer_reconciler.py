@@ -151,3 +151,23 @@ def test_restore_removes_stale_and_expired_rules_before_it_adds_the_topic_s():
     assert keys(policy.installed()) == keys([LIVE, MANUAL_IN_TOPIC, MANUAL_IN_MAPS])
     assert metrics.registry.get_sample_value("xdpguard_enforcer_rules_refused_total",
                                              {"reason": "map_full"}) is None
+
+
+def test_a_manual_rule_written_over_a_model_key_while_away_is_not_overwritten_at_restore():
+    """The topic holds model rule LIVE; while the enforcer was down the operator ran `xdpguard
+    add` for the same source as a pass rule (origin manual in the maps). The restart keeps the
+    operator's rule (not written over), tombstones the model record, counts it as kept, and the
+    next sync_manual mirrors the manual rule into the topic under that key."""
+    topic, maps, rec, policy, metrics = world()
+    op = replace(LIVE, action=Action.PASS, origin=Origin.MANUAL, expires_ns=0)
+    maps.add_rule(op)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert ("add", LIVE.key()) not in maps.writes
+    assert maps.installed[LIVE.key()] == op
+    assert ("tombstone", LIVE.key()) in topic.log
+    assert policy.tracked(LIVE.key()) == op
+    assert metrics.registry.get_sample_value(
+        "xdpguard_enforcer_rules_replaced_by_manual_total") == 1
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log[-1] == ("applied", LIVE.key())
