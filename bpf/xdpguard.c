@@ -636,7 +636,9 @@ static __always_inline __u32 pfx_bands(struct parsed *p, struct xg_config *cfg, 
 // The highest bit set in m (m != 0), without a branch: a branch per step would give the
 // verifier a state per outcome in every pass of find_prefix6's loop (more than it explores), and
 // LLVM's ctlz crashes BCC's backend. Smear the top bit down, count the bits (SWAR popcount).
-static __always_inline __u32 top_bit(__u32 m)
+// In 64-bit arithmetic: m < 2^32, so no step needs the masking a 32-bit shift or multiply
+// costs in 64-bit BPF registers (one `and` at the end instead of one per shift).
+static __always_inline __u32 top_bit(__u64 m)
 {
     m |= m >> 1;
     m |= m >> 2;
@@ -646,7 +648,7 @@ static __always_inline __u32 top_bit(__u32 m)
     m = m - ((m >> 1) & 0x55555555);
     m = (m & 0x33333333) + ((m >> 2) & 0x33333333);
     m = (m + (m >> 4)) & 0x0f0f0f0f;
-    return ((m * 0x01010101) >> 24) - 1;
+    return (((m * 0x01010101) >> 24) & 0xff) - 1;
 }
 
 // The longest IPv4 prefix rule shorter than a host for source s (as in the header): one
