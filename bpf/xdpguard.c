@@ -609,30 +609,36 @@ static __always_inline struct xg_rule *find_host_inline(struct parsed *p, struct
     return find_host(p, cfg, src4);
 }
 
-// Whether p's source may have a prefix rule: its src_pfx_filter slot (source masked to
-// XG_PFX4_FILTER_LEN / XG_PFX6_FILTER_LEN bits) counts one, or a prefix shorter than that is in
-// use (then the filter cannot tell).
-static __always_inline int pfx_listed(struct parsed *p, struct xg_config *cfg, int src4)
+// Which src_pfx_filter bands of p's source's slot (source masked to XG_PFX4_FILTER_LEN /
+// XG_PFX6_FILTER_LEN bits) may hold a prefix rule of its family: band 0 for an IPv4 source (src4),
+// bands 1-3 (the lengths of plens6[1..3]) for an IPv6 one; 0 if none. When a prefix shorter than
+// the filter's length is in use the filter cannot tell: every band of the family (IPv6: ~0, so
+// find_prefix6 also walks plens6[0]).
+static __always_inline __u32 pfx_bands(struct parsed *p, struct xg_config *cfg, int src4)
 {
     __u32 w;
     if (src4) {
         if (cfg->plens4 & ((1u << XG_PFX4_FILTER_LEN) - 1))
-            return 1;
+            return 0xff;
         w = p->saddr4 & bpf_htonl(~0u << (32 - XG_PFX4_FILTER_LEN));
     } else {
         if (cfg->plens6[0]) // lengths 0-31 (XG_PFX6_FILTER_LEN is 32)
-            return 1;
+            return ~0u;
         w = *(__u32 *)p->saddr;
     }
     __u32 slot = (w * XG_FILTER_MULT) >> (32 - XG_FILTER_BITS);
     __u32 *n = src_pfx_filter.lookup(&slot);
-    return n && *n;
+    if (!n)
+        return 0;
+    return *n & (src4 ? 0xffu : 0xffffff00u);
 }
 
 // The highest bit set in m (m != 0), without a branch: a branch per step would give the
 // verifier a state per outcome in every pass of find_prefix6's loop (more than it explores), and
 // LLVM's ctlz crashes BCC's backend. Smear the top bit down, count the bits (SWAR popcount).
-static __always_inline __u32 top_bit(__u32 m)
+// In 64-bit arithmetic: m < 2^32, so no step needs the masking a 32-bit shift or multiply
+// costs in 64-bit BPF registers (one `and` at the end instead of one per shift).
+static __always_inline __u32 top_bit(__u64 m)
 {
     m |= m >> 1;
     m |= m >> 2;
@@ -642,7 +648,7 @@ static __always_inline __u32 top_bit(__u32 m)
     m = m - ((m >> 1) & 0x55555555);
     m = (m & 0x33333333) + ((m >> 2) & 0x33333333);
     m = (m + (m >> 4)) & 0x0f0f0f0f;
-    return ((m * 0x01010101) >> 24) - 1;
+    return (((m * 0x01010101) >> 24) & 0xff) - 1;
 }
 
 // The longest IPv4 prefix rule shorter than a host for source s (as in the header): one
@@ -667,17 +673,20 @@ static __always_inline struct xg_rule *find_prefix4(__be32 s, __u32 lens)
 }
 
 // The longest IPv6 prefix rule shorter than a host for source p->saddr: one src_prefix lookup
-// per length set in plens6, longest first. The four words are unrolled (each copy masks the key
+// per length set in plens6 whose word's band is set in `bands` (pfx_bands), longest first. The four words are unrolled (each copy masks the key
 // with constants but for its one partial word); within a word, a bounded loop over its set bits
 // (32 unrolled lookups per word would make the program several times larger, and one loop over
 // all four words gave the verifier more states than it explores).
-static __always_inline struct xg_rule *find_prefix6(struct parsed *p, struct xg_config *cfg)
+static __always_inline struct xg_rule *find_prefix6(struct parsed *p, struct xg_config *cfg,
+                                                    __u32 bands)
 {
     struct xg_lpm_key k;
     __u32 *s = (__u32 *)p->saddr;
     __u32 *kw = (__u32 *)k.addr;
 #pragma unroll
     for (int w = 3; w >= 0; w--) {
+        if (!(bands & (0xffu << (8 * w)))) // no prefix of these lengths in the source's slot
+            continue;
         __u32 m = cfg->plens6[w];
 #pragma clang loop unroll(disable)
         for (int i = 0; i < 32 && m; i++) {
@@ -769,9 +778,11 @@ static __always_inline int decide(struct xdp_md *ctx, struct xg_stats *st, struc
             h->bytes += len;
             return rule_verdict(st, h->action == XG_ACT_DROP, &st->drop_prefix);
         }
-    } else if ((src4 ? cfg->plens4 : cfg->plens6[0] | cfg->plens6[1] | cfg->plens6[2] |
-                                           cfg->plens6[3]) && pfx_listed(p, cfg, src4)) {
-        struct xg_rule *pr = src4 ? find_prefix4(p->saddr4, cfg->plens4) : find_prefix6(p, cfg);
+    } else if (src4 ? cfg->plens4 : cfg->plens6[0] | cfg->plens6[1] | cfg->plens6[2] |
+                                        cfg->plens6[3]) {
+        __u32 bands = pfx_bands(p, cfg, src4);
+        struct xg_rule *pr = !bands ? 0 : src4 ? find_prefix4(p->saddr4, cfg->plens4)
+                                               : find_prefix6(p, cfg, bands);
         if (pr && !expired(st, pr->expires_ns, &now)) {
             pr->packets++;
             pr->bytes += len;

@@ -27,7 +27,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444739u /* "XDG9": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444741u /* "XDGA": bump when any struct, map or parse rule changes */
 
 /* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
@@ -73,14 +73,20 @@ typedef uint64_t __u64;
 #define XG_FILTER_SLOTS (1 << XG_FILTER_BITS)
 #define XG_FILTER_MULT 0x9E3779B1u /* Knuth's multiplicative hash (2^32 / golden ratio) */
 
-/* source-prefix skip filter (map "src_pfx_filter"): XG_FILTER_SLOTS counts, slot i = how many
- * prefix rules (src_prefix4 + src_prefix) of at least XG_PFX4_FILTER_LEN (IPv4) or
- * XG_PFX6_FILTER_LEN (IPv6) bits have their first that many bits in a word hashing to i: the
- * IPv4 network address masked to /16, or an IPv6 one's first 32 bits, times XG_FILTER_MULT,
- * top XG_FILTER_BITS bits (the word as loaded on this machine). A packet whose source's slot
- * is 0 skips the per-length lookups, unless a prefix shorter than the filter's length is in use
- * (the config's length bitmaps say so): then every source is looked up. Raised before a rule is
- * written, lowered after one is deleted. */
+/* source-prefix skip filter (map "src_pfx_filter"): XG_FILTER_SLOTS words, each four 8-bit
+ * counts ("bands"; band b is bits 8b..8b+7 of the word as loaded on this machine): band 0 = how
+ * many IPv4 prefix rules (src_prefix4) of XG_PFX4_FILTER_LEN-31 bits, band w (1-3) = how many
+ * IPv6 ones (src_prefix) of 32w to 32w+31 bits (the lengths of plens6[w]) have their first
+ * XG_PFX4_FILTER_LEN / XG_PFX6_FILTER_LEN bits in a word hashing to the slot: the IPv4 network
+ * address masked to /16, or an IPv6 one's first 32 bits, times XG_FILTER_MULT, top
+ * XG_FILTER_BITS bits (the word as loaded on this machine). An IPv4 source whose slot's band 0 is
+ * 0 skips the per-length lookups; an IPv6 source skips the lengths of each word w whose band w
+ * is 0 (all of them when bands 1-3 are 0). While a prefix shorter than the filter's length is
+ * in use (the config's length bitmaps say so) the filter cannot tell: every source of that
+ * family is looked up at every length in use. A band is raised before a rule is written and
+ * lowered after one is deleted, and sticks at XG_PFX_BAND_SAT once it gets there (more rules
+ * than a byte counts: never lowered again, so never below the true count). */
+#define XG_PFX_BAND_SAT 255
 #define XG_PFX4_FILTER_LEN 16
 #define XG_PFX6_FILTER_LEN 32
 

@@ -40,9 +40,9 @@ from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, fl
                       limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .hostslots import HostSlots, sum_slot_counters
 from .pinlock import PinLock
-from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
-                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey,
-                      RuleVal, Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
+from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config, Counter,
+                      FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal, Stats, band_add,
+                      bands_at_least, filter_slot, lpm_key, lpm_text, pfx_filter_band, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
 
@@ -202,14 +202,14 @@ class Datapath(HostSlots):
         bpfsys.update(fd, key, slot)
 
     def _pfx_slot(self, cidr: str | None, delta: int) -> None:
-        """Add `delta` to the src_pfx_filter slot of a source prefix shorter than a host (none
-        for a prefix shorter than the filter's length, or `cidr` None)."""
+        """Add `delta` to a source prefix's band of its src_pfx_filter slot (band_add; none for a
+        prefix shorter than the filter's length, or `cidr` None)."""
         s = None if cidr is None else pfx_filter_slot(cidr)
         if s is None:
             return
         fd, key, n = self._maps["src_pfx_filter"].fd, ctypes.c_uint32(s), ctypes.c_uint32()
         bpfsys.lookup(fd, key, n)
-        bpfsys.update(fd, key, ctypes.c_uint32(max(0, n.value + delta)))
+        bpfsys.update(fd, key, ctypes.c_uint32(band_add(n.value, pfx_filter_band(cidr), delta)))
 
     def _books(self, field: str, src: tuple[str, str] | None, prefix: tuple[str, object] | None,
                delta: int) -> None:
@@ -251,7 +251,7 @@ class Datapath(HostSlots):
     def recount(self) -> dict[str, int]:
         """Set every rule count (and the per-length counts and bitmaps of source prefixes) from
         the maps themselves (after entries were written or deleted by other means than this
-        class) and return the n_* counts; raise every src_filter and src_pfx_filter slot of a
+        class) and return the n_* counts; raise every src_filter slot and src_pfx_filter band of a
         rule to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
         self._rescan_slots()  # the slot directory first: rules() reads the slots it marks
@@ -264,11 +264,11 @@ class Datapath(HostSlots):
                 bpfsys.update(fd, ctypes.c_uint32(s), FilterSlot(max(slot.exact, n.exact),
                                                                  max(slot.host, n.host)))
         fd = self._maps["src_pfx_filter"].fd
-        for s, n in want_pfx.items():
+        for s, bands in want_pfx.items():
             got = ctypes.c_uint32()
             bpfsys.lookup(fd, ctypes.c_uint32(s), got)
-            if got.value < n:
-                bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(n))
+            if (word := bands_at_least(got.value, bands)) != got.value:
+                bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(word))
         maps = dict(n_allow="allow", n_exact4="exact4", n_exact6="exact6", n_host4="src_host4",
                     n_host6="src_host6", n_prefix4="src_prefix4", n_prefix6="src_prefix", n_limit="dst_limit")
         keys = {m: bpfsys.keys(self._maps[m].fd, self._maps[m].key) for m in maps.values()}

@@ -22,7 +22,8 @@ from services.records.rules import Action, Origin, Rule, Scope
 
 from .structs import (XG_ACT_DROP, XG_ACT_PASS, XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key,
                       AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Key, HostSlot, LimitKey, Lpm4Key,
-                      LpmKey, RuleVal, addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
+                      LpmKey, RuleVal, addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_band,
+                      pfx_filter_slot)
 
 ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
 ORIGIN_BACK = {v: k for k, v in ORIGIN.items()}
@@ -108,12 +109,12 @@ def count_length(cfg: Config, v4: bool, plen: int, delta: int) -> None:
         cfg.plens6[word] = bits
 
 
-def filter_counts(rules: list[Rule]) -> tuple[dict[int, FilterSlot], dict[int, int]]:
+def filter_counts(rules: list[Rule]) -> tuple[dict[int, FilterSlot], dict[int, list[int]]]:
     """What the two skip filters should hold for `rules`: {src_filter slot: (exact, host) rule
-    counts} and {src_pfx_filter slot: shorter source-prefix rules} (a prefix shorter than the
-    prefix filter's length has no slot)."""
+    counts} and {src_pfx_filter slot: shorter source-prefix rules per band, [band 0..3]} (a
+    prefix shorter than the prefix filter's length has no slot)."""
     want: dict[int, FilterSlot] = {}
-    want_pfx: dict[int, int] = {}
+    want_pfx: dict[int, list[int]] = {}
     for rule in rules:
         if rule.scope is Scope.FLOW or is_host(rule):
             n = want.setdefault(filter_slot(rule.src.split("/")[0]), FilterSlot())
@@ -122,7 +123,7 @@ def filter_counts(rules: list[Rule]) -> tuple[dict[int, FilterSlot], dict[int, i
             else:
                 n.host += 1
         elif rule.scope is Scope.SRC_PREFIX and (s := pfx_filter_slot(rule.src)) is not None:
-            want_pfx[s] = want_pfx.get(s, 0) + 1
+            want_pfx.setdefault(s, [0, 0, 0, 0])[pfx_filter_band(rule.src)] += 1
     return want, want_pfx
 
 

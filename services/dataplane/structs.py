@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444739               # "XDG9": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444741               # "XDGA": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -31,6 +31,8 @@ XG_HOST_SLOT_BITS = 12
 XG_HOST_SLOTS = 1 << XG_HOST_SLOT_BITS
 # source-prefix skip filter: how many leading bits of a prefix pick its slot (pfx_filter_slot)
 XG_PFX4_FILTER_LEN, XG_PFX6_FILTER_LEN = 16, 32
+# ... and each slot's four 8-bit band counts stick at this value (pfx_filter_band, band_add)
+XG_PFX_BAND_SAT = 255
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
@@ -176,6 +178,37 @@ def pfx_filter_slot(cidr: str) -> int | None:
     if net.prefixlen < flen:
         return None
     return _slot(net.supernet(new_prefix=flen).network_address.packed[:4])
+
+
+def pfx_filter_band(cidr: str) -> int:
+    """The band of its src_pfx_filter slot a source prefix (shorter than a host, with a slot) is
+    counted in: 0 for IPv4 (v4-mapped included), its length // 32 (1-3) for IPv6."""
+    net = ipaddress.ip_network(canonical_network(cidr))
+    return 0 if net.version == 4 else net.prefixlen // 32
+
+
+def band_count(word: int, band: int) -> int:
+    """Band `band`'s count in a src_pfx_filter word."""
+    return word >> (8 * band) & 0xFF
+
+
+def band_add(word: int, band: int, delta: int) -> int:
+    """`word` with `delta` added to band `band`'s count, floored at 0 and capped at
+    XG_PFX_BAND_SAT, where it sticks (a saturated count no longer says how many rules there are,
+    so it is never lowered: never below the true count)."""
+    n = band_count(word, band)
+    if n != XG_PFX_BAND_SAT:
+        n = min(XG_PFX_BAND_SAT, max(0, n + delta))
+    return word & ~(0xFF << (8 * band)) | n << (8 * band)
+
+
+def bands_at_least(word: int, counts: list[int]) -> int:
+    """`word` with each band raised to at least its count in `counts` (band 0 first; capped at
+    XG_PFX_BAND_SAT), never lowered: a band above its count costs a lookup, never a rule."""
+    for band, n in enumerate(counts):
+        if (short := min(n, XG_PFX_BAND_SAT) - band_count(word, band)) > 0:
+            word = band_add(word, band, short)
+    return word
 
 
 def addr_bytes(text: str) -> bytes:

@@ -69,6 +69,29 @@ def test_prefix_filter_slots_use_the_first_16_ipv4_or_32_ipv6_bits_and_none_belo
     assert structs.pfx_filter_slot("2001:db8::/32") == structs.filter_slot("2001:db8::")
 
 
+def test_prefix_filter_bands_are_ipv4_or_the_ipv6_length_word_and_stick_once_saturated():
+    assert [structs.pfx_filter_band(c) for c in ("10.1.2.0/24", "::ffff:10.1.2.0/120", "2001:db8::/32",
+                                                 "2001:db8::/63", "2001:db8::/64", "2001:db8::/127")] == [0, 0, 1, 1, 2, 3]
+    w = structs.band_add(structs.band_add(0, 2, 1), 0, 1)
+    assert w == 0x010001 and structs.band_count(w, 2) == 1 and structs.band_count(w, 1) == 0
+    assert structs.band_add(w, 2, -1) == 0x000001 and structs.band_add(0, 3, -1) == 0  # floored at 0
+    for _ in range(structs.XG_PFX_BAND_SAT + 5):
+        w = structs.band_add(w, 1, 1)
+    assert structs.band_count(w, 1) == structs.XG_PFX_BAND_SAT and w & 0xFF00FF == 0x010001  # others kept
+    # saturated: the count no longer says how many, so a delete must not lower it
+    assert structs.band_count(structs.band_add(w, 1, -1), 1) == structs.XG_PFX_BAND_SAT
+    # recount's raise: each band to at least its count (capped), none lowered
+    assert structs.bands_at_least(0x030001, [2, 0, 1, 300]) == 0xFF030002
+
+
+def test_filter_counts_count_prefixes_per_slot_and_band():
+    rules = [Rule("src_prefix", "drop", src=c) for c in ("10.1.2.0/24", "10.1.3.0/24", "2001:db8::/64",
+                                                           "2001:db8:0:1::/96", "10.0.0.0/8")]
+    _, want = entries.filter_counts(rules)
+    assert want == {structs.pfx_filter_slot("10.1.0.0/16"): [2, 0, 0, 0],
+                    structs.pfx_filter_slot("2001:db8::/32"): [0, 0, 1, 1]}
+
+
 def test_filter_slots_are_in_range_and_spread_and_ipv6_words_are_xored():
     slots = {structs.filter_slot(f"10.0.{i}.1") for i in range(256)}
     assert all(0 <= s < structs.XG_FILTER_SLOTS for s in slots) and len(slots) > 250
