@@ -41,8 +41,8 @@ from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, fl
 from .hostslots import HostSlots, sum_slot_counters
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
-                      Counter, FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey,
-                      RuleVal, Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
+                      Counter, FilterSlot, HostSlot, LimitDst, LimitKey, LimitVal, Lpm4Key,
+                      LpmKey, RuleVal, Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
 
@@ -129,12 +129,22 @@ class Datapath(HostSlots):
         assert ctypes.sizeof(vtype) % 8 == 0
         return (vtype * self._ncpu)()
 
-    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY) -> None:
+    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY,
+               counts=None) -> None:
+        """Write key -> value (in a per-CPU map: on every CPU). `counts`, the per-CPU copies of
+        the entry being replaced (_read_percpu) or None: each CPU's copy keeps that CPU's
+        packets and bytes (a RuleVal's, a HostSlot's .rule's), every other field is `value`'s.
+        An increment the program makes on a CPU between the read of `counts` and this update is
+        lost, as with every in-place update of a per-CPU value (hostslots.py, "Torn reads")."""
         m = self._maps[name]
         if m.percpu:
             arr = self._percpu(m.value)
             for i in range(self._ncpu):
                 arr[i] = value
+                if counts is not None:
+                    new, old = (arr[i].rule, counts[i].rule) if m.value is HostSlot \
+                        else (arr[i], counts[i])
+                    new.packets, new.bytes = old.packets, old.bytes
             value = arr
         try:
             bpfsys.update(m.fd, key, value, flags)
@@ -144,14 +154,20 @@ class Datapath(HostSlots):
                               f"load with a larger size") from None
             raise
 
+    def _read_percpu(self, name: str, key):
+        """The per-CPU copies of `key` in per-CPU map `name` (one lookup), None if absent."""
+        m = self._maps[name]
+        arr = self._percpu(m.value)
+        return arr if bpfsys.lookup(m.fd, key, arr) else None
+
     def _read_sum(self, name: str, key):
         """The value of `key` (per-CPU values summed field by field for counters)."""
         m = self._maps[name]
         if not m.percpu:
             v = m.value()
             return v if bpfsys.lookup(m.fd, key, v) else None
-        arr = self._percpu(m.value)
-        if not bpfsys.lookup(m.fd, key, arr):
+        arr = self._read_percpu(name, key)
+        if arr is None:
             return None
         total = m.value.from_buffer_copy(arr[0])
         for f, _ in m.value._fields_:
@@ -223,7 +239,8 @@ class Datapath(HostSlots):
     def _insert(self, name: str, key, value, what: str, field: str,
                 src: tuple[str, str] | None = None, prefix: tuple[str, object] | None = None) -> None:
         """Write key -> value in a rule map, raising its counts (_books) first if the key is
-        new; a replaced entry leaves them as they were. MapFull as _write."""
+        new; a replaced entry leaves them as they were, and in a per-CPU map keeps its per-CPU
+        packets and bytes (one lookup, then the update: _write's `counts`). MapFull as _write."""
         self._books(field, src, prefix, 1)
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
@@ -232,7 +249,8 @@ class Datapath(HostSlots):
             self._books(field, src, prefix, -1)
             if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise
-        self._write(name, key, value, what)
+        counts = self._read_percpu(name, key) if self._maps[name].percpu else None
+        self._write(name, key, value, what, counts=counts)
 
     def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None,
                 prefix: tuple[str, object] | None = None) -> bool:
@@ -295,7 +313,12 @@ class Datapath(HostSlots):
     # -- rules -----------------------------------------------------------------------
     @_writes
     def add_rule(self, rule: Rule) -> None:
-        """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
+        """Insert or replace `rule`, under the pin-dir lock. A replaced rule (the same key: an
+        enforcer REFRESH with a later expiry, a manual rule over a model one) takes the new
+        value's expiry, creation time, action and origin and keeps its counters: each CPU's
+        packets and bytes in the per-CPU rule maps and inline slots (read, then written back with
+        the new value: an increment the program makes on a CPU between the two syscalls is
+        lost), a limit rule's limit_stats counter as it is. A new rule's counters start at 0.
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (its inline slot in src_host_slot, else
@@ -324,7 +347,14 @@ class Datapath(HostSlots):
             key = limit_key(rule)
             interval = max(1, 1_000_000_000 // rule.rate_pps)
             burst = max(interval, int(LIMIT_BURST_S * 1e9))
-            self._write("limit_stats", key, Counter(), "limit counter")
+            if not self._exists("dst_limit", key):  # a new rule: its counter from 0
+                self._write("limit_stats", key, Counter(), "limit counter")
+            else:  # a replace keeps its counter as it is (a missing one is made, from 0)
+                try:
+                    self._write("limit_stats", key, Counter(), "limit counter", bpfsys.BPF_NOEXIST)
+                except bpfsys.BpfErrno as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise
             self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
                                                     rule.rate_pps, origin), "limit", "n_limit")
             try:
