@@ -37,17 +37,14 @@ from services.records.rules import Origin, Rule, Scope
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key,
-                      limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
+                      mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .hostslots import HostSlots, sum_slot_counters
+from .limits import LimitRules
 from .pinlock import PinLock
-from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config,
-                      Counter, FilterSlot, HostSlot, LimitDst, LimitKey, LimitVal, Lpm4Key,
+from .structs import (COUNT_FIELDS, STAT_FIELDS, AllowVal, Config, FilterSlot, HostSlot, Lpm4Key,
                       LpmKey, RuleVal, Stats, filter_slot, lpm_key, lpm_text, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
-
-LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
-
 
 def pinned_maps_id(pin_dir: str) -> int:
     """Kernel id of the `config` map pinned in `pin_dir`: a new id each time the program is loaded
@@ -84,7 +81,7 @@ def _writes(method):
     return wrapper
 
 
-class Datapath(HostSlots):
+class Datapath(HostSlots, LimitRules):
     """Rules, allowlist, counters and sampling of the program pinned in `pin_dir`.
 
     Errors: NotLoaded (nothing pinned), MapMismatch (another layout), MapFull, ConfigError (a rule
@@ -327,7 +324,7 @@ class Datapath(HostSlots):
         counters in the value), after its length's count and bit and src_pfx_filter slot are raised. A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
-        out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
+        out again (ConfigError; limits.py). The lock makes the sequence atomic for other xdpguard writers.
         MapFull when a map has no room (maps written before it keep their new entry)."""
         origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
@@ -344,25 +341,7 @@ class Datapath(HostSlots):
             else:
                 self._insert(name, key, value, "source-prefix", field, None, (rule.src, key))
         else:
-            key = limit_key(rule)
-            interval = max(1, 1_000_000_000 // rule.rate_pps)
-            burst = max(interval, int(LIMIT_BURST_S * 1e9))
-            if not self._exists("dst_limit", key):  # a new rule: its counter from 0
-                self._write("limit_stats", key, Counter(), "limit counter")
-            else:  # a replace keeps its counter as it is (a missing one is made, from 0)
-                try:
-                    self._write("limit_stats", key, Counter(), "limit counter", bpfsys.BPF_NOEXIST)
-                except bpfsys.BpfErrno as exc:
-                    if exc.errno != errno.EEXIST:
-                        raise
-            self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
-                                                    rule.rate_pps, origin), "limit", "n_limit")
-            try:
-                self._sync_limit_dst(key.daddr)
-            except ConfigError:  # one mask too many: the new rule (never a replaced one) goes
-                self._remove("dst_limit", key, "n_limit")
-                bpfsys.delete(self._maps["limit_stats"].fd, key)
-                raise
+            self._add_limit(rule, origin, exp)
 
     @_writes
     def delete_rule(self, rule: Rule) -> bool:
@@ -376,31 +355,7 @@ class Datapath(HostSlots):
             if name in ("src_host4", "src_host6"):
                 return self._delete_host(rule, name, key, field)
             return self._remove(name, key, field, None, (rule.src, key))
-        key = limit_key(rule)
-        found = self._remove("dst_limit", key, "n_limit")
-        bpfsys.delete(self._maps["limit_stats"].fd, key)
-        self._sync_limit_dst(key.daddr)
-        return found
-
-    def _sync_limit_dst(self, daddr) -> None:
-        """Recompute which TCP-flag masks the kernel tries for one destination from a scan of
-        dst_limit (callers hold the lock, or a concurrent writer's mask could be lost)."""
-        raw = bytes(daddr)
-        masks = {k.tcp_flags for k in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey)
-                 if bytes(k.daddr) == raw}
-        akey = AddrKey(Addr16(*raw))
-        if not masks:
-            bpfsys.delete(self._maps["limit_dst"].fd, akey)
-            return
-        if len(masks) > XG_LIMIT_MASKS:
-            raise ConfigError(f"at most {XG_LIMIT_MASKS} distinct TCP-flag masks per destination")
-        # most specific (most bits) first, "no flags" (0) last
-        order = sorted(masks, key=lambda m: (-bin(m).count("1"), m))
-        val = LimitDst()
-        for i, m in enumerate(order):
-            val.masks[i] = m
-        val.nmasks = len(order)
-        self._write("limit_dst", akey, val, "limit")
+        return self._delete_limit(rule)
 
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that
