@@ -37,17 +37,15 @@ from services.records.rules import Origin, Rule, Scope
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key,
-                      limit_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
+                      mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .hostslots import HostSlots, sum_slot_counters
+from .limits import LimitRules
 from .pinlock import PinLock
-from .structs import (COUNT_FIELDS, STAT_FIELDS, XG_LIMIT_MASKS, Addr16, AddrKey, AllowVal, Config, Counter,
-                      FilterSlot, LimitDst, LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal, Stats, band_add,
-                      bands_at_least, filter_slot, lpm_key, lpm_text, pfx_filter_band, pfx_filter_slot)
+from .structs import (COUNT_FIELDS, STAT_FIELDS, AllowVal, Config, FilterSlot, HostSlot, Lpm4Key,
+                      LpmKey, RuleVal, Stats, band_add, bands_at_least, filter_slot, lpm_key,
+                      lpm_text, pfx_filter_band, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
-
-LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
-
 
 def pinned_maps_id(pin_dir: str) -> int:
     """Kernel id of the `config` map pinned in `pin_dir`: a new id each time the program is loaded
@@ -84,7 +82,7 @@ def _writes(method):
     return wrapper
 
 
-class Datapath(HostSlots):
+class Datapath(HostSlots, LimitRules):
     """Rules, allowlist, counters and sampling of the program pinned in `pin_dir`.
 
     Errors: NotLoaded (nothing pinned), MapMismatch (another layout), MapFull, ConfigError (a rule
@@ -129,12 +127,22 @@ class Datapath(HostSlots):
         assert ctypes.sizeof(vtype) % 8 == 0
         return (vtype * self._ncpu)()
 
-    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY) -> None:
+    def _write(self, name: str, key, value, what: str, flags: int = bpfsys.BPF_ANY,
+               counts=None) -> None:
+        """Write key -> value (in a per-CPU map: on every CPU). `counts`, the per-CPU copies of
+        the entry being replaced (_read_percpu) or None: each CPU's copy keeps that CPU's
+        packets and bytes (a RuleVal's, a HostSlot's .rule's), every other field is `value`'s.
+        An increment the program makes on a CPU between the read of `counts` and this update is
+        lost, as with every in-place update of a per-CPU value (hostslots.py, "Torn reads")."""
         m = self._maps[name]
         if m.percpu:
             arr = self._percpu(m.value)
             for i in range(self._ncpu):
                 arr[i] = value
+                if counts is not None:
+                    new, old = (arr[i].rule, counts[i].rule) if m.value is HostSlot \
+                        else (arr[i], counts[i])
+                    new.packets, new.bytes = old.packets, old.bytes
             value = arr
         try:
             bpfsys.update(m.fd, key, value, flags)
@@ -144,14 +152,20 @@ class Datapath(HostSlots):
                               f"load with a larger size") from None
             raise
 
+    def _read_percpu(self, name: str, key):
+        """The per-CPU copies of `key` in per-CPU map `name` (one lookup), None if absent."""
+        m = self._maps[name]
+        arr = self._percpu(m.value)
+        return arr if bpfsys.lookup(m.fd, key, arr) else None
+
     def _read_sum(self, name: str, key):
         """The value of `key` (per-CPU values summed field by field for counters)."""
         m = self._maps[name]
         if not m.percpu:
             v = m.value()
             return v if bpfsys.lookup(m.fd, key, v) else None
-        arr = self._percpu(m.value)
-        if not bpfsys.lookup(m.fd, key, arr):
+        arr = self._read_percpu(name, key)
+        if arr is None:
             return None
         total = m.value.from_buffer_copy(arr[0])
         for f, _ in m.value._fields_:
@@ -223,7 +237,8 @@ class Datapath(HostSlots):
     def _insert(self, name: str, key, value, what: str, field: str,
                 src: tuple[str, str] | None = None, prefix: tuple[str, object] | None = None) -> None:
         """Write key -> value in a rule map, raising its counts (_books) first if the key is
-        new; a replaced entry leaves them as they were. MapFull as _write."""
+        new; a replaced entry leaves them as they were, and in a per-CPU map keeps its per-CPU
+        packets and bytes (one lookup, then the update: _write's `counts`). MapFull as _write."""
         self._books(field, src, prefix, 1)
         try:
             self._write(name, key, value, what, bpfsys.BPF_NOEXIST)
@@ -232,7 +247,8 @@ class Datapath(HostSlots):
             self._books(field, src, prefix, -1)
             if not (isinstance(exc, bpfsys.BpfErrno) and exc.errno == errno.EEXIST):
                 raise
-        self._write(name, key, value, what)
+        counts = self._read_percpu(name, key) if self._maps[name].percpu else None
+        self._write(name, key, value, what, counts=counts)
 
     def _remove(self, name: str, key, field: str, src: tuple[str, str] | None = None,
                 prefix: tuple[str, object] | None = None) -> bool:
@@ -295,7 +311,12 @@ class Datapath(HostSlots):
     # -- rules -----------------------------------------------------------------------
     @_writes
     def add_rule(self, rule: Rule) -> None:
-        """Insert or replace `rule` (replacing resets its counters), under the pin-dir lock.
+        """Insert or replace `rule`, under the pin-dir lock. A replaced rule (the same key: an
+        enforcer REFRESH with a later expiry, a manual rule over a model one) takes the new
+        value's expiry, creation time, action and origin and keeps its counters: each CPU's
+        packets and bytes in the per-CPU rule maps and inline slots (read, then written back with
+        the new value: an increment the program makes on a CPU between the two syscalls is
+        lost), a limit rule's limit_stats counter as it is. A new rule's counters start at 0.
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (its inline slot in src_host_slot, else
@@ -304,7 +325,7 @@ class Datapath(HostSlots):
         counters in the value), after its length's count and bit and src_pfx_filter slot are raised. A limit rule is three or more: its counter
         (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
         from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
-        out again (ConfigError). The lock makes the sequence atomic for other xdpguard writers.
+        out again (ConfigError; limits.py). The lock makes the sequence atomic for other xdpguard writers.
         MapFull when a map has no room (maps written before it keep their new entry)."""
         origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
@@ -321,18 +342,7 @@ class Datapath(HostSlots):
             else:
                 self._insert(name, key, value, "source-prefix", field, None, (rule.src, key))
         else:
-            key = limit_key(rule)
-            interval = max(1, 1_000_000_000 // rule.rate_pps)
-            burst = max(interval, int(LIMIT_BURST_S * 1e9))
-            self._write("limit_stats", key, Counter(), "limit counter")
-            self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
-                                                    rule.rate_pps, origin), "limit", "n_limit")
-            try:
-                self._sync_limit_dst(key.daddr)
-            except ConfigError:  # one mask too many: the new rule (never a replaced one) goes
-                self._remove("dst_limit", key, "n_limit")
-                bpfsys.delete(self._maps["limit_stats"].fd, key)
-                raise
+            self._add_limit(rule, origin, exp)
 
     @_writes
     def delete_rule(self, rule: Rule) -> bool:
@@ -346,31 +356,7 @@ class Datapath(HostSlots):
             if name in ("src_host4", "src_host6"):
                 return self._delete_host(rule, name, key, field)
             return self._remove(name, key, field, None, (rule.src, key))
-        key = limit_key(rule)
-        found = self._remove("dst_limit", key, "n_limit")
-        bpfsys.delete(self._maps["limit_stats"].fd, key)
-        self._sync_limit_dst(key.daddr)
-        return found
-
-    def _sync_limit_dst(self, daddr) -> None:
-        """Recompute which TCP-flag masks the kernel tries for one destination from a scan of
-        dst_limit (callers hold the lock, or a concurrent writer's mask could be lost)."""
-        raw = bytes(daddr)
-        masks = {k.tcp_flags for k in bpfsys.keys(self._maps["dst_limit"].fd, LimitKey)
-                 if bytes(k.daddr) == raw}
-        akey = AddrKey(Addr16(*raw))
-        if not masks:
-            bpfsys.delete(self._maps["limit_dst"].fd, akey)
-            return
-        if len(masks) > XG_LIMIT_MASKS:
-            raise ConfigError(f"at most {XG_LIMIT_MASKS} distinct TCP-flag masks per destination")
-        # most specific (most bits) first, "no flags" (0) last
-        order = sorted(masks, key=lambda m: (-bin(m).count("1"), m))
-        val = LimitDst()
-        for i, m in enumerate(order):
-            val.masks[i] = m
-        val.nmasks = len(order)
-        self._write("limit_dst", akey, val, "limit")
+        return self._delete_limit(rule)
 
     def rules(self) -> list[RuleStats]:
         """Every rule in the maps with its counters (expiry in Unix epoch ns). An entry that

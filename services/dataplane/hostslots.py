@@ -29,7 +29,10 @@ a mix of the old and the new value (the address of one, the action, expiry or co
 other; a slot being emptied may look like a rule with action 0 and no expiry, which passes), and
 its counter increment may be lost. That is at most the one packet per CPU that runs during the
 few-ns copy of that CPU's 64 bytes, as with the in-place updates of the per-CPU hashes (their
-values are copied over in place the same way).
+values are copied over in place the same way). A replace of a rule (slot or hash) carries its
+counters over from a read of its per-CPU copies made just before the update (Datapath._write's
+`counts`): the increments the program makes between that read and the update (a syscall apart,
+microseconds) are lost too.
 """
 from __future__ import annotations
 
@@ -47,8 +50,8 @@ from .structs import Addr16, Config, HostSlot, RuleVal, host_slot
 
 
 class HostSlots:
-    """Mixed into Datapath: uses its _maps, _percpu, _read_sum, _write, _books, _insert, _remove,
-    _config, _put_config."""
+    """Mixed into Datapath: uses its _maps, _percpu, _read_percpu, _read_sum, _write, _books,
+    _insert, _remove, _config, _put_config."""
 
     def _add_host(self, rule: Rule, name: str, key, field: str, value: RuleVal) -> None:
         """Insert or replace host rule `rule` (hash `name`, key `key`, config count `field`):
@@ -72,11 +75,15 @@ class HostSlots:
     def _slot_host(self, rule: Rule, name: str, key, value: RuleVal) -> bool:
         """Write host rule `rule` (hash `name`, key `key`) to its inline slot if it belongs there
         (the hash does not hold it and the slot is empty or holds its address): True if it
-        was written there, False if it goes to the hash. Replacing resets its counters."""
+        was written there, False if it goes to the hash. A replace (the slot holds its address)
+        keeps each CPU's packets and bytes and takes the rest from `value`: one read of the
+        slot's per-CPU copies, then one update (an increment the program makes on a CPU between
+        the two is lost, see "Torn reads"); a rule new to the slot starts at 0."""
         if self._exists(name, key):
             return False
         idx = host_slot(host_addr(rule))
-        cur = self._read_sum("src_host_slot", ctypes.c_uint32(idx))
+        old = self._read_percpu("src_host_slot", ctypes.c_uint32(idx))
+        cur = old[0] if old is not None else None  # address and family: alike on every CPU
         addr = _slot_addr(rule, name)
         fam = 4 if name == "src_host4" else 6
         if cur is not None and cur.family and (cur.family, bytes(cur.addr)) != (fam, addr):
@@ -87,7 +94,7 @@ class HostSlots:
             self._slot_dir(idx, True)
         try:
             self._write("src_host_slot", ctypes.c_uint32(idx), HostSlot(Addr16(*addr), value, fam),
-                        "host slot")
+                        "host slot", counts=None if new else old)
         except KernelError:  # the update failed: nothing written (not after it returned)
             if new:
                 self._books(None, (host_addr(rule), "host"), None, -1)

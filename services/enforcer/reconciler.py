@@ -112,7 +112,7 @@ class RulesReconciler:
                 continue
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:
-                    maps.add_rule(rule)  # writing a rule again resets its counters: only if needed
+                    maps.add_rule(rule)  # only if needed: a replace costs writes (counters kept)
                 except ConfigError as exc:  # this program can never hold it
                     await self._refused(rec, exc)
                     continue

@@ -138,8 +138,9 @@ def test_rules_lists_slot_and_hash_rules_with_their_counters(env):
     got = {rs.rule.src: (rs.rule.action.value, rs.hits, rs.bytes, rs.dropped) for rs in env.dp.rules()}
     n = len(frame(A))
     assert got == {A + "/32": ("drop", 2, 2 * n, 2), B + "/32": ("pass", 3, 3 * n, 0)}
-    env.dp.add_rule(host(A))  # replacing resets the counters, as in the hashes
-    assert {rs.rule.src: rs.hits for rs in env.dp.rules()} == {A + "/32": 0, B + "/32": 3}
+    env.dp.add_rule(host(A))  # replacing keeps the counters, as in the hashes
+    env.dp.add_rule(host(B, "pass"))
+    assert {rs.rule.src: rs.hits for rs in env.dp.rules()} == {A + "/32": 2, B + "/32": 3}
 
 
 def test_an_exact_pass_still_beats_a_slot_host_drop(env):

@@ -33,9 +33,10 @@ def test_a_syn_flood_is_blocked_in_the_kernel_while_a_benign_client_keeps_workin
         assert rule.rule.origin is Origin.MODEL
         assert rule.rule.scope in (Scope.SRC_PREFIX, Scope.FLOW, Scope.DST_LIMIT)
         sent = transmitted_received(flood_out)[0]
-        # the XDP program's drop counters (monotonic): a REFRESH of the rule (a weak first
-        # answer escalated a window later) rewrites its entry and the rule's own hit counter
-        # starts at 0 again; the benign client is asserted below never to be blocked
+        # the XDP program's drop counters (monotonic) too: they were needed when a REFRESH
+        # of the rule (a weak first answer escalated a window later) restarted its hit counter
+        # at 0 (a replace keeps it now: test_dp_refresh_counters), and they count drops by any
+        # other rule for the attacker; the benign client is asserted below never to be blocked
         with Datapath.open(stack.pin_dir) as dp:
             st = dp.stats()
         dropped = max(sum(s.hits for s in stack.rules_hitting(topo.attacker_ip)),

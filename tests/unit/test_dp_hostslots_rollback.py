@@ -23,7 +23,7 @@ class Slots(HostSlots):
     def _exists(self, name, key):
         return False
 
-    def _read_sum(self, name, key):
+    def _read_percpu(self, name, key):
         return None  # an empty slot
 
     def _books(self, field, src, prefix, delta):
@@ -32,7 +32,7 @@ class Slots(HostSlots):
     def _slot_dir(self, idx, used):
         self.dirs.append(used)
 
-    def _write(self, name, key, value, what, flags=0):
+    def _write(self, name, key, value, what, flags=0, counts=None):
         self.written += 1
         if self.fail is not None:
             raise self.fail

@@ -116,7 +116,7 @@ def test_manual_rules_are_not_mirrored_in_dry_run():
 
 def test_restore_leaves_a_rule_the_maps_already_hold_alone():
     """An enforcer restart with the program still loaded: the maps hold the topic's rule with
-    its hit counters; writing it again would reset them (3000 -> 0), so it is not written."""
+    its hit counters; writing it again would be writes for nothing, so it is not written."""
     topic, maps, rec, policy, _ = world()
     maps.add_rule(LIVE)
     maps.writes.clear()
