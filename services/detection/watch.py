@@ -21,6 +21,9 @@ OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK re
 OPENING_MAX = 4096  # login SYNs kept per window for that, sources with the most SYNs first (a
 # spoofed SYN flood to port 22, one SYN per source, cannot push a guesser's out)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
+# a TCP group counts whole while this share of its targets or more are half-open, 1 / this; less
+# as more accepted the source (`_largest_groups`)
+ACCEPTED_WEIGHT = 2.0
 _GROUP_CACHE: dict[str, bool] = {}
 
 
@@ -61,13 +64,14 @@ def _largest_groups(probes: Iterable[tuple], accepted: Iterable[tuple] = ()) -> 
     in the horizon in one benign capture of the shared corpora, android.pcap), while a host
     sweep on one port is what scanners do (at most 3 hosts of one /24 in any of them).
 
-    A TCP group of h half-open probes counts h x h / (h + a), `a` its members among the
-    distinct `accepted` targets (TCP targets the source completed a handshake with in the
-    horizon, not among the probes): the half-open count weighted by the group's half-open
-    share. A station re-checking a fixed pool of backends completes its handshakes with most
-    of them (a load balancer with 12 of 40 backends dead: 12 x 12 / 40 = 3.6), a SYN scan or
-    sweep completes none (nmap -sS resets after the SYN-ACK: no ACK) or few (a connect scan
-    completes with the open ports of a host, the live hosts of a /24), so it counts whole."""
+    A TCP group of h half-open probes counts h x min(1, 2 h / (h + a)), `a` its members among
+    the distinct `accepted` targets (TCP targets the source completed a handshake with in the
+    horizon, not among the probes): whole while at least half of the group's targets are
+    half-open, less as more of them accepted the source (ACCEPTED_WEIGHT). A station
+    re-checking a fixed pool of backends completes its handshakes with most of them (a load
+    balancer with 12 of 40 backends dead from the start: 12 x 24 / 40 = 7.2, not 12); a SYN
+    scan or sweep completes none (nmap -sS resets after the SYN-ACK: no ACK) and a connect scan
+    of a host or a /24 the few open ports or live hosts, so each counts whole, as before."""
     groups = _groups_of(probes)
     shook = _groups_of(t for t in accepted if t not in probes) if accepted else {}
     best = [0.0, 0.0]
@@ -77,7 +81,7 @@ def _largest_groups(probes: Iterable[tuple], accepted: Iterable[tuple] = ()) -> 
             v = n * PORT_FAN_WEIGHT if g[0] == 0 else n
         else:
             a = shook.get(g, 0)
-            v = n * n / (n + a) if a else n
+            v = n * min(1.0, ACCEPTED_WEIGHT * n / (n + a)) if a else n
         if v > best[i]:
             best[i] = v
     return best[0], best[1]
