@@ -16,13 +16,14 @@ LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at o
 
 
 class LimitRules:
-    """Mixed into Datapath: uses its _maps, _write, _exists, _insert, _remove."""
+    """Mixed into Datapath: uses its _maps, _write, _read_sum, _exists, _insert, _remove."""
 
     def _add_limit(self, rule: Rule, origin: int, exp: int) -> None:
         """Insert or replace limit rule `rule` (origin and monotonic expiry `exp` as the map
         holds them): its counter (limit_stats: a new rule's from 0; a replaced rule keeps its
-        own, one missing is made from 0), the rule (dst_limit: the new value, GCRA state
-        included), then the destination's mask list (limit_dst) rebuilt from a full scan of
+        own, one missing is made from 0), the rule (dst_limit: the new value; a replaced
+        rule keeps its GCRA state, the theoretical arrival time `tat`, so a REFRESH does not
+        let a fresh burst through; a new rule's tat is 0), then the destination's mask list (limit_dst) rebuilt from a full scan of
         dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken out again
         (ConfigError)."""
         key = limit_key(rule)
@@ -34,7 +35,9 @@ class LimitRules:
         except bpfsys.BpfErrno as exc:  # a replace: its counter is there, kept as it is
             if exc.errno != errno.EEXIST:
                 raise
-        self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, 0,
+        held = self._read_sum("dst_limit", key)  # a replace keeps the bucket where it is
+        tat = held.tat if held is not None else 0
+        self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, tat,
                                                 rule.rate_pps, origin), "limit", "n_limit")
         try:
             self._sync_limit_dst(key.daddr)

@@ -172,3 +172,28 @@ def test_a_rule_deleted_then_added_starts_at_zero(env, label, rule, frame):
     assert listed(env, rule).hits == 0
     run_on(env, CPUS[0], frame, 1)
     assert listed(env, rule).hits == 1
+
+
+def test_a_refreshed_limit_rule_keeps_its_bucket(env):
+    """A destination limit at 50/s (burst 0.1 s: 5 packets) drained by a run of 40 packets
+    drops the excess; a REFRESH then rewrites the rule. Its GCRA state (tat) is carried over,
+    so the next packets meet the drained bucket and are dropped, where a bucket written from
+    0 would pass a fresh burst of 5 (the old replace's behaviour)."""
+    now = time.time_ns()
+    rule = CASES[-1][1].with_times(now, 60)
+    frame = CASES[-1][2]
+    env.dp.add_rule(rule)
+    env.run(frame, repeat=40)
+    dropped = sum(c[2] for c in percpu(env, rule))
+    assert dropped >= 30, dropped  # the bucket is drained: the excess was dropped
+    key = limit_key(rule)
+    m = env.dp._maps["dst_limit"]
+    tat = m.value()
+    assert bpfsys.lookup(m.fd, key, tat) and tat.tat > 0
+    before = tat.tat
+    env.dp.add_rule(rule.with_times(now, 600))  # the enforcer's REFRESH
+    got = m.value()
+    assert bpfsys.lookup(m.fd, key, got)
+    assert got.tat >= before  # kept (the program only moves it forward)
+    env.run(frame, repeat=5)
+    assert sum(c[2] for c in percpu(env, rule)) - dropped >= 4  # no fresh burst passed
