@@ -37,3 +37,21 @@ def test_an_expired_manual_rule_does_not_shadow_the_live_model_rule_at_restore()
     asyncio.run(rec.restore(maps))
     assert ("tombstone", LIVE.key()) not in topic.log
     assert maps.installed[LIVE.key()] == LIVE
+
+
+@pytest.mark.xfail(strict=True, reason="review17 F3: restore writes the topic's older manual record "
+                   "over the manual rule the operator rewrote in the maps while the enforcer was away")
+def test_a_manual_rule_the_operator_rewrote_while_away_is_not_reverted_at_restore():
+    # MANUAL_IN_TOPIC (drop, no expiry) was mirrored into the topic; while the enforcer was down
+    # the operator ran `xdpguard add` on the same key as a pass rule with a TTL. The module
+    # promises manual rules in the maps are "tracked and never touched"; restore writes the
+    # topic's drop back over it, and the next sync_manual sees nothing to mirror: the edit is lost.
+    from tests.unit.test_enforcer_reconciler import MANUAL_IN_TOPIC
+    topic, maps, rec, policy, metrics = world()
+    op = replace(MANUAL_IN_TOPIC, action=Action.PASS).with_times(T0 - 10 * S, 3600)
+    maps.add_rule(op)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert maps.installed[op.key()] == op
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log[-1] == ("applied", op.key())
