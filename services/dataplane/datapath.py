@@ -36,8 +36,8 @@ from services.records.rules import Origin, Rule, Scope
 
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
-from .entries import (ACTION, ORIGIN, RuleStats, count_length, filter_counts, flow_key,
-                      mono_offset_ns, prefix_slot, read_rules, to_mono)
+from .entries import (ACTION, ORIGIN, RuleStats, count_length, expired_mono, filter_counts,
+                      flow_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
 from .hostslots import HostSlots, sum_slot_counters
 from .limits import LimitRules
 from .pinlock import PinLock
@@ -131,10 +131,14 @@ class Datapath(HostSlots, LimitRules):
                counts=None) -> None:
         """Write key -> value (in a per-CPU map: on every CPU). `counts`, the per-CPU copies of
         the entry being replaced (_read_percpu) or None: each CPU's copy keeps that CPU's
-        packets and bytes (a RuleVal's, a HostSlot's .rule's), every other field is `value`'s.
+        packets and bytes (a RuleVal's, a HostSlot's .rule's), every other field is `value`'s;
+        unless that entry has expired (entries.expired_mono: review 17 F1), when it starts at 0.
         An increment the program makes on a CPU between the read of `counts` and this update is
         lost, as with every in-place update of a per-CPU value (hostslots.py, "Torn reads")."""
         m = self._maps[name]
+        if counts is not None and expired_mono((counts[0].rule if m.value is HostSlot
+                                                else counts[0]).expires_ns):
+            counts = None  # an expired entry's hits are not the new rule's: it starts at 0
         if m.percpu:
             arr = self._percpu(m.value)
             for i in range(self._ncpu):

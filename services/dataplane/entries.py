@@ -49,6 +49,13 @@ def to_mono(epoch_ns: int) -> int:
     return 0 if not epoch_ns else max(1, epoch_ns - mono_offset_ns())
 
 
+def expired_mono(expires_ns: int) -> bool:
+    """Whether a map entry's expiry (monotonic ns, as the program compares it with
+    bpf_ktime_get_ns; 0 = never) has passed: the program no longer applies the entry, which
+    stays in the map until a sweep or `xdpguard del` removes it."""
+    return bool(expires_ns) and expires_ns <= time.monotonic_ns()
+
+
 def to_epoch(mono_ns: int) -> int:
     return 0 if not mono_ns else mono_ns + mono_offset_ns()
 

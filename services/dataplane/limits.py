@@ -9,33 +9,36 @@ from services.common.errors import ConfigError
 from services.records.rules import Rule
 
 from . import bpfsys
-from .entries import limit_key
+from .entries import expired_mono, limit_key
 from .structs import XG_LIMIT_MASKS, Addr16, AddrKey, Counter, LimitDst, LimitKey, LimitVal
 
 LIMIT_BURST_S = 0.1  # a limit rule lets a burst of rate/10 packets through at once
 
 
 class LimitRules:
-    """Mixed into Datapath: uses its _maps, _write, _read_sum, _exists, _insert, _remove."""
+    """Mixed into Datapath: uses its _maps, _write, _read_sum, _insert, _remove."""
 
     def _add_limit(self, rule: Rule, origin: int, exp: int) -> None:
         """Insert or replace limit rule `rule` (origin and monotonic expiry `exp` as the map
         holds them): its counter (limit_stats: a new rule's from 0; a replaced rule keeps its
         own, one missing is made from 0), the rule (dst_limit: the new value; a replaced
         rule keeps its GCRA state, the theoretical arrival time `tat`, so a REFRESH does not
-        let a fresh burst through; a new rule's tat is 0), then the destination's mask list (limit_dst) rebuilt from a full scan of
+        let a fresh burst through; a new rule's tat is 0, and so is that of a rule written
+        over an expired entry of its key, whose counter starts at 0 too), then the destination's mask list (limit_dst) rebuilt from a full scan of
         dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken out again
         (ConfigError)."""
         key = limit_key(rule)
         interval = max(1, 1_000_000_000 // rule.rate_pps)
         burst = max(interval, int(LIMIT_BURST_S * 1e9))
+        held = self._read_sum("dst_limit", key)  # a replace keeps the bucket where it is
+        if held is not None and expired_mono(held.expires_ns):
+            held = None  # an expired entry: the new rule starts afresh (review 17 F1)
         try:
             self._write("limit_stats", key, Counter(), "limit counter",
-                        bpfsys.BPF_ANY if not self._exists("dst_limit", key) else bpfsys.BPF_NOEXIST)
+                        bpfsys.BPF_ANY if held is None else bpfsys.BPF_NOEXIST)
         except bpfsys.BpfErrno as exc:  # a replace: its counter is there, kept as it is
             if exc.errno != errno.EEXIST:
                 raise
-        held = self._read_sum("dst_limit", key)  # a replace keeps the bucket where it is
         tat = held.tat if held is not None else 0
         self._insert("dst_limit", key, LimitVal(exp, rule.created_ns, interval, burst, tat,
                                                 rule.rate_pps, origin), "limit", "n_limit")

@@ -5,9 +5,10 @@
 - `restore(maps)`: at start, deletes model rules the topic no longer holds, tombstones the
   expired ones (deleting a model rule that expired in the maps meanwhile), then installs again
   this node's unexpired rules from the topic (with their original times), in the room the
-  deletions made; manual rules in the maps are tracked and never touched, not even by a model
-  rule of the same key in the topic (its record is tombstoned instead: `xdpguard add` wrote
-  over it while the enforcer was away). Undecodable records are skipped, counted and
+  deletions made; unexpired manual rules in the maps are tracked and never touched, not even
+  by a model rule of the same key in the topic (its record is tombstoned instead: `xdpguard
+  add` wrote over it while the enforcer was away) nor by an older manual record of that key
+  (the maps' version is mirrored by the next sync_manual). Undecodable records are skipped, counted and
   dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth
   TCP-flag mask for one destination), which is also tombstoned, so that no record can stop a
   start, once or at every restart; one that does not fit a full map is counted and kept.
@@ -107,9 +108,14 @@ class RulesReconciler:
             if rule.expired(now):
                 continue
             held = in_maps.get(key)
-            if rule.origin is Origin.MODEL and held is not None and held.origin is Origin.MANUAL:
-                await self._kept_manual(rule)
-                continue
+            if held is not None and held.origin is Origin.MANUAL and not held.expired(now):
+                if rule.origin is Origin.MODEL:
+                    await self._kept_manual(rule)
+                    continue
+                if not same_in_maps(held, rule):  # the operator rewrote it while we were away:
+                    log.info("kept manual rule %s as the maps hold it (changed since it was "
+                             "recorded); the next sweep records it", key)
+                    continue  # tracked above; not in _manual, so sync_manual mirrors it
             if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
                 try:
                     maps.add_rule(rule)  # only if needed: a replace costs writes (counters kept)

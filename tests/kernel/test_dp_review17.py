@@ -121,12 +121,10 @@ def test_a_saturated_band_stays_and_every_rule_under_it_is_still_found(env):
     assert env.run(v6("fd50:0:0:2::1")) == XDP_DROP and env.run(v6("fd50:0:0:1::1")) == XDP_PASS
 
 
-@pytest.mark.xfail(strict=True, reason="review17 F1: a new rule (another creation time) written "
-                   "over an expired entry of its key inherits the expired rule's counters")
 def test_a_new_rule_over_an_expired_entry_of_its_key_starts_at_zero(env):
     # The enforcer expires rules at its sweeps; `xdpguard add` alone (or an enforcer that is
     # away) leaves an expired entry in the maps. A later, new rule on that key is no refresh of
-    # it (its own creation time), yet add_rule replaces: the old hits are carried over.
+    # it: add_rule replaces the entry, and must not carry the expired rule's hits over (F1).
     now = time.time_ns()
     old = Rule("src_prefix", "drop", src="10.60.0.0/16", origin=Origin.MANUAL).with_times(now, 0.5)
     env.dp.add_rule(old)

@@ -1,13 +1,13 @@
 """Review 17 of 09db614 (restore keeps a manual rule written over a model rule's key while the
-enforcer was away): the manual rule it keeps may itself have expired while the enforcer was
-away; then the model rule, still live in the topic, is tombstoned for a rule the program no
-longer applies, and the next sweep expires the manual one: nothing is left on the key."""
+enforcer was away). F2: the manual rule may itself have expired while the enforcer was away;
+the live model rule of the topic is then restored over it (it used to be tombstoned for a rule
+the program no longer applies, leaving nothing on the key). F3: a manual rule the operator
+rewrote while the enforcer was away is kept as the maps hold it, not reverted to its older
+record in the topic, and the next sync_manual records it."""
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-
-import pytest
 
 from services.records.rules import Action, Origin
 from tests.unit.test_enforcer_reconciler import LIVE, S, T0, world
@@ -24,9 +24,6 @@ def test_a_live_manual_rule_over_a_model_key_is_kept_at_restore():
     assert ("tombstone", LIVE.key()) in topic.log
 
 
-@pytest.mark.xfail(
-    strict=True, reason="review17 F2: an expired manual rule in the maps still shadows the live "
-    "model rule of its key at restore (the model record is tombstoned, not restored)")
 def test_an_expired_manual_rule_does_not_shadow_the_live_model_rule_at_restore():
     topic, maps, rec, policy, metrics = world()
     # `xdpguard add --ttl 60` over LIVE's key 5 minutes before T0: expired at T0 - 4 min
@@ -39,8 +36,6 @@ def test_an_expired_manual_rule_does_not_shadow_the_live_model_rule_at_restore()
     assert maps.installed[LIVE.key()] == LIVE
 
 
-@pytest.mark.xfail(strict=True, reason="review17 F3: restore writes the topic's older manual record "
-                   "over the manual rule the operator rewrote in the maps while the enforcer was away")
 def test_a_manual_rule_the_operator_rewrote_while_away_is_not_reverted_at_restore():
     # MANUAL_IN_TOPIC (drop, no expiry) was mirrored into the topic; while the enforcer was down
     # the operator ran `xdpguard add` on the same key as a pass rule with a TTL. The module
