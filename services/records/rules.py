@@ -83,7 +83,7 @@ class Rule:
     dst: str = ""          # FLOW and DST_LIMIT: destination address
     sport: int = 0
     dport: int = 0         # DST_LIMIT: 0 = any port
-    proto: int = 0         # DST_LIMIT: 0 = any protocol
+    proto: int = 0         # DST_LIMIT: 0 = any protocol (TCP when tcp_flags is set)
     tcp_flags: int = 0     # DST_LIMIT: packets whose flags include all of these bits (0 = any)
     rate_pps: int = 0      # DST_LIMIT: packets per second let through
     origin: Origin = Origin.MODEL
@@ -113,6 +113,8 @@ class Rule:
                 raise ValueError("a destination limit needs action limit and a rate above 0")
             if self.tcp_flags and self.proto not in (0, PROTO_TCP):
                 raise ValueError("TCP-flag masks apply to TCP only")
+            if self.tcp_flags and not self.proto:  # one rule, one key: the map's (limit_key)
+                object.__setattr__(self, "proto", PROTO_TCP)
             if self.dport and not self.proto:
                 raise ValueError("a limit on a port needs a protocol")
         elif self.action is Action.LIMIT:

@@ -171,3 +171,44 @@ def test_a_manual_rule_written_over_a_model_key_while_away_is_not_overwritten_at
         "xdpguard_enforcer_rules_replaced_by_manual_total") == 1
     asyncio.run(rec.sync_manual(maps))
     assert topic.log[-1] == ("applied", LIVE.key())
+
+
+# review 17 (helper-58): F2, an expired manual rule in the maps does not shadow the live model
+# rule of its key; F3, a manual rule the operator rewrote while the enforcer was away is kept as
+# the maps hold it, not reverted to its older record, and the next sync_manual records it
+def test_a_live_manual_rule_over_a_model_key_is_kept_at_restore():
+    # what 09db614 promises, with a TTL on the operator's rule that has not run out
+    topic, maps, rec, policy, metrics = world()
+    op = replace(LIVE, action=Action.PASS, origin=Origin.MANUAL).with_times(T0 - 10 * S, 3600)
+    maps.add_rule(op)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert maps.installed[LIVE.key()] == op and ("add", LIVE.key()) not in maps.writes
+    assert ("tombstone", LIVE.key()) in topic.log
+
+
+def test_an_expired_manual_rule_does_not_shadow_the_live_model_rule_at_restore():
+    topic, maps, rec, policy, metrics = world()
+    # `xdpguard add --ttl 60` over LIVE's key 5 minutes before T0: expired at T0 - 4 min
+    op = replace(LIVE, action=Action.PASS, origin=Origin.MANUAL).with_times(T0 - 300 * S, 60)
+    assert op.expired(T0) and not LIVE.expired(T0)
+    maps.add_rule(op)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert ("tombstone", LIVE.key()) not in topic.log
+    assert maps.installed[LIVE.key()] == LIVE
+
+
+def test_a_manual_rule_the_operator_rewrote_while_away_is_not_reverted_at_restore():
+    # MANUAL_IN_TOPIC (drop, no expiry) was mirrored into the topic; while the enforcer was down
+    # the operator ran `xdpguard add` on the same key as a pass rule with a TTL. The module
+    # promises manual rules in the maps are "tracked and never touched"; restore writes the
+    # topic's drop back over it, and the next sync_manual sees nothing to mirror: the edit is lost.
+    topic, maps, rec, policy, metrics = world()
+    op = replace(MANUAL_IN_TOPIC, action=Action.PASS).with_times(T0 - 10 * S, 3600)
+    maps.add_rule(op)
+    maps.writes.clear()
+    asyncio.run(rec.restore(maps))
+    assert maps.installed[op.key()] == op
+    asyncio.run(rec.sync_manual(maps))
+    assert topic.log[-1] == ("applied", op.key())
