@@ -26,10 +26,7 @@ Source scope (stage 1 of the scorer holds all of a source's flows: `SourceWatch`
                (IPv6 /64) on one port (sweep). Benign fan-out is spread over the Internet
                (P2P peers, CDN servers) and completes its handshakes. A target the source
                completed a handshake with within the outage memory's period is left out
-               (services.detection.outage: a health checker's backends going down); a group
-               with fewer than half of its targets half-open, the others having completed a
-               handshake with the source in the horizon, counts h x 2h / (h + a)
-               (groups._largest_groups: a checker whose pool holds backends dead from the start).
+               (services.detection.outage: a health checker's backends going down).
   probe_other  the same for UDP / ICMP / other flows of <= 2 packets, weighted by the share of
                the source's such flows here nobody answered (`src_measures`): a DNS prober's
                resolvers answer, a swept /24's empty addresses do not (UDP to traceroute's ports

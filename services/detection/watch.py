@@ -15,12 +15,12 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
 from .ports import LOGIN_PORTS, TRACEROUTE_PORTS, probe_target  # noqa: F401  (re-exported)
-from .groups import ACCEPTED_WEIGHT, PORT_FAN_WEIGHT, _largest_groups  # noqa: F401 (re-exported)
 
 LOGIN_WINDOWS = 3
 OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK retries: 1, 3, 7, 15 s)
 OPENING_MAX = 4096  # login SYNs kept per window for that, sources with the most SYNs first (a
 # spoofed SYN flood to port 22, one SYN per source, cannot push a guesser's out)
+PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
 _GROUP_CACHE: dict[str, bool] = {}
 
 
@@ -34,6 +34,33 @@ def is_group(addr: str) -> bool:
         got = _GROUP_CACHE[addr] = (addr.endswith(".255") or addr.startswith("ff")
                                     or ipaddress.ip_address(addr).is_multicast)
     return got
+
+
+def _net(addr: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) an address lies in, as text."""
+    if ":" not in addr:
+        return addr.rsplit(".", 1)[0]
+    return str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
+
+
+def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
+    """(largest TCP group, largest other group) of a set of distinct probes (dst, proto, dport):
+    a group is one host and protocol (members: ports) or one net, port and protocol (members:
+    hosts). A UDP/ICMP group of ports of one host counts PORT_FAN_WEIGHT per member: media
+    sessions, NAT traversal and games open many ports of one peer (up to 22 ports of one host
+    in the horizon in one benign capture of the shared corpora, android.pcap), while a host
+    sweep on one port is what scanners do (at most 3 hosts of one /24 in any of them)."""
+    groups: dict[tuple, int] = {}
+    for dst, proto, dport in probes:
+        for g in ((0, dst, proto), (1, _net(dst), dport, proto)):
+            groups[g] = groups.get(g, 0) + 1
+    best = [0.0, 0.0]
+    for g, n in groups.items():
+        i = 0 if g[-1] == PROTO_TCP else 1
+        v = n * PORT_FAN_WEIGHT if i and g[0] == 0 else n
+        if v > best[i]:
+            best[i] = v
+    return best[0], best[1]
 
 
 def _flags(state) -> int:
@@ -113,10 +140,8 @@ class SourceWatch(WindowedSources):
     # windows: window start -> source -> [half-open flows to its busiest destination, probes
     # (tuple | set | None), logins (dict | None), None]; `pending`: window start -> 5-tuples
     # of its unsettled SYN-only flows, judged when the next window is added; `memory`: the
-    # TCP targets each source completed a handshake with lately; `accepted`: window start ->
-    # source -> the TCP targets it completed a handshake with there (sources with an entry in
-    # the horizon only: what weighs their TCP probe groups, `_largest_groups`)
-    __slots__ = ("pending", "opening", "memory", "accepted")
+    # TCP targets each source completed a handshake with lately
+    __slots__ = ("pending", "opening", "memory")
 
     def __init__(self, width_ns: int, span: int = HORIZON_WINDOWS,
                  memory_s: float = OUTAGE_MEMORY_S) -> None:
@@ -124,7 +149,6 @@ class SourceWatch(WindowedSources):
         self.pending: dict[int, list[tuple]] = {}
         self.opening: dict[int, list[tuple]] = {}
         self.memory = AnsweredMemory(memory_s)
-        self.accepted: dict[int, dict[str, set]] = {}
 
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
@@ -248,12 +272,6 @@ class SourceWatch(WindowedSources):
             e[0] = max(e[0].values()) if e[0] else 0
             seen[src] = seen.get(src, 0) + 1
         self._keep(ws, entries)
-        # completed handshakes of the sources with an entry in the horizon (a busy server's
-        # clients, with no probe, are not kept)
-        shook = {src: set(t) for src, t in (handshakes or {}).items() if src in seen}
-        self.accepted = {w: a for w, a in self.accepted.items() if w in self.windows and w != ws}
-        if shook:
-            self.accepted[ws] = shook
 
     def measures(self, ws: int, srcs: Iterable[str]) -> dict[str, list[float]]:
         """SRC_OWN of each source with anything counted (others: absent, all zero)."""
@@ -262,9 +280,6 @@ class SourceWatch(WindowedSources):
         login_from = ws - (LOGIN_WINDOWS - 1) * self.width_ns
         logins = [d for w, d in self.windows.items() if login_from <= w <= ws]
         current, seen = self.windows.get(ws, {}), self.seen
-        oldest = ws - (self.span - 1) * self.width_ns
-        accepted = [a for w, a in self.accepted.items() if oldest <= w <= ws]
-        shook_now = self.accepted.get(ws, {})
         remembered, answered = self.memory.sources, self.memory.answered
         out = {}
         for src in srcs:
@@ -272,8 +287,7 @@ class SourceWatch(WindowedSources):
             if e is None and src not in seen:  # nothing counted for it in the span
                 out[src] = [0, 0, 0, 0]
                 continue
-            if (e is not None and seen[src] == 1 and type(e[1]) is not set
-                    and src not in shook_now):  # this window only, no handshake completed
+            if e is not None and seen[src] == 1 and type(e[1]) is not set:  # this window only
                 p = e[1]
                 tcp = p is not None and p[1] == PROTO_TCP
                 if tcp and src in remembered and answered(src, p, ws):
@@ -291,13 +305,8 @@ class SourceWatch(WindowedSources):
                         probes |= x[1]
             if src in remembered:  # a TCP target that accepted the source lately: an outage
                 probes = {p for p in probes if p[1] != PROTO_TCP or not answered(src, p, ws)}
-            shook = set()
-            for a in accepted:
-                t = a.get(src)
-                if t:
-                    shook |= t
-            if len(probes) > 1 or (probes and shook):
-                tcp, other = _largest_groups(probes, shook)
+            if len(probes) > 1:
+                tcp, other = _largest_groups(probes)
             else:
                 tcp = other = 0
                 for p in probes:

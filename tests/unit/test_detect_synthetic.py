@@ -110,11 +110,6 @@ BENIGN = {
     "browser opening many TLS connections": lambda: G.browser(T0, 60),
     "WebRTC ICE checks to a peer's candidate ports": lambda: G.ice_checks(T0, 60),
     "load balancer checking 12 backends of a /24, 6 refusing": lambda: G.health_checks(T0, 60),
-    # 12 of 40 dead from the start (wt-benign2 lbcheck.pcap's count): its 28 live backends
-    # accept it, so its half-open group counts 12 x min(1, 2 x 12 / 40) = 7.2, not 12
-    # (watch._largest_groups)
-    "load balancer checking 40 backends of a /24, 12 refusing":
-        lambda: G.health_checks(T0, 60, backends=40, down=12),
     "monitor pinging 30 hosts of a /24 each second, 9 down": lambda: G.ping_monitor(T0, 60, down=9),
     "client reconnecting every 100 ms": lambda: G.web_poller(T0, 60),
     "SNMP station polling 20 devices of a /24, 1 down (retried)": lambda: G.snmp_poller(T0, 60, down=1),

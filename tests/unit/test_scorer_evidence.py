@@ -96,11 +96,6 @@ MONITORS = {
     "ping monitor, 30 hosts, 6 down, 4 partitions": (lambda: G.ping_monitor(T0, 25, down=6), 4),
     "ping monitor, 30 hosts, 9 down, 2 partitions": (lambda: G.ping_monitor(T0, 25, down=9), 2),
     "ping monitor, 30 hosts, 9 down, 8 partitions": (lambda: G.ping_monitor(T0, 25, down=9), 8),
-    # stage 1 weighs the half-open group by the backends that accepted (groups._largest_groups)
-    "load balancer, 40 backends, 12 refusing, 1 partition":
-        (lambda: G.health_checks(T0, 25, backends=40, down=12), 1),
-    "load balancer, 40 backends, 12 refusing, 8 partitions":
-        (lambda: G.health_checks(T0, 25, backends=40, down=12), 8),
 }
 
 
