@@ -21,10 +21,6 @@ OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK re
 OPENING_MAX = 4096  # login SYNs kept per window for that, sources with the most SYNs first (a
 # spoofed SYN flood to port 22, one SYN per source, cannot push a guesser's out)
 PORT_FAN_WEIGHT = 0.5  # a UDP/ICMP probe of another port of the same host (`_largest_groups`)
-# a half-open TCP target probed in REPEAT_WINDOWS or more distinct windows of the horizon counts
-# REPEAT_WEIGHT in its groups (`_largest_groups`): a checker re-testing its dead backends
-REPEAT_WINDOWS = 3
-REPEAT_WEIGHT = 0.5
 _GROUP_CACHE: dict[str, bool] = {}
 
 
@@ -47,22 +43,17 @@ def _net(addr: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/64", strict=False).network_address)
 
 
-def _largest_groups(probes: Iterable[tuple], repeated: Container = ()) -> tuple[float, float]:
+def _largest_groups(probes: Iterable[tuple]) -> tuple[float, float]:
     """(largest TCP group, largest other group) of a set of distinct probes (dst, proto, dport):
     a group is one host and protocol (members: ports) or one net, port and protocol (members:
     hosts). A UDP/ICMP group of ports of one host counts PORT_FAN_WEIGHT per member: media
     sessions, NAT traversal and games open many ports of one peer (up to 22 ports of one host
     in the horizon in one benign capture of the shared corpora, android.pcap), while a host
-    sweep on one port is what scanners do (at most 3 hosts of one /24 in any of them).
-    A TCP target among `repeated` (probed in REPEAT_WINDOWS or more distinct windows of the
-    horizon) counts REPEAT_WEIGHT: a health checker re-tests its dead backends every few
-    seconds, a sweep touches each target once."""
-    groups: dict[tuple, float] = {}
-    for t in probes:
-        dst, proto, dport = t
-        w = REPEAT_WEIGHT if proto == PROTO_TCP and t in repeated else 1
+    sweep on one port is what scanners do (at most 3 hosts of one /24 in any of them)."""
+    groups: dict[tuple, int] = {}
+    for dst, proto, dport in probes:
         for g in ((0, dst, proto), (1, _net(dst), dport, proto)):
-            groups[g] = groups.get(g, 0) + w
+            groups[g] = groups.get(g, 0) + 1
     best = [0.0, 0.0]
     for g, n in groups.items():
         i = 0 if g[-1] == PROTO_TCP else 1
@@ -305,19 +296,17 @@ class SourceWatch(WindowedSources):
                             max(e[2].values()) if e[2] else 0]
                 continue
             probes: set = set()
-            times: dict = {}  # TCP target -> distinct windows it was probed in
             for d in span:
                 x = d.get(src)
                 if x is not None and x[1] is not None:
-                    for p in (x[1],) if type(x[1]) is tuple else x[1]:
-                        if p[1] == PROTO_TCP:
-                            times[p] = times.get(p, 0) + 1
-                        probes.add(p)
+                    if type(x[1]) is tuple:
+                        probes.add(x[1])
+                    else:
+                        probes |= x[1]
             if src in remembered:  # a TCP target that accepted the source lately: an outage
                 probes = {p for p in probes if p[1] != PROTO_TCP or not answered(src, p, ws)}
             if len(probes) > 1:
-                tcp, other = _largest_groups(
-                    probes, {p for p, n in times.items() if n >= REPEAT_WINDOWS})
+                tcp, other = _largest_groups(probes)
             else:
                 tcp = other = 0
                 for p in probes:
