@@ -673,10 +673,11 @@ static __always_inline struct xg_rule *find_prefix4(__be32 s, __u32 lens)
 }
 
 // The longest IPv6 prefix rule shorter than a host for source p->saddr: one src_prefix lookup
-// per length set in plens6 whose word's band is set in `bands` (pfx_bands), longest first. The four words are unrolled (each copy masks the key
-// with constants but for its one partial word); within a word, a bounded loop over its set bits
-// (32 unrolled lookups per word would make the program several times larger, and one loop over
-// all four words gave the verifier more states than it explores).
+// per length set in plens6 whose word's band is set in `bands` (pfx_bands), longest first. The
+// four words are unrolled (each copy masks the key with constants but for its one partial
+// word); within a word, a bounded loop over its set bits (32 unrolled lookups per word would
+// make the program several times larger, and one loop over all four words gave the verifier
+// more states than it explores).
 static __always_inline struct xg_rule *find_prefix6(struct parsed *p, struct xg_config *cfg,
                                                     __u32 bands)
 {

@@ -271,8 +271,8 @@ class Datapath(HostSlots, LimitRules):
     def recount(self) -> dict[str, int]:
         """Set every rule count (and the per-length counts and bitmaps of source prefixes) from
         the maps themselves (after entries were written or deleted by other means than this
-        class) and return the n_* counts; raise every src_filter slot and src_pfx_filter band of a
-        rule to at least its true count (a slot left above it costs a lookup, never a rule;
+        class) and return the n_* counts; raise every src_filter slot and src_pfx_filter band
+        of a rule to at least its true count (a slot left above it costs a lookup, never a rule;
         clearing all XG_FILTER_SLOTS would take a syscall each)."""
         self._rescan_slots()  # the slot directory first: rules() reads the slots it marks
         want, want_pfx = filter_counts([rs.rule for rs in self.rules()])
@@ -320,17 +320,19 @@ class Datapath(HostSlots, LimitRules):
         value's expiry, creation time, action and origin and keeps its counters: each CPU's
         packets and bytes in the per-CPU rule maps and inline slots (read, then written back with
         the new value: an increment the program makes on a CPU between the two syscalls is
-        lost), a limit rule's limit_stats counter as it is. A new rule's counters start at 0.
+        lost), a limit rule's limit_stats counter and GCRA state as they are. A new rule's
+        counters start at 0, and so do those of a rule written over an expired entry of its key.
 
         Each new entry raises its map's rule count in config first. An exact rule is one update
         (exact4 or exact6), a host rule (/32, /128) too (its inline slot in src_host_slot, else
         src_host4 or src_host6: hostslots.py; counters in the value). A shorter source-prefix
         rule too (src_prefix4 for IPv4, src_prefix for IPv6, by length and network address,
-        counters in the value), after its length's count and bit and src_pfx_filter slot are raised. A limit rule is three or more: its counter
-        (limit_stats), the rule (dst_limit), then the destination's mask list (limit_dst) rebuilt
-        from a full scan of dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken
-        out again (ConfigError; limits.py). The lock makes the sequence atomic for other xdpguard writers.
-        MapFull when a map has no room (maps written before it keep their new entry)."""
+        counters in the value), after its length's count and bit and its src_pfx_filter band
+        are raised. A limit rule is three or more: its counter (limit_stats), the rule
+        (dst_limit), then the destination's mask list (limit_dst) rebuilt from a full scan of
+        dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken out again
+        (ConfigError; limits.py). The lock makes the sequence atomic for other xdpguard
+        writers. MapFull when a map has no room (maps written before it keep their new entry)."""
         origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families

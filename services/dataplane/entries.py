@@ -135,11 +135,8 @@ def filter_counts(rules: list[Rule]) -> tuple[dict[int, FilterSlot], dict[int, l
 
 
 def limit_key(rule: Rule) -> LimitKey:
-    """dst_limit key of a limit rule (a TCP-flag mask without a protocol means TCP)."""
-    key = LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
-    if rule.tcp_flags and not rule.proto:
-        key.proto = 6
-    return key
+    """dst_limit key of a limit rule (a TCP-flag mask comes with proto TCP: Rule sets it)."""
+    return LimitKey(Addr16(*addr_bytes(rule.dst)), rule.dport, rule.proto, rule.tcp_flags)
 
 
 def entry_rule(map_name: str, key, **fields) -> Rule | None:

@@ -21,12 +21,12 @@ class LimitRules:
     def _add_limit(self, rule: Rule, origin: int, exp: int) -> None:
         """Insert or replace limit rule `rule` (origin and monotonic expiry `exp` as the map
         holds them): its counter (limit_stats: a new rule's from 0; a replaced rule keeps its
-        own, one missing is made from 0), the rule (dst_limit: the new value; a replaced
-        rule keeps its GCRA state, the theoretical arrival time `tat`, so a REFRESH does not
-        let a fresh burst through; a new rule's tat is 0, and so is that of a rule written
-        over an expired entry of its key, whose counter starts at 0 too), then the destination's mask list (limit_dst) rebuilt from a full scan of
-        dst_limit; if that list would exceed XG_LIMIT_MASKS the rule is taken out again
-        (ConfigError)."""
+        own, one missing is made from 0), the rule (dst_limit: the new value; a replaced rule
+        keeps its GCRA state, the theoretical arrival time `tat`, so a REFRESH does not let a
+        fresh burst through; a new rule's tat is 0, and so is that of a rule written over an
+        expired entry of its key, whose counter starts at 0 too), then the destination's mask
+        list (limit_dst) rebuilt from a full scan of dst_limit; if that list would exceed
+        XG_LIMIT_MASKS the rule is taken out again (ConfigError)."""
         key = limit_key(rule)
         interval = max(1, 1_000_000_000 // rule.rate_pps)
         burst = max(interval, int(LIMIT_BURST_S * 1e9))

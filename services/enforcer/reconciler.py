@@ -8,10 +8,10 @@
   deletions made; unexpired manual rules in the maps are tracked and never touched, not even
   by a model rule of the same key in the topic (its record is tombstoned instead: `xdpguard
   add` wrote over it while the enforcer was away) nor by an older manual record of that key
-  (the maps' version is mirrored by the next sync_manual). Undecodable records are skipped, counted and
-  dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a fifth
-  TCP-flag mask for one destination), which is also tombstoned, so that no record can stop a
-  start, once or at every restart; one that does not fit a full map is counted and kept.
+  (the maps' version is mirrored by the next sync_manual). Undecodable records are skipped,
+  counted and dead-lettered; so is a decoded rule the maps can never hold (ConfigError: e.g. a
+  fifth TCP-flag mask for one destination), which is also tombstoned, so that no record can
+  stop a start, once or at every restart; one that does not fit a full map is counted and kept.
 - `sync_manual(maps)`: mirrors the operator's manual rules (`xdpguard add` writes only the maps)
   into the topic and tombstones deleted ones, so a reload or reboot restores them too.
 
@@ -116,7 +116,7 @@ class RulesReconciler:
                     log.info("kept manual rule %s as the maps hold it (changed since it was "
                              "recorded); the next sweep records it", key)
                     continue  # tracked above; not in _manual, so sync_manual mirrors it
-            if not self.dry_run and not same_in_maps(in_maps.get(key), rule):
+            if not self.dry_run and not same_in_maps(held, rule):
                 try:
                     maps.add_rule(rule)  # only if needed: a replace costs writes (counters kept)
                 except ConfigError as exc:  # this program can never hold it

@@ -113,7 +113,7 @@ class Rule:
                 raise ValueError("a destination limit needs action limit and a rate above 0")
             if self.tcp_flags and self.proto not in (0, PROTO_TCP):
                 raise ValueError("TCP-flag masks apply to TCP only")
-            if self.tcp_flags and not self.proto:  # one rule, one key: the map's (limit_key)
+            if self.tcp_flags and not self.proto:  # one rule, one key, one dst_limit entry
                 object.__setattr__(self, "proto", PROTO_TCP)
             if self.dport and not self.proto:
                 raise ValueError("a limit on a port needs a protocol")
@@ -147,8 +147,8 @@ class Rule:
         (docs/dataplane.md, "Match"); addresses are IPv4/IPv6 text, ports 0 where the protocol has
         none (ICMP, later fragments). FLOW: the exact 5-tuple. SRC_PREFIX: the source is in the
         prefix (same family). DST_LIMIT: the destination, the protocol (0 = any), the port (0 =
-        any) and every bit of the flag mask among `tcp_flags`; a mask without a protocol means
-        TCP, as the maps store it. Neither the action nor the time (expiry) is looked at: whoever
+        any) and every bit of the flag mask among `tcp_flags` (a mask comes with proto TCP:
+        __post_init__ sets it, as the maps store it). Neither the action nor the time (expiry) is looked at: whoever
         asks applies precedence and expiry. ValueError if an address is not one."""
         if self.scope is Scope.FLOW:
             return (self.sport, self.dport, self.proto) == (sport, dport, proto) and \
@@ -156,8 +156,7 @@ class Rule:
         if self.scope is Scope.SRC_PREFIX:
             ip, net = _address(src), _network(self.src)
             return ip.version == net.version and ip in net
-        rule_proto = self.proto or (PROTO_TCP if self.tcp_flags else 0)
-        return (rule_proto in (0, proto) and self.dport in (0, dport)
+        return (self.proto in (0, proto) and self.dport in (0, dport)
                 and tcp_flags & self.tcp_flags == self.tcp_flags
                 and _address(self.dst) == _address(dst))
 
