@@ -6,33 +6,17 @@ import ctypes
 import time
 
 import pytest
-from scapy.all import IP, TCP, Ether, IPv6, raw
+from scapy.all import IP, TCP, Ether, raw
 
 from services.dataplane import bpfsys
 from services.dataplane.structs import (XG_ACT_DROP, XG_PFX_BAND_SAT, RuleVal, band_count, lpm_key,
                                         pfx_filter_band, pfx_filter_slot)
 from services.records.rules import Origin, Rule
-from tests.support.dp_env import XDP_DROP, XDP_PASS
-
-ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-
-
-def v4(src: str) -> bytes:
-    return raw(ETH / IP(src=src, dst="10.200.0.2") / TCP(sport=1234, dport=80, flags="S"))
-
-
-def v6(src: str) -> bytes:
-    return raw(ETH / IPv6(src=src, dst="fd00::2") / TCP(sport=1234, dport=80, flags="S"))
-
-
-def word(env, cidr: str) -> int:
-    got = ctypes.c_uint32()
-    bpfsys.lookup(env.dp._maps["src_pfx_filter"].fd, ctypes.c_uint32(pfx_filter_slot(cidr)), got)
-    return got.value
+from tests.support.dp_env import XDP_DROP, XDP_PASS, pfx_filter_word, syn
 
 
 def band(env, cidr: str) -> int:
-    return band_count(word(env, cidr), pfx_filter_band(cidr))
+    return band_count(pfx_filter_word(env, cidr), pfx_filter_band(cidr))
 
 
 # (prefix, a source inside it, a source outside it but in the same /32): every band edge
@@ -51,8 +35,8 @@ EDGES = [("fd10:1::/32", "fd10:1:ffff::1", "fd10:2::1"),
 def test_a_lone_ipv6_prefix_at_a_band_edge_is_found(env, cidr, inside, outside):
     env.dp.add_rule(Rule("src_prefix", "drop", src=cidr))
     assert band(env, cidr) >= 1
-    assert env.run(v6(inside)) == XDP_DROP
-    assert env.run(v6(outside)) == XDP_PASS
+    assert env.run(syn(inside)) == XDP_DROP
+    assert env.run(syn(outside)) == XDP_PASS
 
 
 def test_every_band_edge_at_once_the_longest_wins_in_one_slash32(env):
@@ -60,19 +44,19 @@ def test_every_band_edge_at_once_the_longest_wins_in_one_slash32(env):
     lens = [32, 63, 64, 95, 96, 127]
     for i, n in enumerate(lens):
         env.dp.add_rule(Rule("src_prefix", "drop" if i % 2 else "pass", src=f"fd20::/{n}"))
-    w = word(env, "fd20::/32")
+    w = pfx_filter_word(env, "fd20::/32")
     assert [band_count(w, b) for b in range(4)] == [0, 2, 2, 2]
     # a source in exactly the lengths up to each one
     srcs = {32: "fd20:0:8000::1", 63: "fd20::1:0:0:0:1", 64: "fd20::8000:0:0:1",
             95: "fd20::1:0:0", 96: "fd20::8000:0", 127: "fd20::1"}
     for i, n in enumerate(lens):
-        assert env.run(v6(srcs[n])) == (XDP_DROP if i % 2 else XDP_PASS), n
+        assert env.run(syn(srcs[n])) == (XDP_DROP if i % 2 else XDP_PASS), n
     # delete the middle bands' rules one by one: the longer ones left are still found
     for n in (64, 95):
         assert env.dp.delete_rule(Rule("src_prefix", "pass", src=f"fd20::/{n}"))
-    assert env.run(v6(srcs[127])) == XDP_DROP and env.run(v6(srcs[96])) == XDP_PASS
-    assert env.run(v6(srcs[64])) == XDP_DROP  # now the /63's
-    assert [band_count(word(env, "fd20::/32"), b) for b in range(4)] == [0, 2, 0, 2]
+    assert env.run(syn(srcs[127])) == XDP_DROP and env.run(syn(srcs[96])) == XDP_PASS
+    assert env.run(syn(srcs[64])) == XDP_DROP  # now the /63's
+    assert [band_count(pfx_filter_word(env, "fd20::/32"), b) for b in range(4)] == [0, 2, 0, 2]
 
 
 def test_delete_and_readd_in_one_band_never_leaves_it_low(env):
@@ -82,21 +66,21 @@ def test_delete_and_readd_in_one_band_never_leaves_it_low(env):
     env.dp.add_rule(a)  # a replace: band unchanged
     assert band(env, a.src) == 2
     assert env.dp.delete_rule(a) and not env.dp.delete_rule(a)  # a second delete lowers nothing
-    assert band(env, a.src) == 1 and env.run(v6("fd30:0:0:1::5")) == XDP_DROP
+    assert band(env, a.src) == 1 and env.run(syn("fd30:0:0:1::5")) == XDP_DROP
     env.dp.add_rule(a)
     assert env.dp.delete_rule(b)
-    assert band(env, a.src) == 1 and env.run(v6("fd30::5")) == XDP_DROP
+    assert band(env, a.src) == 1 and env.run(syn("fd30::5")) == XDP_DROP
 
 
 def test_ipv4_rules_raise_band_0_only_and_a_v4_mapped_source_finds_them(env):
     env.dp.add_rule(Rule("src_prefix", "drop", src="::ffff:10.77.0.0/112"))  # canonical 10.77.0.0/16
-    assert [band_count(word(env, "10.77.0.0/16"), b) for b in range(4)] == [1, 0, 0, 0]
-    assert env.run(v4("10.77.1.1")) == XDP_DROP
-    assert env.run(v6("::ffff:10.77.1.1")) == XDP_DROP
-    assert env.run(v6("::ffff:10.78.1.1")) == XDP_PASS
+    assert [band_count(pfx_filter_word(env, "10.77.0.0/16"), b) for b in range(4)] == [1, 0, 0, 0]
+    assert env.run(syn("10.77.1.1")) == XDP_DROP
+    assert env.run(syn("::ffff:10.77.1.1")) == XDP_DROP
+    assert env.run(syn("::ffff:10.78.1.1")) == XDP_PASS
     # an IPv6 rule whose first 32 bits are 0 does not make v4-mapped sources IPv6 ones
     env.dp.add_rule(Rule("src_prefix", "pass", src="::/96"))
-    assert env.run(v6("::ffff:10.77.1.1")) == XDP_DROP and env.run(v6("::5")) == XDP_PASS
+    assert env.run(syn("::ffff:10.77.1.1")) == XDP_DROP and env.run(syn("::5")) == XDP_PASS
 
 
 def test_recount_after_a_crash_between_write_and_band_raise_restores_the_band(env):
@@ -104,7 +88,7 @@ def test_recount_after_a_crash_between_write_and_band_raise_restores_the_band(en
     env.dp.add_rule(Rule("src_prefix", "pass", src="fd40::/32"))  # makes plens6 non-empty elsewhere
     env.dp._write("src_prefix", lpm_key("fd41::/127"), RuleVal(0, 0, 0, 0, XG_ACT_DROP, 1), "prefix")
     env.dp.recount()
-    assert band(env, "fd41::/127") == 1 and env.run(v6("fd41::1")) == XDP_DROP
+    assert band(env, "fd41::/127") == 1 and env.run(syn("fd41::1")) == XDP_DROP
 
 
 def test_a_saturated_band_stays_and_every_rule_under_it_is_still_found(env):
@@ -118,7 +102,7 @@ def test_a_saturated_band_stays_and_every_rule_under_it_is_still_found(env):
     for r in rules[:2]:
         assert env.dp.delete_rule(r)
     assert band(env, rules[0].src) == XG_PFX_BAND_SAT
-    assert env.run(v6("fd50:0:0:2::1")) == XDP_DROP and env.run(v6("fd50:0:0:1::1")) == XDP_PASS
+    assert env.run(syn("fd50:0:0:2::1")) == XDP_DROP and env.run(syn("fd50:0:0:1::1")) == XDP_PASS
 
 
 def test_a_new_rule_over_an_expired_entry_of_its_key_starts_at_zero(env):
@@ -128,11 +112,11 @@ def test_a_new_rule_over_an_expired_entry_of_its_key_starts_at_zero(env):
     now = time.time_ns()
     old = Rule("src_prefix", "drop", src="10.60.0.0/16", origin=Origin.MANUAL).with_times(now, 0.5)
     env.dp.add_rule(old)
-    env.run(v4("10.60.1.1"), repeat=7)
+    env.run(syn("10.60.1.1"), repeat=7)
     hits = {rs.rule.key(): rs.hits for rs in env.dp.rules()}
     assert hits[old.key()] == 7
     time.sleep(0.7)
-    assert env.run(v4("10.60.1.1")) == XDP_PASS  # expired: the program ignores it
+    assert env.run(syn("10.60.1.1")) == XDP_PASS  # expired: the program ignores it
     new = Rule("src_prefix", "pass", src="10.60.0.0/16",
                origin=Origin.MANUAL).with_times(time.time_ns(), 60)
     env.dp.add_rule(new)
@@ -153,8 +137,8 @@ def test_an_inline_slot_taken_over_by_another_address_starts_it_at_zero(env):
     rx, ry = Rule("src_prefix", "drop", src=x + "/32"), Rule("src_prefix", "drop", src=y + "/32")
     env.dp.add_rule(rx)
     env.dp.add_rule(ry)  # the slot is x's: y goes to src_host4
-    env.run(v4(x), repeat=4)
-    env.run(v4(y), repeat=3)
+    env.run(syn(x), repeat=4)
+    env.run(syn(y), repeat=3)
     assert env.dp.delete_rule(rx)  # the slot is free again
     env.dp.add_rule(ry)  # a refresh of y: stays in the hash with its 3
     assert _hits(env, ry) == 3 and env.dp.occupancy()["src_host4"][0] == 1
@@ -163,14 +147,15 @@ def test_an_inline_slot_taken_over_by_another_address_starts_it_at_zero(env):
     assert env.dp.delete_rule(ry) and env.dp.delete_rule(rx)
     env.dp.add_rule(ry)  # y now takes the slot: from 0
     assert env.dp.occupancy()["src_host_slot"][0] == 1 and _hits(env, ry) == 0
-    env.run(v4(y))
+    env.run(syn(y))
     assert _hits(env, ry) == 1
 
 
 def test_a_limit_rule_deleted_then_added_at_another_rate_starts_at_zero(env):
     r = Rule("dst_limit", "limit", dst="10.62.0.9", proto=6, rate_pps=1)
     env.dp.add_rule(r)
-    frame = raw(ETH / IP(src="192.0.2.1", dst="10.62.0.9") / TCP(sport=1, dport=80, flags="S"))
+    frame = raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") /
+                IP(src="192.0.2.1", dst="10.62.0.9") / TCP(sport=1, dport=80, flags="S"))
     env.run(frame, repeat=5)
     assert _hits(env, r) == 5
     assert env.dp.delete_rule(r)
@@ -189,10 +174,10 @@ def test_a_replace_in_a_full_map_keeps_its_counters_and_a_refused_new_rule_chang
     rules = [Rule("src_prefix", "drop", src=f"fd60:{i:x}::/48") for i in range(cap)]
     for r in rules:
         env.dp.add_rule(r)
-    env.run(v6("fd60:0:0:1::1"), repeat=6)
-    before = (env.dp.counts(), word(env, "fd60:ffff::/48"), env.dp._config().n_len6[48])
+    env.run(syn("fd60:0:0:1::1"), repeat=6)
+    before = (env.dp.counts(), pfx_filter_word(env, "fd60:ffff::/48"), env.dp._config().n_len6[48])
     with pytest.raises(MapFull):
         env.dp.add_rule(Rule("src_prefix", "drop", src="fd60:ffff::/48"))
-    assert (env.dp.counts(), word(env, "fd60:ffff::/48"), env.dp._config().n_len6[48]) == before
+    assert (env.dp.counts(), pfx_filter_word(env, "fd60:ffff::/48"), env.dp._config().n_len6[48]) == before
     env.dp.add_rule(Rule("src_prefix", "pass", src="fd60::/48", origin=Origin.MANUAL))
-    assert _hits(env, rules[0]) == 6 and env.run(v6("fd60::1")) == XDP_PASS
+    assert _hits(env, rules[0]) == 6 and env.run(syn("fd60::1")) == XDP_PASS

@@ -12,7 +12,7 @@ from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
 from services.dataplane.structs import (Addr4Key, AddrKey, Flow4Key, Flow6Key, HostSlot, LimitKey,
-                                        Lpm4Key, LpmKey, host_slot)
+                                        Lpm4Key, LpmKey, host_slot, pfx_filter_slot)
 from tests.support.caps import fresh_pin_dir
 
 XDP_DROP, XDP_PASS = 1, 2
@@ -100,3 +100,19 @@ def sharing(addr: str) -> str:
         ip += 1
         if host_slot(str(ip)) == want:
             return str(ip)
+
+
+def syn(src: str) -> bytes:
+    """A TCP SYN frame from `src` (IPv4 or IPv6 text) to 10.200.0.2 / fd00::2 port 80: a
+    source-rule probe that no destination rule matches."""
+    from scapy.all import IP, TCP, Ether, IPv6, raw  # lazily: scapy is slow to import
+    l3 = IPv6(src=src, dst="fd00::2") if ":" in src else IP(src=src, dst="10.200.0.2")
+    return raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3 /
+               TCP(sport=1234, dport=80, flags="S"))
+
+
+def pfx_filter_word(env: Env, cidr: str) -> int:
+    """The src_pfx_filter word (its four band counts) of the slot of source prefix `cidr`."""
+    got = ctypes.c_uint32()
+    bpfsys.lookup(env.dp._maps["src_pfx_filter"].fd, ctypes.c_uint32(pfx_filter_slot(cidr)), got)
+    return got.value
