@@ -40,6 +40,15 @@ def _tier_capabilities(request):
         caps.require(caps.have_tool("dockerd"), "compose tests need Docker (scripts/setup installs docker.io)")
 
 
+@pytest.fixture(scope="module")
+def detector():
+    """The shipped model (services.detection.model.load_model: models/xdpguard-if.json and its
+    joblib), loaded once per test module, for the tests that replay traffic through it."""
+    from services.detection.model import load_model
+
+    return load_model()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     caps.require(SHARED.is_dir(), f"{SHARED} (shared data) is missing")

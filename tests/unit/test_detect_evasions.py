@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.detection.model import load_model
 from services.offline.replay import Pipeline, replay
 from services.records.packet import Packet
 from tests.support import synthetic_services as V
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.unit
 W0 = 1_800_000_000 * 10**9  # a window's start
 T0 = W0 + 370_000_000  # windows do not line up with the traffic
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 CASES = {  # name: (packets, least share dropped, latest first block (s))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from services.detection import evidence as E
-from services.detection.model import load_model
 from services.offline.replay import replay
 from tests.support import synthetic_services as V
 from tests.support import synthetic_traffic as G
@@ -28,11 +27,6 @@ T0 = W0 + 370_000_000  # windows do not line up with the traffic
 S = 10**9
 D = "10.0.0.59"
 AT = E.DST_MEASURES.index("fragments")
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def fragments(flows: dict, sent: tuple = ()) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from services.detection import evidence as E
-from services.detection.model import load_model
 from services.detection.watch import SourceWatch
 from services.offline.replay import replay
 from services.records.packet import PROTO_TCP
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000 * 10**9 + 370_000_000
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 @pytest.mark.parametrize("port", [5432, 993])

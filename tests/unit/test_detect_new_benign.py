@@ -11,7 +11,6 @@ import random
 
 import pytest
 
-from services.detection.model import load_model
 from services.offline.replay import replay
 from services.detection import evidence as E
 from services.records.packet import Packet
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000 * 10**9 + 370_000_000
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 @pytest.mark.parametrize("devices", [10, 16, 40, 120])

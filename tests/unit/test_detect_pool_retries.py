@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from services.detection.bounds import FLOORS
-from services.detection.model import load_model
 from services.offline.replay import replay
 from tests.support import synthetic_traffic as G
 from tests.support.replay_checks import first_block_s, reasons_and_drops
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000 * 10**9 + 370_000_000  # windows do not line up with the traffic
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def _max_half_open(pk) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import pytest
 
 from services.detection import evidence as E
-from services.detection.model import load_model
 from services.offline.replay import replay
 from services.records.rules import Action, Scope
 from tests.support import synthetic_services as V
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000 * 10**9 + 370_000_000  # windows do not line up with the traffic
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 BENIGN = {

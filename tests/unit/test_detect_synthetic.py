@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.detection.model import load_model
 from tests.support import synthetic_traffic as G
 from tests.support.replay_checks import first_block_s
 from services.offline.replay import replay
@@ -15,11 +14,6 @@ from services.records.rules import Action, Scope
 
 T0 = 1_800_000_000 * 10**9 + 370_000_000  # windows do not line up with the traffic
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 ATTACKS = {

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from services.common.errors import DecodeError
 from services.common.settings import load_common
 from services.detection.features import SRC_FEATURES
-from services.detection.model import load_model
 from services.enforcer.actuator import MapActuator
 from services.enforcer.metrics import EnforcerMetrics
 from services.enforcer.policy import RulePolicy, RulePolicyConfig
@@ -73,10 +72,6 @@ def pack(d) -> bytes:
 
 
 # --- scorer: packets -> stage 1 -> flows -> stage 2 -> model ------------------------------------
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def stage_two(chunks, detector) -> None:

@@ -31,7 +31,6 @@ import pytest
 
 from services.detection.evidence import FIRST_FRAGMENT_BYTES, Answers
 from services.detection.features import hash64_keys
-from services.detection.model import load_model
 from services.offline.replay import replay
 from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
 from tests.support import synthetic_services as V
@@ -43,11 +42,6 @@ pytestmark = pytest.mark.unit
 
 S = 10**9
 T0 = 1_800_000_000 * S + 370_000_000  # windows do not line up with the traffic
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def rand_source_fragment_flood(t0: int, seconds: float, per_s: int, datagram: int = 65000,

@@ -43,7 +43,6 @@ from services.detection.answers import asked_key
 from services.detection.evidence import (FIRST_FRAGMENT_BYTES, FRAGMENT, FRAGMENTS_PER_DATAGRAM,
                                          UNANSWERED, Answers, assess)
 from services.detection.features import hash64, hash64_keys
-from services.detection.model import load_model
 from services.offline.replay import replay
 from services.records.packet import PROTO_UDP, Packet
 from tests.support import synthetic_services as V
@@ -56,11 +55,6 @@ pytestmark = pytest.mark.unit
 S = 10**9
 T0 = 1_800_000_000 * S + 370_000_000
 VICTIM = "10.0.0.77"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def answered_spoofed_fragment_flood(t0: int, seconds: float, per_s: int, datagram: int,

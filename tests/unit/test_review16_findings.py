@@ -23,7 +23,6 @@ import tracemalloc
 
 import pytest
 
-from services.detection.model import load_model
 from services.detection.watch import SourceWatch
 from services.offline.replay import replay
 from services.records.packet import PROTO_TCP
@@ -35,11 +34,6 @@ pytestmark = pytest.mark.unit
 T0 = 1_800_000_000 * 10**9 + 370_000_000
 S = 10**9
 SCANNER = "203.0.113.88"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def _answer(out, t, src, dst, sp, port, live):

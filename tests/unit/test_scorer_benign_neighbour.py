@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
-from services.detection.model import load_model
 from services.records.packet import Packet
 from services.offline.replay import Pipeline
 from services.records.rules import Scope
@@ -55,11 +52,6 @@ def traffic() -> list[Packet]:
     pk.sort(key=lambda p: p.ts_ns)
     return [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length,
                    seq=i) for i, p in enumerate(pk)]
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def _rules(verdicts):

@@ -7,7 +7,6 @@ import pytest
 
 from services.detection.evidence import SRC_MEASURES
 from services.detection.features import FEATURE_NAMES
-from services.detection.model import load_model
 from tests.support import synthetic_traffic as G
 from services.offline.replay import Pipeline, replay
 from services.records.packet import Packet
@@ -25,11 +24,6 @@ def traffic():
     pk.sort(key=lambda p: p.ts_ns)
     return [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length, seq=i)
             for i, p in enumerate(pk)]
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def test_one_partition_gives_the_replays_rows_evidence_and_rules(traffic, detector):
@@ -78,7 +72,6 @@ def test_an_snmp_station_retrying_a_dead_device_gets_no_rule_in_the_scorer(detec
             assert {w.window_ns: w.evidence.held for w in closed} == \
                 {r.start_ns: r.evidence.held for r in replayed}
         assert scorer_rules(closed, detector) == set()
-
 
 
 # LAN monitors the replay leaves alone (test_detect_synthetic.BENIGN), with dead targets, and

@@ -14,7 +14,6 @@ from hypothesis import given, settings, strategies as st
 from services.common.errors import DecodeError
 from services.detection.evidence import SRC_MEASURES, WindowEvidence
 from services.detection.features import FEATURE_NAMES
-from services.detection.model import load_model
 from services.offline.replay import Pipeline, replay
 from services.records.packet import PROTO_ICMP, PROTO_UDP, Packet
 from services.scorer.dst_windows import ClosedWindow, DstPartition
@@ -32,11 +31,6 @@ S = "10.0.0.50"
 AT = SRC_MEASURES.index("probe_other")
 DEAD = {(f"10.0.1.{i}", 1, 0): True for i in range(2)}        # 2 dead targets of a group of 20
 ALIVE = {(f"10.0.1.{i}", 1, 0): False for i in range(2, 20)}  # its 18 answered ones
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def _src_rule_windows(detector, pk, n) -> list[int]:

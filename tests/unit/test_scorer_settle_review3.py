@@ -11,7 +11,6 @@ import pytest
 
 from services.detection.evidence import SRC_MEASURES, WindowEvidence
 from services.detection.features import FEATURE_NAMES
-from services.detection.model import load_model
 from services.offline.replay import Pipeline
 from services.records.packet import PROTO_UDP
 from services.scorer.dst_windows import ClosedWindow, DstPartition
@@ -116,10 +115,6 @@ def test_a_source_without_probes_here_reads_the_merged_value_when_its_window_set
 
 
 # --- held: the scorer over several partitions against the replay ------------------------------
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 BENIGN = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from services.detection.model import load_model
 from services.offline.pcap import read_pcap
 from services.offline.replay import replay
 from services.records.rules import Scope
@@ -25,11 +24,6 @@ def sweep(shared_dir):
     half = pk[len(pk) // 2:]
     assert {p.src for p in half} == {SCANNER} and len(half) == 256
     return half
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
 
 
 def test_the_scorer_blocks_the_sweeping_source_within_a_few_windows(sweep, detector):

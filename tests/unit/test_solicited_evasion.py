@@ -35,11 +35,6 @@ S = 10**9
 VICTIM = "10.0.0.20"
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return load_model()
-
-
 def _udp(t, s, d, sp, dp, n):
     return Packet(t, s, d, sp, dp, 17, 0, n)
 
