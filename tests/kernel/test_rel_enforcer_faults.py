@@ -32,16 +32,24 @@ def xdpguard(pin_dir, *argv) -> subprocess.CompletedProcess:
 
 
 def rule_set(pin_dir) -> list[dict]:
-    """`xdpguard list --json` without the counters (a reload resets them); expiry to 10 ms
-    (epoch <-> monotonic conversion jitters by microseconds)."""
+    """`xdpguard list --json` without the counters (a reload resets them), in a fixed order."""
     r = xdpguard(pin_dir, "list", "--json")
     assert r.returncode == 0, r.stderr
-    rows = []
-    for row in json.loads(r.stdout):
-        row = {k: v for k, v in row.items() if k not in ("hits", "bytes", "dropped")}
-        row["expires"] = row["expires"] and round(row["expires"] / 1e7)
-        rows.append(row)
-    return sorted(rows, key=json.dumps)
+    rows = [{k: v for k, v in row.items() if k not in ("hits", "bytes", "dropped")}
+            for row in json.loads(r.stdout)]
+    return sorted(rows, key=lambda row: json.dumps({**row, "expires": None}, sort_keys=True))
+
+
+def same_rules(a: list[dict], b: list[dict]) -> bool:
+    """True if two rule_set() lists hold the same rules with expiries within 50 ms: the maps
+    hold a monotonic deadline and each read converts it to epoch time through a clock pair
+    read at that moment (it moves by microseconds to a millisecond, so equal expiries can
+    straddle any rounding edge). A rule given a fresh TTL instead would be seconds off."""
+    def rest(row):
+        return {k: v for k, v in row.items() if k != "expires"}
+    return len(a) == len(b) and all(
+        rest(x) == rest(y) and bool(x["expires"]) == bool(y["expires"])
+        and abs((x["expires"] or 0) - (y["expires"] or 0)) < 50_000_000 for x, y in zip(a, b))
 
 
 def metrics(port) -> str:
@@ -101,7 +109,7 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         attach_victim(netns_pair, pin_dir)
         assert rule_set(pin_dir) == []
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        assert rule_set(pin_dir) == before
+        assert same_rules(rule_set(pin_dir), before)
         assert metric(metrics(port), "xdpguard_enforcer_rules_applied_total") == 0
 
         # 3. "Reboot" after a crash: enforcer SIGKILLed, every pin removed, program loaded again.
@@ -111,7 +119,7 @@ def test_rel_rule_set_survives_enforcer_sigkill_program_reload_and_reboot(broker
         loader.unload_all(pin_dir)
         attach_victim(netns_pair, pin_dir)
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        assert rule_set(pin_dir) == before
+        assert same_rules(rule_set(pin_dir), before)
         assert netns_pair.ping() == 3  # and the host still talks (nothing over-blocked)
     finally:
         if enf is not None:
@@ -131,7 +139,8 @@ def test_rel_program_reloaded_under_a_running_enforcer_gets_its_rules_back(broke
         before = rule_set(pin_dir)
         loader.unload_all(pin_dir)
         attach_victim(netns_pair, pin_dir)
-        wait_until(lambda: rule_set(pin_dir) == before, timeout=6, what="rules back in the new maps")
+        wait_until(lambda: same_rules(rule_set(pin_dir), before), timeout=6,
+                   what="rules back in the new maps")
     finally:
         if enf is not None:
             enf.stop()
@@ -151,7 +160,7 @@ def test_rel_manual_rules_survive_a_reboot(broker, pin_dir, tmp_path):
         loader.unload_all(pin_dir)
         loader.load([], pin_dir=pin_dir)
         enf, port = start_enforcer(broker, pin_dir, tmp_path)
-        assert rule_set(pin_dir) == before
+        assert same_rules(rule_set(pin_dir), before)
     finally:
         if enf is not None:
             enf.stop()
