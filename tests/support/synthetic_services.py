@@ -100,6 +100,30 @@ def traceroute_target(t0: int, seconds: float, prober: str = "198.51.100.60",
     return _sorted(pk)
 
 
+
+def mtr_udp(t0: int, seconds: float, prober: str = "198.51.100.61", target: str = "10.0.0.97",
+            hops: int = 8, every_s: float = 1.0, start_port: int = 33000, seed: int = 36,
+            at_target: bool = True) -> list[Packet]:
+    """`mtr -u` from one prober: every `every_s` a cycle of one UDP probe per hop (TTL 1..`hops`),
+    each to the next destination port of mtr's sequence (33000-65535, counting up from
+    `start_port` and wrapping: mtr's net.c MinSequence / MaxSequence), one source port for the
+    run. `at_target`: the capture at the target, where only the last hop's probe arrives and is
+    answered by ICMP port unreachable; else at the prober, which sees every probe and the
+    routers' ICMP time exceeded (routers 192.0.2.1..) and the target's port unreachable."""
+    rnd, pk, ms = random.Random(seed), [], S // 1000
+    port, sp = start_port, 40000 + rnd.randrange(20000)
+    for r in range(int(seconds / every_s)):
+        t = t0 + int(r * every_s * S) + rnd.randrange(50) * ms
+        for hop in range(1, hops + 1):
+            last = hop == hops
+            if last or not at_target:
+                pk.append(_udp(t, prober, target, sp, port, 78))
+                src = target if last else f"192.0.2.{hop}"
+                pk.append(Packet(t + ms, src, prober, 0, 0, PROTO_ICMP, 0, 106))
+            port = port + 1 if port < 65535 else 33000
+            t += 3 * ms
+    return _sorted(pk)
+
 def resolver_upstream(t0: int, seconds: float, resolver: str = "10.0.0.53",
                       servers: int = 8, answers_per_s: int = 20, seed: int = 35) -> list[Packet]:
     """A recursive resolver querying `servers` authoritative servers (EDNS 4096) whose large
