@@ -8,6 +8,7 @@ from typing import Iterable
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
+from .ports import TUNNEL_PORTS
 from .sketch import _hash, hash64
 from .watch import is_group
 
@@ -62,6 +63,18 @@ def sent_from_key(key: tuple) -> tuple:
     return (key[0], key[2], key[3], key[4])
 
 
+def tunnels(key: tuple) -> bool:
+    """Whether flow `key` goes to an encapsulation port (ports.TUNNEL_PORTS) of one host."""
+    return key[4] == PROTO_UDP and key[3] in TUNNEL_PORTS and not is_group(key[1])
+
+
+def tunnel_key(key: tuple) -> tuple:
+    """What a tunnel flow `key` (`tunnels`) is noted by among a window's flows (Answers.flows):
+    its ends and its port, not its source port (a hash of the inner flow). A 4-tuple led by
+    "tunnel": it never equals a 5-tuple or a `sent_from_key` (led by an address)."""
+    return ("tunnel", key[0], key[1], key[3])
+
+
 def asked_key(key: tuple) -> tuple:
     """The `sent_from_key` of a request that flow `key` answers, whoever it was sent to."""
     return (key[1], key[3], key[2], key[4])
@@ -101,16 +114,25 @@ class Answers:
         multicast or broadcast address (`asks`). With `states` (flow states by key, features
         form), a flow that `refuses` is kept as a refusal (`answered`)."""
         keys = list(keys)
-        answering = keys if states is None else [
+        answering = list(keys) if states is None else [
             k + REFUSED if refuses(k, states[k]["packets"], states[k]["flags"]) else k for k in keys]
+        answering += [tunnel_key(k) for k in keys if tunnels(k)]
         return cls((k[0] for k in keys), answering, (sent_from_key(k) for k in keys if asks(k)),
                    previous, skipped=skipped)
 
     def answered(self, key: tuple, refusals: bool = True) -> bool:
         """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed);
-        with `refusals` False, a refusal (`refuses`) does not count."""
+        with `refusals` False, a refusal (`refuses`) does not count. A flow to a tunnel port
+        (`tunnels`) is also answered by any flow of its destination to that port of its
+        source (`tunnel_key`)."""
         if key[1] not in self.addresses:
             return False
+        if key[4] == PROTO_UDP and key[3] in TUNNEL_PORTS:
+            # a tunnel: answered while the destination sends to the same port of the source
+            # (`tunnel_key`, noted among the flows; the scorer ships it as the flow's sent_by)
+            back = ("tunnel", key[1], key[0], key[3])
+            if (hash64(back) if self.hashed else back) in self.flows:
+                return True
         if self.hashed:
             s, d, sp, dp, pr = key
             h = _hash(f"{d}|{s}|{dp}|{sp}|{pr}")

@@ -150,13 +150,16 @@ class DstPartition:
         chunks = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         cs = list(chunks.values())
-        sent = np.concatenate([_NO_HASH, *(c.sent_flows for c in cs)]).tolist()
         by = np.concatenate([_NO_HASH, *(c.sent_by for c in cs)])
+        by = by[by != 0]
+        # a tunnel flow's sent_by (answers.tunnel_key) answers like a flow; an ask's hash among
+        # the flows matches no 5-tuple's
+        sent = np.concatenate([_NO_HASH, *(c.sent_flows for c in cs), by]).tolist()
         addresses = list(chain.from_iterable(c.senders for c in cs))
         end = ws + self.width_ns
         # windows this partition got no chunk of since the last one (answers.Answers)
         skipped = (ws - self._answers_ws) // self.width_ns - 1
-        answers = Answers(addresses, sent, by[by != 0].tolist(), self._answers, hashed=True,
+        answers = Answers(addresses, sent, by.tolist(), self._answers, hashed=True,
                           skipped=skipped)
         self._answers, self._answers_ws = answers, ws
         f = _flows(c.table for c in cs if len(c))

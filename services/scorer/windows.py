@@ -51,7 +51,8 @@ import numpy as np
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.watch import LOGIN_PORTS
-from services.detection.answers import REFUSAL_SALT, refusals
+from services.detection.answers import REFUSAL_SALT, refusals, tunnel_key, tunnels
+from services.detection.ports import TUNNEL_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
@@ -65,6 +66,7 @@ CHUNK_FLOWS = 2000  # flows per intermediate record (~150 KB)
 Clock = Callable[[], float]
 _NONE = np.zeros(0, dtype=np.intp)
 _LOGIN = np.array(sorted(LOGIN_PORTS), dtype=np.int64)
+_TUNNEL_ARRAY = np.array(sorted(TUNNEL_PORTS), dtype=np.int64)
 # FLOW_DTYPE fields read from a flow's 5-tuple ("key") or its flow state ("state"), by position
 _ROW_FIELDS = (("sport", "key", 2), ("dport", "key", 3), ("proto", "key", 4),
                ("first", "state", 0), ("last", "state", 1), ("packets", "state", 2),
@@ -329,12 +331,17 @@ def _window_rows(flows: dict[tuple, list], keys: list[tuple]
 def _sender_hashes(keys: list[tuple], rows: np.ndarray) -> np.ndarray:
     """Per flow (5-tuples `keys`, FLOW_DTYPE `rows`), hash64 of its evidence.sent_from_key
     where an answer could be looked up by it (a request to a reflector port of a multicast or
-    broadcast address: answers.asks, evidence.Answers.solicited), else 0."""
+    broadcast address: answers.asks, evidence.Answers.solicited), of its answers.tunnel_key
+    for a flow to a tunnel port of one host (answers.tunnels: it answers the other end's
+    flows to that port), else 0. Reflector and tunnel ports are disjoint."""
     out = np.zeros(len(rows), dtype=np.uint64)
-    ask = np.flatnonzero((rows["proto"] == PROTO_UDP) & np.isin(rows["dport"], REFLECTOR_ARRAY))
-    for i in ask.tolist():
+    udp = rows["proto"] == PROTO_UDP
+    for i in np.flatnonzero(udp & np.isin(rows["dport"], REFLECTOR_ARRAY)).tolist():
         if asks(keys[i]):
             out[i] = hash64(sent_from_key(keys[i]))
+    for i in np.flatnonzero(udp & np.isin(rows["dport"], _TUNNEL_ARRAY)).tolist():
+        if tunnels(keys[i]):
+            out[i] = hash64(tunnel_key(keys[i]))
     return out
 
 

@@ -49,8 +49,9 @@ def reference_rows(chunks: list[FlowChunk], end_ns: int) -> tuple[list[tuple], l
             agg_add_flow(agg, key, st, key[0], f[HASH_AT])
         for h_flow, h_sender in chunk.sent:
             sent_flows.append(h_flow)
-            if h_sender:
+            if h_sender:  # a request's sender key, or a tunnel flow's (answers.tunnel_key)
                 senders.append(h_sender)
+                sent_flows.append(h_sender)
         addresses += chunk.senders
     keys = list(flows)
     ev = assess(keys, flows, Answers(addresses, sent_flows, senders, None, hashed=True), end_ns,

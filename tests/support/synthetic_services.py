@@ -124,6 +124,24 @@ def mtr_udp(t0: int, seconds: float, prober: str = "198.51.100.61", target: str 
             t += 3 * ms
     return _sorted(pk)
 
+
+def vxlan_tunnel(t0: int, seconds: float, local: str = "10.0.0.98", peer: str = "198.51.100.62",
+                 pps_in: int = 3000, pps_out: int = 500, port: int = 4789, inner: int = 6,
+                 seed: int = 37) -> list[Packet]:
+    """A VXLAN tunnel (RFC 7348) between two endpoints carrying `inner` inner flows: each end
+    sends to `port` of the other from a source port hashed from the inner flow (49152-65535),
+    `pps_in` packets a second of ~1,450 bytes to `local` (a bulk transfer) and `pps_out` of
+    ~110 (its ACKs) back. No outer 5-tuple has a reverse (wt-benign3 vxlan.pcap)."""
+    rnd, pk = random.Random(seed), []
+    ports_in = [49152 + rnd.randrange(16384) for _ in range(inner)]
+    ports_out = [49152 + rnd.randrange(16384) for _ in range(inner)]
+    for i in range(int(seconds * pps_in)):
+        pk.append(_udp(t0 + int(i * S / pps_in), peer, local, ports_in[i % inner], port, 1464))
+    for i in range(int(seconds * pps_out)):
+        pk.append(_udp(t0 + int(i * S / pps_out) + S // 7000, local, peer, ports_out[i % inner],
+                       port, 110))
+    return _sorted(pk)
+
 def resolver_upstream(t0: int, seconds: float, resolver: str = "10.0.0.53",
                       servers: int = 8, answers_per_s: int = 20, seed: int = 35) -> list[Packet]:
     """A recursive resolver querying `servers` authoritative servers (EDNS 4096) whose large

@@ -15,6 +15,7 @@ the live logic with the shipped model:
   from a handful of reflectors still do (tests/unit/test_detect_fragments.py: the budget). What an attacker could add to hide behind these: tests/unit/test_detect_evasions.py."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from services.detection import evidence as E
@@ -38,6 +39,9 @@ BENIGN = {
         lambda: V.syslog_collector(T0, 30, hosts=300),
     "traceroute / mtr reaching the target every second": lambda: V.traceroute_target(T0, 30),
     "mtr -u at the target, a cycle a second": lambda: V.mtr_udp(T0, 30),
+    "a VXLAN tunnel carrying a bulk transfer, 3000 pps in": lambda: V.vxlan_tunnel(T0, 30),
+    "a Geneve tunnel carrying a bulk transfer, 5000 pps in":
+        lambda: V.vxlan_tunnel(T0, 30, pps_in=5000, port=6081),
     "a resolver's large answers, fragmented, from 8 servers it asked": lambda: V.resolver_upstream(T0, 30),
 }
 
@@ -64,6 +68,10 @@ def test_the_shapes_would_meet_their_old_bounds():
     assert window_max(V.syslog_collector(T0, 10), lambda w: len({p.src for p in w})) >= 24
     assert window_max(V.traceroute_target(T0, 10),
                       lambda w: len({p.dport for p in w if p.dport in E.TRACEROUTE_PORTS})) >= 9
+    tunnel = V.vxlan_tunnel(T0, 10)
+    assert window_max(tunnel, lambda w: sum(p.dst == "10.0.0.98" for p in w)) >= 2000  # `packets`
+    assert not {(p.dst, p.src, p.dport, p.sport) for p in tunnel} & {
+        (p.src, p.dst, p.sport, p.dport) for p in tunnel}  # no outer 5-tuple has its reverse
     mtr = V.mtr_udp(T0, 10, every_s=0.5, at_target=False)  # 20 cycles x 8 ports, from 33000 up
     assert len({p.dport for p in mtr if p.dport}) == 160 and min(p.dport for p in mtr if p.dport) == 33000
     assert window_max(V.resolver_upstream(T0, 10),
@@ -79,6 +87,11 @@ def test_mtr_at_the_prober_loses_nothing(detector):
 
 
 ATTACKS = {  # the first rule: its scope, destination and the measure its reason names
+    # the victim sends nothing to the flooder's 4789: the flood is no tunnel (answers.tunnels)
+    "UDP flood of a VTEP's 4789 from one source, 3000 pps": (
+        lambda: V.vxlan_tunnel(T0, 30, pps_out=0, peer="203.0.113.93"), Scope.SRC_PREFIX, "",
+        "nobody answered"),
+
     "spoofed UDP flood of a syslog collector, 5000 pps": (
         lambda: V.collector_flood(T0, 30), Scope.DST_LIMIT, "10.0.0.95", "nobody answered"),
     "fragmented unsolicited answers from 5 reflectors": (  # each reflector's source blocked
@@ -98,6 +111,18 @@ def test_an_attack_on_the_same_ports_is_still_blocked(detector, name):
     assert first[0].rule.action in (Action.DROP, Action.LIMIT)
     assert first_block_s(pk, res.dropped) <= 3.0
     assert res.dropped.mean() >= 0.90, f"{name}: {res.dropped.mean():.3f} dropped"
+
+
+def test_a_flood_of_a_vteps_port_beside_its_real_tunnel_is_blocked_and_the_tunnel_is_not(detector):
+    """Only the tunnel's own peer is answered (answers.tunnels: the VTEP sends to that peer's
+    4789, not to the flooder's)."""
+    pk = sorted(V.vxlan_tunnel(T0, 30) + V.vxlan_tunnel(T0, 30, pps_out=0, peer="203.0.113.94",
+                                                         seed=38), key=lambda p: p.ts_ns)
+    res = replay(pk, detector)
+    flood = np.array([p.src == "203.0.113.94" for p in pk])
+    assert res.dropped[flood].mean() >= 0.90, res.dropped[flood].mean()
+    assert first_block_s([p for p, f in zip(pk, flood) if f], res.dropped[flood]) <= 3.0
+    assert int(res.dropped[~flood].sum()) == 0
 
 
 def test_fragments_count_unless_their_source_was_asked():

@@ -213,3 +213,24 @@ def test_stage_2_keeps_probe_fates_over_the_models_horizon_as_the_replay_does():
     sc = scorer_without_broker()
     sc.ingest.detector.outage_memory_s = 90.0
     assert sc.ingest.restore(1).watch.memory.period_ns == 90 * 10**9
+
+
+def test_a_tunnels_traffic_is_answered_in_the_scorer_as_in_the_replay(detector):
+    """answers.tunnels in stage 1 (windows._sender_hashes ships the tunnel key as sent_by) and
+    stage 2 (dst_windows: taken among the flows): over 1 and 3 partitions the VXLAN peer's
+    3,000 packets a window are answered (source `packets` 0, as in the replay), a flooder's of
+    the same port beside it are not."""
+    from services.detection.evidence import SRC_MEASURES
+    from tests.support import synthetic_services as V
+    pk = sorted(V.vxlan_tunnel(T0, 4) + V.vxlan_tunnel(T0, 4, pps_out=0, peer="203.0.113.94"),
+                key=lambda p: p.ts_ns)
+    pk = [Packet(p.ts_ns, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length, seq=i)
+          for i, p in enumerate(pk)]
+    at = SRC_MEASURES.index("packets")
+    replayed = {(r.start_ns, s): v[at] for r in Pipeline(detector).run(pk)
+                for s, v in r.evidence.src.items()}
+    assert max(v for (_, s), v in replayed.items() if s == "198.51.100.62") == 0
+    assert max(v for (_, s), v in replayed.items() if s == "203.0.113.94") >= 2000
+    for n in (1, 3):
+        got = {(w.window_ns, s): v[at] for w in run_stages(pk, n=n) for s, v in w.evidence.src.items()}
+        assert got == replayed, n

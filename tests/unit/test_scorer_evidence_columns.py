@@ -21,7 +21,7 @@ from tests.support.evidence_parity import assert_columns_match as parity
 pytestmark = pytest.mark.unit
 END = 2_000_000_000
 ADDRS = ["10.0.0.1", "10.0.0.2", "10.0.0.255", "224.0.0.5", "192.0.2.9", "0.0.0.0"]
-PORTS = [0, 53, 67, 68, 80, 123, 514, 1900, 33434, 33534, 40000]  # 514 one-way; 33434 traceroute's, 33534 not
+PORTS = [0, 53, 67, 68, 80, 123, 514, 1900, 4789, 33434, 33534, 40000]  # 514 one-way; 4789 a tunnel
 BYTES = [0, 60, FIRST_FRAGMENT_BYTES - 1, FIRST_FRAGMENT_BYTES, 1514, 4 * 1514, 2**64 - 1]
 
 
