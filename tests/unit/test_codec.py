@@ -64,6 +64,23 @@ def test_columns_view_matches_packets():
     assert cols.packets() == batch
 
 
+def test_integer_columns_are_made_from_the_wire_arrays_when_first_read():
+    batch = [pkt(i, sport=40000 + i, length=60 + i) for i in range(5)]
+    cols = decode_packet_columns(encode_packets(batch))
+    assert cols._ints == {}  # nothing made by the decode: the fold reads the arrays
+    assert cols.sport == [40000 + i for i in range(5)] and cols.length == [60 + i for i in range(5)]
+    assert cols.sport is cols.sport and set(cols._ints) == {"sport", "length"}
+    assert cols.ts_ns == [p.ts_ns for p in batch] and cols.packets() == batch
+    one = decode_packet_columns(encode_packets(batch[:1]))  # the one-event row form: lists
+    assert one.arrays is None and one.sport == [40000] and one.packets() == batch[:1]
+    assert decode_packet_columns(encode_packets(batch)) == cols != one
+    assert "sport=[40000, 40001" in repr(cols)
+    with pytest.raises(AttributeError):
+        cols.sport = [1]
+    with pytest.raises(TypeError):
+        hash(cols)
+
+
 def test_mixed_nodes_and_families_in_one_batch():
     batch = [pkt(0, node="a"), pkt(1, node="b", src="2001:db8::1", dst="2001:db8::2"),
              pkt(2, node="b", src="::ffff:1.2.3.5", dst="::ffff:1.2.3.4")]
