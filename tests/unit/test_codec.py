@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.wire import codec
+from services.wire import codec, packetcols
 from services.wire.codec import (
     DecodeError, decode_deadletter, decode_packet_columns, decode_packets, decode_rule_record,
     decode_verdict, encode_deadletter, encode_rule_record, encode_verdict, rule_tombstone)
@@ -79,6 +79,7 @@ def test_integer_columns_are_made_from_the_wire_arrays_when_first_read():
         cols.sport = [1]
     with pytest.raises(TypeError):
         hash(cols)
+    assert packetcols._INT_ATTRS == tuple(attr for _, _, attr in codec.PACKET_COLUMNS)
 
 
 def test_mixed_nodes_and_families_in_one_batch():
