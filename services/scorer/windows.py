@@ -50,9 +50,8 @@ import numpy as np
 
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
-from services.detection.watch import LOGIN_PORTS
 from services.detection.answers import REFUSAL_SALT, refusals, tunnel_key, tunnels
-from services.detection.ports import TUNNEL_PORTS
+from services.detection.ports import LOGIN_PORTS, TUNNEL_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
