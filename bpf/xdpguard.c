@@ -24,7 +24,13 @@ BPF_ARRAY(config, struct xg_config, 1);
 BPF_PERCPU_ARRAY(stats, struct xg_stats, 1);
 BPF_LPM_TRIE(allow, struct xg_lpm_key, struct xg_allow, XG_ALLOW_MAX);
 BPF_PERCPU_HASH(exact4, struct xg_flow4_key, struct xg_rule, XG_EXACT_MAX);
-BPF_PERCPU_HASH(exact6, struct xg_flow6_key, struct xg_rule, XG_EXACT_MAX);
+BPF_PERCPU_HASH(exact6, struct xg_flow6_fold, struct xg_rule6, XG_EXACT_MAX);
+// IPv6 exact rules whose folded key exact6 holds for another rule (xdpguard.h), by the whole
+// 5-tuple; entries allocated as written (BPF_F_NO_PREALLOC: a collision is rare, so the map
+// does not take XG_EXACT_MAX per-CPU values up front)
+#define BPF_PERCPU_HASH_NOPREALLOC(_name, _key_type, _leaf_type, _size) \
+    BPF_F_TABLE("percpu_hash", _key_type, _leaf_type, _name, _size, BPF_F_NO_PREALLOC)
+BPF_PERCPU_HASH_NOPREALLOC(exact6x, struct xg_flow6_key, struct xg_rule, XG_EXACT_MAX);
 // source prefixes shorter than a host by (length, masked address), one lookup per length in use
 // (config's plens4 / plens6), counters in the value: IPv4 ones by their 4 bytes, IPv6 ones by 16
 BPF_PERCPU_HASH(src_prefix4, struct xg_lpm4_key, struct xg_rule, XG_PREFIX_MAX);
@@ -81,10 +87,11 @@ struct ip6_ext_hdr {
 #define EXT_TOO_LONG -2  // more extension headers than XG_IPV6_EXT_MAX
 
 struct parsed {
-    // saddr is 8-aligned: host_slot_holds() reads it as two u64s (stack loads must be aligned)
-    __u8 saddr[16] __attribute__((aligned(8))); // IPv6 only: an IPv4 packet's addresses are
-    __u8 daddr[16]; // saddr4/daddr4, and only the maps keyed by both families get them
-                    // v4-mapped (saddr16, daddr16)
+    // IPv6 only: an IPv4 packet's addresses are saddr4/daddr4, and only the maps keyed by both
+    // families get them v4-mapped (saddr16, daddr16). Both 8-aligned: host_slot_holds() and
+    // fold6() read them as two u64s (stack loads must be aligned)
+    __u8 saddr[16] __attribute__((aligned(8)));
+    __u8 daddr[16] __attribute__((aligned(8)));
     __u16 sport;
     __u16 dport;
     __u8 proto;
@@ -515,22 +522,44 @@ static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct 
     st->events++;
 }
 
-// The exact rule for p's 5-tuple, from exact4 (16-byte key) or exact6 (v6: the frame is IPv6); 0
-// if none, or if the family's map holds no rule (its count in config is 0: no lookup).
+// An IPv6 address's fold (xdpguard.h, xg_flow6_fold): lo ^ hi * XG_FOLD_MULT, the halves as
+// loaded on this machine (a is 8-aligned).
+static __always_inline __u64 fold6(const __u8 *a)
+{
+    const __u64 *w = (const __u64 *)a;
+    return w[1] ^ w[0] * XG_FOLD_MULT;
+}
+
+// The exact rule for p's 5-tuple, from exact4 (16-byte key) or, v6 (the frame is IPv6), exact6
+// (24-byte folded key, the hit verified against the hi halves in its value) and then exact6x
+// (the whole 5-tuple; only while it holds a rule); 0 if none, or if the family's maps hold no
+// rule (their counts in config are 0: no lookup).
 static __always_inline struct xg_rule *find_exact(struct parsed *p, struct xg_config *cfg, int v6)
 {
     if (v6) {
-        if (!cfg->n_exact6)
+        if (cfg->n_exact6) {
+            struct xg_flow6_fold fk = {};
+            fk.sfold = fold6(p->saddr);
+            fk.dfold = fold6(p->daddr);
+            fk.sport = p->sport;
+            fk.dport = p->dport;
+            fk.proto = p->proto;
+            struct xg_rule6 *r = exact6.lookup(&fk);
+            OWN_CALL_SITE(r, "exact6");
+            if (r && r->shi == *(__u64 *)p->saddr && r->dhi == *(__u64 *)p->daddr)
+                return &r->rule;
+        }
+        if (!cfg->n_exact6x)
             return 0;
-        struct xg_flow6_key fk = {};
-        __builtin_memcpy(fk.saddr, p->saddr, 16);
-        __builtin_memcpy(fk.daddr, p->daddr, 16);
-        fk.sport = p->sport;
-        fk.dport = p->dport;
-        fk.proto = p->proto;
-        struct xg_rule *r = exact6.lookup(&fk);
-        OWN_CALL_SITE(r, "exact6");
-        return r;
+        struct xg_flow6_key xk = {};
+        __builtin_memcpy(xk.saddr, p->saddr, 16);
+        __builtin_memcpy(xk.daddr, p->daddr, 16);
+        xk.sport = p->sport;
+        xk.dport = p->dport;
+        xk.proto = p->proto;
+        struct xg_rule *x = exact6x.lookup(&xk);
+        OWN_CALL_SITE(x, "exact6x");
+        return x;
     }
     if (!cfg->n_exact4)
         return 0;

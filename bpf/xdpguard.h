@@ -27,7 +27,7 @@ typedef uint32_t __u32;
 typedef uint64_t __u64;
 #endif
 
-#define XG_MAGIC 0x58444741u /* "XDGA": bump when any struct, map or parse rule changes */
+#define XG_MAGIC 0x58444742u /* "XDGB": bump when any struct, map or parse rule changes */
 
 /* rule actions (xg_rule.action) */
 #define XG_ACT_DROP 1
@@ -48,7 +48,7 @@ typedef uint64_t __u64;
 
 /* default map sizes; the loader passes the sizes it loads with as -D flags */
 #ifndef XG_EXACT_MAX
-#define XG_EXACT_MAX 262144 /* entries of exact4 and of exact6 */
+#define XG_EXACT_MAX 262144 /* entries of exact4, of exact6 and of exact6x */
 #endif
 #ifndef XG_PREFIX_MAX
 #define XG_PREFIX_MAX 65536 /* src_prefix4, src_prefix, src_host4 and src_host6 */
@@ -116,10 +116,27 @@ struct xg_flow4_key {
     __u8 pad[3];
 };
 
-/* IPv6 (map "exact6") */
+/* an IPv6 5-tuple whole: the key of "exact6x", the exact IPv6 rules whose folded key (below)
+ * another rule of exact6 holds */
 struct xg_flow6_key {
     __u8 saddr[16];
     __u8 daddr[16];
+    __u16 sport;
+    __u16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+/* IPv6 (map "exact6"): each address folded to 64 bits, so the key is 24 bytes (a 40-byte key
+ * cost 9-11 ns more per lookup, docs/benchmarks.md). An address's two halves, hi its first 8
+ * bytes and lo its last 8, each as a u64 loaded on this machine: fold = lo ^ hi * XG_FOLD_MULT
+ * (mod 2^64). The value (xg_rule6) keeps both hi halves, so the program verifies a hit (equal
+ * folds and equal hi halves: equal lo halves too) and user space reads the addresses back. Two
+ * rules whose folded keys are equal and whose addresses are not: the second goes to exact6x. */
+#define XG_FOLD_MULT 0x9E3779B97F4A7C15ull /* 2^64 / golden ratio, odd */
+struct xg_flow6_fold {
+    __u64 sfold;
+    __u64 dfold;
     __u16 sport;
     __u16 dport;
     __u8 proto;
@@ -143,6 +160,14 @@ struct xg_rule {
     __u8 action;
     __u8 origin;
     __u8 pad[6];
+};
+
+/* value of "exact6": the rule, then the hi halves (first 8 bytes as a u64 loaded on this machine)
+ * of its source and destination, which the folded key does not give back */
+struct xg_rule6 {
+    struct xg_rule rule;
+    __u64 shi;
+    __u64 dhi;
 };
 
 /* value of "src_host_slot": family 0 = empty, 4 = IPv4 (the address as in the header in
@@ -273,7 +298,8 @@ struct xg_config {
      * up once per set bit, longest first. */
     __u32 plens4;
     __u32 plens6[4];
-    __u32 pad2[2];
+    __u32 n_exact6x; /* exact6x: IPv6 exact rules whose folded key exact6 holds for another */
+    __u32 pad2;
     __u32 n_len4[32];
     __u32 n_len6[128];
     /* the src_host_slot directory, kept with n_host_slot: bit i % 32 of host_slot_used[i / 32]

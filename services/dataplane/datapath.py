@@ -37,12 +37,13 @@ from services.records.rules import Origin, Rule, Scope
 from . import bpfsys
 from .maps import MAPS, RULE_MAPS, SPECS, MapSpec, open_checked
 from .entries import (ACTION, ORIGIN, RuleStats, count_length, expired_mono, filter_counts,
-                      flow_key, mono_offset_ns, prefix_slot, read_rules, to_mono)
+                      flow6, mono_offset_ns, prefix_slot, read_rules, to_mono)
+from .exactplace import ExactPlace
 from .hostslots import HostSlots, sum_slot_counters
 from .limits import LimitRules
 from .pinlock import PinLock
 from .structs import (COUNT_FIELDS, STAT_FIELDS, AllowVal, Config, FilterSlot, HostSlot, Lpm4Key,
-                      LpmKey, RuleVal, Stats, band_add, bands_at_least, filter_slot, lpm_key,
+                      LpmKey, Rule6Val, RuleVal, Stats, band_add, bands_at_least, filter_slot, lpm_key,
                       lpm_text, pfx_filter_band, pfx_filter_slot)
 
 __all__ = ["Datapath", "RuleStats", "mono_offset_ns", "pinned_maps_id"]
@@ -82,7 +83,7 @@ def _writes(method):
     return wrapper
 
 
-class Datapath(HostSlots, LimitRules):
+class Datapath(HostSlots, LimitRules, ExactPlace):
     """Rules, allowlist, counters and sampling of the program pinned in `pin_dir`.
 
     Errors: NotLoaded (nothing pinned), MapMismatch (another layout), MapFull, ConfigError (a rule
@@ -136,7 +137,8 @@ class Datapath(HostSlots, LimitRules):
         An increment the program makes on a CPU between the read of `counts` and this update is
         lost, as with every in-place update of a per-CPU value (hostslots.py, "Torn reads")."""
         m = self._maps[name]
-        if counts is not None and expired_mono((counts[0].rule if m.value is HostSlot
+        nested = m.value in (HostSlot, Rule6Val)  # the rule with its counters is .rule
+        if counts is not None and expired_mono((counts[0].rule if nested
                                                 else counts[0]).expires_ns):
             counts = None  # an expired entry's hits are not the new rule's: it starts at 0
         if m.percpu:
@@ -144,8 +146,7 @@ class Datapath(HostSlots, LimitRules):
             for i in range(self._ncpu):
                 arr[i] = value
                 if counts is not None:
-                    new, old = (arr[i].rule, counts[i].rule) if m.value is HostSlot \
-                        else (arr[i], counts[i])
+                    new, old = (arr[i].rule, counts[i].rule) if nested else (arr[i], counts[i])
                     new.packets, new.bytes = old.packets, old.bytes
             value = arr
         try:
@@ -176,6 +177,9 @@ class Datapath(HostSlots, LimitRules):
             if f in ("packets", "bytes", "dropped") or (m.value is Stats and f in STAT_FIELDS):
                 setattr(total, f, sum(getattr(arr[i], f) for i in range(self._ncpu)))
         sum_slot_counters(total, arr)  # an inline host rule's counters are in .rule
+        if m.value is Rule6Val:  # so are exact6's
+            total.rule.packets = sum(arr[i].rule.packets for i in range(self._ncpu))
+            total.rule.bytes = sum(arr[i].rule.bytes for i in range(self._ncpu))
         return total
 
     # -- config ----------------------------------------------------------------------
@@ -289,7 +293,7 @@ class Datapath(HostSlots, LimitRules):
             bpfsys.lookup(fd, ctypes.c_uint32(s), got)
             if (word := bands_at_least(got.value, bands)) != got.value:
                 bpfsys.update(fd, ctypes.c_uint32(s), ctypes.c_uint32(word))
-        maps = dict(n_allow="allow", n_exact4="exact4", n_exact6="exact6", n_host4="src_host4",
+        maps = dict(n_allow="allow", n_exact4="exact4", n_exact6="exact6", n_exact6x="exact6x", n_host4="src_host4",
                     n_host6="src_host6", n_prefix4="src_prefix4", n_prefix6="src_prefix", n_limit="dst_limit")
         keys = {m: bpfsys.keys(self._maps[m].fd, self._maps[m].key) for m in maps.values()}
         cfg = self._config()  # n_host_slot as _rescan_slots set it
@@ -336,10 +340,12 @@ class Datapath(HostSlots, LimitRules):
         origin = ORIGIN[rule.origin]
         exp = to_mono(rule.expires_ns)
         if rule.scope is Scope.FLOW:  # Rule has checked the action, flags and families
-            name, key = flow_key(rule)
-            self._insert(name, key, RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin),
-                         f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})", "n_" + name,
-                         (rule.src, "exact"))
+            value = RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin)
+            name, key = self._exact_place(rule)
+            if name == "exact6":
+                value = Rule6Val(value, *flow6(rule)[2:])
+            self._insert(name, key, value, f"exact-rule ({'IPv4' if name == 'exact4' else 'IPv6'})",
+                         "n_" + name, (rule.src, "exact"))
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)
             value = RuleVal(exp, rule.created_ns, 0, 0, ACTION[rule.action], origin)
@@ -355,7 +361,7 @@ class Datapath(HostSlots, LimitRules):
         """Remove `rule` and its counter (a limit rule also rebuilds limit_dst), under the
         pin-dir lock. False if no such rule was in the map."""
         if rule.scope is Scope.FLOW:
-            name, key = flow_key(rule)
+            name, key = self._exact_place(rule)
             return self._remove(name, key, "n_" + name, (rule.src, "exact"))
         if rule.scope is Scope.SRC_PREFIX:
             name, key, field = prefix_slot(rule)

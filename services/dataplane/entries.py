@@ -1,5 +1,6 @@
 """Rules and the map entries that hold them, both ways: which map and key a Rule is written
-under (exact4/exact6 by 5-tuple, src_host4/src_host6 by address for a /32 or /128 (or its inline
+under (exact4/exact6 by 5-tuple (exact6 by a folded one; exact6x by the whole one for a rule whose
+folded key exact6 holds for another), src_host4/src_host6 by address for a /32 or /128 (or its inline
 slot in src_host_slot, which Datapath picks),
 src_prefix4/src_prefix by (length, masked address), dst_limit by destination key), its action and
 origin codes, the monotonic/epoch clock conversion of expiry, the config's per-length bookkeeping of
@@ -21,8 +22,8 @@ from typing import Callable
 from services.records.rules import Action, Origin, Rule, Scope
 
 from .structs import (XG_ACT_DROP, XG_ACT_PASS, XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL, Addr16, Addr4Key,
-                      AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Key, HostSlot, LimitKey, Lpm4Key,
-                      LpmKey, RuleVal, addr_bytes, addr_text, filter_slot, lpm_key, lpm_text, pfx_filter_band,
+                      AddrKey, Config, Counter, FilterSlot, Flow4Key, Flow6Fold, Flow6Key, HostSlot, LimitKey, Lpm4Key,
+                      LpmKey, Rule6Val, RuleVal, addr_bytes, addr_text, filter_slot, fold6, unfold6, lpm_key, lpm_text, pfx_filter_band,
                       pfx_filter_slot)
 
 ORIGIN = {Origin.MANUAL: XG_ORIGIN_MANUAL, Origin.MODEL: XG_ORIGIN_MODEL}
@@ -76,13 +77,23 @@ def host_addr(rule: Rule) -> str:
 
 
 def flow_key(rule: Rule):
-    """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps."""
+    """(map name, key) of an exact rule: IPv4 and IPv6 live in separate maps; an IPv6 rule's key
+    in exact6 is its folded one (Flow6Fold; flow6 gives the rest)."""
     src, dst = ipaddress.ip_address(rule.src), ipaddress.ip_address(rule.dst)  # one family: Rule
     if src.version == 4:
         return "exact4", Flow4Key((ctypes.c_uint8 * 4)(*src.packed), (ctypes.c_uint8 * 4)(*dst.packed),
                                   rule.sport, rule.dport, rule.proto)
-    return "exact6", Flow6Key(Addr16(*src.packed), Addr16(*dst.packed), rule.sport, rule.dport,
-                              rule.proto)
+    return "exact6", Flow6Fold(fold6(src.packed)[0], fold6(dst.packed)[0], rule.sport, rule.dport,
+                               rule.proto)
+
+
+def flow6(rule: Rule) -> tuple[Flow6Fold, Flow6Key, int, int]:
+    """An IPv6 exact rule's folded key (exact6), whole key (exact6x) and the hi halves of its
+    source and destination (the rest of exact6's value: Rule6Val)."""
+    src, dst = ipaddress.ip_address(rule.src).packed, ipaddress.ip_address(rule.dst).packed
+    (sfold, shi), (dfold, dhi) = fold6(src), fold6(dst)
+    return (Flow6Fold(sfold, dfold, rule.sport, rule.dport, rule.proto),
+            Flow6Key(Addr16(*src), Addr16(*dst), rule.sport, rule.dport, rule.proto), shi, dhi)
 
 
 def prefix_slot(rule: Rule) -> tuple[str, LpmKey | Lpm4Key | Addr4Key | AddrKey, str]:
@@ -170,8 +181,8 @@ assert _SLOT.size == ctypes.sizeof(HostSlot) and HostSlot.family.offset == 56 \
 _SELF_COUNTED = {
     "exact4": (Flow4Key, lambda k: dict(scope=Scope.FLOW, src=_v4(k.saddr), dst=_v4(k.daddr),
                                         sport=k.sport, dport=k.dport, proto=k.proto)),
-    "exact6": (Flow6Key, lambda k: dict(scope=Scope.FLOW, src=addr_text(k.saddr), dst=addr_text(k.daddr),
-                                        sport=k.sport, dport=k.dport, proto=k.proto)),
+    "exact6x": (Flow6Key, lambda k: dict(scope=Scope.FLOW, src=addr_text(k.saddr), dst=addr_text(k.daddr),
+                                         sport=k.sport, dport=k.dport, proto=k.proto)),
     "src_host4": (Addr4Key, lambda k: dict(scope=Scope.SRC_PREFIX, src=_v4(k.b) + "/32")),
     "src_host6": (AddrKey, lambda k: dict(scope=Scope.SRC_PREFIX, src=addr_text(k.b) + "/128")),
     "src_prefix4": (Lpm4Key, lambda k: dict(scope=Scope.SRC_PREFIX, src=f"{_v4(k.addr)}/{k.prefixlen}")),
@@ -192,6 +203,15 @@ def read_rules(keys: Callable[[str, type], list], read: Callable[[str, object], 
                                     **fields(key), **_common(v))
             if rule:  # a source or exact rule drops all it counts or none
                 out.append(RuleStats(rule, v.packets, v.bytes, v.packets if v.action == XG_ACT_DROP else 0))
+    for key in keys("exact6", Flow6Fold):  # the addresses from the folds and the value's hi halves
+        v = read("exact6", key)
+        rule = v and entry_rule("exact6", key, action=ACTION_BACK.get(v.rule.action, Action.DROP),
+                                scope=Scope.FLOW, src=addr_text(unfold6(key.sfold, v.shi)),
+                                dst=addr_text(unfold6(key.dfold, v.dhi)), sport=key.sport,
+                                dport=key.dport, proto=key.proto, **_common(v.rule))
+        if rule:
+            out.append(RuleStats(rule, v.rule.packets, v.rule.bytes,
+                                 v.rule.packets if v.rule.action == XG_ACT_DROP else 0))
     for key in keys("src_host_slot", ctypes.c_uint32):  # inline host rules (family 0: empty)
         v = read("src_host_slot", key)  # decoded in one unpack, not field by field (rules() cost)
         addr, exp, created, packets, nbytes, action, origin, family = _SLOT.unpack_from(v) if v \

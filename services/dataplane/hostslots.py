@@ -175,7 +175,7 @@ class HostSlots:
         deletes or overwrites a rule it tracks as a model rule: `xdpguard add` may have written a
         manual rule over that key since (docs/enforcer.md)."""
         if rule.scope is Scope.FLOW:
-            name, key = flow_key(rule)
+            name, key = self._exact_place(rule)
         elif rule.scope is Scope.SRC_PREFIX:
             name, key, _ = prefix_slot(rule)
             if name in ("src_host4", "src_host6"):
@@ -185,6 +185,7 @@ class HostSlots:
         else:
             name, key = "dst_limit", limit_key(rule)
         value = self._read_sum(name, key)
+        value = getattr(value, "rule", value)  # exact6's Rule6Val
         return None if value is None else ORIGIN_BACK.get(value.origin, Origin.MODEL)
 
     def frees_room(self, victim: Rule, rule: Rule) -> bool:

@@ -3,7 +3,7 @@
 Pins under `pin_dir` (bpffs only holds BPF objects, so the kernel objects *are* the state):
 
     prog                      the program (one program serves every interface)
-    config stats allow exact4 exact6 src_prefix4 src_prefix src_host4 src_host6 src_host_slot
+    config stats allow exact4 exact6 exact6x src_prefix4 src_prefix src_host4 src_host6 src_host_slot
                               src_filter src_pfx_filter dst_limit limit_dst limit_stats events
     link_<mode>_<ifname>      one pinned BPF link per attached interface (mode native|generic;
                               bpffs refuses dots in names, so "." in ifname is written %2E)
@@ -114,8 +114,9 @@ def prog_fd(pin_dir: str) -> int:
 # (src_stats: the source-prefix counters, up to XDG5; XDG6's prefix values hold them; exact:
 # XDG1's one exact-rule map, before exact4 / exact6; from the git history of bpf/xdpguard.c), so
 # `unload` removes the pins of any earlier build too. A later build's extra maps are its own
-# to remove: before going back to a build older than XDG9, run `unload --all` with the newer
-# one, since an older build's unload leaves src_host_slot pinned (and the directory) behind
+# to remove: before going back to an older build, run `unload --all` with the newer one, since
+# an older build's unload leaves the maps it does not know pinned (and the directory) behind:
+# src_host_slot before XDG9, exact6x before XDGB
 # (docs/dataplane.md).
 FORMER_MAP_NAMES = ("src_stats", "exact")
 PIN_NAMES = ("prog", *MAP_NAMES, *(n for n in FORMER_MAP_NAMES if n not in MAP_NAMES))

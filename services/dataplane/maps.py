@@ -22,8 +22,8 @@ from . import bpfsys
 from .bpfsys import (MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE, MAP_TYPE_PERCPU_ARRAY,
                      MAP_TYPE_PERCPU_HASH, MAP_TYPE_RINGBUF, MapInfo)
 from .structs import (XG_FILTER_SLOTS, XG_HOST_SLOTS, XG_MAGIC, Addr4Key, AddrKey, AllowVal, Config, Counter,
-                      FilterSlot, Flow4Key, Flow6Key, HostSlot, LimitDst,
-                      LimitKey, LimitVal, Lpm4Key, LpmKey, RuleVal, Stats)
+                      FilterSlot, Flow4Key, Flow6Fold, Flow6Key, HostSlot, LimitDst,
+                      LimitKey, LimitVal, Lpm4Key, LpmKey, Rule6Val, RuleVal, Stats)
 
 BPF_F_NO_PREALLOC = 1  # LPM tries require it (BCC's BPF_LPM_TRIE sets it)
 
@@ -88,7 +88,8 @@ MAPS: tuple[MapSpec, ...] = (
     MapSpec("stats", MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, Stats, None),
     MapSpec("allow", MAP_TYPE_LPM_TRIE, LpmKey, AllowVal, "allow_max", BPF_F_NO_PREALLOC),
     MapSpec("exact4", MAP_TYPE_PERCPU_HASH, Flow4Key, RuleVal, "exact_max"),
-    MapSpec("exact6", MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max"),
+    MapSpec("exact6", MAP_TYPE_PERCPU_HASH, Flow6Fold, Rule6Val, "exact_max"),
+    MapSpec("exact6x", MAP_TYPE_PERCPU_HASH, Flow6Key, RuleVal, "exact_max", BPF_F_NO_PREALLOC),
     MapSpec("src_prefix4", MAP_TYPE_PERCPU_HASH, Lpm4Key, RuleVal, "prefix_max"),
     MapSpec("src_prefix", MAP_TYPE_PERCPU_HASH, LpmKey, RuleVal, "prefix_max"),
     MapSpec("src_host4", MAP_TYPE_PERCPU_HASH, Addr4Key, RuleVal, "prefix_max"),
@@ -103,7 +104,7 @@ MAPS: tuple[MapSpec, ...] = (
 )
 SPECS: dict[str, MapSpec] = {m.name: m for m in MAPS}
 MAP_NAMES: tuple[str, ...] = tuple(SPECS)
-RULE_MAPS = ("exact4", "exact6", "src_host4", "src_host6", "src_prefix4", "src_prefix", "allow", "dst_limit")  # what `status` reports
+RULE_MAPS = ("exact4", "exact6", "exact6x", "src_host4", "src_host6", "src_prefix4", "src_prefix", "allow", "dst_limit")  # what `status` reports
 
 
 def fix_text(pin_dir: str) -> str:

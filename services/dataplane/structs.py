@@ -15,7 +15,7 @@ from ctypes import c_uint8 as u8, c_uint16 as u16, c_uint32 as u32, c_uint64 as 
 from services.records.rules import canonical_network
 
 # -- constants (#define XG_* in the header, same names and values) ---------------------------
-XG_MAGIC = 0x58444741               # "XDGA": bumped when any struct, map or parse rule changes
+XG_MAGIC = 0x58444742               # "XDGB": bumped when any struct, map or parse rule changes
 XG_ACT_DROP, XG_ACT_PASS, XG_ACT_LIMIT = 1, 2, 3
 XG_ORIGIN_MANUAL, XG_ORIGIN_MODEL = 1, 2
 XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destination
@@ -33,6 +33,8 @@ XG_HOST_SLOTS = 1 << XG_HOST_SLOT_BITS
 XG_PFX4_FILTER_LEN, XG_PFX6_FILTER_LEN = 16, 32
 # ... and each slot's four 8-bit band counts stick at this value (pfx_filter_band, band_add)
 XG_PFX_BAND_SAT = 255
+# exact6's folded addresses: lo ^ hi * XG_FOLD_MULT (mod 2^64; fold6 below is the C's)
+XG_FOLD_MULT = 0x9E3779B97F4A7C15
 # default map sizes (entries; the ring in 4 KiB pages): loader.Sizes' defaults
 XG_EXACT_MAX, XG_PREFIX_MAX, XG_ALLOW_MAX, XG_LIMIT_MAX, XG_RING_PAGES = 262144, 65536, 16384, 4096, 256
 
@@ -57,9 +59,20 @@ class Flow6Key(ctypes.Structure):
                 ("proto", u8), ("pad", u8 * 3)]
 
 
+class Flow6Fold(ctypes.Structure):
+    """exact6's key: the addresses folded to 64 bits each (fold6)."""
+    _fields_ = [("sfold", u64), ("dfold", u64), ("sport", u16), ("dport", u16),
+                ("proto", u8), ("pad", u8 * 3)]
+
+
 class RuleVal(ctypes.Structure):
     _fields_ = [("expires_ns", u64), ("created_ns", u64), ("packets", u64), ("bytes", u64),
                 ("action", u8), ("origin", u8), ("pad", u8 * 6)]
+
+
+class Rule6Val(ctypes.Structure):
+    """exact6's value: the rule, then the hi halves (fold6) of its source and destination."""
+    _fields_ = [("rule", RuleVal), ("shi", u64), ("dhi", u64)]
 
 
 class HostSlot(ctypes.Structure):
@@ -113,16 +126,17 @@ class Stats(ctypes.Structure):
 
 
 # Config's rule counts, one per map the program may skip when 0
-COUNT_FIELDS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
+_FIRST_COUNTS = ("n_allow", "n_exact4", "n_exact6", "n_host4", "n_host6", "n_prefix4", "n_prefix6",
                 "n_limit", "n_host_slot")
+COUNT_FIELDS = (*_FIRST_COUNTS, "n_exact6x")  # n_exact6x sits after plens6 (was padding)
 
 
 class Config(ctypes.Structure):
     _fields_ = [("magic", u32), ("sample_rate", u32), ("exact_max", u32), ("prefix_max", u32),
                 ("allow_max", u32), ("limit_max", u32), ("ring_bytes", u32), ("pad", u32),
-                *[(name, u32) for name in COUNT_FIELDS],
+                *[(name, u32) for name in _FIRST_COUNTS],
                 # source-prefix lengths in use (bit n: a rule of length n) and rules per length
-                ("plens4", u32), ("plens6", u32 * 4), ("pad2", u32 * 2),
+                ("plens4", u32), ("plens6", u32 * 4), ("n_exact6x", u32), ("pad2", u32),
                 ("n_len4", u32 * 32), ("n_len6", u32 * 128),
                 # the src_host_slot directory: bit i % 32 of word i // 32 while slot i may hold
                 # a rule (hostslots.py), counted in n_host_slot
@@ -137,7 +151,7 @@ class Event(ctypes.Structure):
 
 # C struct name -> mirror, for the layout test
 MIRRORS = {
-    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_rule": RuleVal, "xg_host_slot": HostSlot, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key,
+    "xg_filter_slot": FilterSlot, "xg_addr4": Addr4Key, "xg_flow4_key": Flow4Key, "xg_flow6_key": Flow6Key, "xg_flow6_fold": Flow6Fold, "xg_rule": RuleVal, "xg_rule6": Rule6Val, "xg_host_slot": HostSlot, "xg_lpm_key": LpmKey, "xg_lpm4_key": Lpm4Key,
     "xg_allow": AllowVal, "xg_limit_key": LimitKey, "xg_limit": LimitVal, "xg_addr": AddrKey,
     "xg_limit_dst": LimitDst, "xg_counter": Counter, "xg_stats": Stats, "xg_config": Config,
     "xg_event": Event,
@@ -155,6 +169,20 @@ def filter_slot(src: str) -> int:
     for i in range(0, len(packed), 4):
         h ^= int.from_bytes(packed[i:i + 4], sys.byteorder)
     return _slot(h.to_bytes(4, sys.byteorder))
+
+
+def fold6(packed: bytes) -> tuple[int, int]:
+    """(fold, hi) of a 16-byte IPv6 address as the program computes them (xg_flow6_fold): hi its
+    first 8 bytes and lo its last 8, each as a u64 in this machine's byte order, fold = lo ^ hi *
+    XG_FOLD_MULT mod 2^64."""
+    hi, lo = int.from_bytes(packed[:8], sys.byteorder), int.from_bytes(packed[8:], sys.byteorder)
+    return lo ^ (hi * XG_FOLD_MULT) & 0xFFFFFFFFFFFFFFFF, hi
+
+
+def unfold6(fold: int, hi: int) -> bytes:
+    """The 16-byte address whose fold6 is (fold, hi)."""
+    lo = fold ^ (hi * XG_FOLD_MULT) & 0xFFFFFFFFFFFFFFFF
+    return hi.to_bytes(8, sys.byteorder) + lo.to_bytes(8, sys.byteorder)
 
 
 def host_slot(src: str) -> int:

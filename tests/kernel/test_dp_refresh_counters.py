@@ -79,7 +79,8 @@ def percpu(env, rule: Rule) -> list[tuple[int, ...]]:
         arr = read("limit_stats", limit_key(rule))
         return [] if arr is None else [(v.packets, v.bytes, v.dropped) for v in arr]
     arr = read(name, key)
-    return [] if arr is None else [(v.packets, v.bytes) for v in arr]
+    return [] if arr is None else [(getattr(v, "rule", v).packets, getattr(v, "rule", v).bytes)
+                                   for v in arr]  # exact6's value holds the rule in .rule
 
 
 def run_on(env, cpu: int, frame: bytes, n: int) -> None:

@@ -17,7 +17,7 @@ from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 SYN = raw(ETH / IP(src="10.1.0.1", dst="10.2.0.2") / TCP(sport=1234, dport=80, flags="S"))
-ZERO = dict(n_allow=0, n_exact4=0, n_exact6=0, n_host4=0, n_host6=0, n_prefix4=0, n_prefix6=0,
+ZERO = dict(n_allow=0, n_exact4=0, n_exact6=0, n_exact6x=0, n_host4=0, n_host6=0, n_prefix4=0, n_prefix6=0,
             n_limit=0, n_host_slot=0)
 
 

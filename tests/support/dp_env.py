@@ -11,7 +11,7 @@ import os
 from services.dataplane import bpfsys, loader
 from services.dataplane.datapath import Datapath
 from services.dataplane.ringbuf import RingReader
-from services.dataplane.structs import (Addr4Key, AddrKey, Flow4Key, Flow6Key, HostSlot, LimitKey,
+from services.dataplane.structs import (Addr4Key, AddrKey, Flow4Key, Flow6Fold, Flow6Key, HostSlot, LimitKey,
                                         Lpm4Key, LpmKey, host_slot, pfx_filter_slot)
 from tests.support.caps import fresh_pin_dir
 
@@ -61,7 +61,7 @@ def clear_rules(dp: Datapath) -> None:
     for rs in dp.rules():  # through Datapath first, so rule counts and filter slots go back to 0
         dp.delete_rule(rs.rule)
     maps = dp._maps
-    for name, key in (("exact4", Flow4Key), ("exact6", Flow6Key), ("src_prefix4", Lpm4Key), ("src_prefix", LpmKey),
+    for name, key in (("exact4", Flow4Key), ("exact6", Flow6Fold), ("exact6x", Flow6Key), ("src_prefix4", Lpm4Key), ("src_prefix", LpmKey),
                       ("src_host4", Addr4Key), ("src_host6", AddrKey),
                       ("allow", LpmKey), ("dst_limit", LimitKey), ("limit_dst", AddrKey),
                       ("limit_stats", LimitKey)):

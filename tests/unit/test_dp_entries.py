@@ -151,3 +151,36 @@ def test_consecutive_addresses_spread_over_the_host_slots():
     for base in (ipaddress.IPv4Address("10.0.0.0"), ipaddress.IPv6Address("fd00::")):
         slots = {structs.host_slot(str(base + i)) for i in range(4096)}
         assert len(slots) >= 3000 and max(slots) < structs.XG_HOST_SLOTS
+
+
+def test_ipv6_exact_rules_are_keyed_by_folded_addresses_that_unfold_with_their_hi_halves():
+    rule = Rule("flow", "drop", src="2001:db8:1::1", dst="2001:db8:9::9", sport=7, dport=8, proto=6)
+    name, key = entries.flow_key(rule)
+    fold, whole, shi, dhi = entries.flow6(rule)
+    assert name == "exact6" and ctypes.sizeof(key) == 24 and bytes(key) == bytes(fold)
+    assert (bytes(whole.saddr), whole.sport, whole.dport, whole.proto) == (
+        ipaddress.ip_address("2001:db8:1::1").packed, 7, 8, 6)
+    src = ipaddress.ip_address("2001:db8:1::1").packed
+    assert shi == int.from_bytes(src[:8], sys.byteorder)  # the first 8 bytes as the CPU loads them
+    lo = int.from_bytes(src[8:], sys.byteorder)
+    assert key.sfold == lo ^ (shi * structs.XG_FOLD_MULT) % 2**64
+    assert structs.unfold6(key.sfold, shi) == src and structs.unfold6(key.dfold, dhi) == \
+        ipaddress.ip_address("2001:db8:9::9").packed
+    # the same low half under another high half folds elsewhere (a low-half key would collide)
+    other = entries.flow_key(Rule("flow", "drop", src="2001:db8:2::1", dst="2001:db8:9::9", sport=7,
+                                  dport=8, proto=6))[1]
+    assert other.sfold != key.sfold
+
+
+def test_exact6_entries_read_back_with_their_addresses_and_counters():
+    rule = Rule("flow", "pass", src="fd00::1", dst="fd00:0:0:1::2", sport=1, dport=2, proto=17)
+    key, whole, shi, dhi = entries.flow6(rule)
+    v = structs.Rule6Val(RuleVal(0, 5, 3, 300, XG_ACT_PASS, 1), shi, dhi)
+    xrule = Rule("flow", "drop", src="fd00::3", dst="fd00::4", sport=1, dport=2, proto=17)
+    xkey = entries.flow6(xrule)[1]
+    vals = {("exact6", bytes(key)): v, ("exact6x", bytes(xkey)): RuleVal(0, 5, 2, 100, XG_ACT_DROP, 1)}
+    got = entries.read_rules(lambda name, kt: {"exact6": [key], "exact6x": [xkey]}.get(name, []),
+                             lambda name, k: vals.get((name, bytes(k))))
+    assert sorted((rs.rule.src, rs.rule.dst, rs.rule.action.value, rs.hits, rs.bytes, rs.dropped)
+                  for rs in got) == [("fd00::1", "fd00:0:0:1::2", "pass", 3, 300, 0),
+                                     ("fd00::3", "fd00::4", "drop", 2, 100, 2)]

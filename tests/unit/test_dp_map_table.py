@@ -15,6 +15,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "xdpguard.c"
 # BCC macro -> (map type, takes a key struct)
 MACROS = {"ARRAY": (bpfsys.MAP_TYPE_ARRAY, False), "PERCPU_ARRAY": (bpfsys.MAP_TYPE_PERCPU_ARRAY, False),
           "HASH": (bpfsys.MAP_TYPE_HASH, True), "PERCPU_HASH": (bpfsys.MAP_TYPE_PERCPU_HASH, True),
+          "PERCPU_HASH_NOPREALLOC": (bpfsys.MAP_TYPE_PERCPU_HASH, True),
           "LPM_TRIE": (bpfsys.MAP_TYPE_LPM_TRIE, True), "RINGBUF_OUTPUT": (bpfsys.MAP_TYPE_RINGBUF, False)}
 # size macro of the C declaration -> the Config field the loader records it in
 SIZE_FIELDS = {"1": None, "XG_EXACT_MAX": "exact_max", "XG_PREFIX_MAX": "prefix_max",
@@ -60,7 +61,7 @@ def test_each_spec_has_the_declared_type_structs_and_size(name):
         assert spec.key is ctypes.c_uint32, "arrays are indexed by a u32"
     assert spec.value is mirror(value), "value struct"
     assert spec.size == SIZE_FIELDS[size], "size"
-    assert spec.flags == (maps.BPF_F_NO_PREALLOC if macro == "LPM_TRIE" else 0)
+    assert spec.flags == (maps.BPF_F_NO_PREALLOC if macro in ("LPM_TRIE", "PERCPU_HASH_NOPREALLOC") else 0)
 
 
 def info(**over) -> bpfsys.MapInfo:
@@ -88,9 +89,9 @@ def test_every_difference_is_named_with_both_values():
 
 
 def test_specs_say_which_maps_are_per_cpu_and_where_their_size_is_recorded():
-    assert {s.name for s in MAPS if s.percpu} == {"stats", "exact4", "exact6", "src_host4", "src_host6",
+    assert {s.name for s in MAPS if s.percpu} == {"stats", "exact4", "exact6", "exact6x", "src_host4", "src_host6",
                                                        "src_host_slot", "src_prefix4", "src_prefix", "limit_stats"}
     cfg = structs.Config(exact_max=7, ring_bytes=4096)
-    assert SPECS["exact6"].max_entries(cfg) == 7
+    assert SPECS["exact6"].max_entries(cfg) == 7 and SPECS["exact6x"].max_entries(cfg) == 7
     assert SPECS["events"].max_entries(cfg) == 4096 and SPECS["config"].max_entries(cfg) == 1
     assert MapSpec("x", bpfsys.MAP_TYPE_RINGBUF, None, None, None).key_size == 0
