@@ -91,7 +91,7 @@ class Answers:
     were skipped, and solicits while it is within SOLICIT_WINDOWS (a window the replay or a
     stage 2 partition saw no flow in is a window nobody asked anything in)."""
 
-    __slots__ = ("current", "addresses", "flows", "asked", "hashed")
+    __slots__ = ("current", "addresses", "flows", "asked", "hashed", "asking", "asked_before")
 
     def __init__(self, addresses: Iterable[str], flows: Iterable, senders: Iterable,
                  previous: "Answers | None" = None, hashed: bool = False,
@@ -99,6 +99,12 @@ class Answers:
         self.current = (set(addresses), set(flows), set(senders))
         self.addresses, self.flows = self.current[0], self.current[1]
         self.hashed = hashed
+        # (source, destination, port) of requests sent FROM a tunnel port (`note_requests`):
+        # this window's, and the window before's when it was the last one seen
+        self.asking: set[tuple] = set()
+        self.asked_before: set[tuple] = set()
+        if previous is not None and not skipped:
+            self.asked_before = previous.asking
         # (addresses, senders) of this window and up to SOLICIT_WINDOWS - 1 before, newest first
         self.asked = ((self.current[0], self.current[2]),)
         if previous is not None and 0 <= skipped < SOLICIT_WINDOWS - 1:
@@ -120,18 +126,31 @@ class Answers:
         return cls((k[0] for k in keys), answering, (sent_from_key(k) for k in keys if asks(k)),
                    previous, skipped=skipped)
 
+    def note_requests(self, keys: Iterable[tuple]) -> None:
+        """Note the window's flows (5-tuples, every flow towards the destinations judged: the
+        replay's all, a stage 2 partition's own) sent FROM a tunnel port to another port: a
+        destination's UDP to that port of their source may be its answer to them (a DNS
+        server answering a query sent from port 4789), so it answers no tunnel flow of that
+        source (`answered`; review 18: such a query a second made a flood of the server's 4789
+        answered). Call once per window, before `answered`."""
+        self.asking = {(k[0], k[1], k[2]) for k in keys
+                       if k[4] == PROTO_UDP and k[2] in TUNNEL_PORTS and k[3] != k[2]}
+
     def answered(self, key: tuple, refusals: bool = True) -> bool:
         """Whether the reverse 5-tuple of `key` sent something (`hash64` of it when hashed);
         with `refusals` False, a refusal (`refuses`) does not count. A flow to a tunnel port
         (`tunnels`) is also answered by any flow of its destination to that port of its
-        source (`tunnel_key`)."""
+        source (`tunnel_key`), unless the source sent the destination UDP from that port to
+        another port in this window or the one before (`note_requests`)."""
         if key[1] not in self.addresses:
             return False
         if key[4] == PROTO_UDP and key[3] in TUNNEL_PORTS:
             # a tunnel: answered while the destination sends to the same port of the source
-            # (`tunnel_key`, noted among the flows; the scorer ships it as the flow's sent_by)
-            back = ("tunnel", key[1], key[0], key[3])
-            if (hash64(back) if self.hashed else back) in self.flows:
+            # (`tunnel_key`, noted among the flows; the scorer ships it as the flow's sent_by),
+            # unless the source asked it something from that port (`note_requests`)
+            back, asked = ("tunnel", key[1], key[0], key[3]), (key[0], key[1], key[3])
+            if ((hash64(back) if self.hashed else back) in self.flows
+                    and asked not in self.asking and asked not in self.asked_before):
                 return True
         if self.hashed:
             s, d, sp, dp, pr = key

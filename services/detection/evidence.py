@@ -343,6 +343,7 @@ def assess(keys: Iterable[tuple], flows: Mapping[tuple, Mapping], answers: Answe
     sources' SourceWatch measures, `fates` the probe fates of the windows before (updated;
     without, nothing is held: the scorer holds after merging its partitions' tallies)."""
     keys = list(keys)
+    answers.note_requests(keys)
     marks = {k: flow_marks(k, flows[k], answers, window_end_ns) for k in keys}
     busy = crowded((k[1], k[0], flows[k]["packets"]) for k in keys if marks[k] & SOLICITED)
     if busy:

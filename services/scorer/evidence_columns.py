@@ -41,6 +41,7 @@ def assess_columns(keys: list[tuple], packets: Sequence[int], nbytes: Sequence[i
     packet time (ns); `fates` and `ws` as there (the tally is taken of the flows that can carry
     a probe fate only)."""
     n = len(keys)
+    answers.note_requests(keys)
     if not n:
         return WindowEvidence({}, {}, {})
     sport, dport, proto = (np.fromiter((k[i] for k in keys), dtype=np.int64, count=n)
