@@ -43,7 +43,7 @@ except ImportError:  # a tree from before stage 2 settled its windows (its close
     exchange_tallies = hear_each_other = None
 try:
     from services.scorer.service import tune_collector
-    from services.scorer.settings import load_scorer
+    from services.scorer.settings import ScorerSettings
 except ImportError:  # a tree from before the worker set up the garbage collector
     tune_collector = None
 
@@ -123,7 +123,7 @@ def main() -> int:
     detector = load_model(a.model)
     records = encode_records(traffic(a.events, a.rate, a.flood, a.sources), a.batch, a.partitions)
     if tune_collector is not None:  # as a worker does once started (services/scorer/__main__.py)
-        tune_collector(load_scorer().gc_young)  # SCORER_GC_YOUNG read as a worker reads it
+        tune_collector(ScorerSettings().gc_young)
     for _ in range(a.repeat):
         t, scored, verdicts, digest = run(records, a.partitions, detector)
         total = sum(t.values())

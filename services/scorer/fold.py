@@ -74,12 +74,6 @@ def _column(c: PacketColumns, attr: str, dtype) -> np.ndarray:
     return np.frombuffer(raw, dtype=raw.typecode).astype(dtype)
 
 
-def _ints(c: PacketColumns, attr: str):
-    """Integer column `attr` of `c` to iterate over: the decoded wire array when the decoder
-    kept it (its ints are the list's, and no list is made), else the list."""
-    return getattr(c, attr) if c.arrays is None else c.arrays[attr]
-
-
 def _accepted(c: PacketColumns, ts: np.ndarray, width: int, closed: int,
               limit: int) -> tuple[np.ndarray | None, np.ndarray | int, int, dict[str, int]]:
     """(indices of the accepted events, None for all; their window starts, an int when the
@@ -121,7 +115,7 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
     def accepted(a: np.ndarray) -> np.ndarray:
         return a if idx is None else a[idx]
 
-    keys = zip(c.src, c.dst, _ints(c, "sport"), _ints(c, "dport"), _ints(c, "proto"))
+    keys = zip(c.src, c.dst, c.sport, c.dport, c.proto)
     if idx is not None:
         keep = np.zeros(ts.size, bool)
         keep[idx] = True

@@ -1,9 +1,7 @@
 """Closed windows -> one batched model call -> detect's rule suggestions -> verdicts. Pure.
 
-All windows closed in one timer tick are scored as ONE batch (the model's cost is per call as
-much as per row; a batch of more than SCORE_BLOCK_ROWS rows goes through `score_rows` in blocks
-of equal size, each above half of it: the whole batch's 50 MB temporaries, fresh memory per
-call, cost more than the model on the benchmark machine; same scores to the bit), then each window's scores, its evidence (dst_windows.DstPartition
+All windows closed in one timer tick are scored with ONE `score_rows` call (the model's cost is
+per call as much as per row), then each window's scores, its evidence (dst_windows.DstPartition
 computed it) and its partition's escalation memory go through services.detection.detect. The
 model's evidence bounds reach the decision through the windows `score_windows` scored.
 """
@@ -34,22 +32,13 @@ class VerdictPolicy:
     target_origin: bool = False  # exact-flow verdicts go to the capturing node only
 
 
-SCORE_BLOCK_ROWS = 16384
-
-
 def score_batch(detector, windows: Sequence[ClosedWindow]) -> list[np.ndarray]:
-    """Scores of every window's rows, from a single model call; a batch of more than
-    SCORE_BLOCK_ROWS rows in blocks of equal size (more than half of it each)."""
+    """Scores of every window's rows, from a single model call."""
     sizes = [len(w.matrix) for w in windows]
     if sum(sizes) == 0:
         return [np.zeros(0) for _ in windows]
     X = np.concatenate([w.matrix for w in windows]).reshape(sum(sizes), len(FEATURE_NAMES))
-    blocks = -(-len(X) // SCORE_BLOCK_ROWS)
-    if blocks <= 1:
-        scores = np.asarray(detector.score_rows(X), dtype=np.float64)
-    else:
-        scores = np.concatenate([np.asarray(detector.score_rows(b), dtype=np.float64)
-                                 for b in np.array_split(X, blocks)])
+    scores = np.asarray(detector.score_rows(X), dtype=np.float64)
     return np.split(scores, np.cumsum(sizes)[:-1])
 
 

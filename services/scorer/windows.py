@@ -141,12 +141,11 @@ class SourcePartition:
         """Each node's newest event time in `c` minus `now`: its clock's offset from this
         host's, less the time the event took to get here."""
         nodes = set(c.node)
-        ts_ns = c.ts_ns if c.arrays is None else c.arrays["ts_ns"]  # no list made for it
         if len(nodes) == 1:
-            self.skew_ns[c.node[0]] = max(ts_ns) - now
+            self.skew_ns[c.node[0]] = max(c.ts_ns) - now
             return
         newest: dict[str, int] = {}
-        for node, ts in zip(c.node, ts_ns):
+        for node, ts in zip(c.node, c.ts_ns):
             if ts > newest.get(node, -1):
                 newest[node] = ts
         for node, ts in newest.items():

@@ -19,7 +19,7 @@ import array
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import contains
 from typing import Any
@@ -28,7 +28,6 @@ import msgpack
 
 from services.common.errors import DecodeError
 from services.records.packet import Packet
-from services.wire.packetcols import PacketColumns
 from services.records.rules import Rule, canonical_address
 from services.records.verdict import Verdict
 
@@ -172,6 +171,33 @@ def _same_families(src: list[str], dst: list[str]) -> None:
                           f"IP families")
 
 
+@dataclass(frozen=True, slots=True)
+class PacketColumns:
+    """A decoded packet record as columns (the scorer's fast path: no Packet per event).
+    `arrays`: the integer columns as decoded (Packet attribute -> array.array of the wire
+    type, native byte order; None for a one-event record), for numpy without a copy per
+    element (np.frombuffer): the scorer's vectorised fold (services/scorer/fold.py)."""
+    n: int
+    ts_ns: list[int]
+    seq: list[int]
+    src: list[str]
+    dst: list[str]
+    sport: list[int]
+    dport: list[int]
+    proto: list[int]
+    tcp_flags: list[int]
+    length: list[int]
+    ifindex: list[int]
+    sample_rate: list[int]
+    node: list[str]
+    arrays: dict[str, array.array] | None = field(default=None, compare=False, repr=False)
+
+    def packets(self) -> list[Packet]:
+        return [Packet(*row) for row in zip(
+            self.ts_ns, self.src, self.dst, self.sport, self.dport, self.proto, self.tcp_flags,
+            self.length, self.ifindex, self.sample_rate, self.node, self.seq)]
+
+
 def decode_packet_columns(data: bytes) -> PacketColumns:
     rec = _unpack(data, T_PACKETS)
     n = _field(rec, "n", int, T_PACKETS)
@@ -188,7 +214,8 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         col.frombytes(raw)
         if _SWAP:
             col.byteswap()
-        cols["arrays"][attr] = col  # its list: PacketColumns makes it when first read
+        cols[attr] = col.tolist()
+        cols["arrays"][attr] = col
     for key in ("src", "dst"):
         raw = _field(rec, key, list, T_PACKETS)
         if len(raw) != n:

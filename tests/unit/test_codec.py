@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.wire import codec, packetcols
+from services.wire import codec
 from services.wire.codec import (
     DecodeError, decode_deadletter, decode_packet_columns, decode_packets, decode_rule_record,
     decode_verdict, encode_deadletter, encode_rule_record, encode_verdict, rule_tombstone)
@@ -62,24 +62,6 @@ def test_columns_view_matches_packets():
     cols = decode_packet_columns(encode_packets(batch))
     assert cols.n == 10 and cols.seq == list(range(10)) and cols.node == ["node-a"] * 10
     assert cols.packets() == batch
-
-
-def test_integer_columns_are_made_from_the_wire_arrays_when_first_read():
-    batch = [pkt(i, sport=40000 + i, length=60 + i) for i in range(5)]
-    cols = decode_packet_columns(encode_packets(batch))
-    assert cols._ints == {}  # nothing made by the decode: the fold reads the arrays
-    assert cols.sport == [40000 + i for i in range(5)] and cols.length == [60 + i for i in range(5)]
-    assert cols.sport is cols.sport and set(cols._ints) == {"sport", "length"}
-    assert cols.ts_ns == [p.ts_ns for p in batch] and cols.packets() == batch
-    one = decode_packet_columns(encode_packets(batch[:1]))  # the one-event row form: lists
-    assert one.arrays is None and one.sport == [40000] and one.packets() == batch[:1]
-    assert decode_packet_columns(encode_packets(batch)) == cols != one
-    assert "sport=[40000, 40001" in repr(cols)
-    with pytest.raises(AttributeError):
-        cols.sport = [1]
-    with pytest.raises(TypeError):
-        hash(cols)
-    assert packetcols._INT_ATTRS == tuple(attr for _, _, attr in codec.PACKET_COLUMNS)
 
 
 def test_mixed_nodes_and_families_in_one_batch():
