@@ -70,9 +70,14 @@ def tunnels(key: tuple) -> bool:
 
 def tunnel_key(key: tuple) -> tuple:
     """What a tunnel flow `key` (`tunnels`) is noted by among a window's flows (Answers.flows):
-    its ends and its port, not its source port (a hash of the inner flow). A 4-tuple led by
-    "tunnel": it never equals a 5-tuple or a `sent_from_key` (led by an address)."""
-    return ("tunnel", key[0], key[1], key[3])
+    its ends and its port, not its source port (a hash of the inner flow)."""
+    return _tunnel(key[0], key[1], key[3])
+
+
+def _tunnel(src: str, dst: str, port: int) -> tuple:
+    """The tunnel key of UDP from `src` to `port` of `dst`: a 4-tuple led by "tunnel", so it
+    never equals a 5-tuple or a `sent_from_key` (led by an address)."""
+    return ("tunnel", src, dst, port)
 
 
 def asked_key(key: tuple) -> tuple:
@@ -144,11 +149,11 @@ class Answers:
         another port in this window or the one before (`note_requests`)."""
         if key[1] not in self.addresses:
             return False
-        if key[4] == PROTO_UDP and key[3] in TUNNEL_PORTS:
+        if tunnels(key):
             # a tunnel: answered while the destination sends to the same port of the source
             # (`tunnel_key`, noted among the flows; the scorer ships it as the flow's sent_by),
             # unless the source asked it something from that port (`note_requests`)
-            back, asked = ("tunnel", key[1], key[0], key[3]), (key[0], key[1], key[3])
+            back, asked = _tunnel(key[1], key[0], key[3]), (key[0], key[1], key[3])
             if ((hash64(back) if self.hashed else back) in self.flows
                     and asked not in self.asking and asked not in self.asked_before):
                 return True

@@ -15,6 +15,8 @@
   (helper-46's second review)."""
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
@@ -102,7 +104,6 @@ def test_a_session_whose_syn_was_retransmitted_counts_once(detector):
 def _udp_port_scan(lo: int, hi: int, pps: float = 10, seconds: int = 30, seed: int = 41) -> list:
     """One scanner, one target: UDP datagrams to the ports lo..hi in random order (nmap -sU's
     default order), `pps` a second, nobody answers."""
-    import random
     rnd = random.Random(seed)
     ports = rnd.sample(range(lo, hi + 1), int(seconds * pps))
     return [G._udp(T0 + int(i * S / pps), "203.0.113.91", "10.0.0.32", 41000, port, 60)
