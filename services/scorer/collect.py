@@ -29,6 +29,7 @@ from services.common.errors import DecodeError
 from services.detection.evidence import ProbeFates
 from services.wire.codec import encode_verdict
 
+from . import faust_internals
 from .metrics import ScorerMetrics
 from .modelfeed import ModelFeed
 from .rollout import rule_keys, tally
@@ -167,7 +168,7 @@ class CollectStage:
         retried. A window's chunks stay in the table until it settles: a worker that dies in
         between leaves them to the next owner, which closes the window again."""
         await self.flush_bad()
-        settled = []
+        settled, decided = [], []
         for q, part in list(self.dests.items()):
             due = [ws for ws in part.due() if self.models.may_score(ws)]
             tallies = {}
@@ -187,14 +188,21 @@ class CollectStage:
             self.closed_upto = max(self.closed_upto, part.closed_upto)
             await self._announce(q, part, tallies)
             done = part.settle()
+            if done or due:
+                decided.append((q, part, done, part.decided_upto(), list(part.progress)))
+            settled += [w for w in done if w.keys]
+        # verdicts first, delivered; only then the chunks deleted and the marker moved: a
+        # worker killed between the two had left windows marked decided whose verdicts never
+        # arrived (killed after the verdicts, the next owner repeats them: the same ids)
+        sends = await self._score(settled) if settled else []
+        await faust_internals.delivered(sends, "verdicts")
+        for q, part, done, upto, progress in decided:
+            if self.dests.get(q) is not part:
+                continue  # revoked meanwhile: the next owner settles these windows again
             for w in done:
                 for key in w.chunk_keys:
                     await self.store.put_chunk(q, key, None)
-            if done or due:
-                await self.store.put_marker(q, part.decided_upto(), part.progress)
-            settled += [w for w in done if w.keys]
-        if settled:
-            await self._score(settled)
+            await self.store.put_marker(q, upto, progress)
 
     async def _announce(self, q: int, part: DstPartition, tallies: dict[int, dict]) -> None:
         """Tell every stage 2 partition (this one directly, the others over the flows topic)
@@ -242,17 +250,21 @@ class CollectStage:
         summary = msgpack.packb({"window": w.window_ns, "flows": [list(k) for k in w.keys]})
         await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
 
-    async def _score(self, closed: list[ClosedWindow]) -> None:
+    async def _score(self, closed: list[ClosedWindow]) -> list[asyncio.Future]:
         """Score the windows closed in one pass: one model call per (model, shadow) pair the
-        schedule names for them (one, but for the pass that crosses a switch)."""
+        schedule names for them (one, but for the pass that crosses a switch). Returns the
+        verdicts' sends (faust_internals.delivered)."""
         groups: dict[tuple[int, int], tuple[object, object, list[ClosedWindow]]] = {}
         for w in closed:
             det, shadow = self.models.schedule.for_window(w.window_ns)
             groups.setdefault((id(det), id(shadow)), (det, shadow, []))[2].append(w)
+        sends: list[asyncio.Future] = []
         for det, shadow, windows in groups.values():
-            await self._score_with(det, shadow, windows)
+            sends += await self._score_with(det, shadow, windows)
+        return sends
 
-    async def _score_with(self, detector, shadow, closed: list[ClosedWindow]) -> None:
+    async def _score_with(self, detector, shadow, closed: list[ClosedWindow]
+                          ) -> list[asyncio.Future]:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
@@ -270,6 +282,7 @@ class CollectStage:
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         shadow_scores = await self._shadow_scores(shadow, closed)
         thr, model_id = detector.threshold, detector.model_id
+        sends: list[asyncio.Future] = []
         for i, (w, scores) in enumerate(zip(closed, all_scores)):
             self.metrics.windows_scored.inc()
             self.metrics.windows_by_model.labels(model_id).inc()
@@ -285,9 +298,11 @@ class CollectStage:
             if shadow_scores is not None:
                 self._compare(w, memory, detector, scores, verdicts, shadow, shadow_scores[i])
             for v in verdicts:
-                await self.verdicts_topic.send(key=v.rule.key().encode(), value=encode_verdict(v))
+                sends.append(await self.verdicts_topic.send(key=v.rule.key().encode(),
+                                                            value=encode_verdict(v)))
                 self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
+        return sends
 
     async def _shadow_scores(self, shadow, closed: list[ClosedWindow]):
         """The shadow model's scores of `closed` (None: no shadow, or it failed: logged)."""

@@ -25,6 +25,7 @@ attribute that moved when an upgrade breaks one. The run-time readers below fall
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -210,6 +211,26 @@ async def write_through(table, partition: int, key: bytes, value: bytes | None) 
     else:
         data[key] = value
     await table.changelog_topic.send(key=key, value=value, partition=partition)
+
+
+async def delivered(sends: list, what: str) -> None:
+    """Wait until the sends in `sends` (the futures `await topic.send(...)` returns; more may
+    be appended meanwhile: those are left in it) are acknowledged by the broker, and take
+    them out of the list. For a write that supersedes them (a changelog deletion, a marker),
+    so it is never durable before them: the producer puts batches in requests as they fill,
+    and a process killed between two requests keeps the first. A send the producer gave up
+    on (after its own retries) is logged with `what` it carried: that is lost either way."""
+    waiting = list(sends)
+    if not waiting:
+        return
+    await asyncio.wait(waiting)
+    failed = [f for f in waiting if f.cancelled() or f.exception() is not None]
+    if failed:
+        f = failed[0]
+        log.error("%d sends of %s not delivered: %s", len(failed), what,
+                  "cancelled" if f.cancelled() else repr(f.exception()))
+    gone = set(waiting)
+    sends[:] = [f for f in sends if f not in gone]
 
 
 def declared_specs(topic, conf) -> list[TopicSpec]:

@@ -10,6 +10,7 @@ followed by this partition's progress mark to every flows partition (docs/scorer
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Awaitable, Callable
@@ -53,6 +54,9 @@ class IngestStage:
         self.nodes: set[str] = set()  # capture nodes with a metric label of their own
         self.warned: dict[str, float] = {}  # node -> when its future events were last logged
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (p, key, reason, value)
+        # packets partition -> sends of its chunks not known delivered yet (close)
+        self.inflight: dict[int, list[asyncio.Future]] = {}
+        self.marked: dict[int, tuple[int, int]] = {}  # packets partition -> its marker written
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, p: int) -> SourcePartition:
@@ -107,6 +111,8 @@ class IngestStage:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
         self.sources.pop(p, None)
         self.announced.pop(p, None)
+        self.inflight.pop(p, None)
+        self.marked.pop(p, None)
         self.metrics.partitions.set(len(self.sources))
 
     # --- records ------------------------------------------------------------------------------
@@ -196,26 +202,39 @@ class IngestStage:
         # watermarks then ran ahead on the wall clock (4 of 6 two-worker bench runs lost events
         # as late; docs/scorer.md "Closing"). Instead a window counts as being sent until all
         # its chunks are queued, and neither closer announces progress past it meanwhile.
+        # The records and the marker that say a window is done are written only once its
+        # chunks are DELIVERED (and every chunk queued before them, by either closer): the
+        # producer sends the changelog's batches and the flows' in separate requests, and a
+        # worker killed between them had left records deleted whose flows never arrived.
         for p in partitions:
             part = self.sources.get(p)
             if part is None:
                 continue
             due = part.due()
+            inflight = self.inflight.setdefault(p, [])
+            done: list[int] = []
             for ws in due:
                 if ws not in part.windows:
                     continue  # the other closer took it while this one was sending
-                chunks, done = part.close(ws, self.n)
+                chunks, offsets = part.close(ws, self.n)
                 try:
                     for c in chunks:
-                        await self.flows_topic.send(key=c.key(), value=c.encode(),
-                                                    partition=c.dst_partition)
+                        inflight.append(await self.flows_topic.send(
+                            key=c.key(), value=c.encode(), partition=c.dst_partition))
                 finally:
                     part.sent(ws)
-                for off in done:
-                    await self.store.put_record(p, off, None)
+                done += offsets
                 self.metrics.windows_closed.labels("source").inc()
             if due:
-                await self.store.put_marker(p, part.closed_upto, self.seen.get(p, -1))
+                marker = (part.closed_upto, self.seen.get(p, -1))
+                await faust_internals.delivered(inflight, f"packets partition {p}'s flows")
+                if self.sources.get(p) is not part:
+                    continue  # revoked meanwhile: the next owner closes these windows again
+                for off in done:
+                    await self.store.put_record(p, off, None)
+                if marker > self.marked.get(p, (-1, -1)):  # the other closer's may be newer
+                    self.marked[p] = marker
+                    await self.store.put_marker(p, *marker)
             await self.announce(p, part)
 
     async def announce(self, p: int, part: SourcePartition) -> None:

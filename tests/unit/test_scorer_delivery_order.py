@@ -1,0 +1,160 @@
+"""What says a window is done is written only after what it supersedes is delivered.
+
+Faust's producer puts batches in requests as they fill, one topic's apart from another's, and a
+worker killed between two requests keeps the first. Stage 1 deleted a closed window's records and
+moved its marker right after QUEUEING the window's flow chunks, and stage 2 deleted a settled
+window's chunks and moved its marker before even queueing its verdicts: a SIGKILL between the two
+left flows that no owner would send or score again (1,404 of 1,414 verdicts in one CI run of
+tests/broker/test_scorer_scaleout.py). Here the sends are futures the test resolves by hand: no
+changelog write that supersedes them may come before."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from services.scorer import collect as collect_mod
+from services.scorer import windows
+from services.scorer.chunks import FlowChunk
+from services.scorer.scoring import VerdictPolicy
+from services.wire.codec import decode_packet_columns, decode_verdict
+from tests.support.packet_records import encode_packets
+from tests.support.scorer_app import scorer_without_broker
+from tests.support.scorer_traffic import benign
+
+pytestmark = pytest.mark.unit
+W = 10**9
+NOW = time.time_ns() // W * W - 8 * W
+
+
+class HeldSends:
+    """A topic's `send` whose deliveries the test resolves: `.sent` (key, value, partition),
+    `.futures` the future each send returned, in order."""
+
+    def __init__(self) -> None:
+        self.sent, self.futures = [], []
+
+    async def send(self, key=None, value=None, partition=None, **_):
+        fut = asyncio.get_running_loop().create_future()
+        self.sent.append((key, value, partition))
+        self.futures.append(fut)
+        return fut
+
+    def deliver(self) -> None:
+        for f in self.futures:
+            if not f.done():
+                f.set_result(None)
+
+
+@pytest.fixture
+def wired(monkeypatch):
+    """A Scorer over its real (memory) tables, changelog writes recorded in `.changelog`
+    ((table, partition, key, value), in order)."""
+    sc = scorer_without_broker()
+    sc.changelog = []
+    for table in (sc.topics.src_table, sc.topics.dst_table):
+        async def send(key, value, partition, _name=table.name):
+            sc.changelog.append((_name, partition, key, value))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+        monkeypatch.setattr(table.changelog_topic, "send", send)
+    return sc
+
+
+async def settle_a_little() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def test_stage1_deletes_records_and_moves_its_marker_only_after_the_chunks_are_delivered(
+        wired, monkeypatch):
+    ingest, flows = wired.ingest, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+    early = encode_packets(benign(NOW, 0.5, clients=3, seed=1))
+    later = encode_packets(benign(NOW + 4 * W, 0.5, clients=3, seed=2))
+
+    async def scenario():
+        part = ingest.partition(1)
+        for off, rec in ((0, early), (1, later)):
+            part.add(off, decode_packet_columns(rec))
+            await ingest.store.put_record(1, off, rec)
+        assert NOW in part.due()
+        before = len(wired.changelog)
+        closing = asyncio.create_task(ingest.close([1]))
+        await settle_a_little()
+        chunks = [s for s in flows.sent if FlowChunk.decode(s[1]).window_ns == NOW]
+        assert chunks and not closing.done()  # queued, waiting for their delivery
+        assert wired.changelog[before:] == []  # nothing that says the window is done
+        flows.deliver()
+        await asyncio.wait_for(closing, 5)
+        after = wired.changelog[before:]
+        keys = [k for _, p, k, v in after if v is None]
+        assert ingest.store.record_key(1, 0) in keys  # its record deleted now
+        assert any(k == ingest.store.marker_key(1) for _, _, k, _ in after)
+        assert ingest.store.marker(1)[0] >= NOW
+        assert ingest.inflight[1] == []
+    asyncio.run(scenario())
+
+
+def test_stage1_a_send_the_producer_gave_up_on_is_logged_and_does_not_stop_closing(
+        wired, monkeypatch, caplog):
+    ingest, flows = wired.ingest, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+
+    async def scenario():
+        part = ingest.partition(2)
+        for off, ws in ((0, NOW), (1, NOW + 4 * W)):
+            rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
+            part.add(off, decode_packet_columns(rec))
+        closing = asyncio.create_task(ingest.close([2]))
+        await settle_a_little()
+        flows.futures[0].set_exception(RuntimeError("KafkaTimeoutError: batch expired"))
+        flows.deliver()
+        await asyncio.wait_for(closing, 5)
+        assert ingest.store.marker(2)[0] >= NOW and ingest.inflight[2] == []
+    asyncio.run(scenario())
+    assert "not delivered" in caplog.text and "packets partition 2" in caplog.text
+
+
+def test_stage2_deletes_chunks_and_moves_its_marker_only_after_the_verdicts_are_delivered(
+        wired, monkeypatch):
+    collect, verdicts = wired.collect, HeldSends()
+    monkeypatch.setattr(wired.topics.verdicts, "send", verdicts.send)
+    marks = HeldSends()  # the tally marks to the other partitions: delivered at once
+    monkeypatch.setattr(wired.topics.flows, "send", marks.send)
+    collect.policy = VerdictPolicy(emit_pass=True)  # a pass verdict per flow: something to send
+    monkeypatch.setattr(collect_mod, "score_windows",
+                        lambda det, closed: [np.zeros(len(w.keys)) for w in closed])
+    part = collect.partition(0)
+    sp = windows.SourcePartition(0, W, 0, lambda: 0.0)
+    sp.add(0, decode_packet_columns(encode_packets(benign(NOW, 0.5, clients=3, seed=3))))
+    chunks = sp.close(NOW, 1)[0]
+
+    async def scenario():
+        for c in chunks:
+            key = collect.store.chunk_key(0, c)
+            part.add(key, FlowChunk.decode(c.encode()))
+            await collect.store.put_chunk(0, key, c.encode())
+        for p in range(collect.n):
+            part.mark(p, NOW)
+            part.peer(p, NOW, {})  # every partition is past NOW: the window settles
+        before = len(wired.changelog)
+        closing = asyncio.create_task(collect.close())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            marks.deliver()
+            if verdicts.sent:
+                break
+        await settle_a_little()
+        assert verdicts.sent and not closing.done()
+        assert [decode_verdict(v).rule.action.value for _, v, _ in verdicts.sent][0] == "pass"
+        assert wired.changelog[before:] == []  # chunks kept, marker not moved
+        assert collect.store.chunks(0)
+        verdicts.deliver()
+        await asyncio.wait_for(closing, 5)
+        assert collect.store.chunks(0) == []
+        assert any(k == collect.store.marker_key(0) for _, _, k, _ in wired.changelog[before:])
+    asyncio.run(scenario())
