@@ -56,7 +56,6 @@ class IngestStage:
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (p, key, reason, value)
         # packets partition -> sends of its chunks not known delivered yet (close)
         self.inflight: dict[int, list[asyncio.Future]] = {}
-        self.marked: dict[int, tuple[int, int]] = {}  # packets partition -> its marker written
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, p: int) -> SourcePartition:
@@ -112,7 +111,6 @@ class IngestStage:
         self.sources.pop(p, None)
         self.announced.pop(p, None)
         self.inflight.pop(p, None)
-        self.marked.pop(p, None)
         self.metrics.partitions.set(len(self.sources))
 
     # --- records ------------------------------------------------------------------------------
@@ -232,8 +230,9 @@ class IngestStage:
                     continue  # revoked meanwhile: the next owner closes these windows again
                 for off in done:
                     await self.store.put_record(p, off, None)
-                if marker > self.marked.get(p, (-1, -1)):  # the other closer's may be newer
-                    self.marked[p] = marker
+                # the other closer's, written while this one waited, may be newer (a bad
+                # stored marker was dead-lettered and deleted by flush_bad before closing)
+                if marker > (self.store.marker(p) or (-1, -1)):
                     await self.store.put_marker(p, *marker)
             await self.announce(p, part)
 
