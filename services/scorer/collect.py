@@ -21,7 +21,6 @@ import asyncio
 import copy
 import logging
 import time
-from typing import Awaitable, Callable
 
 import msgpack
 
@@ -52,7 +51,7 @@ class CollectStage:
 
     def __init__(self, s: ScorerSettings, n: int, models: ModelFeed, policy: VerdictPolicy,
                  flows_topic, verdicts_topic, store: DestChunks, metrics: ScorerMetrics,
-                 dead: Callable[[str, int, int, str, bytes], Awaitable[None]]) -> None:
+                 dead: faust_internals.DeadLetters) -> None:
         self.s, self.n, self.models, self.policy = s, n, models, policy
         self.width_ns = int(s.window_s * 1e9)
         self.flows_topic, self.verdicts_topic, self.store = flows_topic, verdicts_topic, store
@@ -103,8 +102,11 @@ class CollectStage:
         """Dead-letter and delete the bad stored values partition() met."""
         while self.bad:
             q, key, reason, value = self.bad.pop(0)
-            await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}", value or b"")
-            await self.store.forget(q, key)
+            sent = await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}",
+                                   value or b"")
+            # deleted once its dead letter is delivered; not delivered: met again at a restore
+            if await faust_internals.delivered([sent] if sent else [], "a dead letter"):
+                await self.store.forget(q, key)
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
@@ -168,7 +170,8 @@ class CollectStage:
         retried. A window's chunks stay in the table until it settles: a worker that dies in
         between leaves them to the next owner, which closes the window again."""
         await self.flush_bad()
-        settled, decided = [], []
+        settled, decided, dropped = [], [], []
+        sends: list[asyncio.Future] = []  # what must be delivered before any deletion
         for q, part in list(self.dests.items()):
             due = [ws for ws in part.due() if self.models.may_score(ws)]
             tallies = {}
@@ -178,9 +181,9 @@ class CollectStage:
                     w = part.close(ws)
                 except Exception as exc:  # a bug's or a producer's: the window goes, not the worker
                     part.discard(ws)
-                    await self._dead_window(q, ws, [c.encode() for c in chunks.values()], exc)
-                    for key in chunks:
-                        await self.store.put_chunk(q, key, None)
+                    sends += await self._dead_window(q, ws, [c.encode() for c in chunks.values()],
+                                                     exc)
+                    dropped.append((q, part, list(chunks)))
                 else:
                     if w.evidence.tally:
                         tallies[ws] = w.evidence.tally
@@ -191,11 +194,24 @@ class CollectStage:
             if done or due:
                 decided.append((q, part, done, part.decided_upto(), list(part.progress)))
             settled += [w for w in done if w.keys]
-        # verdicts first, delivered; only then the chunks deleted and the marker moved: a
-        # worker killed between the two had left windows marked decided whose verdicts never
-        # arrived (killed after the verdicts, the next owner repeats them: the same ids)
-        sends = await self._score(settled) if settled else []
-        await faust_internals.delivered(sends, "verdicts")
+        # verdicts (and dead letters) first, delivered; only then the chunks deleted and the
+        # marker moved: a worker killed between the two had left windows marked decided whose
+        # verdicts never arrived (killed after the verdicts, the next owner repeats them: the
+        # same ids). Not delivered: the partitions are forgotten, restored from the table at
+        # their next record (progress marks repeat every 0.5 s), their windows scored again.
+        if settled:
+            sends += await self._score(settled)
+        if not await faust_internals.delivered(sends, "verdicts and dead letters"):
+            for q, part, *_ in decided + dropped:
+                if self.dests.get(q) is part:
+                    log.error("flows partition %d: forgotten, to be restored from the table and "
+                              "its windows scored again", q)
+                    self.revoke(q)
+            return
+        for q, part, keys in dropped:
+            if self.dests.get(q) is part:
+                for key in keys:
+                    await self.store.put_chunk(q, key, None)
         for q, part, done, upto, progress in decided:
             if self.dests.get(q) is not part:
                 continue  # revoked meanwhile: the next owner settles these windows again
@@ -238,22 +254,26 @@ class CollectStage:
             await self._announce(q, part, {})
 
     async def _dead_window(self, q: int, ws: int, raws: list[bytes], exc: Exception,
-                           what: str = "closed") -> None:
+                           what: str = "closed") -> list[asyncio.Future]:
         """Dead-letter what is left of window `ws` of flows partition `q` (its chunks, or a
-        summary of its flows), with the reason it could not be `what`."""
+        summary of its flows), with the reason it could not be `what`. Returns the sends."""
         reason = f"window {ws} not {what}: {type(exc).__name__}: {exc}"
         log.error("flows partition %d: %s (%d records dead-lettered)", q, reason, len(raws))
+        sends = []
         for raw in raws:
-            await self.dead(self.topic_name, q, -1, reason, raw)
+            sent = await self.dead(self.topic_name, q, -1, reason, raw)
+            if sent is not None:
+                sends.append(sent)
+        return sends
 
-    async def _dead_scored(self, w: ClosedWindow, exc: Exception) -> None:
+    async def _dead_scored(self, w: ClosedWindow, exc: Exception) -> list[asyncio.Future]:
         summary = msgpack.packb({"window": w.window_ns, "flows": [list(k) for k in w.keys]})
-        await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
+        return await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
 
     async def _score(self, closed: list[ClosedWindow]) -> list[asyncio.Future]:
         """Score the windows closed in one pass: one model call per (model, shadow) pair the
         schedule names for them (one, but for the pass that crosses a switch). Returns the
-        verdicts' sends (faust_internals.delivered)."""
+        verdicts' and dead letters' sends (faust_internals.delivered)."""
         groups: dict[tuple[int, int], tuple[object, object, list[ClosedWindow]]] = {}
         for w in closed:
             det, shadow = self.models.schedule.for_window(w.window_ns)
@@ -267,6 +287,7 @@ class CollectStage:
                           ) -> list[asyncio.Future]:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
+        sends: list[asyncio.Future] = []
         try:
             # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
             all_scores = await loop.run_in_executor(None, score_windows, detector, closed)
@@ -278,11 +299,10 @@ class CollectStage:
                                                                  detector, [w]))
                 except Exception as exc:
                     closed.remove(w)
-                    await self._dead_scored(w, exc)
+                    sends += await self._dead_scored(w, exc)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         shadow_scores = await self._shadow_scores(shadow, closed)
         thr, model_id = detector.threshold, detector.model_id
-        sends: list[asyncio.Future] = []
         for i, (w, scores) in enumerate(zip(closed, all_scores)):
             self.metrics.windows_scored.inc()
             self.metrics.windows_by_model.labels(model_id).inc()
@@ -293,7 +313,7 @@ class CollectStage:
                 verdicts = verdicts_for(w, scores, threshold=thr, model_id=model_id,
                                         policy=self.policy)
             except Exception as exc:  # no verdict for this window; the next ones still come
-                await self._dead_scored(w, exc)
+                sends += await self._dead_scored(w, exc)
                 continue
             if shadow_scores is not None:
                 self._compare(w, memory, detector, scores, verdicts, shadow, shadow_scores[i])

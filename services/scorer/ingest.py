@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
 
 import faust
 from faust.types import TP
@@ -42,7 +41,7 @@ class IngestStage:
 
     def __init__(self, app: faust.App, s: ScorerSettings, n: int, detector, packets_topic,
                  flows_topic, store: SourceRecords, metrics: ScorerMetrics,
-                 dead: Callable[[str, int, int, str, bytes], Awaitable[None]]) -> None:
+                 dead: faust_internals.DeadLetters) -> None:
         self.app, self.s, self.n, self.detector = app, s, n, detector
         self.width_ns = int(s.window_s * 1e9)
         self.packets_topic, self.flows_topic, self.store = packets_topic, flows_topic, store
@@ -56,6 +55,8 @@ class IngestStage:
         self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (p, key, reason, value)
         # packets partition -> sends of its chunks not known delivered yet (close)
         self.inflight: dict[int, list[asyncio.Future]] = {}
+        # packets partition -> offsets of closed windows' records to delete once delivered
+        self.done: dict[int, list[int]] = {}
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, p: int) -> SourcePartition:
@@ -103,14 +104,18 @@ class IngestStage:
         """Dead-letter and delete the bad stored values restore() met."""
         while self.bad:
             p, key, reason, value = self.bad.pop(0)
-            await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}", value or b"")
-            await self.store.forget(p, key)
+            sent = await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}",
+                                   value or b"")
+            # deleted once its dead letter is delivered; not delivered: met again at a restore
+            if await faust_internals.delivered([sent] if sent else [], "a dead letter"):
+                await self.store.forget(p, key)
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
         self.sources.pop(p, None)
         self.announced.pop(p, None)
         self.inflight.pop(p, None)
+        self.done.pop(p, None)
         self.metrics.partitions.set(len(self.sources))
 
     # --- records ------------------------------------------------------------------------------
@@ -193,48 +198,92 @@ class IngestStage:
         await self.close(list(self.sources))
 
     async def close(self, partitions) -> None:
-        """Close the due windows of `partitions`: chunks out, stored records and marker updated,
+        """Close the due windows of `partitions`: chunks out (every partition's queued before
+        any is waited for), stored records and marker updated once they are delivered (settle),
         progress announced."""
         # Called by both the ingest agent and the timer, deliberately without a lock: a lock
         # over closing stalled ingestion behind a slow tick, and the stalled partitions'
         # watermarks then ran ahead on the wall clock (4 of 6 two-worker bench runs lost events
         # as late; docs/scorer.md "Closing"). Instead a window counts as being sent until all
         # its chunks are queued, and neither closer announces progress past it meanwhile.
-        # The records and the marker that say a window is done are written only once its
-        # chunks are DELIVERED (and every chunk queued before them, by either closer): the
-        # producer sends the changelog's batches and the flows' in separate requests, and a
-        # worker killed between them had left records deleted whose flows never arrived.
+        closing = []
         for p in partitions:
             part = self.sources.get(p)
             if part is None:
                 continue
             due = part.due()
-            inflight = self.inflight.setdefault(p, [])
-            done: list[int] = []
-            for ws in due:
-                if ws not in part.windows:
-                    continue  # the other closer took it while this one was sending
-                chunks, offsets = part.close(ws, self.n)
-                try:
-                    for c in chunks:
-                        inflight.append(await self.flows_topic.send(
-                            key=c.key(), value=c.encode(), partition=c.dst_partition))
-                finally:
-                    part.sent(ws)
-                done += offsets
-                self.metrics.windows_closed.labels("source").inc()
-            if due:
-                marker = (part.closed_upto, self.seen.get(p, -1))
-                await faust_internals.delivered(inflight, f"packets partition {p}'s flows")
-                if self.sources.get(p) is not part:
-                    continue  # revoked meanwhile: the next owner closes these windows again
-                for off in done:
-                    await self.store.put_record(p, off, None)
-                # the other closer's, written while this one waited, may be newer (a bad
-                # stored marker was dead-lettered and deleted by flush_bad before closing)
-                if marker > (self.store.marker(p) or (-1, -1)):
-                    await self.store.put_marker(p, *marker)
-            await self.announce(p, part)
+            if due and await self._send(p, part, due):
+                closing.append(p)
+            elif not due:
+                await self.announce(p, part)
+        for p in closing:
+            part = self.sources.get(p)
+            if part is not None:
+                await self.settle(p, part)
+                await self.announce(p, self.sources.get(p, part))
+
+    async def _send(self, p: int, part: SourcePartition, due: list[int]) -> bool:
+        """Close windows `due` of `part` and queue their chunks; False when a send raised (the
+        partition is then rebuilt from the table: resend)."""
+        inflight = self.inflight.setdefault(p, [])
+        done = self.done.setdefault(p, [])
+        for ws in due:
+            if ws not in part.windows:
+                continue  # the other closer took it while this one was sending
+            chunks, offsets = part.close(ws, self.n)
+            done += offsets
+            try:
+                for c in chunks:
+                    inflight.append(await self.flows_topic.send(
+                        key=c.key(), value=c.encode(), partition=c.dst_partition))
+            except Exception as exc:
+                log.error("packets partition %d: window %d's chunks not sent: %r", p, ws, exc)
+                self.resend(p, part)
+                return False
+            finally:
+                part.sent(ws)
+            self.metrics.windows_closed.labels("source").inc()
+        return True
+
+    async def settle(self, p: int, part: SourcePartition) -> None:
+        """Write what says `part`'s closed windows are done (their records deleted, the marker
+        moved) once every chunk queued for them, by either closer, is delivered."""
+        # The producer sends the changelog's batches and the flows' in separate requests: a
+        # worker killed between them had left records deleted whose flows never arrived. Only
+        # with nothing being sent and nothing in flight does the marker (closed_upto) vouch
+        # for delivered windows alone; a closer that finds otherwise leaves the writing to
+        # the closer that queued the rest (it settles after queueing).
+        inflight = self.inflight.get(p)
+        if inflight is None or part.sending:
+            return
+        ok = await faust_internals.delivered(inflight, f"packets partition {p}'s flows")
+        if self.sources.get(p) is not part:
+            return  # revoked or rebuilt meanwhile: the next holder closes these windows again
+        if not ok:
+            self.resend(p, part)
+            return
+        if part.sending or inflight:
+            return
+        done, self.done[p] = self.done.get(p, []), []
+        marker = (part.closed_upto, self.seen.get(p, -1))
+        for off in done:
+            await self.store.put_record(p, off, None)
+        # the other closer's, written while this one waited, may be newer (a bad
+        # stored marker was dead-lettered and deleted by flush_bad before closing)
+        if marker > (self.store.marker(p) or (-1, -1)):
+            await self.store.put_marker(p, *marker)
+
+    def resend(self, p: int, part: SourcePartition) -> None:
+        """Chunks of `part` were not delivered: rebuild packets partition `p` from the table
+        (its records and marker still say those windows are open), so they close and are sent
+        again. Stage 2 keeps one copy of a chunk sent twice (its key names window, source
+        partition and index); horizon and evidence memory restart, as after a rebalance."""
+        if self.sources.get(p) is not part:
+            return
+        log.error("packets partition %d: rebuilding its open windows from the table to send "
+                  "them again", p)
+        self.inflight[p], self.done[p] = [], []
+        self.restore(p)
 
     async def announce(self, p: int, part: SourcePartition) -> None:
         """Tell every stage 2 partition how far source partition `p` has got (see windows)."""

@@ -14,6 +14,7 @@ and keeps a timer that races the worker's stop from crashing it.
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from dataclasses import dataclass
@@ -160,10 +161,10 @@ class Scorer(mode.Service):
 
     # --- dead letters ------------------------------------------------------------------------
     async def dead_letter(self, topic: str, partition: int, offset: int, reason: str,
-                          raw: bytes) -> None:
+                          raw: bytes) -> asyncio.Future:
         """Count and log an undecodable record and send it, with `reason`, to the dead-letter
-        topic (docs/events.md)."""
+        topic (docs/events.md). Returns the send (faust_internals.delivered)."""
         log.warning("%s[%d]@%d: %s -> dead letter", topic, partition, offset, reason)
         self.metrics.decode_errors.labels(topic).inc()
-        await self.topics.dead.send(value=encode_deadletter(topic, partition, offset, reason,
-                                                            raw, "scorer"))
+        return await self.topics.dead.send(value=encode_deadletter(topic, partition, offset,
+                                                                   reason, raw, "scorer"))

@@ -19,6 +19,7 @@ from services.scorer import collect as collect_mod
 from services.scorer import windows
 from services.scorer.chunks import FlowChunk
 from services.scorer.scoring import VerdictPolicy
+from services.scorer.tables import is_mark
 from services.wire.codec import decode_packet_columns, decode_verdict
 from tests.support.packet_records import encode_packets
 from tests.support.scorer_app import scorer_without_broker
@@ -99,7 +100,7 @@ def test_stage1_deletes_records_and_moves_its_marker_only_after_the_chunks_are_d
     asyncio.run(scenario())
 
 
-def test_stage1_a_send_the_producer_gave_up_on_is_logged_and_does_not_stop_closing(
+def test_stage1_a_send_the_producer_gave_up_on_leaves_the_window_open_and_sends_it_again(
         wired, monkeypatch, caplog):
     ingest, flows = wired.ingest, HeldSends()
     monkeypatch.setattr(wired.topics.flows, "send", flows.send)
@@ -109,14 +110,76 @@ def test_stage1_a_send_the_producer_gave_up_on_is_logged_and_does_not_stop_closi
         for off, ws in ((0, NOW), (1, NOW + 4 * W)):
             rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
             part.add(off, decode_packet_columns(rec))
+            await ingest.store.put_record(2, off, rec)
+        before = len(wired.changelog)
         closing = asyncio.create_task(ingest.close([2]))
         await settle_a_little()
+        first = len(flows.sent)
         flows.futures[0].set_exception(RuntimeError("KafkaTimeoutError: batch expired"))
         flows.deliver()
         await asyncio.wait_for(closing, 5)
+        # nothing says the window is done: its record kept, no marker
+        assert wired.changelog[before:] == [] and ingest.store.marker(2) is None
+        assert ingest.sources[2] is not part  # rebuilt from the table
+        assert NOW in ingest.sources[2].windows
+        again = asyncio.create_task(ingest.close([2]))
+        await settle_a_little()
+        resent = [FlowChunk.decode(v).window_ns for k, v, _ in flows.sent[first:]
+                  if not is_mark(k)]
+        assert NOW in resent
+        flows.deliver()
+        await asyncio.wait_for(again, 5)
         assert ingest.store.marker(2)[0] >= NOW and ingest.inflight[2] == []
+        assert ingest.store.record_key(2, 0) in [k for _, _, k, v in wired.changelog if v is None]
     asyncio.run(scenario())
     assert "not delivered" in caplog.text and "packets partition 2" in caplog.text
+
+
+def test_stage1_two_closers_write_the_marker_only_when_neither_has_chunks_to_queue_or_deliver(
+        wired, monkeypatch):
+    """The ingest agent and the timer close one partition at once: while one is still queueing
+    window A's chunks, the other closes window B and its chunks are delivered. The marker
+    (which covers A too) and the records' deletions wait for A's chunks."""
+    ingest, flows = wired.ingest, HeldSends()
+    gate = asyncio.Event()
+
+    async def send(key=None, value=None, partition=None, **kw):
+        if value and not is_mark(key) and FlowChunk.decode(value).window_ns == NOW \
+                and not gate.is_set():
+            await gate.wait()  # window A's queueing stalls (a full producer buffer)
+        return await flows.send(key, value, partition)
+    monkeypatch.setattr(wired.topics.flows, "send", send)
+
+    async def scenario():
+        part = ingest.partition(3)
+        for off, ws in ((0, NOW), (1, NOW + W), (2, NOW + 5 * W)):
+            rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
+            part.add(off, decode_packet_columns(rec))
+            await ingest.store.put_record(3, off, rec)
+        before = len(wired.changelog)
+        due = part.due()
+        assert due[:2] == [NOW, NOW + W]
+        agent = asyncio.create_task(ingest._send(3, part, [NOW]))  # stalls inside window A
+        await settle_a_little()
+        assert part.sending == {NOW} and not agent.done()
+        timer = asyncio.create_task(ingest.close([3]))  # closes B, delivered at once
+        for _ in range(20):
+            await settle_a_little()
+            flows.deliver()
+        await asyncio.wait_for(timer, 5)
+        assert NOW + W not in part.windows
+        assert wired.changelog[before:] == []  # A is still being queued: nothing written
+        gate.set()
+        await asyncio.wait_for(agent, 5)
+        settling = asyncio.create_task(ingest.settle(3, part))
+        for _ in range(20):
+            await settle_a_little()
+            flows.deliver()
+        await asyncio.wait_for(settling, 5)
+        assert ingest.store.marker(3)[0] >= NOW + W
+        deleted = [k for _, _, k, v in wired.changelog[before:] if v is None]
+        assert {ingest.store.record_key(3, 0), ingest.store.record_key(3, 1)} <= set(deleted)
+    asyncio.run(scenario())
 
 
 def test_stage2_deletes_chunks_and_moves_its_marker_only_after_the_verdicts_are_delivered(
@@ -158,3 +221,76 @@ def test_stage2_deletes_chunks_and_moves_its_marker_only_after_the_verdicts_are_
         assert collect.store.chunks(0) == []
         assert any(k == collect.store.marker_key(0) for _, _, k, _ in wired.changelog[before:])
     asyncio.run(scenario())
+
+
+def test_stage2_verdicts_not_delivered_keep_the_chunks_and_the_window_is_scored_again(
+        wired, monkeypatch, caplog):
+    collect, verdicts, marks = wired.collect, HeldSends(), HeldSends()
+    monkeypatch.setattr(wired.topics.verdicts, "send", verdicts.send)
+    monkeypatch.setattr(wired.topics.flows, "send", marks.send)
+    collect.policy = VerdictPolicy(emit_pass=True)
+    monkeypatch.setattr(collect_mod, "score_windows",
+                        lambda det, closed: [np.zeros(len(w.keys)) for w in closed])
+    sp = windows.SourcePartition(0, W, 0, lambda: 0.0)
+    sp.add(0, decode_packet_columns(encode_packets(benign(NOW, 0.5, clients=3, seed=4))))
+    chunks = sp.close(NOW, 1)[0]
+
+    async def fill():
+        part = collect.partition(0)
+        for p in range(collect.n):
+            part.mark(p, NOW)
+            part.peer(p, NOW, {})
+        return part
+
+    async def close_with(outcome):
+        closing = asyncio.create_task(collect.close())
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            marks.deliver()
+            if len(verdicts.futures) > sent_before:
+                break
+        await settle_a_little()
+        for f in verdicts.futures[sent_before:]:
+            outcome(f)
+        await asyncio.wait_for(closing, 5)
+
+    async def scenario():
+        nonlocal sent_before
+        part = await fill()
+        for c in chunks:
+            key = collect.store.chunk_key(0, c)
+            part.add(key, FlowChunk.decode(c.encode()))
+            await collect.store.put_chunk(0, key, c.encode())
+        before = len(wired.changelog)
+        await close_with(lambda f: f.set_exception(RuntimeError("NotLeaderForPartition")))
+        assert wired.changelog[before:] == [] and collect.store.chunks(0)
+        assert 0 not in collect.dests  # forgotten: restored from the table at its next record
+        first = [decode_verdict(v).verdict_id for _, v, _ in verdicts.sent]
+        sent_before = len(verdicts.futures)
+        await fill()  # restored (its chunks from the table), marks past the window again
+        await close_with(lambda f: f.set_result(None))
+        again = [decode_verdict(v).verdict_id for _, v, _ in verdicts.sent[len(first):]]
+        assert first and sorted(again) == sorted(first)  # scored again: the same verdicts
+        assert collect.store.chunks(0) == []
+        assert any(k == collect.store.marker_key(0) for _, _, k, _ in wired.changelog[before:])
+    sent_before = 0
+    asyncio.run(scenario())
+    assert "not delivered" in caplog.text and "forgotten" in caplog.text
+
+
+def test_delivered_gives_up_on_a_send_never_acknowledged_and_reports_it(caplog):
+    from services.scorer.faust_internals import delivered
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        ok, stuck = loop.create_future(), loop.create_future()
+        ok.set_result(None)
+        sends = [ok, stuck]
+        assert await delivered(sends, "test sends", timeout=0.05) is False
+        assert sends == []  # taken out: the caller sends them again
+        done = loop.create_future()
+        done.set_result(None)
+        assert await delivered([done], "test sends", timeout=0.05) is True
+        assert await delivered([], "test sends") is True
+    asyncio.run(scenario())
+    assert "1 not acknowledged" in caplog.text
