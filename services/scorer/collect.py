@@ -28,7 +28,7 @@ from services.common.errors import DecodeError
 from services.detection.evidence import ProbeFates
 from services.wire.codec import encode_verdict
 
-from . import faust_internals
+from . import delivery
 from .metrics import ScorerMetrics
 from .modelfeed import ModelFeed
 from .rollout import rule_keys, tally
@@ -51,7 +51,7 @@ class CollectStage:
 
     def __init__(self, s: ScorerSettings, n: int, models: ModelFeed, policy: VerdictPolicy,
                  flows_topic, verdicts_topic, store: DestChunks, metrics: ScorerMetrics,
-                 dead: faust_internals.DeadLetters) -> None:
+                 dead: delivery.DeadLetters) -> None:
         self.s, self.n, self.models, self.policy = s, n, models, policy
         self.width_ns = int(s.window_s * 1e9)
         self.flows_topic, self.verdicts_topic, self.store = flows_topic, verdicts_topic, store
@@ -105,7 +105,8 @@ class CollectStage:
             sent = await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}",
                                    value or b"")
             # deleted once its dead letter is delivered; not delivered: met again at a restore
-            if await faust_internals.delivered([sent] if sent else [], "a dead letter"):
+            if await delivery.delivered([sent] if sent else [], "a dead letter",
+                                               lost=self.metrics.lost.labels("dead letter").inc):
                 await self.store.forget(q, key)
 
     def revoke(self, q: int) -> None:
@@ -119,8 +120,8 @@ class CollectStage:
         """One flows record: a progress mark or a chunk (kept unless its window has closed).
         Neither may be ahead of this host's clock by more than SCORER_MAX_FUTURE_S (stage 1
         never sends such: something else wrote it): dead-lettered like an undecodable one."""
+        await self.flush_bad()  # first: it may wait, and a failed pass meanwhile forgets `part`
         part = self.partition(partition)
-        await self.flush_bad()
         future = time.time_ns() + int(self.s.max_future_s * 1e9)
         if is_tally(key):
             try:
@@ -201,7 +202,8 @@ class CollectStage:
         # their next record (progress marks repeat every 0.5 s), their windows scored again.
         if settled:
             sends += await self._score(settled)
-        if not await faust_internals.delivered(sends, "verdicts and dead letters"):
+        if not await delivery.delivered(sends, "verdicts and dead letters",
+                                               lost=self.metrics.lost.labels("verdicts").inc):
             for q, part, *_ in decided + dropped:
                 if self.dests.get(q) is part:
                     log.error("flows partition %d: forgotten, to be restored from the table and "
@@ -273,7 +275,7 @@ class CollectStage:
     async def _score(self, closed: list[ClosedWindow]) -> list[asyncio.Future]:
         """Score the windows closed in one pass: one model call per (model, shadow) pair the
         schedule names for them (one, but for the pass that crosses a switch). Returns the
-        verdicts' and dead letters' sends (faust_internals.delivered)."""
+        verdicts' and dead letters' sends (delivery.delivered)."""
         groups: dict[tuple[int, int], tuple[object, object, list[ClosedWindow]]] = {}
         for w in closed:
             det, shadow = self.models.schedule.for_window(w.window_ns)

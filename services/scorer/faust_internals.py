@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Callable
 
 import aiokafka
 import faust
@@ -211,41 +211,6 @@ async def write_through(table, partition: int, key: bytes, value: bytes | None) 
     else:
         data[key] = value
     await table.changelog_topic.send(key=key, value=value, partition=partition)
-
-
-# dead_letter(topic, partition, offset, reason, raw) -> its send (None: nothing to wait for)
-DeadLetters = Callable[[str, int, int, str, bytes], Awaitable["asyncio.Future | None"]]
-DELIVERY_TIMEOUT_S = 60.0  # a send not acknowledged by then counts as not delivered
-
-
-async def delivered(sends: list, what: str, timeout: float = DELIVERY_TIMEOUT_S) -> bool:
-    """Wait until the sends in `sends` (the futures `await topic.send(...)` returns; more may
-    be appended meanwhile: those are left in it) are acknowledged by the broker, and take
-    them out of the list. For a write that supersedes them (a changelog deletion, a marker),
-    so it is never durable before them: the producer puts batches in requests as they fill,
-    and a process killed between two requests keeps the first.
-
-    Returns True when every one was acknowledged. False, logged with `what` they carried, when
-    the producer gave up on some (after its own retries) or some were not acknowledged within
-    `timeout` seconds (faust's own producer timeout is 20 minutes, and a future aiokafka
-    cancelled can leave faust's pending for good): those are taken out of the list too, and
-    the caller must not write what supersedes them (it sends them again instead)."""
-    waiting = list(sends)
-    if not waiting:
-        return True
-    _, pending = await asyncio.wait(waiting, timeout=timeout)
-    failed = [f for f in waiting
-              if f not in pending and (f.cancelled() or f.exception() is not None)]
-    gone = set(waiting)
-    sends[:] = [f for f in sends if f not in gone]
-    if not failed and not pending:
-        return True
-    first = failed[0] if failed else None
-    log.error("%d sends of %s not delivered (%d failed: %s; %d not acknowledged in %.0f s)",
-              len(failed) + len(pending), what, len(failed),
-              "-" if first is None else "cancelled" if first.cancelled()
-              else repr(first.exception()), len(pending), timeout)
-    return False
 
 
 def declared_specs(topic, conf) -> list[TopicSpec]:

@@ -22,7 +22,7 @@ from services.detection.evidence import SourceWatch
 from services.detection.features import SourceHorizon
 from services.wire.codec import decode_packet_columns
 
-from . import faust_internals
+from . import delivery, faust_internals
 from .metrics import ScorerMetrics
 from .settings import ScorerSettings
 from .tables import SourceRecords, encode_mark, mark_key
@@ -41,7 +41,7 @@ class IngestStage:
 
     def __init__(self, app: faust.App, s: ScorerSettings, n: int, detector, packets_topic,
                  flows_topic, store: SourceRecords, metrics: ScorerMetrics,
-                 dead: faust_internals.DeadLetters) -> None:
+                 dead: delivery.DeadLetters) -> None:
         self.app, self.s, self.n, self.detector = app, s, n, detector
         self.width_ns = int(s.window_s * 1e9)
         self.packets_topic, self.flows_topic, self.store = packets_topic, flows_topic, store
@@ -107,7 +107,8 @@ class IngestStage:
             sent = await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}",
                                    value or b"")
             # deleted once its dead letter is delivered; not delivered: met again at a restore
-            if await faust_internals.delivered([sent] if sent else [], "a dead letter"):
+            if await delivery.delivered([sent] if sent else [], "a dead letter",
+                                               lost=self.metrics.lost.labels("dead letter").inc):
                 await self.store.forget(p, key)
 
     def revoke(self, p: int) -> None:
@@ -121,8 +122,8 @@ class IngestStage:
     # --- records ------------------------------------------------------------------------------
     async def on_packets(self, partition: int, offset: int, value: bytes) -> None:
         """Fold one `packets` record in (once per offset), store it, close what is due."""
+        await self.flush_bad()  # first: it may wait, and a resend meanwhile replaces `part`
         part = self.partition(partition)
-        await self.flush_bad()
         if offset <= self.seen.get(partition, -1):
             return  # already folded in before a restart/rebalance (restored from the table)
         self.seen[partition] = offset
@@ -224,18 +225,34 @@ class IngestStage:
 
     async def _send(self, p: int, part: SourcePartition, due: list[int]) -> bool:
         """Close windows `due` of `part` and queue their chunks; False when a send raised (the
-        partition is then rebuilt from the table: resend)."""
+        partition is then rebuilt from the table: resend). A chunk the producer refuses for
+        good (delivery.refused: too large) and a window that cannot be closed (a bug's)
+        are logged, counted (lost) and passed over: sending them again would only loop."""
         inflight = self.inflight.setdefault(p, [])
         done = self.done.setdefault(p, [])
         for ws in due:
             if ws not in part.windows:
                 continue  # the other closer took it while this one was sending
-            chunks, offsets = part.close(ws, self.n)
+            try:
+                chunks, offsets = part.close(ws, self.n)
+            except Exception as exc:  # a bug's: the window goes, not the partition
+                part.sent(ws)
+                self.metrics.lost.labels("window").inc()
+                log.error("packets partition %d: window %d not closed, its flows dropped: %r",
+                          p, ws, exc)
+                continue
             done += offsets
             try:
                 for c in chunks:
-                    inflight.append(await self.flows_topic.send(
-                        key=c.key(), value=c.encode(), partition=c.dst_partition))
+                    try:
+                        inflight.append(await self.flows_topic.send(
+                            key=c.key(), value=c.encode(), partition=c.dst_partition))
+                    except Exception as exc:
+                        if not delivery.refused(exc):
+                            raise
+                        self.metrics.lost.labels("flow chunks").inc()
+                        log.error("packets partition %d: %d flows of window %d refused, not "
+                                  "sent: %r", p, len(c), ws, exc)
             except Exception as exc:
                 log.error("packets partition %d: window %d's chunks not sent: %r", p, ws, exc)
                 self.resend(p, part)
@@ -256,7 +273,8 @@ class IngestStage:
         inflight = self.inflight.get(p)
         if inflight is None or part.sending:
             return
-        ok = await faust_internals.delivered(inflight, f"packets partition {p}'s flows")
+        ok = await delivery.delivered(inflight, f"packets partition {p}'s flows",
+                                             lost=self.metrics.lost.labels("flow chunks").inc)
         if self.sources.get(p) is not part:
             return  # revoked or rebuilt meanwhile: the next holder closes these windows again
         if not ok:
@@ -270,7 +288,11 @@ class IngestStage:
             await self.store.put_record(p, off, None)
         # the other closer's, written while this one waited, may be newer (a bad
         # stored marker was dead-lettered and deleted by flush_bad before closing)
-        if marker > (self.store.marker(p) or (-1, -1)):
+        try:
+            stored = self.store.marker(p) or (-1, -1)
+        except DecodeError:  # queued by restore for flush_bad; this one replaces it
+            stored = (-1, -1)
+        if marker > stored:
             await self.store.put_marker(p, *marker)
 
     def resend(self, p: int, part: SourcePartition) -> None:

@@ -42,6 +42,9 @@ class ScorerMetrics:
                                   "closed (dropped)", registry=r)
         self.decode_errors = Counter("xdpguard_scorer_decode_errors", "records sent to the dead-letter topic",
                                      ["topic"], registry=r)
+        self.lost = Counter("xdpguard_scorer_lost", "records given up on, each logged: refused by the "
+                            "broker for good (too large) or a window that could not be closed",
+                            ["what"], registry=r)
         self.windows_closed = Counter("xdpguard_scorer_windows_closed", "windows closed", ["stage"], registry=r)
         self.windows_scored = Counter("xdpguard_scorer_windows_scored", "stage 2 windows scored", registry=r)
         self.flows_scored = Counter("xdpguard_scorer_flows_scored", "flows scored", registry=r)

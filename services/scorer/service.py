@@ -163,7 +163,7 @@ class Scorer(mode.Service):
     async def dead_letter(self, topic: str, partition: int, offset: int, reason: str,
                           raw: bytes) -> asyncio.Future:
         """Count and log an undecodable record and send it, with `reason`, to the dead-letter
-        topic (docs/events.md). Returns the send (faust_internals.delivered)."""
+        topic (docs/events.md). Returns the send (delivery.delivered)."""
         log.warning("%s[%d]@%d: %s -> dead letter", topic, partition, offset, reason)
         self.metrics.decode_errors.labels(topic).inc()
         return await self.topics.dead.send(value=encode_deadletter(topic, partition, offset,

@@ -14,6 +14,9 @@ import time
 
 import numpy as np
 import pytest
+from aiokafka.errors import (KafkaTimeoutError, MessageSizeTooLargeError,
+                             NotLeaderForPartitionError)
+from faust.exceptions import ProducerSendError
 
 from services.scorer import collect as collect_mod
 from services.scorer import windows
@@ -70,6 +73,17 @@ async def settle_a_little() -> None:
         await asyncio.sleep(0)
 
 
+async def stored_windows(ingest, p: int, starts: list[int]):
+    """Source partition `p` with one benign record per window start in `starts` (offsets 0,
+    1, ...), folded in and stored as the ingest agent would."""
+    part = ingest.partition(p)
+    for off, ws in enumerate(starts):
+        rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
+        part.add(off, decode_packet_columns(rec))
+        await ingest.store.put_record(p, off, rec)
+    return part
+
+
 def test_stage1_deletes_records_and_moves_its_marker_only_after_the_chunks_are_delivered(
         wired, monkeypatch):
     ingest, flows = wired.ingest, HeldSends()
@@ -106,16 +120,12 @@ def test_stage1_a_send_the_producer_gave_up_on_leaves_the_window_open_and_sends_
     monkeypatch.setattr(wired.topics.flows, "send", flows.send)
 
     async def scenario():
-        part = ingest.partition(2)
-        for off, ws in ((0, NOW), (1, NOW + 4 * W)):
-            rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
-            part.add(off, decode_packet_columns(rec))
-            await ingest.store.put_record(2, off, rec)
+        part = await stored_windows(ingest, 2, [NOW, NOW + 4 * W])
         before = len(wired.changelog)
         closing = asyncio.create_task(ingest.close([2]))
         await settle_a_little()
         first = len(flows.sent)
-        flows.futures[0].set_exception(RuntimeError("KafkaTimeoutError: batch expired"))
+        flows.futures[0].set_exception(KafkaTimeoutError())
         flows.deliver()
         await asyncio.wait_for(closing, 5)
         # nothing says the window is done: its record kept, no marker
@@ -151,11 +161,7 @@ def test_stage1_two_closers_write_the_marker_only_when_neither_has_chunks_to_que
     monkeypatch.setattr(wired.topics.flows, "send", send)
 
     async def scenario():
-        part = ingest.partition(3)
-        for off, ws in ((0, NOW), (1, NOW + W), (2, NOW + 5 * W)):
-            rec = encode_packets(benign(ws, 0.5, clients=2, seed=off))
-            part.add(off, decode_packet_columns(rec))
-            await ingest.store.put_record(3, off, rec)
+        part = await stored_windows(ingest, 3, [NOW, NOW + W, NOW + 5 * W])
         before = len(wired.changelog)
         due = part.due()
         assert due[:2] == [NOW, NOW + W]
@@ -262,7 +268,7 @@ def test_stage2_verdicts_not_delivered_keep_the_chunks_and_the_window_is_scored_
             part.add(key, FlowChunk.decode(c.encode()))
             await collect.store.put_chunk(0, key, c.encode())
         before = len(wired.changelog)
-        await close_with(lambda f: f.set_exception(RuntimeError("NotLeaderForPartition")))
+        await close_with(lambda f: f.set_exception(NotLeaderForPartitionError()))
         assert wired.changelog[before:] == [] and collect.store.chunks(0)
         assert 0 not in collect.dests  # forgotten: restored from the table at its next record
         first = [decode_verdict(v).verdict_id for _, v, _ in verdicts.sent]
@@ -279,7 +285,7 @@ def test_stage2_verdicts_not_delivered_keep_the_chunks_and_the_window_is_scored_
 
 
 def test_delivered_gives_up_on_a_send_never_acknowledged_and_reports_it(caplog):
-    from services.scorer.faust_internals import delivered
+    from services.scorer.delivery import delivered
 
     async def scenario():
         loop = asyncio.get_running_loop()
@@ -294,3 +300,68 @@ def test_delivered_gives_up_on_a_send_never_acknowledged_and_reports_it(caplog):
         assert await delivered([], "test sends") is True
     asyncio.run(scenario())
     assert "1 not acknowledged" in caplog.text
+
+
+def test_refused_tells_a_record_the_broker_will_never_take_from_one_that_may_pass_later():
+    from services.scorer.delivery import refused
+    assert refused(MessageSizeTooLargeError()) and refused(TypeError("not encodable"))
+    wrapped = ProducerSendError("Error while sending")
+    wrapped.__cause__ = MessageSizeTooLargeError()
+    assert refused(wrapped)
+    for exc in (KafkaTimeoutError(), NotLeaderForPartitionError(), ConnectionResetError(),
+                asyncio.TimeoutError()):
+        assert not refused(exc), exc
+    transient = ProducerSendError("Error while sending")
+    transient.__cause__ = KafkaTimeoutError()
+    assert not refused(transient)
+
+
+def test_stage1_a_chunk_refused_for_good_is_counted_and_written_past_not_sent_forever(
+        wired, monkeypatch, caplog):
+    """A chunk too large for the topic fails the same way however often it is sent: the
+    window is written past (counted, logged), the next windows still close."""
+    ingest, flows = wired.ingest, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+    lost = wired.metrics.lost.labels("flow chunks")
+
+    async def scenario():
+        part = await stored_windows(ingest, 4, [NOW, NOW + 4 * W])
+        closing = asyncio.create_task(ingest.close([4]))
+        await settle_a_little()
+        flows.futures[0].set_exception(MessageSizeTooLargeError())
+        flows.deliver()
+        await asyncio.wait_for(closing, 5)
+        assert ingest.sources[4] is part  # not rebuilt: nothing to send again
+        assert ingest.store.marker(4)[0] >= NOW
+        assert ingest.store.record_key(4, 0) in [k for _, _, k, v in wired.changelog
+                                                 if v is None]
+    asyncio.run(scenario())
+    assert lost._value.get() == 1
+    assert "refused for good" in caplog.text
+
+
+def test_stage1_a_send_that_raises_refused_skips_the_chunk_and_keeps_the_partition(
+        wired, monkeypatch, caplog):
+    ingest, flows = wired.ingest, HeldSends()
+
+    async def send(key=None, value=None, partition=None, **kw):
+        if value and not is_mark(key):
+            err = ProducerSendError("Error while sending")
+            err.__cause__ = MessageSizeTooLargeError()
+            raise err
+        return await flows.send(key, value, partition)
+    monkeypatch.setattr(wired.topics.flows, "send", send)
+
+    async def scenario():
+        part = ingest.partition(5)
+        rec = encode_packets(benign(NOW, 0.5, clients=2, seed=9))
+        part.add(0, decode_packet_columns(rec))
+        await ingest.store.put_record(5, 0, rec)
+        part.add(1, decode_packet_columns(encode_packets(benign(NOW + 4 * W, 0.5, clients=2,
+                                                                seed=10))))
+        await asyncio.wait_for(ingest.close([5]), 5)
+        assert ingest.sources[5] is part and NOW not in part.windows and not part.sending
+        assert ingest.store.marker(5)[0] >= NOW
+    asyncio.run(scenario())
+    assert wired.metrics.lost.labels("flow chunks")._value.get() >= 1
+    assert "refused, not sent" in caplog.text
