@@ -28,3 +28,15 @@ class ExactPlace:
         if held is not None and (held[0].shi, held[0].dhi) != (shi, dhi):
             return "exact6x", whole
         return "exact6", key
+
+    def _frees_exact6(self, victim: Rule, rule: Rule) -> bool:
+        """Whether deleting the installed IPv6 exact rule `victim` makes room for IPv6 exact
+        rule `rule`: `victim` is held in the map `rule` goes to (exact6 or exact6x), or `rule`
+        goes to exact6x only because `victim` holds its folded key in exact6 (`rule` takes
+        that key then). Up to four lookups."""
+        goes, _ = self._exact_place(rule)
+        held, held_key = self._exact_place(victim)
+        if held == goes:
+            return True
+        return goes == "exact6x" and held == "exact6" and \
+            bytes(held_key) == bytes(flow_key(rule)[1])

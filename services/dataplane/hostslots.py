@@ -190,12 +190,14 @@ class HostSlots:
 
     def frees_room(self, victim: Rule, rule: Rule) -> bool:
         """Whether deleting the installed rule `victim` makes room for `rule`, whose add_rule
-        raised MapFull: `victim` sits in the map `rule` goes to (exact4 / exact6, src_prefix4 /
-        src_prefix, dst_limit), or, for a host rule, in the same family's hash (src_host4 /
-        src_host6) or in `rule`'s inline slot (`rule` takes the slot then); a host rule in
-        another slot frees nothing for it. The rules' placements are parsed once (_placed)."""
+        raised MapFull: `victim` sits in the map `rule` goes to (exact4; exact6 or exact6x, read
+        from the maps: ExactPlace._frees_exact6; src_prefix4 / src_prefix, dst_limit), or, for
+        a host rule, in the same family's hash (src_host4 / src_host6) or in `rule`'s inline
+        slot (`rule` takes the slot then); a host rule in another slot frees nothing for it. The rules' placements are parsed once (_placed)."""
         name, _, slot = _placed(rule)
         vname, vkey, vslot = _placed(victim)
+        if name == vname == "exact6":  # either may be in exact6x, the collisions' map
+            return self._frees_exact6(victim, rule)
         if slot < 0 or vslot < 0:
             return slot < 0 and vslot < 0 and vname == name
         if vslot == slot and self._host_slot_of(victim, vname)[1].family:

@@ -111,3 +111,18 @@ def test_origin_reads_the_rule_in_either_map(env):
     env.dp.add_rule(rule(S2))
     assert env.dp.origin(rule(S1)) is not None and env.dp.origin(rule(S2)) is not None
     assert env.dp.origin(rule(S3)) is None
+
+
+def test_frees_room_knows_which_of_exact6_and_exact6x_a_rule_goes_to(env):
+    """The enforcer evicts for a full map only a rule whose deletion frees room: an IPv6 exact
+    rule may need exact6x (its fold taken), where an exact6 rule frees nothing, unless it is
+    the one holding that fold."""
+    env.dp.add_rule(rule(S1))  # exact6
+    env.dp.add_rule(rule(S2))  # exact6x: S1 holds its fold
+    elsewhere = rule("2001:db8:7::7", dport=90)
+    env.dp.add_rule(elsewhere)  # exact6, another fold
+    plain, collides = rule("2001:db8:7::8", dport=91), rule(S3)  # -> exact6, -> exact6x
+    assert [env.dp.frees_room(v, plain) for v in (rule(S1), elsewhere, rule(S2))] \
+        == [True, True, False]
+    assert [env.dp.frees_room(v, collides) for v in (rule(S2), rule(S1), elsewhere)] \
+        == [True, True, False]
