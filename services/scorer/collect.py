@@ -106,8 +106,20 @@ class CollectStage:
                                    value or b"")
             # deleted once its dead letter is delivered; not delivered: met again at a restore
             if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                               lost=self.metrics.lost.labels("dead letter").inc):
+                                        lost=self.metrics.lost.labels("dead letter").inc) \
+                    and self._still_bad(q, key):
                 await self.store.forget(q, key)
+
+    def _still_bad(self, q: int, key: bytes) -> bool:
+        """Whether `key` of flows partition `q` still holds what partition() found bad: its
+        marker may have been written over since (close), and a good one must stay."""
+        if key != self.store.marker_key(q):
+            return True  # a chunk's key is written again only with the same chunk
+        try:
+            self.store.marker(q, self.n)
+        except DecodeError:
+            return True
+        return False
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
@@ -203,7 +215,7 @@ class CollectStage:
         if settled:
             sends += await self._score(settled)
         if not await delivery.delivered(sends, "verdicts and dead letters",
-                                               lost=self.metrics.lost.labels("verdicts").inc):
+                                        lost=self.metrics.lost.labels("verdicts").inc):
             for q, part, *_ in decided + dropped:
                 if self.dests.get(q) is part:
                     log.error("flows partition %d: forgotten, to be restored from the table and "
@@ -261,9 +273,10 @@ class CollectStage:
         summary of its flows), with the reason it could not be `what`. Returns the sends."""
         reason = f"window {ws} not {what}: {type(exc).__name__}: {exc}"
         log.error("flows partition %d: %s (%d records dead-lettered)", q, reason, len(raws))
-        sends = []
+        sends, lost = [], self.metrics.lost.labels("dead letter").inc
         for raw in raws:
-            sent = await self.dead(self.topic_name, q, -1, reason, raw)
+            sent = await delivery.send(lambda: self.dead(self.topic_name, q, -1, reason, raw),
+                                       f"flows partition {q}: a dead letter of window {ws}", lost)
             if sent is not None:
                 sends.append(sent)
         return sends
@@ -319,10 +332,15 @@ class CollectStage:
                 continue
             if shadow_scores is not None:
                 self._compare(w, memory, detector, scores, verdicts, shadow, shadow_scores[i])
+            lost = self.metrics.lost.labels("verdicts").inc
             for v in verdicts:
-                sends.append(await self.verdicts_topic.send(key=v.rule.key().encode(),
-                                                            value=encode_verdict(v)))
-                self.metrics.verdicts.labels(v.rule.action.value).inc()
+                sent = await delivery.send(
+                    lambda: self.verdicts_topic.send(key=v.rule.key().encode(),
+                                                     value=encode_verdict(v)),
+                    f"verdict {v.verdict_id}", lost)
+                if sent is not None:
+                    sends.append(sent)
+                    self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
         return sends
 

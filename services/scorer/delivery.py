@@ -1,8 +1,9 @@
 """Delivery of what the scorer sends: waiting for the broker's acknowledgement before writing
 what supersedes a send, and telling a send that may pass later from one refused for good.
 
-Plain asyncio over the futures `await topic.send(...)` returns (faust's FutureMessage wraps
-aiokafka's); no faust internal is reached here. Used by both stages (ingest.IngestStage.settle,
+Plain asyncio over the futures `await topic.send(...)` returns (aiokafka's own: its errors arrive
+unwrapped; an error raised by the send itself comes as faust's ProducerSendError from aiokafka's);
+no faust internal is reached here. Used by both stages (ingest.IngestStage.settle,
 collect.CollectStage.close, their flush_bad) before a changelog deletion or a marker
 (docs/scorer.md, "Data flow": what says a window is done is written after delivery).
 """
@@ -12,7 +13,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from faust.exceptions import NotReady
 
 log = logging.getLogger("xdpguard.scorer")
 
@@ -21,24 +23,27 @@ DeadLetters = Callable[[str, int, int, str, bytes], Awaitable["asyncio.Future | 
 DELIVERY_TIMEOUT_S = 60.0  # a send not acknowledged by then counts as not delivered
 
 
-# What the producer or the broker will never take, however often it is sent: too large for
-# the topic or the request, or not encodable (a bug's). Sending it again only loops.
-REFUSED_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+# What the producer or the broker will never take, however often it is sent: too large for the
+# request (raised by the send) or the topic (through the future). Sending it again only loops.
+REFUSED_ERRORS = (MessageSizeTooLargeError,)
+# What may pass later: the network, the broker's errors (KafkaTimeoutError, non-retriable in
+# aiokafka's terms, is a broker down), and a producer stopping with the worker (NotReady).
+TRANSIENT_ERRORS = (KafkaError, OSError, asyncio.TimeoutError, asyncio.CancelledError, NotReady)
 
 
 def refused(exc: BaseException) -> bool:
     """Whether a send that failed with `exc` would fail again for the same reason: the
     record refused for good (REFUSED_ERRORS), or an error that is neither Kafka's nor the
     network's (an encoding bug). Timeouts, connection errors and the broker's retriable
-    errors are not: the record may go through later. Follows `__cause__` (faust raises
+    errors are not (TRANSIENT_ERRORS), nor a producer stopped for a shutdown: the record may
+    go through later, or the next owner sends it. Follows `__cause__` (faust raises
     ProducerSendError from aiokafka's error)."""
     chain = [exc]
     while chain[-1].__cause__ is not None and len(chain) < 8:
         chain.append(chain[-1].__cause__)
     if any(isinstance(e, REFUSED_ERRORS) for e in chain):
         return True
-    return not any(isinstance(e, (KafkaError, OSError, asyncio.TimeoutError,
-                                  asyncio.CancelledError)) for e in chain)
+    return not any(isinstance(e, TRANSIENT_ERRORS) for e in chain)
 
 
 async def delivered(sends: list, what: str, timeout: float = DELIVERY_TIMEOUT_S,
@@ -80,3 +85,19 @@ async def delivered(sends: list, what: str, timeout: float = DELIVERY_TIMEOUT_S,
               "-" if first is None else "cancelled" if first.cancelled()
               else repr(first.exception()), len(pending), timeout)
     return False
+
+
+async def send(start: Callable[[], Awaitable[asyncio.Future]], what: str,
+               lost: Callable[[int], None]) -> asyncio.Future | None:
+    """Run `start()` (a `topic.send(...)` call, its record encoded inside: an encoding error
+    counts as the send's) and return the send's future; None when the record is refused for
+    good (`refused`: logged with `what`, counted by `lost(1)`), so the caller goes on without
+    it instead of sending it again. Any other error is raised."""
+    try:
+        return await start()
+    except Exception as exc:
+        if not refused(exc):
+            raise
+        lost(1)
+        log.error("%s refused, not sent: %r", what, exc)
+        return None

@@ -108,8 +108,20 @@ class IngestStage:
                                    value or b"")
             # deleted once its dead letter is delivered; not delivered: met again at a restore
             if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                               lost=self.metrics.lost.labels("dead letter").inc):
+                                        lost=self.metrics.lost.labels("dead letter").inc) \
+                    and self._still_bad(p, key):
                 await self.store.forget(p, key)
+
+    def _still_bad(self, p: int, key: bytes) -> bool:
+        """Whether `key` of packets partition `p` still holds what restore() found bad: its
+        marker may have been written over since (settle), and a good one must stay."""
+        if key != self.store.marker_key(p):
+            return True  # a record's offset is never stored again
+        try:
+            self.store.marker(p)
+        except DecodeError:
+            return True
+        return False
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
@@ -237,22 +249,21 @@ class IngestStage:
                 chunks, offsets = part.close(ws, self.n)
             except Exception as exc:  # a bug's: the window goes, not the partition
                 part.sent(ws)
+                done += part.closed_records()
                 self.metrics.lost.labels("window").inc()
                 log.error("packets partition %d: window %d not closed, its flows dropped: %r",
                           p, ws, exc)
                 continue
             done += offsets
+            lost = self.metrics.lost.labels("flow chunks").inc
             try:
                 for c in chunks:
-                    try:
-                        inflight.append(await self.flows_topic.send(
-                            key=c.key(), value=c.encode(), partition=c.dst_partition))
-                    except Exception as exc:
-                        if not delivery.refused(exc):
-                            raise
-                        self.metrics.lost.labels("flow chunks").inc()
-                        log.error("packets partition %d: %d flows of window %d refused, not "
-                                  "sent: %r", p, len(c), ws, exc)
+                    sent = await delivery.send(
+                        lambda: self.flows_topic.send(key=c.key(), value=c.encode(),
+                                                      partition=c.dst_partition),
+                        f"packets partition {p}: {len(c)} flows of window {ws}", lost)
+                    if sent is not None:
+                        inflight.append(sent)
             except Exception as exc:
                 log.error("packets partition %d: window %d's chunks not sent: %r", p, ws, exc)
                 self.resend(p, part)
@@ -274,7 +285,7 @@ class IngestStage:
         if inflight is None or part.sending:
             return
         ok = await delivery.delivered(inflight, f"packets partition {p}'s flows",
-                                             lost=self.metrics.lost.labels("flow chunks").inc)
+                                      lost=self.metrics.lost.labels("flow chunks").inc)
         if self.sources.get(p) is not part:
             return  # revoked or rebuilt meanwhile: the next holder closes these windows again
         if not ok:
@@ -286,8 +297,8 @@ class IngestStage:
         marker = (part.closed_upto, self.seen.get(p, -1))
         for off in done:
             await self.store.put_record(p, off, None)
-        # the other closer's, written while this one waited, may be newer (a bad
-        # stored marker was dead-lettered and deleted by flush_bad before closing)
+        # the other closer's, written while this one waited, may be newer; a bad stored one
+        # (restore queued it for flush_bad, which then leaves this one be: _still_bad) is none
         try:
             stored = self.store.marker(p) or (-1, -1)
         except DecodeError:  # queued by restore for flush_bad; this one replaces it

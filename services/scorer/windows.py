@@ -19,19 +19,17 @@ whether a destination answered or asked for what it receives (evidence.Answers).
 
 Stage 2 (services/scorer/dst_windows.py), per intermediate `scorer-flows` partition (= per set of
 DESTINATION addresses): flow chunks from every source partition -> per-destination aggregates,
-then one feature row per flow
-(features.row order: its evidence measures computed here, evidence.assess), scored in a batch by
-the caller, which passes the window's evidence and the partition's escalation memory to
-detect.suggest (scoring.verdicts_for). Every source partition broadcasts its
-progress (the newest window it has closed, or that passed without events) to every stage 2
-partition; a window closes when all source partitions are past it.
+then one feature row per flow (features.row order: its evidence measures computed here,
+evidence.assess), scored in a batch by the caller, which passes the window's evidence and the
+partition's escalation memory to detect.suggest (scoring.verdicts_for). Every source partition
+broadcasts its progress (the newest window it has closed, or that passed without events) to
+every stage 2 partition; a window closes when all source partitions are past it.
 
 Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_noack, node].
 A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one dict update per
-group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py).
-The aggregates are rebuilt from the window's flows rather than per packet: counts add up, and
-the distinct-count sketches are idempotent per item, so the result equals
-features.WindowState's per-packet one. When a window closes its flows are transposed once
+group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py). The aggregates
+are rebuilt from the window's flows rather than per packet: counts add up, and the distinct-count
+sketches are idempotent per item, so the result equals features.WindowState's per-packet one. When a window closes its flows are transposed once
 into the FlowTable rows its chunks carry (_window_rows: sources first among the addresses, one
 index per address), its flows hashed in one pass (hash64_keys), and its sources' aggregates
 and horizon entries computed from those rows (rows.agg_by_index, rows.horizon_from: sums with
@@ -198,9 +196,8 @@ class SourcePartition:
         return max(self.closed_upto, mark - mark % self.width_ns)
 
     def close(self, ws: int, num_dst_partitions: int) -> tuple[list[FlowChunk], list[int]]:
-        """Close window `ws`: its flow chunks for stage 2, and the record offsets no open
-        window needs any more (their stored copies can be deleted). The window counts as being
-        sent (progress stops short of it) until `sent(ws)`."""
+        """Close window `ws`: its flow chunks for stage 2, and the closed_records(). The window
+        counts as being sent (progress stops short of it) until `sent(ws)`."""
         flows = self.windows.pop(ws, {})
         self.closed_upto = max(self.closed_upto, ws)
         self.sending.add(ws)
@@ -238,10 +235,14 @@ class SourcePartition:
                                             table=table.take(fl[part]),
                                             sent_flows=answer_hash[se[part]],
                                             sent_by=sent_by[se[part]]))
+        return chunks, self.closed_records()
+
+    def closed_records(self) -> list[int]:
+        """Offsets no open window needs (taken out of `records`): delete their stored copies."""
         done = [off for off, newest in self.records.items() if newest <= self.closed_upto]
         for off in done:
             del self.records[off]
-        return chunks, done
+        return done
 
     def _source_features(self, ws: int, flows: dict[tuple, list], keys: list[tuple],
                          rows: np.ndarray, addresses: list[str], n_src: int) -> list[list]:

@@ -84,6 +84,25 @@ async def stored_windows(ingest, p: int, starts: list[int]):
     return part
 
 
+def one_window(collect, monkeypatch, seed: int) -> list:
+    """Stage 2 set to publish a pass verdict per flow (scores 0: something to send), and the
+    flow chunks of one benign window at NOW from source partition 0."""
+    collect.policy = VerdictPolicy(emit_pass=True)
+    monkeypatch.setattr(collect_mod, "score_windows",
+                        lambda det, closed: [np.zeros(len(w.keys)) for w in closed])
+    sp = windows.SourcePartition(0, W, 0, lambda: 0.0)
+    sp.add(0, decode_packet_columns(encode_packets(benign(NOW, 0.5, clients=3, seed=seed))))
+    return sp.close(NOW, 1)[0]
+
+
+async def stored_chunks(collect, part, chunks: list) -> None:
+    """`chunks` added to flows partition 0 (`part`) and stored, as on_chunk would."""
+    for c in chunks:
+        key = collect.store.chunk_key(0, c)
+        part.add(key, FlowChunk.decode(c.encode()))
+        await collect.store.put_chunk(0, key, c.encode())
+
+
 def test_stage1_deletes_records_and_moves_its_marker_only_after_the_chunks_are_delivered(
         wired, monkeypatch):
     ingest, flows = wired.ingest, HeldSends()
@@ -194,19 +213,11 @@ def test_stage2_deletes_chunks_and_moves_its_marker_only_after_the_verdicts_are_
     monkeypatch.setattr(wired.topics.verdicts, "send", verdicts.send)
     marks = HeldSends()  # the tally marks to the other partitions: delivered at once
     monkeypatch.setattr(wired.topics.flows, "send", marks.send)
-    collect.policy = VerdictPolicy(emit_pass=True)  # a pass verdict per flow: something to send
-    monkeypatch.setattr(collect_mod, "score_windows",
-                        lambda det, closed: [np.zeros(len(w.keys)) for w in closed])
+    chunks = one_window(collect, monkeypatch, seed=3)
     part = collect.partition(0)
-    sp = windows.SourcePartition(0, W, 0, lambda: 0.0)
-    sp.add(0, decode_packet_columns(encode_packets(benign(NOW, 0.5, clients=3, seed=3))))
-    chunks = sp.close(NOW, 1)[0]
 
     async def scenario():
-        for c in chunks:
-            key = collect.store.chunk_key(0, c)
-            part.add(key, FlowChunk.decode(c.encode()))
-            await collect.store.put_chunk(0, key, c.encode())
+        await stored_chunks(collect, part, chunks)
         for p in range(collect.n):
             part.mark(p, NOW)
             part.peer(p, NOW, {})  # every partition is past NOW: the window settles
@@ -234,12 +245,7 @@ def test_stage2_verdicts_not_delivered_keep_the_chunks_and_the_window_is_scored_
     collect, verdicts, marks = wired.collect, HeldSends(), HeldSends()
     monkeypatch.setattr(wired.topics.verdicts, "send", verdicts.send)
     monkeypatch.setattr(wired.topics.flows, "send", marks.send)
-    collect.policy = VerdictPolicy(emit_pass=True)
-    monkeypatch.setattr(collect_mod, "score_windows",
-                        lambda det, closed: [np.zeros(len(w.keys)) for w in closed])
-    sp = windows.SourcePartition(0, W, 0, lambda: 0.0)
-    sp.add(0, decode_packet_columns(encode_packets(benign(NOW, 0.5, clients=3, seed=4))))
-    chunks = sp.close(NOW, 1)[0]
+    chunks = one_window(collect, monkeypatch, seed=4)
 
     async def fill():
         part = collect.partition(0)
@@ -263,10 +269,7 @@ def test_stage2_verdicts_not_delivered_keep_the_chunks_and_the_window_is_scored_
     async def scenario():
         nonlocal sent_before
         part = await fill()
-        for c in chunks:
-            key = collect.store.chunk_key(0, c)
-            part.add(key, FlowChunk.decode(c.encode()))
-            await collect.store.put_chunk(0, key, c.encode())
+        await stored_chunks(collect, part, chunks)
         before = len(wired.changelog)
         await close_with(lambda f: f.set_exception(NotLeaderForPartitionError()))
         assert wired.changelog[before:] == [] and collect.store.chunks(0)
@@ -364,4 +367,96 @@ def test_stage1_a_send_that_raises_refused_skips_the_chunk_and_keeps_the_partiti
         assert ingest.store.marker(5)[0] >= NOW
     asyncio.run(scenario())
     assert wired.metrics.lost.labels("flow chunks")._value.get() >= 1
+    assert "refused, not sent" in caplog.text
+
+
+def test_refused_is_not_a_producer_stopping_for_a_shutdown():
+    from faust.exceptions import NotReady
+    from services.scorer.delivery import refused
+    assert not refused(NotReady("Producer service not yet started"))
+
+
+def test_a_good_marker_written_after_a_bad_one_was_met_is_not_deleted_with_it(
+        wired, monkeypatch):
+    """restore() meets a bad stored marker and queues it for flush_bad; settle then writes a
+    good one under the same key. Dead-lettering the bad one must not delete the good one."""
+    from services.scorer.faust_internals import write_through
+    ingest, flows, dead = wired.ingest, HeldSends(), HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+    monkeypatch.setattr(wired.topics.dead, "send", dead.send)
+
+    async def scenario():
+        await write_through(ingest.store.table, 6, ingest.store.marker_key(6), b"\xc1bad")
+        part = await stored_windows(ingest, 6, [NOW, NOW + 4 * W])  # restores: marker bad
+        assert ingest.bad and ingest.bad[0][1] == ingest.store.marker_key(6)
+        closing = asyncio.create_task(ingest.close([6]))
+        for _ in range(20):
+            await settle_a_little()
+            flows.deliver()
+        await asyncio.wait_for(closing, 5)
+        assert ingest.sources[6] is part and ingest.store.marker(6)[0] >= NOW
+        flushing = asyncio.create_task(ingest.flush_bad())
+        await settle_a_little()
+        dead.deliver()
+        await asyncio.wait_for(flushing, 5)
+        assert len(dead.sent) == 1 and not ingest.bad
+        assert ingest.store.marker(6)[0] >= NOW
+    asyncio.run(scenario())
+
+
+def test_stage1_a_window_that_cannot_be_closed_has_its_records_deleted_not_kept_forever(
+        wired, monkeypatch, caplog):
+    ingest, flows = wired.ingest, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+    real = windows.SourcePartition._source_features
+
+    def broken(self, ws, *a):
+        if ws == NOW:
+            raise ValueError("a bug")
+        return real(self, ws, *a)
+    monkeypatch.setattr(windows.SourcePartition, "_source_features", broken)
+
+    async def scenario():
+        part = await stored_windows(ingest, 7, [NOW, NOW + 4 * W])
+        closing = asyncio.create_task(ingest.close([7]))
+        for _ in range(20):
+            await settle_a_little()
+            flows.deliver()
+        await asyncio.wait_for(closing, 5)
+        assert ingest.sources[7] is part and not part.sending
+        assert [off for off, _ in ingest.store.records(7)] == [1]  # NOW's record deleted
+        assert ingest.store.marker(7)[0] >= NOW
+    asyncio.run(scenario())
+    assert wired.metrics.lost.labels("window")._value.get() == 1
+    assert "window %d not closed" % NOW in caplog.text
+
+
+def test_stage2_a_verdict_refused_for_good_is_counted_and_the_window_settles(
+        wired, monkeypatch, caplog):
+    collect, marks = wired.collect, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", marks.send)
+
+    async def too_large(key=None, value=None, **_):
+        err = ProducerSendError("Error while sending")
+        err.__cause__ = MessageSizeTooLargeError()
+        raise err
+    monkeypatch.setattr(wired.topics.verdicts, "send", too_large)
+    chunks = one_window(collect, monkeypatch, seed=5)
+
+    async def scenario():
+        part = collect.partition(0)
+        await stored_chunks(collect, part, chunks)
+        for p in range(collect.n):
+            part.mark(p, NOW)
+            part.peer(p, NOW, {})
+        closing = asyncio.create_task(collect.close())
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            marks.deliver()
+            if closing.done():
+                break
+        await asyncio.wait_for(closing, 5)
+        assert collect.store.chunks(0) == [] and collect.store.marker(0, collect.n)[0] >= NOW
+    asyncio.run(scenario())
+    assert wired.metrics.lost.labels("verdicts")._value.get() >= 1
     assert "refused, not sent" in caplog.text
