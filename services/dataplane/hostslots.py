@@ -193,7 +193,8 @@ class HostSlots:
         raised MapFull: `victim` sits in the map `rule` goes to (exact4; exact6 or exact6x, read
         from the maps: ExactPlace._frees_exact6; src_prefix4 / src_prefix, dst_limit), or, for
         a host rule, in the same family's hash (src_host4 / src_host6) or in `rule`'s inline
-        slot (`rule` takes the slot then); a host rule in another slot frees nothing for it. The rules' placements are parsed once (_placed)."""
+        slot (`rule` takes the slot then); a host rule in another slot frees nothing for it.
+        The rules' placements are parsed once (_placed)."""
         name, _, slot = _placed(rule)
         vname, vkey, vslot = _placed(victim)
         if name == vname == "exact6":  # either may be in exact6x, the collisions' map

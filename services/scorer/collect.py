@@ -58,7 +58,7 @@ class CollectStage:
         self.topic_name: str = flows_topic.get_topic_name()
         self.metrics, self.dead = metrics, dead
         self.dests: dict[int, DstPartition] = {}
-        self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (q, key, reason, value)
+        self.bad: list[tuple[int, bytes, str, bytes]] = []  # (q, key, reason, value)
         self.closed_upto = -1   # the newest window start closed here (any partition, ever)
         self.announced: dict[int, tuple[int, float]] = {}  # q -> (through, monotonic s) told
         self.unsent: dict[int, dict[int, dict]] = {}  # q -> window -> its tally, not sent yet
@@ -84,7 +84,8 @@ class CollectStage:
             try:
                 marker = self.store.marker(q, self.n)
             except DecodeError as exc:
-                self.bad.append((q, self.store.marker_key(q), f"bad marker: {exc}", None))
+                key = self.store.marker_key(q)
+                self.bad.append((q, key, f"bad marker: {exc}", self.store.raw(key) or b""))
                 marker = None
             if marker:  # every window up to it settled (close): later ones are closed again
                 part.closed_upto, progress = marker
@@ -102,24 +103,12 @@ class CollectStage:
         """Dead-letter and delete the bad stored values partition() met."""
         while self.bad:
             q, key, reason, value = self.bad.pop(0)
-            sent = await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}",
-                                   value or b"")
-            # deleted once its dead letter is delivered; not delivered: met again at a restore
+            sent = await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}", value)
+            # deleted once its dead letter is delivered and if nothing was written over it since;
+            # not delivered: met again at a restore
             if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                        lost=self.metrics.lost.labels("dead letter").inc) \
-                    and self._still_bad(q, key):
-                await self.store.forget(q, key)
-
-    def _still_bad(self, q: int, key: bytes) -> bool:
-        """Whether `key` of flows partition `q` still holds what partition() found bad: its
-        marker may have been written over since (close), and a good one must stay."""
-        if key != self.store.marker_key(q):
-            return True  # a chunk's key is written again only with the same chunk
-        try:
-            self.store.marker(q, self.n)
-        except DecodeError:
-            return True
-        return False
+                                        lost=self.metrics.lost.labels("dead letter").inc):
+                await self.store.forget(q, key, value)
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
@@ -212,10 +201,16 @@ class CollectStage:
         # verdicts never arrived (killed after the verdicts, the next owner repeats them: the
         # same ids). Not delivered: the partitions are forgotten, restored from the table at
         # their next record (progress marks repeat every 0.5 s), their windows scored again.
+        queued = True
         if settled:
-            sends += await self._score(settled)
-        if not await delivery.delivered(sends, "verdicts and dead letters",
-                                        lost=self.metrics.lost.labels("verdicts").inc):
+            try:
+                sends += await self._score(settled)
+            except Exception as exc:  # a send that raised for a reason that may pass (a
+                queued = False        # refused one is passed over inside: delivery.send)
+                log.error("verdicts of %d windows not sent: %r", len(settled), exc)
+        delivered = await delivery.delivered(sends, "verdicts and dead letters",
+                                             lost=self.metrics.lost.labels("verdicts").inc)
+        if not (queued and delivered):
             for q, part, *_ in decided + dropped:
                 if self.dests.get(q) is part:
                     log.error("flows partition %d: forgotten, to be restored from the table and "

@@ -52,7 +52,7 @@ class IngestStage:
         self.announced: dict[int, tuple[int, float]] = {}  # packets partition -> (progress, when)
         self.nodes: set[str] = set()  # capture nodes with a metric label of their own
         self.warned: dict[str, float] = {}  # node -> when its future events were last logged
-        self.bad: list[tuple[int, bytes, str, bytes | None]] = []  # (p, key, reason, value)
+        self.bad: list[tuple[int, bytes, str, bytes]] = []  # (p, key, reason, value)
         # packets partition -> sends of its chunks not known delivered yet (close)
         self.inflight: dict[int, list[asyncio.Future]] = {}
         # packets partition -> offsets of closed windows' records to delete once delivered
@@ -81,7 +81,8 @@ class IngestStage:
         try:
             marker = self.store.marker(p)
         except DecodeError as exc:  # rebuilt from the records alone (closed windows may repeat)
-            self.bad.append((p, self.store.marker_key(p), f"bad marker: {exc}", None))
+            key = self.store.marker_key(p)
+            self.bad.append((p, key, f"bad marker: {exc}", self.store.raw(key) or b""))
             marker = None
         if marker:
             part.closed_upto, seen = marker
@@ -104,24 +105,12 @@ class IngestStage:
         """Dead-letter and delete the bad stored values restore() met."""
         while self.bad:
             p, key, reason, value = self.bad.pop(0)
-            sent = await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}",
-                                   value or b"")
-            # deleted once its dead letter is delivered; not delivered: met again at a restore
+            sent = await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}", value)
+            # deleted once its dead letter is delivered and if nothing was written over it since;
+            # not delivered: met again at a restore
             if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                        lost=self.metrics.lost.labels("dead letter").inc) \
-                    and self._still_bad(p, key):
-                await self.store.forget(p, key)
-
-    def _still_bad(self, p: int, key: bytes) -> bool:
-        """Whether `key` of packets partition `p` still holds what restore() found bad: its
-        marker may have been written over since (settle), and a good one must stay."""
-        if key != self.store.marker_key(p):
-            return True  # a record's offset is never stored again
-        try:
-            self.store.marker(p)
-        except DecodeError:
-            return True
-        return False
+                                        lost=self.metrics.lost.labels("dead letter").inc):
+                await self.store.forget(p, key, value)
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
@@ -298,7 +287,7 @@ class IngestStage:
         for off in done:
             await self.store.put_record(p, off, None)
         # the other closer's, written while this one waited, may be newer; a bad stored one
-        # (restore queued it for flush_bad, which then leaves this one be: _still_bad) is none
+        # (restore queued it for flush_bad, which deletes only what it found: forget) is none
         try:
             stored = self.store.marker(p) or (-1, -1)
         except DecodeError:  # queued by restore for flush_bad; this one replaces it

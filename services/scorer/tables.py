@@ -203,9 +203,18 @@ class WindowTable:
         prefix = b"%d/%s/" % (partition, kind)
         return [(k, data[k]) for k in sorted(k for k in list(data.keys()) if k.startswith(prefix))]
 
-    async def forget(self, partition: int, key: bytes) -> None:
-        """Delete a stored value (a bad one, dead-lettered) so no restore reads it again."""
+    def raw(self, key: bytes) -> bytes | None:
+        """The value stored under `key` as stored (None: none)."""
+        return faust_internals.table_store(self.table).get(key)
+
+    async def forget(self, partition: int, key: bytes, bad: bytes) -> bool:
+        """Delete `key` if it still holds `bad` (a value found bad and dead-lettered) so no
+        restore reads it again; a value written there since (a marker moved on, a chunk sent
+        again in a format that decodes) stays. True if deleted."""
+        if self.raw(key) != bad:
+            return False
         await faust_internals.write_through(self.table, partition, key, None)
+        return True
 
 
 class SourceRecords(WindowTable):

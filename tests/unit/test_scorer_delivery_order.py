@@ -431,17 +431,18 @@ def test_stage1_a_window_that_cannot_be_closed_has_its_records_deleted_not_kept_
     assert "window %d not closed" % NOW in caplog.text
 
 
-def test_stage2_a_verdict_refused_for_good_is_counted_and_the_window_settles(
-        wired, monkeypatch, caplog):
+def close_with_verdict_sends_raising(wired, monkeypatch, cause: Exception, seed: int) -> None:
+    """One settled window at stage 2 (flows partition 0) closed while every verdict send
+    raises faust's ProducerSendError from `cause`; the other sends are delivered."""
     collect, marks = wired.collect, HeldSends()
     monkeypatch.setattr(wired.topics.flows, "send", marks.send)
 
-    async def too_large(key=None, value=None, **_):
+    async def raising(key=None, value=None, **_):
         err = ProducerSendError("Error while sending")
-        err.__cause__ = MessageSizeTooLargeError()
+        err.__cause__ = cause
         raise err
-    monkeypatch.setattr(wired.topics.verdicts, "send", too_large)
-    chunks = one_window(collect, monkeypatch, seed=5)
+    monkeypatch.setattr(wired.topics.verdicts, "send", raising)
+    chunks = one_window(collect, monkeypatch, seed=seed)
 
     async def scenario():
         part = collect.partition(0)
@@ -455,8 +456,50 @@ def test_stage2_a_verdict_refused_for_good_is_counted_and_the_window_settles(
             marks.deliver()
             if closing.done():
                 break
-        await asyncio.wait_for(closing, 5)
-        assert collect.store.chunks(0) == [] and collect.store.marker(0, collect.n)[0] >= NOW
+        await asyncio.wait_for(closing, 5)  # returns: nothing raised out of the pass
     asyncio.run(scenario())
+
+
+def test_stage2_a_verdict_refused_for_good_is_counted_and_the_window_settles(
+        wired, monkeypatch, caplog):
+    close_with_verdict_sends_raising(wired, monkeypatch, MessageSizeTooLargeError(), seed=5)
+    collect = wired.collect
+    assert collect.store.chunks(0) == [] and collect.store.marker(0, collect.n)[0] >= NOW
     assert wired.metrics.lost.labels("verdicts")._value.get() >= 1
     assert "refused, not sent" in caplog.text
+
+
+def test_stage2_a_verdict_send_that_raises_a_passing_error_forgets_the_partition_not_the_worker(
+        wired, monkeypatch, caplog):
+    """The broker down: the send itself raises (faust's ProducerSendError from aiokafka's
+    timeout). The pass ends as if the verdicts were not delivered: chunks kept, the partition
+    forgotten and restored from the table, its window scored again; the worker goes on."""
+    close_with_verdict_sends_raising(wired, monkeypatch, KafkaTimeoutError(), seed=6)
+    collect = wired.collect
+    assert 0 not in collect.dests and collect.store.chunks(0)
+    assert collect.store.marker(0, collect.n) is None
+    assert "not sent" in caplog.text and "forgotten" in caplog.text
+
+
+def test_a_good_chunk_stored_over_a_bad_one_is_not_deleted_with_it(wired, monkeypatch):
+    """A stored chunk that no longer decodes (say, an older format) is queued for flush_bad at
+    the restore; stage 1 sends the window again and the good chunk is stored under the same
+    key. Dead-lettering the bad value must leave the good one in the table."""
+    collect, dead = wired.collect, HeldSends()
+    monkeypatch.setattr(wired.topics.dead, "send", dead.send)
+    chunks = one_window(collect, monkeypatch, seed=7)
+    key = collect.store.chunk_key(0, chunks[0])
+
+    async def scenario():
+        await collect.store.put_chunk(0, key, b"\xc1not a chunk")
+        part = collect.partition(0)  # the restore meets it
+        assert [k for _, k, _, _ in collect.bad] == [key]
+        part.add(key, FlowChunk.decode(chunks[0].encode()))
+        await collect.store.put_chunk(0, key, chunks[0].encode())  # sent again, stored
+        flushing = asyncio.create_task(collect.flush_bad())
+        await settle_a_little()
+        dead.deliver()
+        await asyncio.wait_for(flushing, 5)
+        assert len(dead.sent) == 1 and not collect.bad
+        assert collect.store.chunks(0) == [(key, chunks[0].encode())]
+    asyncio.run(scenario())
