@@ -100,15 +100,9 @@ class CollectStage:
         return part
 
     async def flush_bad(self) -> None:
-        """Dead-letter and delete the bad stored values partition() met."""
-        while self.bad:
-            q, key, reason, value = self.bad.pop(0)
-            sent = await self.dead(self.store.topic, q, -1, f"{key.decode()}: {reason}", value)
-            # deleted once its dead letter is delivered and if nothing was written over it since;
-            # not delivered: met again at a restore
-            if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                        lost=self.metrics.lost.labels("dead letter").inc):
-                await self.store.forget(q, key, value)
+        """Dead-letter and delete the bad stored values partition() met (delivery.flush_bad)."""
+        await delivery.flush_bad(self.bad, self.store, self.dead,
+                                 self.metrics.lost.labels("dead letter").inc)
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""

@@ -101,3 +101,17 @@ async def send(start: Callable[[], Awaitable[asyncio.Future]], what: str,
         lost(1)
         log.error("%s refused, not sent: %r", what, exc)
         return None
+
+
+async def flush_bad(bad: list[tuple[int, bytes, str, bytes]], store, dead: DeadLetters,
+                    lost: Callable[[int], None]) -> None:
+    """Dead-letter the bad stored values a restore met, `bad` ((partition, key, reason, raw
+    value), taken from the front), and delete each from `store` (a tables.WindowTable) once
+    its dead letter is delivered and only if the key still holds it (a marker or chunk
+    written over it since stays). Not delivered: kept in the table, met again at a restore.
+    The same for both stages."""
+    while bad:
+        partition, key, reason, value = bad.pop(0)
+        sent = await dead(store.topic, partition, -1, f"{key.decode()}: {reason}", value)
+        if await delivered([sent] if sent else [], "a dead letter", lost=lost):
+            await store.forget(partition, key, value)

@@ -102,15 +102,9 @@ class IngestStage:
         return part
 
     async def flush_bad(self) -> None:
-        """Dead-letter and delete the bad stored values restore() met."""
-        while self.bad:
-            p, key, reason, value = self.bad.pop(0)
-            sent = await self.dead(self.store.topic, p, -1, f"{key.decode()}: {reason}", value)
-            # deleted once its dead letter is delivered and if nothing was written over it since;
-            # not delivered: met again at a restore
-            if await delivery.delivered([sent] if sent else [], "a dead letter",
-                                        lost=self.metrics.lost.labels("dead letter").inc):
-                await self.store.forget(p, key, value)
+        """Dead-letter and delete the bad stored values restore() met (delivery.flush_bad)."""
+        await delivery.flush_bad(self.bad, self.store, self.dead,
+                                 self.metrics.lost.labels("dead letter").inc)
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
@@ -286,11 +280,10 @@ class IngestStage:
         marker = (part.closed_upto, self.seen.get(p, -1))
         for off in done:
             await self.store.put_record(p, off, None)
-        # the other closer's, written while this one waited, may be newer; a bad stored one
-        # (restore queued it for flush_bad, which deletes only what it found: forget) is none
+        # the other closer's, written while this one waited, may be newer
         try:
             stored = self.store.marker(p) or (-1, -1)
-        except DecodeError:  # queued by restore for flush_bad; this one replaces it
+        except DecodeError:  # a bad one, queued by restore for flush_bad: this one replaces it
             stored = (-1, -1)
         if marker > stored:
             await self.store.put_marker(p, *marker)

@@ -29,13 +29,13 @@ Flow state (a list, for speed): [first_ns, last_ns, packets, bytes, flags, syn_n
 A record is folded in by fold.py (numpy group-by on window and 5-tuple, then one dict update per
 group), equal to the per-event fold to the bit (tests/unit/test_scorer_fold.py). The aggregates
 are rebuilt from the window's flows rather than per packet: counts add up, and the distinct-count
-sketches are idempotent per item, so the result equals features.WindowState's per-packet one. When a window closes its flows are transposed once
-into the FlowTable rows its chunks carry (_window_rows: sources first among the addresses, one
-index per address), its flows hashed in one pass (hash64_keys), and its sources' aggregates
-and horizon entries computed from those rows (rows.agg_by_index, rows.horizon_from: sums with
-numpy, distinct counts as the distinct sketch positions per source, a peer's position once per
-distinct destination); equal to the flow-by-flow aggregation to the bit
-(tests/unit/test_scorer_fold.py, tests/support/fold_reference.py).
+sketches are idempotent per item, so the result equals features.WindowState's per-packet one.
+When a window closes its flows are transposed once into the FlowTable rows its chunks carry
+(_window_rows: sources first among the addresses, one index per address), its flows hashed
+in one pass (hash64_keys), and its sources' aggregates and horizon entries computed from those
+rows (rows.agg_by_index, rows.horizon_from: sums with numpy, distinct counts as the distinct
+sketch positions per source, a peer's position once per distinct destination); equal to the
+flow-by-flow aggregation to the bit (tests/unit/test_scorer_fold.py, support/fold_reference.py).
 """
 from __future__ import annotations
 
