@@ -101,8 +101,9 @@ class CollectStage:
 
     async def flush_bad(self) -> None:
         """Dead-letter and delete the bad stored values partition() met (delivery.flush_bad)."""
-        await delivery.flush_bad(self.bad, self.store, self.dead,
-                                 self.metrics.lost.labels("dead letter").inc)
+        if self.bad:
+            await delivery.flush_bad(self.bad, self.store, self.dead,
+                                     self.metrics.lost.labels("dead letter").inc)
 
     def revoke(self, q: int) -> None:
         """Forget flows partition `q`: the next owner restores it from the changelog."""
@@ -199,12 +200,15 @@ class CollectStage:
         if settled:
             try:
                 sends += await self._score(settled)
-            except Exception as exc:  # a send that raised for a reason that may pass (a
-                queued = False        # refused one is passed over inside: delivery.send)
+            except Exception as exc:
+                if delivery.refused(exc):  # neither Kafka's nor the network's: a bug, raised
+                    raise                   # (a refused send is passed over inside it)
+                queued = False  # a send that raised for a reason that may pass
                 log.error("verdicts of %d windows not sent: %r", len(settled), exc)
-        delivered = await delivery.delivered(sends, "verdicts and dead letters",
-                                             lost=self.metrics.lost.labels("verdicts").inc)
-        if not (queued and delivered):
+        # not queued: no wait (a stopping producer never acknowledges), the pass is lost anyway
+        delivered = queued and await delivery.delivered(
+            sends, "verdicts and dead letters", lost=self.metrics.lost.labels("verdicts").inc)
+        if not delivered:
             for q, part, *_ in decided + dropped:
                 if self.dests.get(q) is part:
                     log.error("flows partition %d: forgotten, to be restored from the table and "

@@ -112,6 +112,7 @@ async def flush_bad(bad: list[tuple[int, bytes, str, bytes]], store, dead: DeadL
     The same for both stages."""
     while bad:
         partition, key, reason, value = bad.pop(0)
-        sent = await dead(store.topic, partition, -1, f"{key.decode()}: {reason}", value)
+        name = key.decode(errors="backslashreplace")  # another writer's key may be any bytes
+        sent = await dead(store.topic, partition, -1, f"{name}: {reason}", value)
         if await delivered([sent] if sent else [], "a dead letter", lost=lost):
             await store.forget(partition, key, value)

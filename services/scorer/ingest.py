@@ -103,8 +103,9 @@ class IngestStage:
 
     async def flush_bad(self) -> None:
         """Dead-letter and delete the bad stored values restore() met (delivery.flush_bad)."""
-        await delivery.flush_bad(self.bad, self.store, self.dead,
-                                 self.metrics.lost.labels("dead letter").inc)
+        if self.bad:
+            await delivery.flush_bad(self.bad, self.store, self.dead,
+                                     self.metrics.lost.labels("dead letter").inc)
 
     def revoke(self, p: int) -> None:
         """Forget packets partition `p`: the next owner restores it from the changelog."""

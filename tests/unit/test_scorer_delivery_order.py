@@ -503,3 +503,17 @@ def test_a_good_chunk_stored_over_a_bad_one_is_not_deleted_with_it(wired, monkey
         assert len(dead.sent) == 1 and not collect.bad
         assert collect.store.chunks(0) == [(key, chunks[0].encode())]
     asyncio.run(scenario())
+
+
+def test_stage2_a_bug_while_scoring_still_stops_the_worker_not_a_pass_repeated_forever(
+        wired, monkeypatch):
+    """Only a send's error that may pass ends the pass quietly; a bug (here the model
+    schedule raising) is raised, as before, instead of forgetting and re-scoring every tick."""
+    collect = wired.collect
+
+    def broken(ws):
+        raise ValueError("a bug")
+    monkeypatch.setattr(collect.models.schedule, "for_window", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        close_with_verdict_sends_raising(wired, monkeypatch, KafkaTimeoutError(), seed=8)
+    assert 0 in collect.dests and collect.store.chunks(0)
