@@ -199,7 +199,7 @@ class CollectStage:
         queued = True
         if settled:
             try:
-                sends += await self._score(settled)
+                await self._score(settled, sends)
             except Exception as exc:
                 if delivery.refused(exc):  # neither Kafka's nor the network's: a bug, raised
                     raise                   # (a refused send is passed over inside it)
@@ -209,6 +209,7 @@ class CollectStage:
         delivered = queued and await delivery.delivered(
             sends, "verdicts and dead letters", lost=self.metrics.lost.labels("verdicts").inc)
         if not delivered:
+            delivery.abandon(sends)  # sent again with the re-scored windows
             for q, part, *_ in decided + dropped:
                 if self.dests.get(q) is part:
                     log.error("flows partition %d: forgotten, to be restored from the table and "
@@ -278,24 +279,22 @@ class CollectStage:
         summary = msgpack.packb({"window": w.window_ns, "flows": [list(k) for k in w.keys]})
         return await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
 
-    async def _score(self, closed: list[ClosedWindow]) -> list[asyncio.Future]:
+    async def _score(self, closed: list[ClosedWindow], sends: list[asyncio.Future]) -> None:
         """Score the windows closed in one pass: one model call per (model, shadow) pair the
-        schedule names for them (one, but for the pass that crosses a switch). Returns the
-        verdicts' and dead letters' sends (delivery.delivered)."""
+        schedule names for them (one, but for the pass that crosses a switch). Appends the
+        verdicts' and dead letters' sends to `sends` as they are queued, so that those queued
+        before a send that raises are in it too (delivery.abandon)."""
         groups: dict[tuple[int, int], tuple[object, object, list[ClosedWindow]]] = {}
         for w in closed:
             det, shadow = self.models.schedule.for_window(w.window_ns)
             groups.setdefault((id(det), id(shadow)), (det, shadow, []))[2].append(w)
-        sends: list[asyncio.Future] = []
         for det, shadow, windows in groups.values():
-            sends += await self._score_with(det, shadow, windows)
-        return sends
+            await self._score_with(det, shadow, windows, sends)
 
-    async def _score_with(self, detector, shadow, closed: list[ClosedWindow]
-                          ) -> list[asyncio.Future]:
+    async def _score_with(self, detector, shadow, closed: list[ClosedWindow],
+                          sends: list[asyncio.Future]) -> None:
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        sends: list[asyncio.Future] = []
         try:
             # sklearn releases the GIL in places; a thread keeps heartbeats and ingestion going.
             all_scores = await loop.run_in_executor(None, score_windows, detector, closed)
@@ -335,7 +334,6 @@ class CollectStage:
                     sends.append(sent)
                     self.metrics.verdicts.labels(v.rule.action.value).inc()
             self.metrics.detect_lag.observe(max(0.0, time.time() - w.end_ns / 1e9))
-        return sends
 
     async def _shadow_scores(self, shadow, closed: list[ClosedWindow]):
         """The shadow model's scores of `closed` (None: no shadow, or it failed: logged)."""

@@ -70,6 +70,7 @@ async def delivered(sends: list, what: str, timeout: float = DELIVERY_TIMEOUT_S,
               if f not in pending and (f.cancelled() or f.exception() is not None)]
     gone = set(waiting)
     sends[:] = [f for f in sends if f not in gone]
+    abandon(list(pending))  # not waited for any longer
     if not failed and not pending:
         return True
     given_up = [f for f in failed if not f.cancelled() and refused(f.exception())]
@@ -85,6 +86,22 @@ async def delivered(sends: list, what: str, timeout: float = DELIVERY_TIMEOUT_S,
               "-" if first is None else "cancelled" if first.cancelled()
               else repr(first.exception()), len(pending), timeout)
     return False
+
+
+def abandon(sends: list) -> None:
+    """Give up on the futures in `sends` (emptied): their pass is lost and its records will be
+    sent again (stage 1 rebuilds the partition, stage 2 re-scores it), so nobody awaits them.
+    They may still be acknowledged (a repeat carries the same keys and verdict ids); one that
+    fails has its error retrieved when it does, so asyncio does not log "Future exception was
+    never retrieved" for what the caller already logged as not sent."""
+    for f in sends:
+        f.add_done_callback(_retrieve)
+    sends.clear()
+
+
+def _retrieve(f: asyncio.Future) -> None:
+    if not f.cancelled():
+        f.exception()
 
 
 async def send(start: Callable[[], Awaitable[asyncio.Future]], what: str,

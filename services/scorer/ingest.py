@@ -298,6 +298,7 @@ class IngestStage:
             return
         log.error("packets partition %d: rebuilding its open windows from the table to send "
                   "them again", p)
+        delivery.abandon(self.inflight.get(p, []))
         self.inflight[p], self.done[p] = [], []
         self.restore(p)
 

@@ -110,9 +110,8 @@ def test_rel_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(sc
     monkeypatch.setattr(dst_windows.DstPartition, "close", close)
     scored = []
 
-    async def score(closed):
-        scored.extend(w.window_ns for w in closed)
-        return []  # the verdicts' sends: none
+    async def score(closed, sends):
+        scored.extend(w.window_ns for w in closed)  # the verdicts' sends: none
     monkeypatch.setattr(collect, "_score", score)
     asyncio.run(collect.close())
     assert scored == [NOW - W] and part.windows == {}
