@@ -55,8 +55,10 @@ class IngestStage:
         self.bad: list[tuple[int, bytes, str, bytes]] = []  # (p, key, reason, value)
         # packets partition -> sends of its chunks not known delivered yet (close)
         self.inflight: dict[int, list[asyncio.Future]] = {}
-        # packets partition -> offsets of closed windows' records to delete once delivered
+        # packets partition -> offsets of closed windows' records to delete once delivered, and
+        # how many were taken off its front since it was made (settle's snapshots count on it)
         self.done: dict[int, list[int]] = {}
+        self.done_taken: dict[int, int] = {}
 
     # --- partitions -------------------------------------------------------------------------
     def partition(self, p: int) -> SourcePartition:
@@ -113,6 +115,7 @@ class IngestStage:
         self.announced.pop(p, None)
         self.inflight.pop(p, None)
         self.done.pop(p, None)
+        self.done_taken.pop(p, None)
         self.metrics.partitions.set(len(self.sources))
 
     # --- records ------------------------------------------------------------------------------
@@ -261,13 +264,17 @@ class IngestStage:
         """Write what says `part`'s closed windows are done (their records deleted, the marker
         moved) once every chunk queued for them, by either closer, is delivered."""
         # The producer sends the changelog's batches and the flows' in separate requests: a
-        # worker killed between them had left records deleted whose flows never arrived. Only
-        # with nothing being sent and nothing in flight does the marker (closed_upto) vouch
-        # for delivered windows alone; a closer that finds otherwise leaves the writing to
-        # the closer that queued the rest (it settles after queueing).
+        # worker killed between them had left records deleted whose flows never arrived. With
+        # no window being sent, every closed window's chunks are delivered or in `inflight`:
+        # what is written once those are delivered (the marker as it is now, the offsets
+        # done now) vouches for delivered windows alone, whatever is queued meanwhile (the
+        # next settle writes that). A closer that finds a window being sent leaves the
+        # writing to the closer sending it (it settles after queueing).
         inflight = self.inflight.get(p)
         if inflight is None or part.sending:
             return
+        marker = (part.closed_upto, self.seen.get(p, -1))
+        done_upto = self.done_taken.get(p, 0) + len(self.done.get(p, []))
         ok = await delivery.delivered(inflight, f"packets partition {p}'s flows",
                                       lost=self.metrics.lost.labels("flow chunks").inc)
         if self.sources.get(p) is not part:
@@ -275,10 +282,12 @@ class IngestStage:
         if not ok:
             self.resend(p, part)
             return
-        if part.sending or inflight:
-            return
-        done, self.done[p] = self.done.get(p, []), []
-        marker = (part.closed_upto, self.seen.get(p, -1))
+        # the other closer's settle may have taken some of them off meanwhile; taken off in
+        # place: a closer queueing meanwhile appends to this very list (_send)
+        pending = self.done.setdefault(p, [])
+        done = pending[:max(0, done_upto - self.done_taken.get(p, 0))]
+        del pending[:len(done)]
+        self.done_taken[p] = self.done_taken.get(p, 0) + len(done)
         for off in done:
             await self.store.put_record(p, off, None)
         # the other closer's, written while this one waited, may be newer
@@ -299,7 +308,7 @@ class IngestStage:
         log.error("packets partition %d: rebuilding its open windows from the table to send "
                   "them again", p)
         delivery.abandon(self.inflight.get(p, []))
-        self.inflight[p], self.done[p] = [], []
+        self.inflight[p], self.done[p], self.done_taken[p] = [], [], 0
         self.restore(p)
 
     async def announce(self, p: int, part: SourcePartition) -> None:

@@ -207,6 +207,39 @@ def test_stage1_two_closers_write_the_marker_only_when_neither_has_chunks_to_que
     asyncio.run(scenario())
 
 
+def test_stage1_a_settle_writes_what_it_waited_for_while_later_windows_are_in_flight(
+        wired, monkeypatch):
+    """Acknowledgements slower than windows close: window A's chunks are delivered while
+    window B's, queued by the other closer during the wait, are not yet. A's records are
+    deleted and the marker moves past A at once, not only when nothing at all is in flight
+    (which under a slow broker never came, and the table grew without bound); B's follow
+    once its chunks are delivered."""
+    ingest, flows = wired.ingest, HeldSends()
+    monkeypatch.setattr(wired.topics.flows, "send", flows.send)
+
+    async def scenario():
+        part = await stored_windows(ingest, 4, [NOW, NOW + W, NOW + 5 * W])
+        before = len(wired.changelog)
+        assert await ingest._send(4, part, [NOW])
+        a_sends = list(flows.futures)
+        settling = asyncio.create_task(ingest.settle(4, part))  # waits for A's chunks
+        await settle_a_little()
+        assert await ingest._send(4, part, [NOW + W])  # B queued during that wait
+        for f in a_sends:
+            f.set_result(None)
+        await asyncio.wait_for(settling, 5)
+        deleted = [k for _, _, k, v in wired.changelog[before:] if v is None]
+        assert ingest.store.record_key(4, 0) in deleted  # A's record
+        assert ingest.store.record_key(4, 1) not in deleted  # B's chunks still in flight
+        assert NOW <= ingest.store.marker(4)[0] < NOW + W
+        flows.deliver()
+        await asyncio.wait_for(ingest.settle(4, part), 5)
+        deleted = [k for _, _, k, v in wired.changelog[before:] if v is None]
+        assert ingest.store.record_key(4, 1) in deleted and ingest.inflight[4] == []
+        assert ingest.store.marker(4)[0] >= NOW + W and ingest.done[4] == []
+    asyncio.run(scenario())
+
+
 def test_stage2_deletes_chunks_and_moves_its_marker_only_after_the_verdicts_are_delivered(
         wired, monkeypatch):
     collect, verdicts = wired.collect, HeldSends()
