@@ -97,6 +97,7 @@ struct parsed {
     __u8 proto;
     __u8 tcp_flags;
     __u8 flags; // XG_EV_*
+    __u8 icmp_type; // ICMP/ICMPv6 type if its header was read, else XG_ICMP_NONE (the event's)
     __u8 src4;     // the source is IPv4, or an IPv6 address that is v4-mapped (::ffff:a.b.c.d)
     __be32 saddr4; // then its 4 bytes as in the header (the key of src_host4 and exact4)
     __be32 daddr4; // IPv4 only
@@ -230,13 +231,14 @@ static __always_inline int parse_udphdr(struct hdr_cursor *nh, void *data_end,
     return 0;
 }
 
-// ICMP and ICMPv6 alike: type, code and checksum must be present (4 bytes); 0 or -1.
+// ICMP and ICMPv6 alike: type, code and checksum must be present (4 bytes); the type, or -1.
 static __always_inline int parse_icmphdr(struct hdr_cursor *nh, void *data_end)
 {
-    if (nh->pos + 4 > data_end)
+    __u8 *h = nh->pos;
+    if ((void *)(h + 4) > data_end)
         return -1;
-    nh->pos += 4;
-    return 0;
+    nh->pos = h + 4;
+    return h[0];
 }
 
 // Bytes of `proto`'s header the parser reads (TCP 20, UDP 8, ICMP/ICMPv6 4, others none): a
@@ -252,7 +254,8 @@ static __always_inline __u32 l4_hdr_len(__u8 proto)
     return 0;
 }
 
-// Ports and TCP flags of p->proto's header at the cursor: PARSE_OK, or PARSE_FAIL if truncated.
+// Ports and TCP flags (ICMP: the type) of p->proto's header at the cursor: PARSE_OK, or
+// PARSE_FAIL if truncated.
 // Any other protocol has no ports: matched by number with ports 0.
 static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, struct parsed *p)
 {
@@ -270,8 +273,10 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, struc
         p->sport = bpf_ntohs(uh->source);
         p->dport = bpf_ntohs(uh->dest);
     } else if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
-        if (parse_icmphdr(nh, data_end) < 0)
+        int type = parse_icmphdr(nh, data_end);
+        if (type < 0)
             return PARSE_FAIL;
+        p->icmp_type = type;
     }
     return PARSE_OK;
 }
@@ -364,10 +369,11 @@ static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, str
     return fh.first ? PARSE_BAD_FRAG : PARSE_PARTIAL;
 }
 
-// The frame's 5-tuple, TCP flags and XG_EV_* flags into *p: PARSE_OK, PARSE_PARTIAL (addresses
-// only), PARSE_BAD_FRAG (addresses only), PARSE_NOT_IP or PARSE_FAIL. Every field but the 16-byte
-// addresses starts at 0 here; those are written by parse_ipv6 only (an IPv4 packet's are
-// saddr4/daddr4), so *p needs no zeroing (32 bytes of stores on every IPv4 packet).
+// The frame's 5-tuple, TCP flags, ICMP type and XG_EV_* flags into *p: PARSE_OK, PARSE_PARTIAL
+// (addresses only), PARSE_BAD_FRAG (addresses only), PARSE_NOT_IP or PARSE_FAIL. Every field but
+// the 16-byte addresses starts at 0 here (icmp_type at XG_ICMP_NONE); those are written by
+// parse_ipv6 only (an IPv4 packet's are saddr4/daddr4), so *p needs no zeroing (32 bytes of
+// stores on every IPv4 packet).
 static __always_inline int parse(struct xdp_md *ctx, struct parsed *p)
 {
     p->sport = 0;
@@ -375,6 +381,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct parsed *p)
     p->proto = 0;
     p->tcp_flags = 0;
     p->flags = 0;
+    p->icmp_type = XG_ICMP_NONE;
     p->src4 = 0;
     p->saddr4 = 0;
     p->daddr4 = 0;
@@ -517,7 +524,7 @@ static __always_inline void sample(struct xdp_md *ctx, struct parsed *p, struct 
     e->proto = p->proto;
     e->tcp_flags = p->tcp_flags;
     e->flags = p->flags;
-    e->pad = 0;
+    e->icmp_type = p->icmp_type;
     events.ringbuf_submit(e, 0);
     st->events++;
 }

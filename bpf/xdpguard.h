@@ -312,6 +312,9 @@ struct xg_config {
 /* xg_event.flags */
 #define XG_EV_FRAGMENT 0x01 /* a non-first fragment: ports and TCP flags are 0 */
 #define XG_EV_IPV6 0x02
+/* xg_event.icmp_type when no ICMP header was read (another protocol, a later fragment): 255 is
+   a reserved type in ICMP and ICMPv6 */
+#define XG_ICMP_NONE 255
 
 /* ring-buffer event of one sampled unmatched packet */
 struct xg_event {
@@ -325,7 +328,8 @@ struct xg_event {
     __u8 proto;
     __u8 tcp_flags;
     __u8 flags; /* XG_EV_* */
-    __u8 pad;
+    __u8 icmp_type; /* ICMP/ICMPv6 type when proto is 1 or 58 and the header was read, else
+                       XG_ICMP_NONE */
 };
 
 #endif

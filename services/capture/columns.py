@@ -18,10 +18,12 @@ from services.records.packet import Packet
 
 CHUNK = np.dtype([("ts", "<u8"), ("seq", "<u8"), ("sport", "<u2"), ("dport", "<u2"),
                   ("proto", "u1"), ("tcp_flags", "u1"), ("len", "<u4"), ("ifindex", "<u4"),
-                  ("sr", "<u4"), ("saddr", "u1", (16,)), ("daddr", "u1", (16,))])
+                  ("sr", "<u4"), ("saddr", "u1", (16,)), ("daddr", "u1", (16,)),
+                  ("icmp_type", "u1")])
 _V4_PREFIX = np.array([0] * 10 + [0xFF, 0xFF], dtype=np.uint8)
 _COLUMNS = (("ts", "ts"), ("seq", "seq"), ("sp", "sport"), ("dp", "dport"), ("pr", "proto"),
-            ("fl", "tcp_flags"), ("len", "len"), ("if", "ifindex"), ("sr", "sr"))
+            ("fl", "tcp_flags"), ("len", "len"), ("if", "ifindex"), ("sr", "sr"),
+            ("it", "icmp_type"))
 _V4_MAPPED = _V4_PREFIX.tobytes()
 
 
@@ -31,7 +33,8 @@ def from_records(rec: np.ndarray, offset_ns: int, first_seq: int, sample_rate: i
     c = np.empty(n, CHUNK)
     c["ts"] = rec["ts_ns"] + np.uint64(offset_ns)
     c["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
-    for name in ("sport", "dport", "proto", "tcp_flags", "len", "ifindex", "saddr", "daddr"):
+    for name in ("sport", "dport", "proto", "tcp_flags", "len", "ifindex", "saddr", "daddr",
+                 "icmp_type"):
         c[name] = rec[name]
     c["sr"] = sample_rate
     return c
@@ -44,7 +47,7 @@ def from_packets(packets: list[Packet], first_seq: int, sample_rate: int | None)
         c[i] = (p.ts_ns, first_seq + i, p.sport, p.dport, p.proto, p.tcp_flags, p.length,
                 p.ifindex, p.sample_rate if sample_rate is None else sample_rate,
                 np.frombuffer(addr_bytes(p.src), np.uint8),
-                np.frombuffer(addr_bytes(p.dst), np.uint8))
+                np.frombuffer(addr_bytes(p.dst), np.uint8), p.icmp_type)
     return c
 
 

@@ -33,7 +33,7 @@ RECORD = (HDR + EVENT_SIZE + 7) & ~7
 # The record as numpy sees it: offsets taken from the ctypes mirror of bpf/xdpguard.h.
 _NP = {"ts_ns": "<u8", "saddr": ("u1", (16,)), "daddr": ("u1", (16,)), "sport": "<u2",
        "dport": "<u2", "len": "<u4", "ifindex": "<u4", "proto": "u1", "tcp_flags": "u1",
-       "flags": "u1"}
+       "flags": "u1", "icmp_type": "u1"}
 RECORD_DTYPE = np.dtype({
     "names": ["hlen", *_NP],
     "formats": ["<u4", *_NP.values()],

@@ -28,7 +28,8 @@ _addr = functools.lru_cache(maxsize=65536)(lambda raw: addr_text(raw))  # ipaddr
 def event_to_packet(ev: Event, offset_ns: int, sample_rate: int = 1, node: str = "") -> Packet:
     return Packet(ts_ns=ev.ts_ns + offset_ns, src=_addr(bytes(ev.saddr)), dst=_addr(bytes(ev.daddr)),
                   sport=ev.sport, dport=ev.dport, proto=ev.proto, tcp_flags=ev.tcp_flags,
-                  length=ev.len, ifindex=ev.ifindex, sample_rate=sample_rate, node=node)
+                  length=ev.len, ifindex=ev.ifindex, sample_rate=sample_rate, node=node,
+                  icmp_type=ev.icmp_type)
 
 
 class RingReader:

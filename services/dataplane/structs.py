@@ -22,6 +22,7 @@ XG_LIMIT_MASKS = 4                  # distinct TCP-flag masks per limited destin
 XG_VLAN_MAX = 2                     # VLAN tags the parser follows
 XG_IPV6_EXT_MAX = 8                 # IPv6 extension headers the parser follows
 XG_EV_FRAGMENT, XG_EV_IPV6 = 0x01, 0x02   # xg_event.flags
+XG_ICMP_NONE = 255  # xg_event.icmp_type when no ICMP header was read
 # source filter: slots, and the multiplier of the slot hash (filter_slot below is the C's)
 XG_FILTER_BITS = 20
 XG_FILTER_SLOTS = 1 << XG_FILTER_BITS
@@ -146,7 +147,7 @@ class Config(ctypes.Structure):
 class Event(ctypes.Structure):
     _fields_ = [("ts_ns", u64), ("saddr", Addr16), ("daddr", Addr16), ("sport", u16),
                 ("dport", u16), ("len", u32), ("ifindex", u32), ("proto", u8),
-                ("tcp_flags", u8), ("flags", u8), ("pad", u8)]
+                ("tcp_flags", u8), ("flags", u8), ("icmp_type", u8)]
 
 
 # C struct name -> mirror, for the layout test

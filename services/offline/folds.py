@@ -64,7 +64,7 @@ def sustained(packets: Sequence[Packet], seconds: float) -> Iterator[Packet]:
             if shift and ts - first >= target:
                 return
             yield p if not shift else Packet(ts, p.src, p.dst, p.sport, p.dport, p.proto,
-                                             p.tcp_flags, p.length)
+                                             p.tcp_flags, p.length, icmp_type=p.icmp_type)
         shift += period
 
 

@@ -16,7 +16,8 @@ import os
 import struct
 from typing import Iterator
 
-from services.records.packet import PROTO_TCP, PROTO_UDP, Packet
+from services.records.packet import (ICMP_TYPE_UNKNOWN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+                                     PROTO_UDP, Packet)
 
 ETH_LEN = 14
 LINK_ETHERNET, LINK_SLL, LINK_SLL2 = 1, 113, 276
@@ -75,12 +76,16 @@ def parse_frame(linktype: int, frame: bytes, wirelen: int, ts_ns: int) -> Packet
     else:
         return None
     sport = dport = flags = 0
+    icmp_type = ICMP_TYPE_UNKNOWN
     if first_fragment and proto in (PROTO_TCP, PROTO_UDP) and len(frame) >= l4 + 4:
         sport, dport = struct.unpack_from("!HH", frame, l4)
         if proto == PROTO_TCP and len(frame) >= l4 + 14:
             flags = frame[l4 + 13]  # the whole byte (ECE, CWR too), as the XDP program reads it
+    elif first_fragment and proto in (PROTO_ICMP, PROTO_ICMPV6) and len(frame) >= l4 + 4:
+        icmp_type = frame[l4]  # the XDP program reads it when the 4-byte header is there
     return Packet(ts_ns=ts_ns, src=src, dst=dst, sport=sport, dport=dport, proto=proto,
-                  tcp_flags=flags, length=max(wirelen - link_len + ETH_LEN, ETH_LEN))
+                  tcp_flags=flags, length=max(wirelen - link_len + ETH_LEN, ETH_LEN),
+                  icmp_type=icmp_type)
 
 
 def read_pcap(path: str | os.PathLike, *, progress=None) -> list[Packet]:

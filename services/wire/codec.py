@@ -20,14 +20,14 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import contains
 from typing import Any
 
 import msgpack
 
 from services.common.errors import DecodeError
-from services.records.packet import Packet
+from services.records.packet import ICMP_TYPE_UNKNOWN, Packet
 from services.records.rules import Rule, canonical_address
 from services.records.verdict import Verdict
 
@@ -48,6 +48,10 @@ PACKET_COLUMNS = (
     ("pr", "B", "proto"), ("fl", "B", "tcp_flags"), ("len", "I", "length"),
     ("if", "I", "ifindex"), ("sr", "I", "sample_rate"),
 )
+# Integer columns added since (wire name, typecode, Packet attribute, value when absent): a
+# record written before one existed still decodes, the column read as that value throughout.
+# A one-event row carries them after its twelfth element, in this order.
+PACKET_COLUMNS_ADDED = (("it", "B", "icmp_type", ICMP_TYPE_UNKNOWN),)
 _SWAP = sys.byteorder != "little"
 _CACHE_MAX = 1 << 16
 _PACKED: dict[str, bytes] = {}
@@ -144,14 +148,18 @@ def _field(rec: dict, name: str, types: type | tuple, kind: str, default: Any = 
 
 # --- packet events --------------------------------------------------------------------------
 
-_ROW_LIMITS = tuple(1 << (8 * array.array(code).itemsize) for _, code, _ in PACKET_COLUMNS)
+# a one-event row's integers: PACKET_COLUMNS (elements 0..8), then PACKET_COLUMNS_ADDED (12..)
+_ROW_INTS = tuple((attr, 1 << (8 * array.array(code).itemsize))
+                  for _, code, attr, *_ in (*PACKET_COLUMNS, *PACKET_COLUMNS_ADDED))
+_ADDED_ABSENT = [c[3] for c in PACKET_COLUMNS_ADDED]
 
 
 def _decode_row(row: Any) -> dict[str, Any]:
     if type(row) is not list or len(row) < 12:
         raise DecodeError(f"{T_PACKETS}: field 'e' must be a list of at least 12 values")
     cols: dict[str, Any] = {"n": 1}
-    for (_, _, attr), limit, value in zip(PACKET_COLUMNS, _ROW_LIMITS, row):
+    ints = chain(row[:9], row[12:], _ADDED_ABSENT[len(row) - 12:])
+    for (attr, limit), value in zip(_ROW_INTS, ints):
         if type(value) is not int or not 0 <= value < limit:
             raise DecodeError(f"{T_PACKETS}: {attr} {value!r:.40} is not an integer in range")
         cols[attr] = [value]
@@ -190,12 +198,13 @@ class PacketColumns:
     ifindex: list[int]
     sample_rate: list[int]
     node: list[str]
+    icmp_type: list[int]  # ICMP_TYPE_UNKNOWN throughout for a record written without it
     arrays: dict[str, array.array] | None = field(default=None, compare=False, repr=False)
 
     def packets(self) -> list[Packet]:
         return [Packet(*row) for row in zip(
             self.ts_ns, self.src, self.dst, self.sport, self.dport, self.proto, self.tcp_flags,
-            self.length, self.ifindex, self.sample_rate, self.node, self.seq)]
+            self.length, self.ifindex, self.sample_rate, self.node, self.seq, self.icmp_type)]
 
 
 def decode_packet_columns(data: bytes) -> PacketColumns:
@@ -206,7 +215,12 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
     if n == 1 and "e" in rec:
         return PacketColumns(**_decode_row(rec["e"]))
     cols: dict[str, Any] = {"n": n, "arrays": {}}
-    for key, code, attr in PACKET_COLUMNS:
+    for key, code, attr, absent in [*((*c, None) for c in PACKET_COLUMNS),
+                                    *PACKET_COLUMNS_ADDED]:
+        if absent is not None and key not in rec:
+            col = array.array(code, [absent]) * n
+            cols[attr], cols["arrays"][attr] = col.tolist(), col
+            continue
         raw = _field(rec, key, bytes, T_PACKETS)
         col = array.array(code)
         if len(raw) != n * col.itemsize:

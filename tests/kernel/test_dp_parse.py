@@ -2,8 +2,9 @@
 sampled event says, which rules the parsed fields match, and that anything malformed passes and
 is counted."""
 import pytest
-from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest, IPOption_RR,
-                       IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, fragment, raw)
+from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoReply,
+                       ICMPv6EchoRequest, ICMPv6ND_NS, IPOption_RR, IPv6, IPv6ExtHdrFragment,
+                       IPv6ExtHdrHopByHop, Raw, fragment, raw)
 
 from services.records.rules import Rule
 from tests.support.dp_env import XDP_DROP, XDP_PASS, Delta
@@ -32,6 +33,27 @@ def test_ipv4_udp_and_icmp_events(env, l4, proto, ports):
     assert env.run(raw(ETH / IP(src="10.0.0.1", dst="10.0.0.2") / l4)) == XDP_PASS
     [ev] = env.events()
     assert (ev.proto, ev.sport, ev.dport) == (proto, *ports)
+
+
+V4, V6 = IP(src="10.0.0.1", dst="10.0.0.2"), IPv6(src="fd00::2", dst="fd00::1")
+
+
+@pytest.mark.parametrize("frame,proto,icmp_type", [
+    (ETH / V4 / ICMP(type=8), 1, 8),
+    (ETH / V4 / ICMP(type=0), 1, 0),
+    (ETH / IPv6(src="fe80::2", dst="fd00::1", hlim=255) / ICMPv6ND_NS(tgt="fd00::1"), 58, 135),
+    (ETH / V6 / ICMPv6EchoReply(), 58, 129),
+    (ETH / V6 / IPv6ExtHdrHopByHop() / ICMPv6EchoRequest(), 58, 128),
+    (ETH / V4 / TCP(sport=1, dport=2), 6, 255),
+    (ETH / IP(src="10.0.0.1", dst="10.0.0.2", proto=1, frag=10) / Raw(b"x" * 40), 1, 255),
+], ids=["icmp-echo", "icmp-reply", "icmpv6-ns", "icmpv6-reply", "icmpv6-echo-hbh", "tcp",
+        "icmp-later-fragment"])
+def test_an_event_carries_the_icmp_type(env, frame, proto, icmp_type):
+    """The ICMP/ICMPv6 type byte (xg_event.icmp_type) of an echo, a reply and a neighbour
+    solicitation; XG_ICMP_NONE (255) where no ICMP header was read (TCP, a later fragment)."""
+    assert env.run(raw(frame)) == XDP_PASS
+    [ev] = env.events()
+    assert (ev.proto, ev.icmp_type) == (proto, icmp_type)
 
 
 def test_ipv4_options_move_the_l4_header_and_rules_still_match(env):
