@@ -169,6 +169,7 @@ class CollectStage:
         await self.flush_bad()
         settled, decided, dropped = [], [], []
         sends: list[asyncio.Future] = []  # what must be delivered before any deletion
+        queued = True  # False: a send raised an error that may pass; the pass is given up
         for q, part in list(self.dests.items()):
             due = [ws for ws in part.due() if self.models.may_score(ws)]
             tallies = {}
@@ -178,9 +179,10 @@ class CollectStage:
                     w = part.close(ws)
                 except Exception as exc:  # a bug's or a producer's: the window goes, not the worker
                     part.discard(ws)
-                    sends += await self._dead_window(q, ws, [c.encode() for c in chunks.values()],
-                                                     exc)
                     dropped.append((q, part, list(chunks)))
+                    raws = [c.encode() for c in chunks.values()]
+                    queued = await self._queue(self._dead_window(q, ws, raws, exc), sends,
+                                               f"dead letters of window {ws}") and queued
                 else:
                     if w.evidence.tally:
                         tallies[ws] = w.evidence.tally
@@ -196,15 +198,9 @@ class CollectStage:
         # verdicts never arrived (killed after the verdicts, the next owner repeats them: the
         # same ids). Not delivered: the partitions are forgotten, restored from the table at
         # their next record (progress marks repeat every 0.5 s), their windows scored again.
-        queued = True
-        if settled:
-            try:
-                await self._score(settled, sends)
-            except Exception as exc:
-                if delivery.refused(exc):  # neither Kafka's nor the network's: a bug, raised
-                    raise                   # (a refused send is passed over inside it)
-                queued = False  # a send that raised for a reason that may pass
-                log.error("verdicts of %d windows not sent: %r", len(settled), exc)
+        if settled and queued:
+            queued = await self._queue(self._score(settled, sends), sends,
+                                       f"verdicts of {len(settled)} windows")
         # not queued: no wait (a stopping producer never acknowledges), the pass is lost anyway
         delivered = queued and await delivery.delivered(
             sends, "verdicts and dead letters", lost=self.metrics.lost.labels("verdicts").inc)
@@ -227,6 +223,23 @@ class CollectStage:
                 for key in w.chunk_keys:
                     await self.store.put_chunk(q, key, None)
             await self.store.put_marker(q, upto, progress)
+
+    @staticmethod
+    async def _queue(sending, sends: list[asyncio.Future], what: str) -> bool:
+        """Await `sending` (a coroutine that queues sends, appending to or returning their
+        futures, which go into `sends`); False when a send raised an error that may pass (the
+        pass is then given up: its partitions forgotten and scored again). An error that is
+        neither Kafka's nor the network's (a bug) is raised: a refused send is passed over
+        inside (delivery.send)."""
+        try:
+            more = await sending
+        except Exception as exc:
+            if delivery.refused(exc):
+                raise
+            log.error("%s not sent: %r", what, exc)
+            return False
+        sends += more or []
+        return True
 
     async def _announce(self, q: int, part: DstPartition, tallies: dict[int, dict]) -> None:
         """Tell every stage 2 partition (this one directly, the others over the flows topic)

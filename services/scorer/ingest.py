@@ -89,11 +89,16 @@ class IngestStage:
         if marker:
             part.closed_upto, seen = marker
         for offset, value in self.store.records(p):
+            future = sum(part.future.values())
             try:
                 replayed += part.add(offset, decode_packet_columns(value))
             except DecodeError as exc:
                 self.bad.append((p, self.store.record_key(p, offset), str(exc), value))
                 continue
+            if offset not in part.records and sum(part.future.values()) == future:
+                # its windows all closed (the marker is written before the deletions, so a
+                # worker killed between them leaves such records): deleted at the next settle
+                self.done.setdefault(p, []).append(offset)
             seen = max(seen, offset)
         self.report_clocks(part)
         self.seen[p] = seen
@@ -113,7 +118,7 @@ class IngestStage:
         """Forget packets partition `p`: the next owner restores it from the changelog."""
         self.sources.pop(p, None)
         self.announced.pop(p, None)
-        self.inflight.pop(p, None)
+        delivery.abandon(self.inflight.pop(p, []))
         self.done.pop(p, None)
         self.done_taken.pop(p, None)
         self.metrics.partitions.set(len(self.sources))
@@ -251,6 +256,9 @@ class IngestStage:
                         f"packets partition {p}: {len(c)} flows of window {ws}", lost)
                     if sent is not None:
                         inflight.append(sent)
+                    if self.sources.get(p) is not part:  # rebuilt meanwhile: sent again there
+                        delivery.abandon(inflight)
+                        return False
             except Exception as exc:
                 log.error("packets partition %d: window %d's chunks not sent: %r", p, ws, exc)
                 self.resend(p, part)
@@ -288,15 +296,17 @@ class IngestStage:
         done = pending[:max(0, done_upto - self.done_taken.get(p, 0))]
         del pending[:len(done)]
         self.done_taken[p] = self.done_taken.get(p, 0) + len(done)
-        for off in done:
-            await self.store.put_record(p, off, None)
-        # the other closer's, written while this one waited, may be newer
-        try:
+        # the marker first: a rebuild (or a worker killed) while the deletions are written
+        # then finds the rest of a closed window's records late, not the window open again
+        # and sent without the deleted ones (stage 2 keeps the later copy of a chunk)
+        try:  # the other closer's, written while this one waited, may be newer
             stored = self.store.marker(p) or (-1, -1)
         except DecodeError:  # a bad one, queued by restore for flush_bad: this one replaces it
             stored = (-1, -1)
         if marker > stored:
             await self.store.put_marker(p, *marker)
+        for off in done:
+            await self.store.put_record(p, off, None)
 
     def resend(self, p: int, part: SourcePartition) -> None:
         """Chunks of `part` were not delivered: rebuild packets partition `p` from the table
