@@ -8,7 +8,7 @@ from typing import Iterable
 
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
-from .ports import TUNNEL_PORTS, echo_requests
+from .ports import TUNNEL_PORTS
 from .sketch import _hash, hash64
 from .watch import is_group
 
@@ -128,8 +128,7 @@ class Answers:
         answering = list(keys) if states is None else [
             k + REFUSED if refuses(k, states[k]["packets"], states[k]["flags"]) else k for k in keys]
         answering += [tunnel_key(k) for k in keys if tunnels(k)]
-        asking = (k for k in keys if asks(k, 0 if states is None else states[k]["flags"]))
-        return cls((k[0] for k in keys), answering, (sent_from_key(k) for k in asking),
+        return cls((k[0] for k in keys), answering, (sent_from_key(k) for k in keys if asks(k)),
                    previous, skipped=skipped)
 
     def note_requests(self, keys: Iterable[tuple]) -> None:
@@ -168,9 +167,7 @@ class Answers:
     def solicited(self, key: tuple) -> bool:
         """Whether flow `key` answers a request its destination sent from the flow's destination
         port to its source port, to a multicast or broadcast address (`asks`), within the last
-        SOLICIT_WINDOWS windows, or is `answered`. ICMP has no ports: an echo reply's request is
-        the destination's echo request to a group in that protocol (the caller checks that the
-        flow carried echo replies only, ports.echo_replies)."""
+        SOLICIT_WINDOWS windows, or is `answered`."""
         d, asked = key[1], self.asked
         if not any(d in a for a, _ in asked):
             return False
@@ -179,19 +176,14 @@ class Answers:
         return any(h in s for _, s in asked) or self.answered(key)
 
 
-def asks(key: tuple, flags: int = 0) -> bool:
-    """Whether flow `key` (its flag field `flags`: records.packet.icmp_kind's bits for ICMP) is
-    a request that solicits replies from whoever hears it: UDP to a multicast or broadcast
-    address (an SSDP M-SEARCH, an mDNS or NetBIOS query), or an ICMP/ICMPv6 echo request to one
-    (a ping of ff02::1 or of x.x.x.255: every host that hears it answers by unicast). A
-    request to one host is answered by that host (`answered`), so none other is taken as
-    solicited by it: otherwise an attacker who makes a server answer from a port pair (a DNS
-    query from port 53) would have a flood on that pair taken for replies. The scorer's stage
-    1 ships the sent_from hashes of such flows whose port is a reflector port, and of such
-    echo requests (windows._sender_hashes)."""
-    if key[4] == PROTO_UDP:
-        return is_group(key[1])
-    return bool(echo_requests(key[4], flags)) and is_group(key[1])
+def asks(key: tuple) -> bool:
+    """Whether flow `key` is a request that solicits replies from whoever hears it: UDP to a
+    multicast or broadcast address (an SSDP M-SEARCH, an mDNS or NetBIOS query). A request to
+    one host is answered by that host (`answered`), so none other is taken as solicited by it:
+    otherwise an attacker who makes a server answer from a port pair (a DNS query from port 53)
+    would have a flood on that pair taken for replies. The scorer's stage 1 ships the
+    sent_from hashes of such flows whose port is a reflector port (windows._sender_hashes)."""
+    return key[4] == PROTO_UDP and is_group(key[1])
 
 
 def crowded(triples: Iterable[tuple[str, str, int]]) -> set[str]:

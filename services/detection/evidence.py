@@ -75,7 +75,7 @@ from .answers import (SOLICIT_WINDOWS, SOLICITED_PACKETS, SOLICITED_SOURCES,  # 
                       SOLICITED_VOLUME, Answers, asked_key, asks, crowded, reverse_key,
                       sent_from_key)
 from .ports import (LOGIN_PORTS, ONE_WAY_PORTS, REFLECTOR_PORTS,  # noqa: F401 (re-exported)
-                    TRACEROUTE_PORTS, echo_replies, link_control, probe_target)
+                    TRACEROUTE_PORTS, probe_target)
 from .watch import (ProbeFates, SourceWatch,  # noqa: F401
                     is_group)  # (re-exported)
 from .watch import merge_fates
@@ -83,7 +83,7 @@ from .watch import merge_fates
 from .fragments import (FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,  # noqa: F401 (re-exported)
                         UNANSWERED_FIRST_MIN, pair_budgets)
 from .marks import (ANSWERED, DHCP, FRAGMENT, GROUP, HALF_OPEN, INITIATED,  # noqa: F401 (re-exported)
-                    LINK, ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
+                    ONE_WAY, PROBE, REFLECTED, RST_ONLY, SOLICITED, SYNACK, UNANSWERED)
 
 ONE_WAY_VOLUME = 2000  # the `packets` floor: the exemption ends where one-sided volume is evidence
 GRACE_NS = 250_000_000  # an answer or an ACK comes within this (round-trip times are shorter)
@@ -110,24 +110,20 @@ def flow_marks(key: tuple, st: Mapping, answers: Answers, window_end_ns: int,
     m = 0
     group = is_group(key[1])
     answered = answers.answered(key)
-    if (not answered and solicit and packets <= SOLICITED_PACKETS
-            and ((proto == PROTO_UDP and key[2] in REFLECTOR_PORTS) or echo_replies(proto, flags))
-            and answers.solicited(key)):
+    if (not answered and solicit and proto == PROTO_UDP and key[2] in REFLECTOR_PORTS
+            and packets <= SOLICITED_PACKETS and answers.solicited(key)):
         answered = True
         m |= SOLICITED
     done = settled(st["last"], window_end_ns)
-    link = link_control(proto, flags)
     if answered:
         m |= ANSWERED
     elif group:
         m |= GROUP  # nobody answers a group address: neither answered nor unanswered
-    elif link:
-        m |= LINK  # ND / MLD / router messages: neither, but still one-sided volume
     elif done:
         m |= UNANSWERED
         if proto == PROTO_UDP and key[3] in ONE_WAY_PORTS:
             m |= ONE_WAY
-    if packets <= 2 and not group and not link:
+    if packets <= 2 and not group:
         m |= PROBE
     if proto == PROTO_TCP:
         if st.get("syn", 0):

@@ -27,7 +27,7 @@ import math
 from typing import Iterable
 
 from services.records.packet import (PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH,
-                     TCP_RST, TCP_SYN, TCP_URG, Packet, icmp_kind)
+                     TCP_RST, TCP_SYN, TCP_URG, Packet)
 
 SEED_FEATURES: tuple[str, ...] = (
     "duration", "packets", "bytes", "bps", "pps", "log_bytes", "log_packets", "tcp", "udp", "icmp",
@@ -76,22 +76,15 @@ def flow_new(pkt: Packet) -> dict:
 
 
 def flow_update(st: dict, pkt: Packet) -> dict:
-    """Add one packet (counted `sample_rate` times) to a flow state; returns the state. `flags`
-    ORs the TCP flag bytes, or for ICMP/ICMPv6 the kind of each packet (records.packet.icmp_kind:
-    echo request, echo reply, ND/MLD/router message, other; the evidence reads them): no
-    feature reads the flags of a flow that is not TCP (`flow_features`)."""
+    """Add one packet (counted `sample_rate` times) to a flow state; returns the state."""
     n = max(1, pkt.sample_rate)
     st["packets"] += n
     st["bytes"] += pkt.length * n
     if pkt.ts_ns > 0:  # the original tool ignored timestamps <= 0 for duration
         st["first"] = pkt.ts_ns if st["first"] <= 0 else min(st["first"], pkt.ts_ns)
         st["last"] = max(st["last"], pkt.ts_ns)
-    proto = pkt.proto
-    if proto == PROTO_ICMP or proto == PROTO_ICMPV6:  # the kind of ICMP (the evidence's)
-        st["flags"] |= icmp_kind(proto, pkt.icmp_type)
-    else:
-        st["flags"] |= pkt.tcp_flags
-    if proto == PROTO_TCP and pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+    st["flags"] |= pkt.tcp_flags
+    if pkt.proto == PROTO_TCP and pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
         st["syn"] += n
     return st
 

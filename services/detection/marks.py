@@ -8,6 +8,4 @@ from __future__ import annotations
 HALF_OPEN, INITIATED, PROBE, UNANSWERED, ANSWERED, GROUP = 1, 2, 4, 8, 512, 1024
 SOLICITED = 2048  # with ANSWERED: answered by being solicited (a reply to a request D sent)
 ONE_WAY = 4096  # with UNANSWERED: UDP to a port of a one-way protocol (ONE_WAY_PORTS)
-LINK = 8192  # ICMPv6 ND / MLD / router messages only, unanswered (ports.link_control): no probe,
-# not UNANSWERED, but counted in the one-sided volume (`packets`) as UNANSWERED flows are
 SYNACK, RST_ONLY, REFLECTED, FRAGMENT, DHCP = 16, 32, 64, 128, 256

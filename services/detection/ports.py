@@ -1,10 +1,9 @@
-"""Ports of well-known services and ICMP kinds that the evidence (services.detection.evidence,
-watch, answers) treats apart, and the probe target of a flow. Pure constants and small
-functions; the sources of each list are given with it."""
+"""Ports of well-known services that the evidence (services.detection.evidence, watch) treats
+apart, and the probe target of a flow. Pure constants and one function; the sources of each list
+are given with it."""
 from __future__ import annotations
 
-from services.records.packet import (ICMP_ECHO, ICMP_LINK, ICMP_REPLY, PROTO_ICMP, PROTO_ICMPV6,
-                                     PROTO_UDP)
+from services.records.packet import PROTO_UDP
 
 # UDP source ports of well-known amplification vectors (US-CERT TA14-017A and later advisories):
 # QOTD, chargen, DNS, TFTP, portmap, NTP, NetBIOS, SNMP, CLDAP, SLP, ISAKMP, RIP, IPMI, OpenVPN,
@@ -54,25 +53,3 @@ def probe_target(key: tuple) -> tuple:
     if key[4] == PROTO_UDP and key[3] in TRACEROUTE_PORTS:
         return key[1], PROTO_UDP, TRACEROUTE_PORTS.start
     return key[1], key[4], key[3]
-
-
-def link_control(proto: int, flags: int) -> bool:
-    """Whether a flow (IP protocol, OR of its packets' flag field: records.packet.icmp_kind's
-    bits for ICMP) carried only ICMPv6 neighbour discovery, MLD and router messages: hop limit
-    255, never routed, sent by every IPv6 host to its neighbours all the time (an NS before each
-    first packet to a neighbour, NUD probes, MLD reports). Such a flow is no probe and no
-    unsolicited source; its packets still count in the one-sided volume (`packets`), so an ND
-    flood from the LAN still shows there."""
-    return proto == PROTO_ICMPV6 and flags == ICMP_LINK
-
-
-def echo_replies(proto: int, flags: int) -> bool:
-    """Whether a flow carried only ICMP/ICMPv6 echo replies (what a ping to a group solicits
-    from every host that hears it: answers.asks)."""
-    return flags == ICMP_REPLY and (proto == PROTO_ICMPV6 or proto == PROTO_ICMP)
-
-
-def echo_requests(proto, flags):
-    """Whether a flow carried an ICMP/ICMPv6 echo request (among other kinds, maybe): a bool for
-    integers, a boolean array for numpy columns of flows (protocol, flag field)."""
-    return ((flags & ICMP_ECHO) != 0) & ((proto == PROTO_ICMPV6) | (proto == PROTO_ICMP))

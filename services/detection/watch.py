@@ -14,8 +14,7 @@ from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST
 
 from .features import HORIZON_WINDOWS, WindowedSources
 from .outage import OUTAGE_MEMORY_S, AnsweredMemory
-from .ports import (LOGIN_PORTS, TRACEROUTE_PORTS, link_control,  # noqa: F401  (re-exported)
-                    probe_target)
+from .ports import LOGIN_PORTS, TRACEROUTE_PORTS, probe_target  # noqa: F401  (re-exported)
 
 LOGIN_WINDOWS = 3
 OPEN_WINDOWS = 16  # a login SYN waits this many windows for its ACK (SYN-ACK retries: 1, 3, 7, 15 s)
@@ -154,10 +153,8 @@ class SourceWatch(WindowedSources):
     @staticmethod
     def count(entries: dict[str, list], key: tuple, packets: int, flags: int, syn: int,
               done: bool, handshakes: dict[str, list] | None = None) -> None:
-        """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags
-        (an ICMP flow's: records.packet.icmp_kind's bits), SYN-without-ACK packets, and whether
-        it is `settled`). ICMPv6 neighbour discovery, MLD and router messages alone
-        (ports.link_control) are no probe. A DHCP server's offer or ack
+        """Count one flow into a window's `entries` (key = 5-tuple; the flow's packets, flags,
+        SYN-without-ACK packets, and whether it is `settled`). A DHCP server's offer or ack
         (UDP 67 -> 68) is no probe: it goes to the address it offers, whose client answers by
         broadcast from 0.0.0.0, so a server offering to 10 new clients of its /24 read as a UDP
         sweep (a capture with dnsmasq under a DISCOVER flood: its own source dropped for 600 s).
@@ -186,8 +183,7 @@ class SourceWatch(WindowedSources):
         login = login_port and syn and flags & TCP_ACK
         opening = login_port and syn_only and not is_group(dst)
         probe = (packets <= 2 and (half_open or proto != PROTO_TCP) and not is_group(dst)
-                 and not (proto == PROTO_UDP and key[2] == 67 and dport == 68)  # a DHCP offer
-                 and not link_control(proto, flags))  # ND / MLD / router messages
+                 and not (proto == PROTO_UDP and key[2] == 67 and dport == 68))  # a DHCP offer
         unsettled = syn_only and not done and packets <= 2 and not is_group(dst)
         if not (half_open or login or probe or unsettled or opening):
             return

@@ -20,31 +20,9 @@ TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG = 0x01, 0x02, 0x04, 0x08, 0
 # Packet.icmp_type when no ICMP type was read: not ICMP/ICMPv6, a non-first fragment, a record
 # or capture written before the field existed (the XDP program's XG_ICMP_NONE, bpf/xdpguard.h).
 # 255 is reserved in both ICMP (RFC 4884's registry) and ICMPv6 (RFC 4443): a packet that does
-# carry it is read as "other", as an unknown type is
+# carry it is read as unknown. The detection does not read the type yet (docs/detection.md,
+# "The ICMP type in the event")
 ICMP_TYPE_UNKNOWN = 255
-# The ICMP "kind" bits a flow's packets OR together (`icmp_kind`): in the flow state's flag
-# field of an ICMP/ICMPv6 flow (features.flow_update, the scorer's fold), where a TCP flow
-# keeps its TCP flags; no model feature reads that field for a flow that is not TCP
-ICMP_ECHO, ICMP_REPLY, ICMP_LINK, ICMP_OTHER = 0x01, 0x02, 0x04, 0x08
-# ICMPv6 types of neighbour discovery, MLD and router messages (RFC 4861 133-137, RFC 2710
-# 130-132, RFC 3810 143): hop limit 255 or 1, link-local scope, never routed
-ICMP6_LINK_TYPES = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
-
-
-def icmp_kind(proto: int, icmp_type: int) -> int:
-    """The kind bit of one packet (ICMP_ECHO, ICMP_REPLY, ICMP_LINK or ICMP_OTHER) from its IP
-    protocol and ICMP type (ICMP 8/0, ICMPv6 128/129 echo request/reply; ICMPv6 ND/MLD/router
-    messages ICMP6_LINK_TYPES; any other type, or ICMP_TYPE_UNKNOWN, other); 0 for a protocol
-    that is neither ICMP (1) nor ICMPv6 (58)."""
-    if proto == PROTO_ICMP:
-        return ICMP_ECHO if icmp_type == 8 else ICMP_REPLY if icmp_type == 0 else ICMP_OTHER
-    if proto == PROTO_ICMPV6:
-        if icmp_type == 128:
-            return ICMP_ECHO
-        if icmp_type == 129:
-            return ICMP_REPLY
-        return ICMP_LINK if icmp_type in ICMP6_LINK_TYPES else ICMP_OTHER
-    return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_NS, GROUP,
                                          FIRST_FRAGMENT_BYTES, FRAGMENTS_PER_DATAGRAM,
-                                         HALF_OPEN, INITIATED, LINK,
+                                         HALF_OPEN, INITIATED,
                                          ONE_WAY, ONE_WAY_PORTS, ONE_WAY_VOLUME, PROBE,
                                          REFLECTED, RST_ONLY,
                                          SOLICITED, SOLICITED_PACKETS, SOLICITED_SOURCES,
@@ -23,8 +23,7 @@ from services.detection.evidence import (_BARE, ANSWERED, DHCP, FRAGMENT, GRACE_
                                          UNANSWERED_FIRST_MIN, Answers,
                                          ProbeFates, WindowEvidence, hold_tallied, is_group,
                                          probe_groups, probe_tally)
-from services.records.packet import (ICMP_LINK, ICMP_REPLY, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-                                     PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN)
+from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 
 from .rows import REFLECTOR_ARRAY, _i64, _ints, _sum_slow, _total_below, _u64
 
@@ -77,11 +76,8 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
         answered[i] = answers.answered(keys[i])
     udp = proto == PROTO_UDP
     reflector = udp & np.isin(sport, REFLECTOR_ARRAY)
-    replies = ((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & (flags == ICMP_REPLY)
-    link = (proto == PROTO_ICMPV6) & (flags == ICMP_LINK)  # ports.link_control
     sol = np.zeros(n, dtype=bool)  # a reply to a request D sent (evidence.flow_marks)
-    asked = (reflector | replies) & ~answered & (packets <= SOLICITED_PACKETS)
-    for i in np.flatnonzero(asked).tolist():
+    for i in np.flatnonzero(reflector & ~answered & (packets <= SOLICITED_PACKETS)).tolist():
         sol[i] = answers.solicited(keys[i])
     if sol.any():  # evidence.crowded
         g = len(d_at)
@@ -92,10 +88,9 @@ def _marks(keys, d_at, d_of, s_of, n_src, sport, dport, proto, packets, flags, s
     answered |= sol
     limit = window_end_ns - GRACE_NS
     done = last <= np.uint64(limit) if limit >= 0 else np.zeros(n, dtype=bool)
-    m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(
-        link, LINK, np.where(done, UNANSWERED, 0))))
+    m = np.where(answered, ANSWERED, np.where(group, GROUP, np.where(done, UNANSWERED, 0)))
     m |= np.where(udp & (m & UNANSWERED != 0) & np.isin(dport, _ONE_WAY), ONE_WAY, 0)
-    m |= np.where((packets <= 2) & ~group & ~link, PROBE, 0)
+    m |= np.where((packets <= 2) & ~group, PROBE, 0)
     tcp = proto == PROTO_TCP
     initiated = tcp & (syn != 0)
     m |= np.where(initiated, INITIATED, 0)

@@ -4,9 +4,8 @@
 timestamps with numpy, a group id per event from one dict pass over the 5-tuples (C loops: the id
 is the position of the key's first event), one stable sort by id, then per group
 `np.add.reduceat` for packets, bytes and SYN-without-ACK packets, `bitwise_or.reduceat` for TCP
-flags (ICMP: kinds, records.packet.icmp_kind, from a table by protocol and type) and
-`minimum`/`maximum` for the first and last timestamps. `merge_folded` adds the groups to a
-partition's windows (`windows.SourcePartition.windows`: window start -> 5-tuple -> flow
+flags and `minimum`/`maximum` for the first and last timestamps. `merge_folded` adds the groups
+to a partition's windows (`windows.SourcePartition.windows`: window start -> 5-tuple -> flow
 state). No Python bytecode runs per event (zip, map and dict methods loop in C); per group, a
 flow the window already holds is updated in Python.
 
@@ -26,14 +25,11 @@ from operator import is_not, itemgetter
 
 import numpy as np
 
-from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, icmp_kind
+from services.records.packet import PROTO_TCP
 from services.wire.codec import PacketColumns
 
 _U64 = np.uint64
 _TCP_SYN_ACK, _TCP_SYN = 0x12, 0x02
-# records.packet.icmp_kind of (protocol, type), row 0 ICMP, row 1 ICMPv6: an event's flag field
-_ICMP_KINDS = np.array([[icmp_kind(p, t) for t in range(256)] for p in (PROTO_ICMP, PROTO_ICMPV6)],
-                       dtype=np.uint8)
 COUNTER_MAX = 2**64 - 1  # packets, bytes and SYN-without-ACK of a flow state saturate here
 
 
@@ -42,9 +38,8 @@ class FoldedRecord:
     """One record's accepted events grouped by (window, flow), groups in the order of their
     first event. Per group: `windows` (window start, ns), `keys` (src, dst, sport, dport,
     proto), `first`/`last` (event time, ns), `packets` and `bytes` (sample-rate weighted),
-    `flags` (OR of TCP flags; of an ICMP/ICMPv6 flow, of its packets' kinds), `syn`
-    (SYN-without-ACK packets, weighted), `node` (capture node of its first event). `accepted`,
-    `late` (events of windows up to `closed`), `future`
+    `flags` (OR of TCP flags), `syn` (SYN-without-ACK packets, weighted), `node` (capture node
+    of its first event). `accepted`, `late` (events of windows up to `closed`), `future`
     (node -> events past the limit), `max_ts` / `newest` (newest accepted event time / window
     start; -1 if none)."""
     windows: list[int]
@@ -143,11 +138,6 @@ def fold_columns(c: PacketColumns, width: int, closed: int, limit: int) -> Folde
     ts = accepted(ts)
     n = ts.size
     proto, flags = accepted(_column(c, "proto", np.uint8)), accepted(_column(c, "tcp_flags", np.uint8))
-    icmp = (proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)
-    if icmp.any():  # features.flow_update: an ICMP packet's kind in place of its flag byte
-        kinds = _ICMP_KINDS[(proto == PROTO_ICMPV6).astype(np.intp),
-                            accepted(_column(c, "icmp_type", np.uint8))]
-        flags = np.where(icmp, kinds, flags)
     weight = accepted(_column(c, "sample_rate", _U64))
     weight[weight == 0] = 1
     nbytes = accepted(_column(c, "length", _U64)) * weight  # each < 2**32: the product fits

@@ -49,7 +49,7 @@ import numpy as np
 from services.detection.evidence import GRACE_NS, SourceWatch, asks, sent_from_key
 from services.detection.features import SourceHorizon, _cached_pos, hash64, hash64_keys
 from services.detection.answers import REFUSAL_SALT, refusals, tunnel_key, tunnels
-from services.detection.ports import LOGIN_PORTS, TUNNEL_PORTS, echo_requests
+from services.detection.ports import LOGIN_PORTS, TUNNEL_PORTS
 from services.records.packet import PROTO_TCP, PROTO_UDP, TCP_ACK
 from services.wire.codec import PacketColumns
 from services.wire.partition import address_partition
@@ -330,14 +330,14 @@ def _window_rows(flows: dict[tuple, list], keys: list[tuple]
 
 def _sender_hashes(keys: list[tuple], rows: np.ndarray) -> np.ndarray:
     """Per flow (5-tuples `keys`, FLOW_DTYPE `rows`), hash64 of its evidence.sent_from_key
-    where an answer could be looked up by it (answers.asks: a request to a reflector port, or
-    an ICMP echo request, to a group), of its answers.tunnel_key for a flow to a tunnel port of
-    one host (answers.tunnels: it answers the other end's flows to that port), else 0."""
+    where an answer could be looked up by it (a request to a reflector port of a multicast or
+    broadcast address: answers.asks, evidence.Answers.solicited), of its answers.tunnel_key
+    for a flow to a tunnel port of one host (answers.tunnels: it answers the other end's
+    flows to that port), else 0. Reflector and tunnel ports are disjoint."""
     out = np.zeros(len(rows), dtype=np.uint64)
-    udp, flags = rows["proto"] == PROTO_UDP, rows["flags"]
-    asking = (udp & np.isin(rows["dport"], REFLECTOR_ARRAY)) | echo_requests(rows["proto"], flags)
-    for i in np.flatnonzero(asking).tolist():
-        if asks(keys[i], int(flags[i])):
+    udp = rows["proto"] == PROTO_UDP
+    for i in np.flatnonzero(udp & np.isin(rows["dport"], REFLECTOR_ARRAY)).tolist():
+        if asks(keys[i]):
             out[i] = hash64(sent_from_key(keys[i]))
     for i in np.flatnonzero(udp & np.isin(rows["dport"], _TUNNEL_ARRAY)).tolist():
         if tunnels(keys[i]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from services.detection.evidence import GRACE_NS, SourceWatch
 from services.detection.features import agg_features, agg_new, hash64, horizon_count
-from services.records.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, icmp_kind
+from services.records.packet import PROTO_TCP
 from services.scorer.fold import COUNTER_MAX
 from services.scorer.windows import SourcePartition
 from services.wire.codec import PacketColumns
@@ -51,11 +51,9 @@ class ReferencePartition(SourcePartition):
         cur, flows, newest, max_ts, accepted = -1, None, -1, self.max_ts, 0
         now = self.wall() if self.wall is not None else None
         limit = now + self.max_future_ns if now is not None else 2**64
-        for ts, src, dst, sp, dp, pr, fl, ln, sr, node, it in zip(
+        for ts, src, dst, sp, dp, pr, fl, ln, sr, node in zip(
                 c.ts_ns, c.src, c.dst, c.sport, c.dport, c.proto, c.tcp_flags, c.length,
-                c.sample_rate, c.node, c.icmp_type):
-            if pr == PROTO_ICMP or pr == PROTO_ICMPV6:  # features.flow_update: the ICMP kind
-                fl = icmp_kind(pr, it)
+                c.sample_rate, c.node):
             if ts > limit:
                 self.future[node] = self.future.get(node, 0) + 1
                 continue

@@ -41,8 +41,7 @@ def events(draw) -> Packet:
     return Packet(T0 + draw(offsets), draw(st.sampled_from(pool)), draw(st.sampled_from(pool)),
                   draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS)),
                   draw(st.sampled_from(PROTOS)), draw(st.integers(0, 255)), draw(lengths),
-                  0, draw(rates), draw(st.sampled_from(["a", "b", "c"])),
-                  icmp_type=draw(st.sampled_from([0, 8, 128, 129, 135, 143, 3, 255])))
+                  0, draw(rates), draw(st.sampled_from(["a", "b", "c"])))
 
 
 @st.composite
