@@ -10,7 +10,6 @@ changelog write that supersedes them may come before."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -25,52 +24,10 @@ from services.scorer.scoring import VerdictPolicy
 from services.scorer.tables import is_mark
 from services.wire.codec import decode_packet_columns, decode_verdict
 from tests.support.packet_records import encode_packets
-from tests.support.scorer_app import scorer_without_broker
+from tests.support.scorer_sends import NOW, W, HeldSends, settle_a_little, wired  # noqa: F401
 from tests.support.scorer_traffic import benign
 
 pytestmark = pytest.mark.unit
-W = 10**9
-NOW = time.time_ns() // W * W - 8 * W
-
-
-class HeldSends:
-    """A topic's `send` whose deliveries the test resolves: `.sent` (key, value, partition),
-    `.futures` the future each send returned, in order."""
-
-    def __init__(self) -> None:
-        self.sent, self.futures = [], []
-
-    async def send(self, key=None, value=None, partition=None, **_):
-        fut = asyncio.get_running_loop().create_future()
-        self.sent.append((key, value, partition))
-        self.futures.append(fut)
-        return fut
-
-    def deliver(self) -> None:
-        for f in self.futures:
-            if not f.done():
-                f.set_result(None)
-
-
-@pytest.fixture
-def wired(monkeypatch):
-    """A Scorer over its real (memory) tables, changelog writes recorded in `.changelog`
-    ((table, partition, key, value), in order)."""
-    sc = scorer_without_broker()
-    sc.changelog = []
-    for table in (sc.topics.src_table, sc.topics.dst_table):
-        async def send(key, value, partition, _name=table.name):
-            sc.changelog.append((_name, partition, key, value))
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-        monkeypatch.setattr(table.changelog_topic, "send", send)
-    return sc
-
-
-async def settle_a_little() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
 
 
 async def stored_windows(ingest, p: int, starts: list[int]):

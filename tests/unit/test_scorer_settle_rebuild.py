@@ -20,8 +20,7 @@ from services.wire.codec import decode_packet_columns
 from tests.support.packet_records import encode_packets
 from tests.support.scorer_app import scorer_without_broker
 from tests.support.scorer_traffic import benign
-from tests.unit.test_scorer_delivery_order import (NOW, W, HeldSends, settle_a_little,  # noqa
-                                                   wired)
+from tests.support.scorer_sends import NOW, W, HeldSends, settle_a_little, wired  # noqa: F401
 
 pytestmark = pytest.mark.unit
 RECORDS = [(0, NOW, 1), (1, NOW, 2), (2, NOW + W, 3), (3, NOW + 5 * W, 4)]
