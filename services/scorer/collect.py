@@ -181,7 +181,7 @@ class CollectStage:
                     part.discard(ws)
                     dropped.append((q, part, list(chunks)))
                     raws = [c.encode() for c in chunks.values()]
-                    queued = await self._queue(self._dead_window(q, ws, raws, exc), sends,
+                    queued = await self._queue(self._dead_window(q, ws, raws, exc, sends),
                                                f"dead letters of window {ws}") and queued
                 else:
                     if w.evidence.tally:
@@ -199,7 +199,7 @@ class CollectStage:
         # same ids). Not delivered: the partitions are forgotten, restored from the table at
         # their next record (progress marks repeat every 0.5 s), their windows scored again.
         if settled and queued:
-            queued = await self._queue(self._score(settled, sends), sends,
+            queued = await self._queue(self._score(settled, sends),
                                        f"verdicts of {len(settled)} windows")
         # not queued: no wait (a stopping producer never acknowledges), the pass is lost anyway
         delivered = queued and await delivery.delivered(
@@ -225,20 +225,19 @@ class CollectStage:
             await self.store.put_marker(q, upto, progress)
 
     @staticmethod
-    async def _queue(sending, sends: list[asyncio.Future], what: str) -> bool:
-        """Await `sending` (a coroutine that queues sends, appending to or returning their
-        futures, which go into `sends`); False when a send raised an error that may pass (the
-        pass is then given up: its partitions forgotten and scored again). An error that is
-        neither Kafka's nor the network's (a bug) is raised: a refused send is passed over
-        inside (delivery.send)."""
+    async def _queue(sending, what: str) -> bool:
+        """Await `sending` (a coroutine that queues sends, appending their futures to the
+        pass's list as it goes); False when a send raised an error that may pass (the pass is
+        then given up: its partitions forgotten and scored again). An error that is neither
+        Kafka's nor the network's (a bug) is raised: a refused send is passed over inside
+        (delivery.send)."""
         try:
-            more = await sending
+            await sending
         except Exception as exc:
             if delivery.refused(exc):
                 raise
             log.error("%s not sent: %r", what, exc)
             return False
-        sends += more or []
         return True
 
     async def _announce(self, q: int, part: DstPartition, tallies: dict[int, dict]) -> None:
@@ -275,22 +274,23 @@ class CollectStage:
             await self._announce(q, part, {})
 
     async def _dead_window(self, q: int, ws: int, raws: list[bytes], exc: Exception,
-                           what: str = "closed") -> list[asyncio.Future]:
+                           sends: list[asyncio.Future], what: str = "closed") -> None:
         """Dead-letter what is left of window `ws` of flows partition `q` (its chunks, or a
-        summary of its flows), with the reason it could not be `what`. Returns the sends."""
+        summary of its flows), with the reason it could not be `what`; the sends are appended
+        to `sends` as they are queued."""
         reason = f"window {ws} not {what}: {type(exc).__name__}: {exc}"
         log.error("flows partition %d: %s (%d records dead-lettered)", q, reason, len(raws))
-        sends, lost = [], self.metrics.lost.labels("dead letter").inc
+        lost = self.metrics.lost.labels("dead letter").inc
         for raw in raws:
             sent = await delivery.send(lambda: self.dead(self.topic_name, q, -1, reason, raw),
                                        f"flows partition {q}: a dead letter of window {ws}", lost)
             if sent is not None:
                 sends.append(sent)
-        return sends
 
-    async def _dead_scored(self, w: ClosedWindow, exc: Exception) -> list[asyncio.Future]:
+    async def _dead_scored(self, w: ClosedWindow, exc: Exception,
+                           sends: list[asyncio.Future]) -> None:
         summary = msgpack.packb({"window": w.window_ns, "flows": [list(k) for k in w.keys]})
-        return await self._dead_window(w.partition, w.window_ns, [summary], exc, "scored")
+        await self._dead_window(w.partition, w.window_ns, [summary], exc, sends, "scored")
 
     async def _score(self, closed: list[ClosedWindow], sends: list[asyncio.Future]) -> None:
         """Score the windows closed in one pass: one model call per (model, shadow) pair the
@@ -319,7 +319,7 @@ class CollectStage:
                                                                  detector, [w]))
                 except Exception as exc:
                     closed.remove(w)
-                    sends += await self._dead_scored(w, exc)
+                    await self._dead_scored(w, exc, sends)
         self.metrics.scoring_seconds.observe(time.perf_counter() - t0)
         shadow_scores = await self._shadow_scores(shadow, closed)
         thr, model_id = detector.threshold, detector.model_id
@@ -333,7 +333,7 @@ class CollectStage:
                 verdicts = verdicts_for(w, scores, threshold=thr, model_id=model_id,
                                         policy=self.policy)
             except Exception as exc:  # no verdict for this window; the next ones still come
-                sends += await self._dead_scored(w, exc)
+                await self._dead_scored(w, exc, sends)
                 continue
             if shadow_scores is not None:
                 self._compare(w, memory, detector, scores, verdicts, shadow, shadow_scores[i])

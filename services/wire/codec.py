@@ -152,6 +152,8 @@ def _field(rec: dict, name: str, types: type | tuple, kind: str, default: Any = 
 _ROW_INTS = tuple((attr, 1 << (8 * array.array(code).itemsize))
                   for _, code, attr, *_ in (*PACKET_COLUMNS, *PACKET_COLUMNS_ADDED))
 _ADDED_ABSENT = [c[3] for c in PACKET_COLUMNS_ADDED]
+# a columns record's: (wire name, typecode, attribute, value when absent: None if required)
+_DECODE_COLUMNS = (*((*c, None) for c in PACKET_COLUMNS), *PACKET_COLUMNS_ADDED)
 
 
 def _decode_row(row: Any) -> dict[str, Any]:
@@ -215,8 +217,7 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
     if n == 1 and "e" in rec:
         return PacketColumns(**_decode_row(rec["e"]))
     cols: dict[str, Any] = {"n": n, "arrays": {}}
-    for key, code, attr, absent in [*((*c, None) for c in PACKET_COLUMNS),
-                                    *PACKET_COLUMNS_ADDED]:
+    for key, code, attr, absent in _DECODE_COLUMNS:
         if absent is not None and key not in rec:
             col = array.array(code, [absent]) * n
             cols[attr], cols["arrays"][attr] = col.tolist(), col
