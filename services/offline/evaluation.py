@@ -69,8 +69,7 @@ def _shifted(packets: Iterable[Packet], to_ns: int, index: int) -> Iterator[tupl
     for p in packets:
         if d is None:
             d = to_ns - p.ts_ns
-        yield Packet(p.ts_ns + d, p.src, p.dst, p.sport, p.dport, p.proto, p.tcp_flags, p.length,
-                     icmp_type=p.icmp_type), index
+        yield p.replayed(ts_ns=p.ts_ns + d), index
 
 
 def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = None) -> list[Packet]:
@@ -97,8 +96,7 @@ def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = Non
             table[addr] = got
         return got
 
-    return [Packet(p.ts_ns, new(p.src), new(p.dst), p.sport, p.dport, p.proto, p.tcp_flags,
-                   p.length, icmp_type=p.icmp_type) for p in packets]
+    return [p.replayed(src=new(p.src), dst=new(p.dst)) for p in packets]
 
 
 class _Tally:

@@ -63,8 +63,7 @@ def sustained(packets: Sequence[Packet], seconds: float) -> Iterator[Packet]:
             ts = p.ts_ns + shift
             if shift and ts - first >= target:
                 return
-            yield p if not shift else Packet(ts, p.src, p.dst, p.sport, p.dport, p.proto,
-                                             p.tcp_flags, p.length, icmp_type=p.icmp_type)
+            yield p if not shift else p.replayed(ts_ns=ts)
         shift += period
 
 

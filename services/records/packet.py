@@ -45,3 +45,14 @@ class Packet:
     def flow_key(self) -> tuple[str, str, int, int, int]:
         """Directional 5-tuple, as the original tool aggregated flows."""
         return (self.src, self.dst, self.sport, self.dport, self.proto)
+
+    def replayed(self, ts_ns: int | None = None, src: str | None = None,
+                 dst: str | None = None) -> Packet:
+        """This packet as an offline replay re-sends it (services.offline: shifted in time,
+        renumbered, repeated): every header field kept, `ts_ns`/`src`/`dst` replaced where
+        given, the capture's own fields (ifindex, sample_rate, node, seq) back at their
+        defaults, since the replay is a capture of its own. A header field added to Packet is
+        carried here, in one place."""
+        return Packet(self.ts_ns if ts_ns is None else ts_ns, self.src if src is None else src,
+                      self.dst if dst is None else dst, self.sport, self.dport, self.proto,
+                      self.tcp_flags, self.length, icmp_type=self.icmp_type)
