@@ -77,7 +77,15 @@ def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = Non
     /24 (IPv6: /64) gets a fresh one in 100.64.0.0/10 (fd00::/16), host bits kept, so hosts of
     two captures never fuse and a capture's peers spread over the Internet stay spread (the
     evidence counts targets per /24). `prefixes` (shared by the captures of one replay) hands
-    out the fresh /24s in order."""
+    out the fresh /24s in order.
+
+    What an address is survives the move, since the evidence reads it (watch.is_group,
+    detect._blockable): a multicast group goes to a group of a multicast range of its
+    own (239.x.y.z, ff05::/16 with the fresh /64), still one group per capture, so the captures'
+    discovery traffic neither turns unicast (a query to a host that never answers) nor fuses
+    into one impossible LAN; the unspecified address (0.0.0.0, ::: a DHCP client before its
+    lease) stays as it is, never a blockable source; 255.255.255.255 becomes the fresh /24's
+    .255, a broadcast still."""
     import ipaddress
 
     prefixes = {} if prefixes is None else prefixes
@@ -87,12 +95,17 @@ def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = Non
         got = table.get(addr)
         if got is None:
             ip = ipaddress.ip_address(addr)
-            if ip.version == 4:
+            if ip.is_unspecified:
+                got = addr
+            elif ip.version == 4:
                 net = prefixes.setdefault((index, int(ip) >> 8), len(prefixes))
-                got = str(ipaddress.IPv4Address((100 << 24 | 64 << 16) + (net % 16384 << 8) + (int(ip) & 0xFF)))
+                fresh = (239 << 24 | net % 65536 << 8) if ip.is_multicast else \
+                    (100 << 24 | 64 << 16 | net % 16384 << 8)
+                got = str(ipaddress.IPv4Address(fresh | int(ip) & 0xFF))
             else:
                 net = prefixes.setdefault((index, int(ip) >> 64), len(prefixes))
-                got = str(ipaddress.IPv6Address((0xFD00 << 112) + (net << 64) + (int(ip) & (2**64 - 1))))
+                top = 0xFF05 if ip.is_multicast else 0xFD00
+                got = str(ipaddress.IPv6Address((top << 112) + (net << 64) + (int(ip) & (2**64 - 1))))
             table[addr] = got
         return got
 

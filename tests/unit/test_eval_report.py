@@ -133,6 +133,31 @@ def test_merged_replays_keep_benign_captures_apart_and_their_nets_spread():
     assert net(r0[0].dst) == net(r0[2].dst) != net(r0[3].dst)        # /24s kept apart, not packed
 
 
+def test_merged_replays_keep_what_an_address_is():
+    """A group stays a group (and one per capture), the unspecified address stays unspecified,
+    the limited broadcast stays a broadcast: the evidence reads all three (watch.is_group,
+    detect._blockable). Renumbered into unicast, a capture's mDNS queries were queries to a
+    host that never answers and its DHCP clients blockable sources."""
+    from services.detection.detect import _blockable
+    from services.detection.watch import is_group
+    from services.offline.evaluation import _renumber
+
+    addrs = ["224.0.0.251", "239.255.255.250", "255.255.255.255", "192.168.1.255", "0.0.0.0",
+             "ff02::fb", "ff02::1:ff00:1", "::", "192.168.1.2", "fe80::1", "2001:db8::7"]
+    a = [p(i, src="192.168.1.2", dst=d) for i, d in enumerate(addrs)]
+    shared: dict = {}
+    r0, r1 = _renumber(a, 0, shared), _renumber(a, 1, shared)
+    for before, moved, other in zip(a, r0, r1):
+        d = before.dst
+        assert is_group(moved.dst) == is_group(d), (d, moved.dst)
+        assert _blockable(moved.dst) == _blockable(d) or d == "255.255.255.255", (d, moved.dst)
+        if d in ("0.0.0.0", "::"):
+            assert moved.dst == other.dst == d
+        else:
+            assert moved.dst != d and moved.dst != other.dst, (d, moved.dst, other.dst)
+    assert len({q.dst for q in r0}) == len(addrs)  # distinct addresses stay distinct
+
+
 def test_one_attack_capture_is_refused_by_file_and_replays_the_shipped_model_by_time(
         shared_dir, tmp_path, capsys):
     """No benign capture to train folds on: one line naming --split time; by time, the shipped
