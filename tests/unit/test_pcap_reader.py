@@ -1,5 +1,6 @@
 """pcap/pcapng reading: link types, Ethernet-equivalent lengths, counts of the real captures."""
 import csv
+import ipaddress
 import struct
 
 from services.offline.pcap import LINK_ETHERNET, LINK_SLL, LINK_SLL2, parse_frame, read_pcap
@@ -62,3 +63,44 @@ def test_sll_pcap_and_pcapng_files_read_end_to_end(tmp_path):
     (q,) = read_pcap(ng)
     assert (q.src, q.dst, q.sport, q.dport, q.proto) == ("10.1.1.1", "10.2.2.2", 53, 5353, 17)
     assert q.ts_ns == 1_700_000_001_500_000_000 and q.length == len(frame)
+
+
+def test_frames_are_read_as_the_data_plane_parses_them():
+    """parse_frame against the data plane's reference parser (tests/support/xdpfuzz.py, which
+    the kernel fuzz tests hold the XDP program to: 0 disagreements) on the fuzz generator's
+    frames: well-formed, cut, mutated, VLAN-tagged, with IPv4 options, IPv6 chains of up to ten
+    headers (AH too) and fragments of every kind. A Packet exactly where the program samples an
+    event, with the event's fields; None where it passes or drops the frame unsampled."""
+    from tests.support.xdpfuzz import Frames, parse
+
+    kinds: dict[str, int] = {}
+    frames = Frames(20261202)
+    for _ in range(20_000):
+        f = next(frames)
+        want = parse(f)
+        got = parse_frame(LINK_ETHERNET, f, len(f), 1)
+        kind = want if isinstance(want, str) else want.state
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind != "ok":
+            assert got is None, (kind, f.hex())
+            continue
+        assert got is not None, f.hex()
+        a = ipaddress.ip_address
+        assert (a(got.src).packed, a(got.dst).packed) == tuple(
+            x[12:] if x[:12] == b"\0" * 10 + b"\xff\xff" else x for x in (want.saddr, want.daddr))
+        assert (got.sport, got.dport, got.proto, got.tcp_flags, got.length) == \
+            (want.sport, want.dport, want.proto, want.tcp_flags, len(f)), f.hex()
+    assert all(kinds.get(k, 0) > 100 for k in ("ok", "partial", "bad_frag", "fail", "non_ip")), kinds
+
+
+def test_a_frame_the_capture_cut_keeps_its_addresses():
+    """snaplen: the frame was whole on the wire, so what was read is kept (ports 0 where cut)."""
+    frame = b"\0" * 12 + b"\x08\x00" + IP + TCP
+    cut = frame[:14 + 20 + 2]
+    assert parse_frame(LINK_ETHERNET, cut, len(cut), 0) is None            # cut on the wire
+    p = parse_frame(LINK_ETHERNET, cut, len(frame), 0)                     # cut by the capture
+    assert (p.src, p.sport, p.proto, p.length) == ("192.168.0.1", 0, 6, len(frame))
+    v6 = b"\0" * 12 + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, 8, 0, 64) + b"\1" * 32 + \
+        bytes([6, 0]) + b"\0" * 6
+    p = parse_frame(LINK_ETHERNET, v6[:-4], len(v6) + 20, 0)               # chain cut by it
+    assert (p.proto, p.sport) == (0, 0)
