@@ -24,9 +24,10 @@ from services.records.packet import (ICMP_TYPE_UNKNOWN, PROTO_ICMP, PROTO_ICMPV6
 ETH_LEN = 14
 LINK_ETHERNET, LINK_SLL, LINK_SLL2 = 1, 113, 276
 LINK_RAW = (12, 14, 101, 228, 229)
-VLAN_MAX = 2  # tags the XDP program follows (XG_VLAN_MAX): a third one makes the frame non-IP
+# the XDP program's XG_VLAN_MAX and XG_IPV6_EXT_MAX (services.dataplane.structs mirrors them;
+# offline code does not import the data plane: tests/unit/test_pcap_reader.py holds them equal)
+VLAN_MAX, IPV6_EXT_MAX = 2, 8
 _VLAN_TYPES = (0x8100, 0x88A8)  # 802.1Q, 802.1ad: the TPIDs the XDP program follows
-IPV6_EXT_MAX = 8  # extension headers the XDP program walks (XG_IPV6_EXT_MAX)
 _FRAGMENT, _AH = 44, 51
 _V6_EXT = (0, 43, 60, _FRAGMENT, _AH)  # hop-by-hop, routing, destination options, fragment, AH
 _L4_LEN = {PROTO_TCP: 20, PROTO_UDP: 8, PROTO_ICMP: 4, PROTO_ICMPV6: 4}  # the header it reads
@@ -38,7 +39,7 @@ def _link_payload(linktype: int, frame: bytes) -> tuple[int, int, int] | None:
         if len(frame) < ETH_LEN:
             return None
         etype, off = struct.unpack_from("!H", frame, 12)[0], ETH_LEN
-        for _ in range(VLAN_MAX):
+        for _ in range(VLAN_MAX):  # a third tag: not IP for the program
             if etype not in _VLAN_TYPES or len(frame) < off + 4:
                 break
             etype, off = struct.unpack_from("!H", frame, off + 2)[0], off + 4

@@ -71,7 +71,11 @@ def test_frames_are_read_as_the_data_plane_parses_them():
     frames: well-formed, cut, mutated, VLAN-tagged, with IPv4 options, IPv6 chains of up to ten
     headers (AH too) and fragments of every kind. A Packet exactly where the program samples an
     event, with the event's fields; None where it passes or drops the frame unsampled."""
+    from services.dataplane.structs import XG_IPV6_EXT_MAX, XG_VLAN_MAX
+    from services.offline import pcap
     from tests.support.xdpfuzz import Frames, parse
+
+    assert (pcap.VLAN_MAX, pcap.IPV6_EXT_MAX) == (XG_VLAN_MAX, XG_IPV6_EXT_MAX)
 
     kinds: dict[str, int] = {}
     frames = Frames(20261202)
