@@ -402,4 +402,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from services.common.errors import exit_on_error
+    exit_on_error("scorer_bench", lambda: asyncio.run(main()))

@@ -97,4 +97,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from services.common.errors import exit_on_error
+    exit_on_error("time_to_block", main)

@@ -293,4 +293,5 @@ def report(args, rows, refs, lost: int, ref_lost: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from services.common.errors import exit_on_error
+    exit_on_error("xdp_bench", main)

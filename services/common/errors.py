@@ -13,6 +13,10 @@
 
 The CLI prints `str(err)` as one line and exits non-zero; tracebacks are for bugs only.
 """
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
 
 
 class XdpguardError(Exception):
@@ -53,3 +57,17 @@ class DecodeError(XdpguardError):
 
 class ModelError(XdpguardError):
     pass
+
+
+def exit_on_error(prog: str, main: Callable[[], int | None]) -> NoReturn:
+    """Run a command's `main()` and exit with the status it returns (None: 0). An XdpguardError
+    (no broker, not root, no BPF, a bad setting) ends it as the CLI ends: one line
+    `<prog>: error: <what>` on stderr and status 1, never a traceback. The benches use it;
+    the services' entry points do the same and also catch aiokafka's errors, which this
+    package does not import."""
+    try:
+        status = main()
+    except XdpguardError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status or 0)
