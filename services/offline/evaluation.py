@@ -105,7 +105,8 @@ def _renumber(packets: Sequence[Packet], index: int, prefixes: dict | None = Non
             else:
                 net = prefixes.setdefault((index, int(ip) >> 64), len(prefixes))
                 top = 0xFF05 if ip.is_multicast else 0xFD00
-                got = str(ipaddress.IPv6Address((top << 112) + (net << 64) + (int(ip) & (2**64 - 1))))
+                host = int(ip) & (2**64 - 1)
+                got = str(ipaddress.IPv6Address((top << 112) + (net << 64) + host))
             table[addr] = got
         return got
 
