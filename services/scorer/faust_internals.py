@@ -15,6 +15,7 @@ attribute that moved when an upgrade breaks one. The run-time readers below fall
     AIOKafkaConsumerThread._fetch_records      replaced: drains only what the worker will deliver
                                                (guard_fetch; faust passes aiokafka a live set)
     app.consumer.highwater(tp)                 unread records of a partition (closing, /healthz)
+    app.consumer._committed_offset             where the group resumes a partition (restore)
     app._producer                              a stopped producer means the worker is stopping
     app.rebalancing, app.in_recovery           no closing while partitions are about to move
     app.assignor.assigned_actives()            restore partitions that receive no traffic
@@ -160,6 +161,18 @@ def highwater(app: faust.App, tp: TP) -> int | None:
     """The broker's high-water mark of `tp` as of the newest fetch response; None before the
     first one. Raises (faust's ConsumerNotStarted, aiokafka's assert) when `tp` is unassigned."""
     return app.consumer.highwater(tp)
+
+
+def committed(app: faust.App, tp: TP) -> int | None:
+    """The offset the consumer group resumes `tp` from (Kafka's committed offset: the next one
+    it reads; every earlier record was handled by this worker or a previous owner), as faust
+    read it when the partition was assigned here or committed it since. None when none was
+    committed (a new group reads from the start) or the internal is not there."""
+    try:
+        offset = app.consumer._committed_offset.get(tp)
+    except AttributeError:
+        return None
+    return offset if isinstance(offset, int) and offset >= 0 else None
 
 
 def assigned_actives(app: faust.App) -> set[TP]:
@@ -316,6 +329,9 @@ SEAMS: tuple[Seam, ...] = (
          lambda app, table: _fetch_records_holds()),
     Seam("app.consumer.highwater", ("highwater",),
          lambda app, table: callable(app.consumer.highwater)),
+    Seam("app.consumer._committed_offset", ("_committed_offset",), lambda app, table:
+         isinstance(app.consumer._committed_offset, MutableMapping)
+         and _source_has(_consumer_class().perform_seek, "self._committed_offset.update(")),
     Seam("app._producer", ("_producer",), lambda app, table:
          "_producer" in dir(type(app)) and _source_has(type(app).producer.fget, "self._producer")),
     Seam("app.rebalancing", ("rebalancing",), lambda app, table: hasattr(app, "rebalancing")

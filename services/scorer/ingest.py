@@ -100,6 +100,13 @@ class IngestStage:
                 # worker killed between them leaves such records): deleted at the next settle
                 self.done.setdefault(p, []).append(offset)
             seen = max(seen, offset)
+        # Records the group committed past were handled, stored or not: one dead-lettered or
+        # refused (every event late or future-stamped) is in no table, and without this it
+        # counted as unread for good, holding the partition's windows and every destination's
+        # (a quiet partition whose newest record was bad stalled all scoring after a restart)
+        resume = faust_internals.committed(self.app, TP(self.topic_name, p))
+        if resume is not None:
+            seen = max(seen, resume - 1)
         self.report_clocks(part)
         self.seen[p] = seen
         self.metrics.partitions.set(len(self.sources))

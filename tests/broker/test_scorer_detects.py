@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from services.wire.codec import decode_deadletter, decode_verdict
+from services.wire.partition import source_partition
 from services.wire.topics import DEADLETTER, PACKETS, VERDICTS
 from tests.support.packet_records import encode_packets
 from tests.support.scorer_traffic import VICTIM, benign, syn_flood, window_ahead, with_seq
@@ -103,5 +104,34 @@ async def test_over_8_partitions_a_sweep_gets_its_rule_and_a_ping_monitor_with_h
         assert not [v for v in got if "10.0.0.51" in (v.rule.src, v.rule.dst) or
                     v.rule.src == "10.0.0.51/32"], got
         assert w.metric("xdpguard_scorer_late_flows_total") == 0
+    finally:
+        assert w.stop() == 0
+
+
+async def test_rel_a_bad_record_last_in_a_quiet_partition_stops_no_scoring_after_a_restart(
+        broker, model, tmp_path):
+    """helper-72: one undecodable record, the newest of a packets partition that then stays
+    quiet, is dead-lettered and its offset committed; nothing of it is in the records table, so
+    the restarted worker took it for unread for good: the partition stayed a backlog, its
+    progress never moved, and stage 2 held every destination's windows (a flood from another
+    partition got no verdict). The group's committed offset now counts as handled."""
+    n, quiet = broker.packets_partitions, 0
+    w = await start_worker(broker, model, tmp_path, "w1")
+    try:
+        async with TopicReader(broker, DEADLETTER) as dead:
+            await produce_packets(broker, [], raw=[b"\xc1garbage"])  # to partition 0
+            await wait_for(lambda: dead.values, 20, "the dead letter")
+    finally:
+        assert w.stop() == 0  # SIGTERM: the group commits what it handled
+    w = await start_worker(broker, model, tmp_path, "w2")
+    try:
+        async with TopicReader(broker, VERDICTS) as verdicts:
+            flood = [p for p in syn_flood(window_ahead(), 1.0, pps=2000)
+                     if source_partition(p, n) != quiet]
+            await produce_packets(broker, with_seq(flood))
+            try:
+                await wait_for(lambda: verdicts.values, 25, "a verdict after the restart")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; healthz {w.health()}") from None
     finally:
         assert w.stop() == 0

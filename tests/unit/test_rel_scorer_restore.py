@@ -117,3 +117,39 @@ def test_rel_a_window_that_cannot_close_is_dead_lettered_and_the_others_close(sc
     assert scored == [NOW - W] and part.windows == {}
     assert {d.reason for d in scorer.dead} == {f"window {NOW - 2 * W} not closed: TypeError: "
                                                f"a bug in the aggregation"}
+
+
+@pytest.mark.parametrize("last", ["undecodable", "future-stamped"])
+def test_rel_a_record_handled_but_not_stored_is_not_unread_after_a_restart(scorer, monkeypatch,
+                                                                           last):
+    """helper-72's stall: a quiet packets partition whose newest record was dead-lettered (or
+    refused whole: every event stamped a minute ahead) has nothing in the records table for it,
+    so after a restart that offset counted as unread for good; the partition was a backlog and
+    no window of it (nor, in stage 2, of any destination) ever closed again. The group's
+    committed offset says it was handled."""
+    ingest = scorer.ingest
+    good = encode_packets(benign(NOW, 0.5, clients=2))
+    bad = b"\xc1 not msgpack" if last == "undecodable" else \
+        encode_packets(benign(time.time_ns() + 60 * W, 0.2, clients=1))
+
+    highwater = {3: 2}  # the broker's next offset: both records consumed and committed
+    monkeypatch.setattr(faust_internals, "highwater", lambda app, tp: highwater[tp.partition])
+    monkeypatch.setattr(faust_internals, "last_poll_ns", lambda app, tp: time.time_ns())
+    committed = {}
+    monkeypatch.setattr(faust_internals, "committed", lambda app, tp: committed.get(tp.partition))
+
+    async def before():
+        await ingest.on_packets(3, 0, good)
+        await ingest.on_packets(3, 1, bad)
+    asyncio.run(before())
+    assert [off for off, _ in ingest.store.records(3)] == [0]  # the bad one is not stored
+    ingest.update_backlog(3, ingest.partition(3))  # the tick's refresh: caught up while live
+    assert not ingest.partition(3).backlog
+    ingest.sources.clear()  # a restarted worker: the same tables, nothing in memory
+    part = ingest.restore(3)
+    ingest.update_backlog(3, part)
+    assert part.backlog and ingest.unread(3) == 1  # before the fix, for good
+    committed[3] = 2
+    part = ingest.restore(3)
+    ingest.update_backlog(3, part)
+    assert not part.backlog and ingest.unread(3) == 0 and ingest.seen[3] == 1
