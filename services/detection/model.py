@@ -166,7 +166,10 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch: bool = False
                ) -> Detector:
-    """Verify `path` (the .joblib, or its .json) against its metadata, then unpickle it."""
+    """Verify `path` (the .joblib, or its .json) against its metadata, unpickle it and
+    `sanity_check` it. ModelError (one line) when any step fails: a missing or changed file, a
+    pickle that does not load (truncated, not joblib, an older xdpguard's classes), or an object
+    that is no usable model (what `load_model_bytes` refuses in a models record)."""
     path = Path(path) if path else DEFAULT_MODEL
     if path.suffix == ".json":
         path = path.with_suffix(".joblib")
@@ -188,7 +191,12 @@ def load_model(path: str | os.PathLike | None = None, *, allow_sklearn_mismatch:
         missing = getattr(exc, "name", None) or str(exc)
         raise ModelError(f"model file {path} was saved by an older xdpguard (it names {missing!r}, "
                          "which this version does not have): retrain it (xdpguard train)") from None
-    return _detector(estimator, meta)
+    except Exception as exc:  # hashes as its metadata says but does not load: one line, no crash
+        raise ModelError(f"model file {path} cannot be unpickled ({type(exc).__name__}: "
+                         f"{exc})") from None
+    det = _detector(estimator, meta)
+    sanity_check(det, f"model file {path}")
+    return det
 
 
 def load_model_bytes(data: bytes, meta: dict, name: str = "model record") -> Detector:

@@ -115,3 +115,28 @@ def test_an_unusable_outage_memory_period_is_one_model_error(model_file, bad):
     meta["params"]["outage_memory_s"] = 0
     meta_path(path).write_text(json.dumps(meta))
     assert load_model(path).outage_memory_s == 0.0
+
+
+@pytest.mark.parametrize("content", ["random", "truncated", "empty", "a dict"])
+def test_a_file_that_hashes_right_but_is_no_model_is_one_model_error(model_file, content):
+    """helper-72: metadata rewritten to the sha256 of a corrupt file (random bytes: KeyError,
+    half the file: ValueError, empty: EOFError) or of a pickled dict (loaded without a word)
+    started the scorer with a traceback or with no model at all; `models publish` refused the
+    same in one line. Now load_model refuses them as load_model_bytes does."""
+    import hashlib
+
+    import joblib
+
+    path, _ = model_file
+    if content == "a dict":
+        joblib.dump({"not": "a model"}, path)
+    else:
+        data = path.read_bytes()
+        path.write_bytes({"random": np.random.default_rng(1).bytes(4096),
+                          "truncated": data[:len(data) // 2], "empty": b""}[content])
+    meta = json.loads(meta_path(path).read_text())
+    meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta_path(path).write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=str(path)) as err:
+        load_model(path)
+    assert "\n" not in str(err.value)
