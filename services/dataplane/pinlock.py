@@ -24,6 +24,8 @@ import time
 
 from services.common.errors import KernelError
 
+from .ringowners import command_of
+
 
 class PinDirBusy(KernelError):
     """Another process held the pin directory's lock for longer than the timeout."""
@@ -121,3 +123,63 @@ class PinLock:
             if fd >= 0:
                 os.close(fd)
             raise
+
+
+class PinDirClaimed(KernelError):
+    """Another process holds the pin directory's claim for its role (one enforcer per node)."""
+
+
+class PinDirClaim:
+    """One process of `role` (the enforcer) per pin directory, for as long as it runs.
+
+    Two enforcers on one pin directory (another XDPGUARD_TOPIC_PREFIX or node id in a second
+    shell) each take the other's model rules for stale: the second deleted every rule the first
+    had installed at its start, and the first, which still counted them, answered their next
+    verdicts with "already installed" (helper-72). The claim is an exclusive flock, never waited
+    for, on the directory `<pin_dir>_<role>` beside the pin directory in bpffs (which holds no
+    plain files; inside the pin directory an unload would remove it while the holder runs).
+    `release()` removes that directory and drops the flock; a process killed leaves it behind,
+    unlocked, for the next one. PinDirClaimed names the holder (from /proc/locks)."""
+
+    def __init__(self, pin_dir: str, role: str) -> None:
+        self.pin_dir, self.role = pin_dir.rstrip("/"), role
+        self.path = f"{self.pin_dir}_{role}"  # bpffs refuses names with a dot
+        self._lock = PinLock(self.path, timeout_s=0, create=True)
+
+    def acquire(self) -> "PinDirClaim":
+        try:
+            self._lock.__enter__()
+        except PinDirBusy:
+            who = ", ".join(f"pid {pid} ({command_of(pid)})" for pid in flock_holders(self.path))
+            who = who or f"{self.path} is locked"
+            raise PinDirClaimed(
+                f"another {self.role} already works on {self.pin_dir} ({who}): one per node; "
+                "stop it first, or give this one a pin directory of its own (XDPGUARD_PIN_DIR)"
+            ) from None
+        return self
+
+    def release(self) -> None:
+        """Idempotent."""
+        if self._lock.held:
+            try:
+                os.rmdir(self.path)  # while still held: a racer that locked it starts again
+            except OSError:
+                pass
+            self._lock.__exit__(None, None, None)
+
+
+def flock_holders(path: str) -> list[int]:
+    """Pids holding a flock on `path` (from /proc/locks; [] when it cannot be read)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want:
+            pids.append(int(fields[4]))
+    return sorted(set(pids))

@@ -32,7 +32,7 @@ def map_holders(map_id: int, exclude_pid: int | None = None) -> list[Holder]:
         if not entry.isdigit() or int(entry) == me:
             continue
         if _holds(int(entry), map_id):
-            out.append(Holder(int(entry), _command(int(entry))))
+            out.append(Holder(int(entry), command_of(int(entry))))
     return out
 
 
@@ -68,7 +68,8 @@ def _holds(pid: int, map_id: int) -> bool:
     return False
 
 
-def _command(pid: int) -> str:
+def command_of(pid: int) -> str:
+    """Process `pid`'s command line, cut to 120 characters ("?" when it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             args = f.read().split(b"\0")

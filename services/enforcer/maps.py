@@ -9,9 +9,10 @@ Datapath and the fake both match `RuleMaps` method by method.
 """
 from __future__ import annotations
 
-from typing import ContextManager, Protocol, Sequence
+from typing import Callable, ContextManager, Protocol, Sequence
 
 from services.dataplane.datapath import Datapath, RuleStats, pinned_maps_id
+from services.dataplane.pinlock import PinDirClaim
 from services.records.rules import Origin, Rule
 
 
@@ -70,6 +71,10 @@ class Dataplane(Protocol):
         """The maps loaded now. KernelError (NotLoaded, MapMismatch) if they cannot be used,
         e.g. in the middle of a load."""
 
+    def claim(self) -> Callable[[], None]:
+        """Claim these maps for this enforcer while it runs; returns what releases the claim.
+        KernelError (PinDirClaimed) when another enforcer holds it."""
+
 
 class PinnedDataplane:
     """The maps of the program pinned in `pin_dir` (XDPGUARD_PIN_DIR)."""
@@ -82,3 +87,7 @@ class PinnedDataplane:
 
     def open(self) -> RuleMaps:
         return Datapath.open(self.pin_dir)
+
+    def claim(self) -> Callable[[], None]:
+        """services.dataplane.pinlock.PinDirClaim on the pin directory, role "enforcer"."""
+        return PinDirClaim(self.pin_dir, "enforcer").acquire().release

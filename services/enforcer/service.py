@@ -66,6 +66,7 @@ class Enforcer:
             if until else None
         self.ready = False
         self._beat = time.monotonic()
+        self._release: Callable[[], None] | None = None  # the dataplane claim's release
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -74,6 +75,8 @@ class Enforcer:
         return self.settings.group_id or self.common.topic(f"enforcer-{self.common.node_id}")
 
     async def start(self) -> None:
+        if not self.settings.dry_run:  # one enforcer writes a node's maps (PinDirClaim)
+            self._release = self.dataplane.claim()
         await ensure_topics(self.common, specs_named(self.common, VERDICTS, RULES, DEADLETTER))
         maps_id = self.dataplane.maps_id()
         maps = self.dataplane.open()
@@ -164,6 +167,9 @@ class Enforcer:
                 if self.actuator is not None:
                     self.actuator.close()
                     self.actuator = None
+                release, self._release = self._release, None
+                if release is not None:
+                    release()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -147,3 +147,44 @@ def test_a_verdict_flood_cannot_exhaust_the_maps_and_never_evicts_manual_rules(b
         if enf is not None:
             enf.stop()
         loader.unload_all(pin_dir)
+
+
+def test_a_second_enforcer_on_the_same_pins_is_refused_and_deletes_nothing(broker, pin_dir,
+                                                                           tmp_path):
+    """helper-72: a second enforcer on the pin directory with another topic prefix (a second
+    shell without the export) took the first one's model rules for stale and deleted them all,
+    and the first never noticed. Now it is refused in one line naming the first, before it
+    touches the maps; a dry-run one (it writes nothing) still starts beside it."""
+    import subprocess
+    import sys
+
+    from tests.support.services import common_env
+
+    asyncio.run(ensure_topics(broker))
+    loader.load([], pin_dir=pin_dir)
+    block = Rule(Scope.SRC_PREFIX, Action.DROP, src="203.0.113.0/24")
+    enf = dry = None
+    try:
+        enf, _ = start_enforcer(broker, pin_dir, tmp_path)
+        asyncio.run(publish(broker, [verdict(block)]))
+        wait_until(lambda: block.key() in installed(pin_dir), what="the rule in the maps")
+        env = common_env(broker, pin_dir, "node-b") | {"XDPGUARD_TOPIC_PREFIX": "other.",
+                                                       "ENFORCER_METRICS_PORT": "0"}
+        second = subprocess.run([sys.executable, "-m", "services.enforcer"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr[-2000:]
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "another enforcer already works on" in lines[0], lines
+        assert f"pid {enf.proc.pid}" in lines[0], lines
+        assert block.key() in installed(pin_dir)
+        dry, _ = start_enforcer(broker, pin_dir, tmp_path, ENFORCER_DRY_RUN="1",
+                                XDPGUARD_NODE_ID="node-dry")
+        assert block.key() in installed(pin_dir)
+        assert dry.stop() == 0 and enf.stop() == 0
+        enf = dry = None
+        enf, _ = start_enforcer(broker, pin_dir, tmp_path)  # released on a clean stop
+    finally:
+        for svc in (dry, enf):
+            if svc is not None:
+                svc.stop()
+        loader.unload_all(pin_dir)

@@ -116,9 +116,17 @@ class FakeDataplane:
         self.current_id = maps_id
         self.open_errors: list[Exception] = []
         self.opened = 0
+        self.claimed = 0  # claims held (an enforcer's while it runs; not in a dry run)
 
     def maps_id(self) -> int:
         return self.current_id
+
+    def claim(self):
+        self.claimed += 1
+
+        def release() -> None:
+            self.claimed -= 1
+        return release
 
     def open(self) -> FakeMaps:
         self.opened += 1
