@@ -101,3 +101,20 @@ class HourlyDrift:
         rules = _increase([s.rules for s in ss])
         return Drift(span, flows, above / flows if flows else None,
                      rules * HOUR_S / span if span > 0 else None)
+
+
+def combined(drifts: list[Drift | None]) -> Drift | None:
+    """Several workers' drift as one: flow-windows, those above the threshold and rules summed
+    over the workers, each worker's from its own samples (`HourlyDrift` per worker). Summing the
+    counters first and taking the increase of the sums read one worker's missed scrape or
+    restart as every worker's counters starting again from 0: their lifetime totals counted as
+    the last hour's (helper-73: 4.4 million evidence rules an hour). The span is the longest;
+    None when no worker has two samples yet."""
+    got = [d for d in drifts if d is not None]
+    if not got:
+        return None
+    flows = sum(d.flows for d in got)
+    above = sum(d.share * d.flows for d in got if d.share is not None)
+    rates = [d.rules_per_hour for d in got if d.rules_per_hour is not None]
+    return Drift(max(d.span_s for d in got), flows, above / flows if flows else None,
+                 sum(rates) if rates else None)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rich.text import Text
 
-from services.detection.drift import DEFAULT_BAND, DriftBand, HourlyDrift, Sample
+from services.detection.drift import DEFAULT_BAND, DriftBand, HourlyDrift, Sample, combined
 
 COUNTERS = {"xdpguard_scorer_flows_scored_total": "flows",
             "xdpguard_scorer_anomalies_total": "above",
@@ -43,12 +43,13 @@ def _fetch(url: str, timeout: float) -> str:
 
 
 class DriftFeed:
-    """Samples of the summed counters, one per `poll`; `error` names the endpoints that failed
-    at the last poll ("" when all answered)."""
+    """Samples of each endpoint's counters, one per `poll` per endpoint that answered (`hourly`,
+    by URL), combined into one line (drift.combined: a worker's missed scrape or restart is its
+    own); `error` names the endpoints that failed at the last poll ("" when all answered)."""
 
     def __init__(self, urls: list[str], band: DriftBand = DEFAULT_BAND, timeout: float = 2.0) -> None:
         self.urls, self.band, self.timeout = urls, band, timeout
-        self.hourly = HourlyDrift()
+        self.hourly = {url: HourlyDrift() for url in urls}
         self.first: dict[str, float] | None = None
         self.error = ""
 
@@ -69,23 +70,24 @@ class DriftFeed:
         failed = []
         with ThreadPoolExecutor(max_workers=max(1, len(self.urls))) as pool:
             results = await asyncio.gather(*(self._scrape(url, pool) for url in self.urls))
-        for got in results:
+        now = time.monotonic()
+        for url, got in zip(self.urls, results):
             if isinstance(got, str):
                 failed.append(got)
                 continue
             for k, v in got.items():
                 total[k] += v
+            self.hourly[url].add(Sample(now, got["flows"], got["above"], got["rules"]))
         self.error = "; ".join(failed)
         if failed and len(failed) == len(self.urls):
             return
         if self.first is None:
             self.first = total
-        self.hourly.add(Sample(time.monotonic(), total["flows"], total["above"], total["rules"]))
 
     def line(self) -> Text:
         """One line: the figures over the last hour (or since top started, up to an hour), or
         since the workers started before a second sample; outside the band in red."""
-        d = self.hourly.figures()
+        d = combined([h.figures() for h in self.hourly.values()])
         if d is not None:
             share, rules = d.share, d.rules_per_hour
             when = f"last {d.span_s / 60:,.0f} min" if d.span_s < 3540 else "last hour"

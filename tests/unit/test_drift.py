@@ -102,11 +102,11 @@ def test_top_drift_line_before_and_after_a_second_sample():
     feed = DriftFeed(["http://unused"])
     assert "unavailable" in feed.line().plain
     feed.first = {"flows": 1000.0, "above": 300.0, "rules": 0.0}
-    feed.hourly.add(Sample(0, 1000, 300, 0))
+    feed.hourly["http://unused"].add(Sample(0, 1000, 300, 0))
     line = feed.line()
     assert "since the workers started" in line.plain and "30.00% of 1,000" in line.plain
     assert "OUTSIDE BAND" in line.plain
-    feed.hourly.add(Sample(600, 2000, 310, 1))
+    feed.hourly["http://unused"].add(Sample(600, 2000, 310, 1))
     assert "last 10 min): 1.00% of 1,000 flow-windows" in feed.line().plain
     assert "6.0 evidence rules/h" in feed.line().plain and "OUTSIDE" not in feed.line().plain
 
@@ -224,3 +224,45 @@ def test_silent_endpoints_are_waited_for_together_not_one_after_another():
     assert took < 1.8, f"{took:.2f} s: scraped one after another"
     assert feed.error.count("http://") == 10 and urls[-1] not in feed.error
     assert feed.first == {"flows": 50.0, "above": 0.0, "rules": 0.0}
+
+
+def test_one_worker_missing_a_scrape_or_restarting_is_its_own_not_every_workers(monkeypatch):
+    """helper-73: two workers scoring 100 flow-windows a poll, no rule fired; worker b misses
+    one scrape (then restarts from 0). Summed first, the total fell and read as a restart of
+    both: 4.4 million evidence rules an hour. Each worker's increase is its own now."""
+    import asyncio
+
+    from services.manager import drift_view
+
+    pages = {"a": [10_000, 100], "b": [200_000, 20_000]}  # lifetime totals: flows, rules
+    down = {"b": {3}}
+    step = {"n": 0}
+
+    async def scrape(self, url, pool):
+        if step["n"] in down.get(url, ()):
+            return f"{url}: 503"
+        flows, rules = pages[url]
+        return {"flows": flows + 100.0 * step["n"], "above": 2.0 * step["n"], "rules": rules}
+    monkeypatch.setattr(drift_view.DriftFeed, "_scrape", scrape)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(drift_view.time, "monotonic", lambda: clock["t"])
+    feed = DriftFeed(["a", "b"])
+    for n in range(6):
+        step["n"], clock["t"] = n, 60.0 * n
+        if n == 5:
+            pages["b"] = [0, 0]  # b restarted: its counters from 0
+        asyncio.run(feed.poll())
+        d = drift_view.combined([h.figures() for h in feed.hourly.values()])
+        if n >= 1:
+            assert d.rules_per_hour == 0.0, (n, d)
+            assert d.flows <= 100 * n * 2 + 100 * 5, (n, d)
+    assert "0.0 evidence rules/h" in feed.line().plain and "OUTSIDE" not in feed.line().plain
+
+
+def test_combined_drift_sums_the_workers():
+    from services.detection.drift import Drift, combined
+
+    d = combined([Drift(600, 1000, 0.01, 6.0), None, Drift(300, 3000, 0.03, 12.0)])
+    assert (d.span_s, d.flows, round(d.share, 6), d.rules_per_hour) == (600, 4000, 0.025, 18.0)
+    assert combined([None, None]) is None
+    assert combined([Drift(10, 0, None, None)]).share is None
