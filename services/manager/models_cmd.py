@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from services.common.errors import ConfigError, DecodeError
+from services.common.errors import ConfigError, DecodeError, ModelError
 from services.common.settings import CommonSettings, load_common
-from services.detection.model import load_model, sanity_check
+from services.detection.model import load_model, load_model_bytes, sanity_check
 from services.scorer.rollout import switch_boundary
 from services.scorer.settings import load_scorer
 from services.wire.kafka import client_options
@@ -150,6 +151,10 @@ def cmd_promote(args) -> int:
     r = merge_reports(reports, cand.sha256)
     print(f"active from {_when(start)}: {cand.model_id} (was {old.model_id}; shadow: "
           f"{r.windows} windows, {_share(r.agree, r.flows)} agreement)")
+    if not r.windows:
+        print("warning: promoted before any worker scored a shadow window: nothing says how it "
+              "compares with the model it replaces (`xdpguard models rollback` undoes it)",
+              file=sys.stderr)
     return 0
 
 
@@ -170,6 +175,12 @@ def _switch(args, source: str, missing: str):
     new = records.get(source)
     if new is None:
         raise ConfigError(missing)
+    if new.model is not None:  # the workers refuse a model that does not load: so does this
+        try:
+            load_model_bytes(new.model, new.meta, f"the {source} record ({new.model_id})")
+        except ModelError as exc:
+            raise ModelError(f"{exc}; not made active (the workers refused it and keep their "
+                             "models): publish a good file") from None
     start = switch_boundary(time.time_ns(), width, args.lead)
     old = records.get(ACTIVE) or _configured(ACTIVE, width)
     items = [(PREVIOUS, _moved(old, PREVIOUS, old.from_ns)), (ACTIVE, _moved(new, ACTIVE, start))]

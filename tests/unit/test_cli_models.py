@@ -61,3 +61,49 @@ def test_tail_shows_a_model_record_without_its_bytes():
     assert shown["model_id"] == meta["model_id"] and shown["from_ns"] == 10 * W
     [bad] = record_to_json(MODELS, b"\xc1", b"active")
     assert "not msgpack" in bad["_undecodable"]
+
+
+def _fake_topic(monkeypatch, records: dict) -> list:
+    """models_cmd over an in-memory topic: `records` by role, the writes returned."""
+    from services.manager import models_cmd
+
+    writes: list = []
+    monkeypatch.setattr(models_cmd, "_settings", lambda lead=None: (None, W))
+
+    async def read_state(common):
+        return dict(records), []
+
+    async def write(common, items):
+        writes.extend(items)
+    monkeypatch.setattr(models_cmd, "read_state", read_state)
+    monkeypatch.setattr(models_cmd, "write", write)
+    return writes
+
+
+def _candidate(data: bytes, meta: dict) -> ModelRecord:
+    import hashlib
+    import time
+
+    meta = {**meta, "sha256": hashlib.sha256(data).hexdigest(), "model_id": "bogus"}
+    return ModelRecord(CANDIDATE, data, meta, meta["sha256"], 0, W, 2, time.time_ns())
+
+
+def test_promote_refuses_a_candidate_the_workers_refused(monkeypatch, capsys):
+    """helper-73: a candidate whose bytes hash right but do not unpickle was refused by every
+    worker, yet `promote` made it active (exit 0) and `status` named it active while the workers
+    scored with their old model. Now promote loads it as a worker does, first."""
+    writes = _fake_topic(monkeypatch, {CANDIDATE: _candidate(b"\x80\x04junk",
+                                                             read_meta(DEFAULT_MODEL))})
+    assert cli.main(["models", "promote"]) == 1
+    err = capsys.readouterr().err
+    assert "not made active" in err and "bogus" in err and err.count("\n") == 1
+    assert writes == []
+
+
+def test_promote_before_any_shadow_window_warns(monkeypatch, capsys):
+    writes = _fake_topic(monkeypatch, {CANDIDATE: _candidate(DEFAULT_MODEL.read_bytes(),
+                                                             read_meta(DEFAULT_MODEL))})
+    assert cli.main(["models", "promote"]) == 0
+    out = capsys.readouterr()
+    assert "active from" in out.out and "before any worker scored a shadow window" in out.err
+    assert [role for role, _ in writes] == ["previous", "active", "candidate"]
