@@ -7,6 +7,8 @@ is wrong and what is expected (the variable's name is added by config.load):
     at_least(n)        a number >= n (and finite)
     between(lo, hi)    a number in [lo, hi]
     above(x)           a number > x (and finite)
+    seconds(hi)        a duration in seconds, > 0 and <= hi (services turn it into ns: 1e308
+                       overflowed there, a traceback, not a ConfigError)
     one_of(*choices)   one of the given texts
     port               a TCP port, 0-65535 (0 = off)
     host               an IP address or a host name
@@ -57,6 +59,15 @@ def above(x: float) -> Check:
         _finite(value)
         if value <= x:
             raise ValueError(f"must be above {x}")
+    return check
+
+
+def seconds(hi: float, zero: bool = False) -> Check:
+    """A duration: above 0 (at least 0 with `zero`) and at most `hi` seconds."""
+    def check(value: Any) -> None:
+        _finite(value)
+        if value < 0 or (value == 0 and not zero) or value > hi:
+            raise ValueError(f"must be {'at least 0' if zero else 'above 0'} and at most {hi:g} s")
     return check
 
 

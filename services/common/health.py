@@ -15,6 +15,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 log = logging.getLogger("xdpguard.health")
 
 
+def check_bindable(host: str, port: int, what: str) -> None:
+    """ConfigError naming `what` (the service's *_METRICS_HOST/PORT) unless a TCP server can
+    bind `host`:`port` now (port 0: nothing to check). For a service that starts its server late,
+    inside a framework that turns the OSError into a traceback (the scorer under faust)."""
+    import socket
+
+    from .errors import ConfigError
+
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                          f"({what})") from None
+
+
 class HealthServer:
     def __init__(self, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]],
                  host: str = "127.0.0.1", port: int = 0) -> None:

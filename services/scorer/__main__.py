@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.detection.detect import DetectParams
 from services.common.errors import ConfigError, XdpguardError
+from services.common.health import check_bindable
 from services.detection.model import load_model
 from services.common.settings import load_common
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, _exit_early)
     try:
         s, common = load_scorer(), load_common()
+        check_bindable(s.metrics_host, s.metrics_port, "SCORER_METRICS_HOST/PORT")
         detector = load_model(s.model)
         policy = VerdictPolicy(
             params=DetectParams(spoof_min_sources=s.spoof_min_sources, limit_pps=s.limit_pps,

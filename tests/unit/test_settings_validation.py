@@ -145,3 +145,34 @@ def test_a_scorer_datadir_that_cannot_be_made_is_one_line_before_kafka(tmp_path)
     r = subprocess.run([sys.executable, "-m", "services.scorer", "worker"], cwd=root, env=env,
                        capture_output=True, text=True, timeout=120)
     assert (tmp_path / "a" / "b").is_dir() and "cannot reach Kafka" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("env", ["SCORER_WINDOW_S", "SCORER_LATENESS_S", "SCORER_IDLE_S",
+                                 "SCORER_CLOSE_WAIT_S", "SCORER_TICK_S", "SCORER_PASS_TTL_S",
+                                 "SCORER_VERDICT_TTL_S", "SCORER_SESSION_TIMEOUT_S",
+                                 "SCORER_REBALANCE_TIMEOUT_S"])
+def test_a_duration_too_long_for_nanoseconds_is_refused(env):
+    """helper-72: SCORER_WINDOW_S=1e308 passed its check (finite, above 0) and the worker died
+    in an OverflowError traceback turning it into nanoseconds."""
+    from services.scorer.settings import ScorerSettings
+
+    with pytest.raises(ConfigError, match=f"{env}='1e308': .* at most"):
+        load(ScorerSettings, {env: "1e308"})
+
+
+def test_a_metrics_address_the_host_cannot_bind_is_one_config_error():
+    """helper-72: SCORER_METRICS_HOST=8.8.8.8 was a 200-line faust traceback (the scorer starts
+    its server inside faust's worker); it is checked before, in one line."""
+    import socket
+
+    from services.common.health import check_bindable
+
+    check_bindable("127.0.0.1", 0, "X")  # off: nothing to check
+    with pytest.raises(ConfigError, match=r"cannot serve metrics on 192\.0\.2\.1:.*\(X_METRICS"):
+        check_bindable("192.0.2.1", 19299, "X_METRICS_HOST/PORT")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            check_bindable("127.0.0.1", port, "X")
