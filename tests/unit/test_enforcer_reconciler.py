@@ -212,3 +212,22 @@ def test_a_manual_rule_the_operator_rewrote_while_away_is_not_reverted_at_restor
     assert maps.installed[op.key()] == op
     asyncio.run(rec.sync_manual(maps))
     assert topic.log[-1] == ("applied", op.key())
+
+
+def test_a_restored_model_rule_without_an_expiry_or_beyond_the_max_ttl_is_capped():
+    """helper-72: a model rule record with expires_ns 0 (never), which the enforcer itself never
+    writes, was installed for good at restore; ENFORCER_MAX_TTL_S (3600 s by default) applies."""
+    never = replace(rule("203.0.120.0/24"), expires_ns=0)
+    long = rule("203.0.121.0/24", ttl_s=10 * 3600)
+    manual = rule("198.18.5.0/24", origin=Origin.MANUAL, ttl_s=0)
+    topic = FakeRulesTopic()
+    for r in (never, long, manual, LIVE):
+        asyncio.run(topic.write(r))
+    maps = FakeMaps()
+    rec, _, _ = reconciler(topic)
+    asyncio.run(rec.restore(maps))
+    cap = lambda r: r.created_ns + 3600 * S  # noqa: E731
+    assert maps.installed[never.key()].expires_ns == cap(never)
+    assert maps.installed[long.key()].expires_ns == cap(long)
+    assert maps.installed[manual.key()].expires_ns == 0  # the operator's: never expiring is allowed
+    assert maps.installed[LIVE.key()] == LIVE
