@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 from services.common.errors import ConfigError
 
@@ -72,10 +73,17 @@ def _config(args):
         raise ConfigError("--trees must be at least 1")
     if not args.pcap and not args.kafka_from:
         raise ConfigError("nothing to learn from: give --pcap files or --kafka-from")
+    if not 1 <= args.sustain <= 3600:  # nan too: 0 or nan replayed no attack at all
+        raise ConfigError(f"--sustain must be 1-3600 seconds, not {args.sustain}")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if os.path.isdir(args.out) or not os.path.isdir(out_dir):  # now, not after the fit
         why = "Is a directory" if os.path.isdir(args.out) else f"no folder {out_dir}"
         raise ConfigError(f"cannot write {args.out}: {why}")
+    try:  # a folder that exists but takes no file (/proc, read-only): now too, not after it
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     return LearnConfig(holdout_frac=args.holdout, fp_budget=args.fp_budget,
                        catch_share=args.catch_share, sustain_s=args.sustain, target_fpr=fpr,
                        n_estimators=args.trees, seed=args.seed)

@@ -145,3 +145,17 @@ def test_a_max_packets_out_of_range_names_the_range_it_takes(verb, value, capsys
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.splitlines()) == 1
     assert f"argument --max-packets: {value} is out of range 1-" in err
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--out", "/proc/site.joblib", "cannot write /proc/site.joblib"),
+    ("--sustain", "0", "--sustain must be 1-3600 seconds"),
+])
+def test_what_would_fail_after_the_fit_is_refused_before_it(flag, value, says, capsys, tmp_path):
+    """helper-73: an --out folder that takes no file (/proc) was found only after 2 min of
+    training and validation; --sustain 0 replayed no attack, so nothing was checked."""
+    argv = ["learn", "--pcap", str(tmp_path / "none.pcap"), "--out", str(tmp_path / "s.joblib")]
+    argv += [flag, value]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
