@@ -236,7 +236,11 @@ async def _run(args, maps: Maps) -> str:
                 await drift.poll()
             console.print(view(prev, take(maps.dp), feed, args.rules, maps.note, drift))
             return feed.error if feed is not None else ""
-        with Live(console=console, auto_refresh=False, screen=False) as live:
+        # not a terminal (a pipe, a file, a journal): every frame printed after the last, since
+        # rich's Live redraws in place and wrote nothing there until it stopped (helper-72)
+        redraw = Live(console=console, auto_refresh=False, screen=False) \
+            if console.is_terminal else contextlib.nullcontext()
+        with redraw as live:  # None when not a terminal
             while True:
                 await asyncio.sleep(args.interval)
                 if maps.reopened():
@@ -244,7 +248,11 @@ async def _run(args, maps: Maps) -> str:
                 cur = take(maps.dp)
                 if drift is not None:
                     await drift.poll()
-                live.update(view(prev, cur, feed, args.rules, maps.note, drift), refresh=True)
+                frame = view(prev, cur, feed, args.rules, maps.note, drift)
+                if live is None:
+                    console.print(frame)
+                else:
+                    live.update(frame, refresh=True)
                 prev = cur
     finally:
         stop.set()

@@ -61,3 +61,23 @@ def test_top_renders_rules_rates_and_verdicts(netns_pair, pin_dir, broker):
     # hits per second over the interval: pings every 0.1 s -> clearly above zero
     assert any(c.replace(",", "").isdigit() and int(c.replace(",", "")) > 0 for c in cells)
     assert "syn flood from 198.51.100.0/24" in out and "0.420" in out
+
+
+def test_top_into_a_pipe_prints_every_frame(pin_dir):
+    """helper-72: `xdpguard top > file` (no terminal) wrote nothing: rich's Live redraws in
+    place and printed nothing there until it stopped. Each frame is printed after the last."""
+    import signal
+    import time
+
+    loader.load([], pin_dir=pin_dir)
+    try:
+        env = {**os.environ, "XDPGUARD_PIN_DIR": pin_dir, "COLUMNS": "200"}
+        proc = subprocess.Popen([sys.executable, "-m", "services.manager", "top", "--no-verdicts",
+                                 "--interval", "0.3"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        loader.unload_all(pin_dir)
+    assert out.count("xdpguard top") >= 3, (out[-2000:], err[-2000:])
