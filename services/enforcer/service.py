@@ -180,7 +180,15 @@ class Enforcer:
         if not self.ready:
             return False, "starting"
         age = time.monotonic() - self._beat
-        return (age < 10, f"last loop {age:.1f} s ago")
+        if age >= 10:
+            return False, f"last loop {age:.1f} s ago"
+        try:  # as the capture's: rules have nowhere to go while nothing is loaded
+            pinned = self.dataplane.maps_id() != 0
+        except XdpguardError as exc:
+            return False, f"the pinned maps cannot be read: {exc}"
+        if not pinned:
+            return False, f"no XDP program pinned in {self.common.pin_dir}"
+        return True, f"last loop {age:.1f} s ago"
 
     # -- verdicts ------------------------------------------------------------------------------
     async def _consume(self) -> None:
@@ -226,7 +234,7 @@ class Enforcer:
     async def _deadletter(self, topic: str, partition: int, offset: int, reason: str,
                           raw: bytes | None) -> None:
         self.metrics.deadletters.inc()
-        log.warning("undecodable verdict at %s[%d]@%d: %s", topic, partition, offset, reason)
+        log.warning("dead letter: %s[%d]@%d: %s", topic, partition, offset, reason)
         value = codec.encode_deadletter(topic, partition, offset, reason, raw, "enforcer")
         await self.rules_log.send(self.common.topic(DEADLETTER), None, value)
 

@@ -182,7 +182,13 @@ def test_a_second_enforcer_on_the_same_pins_is_refused_and_deletes_nothing(broke
         assert block.key() in installed(pin_dir)
         assert dry.stop() == 0 and enf.stop() == 0
         enf = dry = None
-        enf, _ = start_enforcer(broker, pin_dir, tmp_path)  # released on a clean stop
+        enf, port = start_enforcer(broker, pin_dir, tmp_path)  # released on a clean stop
+        # with no program pinned a rule has nowhere to go: 503, as the capture's (helper-72)
+        loader.unload_all(pin_dir)
+        wait_until(lambda: http_get(port, "/healthz")[0] == 503, what="503 with nothing loaded")
+        assert "no XDP program pinned" in http_get(port, "/healthz")[1]
+        loader.load([], pin_dir=pin_dir)
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, what="200 once loaded again")
     finally:
         for svc in (dry, enf):
             if svc is not None:
