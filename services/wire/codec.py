@@ -16,7 +16,7 @@ event of a flow and every per-source aggregate stays on one partition (services/
 from __future__ import annotations
 
 import array
-import socket
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +28,10 @@ import msgpack
 
 from services.common.errors import DecodeError
 from services.records.packet import ICMP_TYPE_UNKNOWN, Packet
-from services.records.rules import Rule, canonical_address
+from services.records.rules import Rule
 from services.records.verdict import Verdict
+
+from .addresses import address_from_packed, addresses
 
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 4 * 1024 * 1024   # far above any sane batch; bounds memory on hostile input
@@ -53,61 +55,6 @@ PACKET_COLUMNS = (
 # A one-event row carries them after its twelfth element, in this order.
 PACKET_COLUMNS_ADDED = (("it", "B", "icmp_type", ICMP_TYPE_UNKNOWN),)
 _SWAP = sys.byteorder != "little"
-_CACHE_MAX = 1 << 16
-_PACKED: dict[str, bytes] = {}
-_UNPACKED: dict[bytes, str] = {}
-
-
-# --- addresses ------------------------------------------------------------------------------
-
-def packed_address(text: str) -> bytes:
-    """Textual IPv4/IPv6 -> its packed form, 4 or 16 raw bytes as on the wire and as a Kafka key
-    (ipaddress's `.packed`; cached: real traffic repeats addresses). ValueError if not an
-    address. Not the data plane's map form: services.dataplane.structs.addr_bytes always gives
-    16 bytes, IPv4 mapped."""
-    raw = _PACKED.get(text)
-    if raw is None:
-        try:
-            raw = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
-        except (OSError, TypeError) as exc:
-            raise ValueError(f"not an IP address: {text!r}") from exc
-        if len(_PACKED) >= _CACHE_MAX:
-            _PACKED.clear()
-        _PACKED[text] = raw
-    return raw
-
-
-def address_from_packed(raw: bytes) -> str:
-    """packed_address's inverse: 4 or 16 raw bytes -> text in its one form (an IPv4-mapped
-    16-byte address is the IPv4 address, as everywhere: records.rules.canonical_address);
-    DecodeError for anything else."""
-    if type(raw) is not bytes:
-        raise DecodeError(f"address must be 4 or 16 bytes, got {type(raw).__name__}")
-    text = _UNPACKED.get(raw)
-    if text is None:
-        if len(raw) not in (4, 16):
-            raise DecodeError(f"address must be 4 or 16 bytes, got {len(raw)}")
-        if len(raw) == 4:
-            text = socket.inet_ntop(socket.AF_INET, raw)
-        else:
-            text = canonical_address(socket.inet_ntop(socket.AF_INET6, raw))
-        if len(_UNPACKED) >= _CACHE_MAX:
-            _UNPACKED.clear()
-        _UNPACKED[raw] = text
-    return text
-
-
-def _addresses(raw: list) -> list[str]:
-    """address_from_packed of each entry of a decoded record's address column; the cached
-    ones (real traffic repeats addresses) looked up in one C pass, the rest, and anything that
-    is not an address (DecodeError), through address_from_packed."""
-    try:
-        texts = list(map(_UNPACKED.get, raw))
-    except TypeError:  # an unhashable entry (a list, a map): address_from_packed refuses it
-        texts = [None] * len(raw)
-    if None in texts:
-        texts = [address_from_packed(a) if t is None else t for t, a in zip(texts, raw)]
-    return texts
 
 
 # --- envelope -------------------------------------------------------------------------------
@@ -165,12 +112,18 @@ def _decode_row(row: Any) -> dict[str, Any]:
         if type(value) is not int or not 0 <= value < limit:
             raise DecodeError(f"{T_PACKETS}: {attr} {value!r:.40} is not an integer in range")
         cols[attr] = [value]
+    _one_in_n(cols["sample_rate"])
     cols["src"], cols["dst"] = [address_from_packed(row[9])], [address_from_packed(row[10])]
     _same_families(cols["src"], cols["dst"])
     if type(row[11]) is not str:
         raise DecodeError(f"{T_PACKETS}: node must be a string")
     cols["node"] = [row[11]]
     return cols
+
+
+def _one_in_n(rates) -> None:
+    if 0 in rates:
+        raise DecodeError(f"{T_PACKETS}: sample rate 0 (an event stands for 1 in N packets, N >= 1)")
 
 
 def _same_families(src: list[str], dst: list[str]) -> None:
@@ -235,8 +188,9 @@ def decode_packet_columns(data: bytes) -> PacketColumns:
         raw = _field(rec, key, list, T_PACKETS)
         if len(raw) != n:
             raise DecodeError(f"{T_PACKETS}: column {key!r} has {len(raw)} entries, expected {n}")
-        cols[key] = _addresses(raw)
+        cols[key] = addresses(raw)
     _same_families(cols["src"], cols["dst"])
+    _one_in_n(cols["arrays"]["sample_rate"])
     node = _field(rec, "node", (str, list), T_PACKETS)
     if isinstance(node, str):
         cols["node"] = [node] * n
@@ -284,8 +238,8 @@ def decode_verdict(data: bytes) -> Verdict:
     k = T_VERDICT
     return Verdict(
         rule=_decode_rule(_field(rec, "rule", dict, k), k),
-        score=float(_field(rec, "score", (int, float), k)),
-        threshold=float(_field(rec, "threshold", (int, float), k)),
+        score=_finite(_field(rec, "score", (int, float), k), "score", k),
+        threshold=_finite(_field(rec, "threshold", (int, float), k), "threshold", k),
         model_id=_field(rec, "model", str, k),
         window_start_ns=_field(rec, "ws", int, k),
         window_end_ns=_field(rec, "we", int, k),
@@ -294,6 +248,13 @@ def decode_verdict(data: bytes) -> Verdict:
         created_ns=_field(rec, "created", int, k, 0),
         verdict_id=_nonempty(_field(rec, "id", str, k), "id", k),
     )
+
+
+def _finite(value: int | float, name: str, kind: str) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise DecodeError(f"{kind}: {name} {value} is not a finite number")
+    return value
 
 
 def _nonempty(value: str, name: str, kind: str) -> str:

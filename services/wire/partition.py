@@ -22,7 +22,7 @@ from aiokafka.partitioner import murmur2
 
 from services.records.packet import Packet
 
-from .codec import packed_address
+from .addresses import packed_address
 
 _CACHE_MAX = 1 << 16
 _PARTITION: dict[tuple[bytes, int], int] = {}

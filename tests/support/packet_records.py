@@ -14,8 +14,9 @@ from typing import Any
 import msgpack
 
 from services.records.packet import Packet
+from services.wire.addresses import packed_address
 from services.wire.codec import (MAX_BATCH, PACKET_COLUMNS, PACKET_COLUMNS_ADDED, SCHEMA_VERSION,
-                                 T_PACKETS, packed_address)
+                                 T_PACKETS)
 
 _SWAP = sys.byteorder != "little"
 

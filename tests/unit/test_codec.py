@@ -1,6 +1,7 @@
 """Codec round trips (hypothesis), tolerance of unknown fields, and DecodeError on bad input."""
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import msgpack
@@ -23,7 +24,8 @@ u = lambda bits: st.integers(0, (1 << bits) - 1)  # noqa: E731
 # IPv4-mapped IPv6 address is IPv4)
 packets = st.one_of(*(st.builds(
     Packet, ts_ns=u(64), src=fam, dst=fam, sport=u(16), dport=u(16), proto=u(8),
-    tcp_flags=u(8), length=u(32), ifindex=u(32), sample_rate=u(32),
+    tcp_flags=u(8), length=u(32), ifindex=u(32),
+    sample_rate=st.integers(1, (1 << 32) - 1),  # 1-in-N, N >= 1 (0 is refused: below)
     node=st.text(max_size=20), seq=u(64))
     for fam in (st.ip_addresses(v=4).map(str),
                 st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None).map(str))))
@@ -231,3 +233,24 @@ def test_decoders_raise_only_decode_error_on_wrong_structures(rec):
     for t in ("pk", "verdict", "deadletter", "rule"):
         _every_decoder_raises_only_decode_error(
             msgpack.packb({"v": 1, "t": t, **rec} if "v" not in rec else rec))
+
+
+def test_a_sample_rate_of_0_or_a_score_that_is_no_number_is_refused():
+    """helper-72: packet events with sample rate 0 (each standing for no packet) and verdicts
+    scored NaN were accepted; both are dead-lettered now, as any record that is no record."""
+    import math
+
+    from services.common.errors import DecodeError
+    from services.wire.codec import decode_packet_columns, decode_verdict, encode_verdict
+    from tests.support.packet_records import encode_packets
+
+    p = Packet(1, "10.0.0.1", "10.0.0.2", 1, 2, 6, 2, 60, sample_rate=0)
+    for batch in ([p], [p, dataclasses.replace(p, sample_rate=1)]):
+        with pytest.raises(DecodeError, match="sample rate 0"):
+            decode_packet_columns(encode_packets(batch))
+    from services.records.rules import Action, Rule, Scope
+    from services.records.verdict import Verdict
+    v = Verdict(rule=Rule(Scope.SRC_PREFIX, Action.DROP, src="198.51.100.0/24"), score=math.nan,
+                threshold=0.1, model_id="m", window_start_ns=1, window_end_ns=2)
+    with pytest.raises(DecodeError, match="score nan is not a finite number"):
+        decode_verdict(encode_verdict(v))
