@@ -62,12 +62,14 @@ def above(x: float) -> Check:
     return check
 
 
-def seconds(hi: float, zero: bool = False) -> Check:
-    """A duration: above 0 (at least 0 with `zero`) and at most `hi` seconds."""
+def seconds(hi: float, zero: bool = False, lo: float = 0.0) -> Check:
+    """A duration: at least `lo` (and above 0; 0 itself allowed with `zero`) and at most `hi`
+    seconds."""
     def check(value: Any) -> None:
         _finite(value)
-        if value < 0 or (value == 0 and not zero) or value > hi:
-            raise ValueError(f"must be {'at least 0' if zero else 'above 0'} and at most {hi:g} s")
+        if not (zero and value == 0) and not (lo <= value <= hi and value > 0):
+            low = f"at least {lo:g}" if lo else ("at least 0" if zero else "above 0")
+            raise ValueError(f"must be {low} and at most {hi:g} s")
     return check
 
 

@@ -82,7 +82,10 @@ class PinLock:
         except OSError as exc:
             raise KernelError(f"cannot open the pin directory {self.pin_dir} to lock it: "
                               f"{exc.strerror}") from None
-        os.makedirs(self.pin_dir, exist_ok=True)
+        try:
+            os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:  # bpffs not mounted, a name bpffs refuses, not root
+            raise KernelError(f"cannot make {self.pin_dir} to lock it: {exc.strerror}") from None
         return self._open()
 
     def _same_dir(self, fd: int) -> bool:
@@ -142,11 +145,14 @@ class PinDirClaim:
     unlocked, for the next one. PinDirClaimed names the holder (from /proc/locks)."""
 
     def __init__(self, pin_dir: str, role: str) -> None:
-        self.pin_dir, self.role = pin_dir.rstrip("/"), role
+        # the directory itself, however it is spelt (a symlink, "/.", a trailing slash): two
+        # spellings of one pin directory are one claim (helper-74)
+        self.pin_dir, self.role = os.path.realpath(pin_dir), role
         self.path = f"{self.pin_dir}_{role}"  # bpffs refuses names with a dot
         self._lock = PinLock(self.path, timeout_s=0, create=True)
 
     def acquire(self) -> "PinDirClaim":
+        self._take_back()
         try:
             self._lock.__enter__()
         except PinDirBusy:
@@ -157,6 +163,23 @@ class PinDirClaim:
                 "stop it first, or give this one a pin directory of its own (XDPGUARD_PIN_DIR)"
             ) from None
         return self
+
+    def _take_back(self) -> None:
+        """A claim path someone else owns (bpffs may be mode 1777: any user could make it and
+        flock it, and no enforcer would start, helper-74) is removed, so this process makes its
+        own; a lock on the removed one keeps nobody out."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return
+        if st.st_uid == os.geteuid():
+            return
+        try:
+            (os.rmdir if os.path.isdir(self.path) and not os.path.islink(self.path)
+             else os.unlink)(self.path)
+        except OSError as exc:
+            raise KernelError(f"{self.path} belongs to uid {st.st_uid} and cannot be removed: "
+                              f"{exc.strerror}") from None
 
     def release(self) -> None:
         """Idempotent."""

@@ -90,6 +90,12 @@ class HourlyDrift:
         while len(self.samples) > 2 and self.samples[1].at <= s.at - self.window_s:
             self.samples.popleft()
 
+    def forget_before(self, at: float) -> None:
+        """Drop the samples taken before `at` (a worker that stopped answering: its old samples
+        must not count in the last hour's figures for ever, as they did: helper-74)."""
+        while self.samples and self.samples[0].at < at:
+            self.samples.popleft()
+
     def figures(self) -> Drift | None:
         """The drift over the samples held; None before two samples."""
         if len(self.samples) < 2:
@@ -113,8 +119,11 @@ def combined(drifts: list[Drift | None]) -> Drift | None:
     got = [d for d in drifts if d is not None]
     if not got:
         return None
+    span = max(d.span_s for d in got)
     flows = sum(d.flows for d in got)
     above = sum(d.share * d.flows for d in got if d.share is not None)
-    rates = [d.rules_per_hour for d in got if d.rules_per_hour is not None]
-    return Drift(max(d.span_s for d in got), flows, above / flows if flows else None,
-                 sum(rates) if rates else None)
+    # each worker's rules over its own span, then per hour over the longest: a worker first
+    # heard 2 s ago with one rule is one rule, not 1,800 an hour (helper-74)
+    rules = sum(d.rules_per_hour * d.span_s / HOUR_S for d in got if d.rules_per_hour is not None)
+    return Drift(span, flows, above / flows if flows else None,
+                 rules * HOUR_S / span if span > 0 else None)

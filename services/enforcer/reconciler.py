@@ -109,7 +109,7 @@ class RulesReconciler:
             rule = rec.rule
             if rule.expired(now):
                 continue
-            rule = self._capped(rule, now)
+            rule = self._capped(rule, rec.updated_ns, now)
             held = in_maps.get(key)
             if held is not None and held.origin is Origin.MANUAL and not held.expired(now):
                 if rule.origin is Origin.MODEL:
@@ -137,18 +137,20 @@ class RulesReconciler:
         log.info("restored %d rules from %s (%d undecodable, %d stale model rules removed)",
                  restored, self.topic.topic, len(bad_records), len(stale))
 
-    def _capped(self, rule: Rule, now: int) -> Rule:
-        """A model rule as restored: no later than ENFORCER_MAX_TTL_S after it was made (or
-        after now, if the record says it was made later). The enforcer writes every model rule
-        with a TTL within that bound, so a record without an expiry or beyond it was not its own
-        (forged or corrupted), and was installed for good (helper-72)."""
+    def _capped(self, rule: Rule, written_ns: int, now: int) -> Rule:
+        """A model rule as restored: expiring at most ENFORCER_MAX_TTL_S after its record was
+        written (`written_ns`, the record's `updated`: a refresh rewrites it with a new expiry
+        and the original creation time; its creation time when the record has none; never later
+        than now). The enforcer writes every model rule with a TTL within that bound, so a record
+        without an expiry or beyond it was not its own (forged or corrupted), and was installed
+        for good (helper-72)."""
         if rule.origin is not Origin.MODEL:
             return rule
-        cap = min(rule.created_ns, now) + int(self.policy.config.max_ttl_s * 1e9)
+        cap = min(written_ns or rule.created_ns, now) + int(self.policy.config.max_ttl_s * 1e9)
         if rule.expires_ns and rule.expires_ns <= cap:
             return rule
         log.warning("model rule %s restored with an expiry %s: capped to ENFORCER_MAX_TTL_S "
-                    "(%g s) after it was made", rule.key(),
+                    "(%g s) after its record was written", rule.key(),
                     "of never" if not rule.expires_ns else "beyond ENFORCER_MAX_TTL_S",
                     self.policy.config.max_ttl_s)
         return dataclasses.replace(rule, expires_ns=cap)

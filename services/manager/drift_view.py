@@ -74,6 +74,7 @@ class DriftFeed:
         for url, got in zip(self.urls, results):
             if isinstance(got, str):
                 failed.append(got)
+                self.hourly[url].forget_before(now - self.hourly[url].window_s)
                 continue
             for k, v in got.items():
                 total[k] += v

@@ -179,8 +179,8 @@ def _switch(args, source: str, missing: str):
         try:
             load_model_bytes(new.model, new.meta, f"the {source} record ({new.model_id})")
         except ModelError as exc:
-            raise ModelError(f"{exc}; not made active (the workers refused it and keep their "
-                             "models): publish a good file") from None
+            raise ModelError(f"{exc}; not made active (a worker refuses what does not load "
+                             "and keeps its models): publish a good file") from None
     start = switch_boundary(time.time_ns(), width, args.lead)
     old = records.get(ACTIVE) or _configured(ACTIVE, width)
     items = [(PREVIOUS, _moved(old, PREVIOUS, old.from_ns)), (ACTIVE, _moved(new, ACTIVE, start))]

@@ -14,7 +14,7 @@ class ScorerSettings:
                           "faust app id = consumer group; the topic prefix is prepended",
                           check=C.kafka_name())
     window_s: float = setting("SCORER_WINDOW_S", 1.0, "tumbling event-time window length, seconds",
-                              check=C.seconds(3600))
+                              check=C.seconds(3600, lo=0.001))
     lateness_s: float = setting("SCORER_LATENESS_S", 0.1,
                                 "a window closes when the watermark passes its end + this",
                                 check=C.seconds(3600, zero=True))

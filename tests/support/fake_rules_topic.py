@@ -23,7 +23,10 @@ class FakeRulesTopic:
         self.deadletters: list[tuple] = []  # (topic, partition, offset, reason, raw)
 
     async def write(self, rule: Rule, verdict_id: str = "") -> None:
-        key, value = codec.encode_rule_record(rule, "applied", self.node, verdict_id=verdict_id)
+        # written when it was applied (the enforcer's own records: `updated` = now at apply)
+        key, value = codec.encode_rule_record(rule, "applied", self.node,
+                                              updated_ns=rule.created_ns or None,
+                                              verdict_id=verdict_id)
         self.records[rule.key()] = codec.decode_rule_record(key, value)
         self.log.append(("applied", rule.key()))
 

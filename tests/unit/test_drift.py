@@ -263,6 +263,37 @@ def test_combined_drift_sums_the_workers():
     from services.detection.drift import Drift, combined
 
     d = combined([Drift(600, 1000, 0.01, 6.0), None, Drift(300, 3000, 0.03, 12.0)])
-    assert (d.span_s, d.flows, round(d.share, 6), d.rules_per_hour) == (600, 4000, 0.025, 18.0)
+    # 1 rule in a's 600 s and 1 in b's 300 s: 2 over the longest span, 12 an hour
+    got = (d.span_s, d.flows, round(d.share, 6), round(d.rules_per_hour, 6))
+    assert got == (600, 4000, 0.025, 12.0)
     assert combined([None, None]) is None
     assert combined([Drift(10, 0, None, None)]).share is None
+
+
+def test_a_worker_gone_or_new_weighs_what_it_did_in_the_hour(monkeypatch):
+    """helper-74: worker b firing 5 rules a minute died at 10 min and still made 300 rules/h at
+    2 h (its samples were never dropped); a worker first heard 2 s ago with one rule counted as
+    1,800 rules/h (its increase scaled from its own span)."""
+    import asyncio
+
+    from services.detection.drift import Drift, combined
+    from services.manager import drift_view
+
+    state = {"n": 0, "b_up": True}
+
+    async def scrape(self, url, pool):
+        n = state["n"]
+        if url == "b" and not state["b_up"]:
+            return "b: 503"
+        return {"flows": 100.0 * n, "above": 1.0 * n, "rules": 5.0 * n if url == "b" else 0.0}
+    monkeypatch.setattr(drift_view.DriftFeed, "_scrape", scrape)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(drift_view.time, "monotonic", lambda: clock["t"])
+    feed = DriftFeed(["a", "b"])
+    for n in range(0, 121):  # a poll a minute for 2 hours; b gone after 10 minutes
+        state["n"], clock["t"], state["b_up"] = n, 60.0 * n, n <= 10
+        asyncio.run(feed.poll())
+    d = combined([h.figures() for h in feed.hourly.values()])
+    assert d.rules_per_hour == 0.0 and d.flows == 6000, d  # a's last hour only
+    late = combined([Drift(3600, 1000, 0.01, 10.0), Drift(2, 5, 0.0, 1800.0)])
+    assert round(late.rules_per_hour, 6) == 11.0  # 10 + the 1 rule b fired

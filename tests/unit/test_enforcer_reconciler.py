@@ -231,3 +231,20 @@ def test_a_restored_model_rule_without_an_expiry_or_beyond_the_max_ttl_is_capped
     assert maps.installed[long.key()].expires_ns == cap(long)
     assert maps.installed[manual.key()].expires_ns == 0  # the operator's: never expiring is allowed
     assert maps.installed[LIVE.key()] == LIVE
+
+
+def test_a_rule_refreshed_past_the_max_ttl_since_its_creation_is_restored_as_written():
+    """helper-74: a refresh keeps created_ns and moves the expiry, so a rule refreshed for over
+    MAX_TTL - TTL expires more than ENFORCER_MAX_TTL_S after its creation; capped from its
+    creation it was restored already expired. The cap counts from when the record was written."""
+    from services.wire import codec
+
+    refreshed = rule("203.0.122.0/24", created=T0 - 5000 * S, ttl_s=5600)  # until T0 + 600 s
+    topic = FakeRulesTopic()
+    key, value = codec.encode_rule_record(refreshed, "applied", "node-test",
+                                          updated_ns=T0 - 100 * S)  # rewritten at the refresh
+    topic.records[refreshed.key()] = codec.decode_rule_record(key, value)
+    maps = FakeMaps()
+    rec, _, _ = reconciler(topic)
+    asyncio.run(rec.restore(maps))
+    assert maps.installed[refreshed.key()] == refreshed

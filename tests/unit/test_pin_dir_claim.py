@@ -27,3 +27,31 @@ def test_a_claim_left_by_a_killed_holder_is_taken_over(tmp_path):
     pins = str(tmp_path / "xdpguard")
     os.mkdir(pins + "_enforcer")  # what a SIGKILL leaves: the directory, no lock
     PinDirClaim(pins, "enforcer").acquire().release()
+
+
+def test_two_spellings_of_one_pin_directory_are_one_claim(tmp_path):
+    """helper-74: a symlink to the pin directory (or "/." after it) claimed beside the first."""
+    pins = tmp_path / "xdpguard"
+    pins.mkdir()
+    (tmp_path / "alias").symlink_to(pins)
+    first = PinDirClaim(str(pins), "enforcer").acquire()
+    try:
+        for other in (str(tmp_path / "alias"), f"{pins}/.", f"{pins}//"):
+            with pytest.raises(PinDirClaimed):
+                PinDirClaim(other, "enforcer").acquire()
+    finally:
+        first.release()
+
+
+def test_a_claim_path_made_by_another_user_is_taken_back(tmp_path):
+    """helper-74: on a bpffs of mode 1777 any user could make the claim directory and flock it,
+    and no enforcer would start; one owned by another user is removed and made again."""
+    from tests.support.caps import have_root, require
+
+    require(have_root(), "root (to make a directory another user owns)")
+    pins = str(tmp_path / "xdpguard")
+    os.mkdir(pins + "_enforcer")
+    os.chown(pins + "_enforcer", 65534, 65534)  # nobody
+    claim = PinDirClaim(pins, "enforcer").acquire()
+    assert os.stat(claim.path).st_uid == os.geteuid()
+    claim.release()

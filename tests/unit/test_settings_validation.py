@@ -176,3 +176,14 @@ def test_a_metrics_address_the_host_cannot_bind_is_one_config_error():
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
             check_bindable("127.0.0.1", port, "X")
+
+
+def test_a_window_too_short_to_count_in_nanoseconds_is_refused():
+    """helper-74: SCORER_WINDOW_S=1e-10 passed and became a width of 0 ns: ZeroDivisionError at
+    the first window."""
+    from services.scorer.settings import ScorerSettings
+
+    with pytest.raises(ConfigError, match="SCORER_WINDOW_S='1e-10': must be at least 0.001"):
+        load(ScorerSettings, {"SCORER_WINDOW_S": "1e-10"})
+    assert load(ScorerSettings, {"SCORER_WINDOW_S": "0.001"}).window_s == 0.001
+    assert load(ScorerSettings, {"SCORER_VERDICT_TTL_S": "0"}).verdict_ttl_s == 0
