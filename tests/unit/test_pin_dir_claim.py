@@ -55,3 +55,15 @@ def test_a_claim_path_made_by_another_user_is_taken_back(tmp_path):
     claim = PinDirClaim(pins, "enforcer").acquire()
     assert os.stat(claim.path).st_uid == os.geteuid()
     claim.release()
+
+
+def test_a_claim_directory_that_cannot_be_made_is_one_kernel_error(tmp_path):
+    """helper-74: with bpffs unmounted (or a pin directory on sysfs) the claim's mkdir raised an
+    OSError past the enforcer's one-line errors: a traceback."""
+    from services.common.errors import KernelError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KernelError, match="cannot open .*file/pins_enforcer to lock it"):
+        PinDirClaim(str(tmp_path / "file" / "pins"), "enforcer").acquire()
+    with pytest.raises(KernelError, match="cannot make /proc/xdpguard-none/pins_enforcer"):
+        PinDirClaim("/proc/xdpguard-none/pins", "enforcer").acquire()  # mkdir refused there
