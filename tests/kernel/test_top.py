@@ -76,7 +76,10 @@ def test_top_into_a_pipe_prints_every_frame(pin_dir):
                                  "--interval", "0.3"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         time.sleep(4)
-        proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: a test run started in the background inherits SIGINT ignored
+        # (POSIX shells do that to asynchronous commands), and so would top. rich flushes each
+        # frame as it prints it, so what was shown survives the kill.
+        proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
         loader.unload_all(pin_dir)
