@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .errors import ConfigError
 
 log = logging.getLogger("xdpguard.health")
 
@@ -19,10 +22,6 @@ def check_bindable(host: str, port: int, what: str) -> None:
     """ConfigError naming `what` (the service's *_METRICS_HOST/PORT) unless a TCP server can
     bind `host`:`port` now (port 0: nothing to check). For a service that starts its server late,
     inside a framework that turns the OSError into a traceback (the scorer under faust)."""
-    import socket
-
-    from .errors import ConfigError
-
     if not port:
         return
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 
@@ -36,12 +37,14 @@ class PinLock:
     """`with PinLock(pin_dir):` holds an exclusive flock on `pin_dir`.
 
     timeout_s: how long to wait for another holder before PinDirBusy (None: wait forever).
-    create: make the directory if missing (the loader). Otherwise a missing directory means no
+    create: make the directory if missing (the loader; `mode` as os.makedirs takes it, the
+    umask applied). Otherwise a missing directory means no
     program is pinned there, so no other process can open the maps a writer still holds (an
     unload removed them): there is nobody to keep out and the lock holds nothing."""
 
-    def __init__(self, pin_dir: str, timeout_s: float | None = 5.0, create: bool = False):
-        self.pin_dir, self.timeout_s, self.create = pin_dir, timeout_s, create
+    def __init__(self, pin_dir: str, timeout_s: float | None = 5.0, create: bool = False,
+                 mode: int = 0o777):
+        self.pin_dir, self.timeout_s, self.create, self.mode = pin_dir, timeout_s, create, mode
         self._mutex = threading.RLock()
         self._depth = 0
         self._fd = -1
@@ -83,7 +86,7 @@ class PinLock:
             raise KernelError(f"cannot open the pin directory {self.pin_dir} to lock it: "
                               f"{exc.strerror}") from None
         try:
-            os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+            os.makedirs(self.pin_dir, mode=self.mode, exist_ok=True)
         except OSError as exc:  # bpffs not mounted, a name bpffs refuses, not root
             raise KernelError(f"cannot make {self.pin_dir} to lock it: {exc.strerror}") from None
         return self._open()
@@ -149,7 +152,8 @@ class PinDirClaim:
         # spellings of one pin directory are one claim (helper-74)
         self.pin_dir, self.role = os.path.realpath(pin_dir), role
         self.path = f"{self.pin_dir}_{role}"  # bpffs refuses names with a dot
-        self._lock = PinLock(self.path, timeout_s=0, create=True)
+        # 0700: another user cannot open it, so cannot flock it (bpffs may be mode 1777)
+        self._lock = PinLock(self.path, timeout_s=0, create=True, mode=0o700)
 
     def acquire(self) -> "PinDirClaim":
         self._take_back()
@@ -175,8 +179,10 @@ class PinDirClaim:
         if st.st_uid == os.geteuid():
             return
         try:
-            (os.rmdir if os.path.isdir(self.path) and not os.path.islink(self.path)
-             else os.unlink)(self.path)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(self.path)
+            else:
+                os.unlink(self.path)
         except OSError as exc:
             raise KernelError(f"{self.path} belongs to uid {st.st_uid} and cannot be removed: "
                               f"{exc.strerror}") from None

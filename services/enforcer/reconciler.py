@@ -21,7 +21,6 @@ RulesLog in the service; an in-memory fake in unit tests).
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from typing import Awaitable, Callable, Protocol
 
